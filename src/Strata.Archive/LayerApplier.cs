@@ -1,0 +1,381 @@
+using Strata.Archive.Tar;
+using Strata.Native;
+
+namespace Strata.Archive;
+
+/// <summary>
+/// Applies an OCI layer tar onto a directory, safely by construction: every member's parent is
+/// resolved by the kernel with openat2(RESOLVE_IN_ROOT), so no symlink — from a lower layer or
+/// from this tar — can lead outside the target, and the final component is always created or
+/// replaced with *at calls that never follow it. On top of that, hostile shapes are refused with a
+/// one-line error: absolute names, '..', duplicates, writing through a symlink the same tar made,
+/// hardlinks that leave the layer, bad whiteouts. Returns the regular-file bytes written.
+/// The caller owns atomicity: on error the target is left part-applied and must be discarded.
+/// </summary>
+public static class LayerApplier
+{
+    public static long Apply(Stream tar, string targetRoot, WhiteoutFormat format = WhiteoutFormat.Oci)
+    {
+        if (!Posix.HasOpenAt2)
+            throw StrataException.Unsupported("this kernel lacks openat2(2) (Linux 5.6+), which safe layer extraction needs");
+        using var session = new ApplySession(targetRoot, format);
+        using var reader = new TarReader(tar);
+        while (reader.Next() is { } entry) session.Apply(entry, reader);
+        session.Finish();
+        return session.Size;
+    }
+}
+
+sealed class ApplySession : IDisposable
+{
+    const ulong Resolve = Posix.RESOLVE_IN_ROOT | Posix.RESOLVE_NO_MAGICLINKS;
+    const int Chunk = 64 * 1024;
+
+    readonly string _rootPath;
+    readonly FileDescriptor _root;
+    readonly WhiteoutFormat _format;
+    /// <summary>Paths named by members of this tar (duplicates are refused).</summary>
+    readonly HashSet<string> _seen = new(StringComparer.Ordinal);
+    /// <summary>Paths this layer put in place, named or implied; an opaque directory keeps exactly these.</summary>
+    readonly HashSet<string> _created = new(StringComparer.Ordinal);
+    readonly HashSet<string> _symlinks = new(StringComparer.Ordinal);
+    readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _symlinkLookup;
+    readonly List<(string Path, UnixTime Mtime)> _dirTimes = [];
+    string? _cachedDir;
+    FileDescriptor? _cachedFd;
+
+    public long Size { get; private set; }
+
+    public ApplySession(string rootPath, WhiteoutFormat format)
+    {
+        _rootPath = rootPath;
+        _format = format;
+        _root = Posix.Open(rootPath, Posix.O_PATH | Posix.O_DIRECTORY);
+        _symlinkLookup = _symlinks.GetAlternateLookup<ReadOnlySpan<char>>();
+    }
+
+    public void Apply(TarEntry e, TarReader reader)
+    {
+        string path = LayerPath.Normalize(e.Name);
+        if (path.Length == 0) return; // the root entry ("./"): the layer root belongs to the store
+        string parent = LayerPath.Parent(path), name = LayerPath.Base(path);
+
+        if (Whiteouts.IsWhiteout(name))
+        {
+            ApplyWhiteout(path, parent, name);
+            return;
+        }
+        if (!_seen.Add(path)) throw Fail(path, "appears twice in the tar");
+        CheckNotThroughOwnSymlink(path, path);
+        var dir = OpenParent(parent, path, create: true)!;
+        _created.Add(path);
+        switch (e.Type)
+        {
+            case TarEntryType.Directory: ApplyDirectory(dir, path, name, e); break;
+            case TarEntryType.Regular: ApplyFile(dir, path, name, e, reader); break;
+            case TarEntryType.Symlink: ApplySymlink(dir, path, name, e); break;
+            case TarEntryType.HardLink: ApplyHardLink(dir, path, name, e); break;
+            default: ApplyNode(dir, path, name, e); break;
+        }
+    }
+
+    void ApplyDirectory(FileDescriptor dir, string path, string name, TarEntry e)
+    {
+        if (Posix.TryLstatAt(dir, name, out var st) == 0 && !st.IsDirectory)
+        {
+            RemoveAt(dir, name, st);
+            st = default;
+        }
+        if (!st.IsDirectory) Posix.MkdirAt(dir, name, 0x1C0 /* 0700 */);
+        using (var fd = Posix.OpenAt(dir, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
+        {
+            Posix.Fchown(fd, e.Uid, e.Gid, path);
+            Posix.Fchmod(fd, e.Mode, path);
+            SetXattrs(fd, e, path);
+        }
+        _dirTimes.Add((path, e.Mtime));
+    }
+
+    void ApplyFile(FileDescriptor dir, string path, string name, TarEntry e, TarReader reader)
+    {
+        ReplaceExisting(dir, name);
+        using var fd = Posix.OpenAt(dir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, 0x180 /* 0600 */);
+        long offset = 0, written = 0;
+        while (true)
+        {
+            var data = reader.ReadDataInPlace(1 << 20);
+            if (data.IsEmpty) break;
+            // runs of 64 KiB zeros become holes, so sparse files stay sparse across diff and apply
+            int runStart = 0;
+            for (int at = 0; at < data.Length; at += Chunk)
+            {
+                var piece = data.Slice(at, Math.Min(Chunk, data.Length - at));
+                if (piece.Length == Chunk && !piece.ContainsAnyExcept((byte)0))
+                {
+                    if (at > runStart) Posix.PwriteAll(fd, data[runStart..at], offset + runStart, path);
+                    runStart = at + piece.Length;
+                }
+            }
+            if (runStart < data.Length)
+            {
+                Posix.PwriteAll(fd, data[runStart..], offset + runStart, path);
+                written = offset + data.Length;
+            }
+            offset += data.Length;
+        }
+        if (written < e.Size) Posix.Ftruncate(fd, e.Size, path);
+        Posix.Fchown(fd, e.Uid, e.Gid, path);
+        Posix.Fchmod(fd, e.Mode, path);
+        SetXattrs(fd, e, path);
+        Posix.Futimes(fd, e.Mtime, e.Mtime, path);
+        Size += e.Size;
+    }
+
+    void ApplySymlink(FileDescriptor dir, string path, string name, TarEntry e)
+    {
+        if (e.LinkName.Length == 0) throw Fail(path, "is a symlink with an empty target");
+        ReplaceExisting(dir, name);
+        Posix.SymlinkAt(e.LinkName, dir, name);
+        _symlinks.Add(path);
+        FinishByName(dir, path, name, e, chmod: false);
+    }
+
+    void ApplyHardLink(FileDescriptor dir, string path, string name, TarEntry e)
+    {
+        string target = LayerPath.Normalize(e.LinkName, "hardlink target of " + path);
+        if (target.Length == 0 || target == path) throw Fail(path, $"is a hardlink to '{e.LinkName}', which is not a file");
+        CheckNotThroughOwnSymlink(target, path);
+        using var targetDir = OpenDir(LayerPath.Parent(target), path);
+        if (targetDir is null) throw Fail(path, $"is a hardlink to '{e.LinkName}', which does not exist in this layer or below");
+        string targetName = LayerPath.Base(target);
+        if (Posix.TryLstatAt(targetDir, targetName, out var tst) != 0)
+            throw Fail(path, $"is a hardlink to '{e.LinkName}', which does not exist in this layer or below");
+        if (tst.IsDirectory) throw Fail(path, $"is a hardlink to directory '{e.LinkName}'");
+        ReplaceExisting(dir, name);
+        int err = Posix.TryLinkAt(targetDir, targetName, dir, name);
+        if (err != 0) throw new ErrnoException(err, "link", path);
+    }
+
+    void ApplyNode(FileDescriptor dir, string path, string name, TarEntry e)
+    {
+        uint kind = e.Type switch
+        {
+            TarEntryType.CharDevice => (uint)FileKind.CharDevice,
+            TarEntryType.BlockDevice => (uint)FileKind.BlockDevice,
+            _ => (uint)FileKind.Fifo,
+        };
+        ReplaceExisting(dir, name);
+        Posix.MknodAt(dir, name, kind | (e.Mode & 0xFFF), e.DevMajor, e.DevMinor);
+        FinishByName(dir, path, name, e, chmod: true);
+    }
+
+    /// <summary>Owner, mode, xattrs and times of a member that cannot be opened for writing (symlinks, nodes).</summary>
+    void FinishByName(FileDescriptor dir, string path, string name, TarEntry e, bool chmod)
+    {
+        Posix.LchownAt(dir, name, e.Uid, e.Gid);
+        if (chmod) Posix.ChmodAt(dir, name, e.Mode);
+        if (e.Xattrs is not null)
+        {
+            string viaProc = $"/proc/self/fd/{dir.Value}/{name}";
+            foreach (var (k, v) in e.Xattrs) SetXattr(() => Posix.LsetXattr(viaProc, k, v), k, path);
+        }
+        Posix.LutimesAt(dir, name, e.Mtime, e.Mtime);
+    }
+
+    void SetXattrs(FileDescriptor fd, TarEntry e, string path)
+    {
+        if (e.Xattrs is null) return;
+        foreach (var (k, v) in e.Xattrs) SetXattr(() => Posix.FsetXattr(fd, k, v, path), k, path);
+    }
+
+    void SetXattr(Action set, string key, string path)
+    {
+        try
+        {
+            set();
+        }
+        catch (ErrnoException ex) when (ex.Errno == Errno.EOPNOTSUPP)
+        {
+            throw new StrataException(ErrorKind.Unsupported, $"tar: member '{path}': the target filesystem does not support xattr '{key}'");
+        }
+    }
+
+    void ApplyWhiteout(string path, string parent, string name)
+    {
+        if (name == Whiteouts.OpaqueMarker)
+        {
+            if (!_seen.Add(path)) throw Fail(path, "appears twice in the tar");
+            ApplyOpaque(parent, path);
+            return;
+        }
+        if (name.StartsWith(Whiteouts.MetaPrefix, StringComparison.Ordinal)) return; // aufs bookkeeping, never content
+        string victim = name[Whiteouts.Prefix.Length..];
+        if (victim.Length == 0 || victim == "." || victim == "..")
+            throw Fail(path, $"is not a valid whiteout (it names '{victim}')");
+        string target = LayerPath.Join(parent, victim);
+        if (!_seen.Add(target) || !_seen.Add(path)) throw Fail(path, "whiteout names a path that appears twice in the tar");
+        CheckNotThroughOwnSymlink(target, path);
+        if (_format == WhiteoutFormat.Overlay)
+        {
+            var dir = OpenParent(parent, path, create: true)!;
+            ReplaceExisting(dir, victim);
+            Posix.MknodAt(dir, victim, (uint)FileKind.CharDevice, 0, 0);
+            _created.Add(target);
+            return;
+        }
+        var d = OpenParent(parent, path, create: false);
+        if (d is null) return;
+        ReplaceExisting(d, victim);
+    }
+
+    void ApplyOpaque(string dirPath, string markerPath)
+    {
+        CheckNotThroughOwnSymlink(markerPath, markerPath);
+        if (_format == WhiteoutFormat.Overlay)
+        {
+            if (dirPath.Length == 0) throw Fail(markerPath, "marks the layer root opaque, which overlay cannot express");
+            var parent = OpenParent(LayerPath.Parent(dirPath), markerPath, create: true)!;
+            string name = LayerPath.Base(dirPath);
+            if (Posix.TryLstatAt(parent, name, out var st) != 0) Posix.MkdirAt(parent, name, 0x1ED /* 0755 */);
+            else if (!st.IsDirectory) throw Fail(markerPath, "marks a non-directory opaque");
+            _created.Add(dirPath);
+            using var fd = Posix.OpenAt(parent, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
+            Posix.FsetXattr(fd, Whiteouts.OverlayOpaqueXattr, "y"u8, dirPath);
+            return;
+        }
+        using var dir = OpenDir(dirPath, markerPath);
+        if (dir is null) return;
+        HideLower(dir, dirPath);
+        Invalidate();
+    }
+
+    /// <summary>Removes everything under a directory that this layer did not put there.</summary>
+    void HideLower(FileDescriptor dir, string dirPath)
+    {
+        foreach (var child in Posix.ReadDir(dir, dirPath))
+        {
+            string childPath = LayerPath.Join(dirPath, child.Name);
+            if (Posix.TryLstatAt(dir, child.Name, out var st) != 0) continue;
+            if (!_created.Contains(childPath))
+            {
+                RemoveAt(dir, child.Name, st);
+                continue;
+            }
+            if (!st.IsDirectory) continue;
+            using var sub = Posix.OpenAt(dir, child.Name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
+            HideLower(sub, childPath);
+        }
+    }
+
+    void CheckNotThroughOwnSymlink(string path, string member)
+    {
+        if (_symlinks.Count == 0) return;
+        for (int i = path.IndexOf('/'); i >= 0; i = path.IndexOf('/', i + 1))
+        {
+            if (_symlinkLookup.Contains(path.AsSpan(0, i)))
+                throw Fail(member, $"writes through symlink '{path[..i]}' created earlier in the same tar");
+        }
+    }
+
+    /// <summary>The directory that will hold <paramref name="member"/>, resolved inside the root (cached: tars are ordered
+    /// by directory). With <paramref name="create"/>, missing directories are made (0755, root-owned) as tar does.</summary>
+    FileDescriptor? OpenParent(string dirPath, string member, bool create)
+    {
+        if (dirPath.Length == 0) return _root;
+        if (_cachedDir == dirPath) return _cachedFd;
+        var fd = OpenDir(dirPath, member);
+        if (fd is null)
+        {
+            if (!create) return null;
+            fd = MakeDirs(dirPath, member);
+        }
+        _cachedFd?.Dispose();
+        _cachedDir = dirPath;
+        _cachedFd = fd;
+        return fd;
+    }
+
+    /// <summary>Opens a directory inside the root; null when it does not exist.</summary>
+    FileDescriptor? OpenDir(string dirPath, string member)
+    {
+        if (dirPath.Length == 0) return Posix.OpenAt(_root, ".", Posix.O_PATH | Posix.O_DIRECTORY);
+        int err = Posix.TryOpenAt2(_root, dirPath, Posix.O_PATH | Posix.O_DIRECTORY, Resolve, out var fd);
+        return err switch
+        {
+            0 => fd,
+            Errno.ENOENT => null,
+            Errno.ENOTDIR => throw Fail(member, $"needs '{dirPath}' to be a directory, and it is not"),
+            Errno.ELOOP => throw Fail(member, $"lies under '{dirPath}', which is a symlink loop"),
+            _ => throw new ErrnoException(err, "resolve", LayerPath.Display(dirPath)),
+        };
+    }
+
+    FileDescriptor MakeDirs(string dirPath, string member)
+    {
+        var parent = LayerPath.Parent(dirPath);
+        using var up = parent.Length == 0 ? null : OpenDir(parent, member) ?? MakeDirs(parent, member);
+        string name = LayerPath.Base(dirPath);
+        int err = Posix.TryMkdirAt(up ?? _root, name, 0x1ED /* 0755 */);
+        if (err != 0 && err != Errno.EEXIST) throw new ErrnoException(err, "mkdir", LayerPath.Display(dirPath));
+        _created.Add(dirPath);
+        return OpenDir(dirPath, member) ?? throw Fail(member, $"could not create directory '{dirPath}'");
+    }
+
+    void ReplaceExisting(FileDescriptor dir, string name)
+    {
+        if (Posix.TryLstatAt(dir, name, out var st) == 0) RemoveAt(dir, name, st);
+    }
+
+    void RemoveAt(FileDescriptor dir, string name, in FileStat st)
+    {
+        if (st.IsDirectory)
+        {
+            RemoveTree(dir, name);
+            Invalidate();
+        }
+        else Posix.UnlinkAt(dir, name, directory: false);
+    }
+
+    static void RemoveTree(FileDescriptor dir, string name)
+    {
+        using (var fd = Posix.OpenAt(dir, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
+        {
+            foreach (var child in Posix.ReadDir(fd, name))
+            {
+                bool isDir = child.Type == 4 || (child.Type == 0 && Posix.LstatAt(fd, child.Name).IsDirectory);
+                if (isDir) RemoveTree(fd, child.Name);
+                else Posix.UnlinkAt(fd, child.Name, directory: false);
+            }
+        }
+        Posix.UnlinkAt(dir, name, directory: true);
+    }
+
+    void Invalidate()
+    {
+        _cachedFd?.Dispose();
+        _cachedFd = null;
+        _cachedDir = null;
+    }
+
+    /// <summary>Directory mtimes are set last, deepest first, because creating children changes them.</summary>
+    public void Finish()
+    {
+        Invalidate();
+        for (int i = _dirTimes.Count - 1; i >= 0; i--)
+        {
+            var (path, mtime) = _dirTimes[i];
+            int err = Posix.TryOpenAt2(_root, path, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, Resolve, out var fd);
+            if (err != 0) continue; // removed by a later whiteout
+            using (fd) Posix.Futimes(fd!, mtime, mtime, path);
+        }
+    }
+
+    static StrataException Fail(string member, string what) =>
+        StrataException.Invalid($"tar: member '{LayerPath.Shorten(member)}' {what}");
+
+    public void Dispose()
+    {
+        Invalidate();
+        _root.Dispose();
+    }
+}

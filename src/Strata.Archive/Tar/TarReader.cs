@@ -1,0 +1,318 @@
+using System.Buffers;
+using System.Text;
+using Strata.Native;
+
+namespace Strata.Archive.Tar;
+
+/// <summary>
+/// A streaming, validating tar reader (ustar, PAX and GNU long names). Every header's checksum and
+/// numeric fields are checked; a stream that ends inside a header or inside an entry's data is
+/// reported as truncated. Errors are <see cref="ErrorKind.Corrupt"/> <see cref="StrataException"/>s.
+/// </summary>
+public sealed class TarReader : IDisposable
+{
+    /// <summary>Largest member we accept (8 TiB); anything larger is a corrupt or hostile header.</summary>
+    public const long MaxEntrySize = 1L << 43;
+    const int MaxMetaSize = 1 << 20;
+
+    readonly Stream _stream;
+    byte[] _buf;
+    int _pos, _len;
+    long _remaining, _padding, _consumed;
+    bool _done;
+
+    public TarReader(Stream stream)
+    {
+        _stream = stream;
+        _buf = ArrayPool<byte>.Shared.Rent(1 << 20);
+    }
+
+    /// <summary>Offset in the stream of the next unread byte (for error messages).</summary>
+    public long Position => _consumed;
+
+    /// <summary>The next member, or null at the end of the archive. Unread data of the previous member is skipped.</summary>
+    public TarEntry? Next()
+    {
+        if (_done) return null;
+        SkipRest();
+        string? longName = null, longLink = null;
+        Dictionary<string, byte[]>? pax = null;
+        while (true)
+        {
+            long headerAt = _consumed;
+            if (!Fill(TarFormat.BlockSize, allowCleanEof: true))
+            {
+                if (longName is not null || longLink is not null || pax is not null) throw Truncated();
+                _done = true;
+                return null;
+            }
+            var block = _buf.AsSpan(_pos, TarFormat.BlockSize);
+            if (TarFormat.IsZeroBlock(block))
+            {
+                Advance(TarFormat.BlockSize);
+                if (Fill(TarFormat.BlockSize, allowCleanEof: true) && !TarFormat.IsZeroBlock(_buf.AsSpan(_pos, TarFormat.BlockSize)))
+                    throw Corrupt(headerAt, "data after the end-of-archive marker");
+                _done = true;
+                return null;
+            }
+            var entry = ParseHeader(block, headerAt, out byte type, out long dataSize);
+            Advance(TarFormat.BlockSize);
+            switch (type)
+            {
+                case (byte)'x':
+                    pax ??= new Dictionary<string, byte[]>(StringComparer.Ordinal);
+                    ParsePax(ReadMeta(dataSize, headerAt), pax, headerAt);
+                    continue;
+                case (byte)'g':
+                    ReadMeta(dataSize, headerAt);
+                    continue;
+                case (byte)'L':
+                    longName = TarFormat.ReadString(ReadMeta(dataSize, headerAt));
+                    continue;
+                case (byte)'K':
+                    longLink = TarFormat.ReadString(ReadMeta(dataSize, headerAt));
+                    continue;
+            }
+            if (longName is not null) entry.Name = longName;
+            if (longLink is not null) entry.LinkName = longLink;
+            if (pax is not null) ApplyPax(entry, pax, headerAt);
+            // header-only types carry no data whatever their size field says (as Go and GNU tar read them)
+            if (entry.Type is TarEntryType.Regular) dataSize = entry.Size;
+            else entry.Size = dataSize = 0;
+            if (entry.Name.Length == 0) throw Corrupt(headerAt, "member with an empty name");
+            if (entry.Name.Contains('\0') || entry.LinkName.Contains('\0')) throw Corrupt(headerAt, "member name contains NUL");
+            _remaining = dataSize;
+            _padding = Pad(dataSize);
+            return entry;
+        }
+    }
+
+    /// <summary>Reads the current member's data; 0 at its end. Throws when the stream ends early.</summary>
+    public int ReadData(Span<byte> destination)
+    {
+        if (_remaining == 0 || destination.Length == 0) return 0;
+        if (_pos == _len && !FillSome()) throw Truncated();
+        int n = (int)Math.Min(Math.Min(destination.Length, _len - _pos), _remaining);
+        _buf.AsSpan(_pos, n).CopyTo(destination);
+        Advance(n);
+        _remaining -= n;
+        return n;
+    }
+
+    /// <summary>Hands out the current member's data in place, without copying; empty at its end.</summary>
+    public ReadOnlySpan<byte> ReadDataInPlace(int max)
+    {
+        if (_remaining == 0) return default;
+        if (_pos == _len && !FillSome()) throw Truncated();
+        int n = (int)Math.Min(Math.Min(max, _len - _pos), _remaining);
+        var span = _buf.AsSpan(_pos, n);
+        Advance(n);
+        _remaining -= n;
+        return span;
+    }
+
+    void SkipRest()
+    {
+        long skip = _remaining + _padding;
+        while (skip > 0)
+        {
+            if (_pos == _len && !FillSome()) throw Truncated();
+            int n = (int)Math.Min(skip, _len - _pos);
+            Advance(n);
+            skip -= n;
+        }
+        _remaining = _padding = 0;
+    }
+
+    TarEntry ParseHeader(ReadOnlySpan<byte> b, long at, out byte type, out long size)
+    {
+        if (!TarFormat.TryReadNumber(b.Slice(TarFormat.ChksumOff, 8), out long stored))
+            throw Corrupt(at, "header checksum field is not a number");
+        if (stored != TarFormat.ComputeChecksum(b, signed: false) && stored != TarFormat.ComputeChecksum(b, signed: true))
+            throw Corrupt(at, "header checksum mismatch");
+        type = b[TarFormat.TypeOff];
+        size = Number(b, TarFormat.SizeOff, 12, at, "size");
+        if (size > MaxEntrySize) throw Corrupt(at, $"declared size {size} is larger than any member can be");
+        var magic = b.Slice(TarFormat.MagicOff, 8);
+        bool ustar = magic.SequenceEqual("ustar\u000000"u8);
+        string name = TarFormat.ReadString(b.Slice(TarFormat.NameOff, TarFormat.NameLen));
+        if (ustar)
+        {
+            string prefix = TarFormat.ReadString(b.Slice(TarFormat.PrefixOff, TarFormat.PrefixLen));
+            if (prefix.Length > 0) name = prefix + "/" + name;
+        }
+        var entryType = type switch
+        {
+            0 or (byte)'0' or (byte)'7' => TarEntryType.Regular,
+            (byte)'1' => TarEntryType.HardLink,
+            (byte)'2' => TarEntryType.Symlink,
+            (byte)'3' => TarEntryType.CharDevice,
+            (byte)'4' => TarEntryType.BlockDevice,
+            (byte)'5' => TarEntryType.Directory,
+            (byte)'6' => TarEntryType.Fifo,
+            (byte)'x' or (byte)'g' or (byte)'L' or (byte)'K' => TarEntryType.Regular,
+            (byte)'S' => throw Unsupported(at, "GNU sparse members are not supported"),
+            _ => throw Unsupported(at, $"member type '{(char)type}' is not supported"),
+        };
+        // old tars mark directories with a trailing slash on a regular type
+        if (entryType == TarEntryType.Regular && type is 0 or (byte)'0' && name.EndsWith('/')) entryType = TarEntryType.Directory;
+        var entry = new TarEntry
+        {
+            Name = name,
+            Type = entryType,
+            LinkName = TarFormat.ReadString(b.Slice(TarFormat.LinkOff, 100)),
+            Mode = (uint)(Number(b, TarFormat.ModeOff, 8, at, "mode") & 0xFFF),
+            Uid = Id(Number(b, TarFormat.UidOff, 8, at, "uid"), at, "uid"),
+            Gid = Id(Number(b, TarFormat.GidOff, 8, at, "gid"), at, "gid"),
+            Size = size,
+            Mtime = new UnixTime(Number(b, TarFormat.MtimeOff, 12, at, "mtime"), 0),
+        };
+        if (entryType is TarEntryType.CharDevice or TarEntryType.BlockDevice)
+        {
+            entry.DevMajor = Id(Number(b, TarFormat.DevMajorOff, 8, at, "devmajor"), at, "devmajor");
+            entry.DevMinor = Id(Number(b, TarFormat.DevMinorOff, 8, at, "devminor"), at, "devminor");
+        }
+        return entry;
+    }
+
+    long Number(ReadOnlySpan<byte> b, int off, int len, long at, string field) =>
+        TarFormat.TryReadNumber(b.Slice(off, len), out long v) ? v : throw Corrupt(at, $"{field} field is not a number");
+
+    uint Id(long v, long at, string field) => v is >= 0 and <= uint.MaxValue ? (uint)v : throw Corrupt(at, $"{field} {v} is out of range");
+
+    byte[] ReadMeta(long size, long at)
+    {
+        if (size > MaxMetaSize) throw Corrupt(at, $"extended header of {size} bytes is too large");
+        var data = new byte[size];
+        int got = 0;
+        while (got < size)
+        {
+            if (_pos == _len && !FillSome()) throw Truncated();
+            int n = (int)Math.Min(size - got, _len - _pos);
+            _buf.AsSpan(_pos, n).CopyTo(data.AsSpan(got));
+            Advance(n);
+            got += n;
+        }
+        long pad = Pad(size);
+        while (pad > 0)
+        {
+            if (_pos == _len && !FillSome()) throw Truncated();
+            int n = (int)Math.Min(pad, _len - _pos);
+            Advance(n);
+            pad -= n;
+        }
+        return data;
+    }
+
+    void ParsePax(ReadOnlySpan<byte> data, Dictionary<string, byte[]> into, long at)
+    {
+        while (data.Length > 0)
+        {
+            int sp = data.IndexOf((byte)' ');
+            if (sp <= 0 || !int.TryParse(data[..sp], System.Globalization.NumberStyles.None, null, out int len) || len <= sp + 1 || len > data.Length || data[len - 1] != '\n')
+                throw Corrupt(at, "malformed PAX record");
+            var rec = data[(sp + 1)..(len - 1)];
+            int eq = rec.IndexOf((byte)'=');
+            if (eq <= 0) throw Corrupt(at, "malformed PAX record");
+            into[Encoding.UTF8.GetString(rec[..eq])] = rec[(eq + 1)..].ToArray();
+            data = data[len..];
+        }
+    }
+
+    void ApplyPax(TarEntry e, Dictionary<string, byte[]> pax, long at)
+    {
+        foreach (var (key, value) in pax)
+        {
+            switch (key)
+            {
+                case "path": e.Name = Encoding.UTF8.GetString(value); break;
+                case "linkpath": e.LinkName = Encoding.UTF8.GetString(value); break;
+                case "size":
+                    e.Size = PaxLong(value, at, key);
+                    if (e.Size > MaxEntrySize) throw Corrupt(at, $"declared size {e.Size} is larger than any member can be");
+                    break;
+                case "uid": e.Uid = Id(PaxLong(value, at, key), at, key); break;
+                case "gid": e.Gid = Id(PaxLong(value, at, key), at, key); break;
+                case "mtime": e.Mtime = PaxTime(value, at); break;
+                default:
+                    if (key.StartsWith("SCHILY.xattr.", StringComparison.Ordinal))
+                        (e.Xattrs ??= []).Add(new(key["SCHILY.xattr.".Length..], value));
+                    else if (key.StartsWith("GNU.sparse.", StringComparison.Ordinal))
+                        throw Unsupported(at, "GNU sparse members are not supported");
+                    break;
+            }
+        }
+        e.Xattrs?.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        pax.Clear();
+    }
+
+    long PaxLong(byte[] v, long at, string key) =>
+        long.TryParse(v, System.Globalization.NumberStyles.None, null, out long r) ? r : throw Corrupt(at, $"PAX {key} is not a number");
+
+    UnixTime PaxTime(byte[] v, long at)
+    {
+        var s = Encoding.ASCII.GetString(v);
+        int dot = s.IndexOf('.');
+        string secPart = dot < 0 ? s : s[..dot];
+        if (!long.TryParse(secPart, System.Globalization.NumberStyles.AllowLeadingSign, null, out long sec))
+            throw Corrupt(at, "PAX mtime is not a number");
+        uint ns = 0;
+        if (dot >= 0)
+        {
+            string frac = (s[(dot + 1)..] + "000000000")[..9];
+            if (!uint.TryParse(frac, System.Globalization.NumberStyles.None, null, out ns)) throw Corrupt(at, "PAX mtime is not a number");
+        }
+        return new UnixTime(sec, ns);
+    }
+
+    static long Pad(long size) => (TarFormat.BlockSize - size % TarFormat.BlockSize) % TarFormat.BlockSize;
+
+    void Advance(int n)
+    {
+        _pos += n;
+        _consumed += n;
+    }
+
+    /// <summary>Makes <paramref name="count"/> contiguous bytes available; false on a clean EOF before any byte.</summary>
+    bool Fill(int count, bool allowCleanEof)
+    {
+        if (_len - _pos >= count) return true;
+        if (_pos > 0)
+        {
+            Buffer.BlockCopy(_buf, _pos, _buf, 0, _len - _pos);
+            _len -= _pos;
+            _pos = 0;
+        }
+        while (_len < count)
+        {
+            int n = _stream.Read(_buf, _len, _buf.Length - _len);
+            if (n == 0)
+            {
+                if (_len == 0 && allowCleanEof) return false;
+                throw Truncated();
+            }
+            _len += n;
+        }
+        return true;
+    }
+
+    bool FillSome()
+    {
+        _pos = _len = 0;
+        int n = _stream.Read(_buf, 0, _buf.Length);
+        _len = n;
+        return n > 0;
+    }
+
+    StrataException Truncated() => StrataException.Corrupt($"tar: archive is truncated at byte {_consumed}");
+
+    static StrataException Corrupt(long at, string what) => StrataException.Corrupt($"tar: {what} (header at byte {at})");
+
+    static StrataException Unsupported(long at, string what) => StrataException.Unsupported($"tar: {what} (header at byte {at})");
+
+    public void Dispose()
+    {
+        if (_buf.Length > 0) ArrayPool<byte>.Shared.Return(_buf);
+        _buf = [];
+    }
+}

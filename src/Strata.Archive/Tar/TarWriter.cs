@@ -1,0 +1,187 @@
+using System.Buffers;
+using System.Text;
+using Strata.Native;
+
+namespace Strata.Archive.Tar;
+
+/// <summary>
+/// Writes ustar members, adding a PAX extended header only when a member needs one (long names,
+/// xattrs, large ids or sizes). Output is deterministic: no user or group names, no atime/ctime,
+/// mtimes in whole seconds (as moby's archive package writes them).
+/// </summary>
+public sealed class TarWriter : IDisposable
+{
+    readonly Stream _stream;
+    byte[] _buf;
+    int _len;
+
+    public TarWriter(Stream stream)
+    {
+        _stream = stream;
+        _buf = ArrayPool<byte>.Shared.Rent(1 << 20);
+    }
+
+    /// <summary>Writes a member's header; a regular member's data must follow through <see cref="WriteData"/> or <see cref="WriteFileData"/>.</summary>
+    public void WriteHeader(TarEntry e)
+    {
+        var pax = new List<byte>();
+        byte[] name = Encoding.UTF8.GetBytes(e.Name);
+        byte[] link = Encoding.UTF8.GetBytes(e.LinkName);
+        if (!TrySplitName(name, out int split)) TarFormat.AppendPaxRecord(pax, "path", name);
+        if (link.Length > 100) TarFormat.AppendPaxRecord(pax, "linkpath", link);
+        if (e.Uid > 0x1FFFFF) TarFormat.AppendPaxRecord(pax, "uid", Ascii(e.Uid));
+        if (e.Gid > 0x1FFFFF) TarFormat.AppendPaxRecord(pax, "gid", Ascii(e.Gid));
+        if (e.Size > 0x1FFFFFFFF) TarFormat.AppendPaxRecord(pax, "size", Ascii(e.Size));
+        if (e.Xattrs is not null)
+            foreach (var (k, v) in e.Xattrs) TarFormat.AppendPaxRecord(pax, "SCHILY.xattr." + k, v);
+        if (pax.Count > 0)
+        {
+            var paxName = "PaxHeaders/" + Path.GetFileName(e.Name.TrimEnd('/'));
+            byte[] pn = Encoding.UTF8.GetBytes(paxName);
+            if (pn.Length > 100) pn = pn[..100];
+            var h = Block();
+            pn.CopyTo(h);
+            FillHeader(h, (byte)'x', 0x1A4, 0, 0, pax.Count, 0, []);
+            Emit(h);
+            WriteBytes(pax.ToArray());
+            Pad(pax.Count);
+        }
+        var b = Block();
+        if (split < 0) name.AsSpan(0, Math.Min(name.Length, 100)).CopyTo(b);
+        else
+        {
+            name.AsSpan(split + 1).CopyTo(b);
+            name.AsSpan(0, split).CopyTo(b[TarFormat.PrefixOff..]);
+        }
+        byte type = (byte)e.Type;
+        FillHeader(b, type, e.Mode, Math.Min(e.Uid, 0x1FFFFF), Math.Min(e.Gid, 0x1FFFFF),
+            e.Type == TarEntryType.Regular ? Math.Min(e.Size, 0x1FFFFFFFF) : 0, Math.Max(0, e.Mtime.Seconds),
+            link.Length <= 100 ? link : link.AsSpan(0, 100));
+        if (e.Type is TarEntryType.CharDevice or TarEntryType.BlockDevice)
+        {
+            TarFormat.TryWriteOctal(b.Slice(TarFormat.DevMajorOff, 8), e.DevMajor);
+            TarFormat.TryWriteOctal(b.Slice(TarFormat.DevMinorOff, 8), e.DevMinor);
+        }
+        Emit(b);
+    }
+
+    Span<byte> Block()
+    {
+        EnsureSpace(TarFormat.BlockSize);
+        var s = _buf.AsSpan(_len, TarFormat.BlockSize);
+        s.Clear();
+        return s;
+    }
+
+    void Emit(Span<byte> block)
+    {
+        TarFormat.WriteChecksum(block);
+        _len += TarFormat.BlockSize;
+    }
+
+    static void FillHeader(Span<byte> b, byte type, uint mode, long uid, long gid, long size, long mtime, ReadOnlySpan<byte> link)
+    {
+        TarFormat.TryWriteOctal(b.Slice(TarFormat.ModeOff, 8), mode & 0xFFF);
+        TarFormat.TryWriteOctal(b.Slice(TarFormat.UidOff, 8), uid);
+        TarFormat.TryWriteOctal(b.Slice(TarFormat.GidOff, 8), gid);
+        TarFormat.TryWriteOctal(b.Slice(TarFormat.SizeOff, 12), size);
+        if (!TarFormat.TryWriteOctal(b.Slice(TarFormat.MtimeOff, 12), mtime)) TarFormat.TryWriteOctal(b.Slice(TarFormat.MtimeOff, 12), 0);
+        b[TarFormat.TypeOff] = type;
+        link.CopyTo(b.Slice(TarFormat.LinkOff, 100));
+        "ustar\u000000"u8.CopyTo(b[TarFormat.MagicOff..]);
+        TarFormat.TryWriteOctal(b.Slice(TarFormat.DevMajorOff, 8), 0);
+        TarFormat.TryWriteOctal(b.Slice(TarFormat.DevMinorOff, 8), 0);
+    }
+
+    /// <summary>Finds where to split a long name into prefix (≤155) and name (≤100): -1 if it fits whole,
+    /// false if it needs a PAX path record.</summary>
+    static bool TrySplitName(byte[] name, out int split)
+    {
+        split = -1;
+        if (name.Length <= 100) return true;
+        if (name.Length > 256) return false;
+        for (int i = Math.Min(name.Length - 1, 155); i > 0; i--)
+        {
+            if (name[i] != '/') continue;
+            int rest = name.Length - i - 1;
+            if (rest == 0) continue;
+            if (rest > 100) return false;
+            split = i;
+            return true;
+        }
+        return false;
+    }
+
+    static byte[] Ascii(long v) => Encoding.ASCII.GetBytes(v.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    public void WriteData(ReadOnlySpan<byte> data) => WriteBytes(data);
+
+    /// <summary>Copies exactly <paramref name="size"/> bytes of an open file, then pads to a block.
+    /// A file that shrank meanwhile is padded with zeros so the archive stays well-formed.</summary>
+    public void WriteFileData(FileDescriptor fd, long size, string pathForErrors)
+    {
+        long done = 0;
+        while (done < size)
+        {
+            if (_len == _buf.Length) FlushBuffer();
+            int want = (int)Math.Min(size - done, _buf.Length - _len);
+            int n = Posix.Read(fd, _buf.AsSpan(_len, want), pathForErrors);
+            if (n == 0)
+            {
+                _buf.AsSpan(_len, want).Clear();
+                n = want;
+            }
+            _len += n;
+            done += n;
+        }
+        Pad(size);
+    }
+
+    public void Pad(long size)
+    {
+        int pad = (int)((TarFormat.BlockSize - size % TarFormat.BlockSize) % TarFormat.BlockSize);
+        if (pad == 0) return;
+        EnsureSpace(pad);
+        _buf.AsSpan(_len, pad).Clear();
+        _len += pad;
+    }
+
+    void WriteBytes(ReadOnlySpan<byte> data)
+    {
+        while (data.Length > 0)
+        {
+            if (_len == _buf.Length) FlushBuffer();
+            int n = Math.Min(data.Length, _buf.Length - _len);
+            data[..n].CopyTo(_buf.AsSpan(_len));
+            _len += n;
+            data = data[n..];
+        }
+    }
+
+    void EnsureSpace(int n)
+    {
+        if (_buf.Length - _len < n) FlushBuffer();
+    }
+
+    void FlushBuffer()
+    {
+        _stream.Write(_buf, 0, _len);
+        _len = 0;
+    }
+
+    /// <summary>Writes the end-of-archive marker (two zero blocks) and flushes.</summary>
+    public void Finish()
+    {
+        EnsureSpace(2 * TarFormat.BlockSize);
+        _buf.AsSpan(_len, 2 * TarFormat.BlockSize).Clear();
+        _len += 2 * TarFormat.BlockSize;
+        FlushBuffer();
+        _stream.Flush();
+    }
+
+    public void Dispose()
+    {
+        if (_buf.Length > 0) ArrayPool<byte>.Shared.Return(_buf);
+        _buf = [];
+    }
+}

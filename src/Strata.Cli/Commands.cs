@@ -1,0 +1,253 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Spectre.Console;
+using Strata.Core;
+
+namespace Strata.Cli;
+
+/// <summary>The command tree. Each action opens the store, makes one call, prints the result: no storage logic here.</summary>
+public static class Commands
+{
+    static readonly Option<string> RootOption = new("--root")
+    {
+        Description = "Store directory (env STRATA_ROOT; default /var/lib/strata)",
+        Recursive = true,
+        DefaultValueFactory = _ => StoreOptions.DefaultRoot,
+    };
+
+    static readonly Option<string?> DriverOption = new("--driver")
+    {
+        Description = "Storage driver: vfs (default: the store's own, or probed for a new store)",
+        Recursive = true,
+    };
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("Strata: copy-on-write storage for containers");
+        root.Options.Add(RootOption);
+        root.Options.Add(DriverOption);
+        root.Subcommands.Add(Info());
+        var layer = new Command("layer", "Create, inspect, mount, diff and apply layers");
+        foreach (var c in LayerCommands()) layer.Subcommands.Add(c);
+        root.Subcommands.Add(layer);
+        return root;
+    }
+
+    static LayerStore OpenStore(ParseResult r) =>
+        LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption) });
+
+    static Command Info()
+    {
+        var format = FormatOption();
+        var cmd = new Command("info", "Show the storage driver and its status (like `docker info`)") { format };
+        cmd.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            var status = store.Status();
+            if (IsJson(r, format))
+            {
+                var doc = new Dictionary<string, object>
+                {
+                    ["Driver"] = store.Driver.Name,
+                    ["Status"] = status.Select(p => new[] { p.Key, p.Value }).ToArray(),
+                };
+                WriteJson(doc);
+                return 0;
+            }
+            Console.WriteLine($"Storage Driver: {store.Driver.Name}");
+            foreach (var (k, v) in status) Console.WriteLine($" {k}: {v}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static IEnumerable<Command> LayerCommands()
+    {
+        var id = new Argument<string>("ID") { Description = "Layer id" };
+        var parent = new Option<string?>("--parent") { Description = "Parent layer id" };
+
+        var rw = new Option<bool>("--rw") { Description = "Create a read-write (container) layer" };
+        var labels = new Option<string[]>("--label") { Description = "Label KEY=VALUE (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var storageOpts = new Option<string[]>("--storage-opt") { Description = "Driver option KEY=VALUE (repeatable)" };
+        var create = new Command("create", "Create an empty layer, or a copy-on-write child of --parent") { id, parent, rw, labels, storageOpts };
+        create.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            var layer = store.Create(r.GetValue(id)!, r.GetValue(parent), r.GetValue(rw) ? LayerKind.ReadWrite : LayerKind.ReadOnly,
+                Pairs(r.GetValue(labels), "--label"), Pairs(r.GetValue(storageOpts), "--storage-opt"));
+            Console.WriteLine(layer.Id);
+            return 0;
+        });
+        yield return create;
+
+        var ids = new Argument<string[]>("ID") { Description = "Layer ids", Arity = ArgumentArity.OneOrMore };
+        var rm = new Command("rm", "Remove layers (refused while a layer has children or is mounted)") { ids };
+        rm.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            foreach (var i in r.GetValue(ids)!)
+            {
+                store.Remove(i);
+                Console.WriteLine(i);
+            }
+            return 0;
+        });
+        yield return rm;
+
+        var format = FormatOption();
+        var ls = new Command("ls", "List layers") { format };
+        ls.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            var layers = store.List();
+            if (IsJson(r, format))
+            {
+                WriteJson(layers);
+                return 0;
+            }
+            var table = new Table().NoBorder().HideRowSeparators();
+            foreach (var h in new[] { "ID", "PARENT", "KIND", "SIZE", "MOUNTS", "CREATED" }) table.AddColumn(new TableColumn(h).PadLeft(0).PadRight(3));
+            foreach (var l in layers)
+                table.AddRow(Markup.Escape(l.Id), Markup.Escape(l.Parent ?? "-"), l.Kind == LayerKind.ReadWrite ? "rw" : "ro",
+                    Bytes(l.Size), l.Mounts.ToString(CultureInfo.InvariantCulture), l.Created.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture));
+            Terminal.Out.Write(table);
+            return 0;
+        });
+        yield return ls;
+
+        var inspect = new Command("inspect", "Show a layer's record and driver metadata as JSON") { id };
+        inspect.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            var layer = store.Inspect(r.GetValue(id)!);
+            WriteJson(new Dictionary<string, object> { ["Layer"] = layer, ["Driver"] = store.Driver.Name, ["Metadata"] = store.Metadata(layer.Id) });
+            return 0;
+        });
+        yield return inspect;
+
+        var mount = new Command("mount", "Mount a layer and print the path of its tree") { id };
+        mount.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            Console.WriteLine(store.Mount(r.GetValue(id)!));
+            return 0;
+        });
+        yield return mount;
+
+        var unmount = new Command("unmount", "Release one mount of a layer") { id };
+        unmount.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            store.Unmount(r.GetValue(id)!);
+            return 0;
+        });
+        yield return unmount;
+
+        var output = new Option<string?>("--output", "-o") { Description = "Write the tar to FILE instead of stdout" };
+        var diff = new Command("diff", "Write the layer's changes as an OCI layer tar") { id, parent, output };
+        diff.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            string layerId = r.GetValue(id)!;
+            string? against = r.GetResult(parent) is null ? store.Inspect(layerId).Parent : r.GetValue(parent);
+            var result = OutputFile.Write(r.GetValue(output), s => store.Diff(layerId, against, s));
+            foreach (var s in result.SkippedSockets) Console.Error.WriteLine($"strata: note: socket {s} skipped (tar cannot hold sockets)");
+            return 0;
+        });
+        yield return diff;
+
+        var input = new Option<string?>("--input", "-i") { Description = "Read the tar from FILE instead of stdin" };
+        var apply = new Command("apply", "Apply an OCI layer tar: creates layer ID (child of --parent) if it does not exist; prints the bytes applied") { id, parent, input };
+        apply.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            string layerId = r.GetValue(id)!;
+            using var tar = OpenInput(r.GetValue(input));
+            long size;
+            if (store.Exists(layerId))
+            {
+                var existing = store.Inspect(layerId);
+                if (r.GetResult(parent) is not null && r.GetValue(parent) != existing.Parent)
+                    throw StrataException.Invalid($"layer {layerId} exists with parent '{existing.Parent ?? "(none)"}', not '{r.GetValue(parent)}'");
+                size = store.ApplyDiff(layerId, tar);
+            }
+            else size = store.Create(layerId, r.GetValue(parent), diff: tar).Size;
+            Console.WriteLine(size.ToString(CultureInfo.InvariantCulture));
+            return 0;
+        });
+        yield return apply;
+
+        var changes = new Command("changes", "List changed paths (A added, C changed, D deleted), sorted") { id, parent };
+        changes.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            string layerId = r.GetValue(id)!;
+            var list = r.GetResult(parent) is null ? store.Changes(layerId) : store.Changes(layerId, r.GetValue(parent));
+            var outw = new StreamWriter(Console.OpenStandardOutput()) { AutoFlush = false };
+            foreach (var c in list) outw.WriteLine(c.ToString());
+            outw.Flush();
+            return 0;
+        });
+        yield return changes;
+
+        var diffSize = new Command("diff-size", "Print the bytes of file content the layer's diff carries") { id, parent };
+        diffSize.SetAction(r =>
+        {
+            using var store = OpenStore(r);
+            string layerId = r.GetValue(id)!;
+            long size = r.GetResult(parent) is null ? store.DiffSize(layerId) : store.DiffSize(layerId, r.GetValue(parent));
+            Console.WriteLine(size.ToString(CultureInfo.InvariantCulture));
+            return 0;
+        });
+        yield return diffSize;
+    }
+
+    static Option<string?> FormatOption() => new("--format") { Description = "Output format: table (default) or json" };
+
+    static bool IsJson(ParseResult r, Option<string?> format) => r.GetValue(format) switch
+    {
+        null or "table" => false,
+        "json" => true,
+        var f => throw StrataException.Invalid($"unknown --format '{f}' (use table or json)"),
+    };
+
+    static Dictionary<string, string>? Pairs(string[]? items, string option)
+    {
+        if (items is null || items.Length == 0) return null;
+        var d = new Dictionary<string, string>();
+        foreach (var item in items)
+        {
+            int eq = item.IndexOf('=');
+            if (eq <= 0) throw StrataException.Invalid($"{option} '{item}' is not KEY=VALUE");
+            d[item[..eq]] = item[(eq + 1)..];
+        }
+        return d;
+    }
+
+    static Stream OpenInput(string? path)
+    {
+        if (path is null) return Console.OpenStandardInput(1 << 20);
+        try
+        {
+            return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        }
+        catch (FileNotFoundException)
+        {
+            throw StrataException.NotFound($"input file {path} does not exist");
+        }
+    }
+
+    static void WriteJson<T>(T value)
+    {
+        Console.WriteLine(JsonSerializer.Serialize(value, CliJson.Options));
+    }
+
+    internal static string Bytes(long n) => n switch
+    {
+        < 1024 => $"{n} B",
+        < 1024 * 1024 => $"{n / 1024.0:0.#} KiB",
+        < 1024L * 1024 * 1024 => $"{n / (1024.0 * 1024):0.#} MiB",
+        _ => $"{n / (1024.0 * 1024 * 1024):0.##} GiB",
+    };
+}

@@ -1,0 +1,67 @@
+using Strata.Archive;
+
+namespace Strata.Core;
+
+/// <summary>How to make a layer's tree visible: mount(2) arguments. A <c>bind</c> of a directory with no
+/// options means the directory is the tree itself and nothing needs mounting.</summary>
+public sealed record MountSpec(string Type, string Source, IReadOnlyList<string> Options)
+{
+    public bool IsPlainDirectory => Type == "bind" && Options.Count == 0;
+}
+
+/// <summary>What a new layer should be.</summary>
+public sealed record CreateOptions(LayerKind Kind, IReadOnlyDictionary<string, string> StorageOptions)
+{
+    public static readonly CreateOptions ReadOnly = new(LayerKind.ReadOnly, new Dictionary<string, string>());
+}
+
+/// <summary>
+/// A copy-on-write storage driver (the graphdriver/snapshotter contract). A driver owns one
+/// directory under the store root and knows nothing of layer records, locking or frontends:
+/// the <see cref="LayerStore"/> calls it with validated ids, one operation per id at a time, and
+/// only after checking parents and refcounts. Vocabulary:
+/// <list type="bullet">
+/// <item><see cref="Create"/> makes the data of a layer whose tree starts as a copy of its parent's
+/// (or empty); it must be atomic: afterwards either the layer's data exists whole, or not at all.</item>
+/// <item><see cref="Remove"/> deletes a layer's data; it may be called for half-made leftovers.</item>
+/// <item><see cref="Mount"/> describes how to see the layer's tree; the store performs it.</item>
+/// <item><see cref="List"/> names every layer the driver holds data for (the store sweeps orphans).</item>
+/// </list>
+/// Drivers that can diff without comparing whole trees also implement <see cref="IDiffer"/>.
+/// </summary>
+public interface IDriver : IDisposable
+{
+    string Name { get; }
+    void Create(string id, string? parent, CreateOptions options);
+    void Remove(string id);
+    bool Exists(string id);
+    MountSpec Mount(string id);
+    IReadOnlyCollection<string> List();
+    /// <summary>Pairs shown by <c>strata info</c> (as Docker's `docker info` shows a driver's Status).</summary>
+    IReadOnlyList<KeyValuePair<string, string>> Status();
+    /// <summary>Low-level facts about one layer (Docker's GetMetadata), e.g. its directory.</summary>
+    IReadOnlyDictionary<string, string> Metadata(string id);
+    /// <summary>Releases everything the driver holds (mounts, handles) at shutdown.</summary>
+    void Cleanup();
+}
+
+/// <summary>
+/// Layer changesets between a layer and a base layer (<c>null</c> = the empty tree). The store
+/// provides <see cref="NaiveDiffer"/> for every driver; a driver implements this itself only where
+/// it is provably equivalent and cheaper.
+/// </summary>
+public interface IDiffer
+{
+    List<Change> Changes(string id, string? against);
+    DiffResult Diff(string id, string? against, Stream output);
+    long DiffSize(string id, string? against);
+    /// <summary>Applies an OCI layer tar onto layer <paramref name="id"/>; returns the regular-file bytes written.</summary>
+    long ApplyDiff(string id, Stream diff);
+}
+
+/// <summary>Mount refcounting as drivers' differs need it: the store's Get/Put for in-process use.</summary>
+public interface ILayerMounter
+{
+    string Acquire(string id);
+    void Release(string id);
+}

@@ -1,0 +1,156 @@
+using Strata.Native;
+
+namespace Strata.Core.Drivers.Vfs;
+
+/// <summary>
+/// Copies a directory tree with everything a layer carries: file types (hardlink groups kept as
+/// groups), permission bits incl. setuid/setgid/sticky, owners, xattrs (security.* and trusted.*
+/// too), atime/mtime to the nanosecond, and holes. Regular files are reflinked (FICLONE) where the
+/// filesystem can, so a copy costs metadata only; otherwise data moves with copy_file_range, one
+/// data extent at a time so holes stay holes. Sockets cannot be copied meaningfully and are skipped
+/// (listed in <see cref="SkippedSockets"/>). Never follows a symlink in the source or the copy.
+/// </summary>
+public sealed class TreeCopy
+{
+    readonly Dictionary<(ulong Dev, ulong Ino), string> _links = [];
+    readonly List<string> _skipped = [];
+    FileDescriptor _destRoot = null!;
+    bool _tryClone = true;
+
+    public IReadOnlyList<string> SkippedSockets => _skipped;
+    /// <summary>Files whose data was shared by reflink rather than copied.</summary>
+    public long ClonedFiles { get; private set; }
+    public long CopiedFiles { get; private set; }
+
+    /// <summary>Copies the contents and attributes of directory <paramref name="source"/> into the existing, empty directory <paramref name="dest"/>.</summary>
+    public void Copy(string source, string dest)
+    {
+        using var src = Posix.Open(source, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        using var dst = Posix.Open(dest, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        _destRoot = dst;
+        CopyChildren(src, dst, "");
+        CopyAttributes(src, dst, Posix.Fstat(src), dest);
+    }
+
+    void CopyChildren(FileDescriptor src, FileDescriptor dst, string rel)
+    {
+        foreach (var entry in Posix.ReadDir(src, rel))
+        {
+            string name = entry.Name;
+            string path = rel.Length == 0 ? name : rel + "/" + name;
+            var st = Posix.LstatAt(src, name);
+            switch (st.Kind)
+            {
+                case FileKind.Directory:
+                    Posix.MkdirAt(dst, name, 0x1C0 /* 0700 */);
+                    using (var s = Posix.OpenAt(src, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
+                    using (var d = Posix.OpenAt(dst, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
+                    {
+                        CopyChildren(s, d, path);
+                        CopyAttributes(s, d, st, path);
+                    }
+                    break;
+                case FileKind.Regular:
+                    if (st.Nlink > 1)
+                    {
+                        if (_links.TryGetValue((st.Device, st.Inode), out var first))
+                        {
+                            Posix.LinkAt(_destRoot, first, dst, name);
+                            break;
+                        }
+                        _links[(st.Device, st.Inode)] = path;
+                    }
+                    CopyFile(src, dst, name, st, path);
+                    break;
+                case FileKind.Symlink:
+                    Posix.SymlinkAt(Posix.ReadLinkAt(src, name), dst, name);
+                    CopyNodeAttributes(src, dst, name, st, chmod: false);
+                    break;
+                case FileKind.Socket:
+                    _skipped.Add("/" + path);
+                    break;
+                default:
+                    Posix.MknodAt(dst, name, (uint)st.Kind | st.Permissions, st.RdevMajor, st.RdevMinor);
+                    CopyNodeAttributes(src, dst, name, st, chmod: true);
+                    break;
+            }
+        }
+    }
+
+    void CopyFile(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, string path)
+    {
+        using var s = Posix.OpenAt(srcDir, name, Posix.O_RDONLY | Posix.O_NOFOLLOW);
+        using var d = Posix.OpenAt(dstDir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, 0x180 /* 0600 */);
+        if (st.Size > 0) CopyData(s, d, st.Size, path);
+        CopyAttributes(s, d, st, path);
+    }
+
+    void CopyData(FileDescriptor s, FileDescriptor d, long size, string path)
+    {
+        if (_tryClone)
+        {
+            int err = Posix.TryClone(d, s);
+            if (err == 0)
+            {
+                ClonedFiles++;
+                return;
+            }
+            if (err is Errno.EOPNOTSUPP or Errno.EXDEV or Errno.EINVAL or Errno.ENOTTY) _tryClone = false;
+            else throw new ErrnoException(err, "clone", path);
+        }
+        CopiedFiles++;
+        long offset = 0;
+        while (offset < size)
+        {
+            long data = Posix.Seek(s, offset, Posix.SEEK_DATA);
+            if (data < 0) break; // ENXIO: only a hole remains
+            long hole = Posix.Seek(s, data, Posix.SEEK_HOLE);
+            if (hole < 0) hole = size;
+            CopyRange(s, d, data, hole - data, path);
+            offset = hole;
+        }
+        Posix.Ftruncate(d, size, path);
+    }
+
+    static void CopyRange(FileDescriptor s, FileDescriptor d, long offset, long length, string path)
+    {
+        long done = Posix.CopyFileRange(s, d, offset, length);
+        if (done < 0 && done != -Errno.EXDEV && done != -Errno.EINVAL && done != -Errno.ENOSYS && done != -Errno.EOPNOTSUPP)
+            throw new ErrnoException((int)-done, "copy", path);
+        if (done < 0) done = 0;
+        if (done >= length) return;
+        var buf = System.Buffers.ArrayPool<byte>.Shared.Rent(1 << 20);
+        try
+        {
+            while (done < length)
+            {
+                int n = Posix.Pread(s, buf.AsSpan(0, (int)Math.Min(buf.Length, length - done)), offset + done, path);
+                if (n == 0) break;
+                Posix.PwriteAll(d, buf.AsSpan(0, n), offset + done, path);
+                done += n;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buf);
+        }
+    }
+
+    /// <summary>Owner before mode (chown clears setuid/setgid), then xattrs, then times.</summary>
+    static void CopyAttributes(FileDescriptor src, FileDescriptor dst, in FileStat st, string path)
+    {
+        Posix.Fchown(dst, st.Uid, st.Gid, path);
+        Posix.Fchmod(dst, st.Permissions, path);
+        foreach (var (k, v) in Posix.FgetXattrs(src, path)) Posix.FsetXattr(dst, k, v, path);
+        Posix.Futimes(dst, st.Atime, st.Mtime, path);
+    }
+
+    static void CopyNodeAttributes(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, bool chmod)
+    {
+        Posix.LchownAt(dstDir, name, st.Uid, st.Gid);
+        if (chmod) Posix.ChmodAt(dstDir, name, st.Permissions);
+        var xattrs = Posix.LgetXattrs($"/proc/self/fd/{srcDir.Value}/{name}");
+        foreach (var (k, v) in xattrs) Posix.LsetXattr($"/proc/self/fd/{dstDir.Value}/{name}", k, v);
+        Posix.LutimesAt(dstDir, name, st.Atime, st.Mtime);
+    }
+}

@@ -1,0 +1,128 @@
+using Strata.Native;
+
+namespace Strata.Core.Drivers.Vfs;
+
+/// <summary>
+/// The portable driver (Docker's vfs): every layer is a full copy of its parent.
+/// On-disk layout under the store root:
+/// <code>
+/// vfs/&lt;id&gt;/        the layer's tree, whole
+/// tmp/vfs-&lt;id&gt;.*    copies being made, and trees being deleted (swept at open)
+/// </code>
+/// Copies are reflinks where the filesystem supports them (btrfs, xfs with reflink=1), which
+/// makes a layer cost metadata only; Docker's vfs always copies data.
+/// </summary>
+public sealed class VfsDriver : IDriver
+{
+    readonly string _home;
+    readonly string _tmp;
+    readonly Lazy<bool> _reflink;
+
+    public VfsDriver(string root)
+    {
+        _home = Path.Combine(root, "vfs");
+        _tmp = Path.Combine(root, "tmp");
+        Directory.CreateDirectory(_home);
+        Directory.CreateDirectory(_tmp);
+        _reflink = new Lazy<bool>(ProbeReflink);
+    }
+
+    public string Name => "vfs";
+
+    public bool SupportsReflink => _reflink.Value;
+
+    string Dir(string id) => Path.Combine(_home, id);
+
+    public void Create(string id, string? parent, CreateOptions options)
+    {
+        if (options.StorageOptions.Count > 0)
+            throw StrataException.Unsupported($"vfs does not support storage options ({string.Join(", ", options.StorageOptions.Keys)})");
+        string staging = Path.Combine(_tmp, $"vfs-{id}.{Guid.NewGuid():N}");
+        Posix.MkdirAt(FileDescriptor.Cwd, staging, 0x1ED /* 0755 */);
+        try
+        {
+            if (parent is not null) new TreeCopy().Copy(Dir(parent), staging);
+            else Posix.ChmodAt(FileDescriptor.Cwd, staging, 0x1ED);
+            Posix.Rename(staging, Dir(id), Posix.RENAME_NOREPLACE);
+        }
+        catch
+        {
+            RemoveTree(staging);
+            throw;
+        }
+    }
+
+    public void Remove(string id)
+    {
+        string dir = Dir(id);
+        if (!Posix.TryLstat(dir, out _)) return;
+        string doomed = Path.Combine(_tmp, $"vfs-{id}.rm.{Guid.NewGuid():N}");
+        Posix.Rename(dir, doomed);
+        RemoveTree(doomed);
+    }
+
+    public bool Exists(string id) => Posix.TryLstat(Dir(id), out var st) && st.IsDirectory;
+
+    public MountSpec Mount(string id) => new("bind", Dir(id), []);
+
+    public IReadOnlyCollection<string> List() =>
+        Posix.ReadDir(_home).Select(e => e.Name).ToList();
+
+    public IReadOnlyList<KeyValuePair<string, string>> Status() =>
+    [
+        new("Backing Filesystem", FileSystems.Name(_home)),
+        new("Reflink Copies", SupportsReflink ? "yes" : "no (full copies)"),
+    ];
+
+    public IReadOnlyDictionary<string, string> Metadata(string id) => new Dictionary<string, string> { ["Dir"] = Dir(id) };
+
+    public void Cleanup() { }
+
+    public void Dispose() { }
+
+    bool ProbeReflink()
+    {
+        string a = Path.Combine(_tmp, $"reflink-probe.{Guid.NewGuid():N}"), b = a + ".clone";
+        try
+        {
+            File.WriteAllBytes(a, new byte[4096]);
+            using var s = Posix.Open(a, Posix.O_RDONLY);
+            using var d = Posix.Open(b, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x180);
+            return Posix.TryClone(d, s) == 0;
+        }
+        finally
+        {
+            File.Delete(a);
+            File.Delete(b);
+        }
+    }
+
+    /// <summary>Deletes a tree without following symlinks (Directory.Delete would, for links to directories, on some runtimes).</summary>
+    internal static void RemoveTree(string path)
+    {
+        if (!Posix.TryLstat(path, out var st)) return;
+        if (!st.IsDirectory)
+        {
+            Posix.UnlinkAt(FileDescriptor.Cwd, path, directory: false);
+            return;
+        }
+        using (var fd = Posix.Open(path, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
+            RemoveChildren(fd, path);
+        Posix.UnlinkAt(FileDescriptor.Cwd, path, directory: true);
+    }
+
+    static void RemoveChildren(FileDescriptor dir, string path)
+    {
+        foreach (var e in Posix.ReadDir(dir, path))
+        {
+            bool isDir = e.Type == 4 || (e.Type == 0 && Posix.LstatAt(dir, e.Name).IsDirectory);
+            if (isDir)
+            {
+                using (var sub = Posix.OpenAt(dir, e.Name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
+                    RemoveChildren(sub, path + "/" + e.Name);
+                Posix.UnlinkAt(dir, e.Name, directory: true);
+            }
+            else Posix.UnlinkAt(dir, e.Name, directory: false);
+        }
+    }
+}

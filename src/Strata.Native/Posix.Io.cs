@@ -1,0 +1,121 @@
+using System.Runtime.InteropServices;
+
+namespace Strata.Native;
+
+/// <summary>Data: read, write, pread, pwrite, lseek (incl. SEEK_DATA/SEEK_HOLE), ftruncate, fallocate, fsync.</summary>
+public static unsafe partial class Posix
+{
+    public const int SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
+    public const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint read(FileDescriptor fd, byte* buf, nuint count);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint write(FileDescriptor fd, byte* buf, nuint count);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint pread(FileDescriptor fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint pwrite(FileDescriptor fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial long lseek(int fd, long offset, int whence);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int ftruncate(FileDescriptor fd, long length);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fallocate(FileDescriptor fd, int mode, long offset, long len);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fsync(FileDescriptor fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fdatasync(FileDescriptor fd);
+
+    /// <summary>Reads up to buffer.Length bytes; 0 means end of file.</summary>
+    public static int Read(FileDescriptor fd, Span<byte> buffer, string pathForErrors)
+    {
+        fixed (byte* p = buffer)
+        {
+            while (true)
+            {
+                nint n = read(fd, p, (nuint)buffer.Length);
+                if (n >= 0) return (int)n;
+                if (Errno.Last != Errno.EINTR) throw Errno.Error("read", pathForErrors);
+            }
+        }
+    }
+
+    public static int Pread(FileDescriptor fd, Span<byte> buffer, long offset, string pathForErrors)
+    {
+        fixed (byte* p = buffer)
+        {
+            while (true)
+            {
+                nint n = pread(fd, p, (nuint)buffer.Length, offset);
+                if (n >= 0) return (int)n;
+                if (Errno.Last != Errno.EINTR) throw Errno.Error("read", pathForErrors);
+            }
+        }
+    }
+
+    /// <summary>Writes all of <paramref name="buffer"/> at the current offset.</summary>
+    public static void WriteAll(FileDescriptor fd, ReadOnlySpan<byte> buffer, string pathForErrors)
+    {
+        fixed (byte* p = buffer)
+        {
+            int done = 0;
+            while (done < buffer.Length)
+            {
+                nint n = write(fd, p + done, (nuint)(buffer.Length - done));
+                if (n < 0)
+                {
+                    if (Errno.Last == Errno.EINTR) continue;
+                    throw Errno.Error("write", pathForErrors);
+                }
+                done += (int)n;
+            }
+        }
+    }
+
+    public static void PwriteAll(FileDescriptor fd, ReadOnlySpan<byte> buffer, long offset, string pathForErrors)
+    {
+        fixed (byte* p = buffer)
+        {
+            int done = 0;
+            while (done < buffer.Length)
+            {
+                nint n = pwrite(fd, p + done, (nuint)(buffer.Length - done), offset + done);
+                if (n < 0)
+                {
+                    if (Errno.Last == Errno.EINTR) continue;
+                    throw Errno.Error("write", pathForErrors);
+                }
+                done += (int)n;
+            }
+        }
+    }
+
+    /// <summary>lseek(2); returns -1 with errno ENXIO for SEEK_DATA/SEEK_HOLE past the end, which callers treat as "none".</summary>
+    public static long Seek(FileDescriptor fd, long offset, int whence) => lseek(fd.Value, offset, whence);
+
+    public static void Ftruncate(FileDescriptor fd, long length, string pathForErrors) =>
+        Errno.Check(ftruncate(fd, length), "truncate", pathForErrors);
+
+    public static int TryFallocate(FileDescriptor fd, int mode, long offset, long length) =>
+        fallocate(fd, mode, offset, length) < 0 ? Errno.Last : 0;
+
+    public static void Fsync(FileDescriptor fd, string pathForErrors) => Errno.Check(fsync(fd), "fsync", pathForErrors);
+
+    public static void Fdatasync(FileDescriptor fd, string pathForErrors) => Errno.Check(fdatasync(fd), "fdatasync", pathForErrors);
+
+    /// <summary>fsync of a directory, so that a rename or create inside it is durable.</summary>
+    public static void FsyncDirectory(string path)
+    {
+        using var fd = Open(path, O_RDONLY | O_DIRECTORY);
+        Fsync(fd, path);
+    }
+}

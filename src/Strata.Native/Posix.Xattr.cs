@@ -1,0 +1,108 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Strata.Native;
+
+/// <summary>Extended attributes by path (never following a final symlink) and by descriptor.</summary>
+public static unsafe partial class Posix
+{
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint llistxattr(string path, byte* list, nuint size);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint lgetxattr(string path, string name, byte* value, nuint size);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int lsetxattr(string path, string name, byte* value, nuint size, int flags);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int fsetxattr(FileDescriptor fd, string name, byte* value, nuint size, int flags);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint flistxattr(FileDescriptor fd, byte* list, nuint size);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint fgetxattr(FileDescriptor fd, string name, byte* value, nuint size);
+
+    /// <summary>All extended attributes of a path (not following a final symlink), sorted by name.
+    /// Filesystems without xattr support yield an empty list.</summary>
+    public static List<KeyValuePair<string, byte[]>> LgetXattrs(string path)
+    {
+        var result = new List<KeyValuePair<string, byte[]>>();
+        byte[]? names = ReadList(size => { fixed (byte* p = size.Buffer) return llistxattr(path, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "listxattr", path);
+        if (names is null) return result;
+        foreach (var name in SplitNames(names))
+        {
+            byte[]? value = ReadList(size => { fixed (byte* p = size.Buffer) return lgetxattr(path, name, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "getxattr", path, tolerateMissing: true);
+            if (value is not null) result.Add(new(name, value));
+        }
+        result.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        return result;
+    }
+
+    public static List<KeyValuePair<string, byte[]>> FgetXattrs(FileDescriptor fd, string pathForErrors)
+    {
+        var result = new List<KeyValuePair<string, byte[]>>();
+        byte[]? names = ReadList(size => { fixed (byte* p = size.Buffer) return flistxattr(fd, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "listxattr", pathForErrors);
+        if (names is null) return result;
+        foreach (var name in SplitNames(names))
+        {
+            byte[]? value = ReadList(size => { fixed (byte* p = size.Buffer) return fgetxattr(fd, name, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "getxattr", pathForErrors, tolerateMissing: true);
+            if (value is not null) result.Add(new(name, value));
+        }
+        result.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        return result;
+    }
+
+    public static void LsetXattr(string path, string name, ReadOnlySpan<byte> value)
+    {
+        fixed (byte* p = value)
+            Errno.Check(lsetxattr(path, name, p, (nuint)value.Length, 0), $"setxattr {name} on", path);
+    }
+
+    public static void FsetXattr(FileDescriptor fd, string name, ReadOnlySpan<byte> value, string pathForErrors)
+    {
+        fixed (byte* p = value)
+            Errno.Check(fsetxattr(fd, name, p, (nuint)value.Length, 0), $"setxattr {name} on", pathForErrors);
+    }
+
+    readonly struct SizedBuffer(byte[] buffer)
+    {
+        public byte[] Buffer { get; } = buffer;
+    }
+
+    /// <summary>The size-query-then-read dance of the *xattr calls, retried when the value grows in between.</summary>
+    static byte[]? ReadList(Func<SizedBuffer, nint> call, string op, string path, bool tolerateMissing = false)
+    {
+        for (int attempt = 0; attempt < 8; attempt++)
+        {
+            nint size = call(new SizedBuffer([]));
+            if (size < 0)
+            {
+                int e = Errno.Last;
+                if (e == Errno.EOPNOTSUPP || (tolerateMissing && e == Errno.ENODATA)) return null;
+                throw new ErrnoException(e, op, path);
+            }
+            if (size == 0) return op == "listxattr" ? null : [];
+            var buf = new byte[size];
+            nint n = call(new SizedBuffer(buf));
+            if (n >= 0) return n == buf.Length ? buf : buf[..(int)n];
+            int err = Errno.Last;
+            if (err == Errno.ERANGE) continue;
+            if (tolerateMissing && err == Errno.ENODATA) return null;
+            throw new ErrnoException(err, op, path);
+        }
+        throw new ErrnoException(Errno.ERANGE, op, path);
+    }
+
+    static IEnumerable<string> SplitNames(byte[] list)
+    {
+        int start = 0;
+        for (int i = 0; i < list.Length; i++)
+        {
+            if (list[i] != 0) continue;
+            if (i > start) yield return Encoding.UTF8.GetString(list, start, i - start);
+            start = i + 1;
+        }
+    }
+}
