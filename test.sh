@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests use, restores, builds, runs all test projects, and ends
+# with one line "tests: N passed, N failed, N skipped". Exit status is non-zero when any test fails.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+. scripts/lib.sh
+need_root
+apt_install tar xfsprogs btrfs-progs attr gcc libc6-dev
+need_dotnet
+set -e
+dotnet restore Strata.slnx -v quiet >/dev/null
+dotnet build Strata.slnx -c Release -nologo -v quiet -clp:ErrorsOnly
+set +e
+log=$(mktemp)
+dotnet test Strata.slnx -c Release --no-build --nologo --logger "console;verbosity=normal" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+read -r passed failed skipped < <(awk '
+  /^(Passed|Failed)!/ { for (i = 1; i <= NF; i++) { gsub(",", "", $(i+1)); if ($i == "Passed:") p += $(i+1); if ($i == "Failed:") f += $(i+1); if ($i == "Skipped:") s += $(i+1) } }
+  END { print p+0, f+0, s+0 }' "$log")
+rm -f "$log"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then exit 1; fi
