@@ -100,8 +100,8 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         {
             if (DateTime.UtcNow >= deadline)
             {
+                string owner = ReadOwner(fd, path);
                 fd.Dispose();
-                string owner = File.Exists(path) ? File.ReadAllText(path).Trim() : "";
                 throw StrataException.InUse($"store {root} is in use by another process{(owner.Length > 0 ? $" (pid {owner})" : "")}");
             }
             Thread.Sleep(20);
@@ -109,6 +109,14 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         Posix.Ftruncate(fd, 0, path);
         Posix.PwriteAll(fd, System.Text.Encoding.ASCII.GetBytes(Environment.ProcessId + "\n"), 0, path);
         return fd;
+    }
+
+    /// <summary>The pid the owner wrote (read raw: .NET's FileStream would take a conflicting flock of its own).</summary>
+    static string ReadOwner(FileDescriptor fd, string path)
+    {
+        Span<byte> buf = stackalloc byte[32];
+        int n = Posix.Pread(fd, buf, 0, path);
+        return System.Text.Encoding.ASCII.GetString(buf[..n]).Trim();
     }
 
     static string ChooseDriver(string root, string? requested)

@@ -95,5 +95,5 @@ public static unsafe partial class Posix
         return err == 0;
     }
 
-    internal static int SizeOfOpenHow => Unsafe.SizeOf<OpenHow>();
+    public static int SizeOfOpenHow => Unsafe.SizeOf<OpenHow>();
 }

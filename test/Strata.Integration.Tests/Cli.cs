@@ -1,0 +1,55 @@
+using System.Diagnostics;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>Runs the real `strata` binary built beside the tests.</summary>
+sealed class Cli(string root)
+{
+    public static readonly string Binary = Path.Combine(AppContext.BaseDirectory, "strata");
+
+    public sealed record Result(int ExitCode, string Stdout, string Stderr)
+    {
+        public string Out => Stdout.TrimEnd('\n');
+    }
+
+    public Result Run(params string[] args) => Run(null, args);
+
+    public Result Run(byte[]? stdin, params string[] args)
+    {
+        using var p = Start(args);
+        var err = p.StandardError.ReadToEndAsync();
+        var outp = p.StandardOutput.ReadToEndAsync();
+        if (stdin is not null) p.StandardInput.BaseStream.Write(stdin);
+        p.StandardInput.Close();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"strata {string.Join(' ', args)} did not finish");
+        }
+        return new Result(p.ExitCode, outp.Result, err.Result);
+    }
+
+    /// <summary>Runs and asserts success; returns stdout without the final newline.</summary>
+    public string Ok(params string[] args)
+    {
+        var r = Run(args);
+        Assert.True(r.ExitCode == 0, $"strata {string.Join(' ', args)} failed ({r.ExitCode}): {r.Stderr}");
+        return r.Out;
+    }
+
+    public Process Start(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Binary)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add("--root");
+        psi.ArgumentList.Add(root);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment.Remove("STRATA_ROOT");
+        return Process.Start(psi)!;
+    }
+}

@@ -1,0 +1,103 @@
+using System.Text.Json;
+using Strata.Testing;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>The `strata` command as a user runs it: real process, real store, exit codes and messages.</summary>
+public sealed class CliTests : IDisposable
+{
+    readonly TempRoot _temp = new();
+    readonly Cli _cli;
+
+    public CliTests() => _cli = new Cli(_temp.Combine("store"));
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void LayerLifecycleFromTheCommandLine()
+    {
+        string src = _temp.Dir("src");
+        Directory.CreateDirectory(Path.Combine(src, "etc"));
+        File.WriteAllText(Path.Combine(src, "etc", "motd"), "hello\n");
+        File.CreateSymbolicLink(Path.Combine(src, "etc", "motd.link"), "motd");
+        Shell.Run("tar", "-C", src, "-cf", _temp.Combine("base.tar"), ".").Check("tar");
+
+        Assert.Equal("6", _cli.Ok("layer", "apply", "base", "-i", _temp.Combine("base.tar")));
+        Assert.Equal("app", _cli.Ok("layer", "create", "app", "--parent", "base", "--rw", "--label", "role=web"));
+        string dir = _cli.Ok("layer", "mount", "app");
+        Assert.True(Directory.Exists(dir));
+        File.WriteAllText(Path.Combine(dir, "etc", "motd"), "goodbye\n");
+        File.Delete(Path.Combine(dir, "etc", "motd.link"));
+        Directory.CreateDirectory(Path.Combine(dir, "data"));
+        File.WriteAllText(Path.Combine(dir, "data", "answer"), "42\n");
+        _cli.Ok("layer", "unmount", "app");
+
+        Assert.Equal("A /data\nA /data/answer\nC /etc\nC /etc/motd\nD /etc/motd.link", _cli.Ok("layer", "changes", "app"));
+        Assert.Equal("11", _cli.Ok("layer", "diff-size", "app"));
+        _cli.Ok("layer", "diff", "app", "-o", _temp.Combine("app.tar"));
+        var listing = Shell.Run("tar", "-tf", _temp.Combine("app.tar")).Check("tar -t").Stdout;
+        Assert.Equal("data/\ndata/answer\netc/\netc/motd\netc/.wh.motd.link\n", listing);
+        Assert.Equal("11", _cli.Ok("layer", "apply", "copy", "--parent", "base", "-i", _temp.Combine("app.tar")));
+        Assert.Equal(_cli.Ok("layer", "changes", "app"), _cli.Ok("layer", "changes", "copy"));
+        // against an explicit base: everything is new relative to the empty tree
+        Assert.Contains("A /etc/motd", _cli.Ok("layer", "changes", "copy", "--parent", "app") + "\nA /etc/motd");
+
+        var layers = JsonDocument.Parse(_cli.Ok("layer", "ls", "--format", "json")).RootElement;
+        Assert.Equal(["base", "app", "copy"], layers.EnumerateArray().Select(l => l.GetProperty("Id").GetString()));
+        Assert.Equal("web", layers[1].GetProperty("Labels").GetProperty("role").GetString());
+        Assert.Contains("app", _cli.Ok("layer", "ls"));
+
+        var info = JsonDocument.Parse(_cli.Ok("info", "--format", "json")).RootElement;
+        Assert.Equal("vfs", info.GetProperty("Driver").GetString());
+        Assert.StartsWith("Storage Driver: vfs\n Root Dir: ", _cli.Ok("info"));
+
+        _cli.Ok("layer", "rm", "copy", "app");
+        _cli.Ok("layer", "rm", "base");
+        Assert.Equal("", _cli.Ok("layer", "ls", "--format", "json").Replace("[]", ""));
+    }
+
+    [Theory]
+    [InlineData(3, "layer", "rm", "missing")]
+    [InlineData(3, "layer", "mount", "missing")]
+    [InlineData(2, "layer", "create", "../evil")]
+    [InlineData(2, "layer", "create", "ok", "--storage-opt", "nonsense")]
+    [InlineData(2, "layer", "frobnicate")]
+    [InlineData(2, "info", "--format", "yaml")]
+    [InlineData(2, "--driver", "zfs", "info")]
+    [InlineData(3, "layer", "apply", "x", "-i", "/nonexistent.tar")]
+    public void FailuresAreOneLineWithAnExitCode(int code, params string[] args)
+    {
+        var r = _cli.Run(args);
+        Assert.Equal(code, r.ExitCode);
+        Assert.Equal("", r.Stdout);
+        string[] lines = r.Stderr.TrimEnd('\n').Split('\n');
+        Assert.True(lines.Length == 1, "expected one line, got:\n" + r.Stderr);
+        Assert.StartsWith("strata: ", lines[0]);
+        Assert.DoesNotContain("   at ", r.Stderr);
+    }
+
+    [Fact]
+    public void RemovingALayerWithChildrenSaysWhy()
+    {
+        _cli.Ok("layer", "create", "base");
+        _cli.Ok("layer", "create", "child", "--parent", "base");
+        var r = _cli.Run("layer", "rm", "base");
+        Assert.Equal(5, r.ExitCode);
+        Assert.Equal("strata: layer base has 1 child layer(s); remove them first\n", r.Stderr);
+    }
+
+    [Fact]
+    public void ABadTarLeavesNoLayer()
+    {
+        _cli.Ok("layer", "create", "base");
+        byte[] garbage = new byte[1024];
+        garbage[0] = (byte)'x';
+        var r = _cli.Run(garbage, "layer", "apply", "bad", "--parent", "base");
+        Assert.Equal(1, r.ExitCode);
+        Assert.StartsWith("strata: tar: header checksum mismatch", r.Stderr);
+        string listing = _cli.Ok("layer", "ls", "--format", "json");
+        Assert.Contains("\"base\"", listing);
+        Assert.DoesNotContain("\"bad\"", listing);
+        Assert.Equal(["base"], Directory.GetDirectories(_temp.Combine("store", "vfs")).Select(Path.GetFileName));
+    }
+}

@@ -1,0 +1,88 @@
+using System.Diagnostics;
+using Strata.Archive.Tar;
+using Strata.Testing;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>A `strata` process killed with SIGKILL in the middle of an apply leaves no visible half
+/// layer, and the next process to open the store cleans up after it.</summary>
+public sealed class CrashTests : IDisposable
+{
+    readonly TempRoot _temp = new();
+    readonly Cli _cli;
+    string Store => _temp.Combine("store");
+
+    public CrashTests() => _cli = new Cli(Store);
+
+    public void Dispose() => _temp.Dispose();
+
+    /// <summary>The first part of a tar: a directory and a 64 MiB file of which only 1 MiB follows.</summary>
+    static byte[] PartialTar()
+    {
+        var ms = new MemoryStream();
+        using var w = new TarWriter(ms);
+        w.WriteHeader(new TarEntry { Name = "data/", Type = TarEntryType.Directory, Mode = 0x1ED });
+        w.WriteHeader(new TarEntry { Name = "data/big", Type = TarEntryType.Regular, Mode = 0x1A4, Size = 64 << 20 });
+        w.WriteData(Enumerable.Repeat((byte)7, 1 << 20).ToArray());
+        w.Finish(); // flushes; the end marker is data of 'big' as far as the reader can tell
+        return ms.ToArray();
+    }
+
+    Process StartStuckApply(string id, params string[] extra)
+    {
+        var p = _cli.Start(["layer", "apply", id, .. extra]);
+        p.StandardInput.BaseStream.Write(PartialTar());
+        p.StandardInput.BaseStream.Flush();
+        // wait until the partial file is on disk: the process is now blocked mid-apply reading stdin
+        string big = Path.Combine(Store, "vfs", id, "data", "big");
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!(File.Exists(big) && new FileInfo(big).Length >= 1 << 20))
+        {
+            if (p.HasExited) throw new InvalidOperationException($"apply exited early: {p.StandardError.ReadToEnd()}");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("apply never started writing");
+            Thread.Sleep(20);
+        }
+        return p;
+    }
+
+    static void KillHard(Process p)
+    {
+        Shell.Run("kill", "-KILL", p.Id.ToString());
+        p.WaitForExit();
+        Assert.Equal(137, p.ExitCode);
+    }
+
+    [Fact]
+    public void SigkillDuringApplyOfANewLayer()
+    {
+        _cli.Ok("layer", "create", "base");
+        using var p = StartStuckApply("half", "--parent", "base");
+        // a second command waits for the store's owner instead of failing...
+        using var ls = _cli.Start("layer", "ls", "--format", "json");
+        Thread.Sleep(300);
+        Assert.False(ls.HasExited);
+        KillHard(p);
+        // ...and once the owner is dead it opens the store, sweeps, and sees no half layer
+        string listing = ls.StandardOutput.ReadToEnd();
+        ls.WaitForExit();
+        Assert.Equal(0, ls.ExitCode);
+        Assert.DoesNotContain("half", listing);
+        Assert.Contains("base", listing);
+        Assert.Equal(["base"], Directory.GetDirectories(Path.Combine(Store, "vfs")).Select(Path.GetFileName));
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Store, "tmp")));
+        Assert.Equal(["base.json"], Directory.GetFiles(Path.Combine(Store, "layers")).Select(Path.GetFileName));
+        _cli.Ok("layer", "rm", "base"); // no half child pins it
+    }
+
+    [Fact]
+    public void SigkillDuringApplyOntoAnExistingLayer()
+    {
+        _cli.Ok("layer", "create", "target");
+        using var p = StartStuckApply("target");
+        KillHard(p);
+        Assert.True(File.Exists(Path.Combine(Store, "layers", "target.json")));
+        Assert.DoesNotContain("target", _cli.Ok("layer", "ls", "--format", "json"));
+        Assert.False(Directory.Exists(Path.Combine(Store, "vfs", "target")));
+        Assert.False(File.Exists(Path.Combine(Store, "layers", "target.json")));
+    }
+}

@@ -1,0 +1,124 @@
+using System.Runtime.InteropServices;
+using Strata.Native;
+using Strata.Testing;
+using Xunit.Abstractions;
+
+namespace Strata.Native.Tests;
+
+/// <summary>Checks every struct layout, flag and ioctl number we hard-code against the C headers of
+/// this machine, by compiling and running a tiny C program (STYLE.md practice 5).</summary>
+public sealed class AbiTests(ITestOutputHelper output)
+{
+    const string Program = """
+        #define _GNU_SOURCE
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <fcntl.h>
+        #include <errno.h>
+        #include <sys/stat.h>
+        #include <sys/file.h>
+        #include <sys/sysmacros.h>
+        #include <linux/fs.h>
+        #include <linux/openat2.h>
+        #include <stdio.h>
+        #define P(name, value) printf("%s=%lld\n", name, (long long)(value))
+        int main(void) {
+          P("sizeof_statx", sizeof(struct statx));
+          P("statx_nlink", offsetof(struct statx, stx_nlink));
+          P("statx_uid", offsetof(struct statx, stx_uid));
+          P("statx_gid", offsetof(struct statx, stx_gid));
+          P("statx_mode", offsetof(struct statx, stx_mode));
+          P("statx_ino", offsetof(struct statx, stx_ino));
+          P("statx_size", offsetof(struct statx, stx_size));
+          P("statx_blocks", offsetof(struct statx, stx_blocks));
+          P("statx_atime", offsetof(struct statx, stx_atime));
+          P("statx_mtime", offsetof(struct statx, stx_mtime));
+          P("statx_rdev_major", offsetof(struct statx, stx_rdev_major));
+          P("statx_rdev_minor", offsetof(struct statx, stx_rdev_minor));
+          P("statx_dev_major", offsetof(struct statx, stx_dev_major));
+          P("statx_dev_minor", offsetof(struct statx, stx_dev_minor));
+          P("sizeof_open_how", sizeof(struct open_how));
+          P("FICLONE", FICLONE);
+          P("O_DIRECTORY", O_DIRECTORY);
+          P("O_NOFOLLOW", O_NOFOLLOW);
+          P("O_PATH", O_PATH);
+          P("O_CLOEXEC", O_CLOEXEC);
+          P("O_CREAT", O_CREAT);
+          P("O_EXCL", O_EXCL);
+          P("AT_SYMLINK_NOFOLLOW", AT_SYMLINK_NOFOLLOW);
+          P("AT_REMOVEDIR", AT_REMOVEDIR);
+          P("AT_EMPTY_PATH", AT_EMPTY_PATH);
+          P("RESOLVE_IN_ROOT", RESOLVE_IN_ROOT);
+          P("RESOLVE_NO_MAGICLINKS", RESOLVE_NO_MAGICLINKS);
+          P("RESOLVE_BENEATH", RESOLVE_BENEATH);
+          P("SEEK_DATA", SEEK_DATA);
+          P("SEEK_HOLE", SEEK_HOLE);
+          P("RENAME_NOREPLACE", RENAME_NOREPLACE);
+          P("ENODATA", ENODATA);
+          P("EOPNOTSUPP", EOPNOTSUPP);
+          P("EDQUOT", EDQUOT);
+          P("ELOOP", ELOOP);
+          P("makedev_259_70000", makedev(259, 70000));
+          return 0;
+        }
+        """;
+
+    [Fact]
+    public void LayoutsAndConstantsMatchTheCHeaders()
+    {
+        if (!Shell.Has("cc"))
+        {
+            output.WriteLine("SKIPPED: no C compiler (test.sh installs gcc)");
+            return;
+        }
+        using var temp = new TempRoot();
+        File.WriteAllText(temp.Combine("abi.c"), Program);
+        Shell.Run("cc", "-o", temp.Combine("abi"), temp.Combine("abi.c")).Check("cc");
+        var c = Shell.Run(temp.Combine("abi")).Check("abi").Stdout
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split('='))
+            .ToDictionary(p => p[0], p => long.Parse(p[1]));
+
+        Same(c, "sizeof_statx", Marshal.SizeOf<Posix.StatxBuf>());
+        Same(c, "statx_nlink", Offset(nameof(Posix.StatxBuf.Nlink)));
+        Same(c, "statx_uid", Offset(nameof(Posix.StatxBuf.Uid)));
+        Same(c, "statx_gid", Offset(nameof(Posix.StatxBuf.Gid)));
+        Same(c, "statx_mode", Offset(nameof(Posix.StatxBuf.Mode)));
+        Same(c, "statx_ino", Offset(nameof(Posix.StatxBuf.Ino)));
+        Same(c, "statx_size", Offset(nameof(Posix.StatxBuf.Size)));
+        Same(c, "statx_blocks", Offset(nameof(Posix.StatxBuf.Blocks)));
+        Same(c, "statx_atime", Offset(nameof(Posix.StatxBuf.AtimeSec)));
+        Same(c, "statx_mtime", Offset(nameof(Posix.StatxBuf.MtimeSec)));
+        Same(c, "statx_rdev_major", Offset(nameof(Posix.StatxBuf.RdevMajor)));
+        Same(c, "statx_rdev_minor", Offset(nameof(Posix.StatxBuf.RdevMinor)));
+        Same(c, "statx_dev_major", Offset(nameof(Posix.StatxBuf.DevMajor)));
+        Same(c, "statx_dev_minor", Offset(nameof(Posix.StatxBuf.DevMinor)));
+        Same(c, "sizeof_open_how", Posix.SizeOfOpenHow);
+        Same(c, "FICLONE", (long)Posix.FICLONE);
+        Same(c, "O_DIRECTORY", Posix.O_DIRECTORY);
+        Same(c, "O_NOFOLLOW", Posix.O_NOFOLLOW);
+        Same(c, "O_PATH", Posix.O_PATH);
+        Same(c, "O_CLOEXEC", Posix.O_CLOEXEC);
+        Same(c, "O_CREAT", Posix.O_CREAT);
+        Same(c, "O_EXCL", Posix.O_EXCL);
+        Same(c, "AT_SYMLINK_NOFOLLOW", Posix.AT_SYMLINK_NOFOLLOW);
+        Same(c, "AT_REMOVEDIR", Posix.AT_REMOVEDIR);
+        Same(c, "AT_EMPTY_PATH", Posix.AT_EMPTY_PATH);
+        Same(c, "RESOLVE_IN_ROOT", (long)Posix.RESOLVE_IN_ROOT);
+        Same(c, "RESOLVE_NO_MAGICLINKS", (long)Posix.RESOLVE_NO_MAGICLINKS);
+        Same(c, "RESOLVE_BENEATH", (long)Posix.RESOLVE_BENEATH);
+        Same(c, "SEEK_DATA", Posix.SEEK_DATA);
+        Same(c, "SEEK_HOLE", Posix.SEEK_HOLE);
+        Same(c, "RENAME_NOREPLACE", Posix.RENAME_NOREPLACE);
+        Same(c, "ENODATA", Errno.ENODATA);
+        Same(c, "EOPNOTSUPP", Errno.EOPNOTSUPP);
+        Same(c, "EDQUOT", Errno.EDQUOT);
+        Same(c, "ELOOP", Errno.ELOOP);
+        Same(c, "makedev_259_70000", (long)Posix.MakeDev(259, 70000));
+    }
+
+    static void Same(Dictionary<string, long> c, string name, long ours) =>
+        Assert.True(c[name] == ours, $"{name}: the C headers say {c[name]}, Strata uses {ours}");
+
+    static long Offset(string field) => Marshal.OffsetOf<Posix.StatxBuf>(field).ToInt64();
+}
