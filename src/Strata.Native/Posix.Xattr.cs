@@ -26,28 +26,24 @@ public static unsafe partial class Posix
 
     /// <summary>All extended attributes of a path (not following a final symlink), sorted by name.
     /// Filesystems without xattr support yield an empty list.</summary>
-    public static List<KeyValuePair<string, byte[]>> LgetXattrs(string path)
-    {
-        var result = new List<KeyValuePair<string, byte[]>>();
-        byte[]? names = ReadList(size => { fixed (byte* p = size.Buffer) return llistxattr(path, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "listxattr", path);
-        if (names is null) return result;
-        foreach (var name in SplitNames(names))
-        {
-            byte[]? value = ReadList(size => { fixed (byte* p = size.Buffer) return lgetxattr(path, name, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "getxattr", path, tolerateMissing: true);
-            if (value is not null) result.Add(new(name, value));
-        }
-        result.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
-        return result;
-    }
+    public static List<KeyValuePair<string, byte[]>> LgetXattrs(string path) => ReadXattrs(
+        buf => { fixed (byte* p = buf.Buffer) return llistxattr(path, p, (nuint)buf.Buffer.Length); },
+        (name, buf) => { fixed (byte* p = buf.Buffer) return lgetxattr(path, name, p, (nuint)buf.Buffer.Length); },
+        path);
 
-    public static List<KeyValuePair<string, byte[]>> FgetXattrs(FileDescriptor fd, string pathForErrors)
+    public static List<KeyValuePair<string, byte[]>> FgetXattrs(FileDescriptor fd, string pathForErrors) => ReadXattrs(
+        buf => { fixed (byte* p = buf.Buffer) return flistxattr(fd, p, (nuint)buf.Buffer.Length); },
+        (name, buf) => { fixed (byte* p = buf.Buffer) return fgetxattr(fd, name, p, (nuint)buf.Buffer.Length); },
+        pathForErrors);
+
+    static List<KeyValuePair<string, byte[]>> ReadXattrs(Func<SizedBuffer, nint> list, Func<string, SizedBuffer, nint> get, string path)
     {
         var result = new List<KeyValuePair<string, byte[]>>();
-        byte[]? names = ReadList(size => { fixed (byte* p = size.Buffer) return flistxattr(fd, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "listxattr", pathForErrors);
+        byte[]? names = ReadList(list, "listxattr", path);
         if (names is null) return result;
         foreach (var name in SplitNames(names))
         {
-            byte[]? value = ReadList(size => { fixed (byte* p = size.Buffer) return fgetxattr(fd, name, size.Buffer.Length == 0 ? null : p, (nuint)size.Buffer.Length); }, "getxattr", pathForErrors, tolerateMissing: true);
+            byte[]? value = ReadList(buf => get(name, buf), "getxattr", path, tolerateMissing: true);
             if (value is not null) result.Add(new(name, value));
         }
         result.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
