@@ -256,7 +256,8 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         {
             Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>()));
             long size = diff is null ? 0 : _differ.ApplyDiff(id, diff);
-            Posix.SyncFileSystem(Root);
+            // data the record will point at must be on disk first; an empty layer has none
+            if (parent is not null || diff is not null) Posix.SyncFileSystem(Root);
             var layer = new Layer
             {
                 Id = id,
