@@ -15,7 +15,7 @@ log=$(mktemp)
 dotnet test Strata.slnx -c Release --no-build --nologo --logger "console;verbosity=normal" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 read -r passed failed skipped < <(awk '
-  /^(Passed|Failed)!/ { for (i = 1; i <= NF; i++) { gsub(",", "", $(i+1)); if ($i == "Passed:") p += $(i+1); if ($i == "Failed:") f += $(i+1); if ($i == "Skipped:") s += $(i+1) } }
+  /^ *Passed: [0-9]+ *$/ { p += $2 } /^ *Failed: [0-9]+ *$/ { f += $2 } /^ *Skipped: [0-9]+ *$/ { s += $2 }
   END { print p+0, f+0, s+0 }' "$log")
 rm -f "$log"
 echo "tests: $passed passed, $failed failed, $skipped skipped"

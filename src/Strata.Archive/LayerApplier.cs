@@ -41,6 +41,7 @@ sealed class ApplySession : IDisposable
     readonly HashSet<string> _symlinks = new(StringComparer.Ordinal);
     readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _symlinkLookup;
     readonly List<(string Path, UnixTime Mtime)> _dirTimes = [];
+    string? _lastParent;
     string? _cachedDir;
     FileDescriptor? _cachedFd;
 
@@ -65,10 +66,20 @@ sealed class ApplySession : IDisposable
             ApplyWhiteout(path, parent, name);
             return;
         }
+        // members under a reserved ".wh..wh.*" directory (aufs hardlink bookkeeping) are never content
+        if (UnderMetaDirectory(parent)) return;
         if (!_seen.Add(path)) throw Fail(path, "appears twice in the tar");
         CheckNotThroughOwnSymlink(path, path);
         var dir = OpenParent(parent, path, create: true)!;
         _created.Add(path);
+        // an ancestor that holds a new member is part of this layer even when the tar does not name it,
+        // so an opaque marker later in the tar must keep it (and hide only its lower children)
+        if (parent != _lastParent)
+        {
+            if (parent.Length > 0) _created.Add(parent);
+            foreach (var ancestor in LayerPath.Ancestors(parent)) _created.Add(ancestor);
+            _lastParent = parent;
+        }
         switch (e.Type)
         {
             case TarEntryType.Directory: ApplyDirectory(dir, path, name, e); break;
@@ -77,6 +88,14 @@ sealed class ApplySession : IDisposable
             case TarEntryType.HardLink: ApplyHardLink(dir, path, name, e); break;
             default: ApplyNode(dir, path, name, e); break;
         }
+    }
+
+    /// <summary>Whether a directory path has a component named like ".wh..wh.plnk" (reserved by the OCI spec).</summary>
+    static bool UnderMetaDirectory(string dirPath)
+    {
+        foreach (var part in dirPath.Split('/'))
+            if (part.StartsWith(Whiteouts.MetaPrefix, StringComparison.Ordinal)) return true;
+        return false;
     }
 
     void ApplyDirectory(FileDescriptor dir, string path, string name, TarEntry e)
@@ -243,7 +262,8 @@ sealed class ApplySession : IDisposable
             Posix.FsetXattr(fd, Whiteouts.OverlayOpaqueXattr, "y"u8, dirPath);
             return;
         }
-        using var dir = OpenDir(dirPath, markerPath);
+        // listing needs a readable descriptor: getdents on an O_PATH one fails with EBADF
+        using var dir = OpenDir(dirPath, markerPath, Posix.O_RDONLY);
         if (dir is null) return;
         HideLower(dir, dirPath);
         Invalidate();
@@ -295,11 +315,11 @@ sealed class ApplySession : IDisposable
         return fd;
     }
 
-    /// <summary>Opens a directory inside the root; null when it does not exist.</summary>
-    FileDescriptor? OpenDir(string dirPath, string member)
+    /// <summary>Opens a directory inside the root (O_PATH unless <paramref name="access"/> says otherwise); null when it does not exist.</summary>
+    FileDescriptor? OpenDir(string dirPath, string member, int access = Posix.O_PATH)
     {
-        if (dirPath.Length == 0) return Posix.OpenAt(_root, ".", Posix.O_PATH | Posix.O_DIRECTORY);
-        int err = Posix.TryOpenAt2(_root, dirPath, Posix.O_PATH | Posix.O_DIRECTORY, Resolve, out var fd);
+        if (dirPath.Length == 0) return Posix.OpenAt(_root, ".", access | Posix.O_DIRECTORY);
+        int err = Posix.TryOpenAt2(_root, dirPath, access | Posix.O_DIRECTORY, Resolve, out var fd);
         return err switch
         {
             0 => fd,
@@ -318,7 +338,8 @@ sealed class ApplySession : IDisposable
         int err = Posix.TryMkdirAt(up ?? _root, name, 0x1ED /* 0755 */);
         if (err != 0 && err != Errno.EEXIST) throw new ErrnoException(err, "mkdir", LayerPath.Display(dirPath));
         _created.Add(dirPath);
-        return OpenDir(dirPath, member) ?? throw Fail(member, $"could not create directory '{dirPath}'");
+        // EEXIST and still not there: a symlink (from a lower layer) to a path missing inside the root
+        return OpenDir(dirPath, member) ?? throw Fail(member, $"lies under '{dirPath}', a symlink to a directory that does not exist in the layer");
     }
 
     void ReplaceExisting(FileDescriptor dir, string name)
@@ -326,14 +347,14 @@ sealed class ApplySession : IDisposable
         if (Posix.TryLstatAt(dir, name, out var st) == 0) RemoveAt(dir, name, st);
     }
 
+    /// <summary>Removes one name. The cached parent directory may lie under a removed directory or be reached
+    /// through a removed symlink, so it is dropped then, unless it is <paramref name="dir"/> itself, which the
+    /// caller is still using and which the removal cannot affect.</summary>
     void RemoveAt(FileDescriptor dir, string name, in FileStat st)
     {
-        if (st.IsDirectory)
-        {
-            RemoveTree(dir, name);
-            Invalidate();
-        }
+        if (st.IsDirectory) RemoveTree(dir, name);
         else Posix.UnlinkAt(dir, name, directory: false);
+        if ((st.IsDirectory || st.IsSymlink) && !ReferenceEquals(dir, _cachedFd)) Invalidate();
     }
 
     static void RemoveTree(FileDescriptor dir, string name)

@@ -108,5 +108,29 @@ internal static class TarFormat
         buffer.Add((byte)'\n');
     }
 
+    /// <summary>An xattr name as a PAX keyword suffix. A PAX record ends its keyword at the first '=', and
+    /// xattr names may contain one, so GNU tar writes '%' as "%25" and '=' as "%3D"; so do we.</summary>
+    public static string EncodeXattrName(string name) => name.Replace("%", "%25").Replace("=", "%3D");
+
+    /// <summary>Undoes <see cref="EncodeXattrName"/> in one left-to-right pass (as GNU tar decodes it).</summary>
+    public static string DecodeXattrName(string keyword)
+    {
+        if (!keyword.Contains('%')) return keyword;
+        var sb = new StringBuilder(keyword.Length);
+        for (int i = 0; i < keyword.Length; i++)
+        {
+            bool escape = keyword[i] == '%' && i + 2 < keyword.Length;
+            if (escape && keyword[i + 1] == '3' && keyword[i + 2] == 'D') sb.Append('=');
+            else if (escape && keyword[i + 1] == '2' && keyword[i + 2] == '5') sb.Append('%');
+            else
+            {
+                sb.Append(keyword[i]);
+                continue;
+            }
+            i += 2;
+        }
+        return sb.ToString();
+    }
+
     static int Digits(int v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture).Length;
 }

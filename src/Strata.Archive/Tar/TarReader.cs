@@ -76,6 +76,9 @@ public sealed class TarReader : IDisposable
             if (longName is not null) entry.Name = longName;
             if (longLink is not null) entry.LinkName = longLink;
             if (pax is not null) ApplyPax(entry, pax, headerAt);
+            // old tars mark directories with a trailing slash on a regular type; judged on the final name, since the
+            // ustar name field of a PAX- or GNU-named member is only the name cut at 100 bytes and may end in '/'
+            if (entry.Type == TarEntryType.Regular && type is 0 or (byte)'0' && entry.Name.EndsWith('/')) entry.Type = TarEntryType.Directory;
             // header-only types carry no data whatever their size field says (as Go and GNU tar read them)
             if (entry.Type is TarEntryType.Regular) dataSize = entry.Size;
             else entry.Size = dataSize = 0;
@@ -127,9 +130,9 @@ public sealed class TarReader : IDisposable
     TarEntry ParseHeader(ReadOnlySpan<byte> b, long at, out byte type, out long size)
     {
         if (!TarFormat.TryReadNumber(b.Slice(TarFormat.ChksumOff, 8), out long stored))
-            throw Corrupt(at, "header checksum field is not a number");
+            throw NotATar(at, b) ?? Corrupt(at, "header checksum field is not a number");
         if (stored != TarFormat.ComputeChecksum(b, signed: false) && stored != TarFormat.ComputeChecksum(b, signed: true))
-            throw Corrupt(at, "header checksum mismatch");
+            throw NotATar(at, b) ?? Corrupt(at, "header checksum mismatch");
         type = b[TarFormat.TypeOff];
         size = Number(b, TarFormat.SizeOff, 12, at, "size");
         if (size > MaxEntrySize) throw Corrupt(at, $"declared size {size} is larger than any member can be");
@@ -154,8 +157,6 @@ public sealed class TarReader : IDisposable
             (byte)'S' => throw Unsupported(at, "GNU sparse members are not supported"),
             _ => throw Unsupported(at, $"member type '{(char)type}' is not supported"),
         };
-        // old tars mark directories with a trailing slash on a regular type
-        if (entryType == TarEntryType.Regular && type is 0 or (byte)'0' && name.EndsWith('/')) entryType = TarEntryType.Directory;
         var entry = new TarEntry
         {
             Name = name,
@@ -175,8 +176,18 @@ public sealed class TarReader : IDisposable
         return entry;
     }
 
+    /// <summary>Layers travel compressed (OCI "tar+gzip", "tar+zstd"); a compressed stream handed over as
+    /// is deserves a message that says so rather than a checksum error.</summary>
+    static StrataException? NotATar(long at, ReadOnlySpan<byte> b)
+    {
+        if (at != 0) return null;
+        if (b.StartsWith((ReadOnlySpan<byte>)[0x1f, 0x8b])) return Unsupported(at, "the archive is gzip-compressed; decompress it first");
+        if (b.StartsWith((ReadOnlySpan<byte>)[0x28, 0xb5, 0x2f, 0xfd])) return Unsupported(at, "the archive is zstd-compressed; decompress it first");
+        return null;
+    }
+
     long Number(ReadOnlySpan<byte> b, int off, int len, long at, string field) =>
-        TarFormat.TryReadNumber(b.Slice(off, len), out long v) ? v : throw Corrupt(at, $"{field} field is not a number");
+        TarFormat.TryReadNumber(b.Slice(off, len), out long v) ? v : throw Corrupt(at, $"{field} field is not a number or is out of range");
 
     uint Id(long v, long at, string field) => v is >= 0 and <= uint.MaxValue ? (uint)v : throw Corrupt(at, $"{field} {v} is out of range");
 
@@ -236,7 +247,7 @@ public sealed class TarReader : IDisposable
                 case "mtime": e.Mtime = PaxTime(value, at); break;
                 default:
                     if (key.StartsWith("SCHILY.xattr.", StringComparison.Ordinal))
-                        (e.Xattrs ??= []).Add(new(key["SCHILY.xattr.".Length..], value));
+                        (e.Xattrs ??= []).Add(new(TarFormat.DecodeXattrName(key["SCHILY.xattr.".Length..]), value));
                     else if (key.StartsWith("GNU.sparse.", StringComparison.Ordinal))
                         throw Unsupported(at, "GNU sparse members are not supported");
                     break;
@@ -261,6 +272,12 @@ public sealed class TarReader : IDisposable
         {
             string frac = (s[(dot + 1)..] + "000000000")[..9];
             if (!uint.TryParse(frac, System.Globalization.NumberStyles.None, null, out ns)) throw Corrupt(at, "PAX mtime is not a number");
+            // "-1.5" is 1.5 s before the epoch: the fraction counts towards zero, a timespec's nanoseconds count up
+            if (s.StartsWith('-') && ns > 0)
+            {
+                sec--;
+                ns = 1_000_000_000 - ns;
+            }
         }
         return new UnixTime(sec, ns);
     }
@@ -304,7 +321,8 @@ public sealed class TarReader : IDisposable
         return n > 0;
     }
 
-    StrataException Truncated() => StrataException.Corrupt($"tar: archive is truncated at byte {_consumed}");
+    StrataException Truncated() =>
+        (_consumed == 0 ? NotATar(0, _buf.AsSpan(_pos, _len - _pos)) : null) ?? StrataException.Corrupt($"tar: archive is truncated at byte {_consumed}");
 
     static StrataException Corrupt(long at, string what) => StrataException.Corrupt($"tar: {what} (header at byte {at})");
 

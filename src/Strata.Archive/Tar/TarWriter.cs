@@ -6,8 +6,8 @@ namespace Strata.Archive.Tar;
 
 /// <summary>
 /// Writes ustar members, adding a PAX extended header only when a member needs one (long names,
-/// xattrs, large ids or sizes). Output is deterministic: no user or group names, no atime/ctime,
-/// mtimes in whole seconds (as moby's archive package writes them).
+/// xattrs, large ids or sizes, mtimes outside 1970..2242). Output is deterministic: no user or group
+/// names, no atime/ctime, mtimes in whole seconds (as moby's archive package writes them).
 /// </summary>
 public sealed class TarWriter : IDisposable
 {
@@ -32,8 +32,10 @@ public sealed class TarWriter : IDisposable
         if (e.Uid > 0x1FFFFF) TarFormat.AppendPaxRecord(pax, "uid", Ascii(e.Uid));
         if (e.Gid > 0x1FFFFF) TarFormat.AppendPaxRecord(pax, "gid", Ascii(e.Gid));
         if (e.Size > 0x1FFFFFFFF) TarFormat.AppendPaxRecord(pax, "size", Ascii(e.Size));
+        // before 1970 or after 2242 does not fit the octal field; without the record it would silently become 0
+        if (e.Mtime.Seconds is < 0 or > 0x1FFFFFFFF) TarFormat.AppendPaxRecord(pax, "mtime", Ascii(e.Mtime.Seconds));
         if (e.Xattrs is not null)
-            foreach (var (k, v) in e.Xattrs) TarFormat.AppendPaxRecord(pax, "SCHILY.xattr." + k, v);
+            foreach (var (k, v) in e.Xattrs) TarFormat.AppendPaxRecord(pax, "SCHILY.xattr." + TarFormat.EncodeXattrName(k), v);
         if (pax.Count > 0)
         {
             var paxName = "PaxHeaders/" + Path.GetFileName(e.Name.TrimEnd('/'));
@@ -55,7 +57,7 @@ public sealed class TarWriter : IDisposable
         }
         byte type = (byte)e.Type;
         FillHeader(b, type, e.Mode, Math.Min(e.Uid, 0x1FFFFF), Math.Min(e.Gid, 0x1FFFFF),
-            e.Type == TarEntryType.Regular ? Math.Min(e.Size, 0x1FFFFFFFF) : 0, Math.Max(0, e.Mtime.Seconds),
+            e.Type == TarEntryType.Regular ? Math.Min(e.Size, 0x1FFFFFFFF) : 0, Math.Clamp(e.Mtime.Seconds, 0, 0x1FFFFFFFF),
             link.Length <= 100 ? link : link.AsSpan(0, 100));
         if (e.Type is TarEntryType.CharDevice or TarEntryType.BlockDevice)
         {
@@ -85,7 +87,7 @@ public sealed class TarWriter : IDisposable
         TarFormat.TryWriteOctal(b.Slice(TarFormat.UidOff, 8), uid);
         TarFormat.TryWriteOctal(b.Slice(TarFormat.GidOff, 8), gid);
         TarFormat.TryWriteOctal(b.Slice(TarFormat.SizeOff, 12), size);
-        if (!TarFormat.TryWriteOctal(b.Slice(TarFormat.MtimeOff, 12), mtime)) TarFormat.TryWriteOctal(b.Slice(TarFormat.MtimeOff, 12), 0);
+        TarFormat.TryWriteOctal(b.Slice(TarFormat.MtimeOff, 12), mtime);
         b[TarFormat.TypeOff] = type;
         link.CopyTo(b.Slice(TarFormat.LinkOff, 100));
         "ustar\u000000"u8.CopyTo(b[TarFormat.MagicOff..]);
