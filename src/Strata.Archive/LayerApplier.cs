@@ -105,11 +105,13 @@ sealed class ApplySession : IDisposable
             RemoveAt(dir, name, st);
             st = default;
         }
-        if (!st.IsDirectory) Posix.MkdirAt(dir, name, 0x1C0 /* 0700 */);
+        bool existed = st.IsDirectory;
+        if (!existed) Posix.MkdirAt(dir, name, 0x1C0 /* 0700 */);
         using (var fd = Posix.OpenAt(dir, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
         {
             Posix.Fchown(fd, e.Uid, e.Gid, path);
             Posix.Fchmod(fd, e.Mode, path);
+            if (existed) DropStaleXattrs(fd, e, path);
             SetXattrs(fd, e, path);
         }
         _dirTimes.Add((path, e.Mtime));
@@ -199,6 +201,18 @@ sealed class ApplySession : IDisposable
             foreach (var (k, v) in e.Xattrs) SetXattr(() => Posix.LsetXattr(viaProc, k, v), k, path);
         }
         Posix.LutimesAt(dir, name, e.Mtime, e.Mtime);
+    }
+
+    /// <summary>A directory entry over an existing directory takes the entry's attributes, so xattrs the entry
+    /// lacks go — except the ones the kernel or the overlay driver own rather than the layer.</summary>
+    static void DropStaleXattrs(FileDescriptor fd, TarEntry e, string path)
+    {
+        foreach (var (key, _) in Posix.FgetXattrs(fd, path))
+        {
+            if (key.StartsWith("trusted.overlay.", StringComparison.Ordinal) || key == "security.selinux") continue;
+            if (e.Xattrs is not null && e.Xattrs.Exists(kv => kv.Key == key)) continue;
+            Posix.FremoveXattr(fd, key, path);
+        }
     }
 
     void SetXattrs(FileDescriptor fd, TarEntry e, string path)

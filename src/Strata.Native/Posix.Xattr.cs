@@ -50,6 +50,18 @@ public static unsafe partial class Posix
         return result;
     }
 
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int lremovexattr(string path, string name);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int fremovexattr(FileDescriptor fd, string name);
+
+    public static void LremoveXattr(string path, string name) =>
+        Errno.Check(lremovexattr(path, name), $"removexattr {name} on", path);
+
+    public static void FremoveXattr(FileDescriptor fd, string name, string pathForErrors) =>
+        Errno.Check(fremovexattr(fd, name), $"removexattr {name} on", pathForErrors);
+
     public static void LsetXattr(string path, string name, ReadOnlySpan<byte> value)
     {
         fixed (byte* p = value)

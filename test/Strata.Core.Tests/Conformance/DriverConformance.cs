@@ -281,6 +281,27 @@ public abstract class DriverConformance : IDisposable
     }
 
     [Fact]
+    public void XattrRemovedFromALowerDirectory()
+    {
+        Store.Create("base", null);
+        Edit("base", dir =>
+        {
+            Dir(dir, "d");
+            Xattr(dir, "d", "user.old", "1");
+            Xattr(dir, "d", "trusted.kept", "2");
+        });
+        Store.Create("snap", "base");
+        Edit("snap", dir => Posix.LremoveXattr(Path.Combine(dir, "d"), "user.old"));
+        Assert.Equal(["C /d"], Store.Changes("snap").Select(c => c.ToString()));
+        string copy = AssertDiffReproduces("snap", "base");
+        View(copy, dir =>
+        {
+            Assert.Equal(["trusted.kept"], Posix.LgetXattrs(Path.Combine(dir, "d")).Select(kv => kv.Key));
+            return 0;
+        });
+    }
+
+    [Fact]
     public void HardlinksAcrossLayers()
     {
         Store.Create("base", null);
