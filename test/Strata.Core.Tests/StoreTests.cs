@@ -27,6 +27,7 @@ public sealed class StoreTests(ITestOutputHelper output) : IDisposable
     [InlineData("_under")]
     [InlineData("sp ace")]
     [InlineData("nul\0")]
+    [InlineData("newline\n")]
     public void InvalidIdsAreRefusedAndTouchNothing(string id)
     {
         using var store = Open();
