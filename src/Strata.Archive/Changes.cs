@@ -109,7 +109,7 @@ public static class TreeChanges
         if (a.Kind is FileKind.CharDevice or FileKind.BlockDevice && (a.RdevMajor != b.RdevMajor || a.RdevMinor != b.RdevMinor)) return true;
         if (!a.IsDirectory && (a.Size != b.Size || a.Mtime != b.Mtime)) return true;
         if (a.IsSymlink && Posix.ReadLink(pathA) != Posix.ReadLink(pathB)) return true;
-        return !XattrsEqual(Posix.LgetXattrs(pathA), Posix.LgetXattrs(pathB));
+        return !XattrsEqual(LayerXattrs.ContentOnly(Posix.LgetXattrs(pathA)), LayerXattrs.ContentOnly(Posix.LgetXattrs(pathB)));
     }
 
     static bool XattrsEqual(List<KeyValuePair<string, byte[]>> a, List<KeyValuePair<string, byte[]>> b)

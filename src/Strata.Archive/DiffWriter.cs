@@ -38,7 +38,7 @@ public static class DiffWriter
                 Uid = st.Uid,
                 Gid = st.Gid,
                 Mtime = new UnixTime(st.Mtime.Seconds, 0),
-                Xattrs = NullIfEmpty(Posix.LgetXattrs(full)),
+                Xattrs = NullIfEmpty(LayerXattrs.ContentOnly(Posix.LgetXattrs(full))),
             };
             switch (st.Kind)
             {

@@ -28,7 +28,7 @@ public static class LayerApplier
 
 sealed class ApplySession : IDisposable
 {
-    const ulong Resolve = Posix.RESOLVE_IN_ROOT | Posix.RESOLVE_NO_MAGICLINKS;
+    const ulong Resolve = Posix.RESOLVE_IN_ROOT | Posix.RESOLVE_NO_MAGICLINKS | Posix.RESOLVE_NO_XDEV;
     const int Chunk = 64 * 1024;
 
     readonly string _rootPath;
@@ -70,6 +70,8 @@ sealed class ApplySession : IDisposable
         if (UnderMetaDirectory(parent)) return;
         if (!_seen.Add(path)) throw Fail(path, "appears twice in the tar");
         CheckNotThroughOwnSymlink(path, path);
+        if (e.Xattrs?.Find(kv => !LayerXattrs.IsContent(kv.Key)) is { Key: { } reserved })
+            throw Fail(path, $"carries xattr '{reserved}', which belongs to the overlay driver, not to layer content");
         var dir = OpenParent(parent, path, create: true)!;
         _created.Add(path);
         // an ancestor that holds a new member is part of this layer even when the tar does not name it,
@@ -194,7 +196,7 @@ sealed class ApplySession : IDisposable
     void FinishByName(FileDescriptor dir, string path, string name, TarEntry e, bool chmod)
     {
         Posix.LchownAt(dir, name, e.Uid, e.Gid);
-        if (chmod) Posix.ChmodAt(dir, name, e.Mode);
+        if (chmod) Posix.ChmodNoFollowAt(dir, name, e.Mode);
         if (e.Xattrs is not null)
         {
             string viaProc = $"/proc/self/fd/{dir.Value}/{name}";
@@ -209,7 +211,7 @@ sealed class ApplySession : IDisposable
     {
         foreach (var (key, _) in Posix.FgetXattrs(fd, path))
         {
-            if (key.StartsWith("trusted.overlay.", StringComparison.Ordinal) || key == "security.selinux") continue;
+            if (!LayerXattrs.IsContent(key) || key == "security.selinux") continue;
             if (e.Xattrs is not null && e.Xattrs.Exists(kv => kv.Key == key)) continue;
             Posix.FremoveXattr(fd, key, path);
         }
@@ -366,24 +368,11 @@ sealed class ApplySession : IDisposable
     /// caller is still using and which the removal cannot affect.</summary>
     void RemoveAt(FileDescriptor dir, string name, in FileStat st)
     {
-        if (st.IsDirectory) RemoveTree(dir, name);
+        if (st.IsDirectory) FileTree.RemoveAt(dir, name, name);
         else Posix.UnlinkAt(dir, name, directory: false);
         if ((st.IsDirectory || st.IsSymlink) && !ReferenceEquals(dir, _cachedFd)) Invalidate();
     }
 
-    static void RemoveTree(FileDescriptor dir, string name)
-    {
-        using (var fd = Posix.OpenAt(dir, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
-        {
-            foreach (var child in Posix.ReadDir(fd, name))
-            {
-                bool isDir = child.Type == 4 || (child.Type == 0 && Posix.LstatAt(fd, child.Name).IsDirectory);
-                if (isDir) RemoveTree(fd, child.Name);
-                else Posix.UnlinkAt(fd, child.Name, directory: false);
-            }
-        }
-        Posix.UnlinkAt(dir, name, directory: true);
-    }
 
     void Invalidate()
     {

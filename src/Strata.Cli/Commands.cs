@@ -150,8 +150,8 @@ public static class Commands
         {
             using var store = OpenStore(r);
             string layerId = r.GetValue(id)!;
-            string? against = r.GetResult(parent) is null ? store.Inspect(layerId).Parent : r.GetValue(parent);
-            var result = OutputFile.Write(r.GetValue(output), s => store.Diff(layerId, against, s));
+            var result = OutputFile.Write(r.GetValue(output), s =>
+                r.GetResult(parent) is null ? store.Diff(layerId, s) : store.Diff(layerId, r.GetValue(parent), s));
             foreach (var s in result.SkippedSockets) Console.Error.WriteLine($"strata: note: socket {s} skipped (tar cannot hold sockets)");
             return 0;
         });
@@ -162,17 +162,8 @@ public static class Commands
         apply.SetAction(r =>
         {
             using var store = OpenStore(r);
-            string layerId = r.GetValue(id)!;
             using var tar = OpenInput(r.GetValue(input));
-            long size;
-            if (store.Exists(layerId))
-            {
-                var existing = store.Inspect(layerId);
-                if (r.GetResult(parent) is not null && r.GetValue(parent) != existing.Parent)
-                    throw StrataException.Invalid($"layer {layerId} exists with parent '{existing.Parent ?? "(none)"}', not '{r.GetValue(parent)}'");
-                size = store.ApplyDiff(layerId, tar);
-            }
-            else size = store.Create(layerId, r.GetValue(parent), diff: tar).Size;
+            long size = store.Apply(r.GetValue(id)!, tar, r.GetValue(parent), parentGiven: r.GetResult(parent) is not null);
             Console.WriteLine(size.ToString(CultureInfo.InvariantCulture));
             return 0;
         });

@@ -1,6 +1,7 @@
+using System.Collections.Concurrent;
 using System.Text.Json;
 using Strata.Archive;
-using Strata.Core.Drivers.Vfs;
+using Strata.Core.Drivers;
 using Strata.Native;
 
 namespace Strata.Core;
@@ -31,15 +32,16 @@ public sealed record StoreOptions
 /// Invariants: a record exists only for a layer whose data is complete (data is made first, synced,
 /// then the record written; removal deletes the record first, then the data). A layer with
 /// children, mounts or an operation in flight cannot be removed. Safe for concurrent calls from
-/// many threads: a short lock guards the index, and ids with work in flight are marked busy, so
-/// copies and diffs run outside it.
+/// many threads: every change to one layer holds that layer's own lock (so its record writes are
+/// ordered), a short global lock guards the index, ids with work in flight are marked busy so
+/// readers refuse them instead of seeing half a change, and diffs pin the layers they read.
 /// </summary>
 public sealed class LayerStore : IDisposable, ILayerMounter
 {
-    public const string DefaultDriver = "vfs";
-    static readonly string[] Drivers = ["vfs"];
+    const uint PrivateDir = 0x1C0; // 0700: layer trees hold setuid binaries and device nodes
 
     readonly object _lock = new();
+    readonly ConcurrentDictionary<string, object> _idLocks = new(StringComparer.Ordinal);
     readonly Dictionary<string, Layer> _layers = new(StringComparer.Ordinal);
     readonly Dictionary<string, int> _children = new(StringComparer.Ordinal);
     readonly Dictionary<string, string> _busy = new(StringComparer.Ordinal);
@@ -72,14 +74,14 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     public static LayerStore Open(StoreOptions options)
     {
         string root = Path.GetFullPath(options.Root);
-        Directory.CreateDirectory(root);
+        MakeDir(root, 0x1C9 /* 0711: others may traverse to a mounted tree, not list the store */);
         var lockFd = AcquireOwnership(root, options.LockWait);
         try
         {
             string driverName = ChooseDriver(root, options.Driver);
-            Directory.CreateDirectory(Path.Combine(root, "layers"));
-            Directory.CreateDirectory(Path.Combine(root, "tmp"));
-            var driver = CreateDriver(driverName, root);
+            MakeDir(Path.Combine(root, "layers"), PrivateDir);
+            MakeDir(Path.Combine(root, "tmp"), PrivateDir);
+            var driver = DriverRegistry.Create(driverName, root);
             var swept = new List<string>();
             var layers = Recover(root, driver, swept);
             return new LayerStore(root, lockFd, driver, swept, layers);
@@ -91,24 +93,45 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         }
     }
 
+    /// <summary>Creates a directory with <paramref name="mode"/> if it is missing (an existing one is left as it is).</summary>
+    internal static void MakeDir(string path, uint mode)
+    {
+        int err = Posix.TryMkdirAt(FileDescriptor.Cwd, path, mode);
+        if (err == Errno.ENOENT)
+        {
+            MakeDir(Path.GetDirectoryName(path)!, 0x1ED /* 0755 */);
+            err = Posix.TryMkdirAt(FileDescriptor.Cwd, path, mode);
+        }
+        if (err == Errno.EEXIST && Posix.TryLstat(path, out var st) && st.IsDirectory) return;
+        if (err == 0) Posix.ChmodAt(FileDescriptor.Cwd, path, mode); // past the umask
+        else throw new ErrnoException(err, "mkdir", path);
+    }
+
     static FileDescriptor AcquireOwnership(string root, TimeSpan wait)
     {
         string path = Path.Combine(root, "strata.lock");
         var fd = Posix.Open(path, Posix.O_RDWR | Posix.O_CREAT, 0x180);
-        var deadline = DateTime.UtcNow + wait;
-        while (!Posix.TryLockExclusive(fd, path))
+        try
         {
-            if (DateTime.UtcNow >= deadline)
+            var deadline = DateTime.UtcNow + wait;
+            while (!Posix.TryLockExclusive(fd, path))
             {
-                string owner = ReadOwner(fd, path);
-                fd.Dispose();
-                throw StrataException.InUse($"store {root} is in use by another process{(owner.Length > 0 ? $" (pid {owner})" : "")}");
+                if (DateTime.UtcNow >= deadline)
+                {
+                    string owner = ReadOwner(fd, path);
+                    throw StrataException.InUse($"store {root} is in use by another process{(owner.Length > 0 ? $" (pid {owner})" : "")}");
+                }
+                Thread.Sleep(20);
             }
-            Thread.Sleep(20);
+            Posix.Ftruncate(fd, 0, path);
+            Posix.PwriteAll(fd, System.Text.Encoding.ASCII.GetBytes(Environment.ProcessId + "\n"), 0, path);
+            return fd;
         }
-        Posix.Ftruncate(fd, 0, path);
-        Posix.PwriteAll(fd, System.Text.Encoding.ASCII.GetBytes(Environment.ProcessId + "\n"), 0, path);
-        return fd;
+        catch
+        {
+            fd.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The pid the owner wrote (read raw: .NET's FileStream would take a conflicting flock of its own).</summary>
@@ -123,46 +146,38 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     {
         string file = Path.Combine(root, "driver");
         string? recorded = File.Exists(file) ? File.ReadAllText(file).Trim() : null;
-        if (requested is not null && !Drivers.Contains(requested))
-            throw StrataException.Invalid($"unknown driver '{requested}' (available: {string.Join(", ", Drivers)})");
+        if (requested is not null && !DriverRegistry.IsKnown(requested))
+            throw StrataException.Invalid($"unknown driver '{requested}' (available: {string.Join(", ", DriverRegistry.Names)})");
         if (recorded is not null)
         {
             if (requested is not null && requested != recorded)
                 throw StrataException.Invalid($"store {root} was created with driver '{recorded}', not '{requested}'; use another --root for '{requested}'");
             return recorded;
         }
-        string chosen = requested ?? DefaultDriver;
+        string chosen = requested ?? DriverRegistry.Probe();
         AtomicFile.Write(file, System.Text.Encoding.ASCII.GetBytes(chosen + "\n"));
         return chosen;
     }
 
-    static IDriver CreateDriver(string name, string root) => name switch
-    {
-        "vfs" => new VfsDriver(root),
-        _ => throw StrataException.Invalid($"store {root} names unknown driver '{name}'"),
-    };
-
-    /// <summary>The start-up sweep: empty tmp/, drop half-written records, remove layers left incomplete
-    /// by a crash mid-apply, and delete driver data that no record owns.</summary>
+    /// <summary>The start-up sweep: empty tmp/, drop temp records, remove layers left incomplete by a crash
+    /// mid-apply, and delete driver data that no record owns. What cannot be removed is reported in
+    /// <see cref="Swept"/> and left for the next sweep; it never keeps the store from opening.</summary>
     static List<Layer> Recover(string root, IDriver driver, List<string> swept)
     {
         string tmp = Path.Combine(root, "tmp");
         foreach (var e in Posix.ReadDir(tmp))
-        {
-            VfsDriver.RemoveTree(Path.Combine(tmp, e.Name));
-            swept.Add("tmp/" + e.Name);
-        }
+            Sweep(swept, "tmp/" + e.Name, () => FileTree.Remove(Path.Combine(tmp, e.Name)));
         string records = Path.Combine(root, "layers");
         var layers = new List<Layer>();
         foreach (var e in Posix.ReadDir(records))
         {
             string file = Path.Combine(records, e.Name);
-            if (!e.Name.EndsWith(".json", StringComparison.Ordinal))
+            if (e.Name.Contains(".json.tmp-", StringComparison.Ordinal))
             {
-                File.Delete(file);
-                swept.Add("layers/" + e.Name);
+                Sweep(swept, "layers/" + e.Name, () => Posix.UnlinkAt(FileDescriptor.Cwd, file, directory: false));
                 continue;
             }
+            if (!e.Name.EndsWith(".json", StringComparison.Ordinal)) continue; // not ours: leave it
             Layer layer;
             try
             {
@@ -179,20 +194,31 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         }
         foreach (var l in layers.Where(l => l.Incomplete).ToList())
         {
-            File.Delete(Path.Combine(records, l.Id + ".json"));
-            driver.Remove(l.Id);
             layers.Remove(l);
-            swept.Add("incomplete layer " + l.Id);
+            Sweep(swept, "incomplete layer " + l.Id, () =>
+            {
+                Posix.UnlinkAt(FileDescriptor.Cwd, Path.Combine(records, l.Id + ".json"), directory: false);
+                driver.Remove(l.Id);
+            });
         }
         var known = layers.Select(l => l.Id).ToHashSet(StringComparer.Ordinal);
         foreach (var id in driver.List())
-        {
-            if (known.Contains(id)) continue;
-            driver.Remove(id);
-            swept.Add("orphaned data of " + id);
-        }
+            if (!known.Contains(id)) Sweep(swept, "orphaned data of " + id, () => driver.Remove(id));
         if (swept.Count > 0) Posix.FsyncDirectory(records);
         return layers;
+    }
+
+    static void Sweep(List<string> swept, string what, Action remove)
+    {
+        try
+        {
+            remove();
+            swept.Add(what);
+        }
+        catch (StrataException ex)
+        {
+            swept.Add($"{what}: not removed ({ex.Message})");
+        }
     }
 
     // ---- queries ----
@@ -233,100 +259,144 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     // ---- lifecycle ----
 
     /// <summary>Creates a layer, empty or as a copy of <paramref name="parent"/>, and when <paramref name="diff"/>
-    /// is given applies that OCI tar to it, all or nothing: the layer becomes visible only when complete.</summary>
+    /// is given applies that OCI tar (plain or gzip) to it, all or nothing: the layer becomes visible only when complete.</summary>
     public Layer Create(string id, string? parent, LayerKind kind = LayerKind.ReadOnly,
         IReadOnlyDictionary<string, string>? labels = null, IReadOnlyDictionary<string, string>? storageOptions = null,
         Stream? diff = null)
     {
         LayerId.Validate(id);
         if (parent is not null) LayerId.Validate(parent, "parent id");
-        lock (_lock)
+        lock (IdLock(id))
         {
-            if (_layers.ContainsKey(id)) throw StrataException.Exists($"layer {id} already exists");
-            ThrowIfBusy(id);
-            if (parent is not null)
-            {
-                Visible(parent);
-                _children[parent] = _children.GetValueOrDefault(parent) + 1;
-            }
-            _busy[id] = "being created";
-        }
-        bool published = false;
-        try
-        {
-            Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>()));
-            long size = diff is null ? 0 : _differ.ApplyDiff(id, diff);
-            // data the record will point at must be on disk first; an empty layer has none
-            if (parent is not null || diff is not null) Posix.SyncFileSystem(Root);
-            var layer = new Layer
-            {
-                Id = id,
-                Parent = parent,
-                Kind = kind,
-                Driver = Driver.Name,
-                Created = DateTimeOffset.UtcNow,
-                Labels = labels is null ? [] : new Dictionary<string, string>(labels),
-                Size = size,
-            };
-            WriteRecord(layer);
+            var tar = diff is null ? null : LayerInput.Open(diff);
             lock (_lock)
             {
-                _layers[id] = layer;
-                _busy.Remove(id);
+                if (_layers.ContainsKey(id)) throw StrataException.Exists($"layer {id} already exists");
+                ThrowIfBusy(id);
+                if (parent is not null)
+                {
+                    Visible(parent);
+                    ThrowIfBusy(parent);
+                    _children[parent] = _children.GetValueOrDefault(parent) + 1;
+                }
+                _busy[id] = "being created";
             }
-            published = true;
-            return layer;
-        }
-        finally
-        {
-            if (!published)
+            bool recordWritten = false, published = false;
+            try
             {
-                TryQuietly(() => Driver.Remove(id));
+                Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>()));
+                long size = tar is null ? 0 : _differ.ApplyDiff(id, tar);
+                // data the record will point at must be on disk first; an empty layer has none
+                if (parent is not null || tar is not null) Posix.SyncFileSystem(Root);
+                var layer = new Layer
+                {
+                    Id = id,
+                    Parent = parent,
+                    Kind = kind,
+                    Driver = Driver.Name,
+                    Created = DateTimeOffset.UtcNow,
+                    Labels = labels is null ? [] : new Dictionary<string, string>(labels),
+                    Size = size,
+                };
+                recordWritten = true; // from here a failure may leave the record behind
+                WriteRecord(layer);
                 lock (_lock)
                 {
+                    _layers[id] = layer;
                     _busy.Remove(id);
-                    if (parent is not null) _children[parent]--;
+                }
+                published = true;
+                return layer;
+            }
+            finally
+            {
+                if (!published)
+                {
+                    try
+                    {
+                        if (recordWritten) DeleteRecord(id);
+                        Driver.Remove(id);
+                    }
+                    catch (Exception)
+                    {
+                        // the sweep at next open removes what could not be undone now
+                    }
+                    finally
+                    {
+                        lock (_lock)
+                        {
+                            _busy.Remove(id);
+                            if (parent is not null) _children[parent]--;
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// <summary>Applies an OCI tar onto an existing layer without children (Docker's ApplyDiff). While it runs
-    /// the record is marked incomplete; if the apply fails, or the process dies, the layer is removed.</summary>
+    /// <summary>Applies an OCI tar (plain or gzip) onto an existing layer that has no children and is not in use
+    /// (Docker's ApplyDiff). Input that is not a tar is refused before anything changes; once the apply has
+    /// begun the record is marked incomplete, and if the apply fails, or the process dies, the layer is removed.</summary>
     public long ApplyDiff(string id, Stream diff)
     {
         LayerId.Validate(id);
-        Layer layer;
-        lock (_lock)
+        lock (IdLock(id))
         {
-            layer = Visible(id);
-            ThrowIfBusy(id);
-            if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; a diff can only be applied to a layer without children");
-            _busy[id] = "applying a diff";
-        }
-        var marked = layer with { Incomplete = true };
-        try
-        {
-            WriteRecord(marked);
-            lock (_lock) _layers[id] = marked;
-            long size = _differ.ApplyDiff(id, diff);
-            Posix.SyncFileSystem(Root);
-            var done = marked with { Incomplete = false, Size = size };
-            WriteRecord(done);
+            var tar = LayerInput.Open(diff);
+            Layer marked;
             lock (_lock)
             {
-                _layers[id] = done;
-                _busy.Remove(id);
+                var layer = Visible(id);
+                ThrowIfBusy(id);
+                if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; a diff can only be applied to a layer without children");
+                if (layer.Mounts > 0) throw StrataException.InUse($"layer {id} is mounted ({layer.Mounts}); unmount it before applying a diff");
+                if (_uses.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} is in use by a diff in progress");
+                marked = layer with { Incomplete = true };
+                _layers[id] = marked;
+                _busy[id] = "applying a diff";
             }
-            return size;
+            try
+            {
+                WriteRecord(marked);
+                long size = _differ.ApplyDiff(id, tar);
+                Posix.SyncFileSystem(Root);
+                var done = marked with { Incomplete = false, Size = size };
+                WriteRecord(done);
+                lock (_lock)
+                {
+                    _layers[id] = done;
+                    _busy.Remove(id);
+                }
+                return size;
+            }
+            catch (Exception ex)
+            {
+                lock (_lock) _busy.Remove(id);
+                try
+                {
+                    Remove(id, allowIncomplete: true);
+                }
+                catch (Exception)
+                {
+                    // still marked incomplete on disk: the sweep at next open removes it
+                }
+                if (ex is StrataException se) throw new StrataException(se.Kind, $"{se.Message} (layer {id} was removed: a half-applied layer is never kept)", ex);
+                throw;
+            }
         }
-        catch (Exception ex)
-        {
-            lock (_lock) _busy.Remove(id);
-            TryQuietly(() => Remove(id, allowIncomplete: true));
-            if (ex is StrataException se) throw new StrataException(se.Kind, $"{se.Message} (layer {id} was removed: a half-applied layer is never kept)", ex);
-            throw;
-        }
+    }
+
+    /// <summary>The CLI's `layer apply`: creates layer <paramref name="id"/> from the tar when it does not exist
+    /// (as a child of <paramref name="parent"/>), otherwise applies the tar onto it, whose parent must then match.</summary>
+    public long Apply(string id, Stream tar, string? parent, bool parentGiven)
+    {
+        LayerId.Validate(id);
+        Layer? existing;
+        lock (_lock) existing = _layers.TryGetValue(id, out var l) && !l.Incomplete ? l : null;
+        if (existing is null) return Create(id, parent, diff: tar).Size;
+        if (parentGiven && parent != existing.Parent)
+            throw StrataException.Invalid($"layer {id} exists with parent '{existing.Parent ?? "(none)"}', not '{parent ?? "(none)"}'");
+        return ApplyDiff(id, tar);
     }
 
     public void Remove(string id) => Remove(id, allowIncomplete: false);
@@ -334,29 +404,34 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     void Remove(string id, bool allowIncomplete)
     {
         LayerId.Validate(id);
-        Layer layer;
-        lock (_lock)
+        lock (IdLock(id))
         {
-            if (!_layers.TryGetValue(id, out layer!) || (layer.Incomplete && !allowIncomplete))
-                throw StrataException.NotFound($"layer {id} does not exist");
-            ThrowIfBusy(id);
-            int children = _children.GetValueOrDefault(id);
-            if (children > 0) throw StrataException.InUse($"layer {id} has {children} child layer(s); remove them first");
-            if (layer.Mounts > 0) throw StrataException.InUse($"layer {id} is mounted ({layer.Mounts}); unmount it first");
-            if (_uses.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} is in use by a diff in progress");
-            _layers.Remove(id);
-            _busy[id] = "being removed";
-            if (layer.Parent is not null) _children[layer.Parent]--;
-        }
-        try
-        {
-            File.Delete(RecordPath(id));
-            Posix.FsyncDirectory(_records);
-            Driver.Remove(id);
-        }
-        finally
-        {
-            lock (_lock) _busy.Remove(id);
+            Layer layer;
+            lock (_lock)
+            {
+                if (!_layers.TryGetValue(id, out layer!) || (layer.Incomplete && !allowIncomplete))
+                    throw StrataException.NotFound($"layer {id} does not exist");
+                ThrowIfBusy(id);
+                int children = _children.GetValueOrDefault(id);
+                if (children > 0) throw StrataException.InUse($"layer {id} has {children} child layer(s); remove them first");
+                if (layer.Mounts > 0) throw StrataException.InUse($"layer {id} is mounted ({layer.Mounts}); unmount it first");
+                if (_uses.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} is in use by a diff in progress");
+                _busy[id] = "being removed";
+            }
+            try
+            {
+                DeleteRecord(id);
+                lock (_lock)
+                {
+                    _layers.Remove(id);
+                    if (layer.Parent is not null) _children[layer.Parent]--;
+                }
+                Driver.Remove(id);
+            }
+            finally
+            {
+                lock (_lock) _busy.Remove(id);
+            }
         }
     }
 
@@ -367,14 +442,19 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     public string Mount(string id)
     {
         LayerId.Validate(id);
-        lock (_lock)
+        lock (IdLock(id))
         {
-            var layer = Visible(id);
-            ThrowIfBusy(id);
-            string path = PathOf(id);
-            var updated = layer with { Mounts = layer.Mounts + 1 };
+            Layer updated;
+            string path;
+            lock (_lock)
+            {
+                var layer = Visible(id);
+                ThrowIfBusy(id);
+                path = PathOf(id);
+                updated = layer with { Mounts = layer.Mounts + 1 };
+            }
             WriteRecord(updated);
-            _layers[id] = updated;
+            lock (_lock) _layers[id] = updated;
             return path;
         }
     }
@@ -382,13 +462,18 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     public void Unmount(string id)
     {
         LayerId.Validate(id);
-        lock (_lock)
+        lock (IdLock(id))
         {
-            var layer = Visible(id);
-            if (layer.Mounts == 0) throw StrataException.Invalid($"layer {id} is not mounted");
-            var updated = layer with { Mounts = layer.Mounts - 1 };
+            Layer updated;
+            lock (_lock)
+            {
+                var layer = Visible(id);
+                ThrowIfBusy(id);
+                if (layer.Mounts == 0) throw StrataException.Invalid($"layer {id} is not mounted");
+                updated = layer with { Mounts = layer.Mounts - 1 };
+            }
             WriteRecord(updated);
-            _layers[id] = updated;
+            lock (_lock) _layers[id] = updated;
         }
     }
 
@@ -396,25 +481,20 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     {
         lock (_lock)
         {
+            string path = PathOf(id);
             _uses[id] = _uses.GetValueOrDefault(id) + 1;
-            try
-            {
-                return PathOf(id);
-            }
-            catch
-            {
-                _uses[id]--;
-                throw;
-            }
+            return path;
         }
     }
 
     void ILayerMounter.Release(string id)
     {
-        lock (_lock)
-        {
-            if (--_uses[id] == 0) _uses.Remove(id);
-        }
+        lock (_lock) Unpin(id);
+    }
+
+    void Unpin(string id)
+    {
+        if (--_uses[id] == 0) _uses.Remove(id);
     }
 
     string PathOf(string id)
@@ -440,6 +520,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
 
     public long DiffSize(string id, string? against) => WithLayers(id, against, () => _differ.DiffSize(id, against));
 
+    /// <summary>Runs a read of one or two layers with both pinned: neither can be removed or changed meanwhile.</summary>
     T WithLayers<T>(string id, string? against, Func<T> work)
     {
         LayerId.Validate(id);
@@ -447,15 +528,35 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         lock (_lock)
         {
             Visible(id);
-            if (against is not null) Visible(against);
+            ThrowIfBusy(id);
+            if (against is not null)
+            {
+                Visible(against);
+                ThrowIfBusy(against);
+            }
+            _uses[id] = _uses.GetValueOrDefault(id) + 1;
+            if (against is not null) _uses[against] = _uses.GetValueOrDefault(against) + 1;
         }
-        return work();
+        try
+        {
+            return work();
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                Unpin(id);
+                if (against is not null) Unpin(against);
+            }
+        }
     }
 
     /// <summary>Releases driver resources (Docker's Cleanup at daemon shutdown).</summary>
     public void Cleanup() => Driver.Cleanup();
 
     // ---- helpers ----
+
+    object IdLock(string id) => _idLocks.GetOrAdd(id, static _ => new object());
 
     Layer Visible(string id) =>
         _layers.TryGetValue(id, out var l) && !l.Incomplete ? l : throw StrataException.NotFound($"layer {id} does not exist");
@@ -470,16 +571,11 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     void WriteRecord(Layer layer) =>
         AtomicFile.Write(RecordPath(layer.Id), JsonSerializer.SerializeToUtf8Bytes(layer, StoreJson.Default.Layer));
 
-    static void TryQuietly(Action a)
+    void DeleteRecord(string id)
     {
-        try
-        {
-            a();
-        }
-        catch (StrataException)
-        {
-            // the sweep at next open finishes what could not be undone now
-        }
+        int err = Posix.TryUnlinkAt(FileDescriptor.Cwd, RecordPath(id), directory: false);
+        if (err != 0 && err != Errno.ENOENT) throw new ErrnoException(err, "unlink", RecordPath(id));
+        Posix.FsyncDirectory(_records);
     }
 
     public void Dispose()

@@ -43,6 +43,15 @@ public static unsafe partial class Posix
     public static void ChmodAt(FileDescriptor dir, string path, uint mode) =>
         Errno.Check(fchmodat(dir, path, mode & 0xFFF, 0), "chmod", path);
 
+    /// <summary>chmod of a path's final component without ever following it: a symlink is left alone
+    /// (it has no mode of its own), anything else is changed through its O_PATH descriptor.</summary>
+    public static void ChmodNoFollowAt(FileDescriptor dir, string name, uint mode)
+    {
+        using var fd = OpenAt(dir, name, O_PATH | O_NOFOLLOW);
+        if (Fstat(fd).IsSymlink) return;
+        Errno.Check(fchmodat(FileDescriptor.Cwd, $"/proc/self/fd/{fd.Value}", mode & 0xFFF, 0), "chmod", name);
+    }
+
     public static void Fchmod(FileDescriptor fd, uint mode, string pathForErrors) =>
         Errno.Check(fchmod(fd, mode & 0xFFF), "chmod", pathForErrors);
 

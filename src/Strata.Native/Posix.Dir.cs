@@ -21,9 +21,6 @@ public static unsafe partial class Posix
     [LibraryImport("libc", SetLastError = true)]
     private static partial int closedir(nint dir);
 
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int dup(int fd);
-
     public static void MkdirAt(FileDescriptor dir, string path, uint mode) =>
         Errno.Check(mkdirat(dir, path, mode), "mkdir", path);
 
@@ -40,9 +37,10 @@ public static unsafe partial class Posix
     /// <summary>The entries of an open directory (the descriptor stays open), sorted by ordinal name.</summary>
     public static List<DirEntry> ReadDir(FileDescriptor dirFd, string pathForErrors)
     {
-        int copy = dup(dirFd.Value);
-        if (copy < 0) throw Errno.Error("dup", pathForErrors);
-        lseek(copy, 0, SEEK_SET);
+        // a fresh descriptor of our own: works from an O_PATH one, starts at offset 0, close-on-exec
+        using var own = OpenAt(dirFd, ".", O_RDONLY | O_DIRECTORY);
+        int copy = (int)own.DangerousGetHandle();
+        own.SetHandleAsInvalid();
         nint d = fdopendir(copy);
         if (d == 0)
         {
@@ -63,9 +61,10 @@ public static unsafe partial class Posix
                     if (err != 0) throw new ErrnoException(err, "readdir", pathForErrors);
                     break;
                 }
+                ushort reclen = *(ushort*)(ent + 16);
                 byte type = ent[18];
                 byte* name = ent + 19;
-                int len = new ReadOnlySpan<byte>(name, 256).IndexOf((byte)0);
+                int len = new ReadOnlySpan<byte>(name, reclen - 19).IndexOf((byte)0);
                 if (len == 1 && name[0] == '.') continue;
                 if (len == 2 && name[0] == '.' && name[1] == '.') continue;
                 list.Add(new DirEntry(Encoding.UTF8.GetString(name, len), type));

@@ -29,10 +29,11 @@ public readonly record struct UnixTime(long Seconds, uint Nanoseconds)
         DateTimeOffset.UnixEpoch.AddTicks(Seconds * TimeSpan.TicksPerSecond + Nanoseconds / 100);
 }
 
-/// <summary>What statx(2) says about one file (never following a final symlink unless asked).</summary>
+/// <summary>What statx(2) says about one file (never following a final symlink unless asked).
+/// <see cref="MountId"/> names the mount it lives on (0 on kernels before 5.8).</summary>
 public readonly record struct FileStat(
     uint Mode, uint Uid, uint Gid, uint Nlink, ulong Inode, ulong Device, long Size, long Blocks,
-    uint RdevMajor, uint RdevMinor, UnixTime Atime, UnixTime Mtime)
+    uint RdevMajor, uint RdevMinor, UnixTime Atime, UnixTime Mtime, ulong MountId)
 {
     public FileKind Kind => (FileKind)(Mode & 0xF000);
     /// <summary>Permission bits including setuid, setgid and sticky.</summary>
@@ -45,7 +46,9 @@ public readonly record struct FileStat(
 public static unsafe partial class Posix
 {
     public const int AT_SYMLINK_NOFOLLOW = 0x100, AT_REMOVEDIR = 0x200, AT_SYMLINK_FOLLOW = 0x400, AT_EMPTY_PATH = 0x1000;
-    const uint STATX_BASIC_STATS = 0x7ff;
+    const uint STATX_BASIC_STATS = 0x7ff, STATX_MNT_ID = 0x1000;
+    /// <summary>d_type of a directory in <see cref="DirEntry.Type"/> (0 means the filesystem did not say).</summary>
+    public const byte DT_DIR = 4;
 
     /// <summary>struct statx (include/uapi/linux/stat.h), 256 bytes; offsets checked by a test against the C header.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 256)]
@@ -67,6 +70,7 @@ public static unsafe partial class Posix
         [FieldOffset(132)] public uint RdevMinor;
         [FieldOffset(136)] public uint DevMajor;
         [FieldOffset(140)] public uint DevMinor;
+        [FieldOffset(144)] public ulong MntId;
     }
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -76,7 +80,7 @@ public static unsafe partial class Posix
     public static int TryLstatAt(FileDescriptor dir, string path, out FileStat stat)
     {
         StatxBuf b;
-        if (statx(dir, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &b) < 0)
+        if (statx(dir, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID, &b) < 0)
         {
             stat = default;
             return Errno.Last;
@@ -100,14 +104,14 @@ public static unsafe partial class Posix
     public static FileStat Fstat(FileDescriptor fd)
     {
         StatxBuf b;
-        if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &b) < 0)
+        if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID, &b) < 0)
             throw Errno.Error("fstat", null);
         return Convert(in b);
     }
 
     static FileStat Convert(in StatxBuf b) => new(
         b.Mode, b.Uid, b.Gid, b.Nlink, b.Ino, MakeDev(b.DevMajor, b.DevMinor), (long)b.Size, (long)b.Blocks,
-        b.RdevMajor, b.RdevMinor, new UnixTime(b.AtimeSec, b.AtimeNsec), new UnixTime(b.MtimeSec, b.MtimeNsec));
+        b.RdevMajor, b.RdevMinor, new UnixTime(b.AtimeSec, b.AtimeNsec), new UnixTime(b.MtimeSec, b.MtimeNsec), b.MntId);
 
     /// <summary>glibc's makedev(3) encoding of a dev_t.</summary>
     public static ulong MakeDev(uint major, uint minor) =>

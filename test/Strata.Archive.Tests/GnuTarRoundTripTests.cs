@@ -91,7 +91,7 @@ public class GnuTarRoundTripTests(ITestOutputHelper output)
         Fs.Xattr(xf, "security.capability", Fs.CapNetBindService); // last: chown drops it
         Fs.Mkdir(root + "/xattrs/dir");
         Fs.Xattr(root + "/xattrs/dir", "user.d", "dir value");
-        Fs.Xattr(root + "/xattrs/dir", "trusted.overlay.opaque", "y");
+        Fs.Xattr(root + "/xattrs/dir", "trusted.strata", "y");
         Fs.Symlink(root + "/xattrs/link", "file");
         Fs.Xattr(root + "/xattrs/link", "trusted.sym", "on the link itself");
         Fs.Chmod(root + "/xattrs/dir", 0x1C0 /* 0700 */);

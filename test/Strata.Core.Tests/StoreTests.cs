@@ -110,6 +110,97 @@ public sealed class StoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void InputThatIsNotATarChangesNothing()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        Store(store, "base", "keep", "me");
+        byte[] gzipOfNothing = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        foreach (var bad in new[] { "not a tar at all"u8.ToArray(), gzipOfNothing, [] })
+        {
+            var ex = Assert.Throws<StrataException>(() => store.ApplyDiff("base", new MemoryStream(bad)));
+            Assert.Equal(ErrorKind.Corrupt, ex.Kind);
+            Assert.DoesNotContain("removed", ex.Message);
+            Assert.True(store.Exists("base"));
+            Assert.Throws<StrataException>(() => store.Create("new", "base", diff: new MemoryStream(bad)));
+            Assert.False(store.Exists("new"));
+        }
+        Assert.Equal("me", File.ReadAllText(Path.Combine(store.Mount("base"), "keep")));
+    }
+
+    [Fact]
+    public void GzippedLayersAreAccepted()
+    {
+        using var store = Open();
+        var tar = new MemoryStream();
+        using (var w = new TarWriter(tar))
+        {
+            var data = "zipped"u8.ToArray();
+            w.WriteHeader(new TarEntry { Name = "z", Type = TarEntryType.Regular, Mode = 0x1A4, Size = data.Length });
+            w.WriteData(data);
+            w.Pad(data.Length);
+            w.Finish();
+        }
+        var gz = new MemoryStream();
+        using (var z = new System.IO.Compression.GZipStream(gz, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+            z.Write(tar.ToArray());
+        gz.Position = 0;
+        Assert.Equal(6, store.Create("zipped", null, diff: gz).Size);
+        Assert.Equal("zipped", File.ReadAllText(Path.Combine(store.Mount("zipped"), "z")));
+    }
+
+    [Fact]
+    public void ApplyingOntoAMountedLayerIsRefused()
+    {
+        using var store = Open();
+        store.Create("busy", null);
+        store.Mount("busy");
+        var ex = Assert.Throws<StrataException>(() => store.ApplyDiff("busy", new MemoryStream(TruncatedTar())));
+        Assert.Equal(ErrorKind.InUse, ex.Kind);
+        Assert.True(store.Exists("busy"));
+    }
+
+    [Fact]
+    public void StoreDirectoriesArePrivate()
+    {
+        using var store = Open();
+        Assert.Equal(0x1C9u, Posix.Lstat(Root).Permissions);
+        foreach (var d in new[] { "layers", "tmp", "vfs" })
+            Assert.Equal(0x1C0u, Posix.Lstat(Path.Combine(Root, d)).Permissions);
+    }
+
+    [Fact]
+    public void TheSweepNeverDescendsIntoAMountAndStillOpens()
+    {
+        Open().Dispose();
+        string leftover = Path.Combine(Root, "tmp", "vfs-x.1", "mnt");
+        Directory.CreateDirectory(leftover);
+        Shell.Run("mount", "-t", "tmpfs", "tmpfs", leftover).Check("mount tmpfs");
+        try
+        {
+            File.WriteAllText(Path.Combine(leftover, "host-data"), "precious");
+            using (var store = Open())
+            {
+                output.WriteLine(string.Join("\n", store.Swept));
+                Assert.Contains(store.Swept, s => s.Contains("not removed") && s.Contains("mount point"));
+            }
+            Assert.Equal("precious", File.ReadAllText(Path.Combine(leftover, "host-data")));
+        }
+        finally
+        {
+            Shell.Run("umount", leftover);
+        }
+        using var again = Open();
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp")));
+    }
+
+    static void Store(LayerStore store, string id, string name, string content)
+    {
+        File.WriteAllText(Path.Combine(store.Mount(id), name), content);
+        store.Unmount(id);
+    }
+
+    [Fact]
     public void StartupSweepRemovesLeftoversOfACrash()
     {
         using (var store = Open())

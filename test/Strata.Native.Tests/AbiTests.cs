@@ -37,6 +37,8 @@ public sealed class AbiTests(ITestOutputHelper output)
           P("statx_rdev_minor", offsetof(struct statx, stx_rdev_minor));
           P("statx_dev_major", offsetof(struct statx, stx_dev_major));
           P("statx_dev_minor", offsetof(struct statx, stx_dev_minor));
+          P("statx_mnt_id", offsetof(struct statx, stx_mnt_id));
+          P("STATX_MNT_ID", STATX_MNT_ID);
           P("sizeof_open_how", sizeof(struct open_how));
           P("FICLONE", FICLONE);
           P("O_DIRECTORY", O_DIRECTORY);
@@ -93,6 +95,7 @@ public sealed class AbiTests(ITestOutputHelper output)
         Same(c, "statx_rdev_minor", Offset(nameof(Posix.StatxBuf.RdevMinor)));
         Same(c, "statx_dev_major", Offset(nameof(Posix.StatxBuf.DevMajor)));
         Same(c, "statx_dev_minor", Offset(nameof(Posix.StatxBuf.DevMinor)));
+        Same(c, "statx_mnt_id", Offset(nameof(Posix.StatxBuf.MntId)));
         Same(c, "sizeof_open_how", Posix.SizeOfOpenHow);
         Same(c, "FICLONE", (long)Posix.FICLONE);
         Same(c, "O_DIRECTORY", Posix.O_DIRECTORY);

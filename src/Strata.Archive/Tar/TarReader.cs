@@ -127,12 +127,19 @@ public sealed class TarReader : IDisposable
         _remaining = _padding = 0;
     }
 
-    TarEntry ParseHeader(ReadOnlySpan<byte> b, long at, out byte type, out long size)
+    /// <summary>Checks one header block's checksum (a zero block, the end marker, passes).</summary>
+    public static void CheckHeaderBlock(ReadOnlySpan<byte> b, long at = 0)
     {
+        if (TarFormat.IsZeroBlock(b)) return;
         if (!TarFormat.TryReadNumber(b.Slice(TarFormat.ChksumOff, 8), out long stored))
             throw NotATar(at, b) ?? Corrupt(at, "header checksum field is not a number");
         if (stored != TarFormat.ComputeChecksum(b, signed: false) && stored != TarFormat.ComputeChecksum(b, signed: true))
             throw NotATar(at, b) ?? Corrupt(at, "header checksum mismatch");
+    }
+
+    TarEntry ParseHeader(ReadOnlySpan<byte> b, long at, out byte type, out long size)
+    {
+        CheckHeaderBlock(b, at);
         type = b[TarFormat.TypeOff];
         size = Number(b, TarFormat.SizeOff, 12, at, "size");
         if (size > MaxEntrySize) throw Corrupt(at, $"declared size {size} is larger than any member can be");

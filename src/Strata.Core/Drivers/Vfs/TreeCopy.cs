@@ -18,9 +18,6 @@ public sealed class TreeCopy
     bool _tryClone = true;
 
     public IReadOnlyList<string> SkippedSockets => _skipped;
-    /// <summary>Files whose data was shared by reflink rather than copied.</summary>
-    public long ClonedFiles { get; private set; }
-    public long CopiedFiles { get; private set; }
 
     /// <summary>Copies the contents and attributes of directory <paramref name="source"/> into the existing, empty directory <paramref name="dest"/>.</summary>
     public void Copy(string source, string dest)
@@ -92,20 +89,23 @@ public sealed class TreeCopy
             int err = Posix.TryClone(d, s);
             if (err == 0)
             {
-                ClonedFiles++;
                 return;
             }
-            if (err is Errno.EOPNOTSUPP or Errno.EXDEV or Errno.EINVAL or Errno.ENOTTY) _tryClone = false;
-            else throw new ErrnoException(err, "clone", path);
+            // the filesystem cannot clone at all: stop asking; EINVAL is about this one file only
+            if (err is Errno.EOPNOTSUPP or Errno.EXDEV or Errno.ENOTTY) _tryClone = false;
+            else if (err != Errno.EINVAL) throw new ErrnoException(err, "clone", path);
         }
-        CopiedFiles++;
         long offset = 0;
         while (offset < size)
         {
             long data = Posix.Seek(s, offset, Posix.SEEK_DATA);
-            if (data < 0) break; // ENXIO: only a hole remains
+            if (data < 0)
+            {
+                if (Errno.Last == Errno.ENXIO) break; // only a hole remains
+                throw Errno.Error("seek", path);
+            }
             long hole = Posix.Seek(s, data, Posix.SEEK_HOLE);
-            if (hole < 0) hole = size;
+            if (hole < 0) throw Errno.Error("seek", path);
             CopyRange(s, d, data, hole - data, path);
             offset = hole;
         }
@@ -148,7 +148,7 @@ public sealed class TreeCopy
     static void CopyNodeAttributes(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, bool chmod)
     {
         Posix.LchownAt(dstDir, name, st.Uid, st.Gid);
-        if (chmod) Posix.ChmodAt(dstDir, name, st.Permissions);
+        if (chmod) Posix.ChmodNoFollowAt(dstDir, name, st.Permissions);
         var xattrs = Posix.LgetXattrs($"/proc/self/fd/{srcDir.Value}/{name}");
         foreach (var (k, v) in xattrs) Posix.LsetXattr($"/proc/self/fd/{dstDir.Value}/{name}", k, v);
         Posix.LutimesAt(dstDir, name, st.Atime, st.Mtime);

@@ -1,3 +1,4 @@
+using Strata.Archive;
 using Strata.Native;
 
 namespace Strata.Core.Drivers.Vfs;
@@ -22,8 +23,8 @@ public sealed class VfsDriver : IDriver
     {
         _home = Path.Combine(root, "vfs");
         _tmp = Path.Combine(root, "tmp");
-        Directory.CreateDirectory(_home);
-        Directory.CreateDirectory(_tmp);
+        LayerStore.MakeDir(_home, 0x1C0 /* 0700 */);
+        LayerStore.MakeDir(_tmp, 0x1C0 /* 0700 */);
         _reflink = new Lazy<bool>(ProbeReflink);
     }
 
@@ -44,10 +45,11 @@ public sealed class VfsDriver : IDriver
             if (parent is not null) new TreeCopy().Copy(Dir(parent), staging);
             else Posix.ChmodAt(FileDescriptor.Cwd, staging, 0x1ED);
             Posix.Rename(staging, Dir(id), Posix.RENAME_NOREPLACE);
+            Posix.FsyncDirectory(_home); // the rename must not depend on another directory's fsync
         }
         catch
         {
-            RemoveTree(staging);
+            FileTree.Remove(staging);
             throw;
         }
     }
@@ -58,7 +60,7 @@ public sealed class VfsDriver : IDriver
         if (!Posix.TryLstat(dir, out _)) return;
         string doomed = Path.Combine(_tmp, $"vfs-{id}.rm.{Guid.NewGuid():N}");
         Posix.Rename(dir, doomed);
-        RemoveTree(doomed);
+        FileTree.Remove(doomed);
     }
 
     public bool Exists(string id) => Posix.TryLstat(Dir(id), out var st) && st.IsDirectory;
@@ -94,35 +96,6 @@ public sealed class VfsDriver : IDriver
         {
             File.Delete(a);
             File.Delete(b);
-        }
-    }
-
-    /// <summary>Deletes a tree without following symlinks (Directory.Delete would, for links to directories, on some runtimes).</summary>
-    internal static void RemoveTree(string path)
-    {
-        if (!Posix.TryLstat(path, out var st)) return;
-        if (!st.IsDirectory)
-        {
-            Posix.UnlinkAt(FileDescriptor.Cwd, path, directory: false);
-            return;
-        }
-        using (var fd = Posix.Open(path, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
-            RemoveChildren(fd, path);
-        Posix.UnlinkAt(FileDescriptor.Cwd, path, directory: true);
-    }
-
-    static void RemoveChildren(FileDescriptor dir, string path)
-    {
-        foreach (var e in Posix.ReadDir(dir, path))
-        {
-            bool isDir = e.Type == 4 || (e.Type == 0 && Posix.LstatAt(dir, e.Name).IsDirectory);
-            if (isDir)
-            {
-                using (var sub = Posix.OpenAt(dir, e.Name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
-                    RemoveChildren(sub, path + "/" + e.Name);
-                Posix.UnlinkAt(dir, e.Name, directory: true);
-            }
-            else Posix.UnlinkAt(dir, e.Name, directory: false);
         }
     }
 }

@@ -1,0 +1,90 @@
+using System.IO.Compression;
+using Strata.Archive.Tar;
+
+namespace Strata.Archive;
+
+/// <summary>
+/// A layer as handed over from outside: a tar, or a gzip-compressed tar (OCI <c>tar+gzip</c>,
+/// decompressed on the fly). <see cref="Open"/> reads and checks the first header before it returns,
+/// so a caller can refuse input that is not a layer at all before it changes anything.
+/// </summary>
+public static class LayerInput
+{
+    public static Stream Open(Stream raw)
+    {
+        byte[] head = ReadUpTo(raw, TarFormat.BlockSize);
+        Stream rest = raw;
+        if (head.AsSpan().StartsWith((ReadOnlySpan<byte>)[0x1f, 0x8b]))
+        {
+            rest = new GZipStream(new PrefixedStream(head, raw), CompressionMode.Decompress);
+            try
+            {
+                head = ReadUpTo(rest, TarFormat.BlockSize);
+            }
+            catch (InvalidDataException ex)
+            {
+                throw StrataException.Corrupt($"gzip: {ex.Message}");
+            }
+        }
+        if (head.Length == 0) throw StrataException.Corrupt("tar: the input is empty");
+        if (head.Length < TarFormat.BlockSize) throw StrataException.Corrupt($"tar: archive is truncated at byte {head.Length}");
+        TarReader.CheckHeaderBlock(head);
+        return new PrefixedStream(head, rest);
+    }
+
+    static byte[] ReadUpTo(Stream s, int count)
+    {
+        var buf = new byte[count];
+        int got = 0;
+        while (got < count)
+        {
+            int n = s.Read(buf, got, count - got);
+            if (n == 0) break;
+            got += n;
+        }
+        return got == count ? buf : buf[..got];
+    }
+
+    /// <summary>Bytes already read, then the rest of the stream; read-only, forward-only.</summary>
+    sealed class PrefixedStream(byte[] prefix, Stream rest) : Stream
+    {
+        int _pos;
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            if (_pos < prefix.Length)
+            {
+                int n = Math.Min(buffer.Length, prefix.Length - _pos);
+                prefix.AsSpan(_pos, n).CopyTo(buffer);
+                _pos += n;
+                return n;
+            }
+            try
+            {
+                return rest.Read(buffer);
+            }
+            catch (InvalidDataException ex)
+            {
+                throw StrataException.Corrupt($"gzip: {ex.Message}");
+            }
+        }
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) rest.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+}
