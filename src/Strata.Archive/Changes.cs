@@ -23,28 +23,26 @@ public readonly record struct Change(string Path, ChangeKind Kind)
 /// Modified when type, permission bits, owner, device number, xattrs or (for non-directories) size,
 /// mtime or symlink target differ. A directory containing any change is reported Modified too, as
 /// `docker diff` does. Results are sorted by path (ordinal), so a parent precedes its children.
+/// Both trees are walked through directory descriptors, never following a symlink, so a tree that
+/// a running container changes meanwhile cannot lead the walk outside it.
 /// </summary>
 public static class TreeChanges
 {
     public static List<Change> Compute(string layerRoot, string? parentRoot)
     {
         var changes = new List<Change>();
-        Compare(layerRoot, parentRoot, "", changes);
+        using var layer = Posix.Open(layerRoot, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        using var parent = parentRoot is null ? null : Posix.Open(parentRoot, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        Compare(layer, parent, "", changes);
         changes.Sort(static (a, b) => string.CompareOrdinal(a.Path, b.Path));
         return changes;
     }
 
     /// <summary>Compares directory <paramref name="rel"/> in both trees; true when anything below it changed.</summary>
-    static bool Compare(string layerRoot, string? parentRoot, string rel, List<Change> changes)
+    static bool Compare(FileDescriptor mineDir, FileDescriptor? theirDir, string rel, List<Change> changes)
     {
-        string layerDir = Full(layerRoot, rel);
-        var mine = Posix.ReadDir(layerDir);
-        List<DirEntry> theirs = [];
-        if (parentRoot is not null)
-        {
-            string parentDir = Full(parentRoot, rel);
-            if (Posix.TryLstat(parentDir, out var pst) && pst.IsDirectory) theirs = Posix.ReadDir(parentDir);
-        }
+        var mine = Posix.ReadDir(mineDir, rel);
+        var theirs = theirDir is null ? [] : Posix.ReadDir(theirDir, rel);
         bool any = false;
         int i = 0, j = 0;
         while (i < mine.Count || j < theirs.Count)
@@ -57,21 +55,28 @@ public static class TreeChanges
                 j++;
                 continue;
             }
-            string path = LayerPath.Join(rel, mine[i].Name);
-            var st = Posix.Lstat(Full(layerRoot, path));
+            string name = mine[i].Name, path = LayerPath.Join(rel, name);
             if (cmp < 0)
             {
-                AddAll(layerRoot, path, st, changes);
+                changes.Add(new Change(path, ChangeKind.Add));
+                if (IsDirectory(mineDir, mine[i])) AddChildren(mineDir, name, path, changes);
                 any = true;
                 i++;
                 continue;
             }
-            var pst2 = Posix.Lstat(Full(parentRoot!, path));
-            bool changed = Differs(st, pst2, Full(layerRoot, path), Full(parentRoot!, path));
+            var st = Posix.LstatAt(mineDir, name);
+            var pst = Posix.LstatAt(theirDir!, name);
+            bool changed = Differs(st, pst, mineDir, theirDir!, name);
             bool inner = false;
             if (st.IsDirectory)
             {
-                inner = pst2.IsDirectory ? Compare(layerRoot, parentRoot, path, changes) : AddChildren(layerRoot, path, changes);
+                using var sub = TreeWalker.OpenDir(mineDir, name, path);
+                if (pst.IsDirectory)
+                {
+                    using var theirSub = TreeWalker.OpenDir(theirDir!, name, path);
+                    inner = Compare(sub, theirSub, path, changes);
+                }
+                else inner = AddChildren(sub, path, changes);
             }
             if (changed || inner)
             {
@@ -84,32 +89,34 @@ public static class TreeChanges
         return any;
     }
 
-    static void AddAll(string root, string path, FileStat st, List<Change> changes)
+    static bool IsDirectory(FileDescriptor dir, DirEntry e) =>
+        e.Type == Posix.DT_DIR || (e.Type == 0 && Posix.LstatAt(dir, e.Name).IsDirectory);
+
+    static bool AddChildren(FileDescriptor parent, string name, string path, List<Change> changes)
     {
-        changes.Add(new Change(path, ChangeKind.Add));
-        if (st.IsDirectory) AddChildren(root, path, changes);
+        using var dir = TreeWalker.OpenDir(parent, name, path);
+        return AddChildren(dir, path, changes);
     }
 
-    static bool AddChildren(string root, string dir, List<Change> changes)
+    static bool AddChildren(FileDescriptor dir, string path, List<Change> changes)
     {
-        var entries = Posix.ReadDir(Full(root, dir));
+        var entries = Posix.ReadDir(dir, path);
         foreach (var e in entries)
         {
-            string path = LayerPath.Join(dir, e.Name);
-            bool isDir = e.Type == 4 || (e.Type == 0 && Posix.Lstat(Full(root, path)).IsDirectory);
-            changes.Add(new Change(path, ChangeKind.Add));
-            if (isDir) AddChildren(root, path, changes);
+            string child = LayerPath.Join(path, e.Name);
+            changes.Add(new Change(child, ChangeKind.Add));
+            if (IsDirectory(dir, e)) AddChildren(dir, e.Name, child, changes);
         }
         return entries.Count > 0;
     }
 
-    static bool Differs(in FileStat a, in FileStat b, string pathA, string pathB)
+    static bool Differs(in FileStat a, in FileStat b, FileDescriptor dirA, FileDescriptor dirB, string name)
     {
         if (a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid) return true;
         if (a.Kind is FileKind.CharDevice or FileKind.BlockDevice && (a.RdevMajor != b.RdevMajor || a.RdevMinor != b.RdevMinor)) return true;
         if (!a.IsDirectory && (a.Size != b.Size || a.Mtime != b.Mtime)) return true;
-        if (a.IsSymlink && Posix.ReadLink(pathA) != Posix.ReadLink(pathB)) return true;
-        return !XattrsEqual(LayerXattrs.ContentOnly(Posix.LgetXattrs(pathA)), LayerXattrs.ContentOnly(Posix.LgetXattrs(pathB)));
+        if (a.IsSymlink && Posix.ReadLinkAt(dirA, name) != Posix.ReadLinkAt(dirB, name)) return true;
+        return !XattrsEqual(LayerXattrs.ContentOnly(Posix.LgetXattrsAt(dirA, name)), LayerXattrs.ContentOnly(Posix.LgetXattrsAt(dirB, name)));
     }
 
     static bool XattrsEqual(List<KeyValuePair<string, byte[]>> a, List<KeyValuePair<string, byte[]>> b)
@@ -126,16 +133,15 @@ public static class TreeChanges
     {
         long size = 0;
         var inodes = new HashSet<(ulong, ulong)>();
+        using var tree = new TreeWalker(layerRoot);
         foreach (var c in changes)
         {
             if (c.Kind == ChangeKind.Delete) continue;
-            var st = Posix.Lstat(Full(layerRoot, c.Path));
+            var st = Posix.LstatAt(tree.Dir(LayerPath.Parent(c.Path)), LayerPath.Base(c.Path));
             if (!st.IsRegular) continue;
             if (st.Nlink > 1 && !inodes.Add((st.Device, st.Inode))) continue;
             size += st.Size;
         }
         return size;
     }
-
-    internal static string Full(string root, string rel) => rel.Length == 0 ? root : root + "/" + rel;
 }

@@ -8,13 +8,15 @@ namespace Strata.Archive;
 /// (numeric owners, permission bits incl. setuid/setgid/sticky, xattrs, device numbers, hardlinks
 /// within the changeset as type '1' members), deletions as <c>.wh.</c> whiteouts. Entries follow the
 /// order of <paramref name="changes"/> (sorted by path), so the same tree gives the same bytes.
-/// Sockets cannot be stored in tar and are skipped.
+/// Sockets cannot be stored in tar and are skipped. The tree is read through directory
+/// descriptors (<see cref="TreeWalker"/>), never following a symlink.
 /// </summary>
 public static class DiffWriter
 {
     public static DiffResult Write(Stream output, string layerRoot, IReadOnlyList<Change> changes)
     {
         using var tar = new TarWriter(output);
+        using var tree = new TreeWalker(layerRoot);
         var links = new Dictionary<(ulong, ulong), string>();
         var skipped = new List<string>();
         long size = 0;
@@ -29,8 +31,9 @@ public static class DiffWriter
                 });
                 continue;
             }
-            string full = TreeChanges.Full(layerRoot, c.Path);
-            var st = Posix.Lstat(full);
+            var dir = tree.Dir(LayerPath.Parent(c.Path));
+            string name = LayerPath.Base(c.Path);
+            var st = Posix.LstatAt(dir, name);
             var e = new TarEntry
             {
                 Name = c.Path,
@@ -38,7 +41,7 @@ public static class DiffWriter
                 Uid = st.Uid,
                 Gid = st.Gid,
                 Mtime = new UnixTime(st.Mtime.Seconds, 0),
-                Xattrs = NullIfEmpty(LayerXattrs.ContentOnly(Posix.LgetXattrs(full))),
+                Xattrs = NullIfEmpty(LayerXattrs.ContentOnly(Posix.LgetXattrsAt(dir, name))),
             };
             switch (st.Kind)
             {
@@ -48,7 +51,7 @@ public static class DiffWriter
                     break;
                 case FileKind.Symlink:
                     e.Type = TarEntryType.Symlink;
-                    e.LinkName = Posix.ReadLink(full);
+                    e.LinkName = Posix.ReadLinkAt(dir, name);
                     break;
                 case FileKind.CharDevice or FileKind.BlockDevice:
                     e.Type = st.Kind == FileKind.CharDevice ? TarEntryType.CharDevice : TarEntryType.BlockDevice;
@@ -79,8 +82,8 @@ public static class DiffWriter
             tar.WriteHeader(e);
             if (e.Type == TarEntryType.Regular)
             {
-                using var fd = Posix.Open(full, Posix.O_RDONLY | Posix.O_NOFOLLOW);
-                tar.WriteFileData(fd, e.Size, full);
+                using var fd = Posix.OpenAt(dir, name, Posix.O_RDONLY | Posix.O_NOFOLLOW);
+                tar.WriteFileData(fd, e.Size, LayerPath.Display(c.Path));
                 size += e.Size;
             }
         }

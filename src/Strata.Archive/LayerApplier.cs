@@ -199,8 +199,7 @@ sealed class ApplySession : IDisposable
         if (chmod) Posix.ChmodNoFollowAt(dir, name, e.Mode);
         if (e.Xattrs is not null)
         {
-            string viaProc = $"/proc/self/fd/{dir.Value}/{name}";
-            foreach (var (k, v) in e.Xattrs) SetXattr(() => Posix.LsetXattr(viaProc, k, v), k, path);
+            foreach (var (k, v) in e.Xattrs) SetXattr(() => Posix.LsetXattrAt(dir, name, k, v), k, path);
         }
         Posix.LutimesAt(dir, name, e.Mtime, e.Mtime);
     }

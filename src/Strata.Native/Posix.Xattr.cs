@@ -31,6 +31,14 @@ public static unsafe partial class Posix
         (name, buf) => { fixed (byte* p = buf.Buffer) return lgetxattr(path, name, p, (nuint)buf.Buffer.Length); },
         path);
 
+    /// <summary>Xattrs of <paramref name="name"/> inside an open directory, never following it: through the
+    /// directory's /proc/self/fd entry, which works for every file type (symlinks and device nodes included).</summary>
+    public static List<KeyValuePair<string, byte[]>> LgetXattrsAt(FileDescriptor dir, string name) =>
+        LgetXattrs($"/proc/self/fd/{dir.Value}/{name}");
+
+    public static void LsetXattrAt(FileDescriptor dir, string name, string key, ReadOnlySpan<byte> value) =>
+        LsetXattr($"/proc/self/fd/{dir.Value}/{name}", key, value);
+
     public static List<KeyValuePair<string, byte[]>> FgetXattrs(FileDescriptor fd, string pathForErrors) => ReadXattrs(
         buf => { fixed (byte* p = buf.Buffer) return flistxattr(fd, p, (nuint)buf.Buffer.Length); },
         (name, buf) => { fixed (byte* p = buf.Buffer) return fgetxattr(fd, name, p, (nuint)buf.Buffer.Length); },

@@ -149,8 +149,7 @@ public sealed class TreeCopy
     {
         Posix.LchownAt(dstDir, name, st.Uid, st.Gid);
         if (chmod) Posix.ChmodNoFollowAt(dstDir, name, st.Permissions);
-        var xattrs = Posix.LgetXattrs($"/proc/self/fd/{srcDir.Value}/{name}");
-        foreach (var (k, v) in xattrs) Posix.LsetXattr($"/proc/self/fd/{dstDir.Value}/{name}", k, v);
+        foreach (var (k, v) in Posix.LgetXattrsAt(srcDir, name)) Posix.LsetXattrAt(dstDir, name, k, v);
         Posix.LutimesAt(dstDir, name, st.Atime, st.Mtime);
     }
 }
