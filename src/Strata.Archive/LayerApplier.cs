@@ -31,7 +31,6 @@ sealed class ApplySession : IDisposable
     const ulong Resolve = Posix.RESOLVE_IN_ROOT | Posix.RESOLVE_NO_MAGICLINKS | Posix.RESOLVE_NO_XDEV;
     const int Chunk = 64 * 1024;
 
-    readonly string _rootPath;
     readonly FileDescriptor _root;
     readonly WhiteoutFormat _format;
     /// <summary>Paths named by members of this tar (duplicates are refused).</summary>
@@ -49,7 +48,6 @@ sealed class ApplySession : IDisposable
 
     public ApplySession(string rootPath, WhiteoutFormat format)
     {
-        _rootPath = rootPath;
         _format = format;
         _root = Posix.Open(rootPath, Posix.O_PATH | Posix.O_DIRECTORY);
         _symlinkLookup = _symlinks.GetAlternateLookup<ReadOnlySpan<char>>();

@@ -10,10 +10,7 @@ public sealed record MountSpec(string Type, string Source, IReadOnlyList<string>
 }
 
 /// <summary>What a new layer should be.</summary>
-public sealed record CreateOptions(LayerKind Kind, IReadOnlyDictionary<string, string> StorageOptions)
-{
-    public static readonly CreateOptions ReadOnly = new(LayerKind.ReadOnly, new Dictionary<string, string>());
-}
+public sealed record CreateOptions(LayerKind Kind, IReadOnlyDictionary<string, string> StorageOptions);
 
 /// <summary>
 /// A copy-on-write storage driver (the graphdriver/snapshotter contract). A driver owns one

@@ -2,11 +2,10 @@ using System.Runtime.InteropServices;
 
 namespace Strata.Native;
 
-/// <summary>Data: read, write, pread, pwrite, lseek (incl. SEEK_DATA/SEEK_HOLE), ftruncate, fallocate, fsync.</summary>
+/// <summary>Data: read, write, pread, pwrite, lseek (incl. SEEK_DATA/SEEK_HOLE), ftruncate, fsync.</summary>
 public static unsafe partial class Posix
 {
     public const int SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
-    public const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2;
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial nint read(FileDescriptor fd, byte* buf, nuint count);
@@ -27,13 +26,7 @@ public static unsafe partial class Posix
     private static partial int ftruncate(FileDescriptor fd, long length);
 
     [LibraryImport("libc", SetLastError = true)]
-    private static partial int fallocate(FileDescriptor fd, int mode, long offset, long len);
-
-    [LibraryImport("libc", SetLastError = true)]
     private static partial int fsync(FileDescriptor fd);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int fdatasync(FileDescriptor fd);
 
     /// <summary>Reads up to buffer.Length bytes; 0 means end of file.</summary>
     public static int Read(FileDescriptor fd, Span<byte> buffer, string pathForErrors)
@@ -105,12 +98,7 @@ public static unsafe partial class Posix
     public static void Ftruncate(FileDescriptor fd, long length, string pathForErrors) =>
         Errno.Check(ftruncate(fd, length), "truncate", pathForErrors);
 
-    public static int TryFallocate(FileDescriptor fd, int mode, long offset, long length) =>
-        fallocate(fd, mode, offset, length) < 0 ? Errno.Last : 0;
-
     public static void Fsync(FileDescriptor fd, string pathForErrors) => Errno.Check(fsync(fd), "fsync", pathForErrors);
-
-    public static void Fdatasync(FileDescriptor fd, string pathForErrors) => Errno.Check(fdatasync(fd), "fdatasync", pathForErrors);
 
     /// <summary>fsync of a directory, so that a rename or create inside it is durable.</summary>
     public static void FsyncDirectory(string path)

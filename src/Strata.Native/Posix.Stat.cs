@@ -15,19 +15,7 @@ public enum FileKind : uint
 }
 
 /// <summary>A timestamp with nanoseconds, as the kernel keeps it.</summary>
-public readonly record struct UnixTime(long Seconds, uint Nanoseconds)
-{
-    public static UnixTime FromDateTimeOffset(DateTimeOffset t)
-    {
-        long ticks = t.UtcTicks - DateTime.UnixEpoch.Ticks;
-        long secs = Math.DivRem(ticks, TimeSpan.TicksPerSecond, out long rem);
-        if (rem < 0) { secs--; rem += TimeSpan.TicksPerSecond; }
-        return new UnixTime(secs, (uint)(rem * 100));
-    }
-
-    public DateTimeOffset ToDateTimeOffset() =>
-        DateTimeOffset.UnixEpoch.AddTicks(Seconds * TimeSpan.TicksPerSecond + Nanoseconds / 100);
-}
+public readonly record struct UnixTime(long Seconds, uint Nanoseconds);
 
 /// <summary>What statx(2) says about one file (never following a final symlink unless asked).
 /// <see cref="MountId"/> names the mount it lives on (0 on kernels before 5.8).</summary>

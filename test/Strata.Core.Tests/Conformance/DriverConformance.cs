@@ -387,6 +387,26 @@ public abstract class DriverConformance : IDisposable
     }
 
     [Fact]
+    public void SocketsSurviveSnapshotsAndAreLeftOutOfDiffsWithANote()
+    {
+        Store.Create("base", null);
+        Edit("base", dir =>
+        {
+            // what a daemon that bound a unix socket and then died leaves behind
+            Posix.MknodAt(FileDescriptor.Cwd, Path.Combine(dir, "control.sock"), (uint)FileKind.Socket | 0x1ED, 0, 0);
+            File(dir, "plain", "x");
+        });
+        Store.Create("snap", "base");
+        View("snap", dir =>
+        {
+            Assert.Equal(FileKind.Socket, Posix.Lstat(Path.Combine(dir, "control.sock")).Kind);
+            return 0;
+        });
+        var result = Store.Diff("base", null, new MemoryStream());
+        Assert.Equal(["/control.sock"], result.SkippedSockets);
+    }
+
+    [Fact]
     public void SparseFilesKeepTheirHoles()
     {
         const long size = 256L << 20;

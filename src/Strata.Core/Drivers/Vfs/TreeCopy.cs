@@ -7,17 +7,15 @@ namespace Strata.Core.Drivers.Vfs;
 /// groups), permission bits incl. setuid/setgid/sticky, owners, xattrs (security.* and trusted.*
 /// too), atime/mtime to the nanosecond, and holes. Regular files are reflinked (FICLONE) where the
 /// filesystem can, so a copy costs metadata only; otherwise data moves with copy_file_range, one
-/// data extent at a time so holes stay holes. Sockets cannot be copied meaningfully and are skipped
-/// (listed in <see cref="SkippedSockets"/>). Never follows a symlink in the source or the copy.
+/// data extent at a time so holes stay holes. Sockets are made again with mknod (an unbound socket
+/// inode, as the original is to anyone but its listener). Never follows a symlink in the source or the copy.
 /// </summary>
 public sealed class TreeCopy
 {
     readonly Dictionary<(ulong Dev, ulong Ino), string> _links = [];
-    readonly List<string> _skipped = [];
     FileDescriptor _destRoot = null!;
     bool _tryClone = true;
 
-    public IReadOnlyList<string> SkippedSockets => _skipped;
 
     /// <summary>Copies the contents and attributes of directory <paramref name="source"/> into the existing, empty directory <paramref name="dest"/>.</summary>
     public void Copy(string source, string dest)
@@ -62,9 +60,6 @@ public sealed class TreeCopy
                 case FileKind.Symlink:
                     Posix.SymlinkAt(Posix.ReadLinkAt(src, name), dst, name);
                     CopyNodeAttributes(src, dst, name, st, chmod: false);
-                    break;
-                case FileKind.Socket:
-                    _skipped.Add("/" + path);
                     break;
                 default:
                     Posix.MknodAt(dst, name, (uint)st.Kind | st.Permissions, st.RdevMajor, st.RdevMinor);
