@@ -86,19 +86,6 @@ public sealed class StoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public void AFailedCreateFromTarLeavesNothing()
-    {
-        using var store = Open();
-        store.Create("base", null);
-        var ex = Assert.Throws<StrataException>(() => store.Create("broken", "base", diff: new MemoryStream(TruncatedTar())));
-        Assert.Equal(ErrorKind.Corrupt, ex.Kind);
-        Assert.False(store.Exists("broken"));
-        Assert.DoesNotContain("broken", store.Driver.List());
-        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp")));
-        store.Remove("base"); // the failed child no longer pins its parent
-    }
-
-    [Fact]
     public void AFailedApplyOntoAnExistingLayerRemovesIt()
     {
         using var store = Open();

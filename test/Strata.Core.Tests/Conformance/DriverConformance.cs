@@ -13,7 +13,7 @@ namespace Strata.Core.Tests.Conformance;
 public abstract class DriverConformance : IDisposable
 {
     protected readonly TempRoot Temp;
-    protected readonly LayerStore Store;
+    protected LayerStore Store { get; private set; }
 
     protected abstract string DriverName { get; }
 
@@ -32,6 +32,14 @@ public abstract class DriverConformance : IDisposable
         Store.Dispose();
         Shell.Run("rm", "-rf", "--one-file-system", root);
         Temp.Dispose();
+    }
+
+    /// <summary>Closes the store and opens it again, as a restarted process would.</summary>
+    protected void Reopen()
+    {
+        string root = Store.Root;
+        Store.Dispose();
+        Store = LayerStore.Open(new StoreOptions { Root = root, Driver = DriverName });
     }
 
     /// <summary>Runs <paramref name="edit"/> on the mounted tree of a layer, then unmounts.</summary>
@@ -554,6 +562,38 @@ public abstract class DriverConformance : IDisposable
         Store.Remove("child");
         Store.Remove("base");
         Assert.Equal(ErrorKind.NotFound, Assert.Throws<StrataException>(() => Store.Remove("base")).Kind);
+        Assert.Empty(Store.Driver.List());
+    }
+
+    [Fact]
+    public void AFailedCreateFromTarLeavesNoLayerAndNoData()
+    {
+        Store.Create("base", null);
+        var tar = new MemoryStream();
+        using (var w = new Strata.Archive.Tar.TarWriter(tar))
+        {
+            w.WriteHeader(new() { Name = "big", Type = Strata.Archive.Tar.TarEntryType.Regular, Mode = 0x1A4, Size = 1 << 20 });
+            w.WriteData(new byte[4096]);
+            w.Finish();
+        }
+        var truncated = new MemoryStream(tar.ToArray()[..(512 + 4096)]);
+        Assert.Equal(ErrorKind.Corrupt, Assert.Throws<StrataException>(() => Store.Create("broken", "base", diff: truncated)).Kind);
+        Assert.False(Store.Exists("broken"));
+        Assert.Equal(["base"], Store.Driver.List());
+        Store.Remove("base");
+    }
+
+    [Fact]
+    public void DataNoRecordOwnsIsSweptWhenTheStoreOpens()
+    {
+        Store.Create("kept", null);
+        Store.Create("orphan", "kept");
+        // a crash between writing a layer's data and its record leaves exactly this
+        System.IO.File.Delete(Path.Combine(Store.Root, "layers", "orphan.json"));
+        Reopen();
+        Assert.Equal(["kept"], Store.Driver.List());
+        Assert.Contains("orphaned data of orphan", Store.Swept);
+        Store.Remove("kept");
         Assert.Empty(Store.Driver.List());
     }
 
