@@ -14,10 +14,10 @@ public static unsafe partial class Posix
 
     const long UTIME_OMIT = (1L << 30) - 2;
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int fchownat(FileDescriptor dirfd, string path, uint uid, uint gid, int flags);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int fchmodat(FileDescriptor dirfd, string path, uint mode, int flags);
 
     [LibraryImport("libc", SetLastError = true)]
@@ -26,7 +26,7 @@ public static unsafe partial class Posix
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fchown(FileDescriptor fd, uint uid, uint gid);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int utimensat(FileDescriptor dirfd, string path, Timespec* times, int flags);
 
     [LibraryImport("libc", SetLastError = true)]

@@ -9,7 +9,7 @@ public readonly record struct DirEntry(string Name, byte Type);
 /// <summary>mkdirat(2) and directory listing through fdopendir(3)/readdir(3).</summary>
 public static unsafe partial class Posix
 {
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int mkdirat(FileDescriptor dirfd, string path, uint mode);
 
     [LibraryImport("libc", SetLastError = true)]
@@ -67,7 +67,7 @@ public static unsafe partial class Posix
                 int len = new ReadOnlySpan<byte>(name, reclen - 19).IndexOf((byte)0);
                 if (len == 1 && name[0] == '.') continue;
                 if (len == 2 && name[0] == '.' && name[1] == '.') continue;
-                list.Add(new DirEntry(Encoding.UTF8.GetString(name, len), type));
+                list.Add(new DirEntry(PathEncoding.Decode(new ReadOnlySpan<byte>(name, len)), type));
             }
         }
         finally

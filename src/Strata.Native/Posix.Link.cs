@@ -8,22 +8,22 @@ public static unsafe partial class Posix
 {
     public const uint RENAME_NOREPLACE = 1;
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int symlinkat(string target, FileDescriptor newdirfd, string linkpath);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial nint readlinkat(FileDescriptor dirfd, string path, byte* buf, nuint size);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int linkat(FileDescriptor olddirfd, string oldpath, FileDescriptor newdirfd, string newpath, int flags);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int unlinkat(FileDescriptor dirfd, string path, int flags);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int renameat2(FileDescriptor olddirfd, string oldpath, FileDescriptor newdirfd, string newpath, uint flags);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int mknodat(FileDescriptor dirfd, string path, uint mode, ulong dev);
 
     public static void SymlinkAt(string target, FileDescriptor dir, string path) =>
@@ -38,7 +38,7 @@ public static unsafe partial class Posix
             nint n;
             fixed (byte* p = buf) n = readlinkat(dir, path, p, (nuint)size);
             if (n < 0) throw Errno.Error("readlink", path);
-            if (n < size) return Encoding.UTF8.GetString(buf, 0, (int)n);
+            if (n < size) return PathEncoding.Decode(buf.AsSpan(0, (int)n));
             size *= 4;
         }
     }

@@ -29,7 +29,7 @@ public static unsafe partial class Posix
     [LibraryImport("libc", SetLastError = true)]
     internal static partial int close(int fd);
 
-    [LibraryImport("libc", EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int openat_raw(FileDescriptor dirfd, string path, int flags, uint mode);
 
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
@@ -63,9 +63,9 @@ public static unsafe partial class Posix
     /// <summary>openat2(2) with a RESOLVE_* mask; returns errno (0 on success) so callers can word their own error.</summary>
     public static int TryOpenAt2(FileDescriptor dir, string path, int flags, ulong resolve, out FileDescriptor? fd)
     {
-        int max = System.Text.Encoding.UTF8.GetMaxByteCount(path.Length) + 1;
+        int max = PathEncoding.GetByteCount(path) + 1;
         Span<byte> bytes = max <= 1024 ? stackalloc byte[max] : new byte[max];
-        int n = System.Text.Encoding.UTF8.GetBytes(path, bytes);
+        int n = PathEncoding.Encode(path, bytes);
         bytes[n] = 0;
         var how = new OpenHow { Flags = (ulong)(uint)(flags | O_CLOEXEC), Resolve = resolve };
         long raw;

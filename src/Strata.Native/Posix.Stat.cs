@@ -61,7 +61,7 @@ public static unsafe partial class Posix
         [FieldOffset(144)] public ulong MntId;
     }
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int statx(FileDescriptor dirfd, string path, int flags, uint mask, StatxBuf* buf);
 
     /// <summary>statx without following a final symlink; returns errno (0 on success).</summary>

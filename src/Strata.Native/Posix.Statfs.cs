@@ -5,7 +5,7 @@ namespace Strata.Native;
 /// <summary>Filesystem-wide calls: statfs(2) and syncfs(2).</summary>
 public static unsafe partial class Posix
 {
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int statfs(string path, byte* buf);
 
     [LibraryImport("libc", SetLastError = true)]

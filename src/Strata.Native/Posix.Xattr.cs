@@ -6,22 +6,22 @@ namespace Strata.Native;
 /// <summary>Extended attributes by path (never following a final symlink) and by descriptor.</summary>
 public static unsafe partial class Posix
 {
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial nint llistxattr(string path, byte* list, nuint size);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial nint lgetxattr(string path, string name, byte* value, nuint size);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int lsetxattr(string path, string name, byte* value, nuint size, int flags);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int fsetxattr(FileDescriptor fd, string name, byte* value, nuint size, int flags);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial nint flistxattr(FileDescriptor fd, byte* list, nuint size);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial nint fgetxattr(FileDescriptor fd, string name, byte* value, nuint size);
 
     /// <summary>All extended attributes of a path (not following a final symlink), sorted by name.
@@ -58,10 +58,10 @@ public static unsafe partial class Posix
         return result;
     }
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int lremovexattr(string path, string name);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int fremovexattr(FileDescriptor fd, string name);
 
     public static void LremoveXattr(string path, string name) =>
@@ -117,7 +117,7 @@ public static unsafe partial class Posix
         for (int i = 0; i < list.Length; i++)
         {
             if (list[i] != 0) continue;
-            if (i > start) yield return Encoding.UTF8.GetString(list, start, i - start);
+            if (i > start) yield return PathEncoding.Decode(list.AsSpan(start, i - start));
             start = i + 1;
         }
     }

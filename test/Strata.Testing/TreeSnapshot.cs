@@ -47,7 +47,7 @@ public static class TreeSnapshot
         var st = Posix.Lstat(full);
         string content = st.Kind switch
         {
-            FileKind.Regular => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(full)))[..16],
+            FileKind.Regular => Hash(full),
             FileKind.Symlink => "-> " + Posix.ReadLink(full),
             FileKind.CharDevice or FileKind.BlockDevice => $"dev {st.RdevMajor}:{st.RdevMinor}",
             _ => "",
@@ -60,6 +60,16 @@ public static class TreeSnapshot
         }
         var xattrs = string.Join(",", Posix.LgetXattrs(full).Select(kv => kv.Key + "=" + Convert.ToHexString(kv.Value)));
         return new NodeInfo(path, st.Kind, st.Permissions, st.Uid, st.Gid, st.IsDirectory ? 0 : st.Size, content, xattrs, st.Mtime, group, st.Blocks * 512);
+    }
+
+    /// <summary>Content hash, read with our own syscalls: .NET's File API cannot open names that are not UTF-8.</summary>
+    static string Hash(string path)
+    {
+        using var fd = Posix.Open(path, Posix.O_RDONLY | Posix.O_NOFOLLOW);
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buf = new byte[1 << 16];
+        for (int n; (n = Posix.Read(fd, buf, path)) > 0;) sha.AppendData(buf, 0, n);
+        return Convert.ToHexString(sha.GetHashAndReset())[..16];
     }
 
     /// <summary>Asserts two trees hold the same paths with the same attributes; on failure prints both sides of each difference.</summary>

@@ -1,5 +1,6 @@
 using System.Buffers.Text;
 using System.Text;
+using Strata.Native;
 
 namespace Strata.Archive.Tar;
 
@@ -35,7 +36,7 @@ internal static class TarFormat
     {
         int nul = field.IndexOf((byte)0);
         if (nul >= 0) field = field[..nul];
-        return Encoding.UTF8.GetString(field);
+        return PathEncoding.Decode(field);
     }
 
     /// <summary>Parses an octal or base-256 numeric field; false when it is neither.</summary>
@@ -94,7 +95,7 @@ internal static class TarFormat
     /// <summary>Appends one PAX record "LEN key=value\n" where LEN counts the whole record.</summary>
     public static void AppendPaxRecord(List<byte> buffer, string key, ReadOnlySpan<byte> value)
     {
-        int keyLen = Encoding.UTF8.GetByteCount(key);
+        int keyLen = PathEncoding.GetByteCount(key);
         int body = 1 + keyLen + 1 + value.Length + 1; // ' ' key '=' value '\n'
         int len = body + Digits(body);
         if (Digits(len) != Digits(body)) len = body + Digits(len);
@@ -102,7 +103,7 @@ internal static class TarFormat
         Utf8Formatter.TryFormat(len, num, out int n);
         buffer.AddRange(num[..n]);
         buffer.Add((byte)' ');
-        buffer.AddRange(Encoding.UTF8.GetBytes(key));
+        buffer.AddRange(PathEncoding.Encode(key));
         buffer.Add((byte)'=');
         buffer.AddRange(value);
         buffer.Add((byte)'\n');

@@ -232,7 +232,7 @@ public sealed class TarReader : IDisposable
             var rec = data[(sp + 1)..(len - 1)];
             int eq = rec.IndexOf((byte)'=');
             if (eq <= 0) throw Corrupt(at, "malformed PAX record");
-            into[Encoding.UTF8.GetString(rec[..eq])] = rec[(eq + 1)..].ToArray();
+            into[PathEncoding.Decode(rec[..eq])] = rec[(eq + 1)..].ToArray();
             data = data[len..];
         }
     }
@@ -243,8 +243,8 @@ public sealed class TarReader : IDisposable
         {
             switch (key)
             {
-                case "path": e.Name = Encoding.UTF8.GetString(value); break;
-                case "linkpath": e.LinkName = Encoding.UTF8.GetString(value); break;
+                case "path": e.Name = PathEncoding.Decode(value); break;
+                case "linkpath": e.LinkName = PathEncoding.Decode(value); break;
                 case "size":
                     e.Size = PaxLong(value, at, key);
                     if (e.Size > MaxEntrySize) throw Corrupt(at, $"declared size {e.Size} is larger than any member can be");

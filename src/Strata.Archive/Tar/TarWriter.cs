@@ -25,8 +25,8 @@ public sealed class TarWriter : IDisposable
     public void WriteHeader(TarEntry e)
     {
         var pax = new List<byte>();
-        byte[] name = Encoding.UTF8.GetBytes(e.Name);
-        byte[] link = Encoding.UTF8.GetBytes(e.LinkName);
+        byte[] name = PathEncoding.Encode(e.Name);
+        byte[] link = PathEncoding.Encode(e.LinkName);
         if (!TrySplitName(name, out int split)) TarFormat.AppendPaxRecord(pax, "path", name);
         if (link.Length > 100) TarFormat.AppendPaxRecord(pax, "linkpath", link);
         if (e.Uid > 0x1FFFFF) TarFormat.AppendPaxRecord(pax, "uid", Ascii(e.Uid));
@@ -39,7 +39,7 @@ public sealed class TarWriter : IDisposable
         if (pax.Count > 0)
         {
             var paxName = "PaxHeaders/" + Path.GetFileName(e.Name.TrimEnd('/'));
-            byte[] pn = Encoding.UTF8.GetBytes(paxName);
+            byte[] pn = PathEncoding.Encode(paxName);
             if (pn.Length > 100) pn = pn[..100];
             var h = Block();
             pn.CopyTo(h);

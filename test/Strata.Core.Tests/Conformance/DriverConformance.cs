@@ -415,6 +415,24 @@ public abstract class DriverConformance : IDisposable
     }
 
     [Fact]
+    public void NamesThatAreNotUtf8()
+    {
+        string latin1 = "caf\uDCE9";
+        Store.Create("base", null);
+        Edit("base", dir =>
+        {
+            Directory.CreateDirectory(Path.Combine(dir, "d"));
+            using (Posix.Open(Path.Combine(dir, "d", latin1), Posix.O_WRONLY | Posix.O_CREAT, 0x1A4)) { }
+        });
+        Store.Create("snap", "base");
+        Edit("snap", dir => Posix.SymlinkAt(latin1, FileDescriptor.Cwd, Path.Combine(dir, "d", "link")));
+        Assert.Equal(["C /d", "A /d/link"], Store.Changes("snap").Select(c => c.ToString()));
+        string copy1 = AssertDiffReproduces("base", null), copy2 = AssertDiffReproduces("snap", "base");
+        foreach (var id in new[] { copy2, copy1, "snap", "base" }) Store.Remove(id);
+        Assert.Empty(Store.Driver.List());
+    }
+
+    [Fact]
     public void SparseFilesKeepTheirHoles()
     {
         const long size = 256L << 20;
