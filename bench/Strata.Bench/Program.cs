@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(Strata.Bench.TarReadBenchmarks).Assembly).Run(args);
