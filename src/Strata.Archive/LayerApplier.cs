@@ -106,11 +106,10 @@ sealed class ApplySession : IDisposable
             st = default;
         }
         bool existed = st.IsDirectory;
-        if (!existed) Posix.MkdirAt(dir, name, 0x1C0 /* 0700 */);
+        if (!existed) Posix.MkdirAt(dir, name, e.Mode & 0x1FF);
         using (var fd = Posix.OpenAt(dir, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
         {
-            Posix.Fchown(fd, e.Uid, e.Gid, path);
-            Posix.Fchmod(fd, e.Mode, path);
+            Posix.SetOwnerAndMode(fd, e.Uid, e.Gid, e.Mode, path);
             if (existed) DropStaleXattrs(fd, e, path);
             SetXattrs(fd, e, path);
         }
@@ -120,7 +119,7 @@ sealed class ApplySession : IDisposable
     void ApplyFile(FileDescriptor dir, string path, string name, TarEntry e, TarReader reader)
     {
         ReplaceExisting(dir, name);
-        using var fd = Posix.OpenAt(dir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, 0x180 /* 0600 */);
+        using var fd = Posix.OpenAt(dir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, e.Mode & 0x1FF);
         long offset = 0, written = 0;
         while (true)
         {
@@ -145,8 +144,7 @@ sealed class ApplySession : IDisposable
             offset += data.Length;
         }
         if (written < e.Size) Posix.Ftruncate(fd, e.Size, path);
-        Posix.Fchown(fd, e.Uid, e.Gid, path);
-        Posix.Fchmod(fd, e.Mode, path);
+        Posix.SetOwnerAndMode(fd, e.Uid, e.Gid, e.Mode, path);
         SetXattrs(fd, e, path);
         Posix.Futimes(fd, e.Mtime, e.Mtime, path);
         Size += e.Size;

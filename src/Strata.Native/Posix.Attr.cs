@@ -55,6 +55,16 @@ public static unsafe partial class Posix
     public static void Fchmod(FileDescriptor fd, uint mode, string pathForErrors) =>
         Errno.Check(fchmod(fd, mode & 0xFFF), "chmod", pathForErrors);
 
+    /// <summary>Gives an open file exactly this owner and these permission bits, with only the calls needed:
+    /// a file just created by root usually has both already. Owner first, since chown clears setuid/setgid.</summary>
+    public static void SetOwnerAndMode(FileDescriptor fd, uint uid, uint gid, uint mode, string pathForErrors)
+    {
+        var st = Fstat(fd);
+        bool chowned = st.Uid != uid || st.Gid != gid;
+        if (chowned) Fchown(fd, uid, gid, pathForErrors);
+        if (chowned || st.Permissions != (mode & 0xFFF)) Fchmod(fd, mode, pathForErrors);
+    }
+
     public static void Fchown(FileDescriptor fd, uint uid, uint gid, string pathForErrors) =>
         Errno.Check(fchown(fd, uid, gid), "chown", pathForErrors);
 

@@ -37,7 +37,7 @@ public sealed class TreeCopy
             switch (st.Kind)
             {
                 case FileKind.Directory:
-                    Posix.MkdirAt(dst, name, 0x1C0 /* 0700 */);
+                    Posix.MkdirAt(dst, name, st.Permissions & 0x1FF);
                     using (var s = Posix.OpenAt(src, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
                     using (var d = Posix.OpenAt(dst, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
                     {
@@ -72,7 +72,7 @@ public sealed class TreeCopy
     void CopyFile(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, string path)
     {
         using var s = Posix.OpenAt(srcDir, name, Posix.O_RDONLY | Posix.O_NOFOLLOW);
-        using var d = Posix.OpenAt(dstDir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, 0x180 /* 0600 */);
+        using var d = Posix.OpenAt(dstDir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, st.Permissions & 0x1FF);
         if (st.Size > 0) CopyData(s, d, st.Size, path);
         CopyAttributes(s, d, st, path);
     }
@@ -133,8 +133,7 @@ public sealed class TreeCopy
     /// <summary>Owner before mode (chown clears setuid/setgid), then xattrs, then times.</summary>
     static void CopyAttributes(FileDescriptor src, FileDescriptor dst, in FileStat st, string path)
     {
-        Posix.Fchown(dst, st.Uid, st.Gid, path);
-        Posix.Fchmod(dst, st.Permissions, path);
+        Posix.SetOwnerAndMode(dst, st.Uid, st.Gid, st.Permissions, path);
         foreach (var (k, v) in Posix.FgetXattrs(src, path)) Posix.FsetXattr(dst, k, v, path);
         Posix.Futimes(dst, st.Atime, st.Mtime, path);
     }
