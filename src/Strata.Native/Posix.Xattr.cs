@@ -27,8 +27,8 @@ public static unsafe partial class Posix
     /// <summary>All extended attributes of a path (not following a final symlink), sorted by name.
     /// Filesystems without xattr support yield an empty list.</summary>
     public static List<KeyValuePair<string, byte[]>> LgetXattrs(string path) => ReadXattrs(
-        buf => { fixed (byte* p = buf.Buffer) return llistxattr(path, p, (nuint)buf.Buffer.Length); },
-        (name, buf) => { fixed (byte* p = buf.Buffer) return lgetxattr(path, name, p, (nuint)buf.Buffer.Length); },
+        buf => { fixed (byte* p = buf) return llistxattr(path, p, (nuint)buf.Length); },
+        (name, buf) => { fixed (byte* p = buf) return lgetxattr(path, name, p, (nuint)buf.Length); },
         path);
 
     /// <summary>Xattrs of <paramref name="name"/> inside an open directory, never following it: through the
@@ -40,18 +40,18 @@ public static unsafe partial class Posix
         LsetXattr($"/proc/self/fd/{dir.Value}/{name}", key, value);
 
     public static List<KeyValuePair<string, byte[]>> FgetXattrs(FileDescriptor fd, string pathForErrors) => ReadXattrs(
-        buf => { fixed (byte* p = buf.Buffer) return flistxattr(fd, p, (nuint)buf.Buffer.Length); },
-        (name, buf) => { fixed (byte* p = buf.Buffer) return fgetxattr(fd, name, p, (nuint)buf.Buffer.Length); },
+        buf => { fixed (byte* p = buf) return flistxattr(fd, p, (nuint)buf.Length); },
+        (name, buf) => { fixed (byte* p = buf) return fgetxattr(fd, name, p, (nuint)buf.Length); },
         pathForErrors);
 
-    static List<KeyValuePair<string, byte[]>> ReadXattrs(Func<SizedBuffer, nint> list, Func<string, SizedBuffer, nint> get, string path)
+    static List<KeyValuePair<string, byte[]>> ReadXattrs(Func<byte[], nint> list, Func<string, byte[], nint> get, string path)
     {
         var result = new List<KeyValuePair<string, byte[]>>();
-        byte[]? names = ReadList(list, "listxattr", path);
+        byte[]? names = ReadSized(list, "listxattr", path);
         if (names is null) return result;
         foreach (var name in SplitNames(names))
         {
-            byte[]? value = ReadList(buf => get(name, buf), "getxattr", path, tolerateMissing: true);
+            byte[]? value = ReadSized(buf => get(name, buf), "getxattr", path, isValue: true);
             if (value is not null) result.Add(new(name, value));
         }
         result.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
@@ -82,30 +82,26 @@ public static unsafe partial class Posix
             Errno.Check(fsetxattr(fd, name, p, (nuint)value.Length, 0), $"setxattr {name} on", pathForErrors);
     }
 
-    readonly struct SizedBuffer(byte[] buffer)
-    {
-        public byte[] Buffer { get; } = buffer;
-    }
-
-    /// <summary>The size-query-then-read dance of the *xattr calls, retried when the value grows in between.</summary>
-    static byte[]? ReadList(Func<SizedBuffer, nint> call, string op, string path, bool tolerateMissing = false)
+    /// <summary>The size-query-then-read dance of the *xattr calls, retried when the data grows in between.
+    /// Null means "nothing": no attribute list (or no xattr support), or — for a value — a name that vanished.</summary>
+    static byte[]? ReadSized(Func<byte[], nint> call, string op, string path, bool isValue = false)
     {
         for (int attempt = 0; attempt < 8; attempt++)
         {
-            nint size = call(new SizedBuffer([]));
+            nint size = call([]);
             if (size < 0)
             {
                 int e = Errno.Last;
-                if (e == Errno.EOPNOTSUPP || (tolerateMissing && e == Errno.ENODATA)) return null;
+                if (e == Errno.EOPNOTSUPP || (isValue && e == Errno.ENODATA)) return null;
                 throw new ErrnoException(e, op, path);
             }
-            if (size == 0) return op == "listxattr" ? null : [];
+            if (size == 0) return isValue ? [] : null;
             var buf = new byte[size];
-            nint n = call(new SizedBuffer(buf));
+            nint n = call(buf);
             if (n >= 0) return n == buf.Length ? buf : buf[..(int)n];
             int err = Errno.Last;
             if (err == Errno.ERANGE) continue;
-            if (tolerateMissing && err == Errno.ENODATA) return null;
+            if (isValue && err == Errno.ENODATA) return null;
             throw new ErrnoException(err, op, path);
         }
         throw new ErrnoException(Errno.ERANGE, op, path);
