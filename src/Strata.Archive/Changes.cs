@@ -33,14 +33,15 @@ public static class TreeChanges
         var changes = new List<Change>();
         using var layer = Posix.Open(layerRoot, Posix.O_RDONLY | Posix.O_DIRECTORY);
         using var parent = parentRoot is null ? null : Posix.Open(parentRoot, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        Compare(layer, parent, "", changes);
+        Compare(layer, parent, "", changes, 0);
         changes.Sort(static (a, b) => string.CompareOrdinal(a.Path, b.Path));
         return changes;
     }
 
     /// <summary>Compares directory <paramref name="rel"/> in both trees; true when anything below it changed.</summary>
-    static bool Compare(FileDescriptor mineDir, FileDescriptor? theirDir, string rel, List<Change> changes)
+    static bool Compare(FileDescriptor mineDir, FileDescriptor? theirDir, string rel, List<Change> changes, int depth)
     {
+        TreeWalker.CheckDepth(depth, rel);
         var mine = Posix.ReadDir(mineDir, rel);
         var theirs = theirDir is null ? [] : Posix.ReadDir(theirDir, rel);
         bool any = false;
@@ -59,7 +60,7 @@ public static class TreeChanges
             if (cmp < 0)
             {
                 changes.Add(new Change(path, ChangeKind.Add));
-                if (IsDirectory(mineDir, mine[i])) AddChildren(mineDir, name, path, changes);
+                if (IsDirectory(mineDir, mine[i])) AddChildren(mineDir, name, path, changes, depth + 1);
                 any = true;
                 i++;
                 continue;
@@ -74,9 +75,9 @@ public static class TreeChanges
                 if (pst.IsDirectory)
                 {
                     using var theirSub = TreeWalker.OpenDir(theirDir!, name, path);
-                    inner = Compare(sub, theirSub, path, changes);
+                    inner = Compare(sub, theirSub, path, changes, depth + 1);
                 }
-                else inner = AddChildren(sub, path, changes);
+                else inner = AddChildren(sub, path, changes, depth + 1);
             }
             if (changed || inner)
             {
@@ -92,20 +93,21 @@ public static class TreeChanges
     static bool IsDirectory(FileDescriptor dir, DirEntry e) =>
         e.Type == Posix.DT_DIR || (e.Type == 0 && Posix.LstatAt(dir, e.Name).IsDirectory);
 
-    static bool AddChildren(FileDescriptor parent, string name, string path, List<Change> changes)
+    static bool AddChildren(FileDescriptor parent, string name, string path, List<Change> changes, int depth)
     {
         using var dir = TreeWalker.OpenDir(parent, name, path);
-        return AddChildren(dir, path, changes);
+        return AddChildren(dir, path, changes, depth);
     }
 
-    static bool AddChildren(FileDescriptor dir, string path, List<Change> changes)
+    static bool AddChildren(FileDescriptor dir, string path, List<Change> changes, int depth)
     {
+        TreeWalker.CheckDepth(depth, path);
         var entries = Posix.ReadDir(dir, path);
         foreach (var e in entries)
         {
             string child = LayerPath.Join(path, e.Name);
             changes.Add(new Change(child, ChangeKind.Add));
-            if (IsDirectory(dir, e)) AddChildren(dir, e.Name, child, changes);
+            if (IsDirectory(dir, e)) AddChildren(dir, e.Name, child, changes, depth + 1);
         }
         return entries.Count > 0;
     }

@@ -82,7 +82,7 @@ public static class DiffWriter
             tar.WriteHeader(e);
             if (e.Type == TarEntryType.Regular)
             {
-                using var fd = Posix.OpenAt(dir, name, Posix.O_RDONLY | Posix.O_NOFOLLOW);
+                using var fd = TreeWalker.OpenFile(dir, name, st, c.Path);
                 tar.WriteFileData(fd, e.Size, LayerPath.Display(c.Path));
                 size += e.Size;
             }

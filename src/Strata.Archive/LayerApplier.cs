@@ -276,13 +276,14 @@ sealed class ApplySession : IDisposable
         // listing needs a readable descriptor: getdents on an O_PATH one fails with EBADF
         using var dir = OpenDir(dirPath, markerPath, Posix.O_RDONLY);
         if (dir is null) return;
-        HideLower(dir, dirPath);
+        HideLower(dir, dirPath, 0);
         Invalidate();
     }
 
     /// <summary>Removes everything under a directory that this layer did not put there.</summary>
-    void HideLower(FileDescriptor dir, string dirPath)
+    void HideLower(FileDescriptor dir, string dirPath, int depth)
     {
+        TreeWalker.CheckDepth(depth, dirPath);
         foreach (var child in Posix.ReadDir(dir, dirPath))
         {
             string childPath = LayerPath.Join(dirPath, child.Name);
@@ -294,7 +295,7 @@ sealed class ApplySession : IDisposable
             }
             if (!st.IsDirectory) continue;
             using var sub = Posix.OpenAt(dir, child.Name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
-            HideLower(sub, childPath);
+            HideLower(sub, childPath, depth + 1);
         }
     }
 

@@ -6,7 +6,8 @@ namespace Strata.Archive;
 /// <summary>
 /// A layer as handed over from outside: a tar, or a gzip-compressed tar (OCI <c>tar+gzip</c>,
 /// decompressed on the fly). <see cref="Open"/> reads and checks the first header before it returns,
-/// so a caller can refuse input that is not a layer at all before it changes anything.
+/// so a caller can refuse input that is not a layer at all before it changes anything. Disposing the
+/// result releases the decompressor; the caller's stream stays the caller's.
 /// </summary>
 public static class LayerInput
 {
@@ -16,7 +17,7 @@ public static class LayerInput
         Stream rest = raw;
         if (head.AsSpan().StartsWith((ReadOnlySpan<byte>)[0x1f, 0x8b]))
         {
-            rest = new GZipStream(new PrefixedStream(head, raw), CompressionMode.Decompress);
+            rest = new GZipStream(new PrefixedStream(head, raw, ownsRest: false), CompressionMode.Decompress);
             try
             {
                 head = ReadUpTo(rest, TarFormat.BlockSize);
@@ -29,7 +30,7 @@ public static class LayerInput
         if (head.Length == 0) throw StrataException.Corrupt("tar: the input is empty");
         if (head.Length < TarFormat.BlockSize) throw StrataException.Corrupt($"tar: archive is truncated at byte {head.Length}");
         TarReader.CheckHeaderBlock(head);
-        return new PrefixedStream(head, rest);
+        return new PrefixedStream(head, rest, ownsRest: rest != raw);
     }
 
     static byte[] ReadUpTo(Stream s, int count)
@@ -46,7 +47,7 @@ public static class LayerInput
     }
 
     /// <summary>Bytes already read, then the rest of the stream; read-only, forward-only.</summary>
-    sealed class PrefixedStream(byte[] prefix, Stream rest) : Stream
+    sealed class PrefixedStream(byte[] prefix, Stream rest, bool ownsRest) : Stream
     {
         int _pos;
 
@@ -83,7 +84,7 @@ public static class LayerInput
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) rest.Dispose();
+            if (disposing && ownsRest) rest.Dispose();
             base.Dispose(disposing);
         }
     }

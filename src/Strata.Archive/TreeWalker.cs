@@ -38,6 +38,36 @@ public sealed class TreeWalker : IDisposable
         return fd;
     }
 
+    /// <summary>Recursive walks (changes, copies, opaque directories) refuse trees deeper than this, so a hostile
+    /// layer cannot exhaust the stack or the descriptor table; no path this deep fits in PATH_MAX anyway.</summary>
+    public const int MaxDepth = 1024;
+
+    public static void CheckDepth(int depth, string path)
+    {
+        if (depth > MaxDepth)
+            throw StrataException.Invalid($"{LayerPath.Display(path)} is more than {MaxDepth} directories deep; refusing to walk it");
+    }
+
+    /// <summary>Opens the regular file that <paramref name="expected"/> describes, and checks it still is that file:
+    /// a running container may have swapped it for a FIFO (opening would block), a device node (its bytes would
+    /// be read) or a symlink meanwhile. The caller owns the result.</summary>
+    public static FileDescriptor OpenFile(FileDescriptor dir, string name, in FileStat expected, string pathForErrors)
+    {
+        int err = Posix.TryOpenAt(dir, name, Posix.O_RDONLY | Posix.O_NOFOLLOW | Posix.O_NONBLOCK | Posix.O_NOCTTY, 0, out var fd);
+        if (err is Errno.ELOOP or Errno.ENOENT) throw Changed(pathForErrors);
+        if (err != 0) throw new ErrnoException(err, "open", LayerPath.Display(pathForErrors));
+        var st = Posix.Fstat(fd!);
+        if (!st.IsRegular || st.Inode != expected.Inode || st.Device != expected.Device)
+        {
+            fd!.Dispose();
+            throw Changed(pathForErrors);
+        }
+        return fd!;
+    }
+
+    static StrataException Changed(string path) =>
+        StrataException.Invalid($"{LayerPath.Display(path)} changed while it was read (by a running container?)");
+
     /// <summary>Opens a subdirectory without following a symlink; the caller owns the result.</summary>
     public static FileDescriptor OpenDir(FileDescriptor parent, string name, string pathForErrors)
     {

@@ -268,7 +268,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         if (parent is not null) LayerId.Validate(parent, "parent id");
         lock (IdLock(id))
         {
-            var tar = diff is null ? null : LayerInput.Open(diff);
+            using var tar = diff is null ? null : LayerInput.Open(diff);
             lock (_lock)
             {
                 if (_layers.ContainsKey(id)) throw StrataException.Exists($"layer {id} already exists");
@@ -281,10 +281,11 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 }
                 _busy[id] = "being created";
             }
-            bool recordWritten = false, published = false;
+            bool dataCreated = false, recordWritten = false, published = false;
             try
             {
                 Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>()));
+                dataCreated = true;
                 long size = tar is null ? 0 : _differ.ApplyDiff(id, tar);
                 // data the record will point at must be on disk first; an empty layer has none
                 if (parent is not null || tar is not null) Posix.SyncFileSystem(Root);
@@ -314,12 +315,14 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 {
                     try
                     {
+                        // undo only what this call did; a record that cannot be deleted keeps its data,
+                        // so the store never holds a record without data
                         if (recordWritten) DeleteRecord(id);
-                        Driver.Remove(id);
+                        if (dataCreated) Driver.Remove(id);
                     }
                     catch (Exception)
                     {
-                        // the sweep at next open removes what could not be undone now
+                        // data without a record is swept at next open
                     }
                     finally
                     {
@@ -342,11 +345,11 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         LayerId.Validate(id);
         lock (IdLock(id))
         {
-            var tar = LayerInput.Open(diff);
-            Layer marked;
+            using var tar = LayerInput.Open(diff);
+            Layer layer, marked;
             lock (_lock)
             {
-                var layer = Visible(id);
+                layer = Visible(id);
                 ThrowIfBusy(id);
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; a diff can only be applied to a layer without children");
                 if (layer.Mounts > 0) throw StrataException.InUse($"layer {id} is mounted ({layer.Mounts}); unmount it before applying a diff");
@@ -358,6 +361,19 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             try
             {
                 WriteRecord(marked);
+            }
+            catch
+            {
+                // nothing has changed yet (the record write is atomic): the layer stays as it was
+                lock (_lock)
+                {
+                    _layers[id] = layer;
+                    _busy.Remove(id);
+                }
+                throw;
+            }
+            try
+            {
                 long size = _differ.ApplyDiff(id, tar);
                 Posix.SyncFileSystem(Root);
                 var done = marked with { Incomplete = false, Size = size };
@@ -372,15 +388,17 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             catch (Exception ex)
             {
                 lock (_lock) _busy.Remove(id);
+                string fate;
                 try
                 {
                     Remove(id, allowIncomplete: true);
+                    fate = "was removed";
                 }
                 catch (Exception)
                 {
-                    // still marked incomplete on disk: the sweep at next open removes it
+                    fate = "is marked incomplete and will be removed when the store is next opened";
                 }
-                if (ex is StrataException se) throw new StrataException(se.Kind, $"{se.Message} (layer {id} was removed: a half-applied layer is never kept)", ex);
+                if (ex is StrataException se) throw new StrataException(se.Kind, $"{se.Message} (layer {id} {fate}: a half-applied layer is never kept)", ex);
                 throw;
             }
         }

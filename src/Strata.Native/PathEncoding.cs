@@ -98,6 +98,8 @@ public static unsafe class PathMarshaller
                 _ptr = null;
                 return;
             }
+            // the kernel would stop at a NUL and act on a different, shorter name
+            if (s.Contains('\0')) throw StrataException.Invalid($"name '{s.Replace('\0', '?')}' contains a NUL byte");
             int n = PathEncoding.GetByteCount(s);
             if (n + 1 > buffer.Length)
             {

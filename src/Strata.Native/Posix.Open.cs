@@ -63,6 +63,7 @@ public static unsafe partial class Posix
     /// <summary>openat2(2) with a RESOLVE_* mask; returns errno (0 on success) so callers can word their own error.</summary>
     public static int TryOpenAt2(FileDescriptor dir, string path, int flags, ulong resolve, out FileDescriptor? fd)
     {
+        if (path.Contains('\0')) throw StrataException.Invalid($"name '{path.Replace('\0', '?')}' contains a NUL byte");
         int max = PathEncoding.GetByteCount(path) + 1;
         Span<byte> bytes = max <= 1024 ? stackalloc byte[max] : new byte[max];
         int n = PathEncoding.Encode(path, bytes);

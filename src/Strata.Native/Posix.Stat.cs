@@ -18,7 +18,8 @@ public enum FileKind : uint
 public readonly record struct UnixTime(long Seconds, uint Nanoseconds);
 
 /// <summary>What statx(2) says about one file (never following a final symlink unless asked).
-/// <see cref="MountId"/> names the mount it lives on (0 on kernels before 5.8).</summary>
+/// <see cref="MountId"/> names the mount it lives on (on kernels before 5.8, which lack it, a value
+/// derived from the device, which tells apart mounts of different filesystems only).</summary>
 public readonly record struct FileStat(
     uint Mode, uint Uid, uint Gid, uint Nlink, ulong Inode, ulong Device, long Size, long Blocks,
     uint RdevMajor, uint RdevMinor, UnixTime Atime, UnixTime Mtime, ulong MountId)
@@ -99,7 +100,9 @@ public static unsafe partial class Posix
 
     static FileStat Convert(in StatxBuf b) => new(
         b.Mode, b.Uid, b.Gid, b.Nlink, b.Ino, MakeDev(b.DevMajor, b.DevMinor), (long)b.Size, (long)b.Blocks,
-        b.RdevMajor, b.RdevMinor, new UnixTime(b.AtimeSec, b.AtimeNsec), new UnixTime(b.MtimeSec, b.MtimeNsec), b.MntId);
+        b.RdevMajor, b.RdevMinor, new UnixTime(b.AtimeSec, b.AtimeNsec), new UnixTime(b.MtimeSec, b.MtimeNsec),
+        // kernels before 5.8 have no mount id: the device still tells mounts of other filesystems apart
+        (b.Mask & STATX_MNT_ID) != 0 ? b.MntId : (1UL << 63) | MakeDev(b.DevMajor, b.DevMinor));
 
     /// <summary>glibc's makedev(3) encoding of a dev_t.</summary>
     public static ulong MakeDev(uint major, uint minor) =>

@@ -22,6 +22,18 @@ public class XattrPolicyTests
     }
 
     [Fact]
+    public void AnXattrNameWithANulIsRefusedNotTruncated()
+    {
+        using var temp = new TempRoot();
+        string target = temp.Dir("target");
+        var tar = new TarBuilder().File("f", "x", xattrs: [new("user.a\0b", "y"u8.ToArray())]).Bytes();
+        var ex = Assert.Throws<StrataException>(() => Apply.Tar(tar, target));
+        Assert.Equal(ErrorKind.InvalidArgument, ex.Kind);
+        Assert.Contains("NUL", ex.Message);
+        Assert.DoesNotContain(Posix.LgetXattrs(temp.Path + "/target"), kv => kv.Key == "user.a");
+    }
+
+    [Fact]
     public void DiffsAndChangesLeaveOverlayXattrsOut()
     {
         using var temp = new TempRoot();

@@ -137,6 +137,38 @@ public sealed class StoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void AnApplyThatCannotEvenMarkTheLayerLeavesItAlone()
+    {
+        string small = _temp.Dir("small");
+        Shell.Run("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small).Check("mount tmpfs");
+        try
+        {
+            using (var store = LayerStore.Open(new StoreOptions { Root = Path.Combine(small, "store"), Driver = "vfs" }))
+            {
+                store.Create("base", null);
+                Shell.Run("dd", "if=/dev/zero", $"of={Path.Combine(small, "filler")}", "bs=64k");
+                var tar = new MemoryStream();
+                using (var w = new TarWriter(tar))
+                {
+                    w.WriteHeader(new TarEntry { Name = "d/", Type = TarEntryType.Directory, Mode = 0x1ED });
+                    w.Finish();
+                }
+                tar.Position = 0;
+                var ex = Assert.Throws<ErrnoException>(() => store.ApplyDiff("base", tar));
+                Assert.Equal(ErrorKind.NoSpace, ex.Kind);
+                Assert.True(store.Exists("base"));
+                Assert.Equal(0, store.Inspect("base").Mounts);
+            }
+            using var reopened = LayerStore.Open(new StoreOptions { Root = Path.Combine(small, "store") });
+            Assert.True(reopened.Exists("base"));
+        }
+        finally
+        {
+            Shell.Run("umount", small);
+        }
+    }
+
+    [Fact]
     public void ApplyingOntoAMountedLayerIsRefused()
     {
         using var store = Open();

@@ -23,12 +23,13 @@ public sealed class TreeCopy
         using var src = Posix.Open(source, Posix.O_RDONLY | Posix.O_DIRECTORY);
         using var dst = Posix.Open(dest, Posix.O_RDONLY | Posix.O_DIRECTORY);
         _destRoot = dst;
-        CopyChildren(src, dst, "");
+        CopyChildren(src, dst, "", 0);
         CopyAttributes(src, dst, Posix.Fstat(src), dest);
     }
 
-    void CopyChildren(FileDescriptor src, FileDescriptor dst, string rel)
+    void CopyChildren(FileDescriptor src, FileDescriptor dst, string rel, int depth)
     {
+        Strata.Archive.TreeWalker.CheckDepth(depth, rel);
         foreach (var entry in Posix.ReadDir(src, rel))
         {
             string name = entry.Name;
@@ -41,7 +42,7 @@ public sealed class TreeCopy
                     using (var s = Posix.OpenAt(src, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
                     using (var d = Posix.OpenAt(dst, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
                     {
-                        CopyChildren(s, d, path);
+                        CopyChildren(s, d, path, depth + 1);
                         CopyAttributes(s, d, st, path);
                     }
                     break;
@@ -71,7 +72,7 @@ public sealed class TreeCopy
 
     void CopyFile(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, string path)
     {
-        using var s = Posix.OpenAt(srcDir, name, Posix.O_RDONLY | Posix.O_NOFOLLOW);
+        using var s = Strata.Archive.TreeWalker.OpenFile(srcDir, name, st, path);
         using var d = Posix.OpenAt(dstDir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, st.Permissions & 0x1FF);
         if (st.Size > 0) CopyData(s, d, st.Size, path);
         CopyAttributes(s, d, st, path);
