@@ -19,6 +19,21 @@ public class NonUtf8NameTests
     }
 
     [Fact]
+    public void LongLatin1NamesGoToPaxMarkedBinaryAndGnuTarReadsThemExactly()
+    {
+        using var temp = new TempRoot();
+        string src = temp.Dir("src"), dst = temp.Dir("dst");
+        string name = new string('x', 120) + "\uDCE9";
+        using (Posix.Open(Path.Combine(src, name), Posix.O_WRONLY | Posix.O_CREAT, 0x1A4)) { }
+        var tar = new MemoryStream();
+        DiffWriter.Write(tar, src, TreeChanges.Compute(src, null));
+        Assert.True(tar.ToArray().AsSpan().IndexOf("hdrcharset=BINARY"u8) >= 0, "the PAX header lacks hdrcharset=BINARY");
+        File.WriteAllBytes(temp.Combine("x.tar"), tar.ToArray());
+        Shell.Run("tar", "--numeric-owner", "-C", dst, "-xpf", temp.Combine("x.tar")).Check("tar -x");
+        Assert.Equal([name], Posix.ReadDir(dst).Select(e => e.Name));
+    }
+
+    [Fact]
     public void OurDiffOfLatin1NamesExtractsExactlyWithGnuTar()
     {
         using var temp = new TempRoot();

@@ -27,8 +27,12 @@ public sealed class TarWriter : IDisposable
         var pax = new List<byte>();
         byte[] name = PathEncoding.Encode(e.Name);
         byte[] link = PathEncoding.Encode(e.LinkName);
-        if (!TrySplitName(name, out int split)) TarFormat.AppendPaxRecord(pax, "path", name);
-        if (link.Length > 100) TarFormat.AppendPaxRecord(pax, "linkpath", link);
+        bool longName = !TrySplitName(name, out int split), longLink = link.Length > 100;
+        // POSIX: path values are UTF-8 unless hdrcharset says the bytes are taken as they are
+        if ((longName && !System.Text.Unicode.Utf8.IsValid(name)) || (longLink && !System.Text.Unicode.Utf8.IsValid(link)))
+            TarFormat.AppendPaxRecord(pax, "hdrcharset", "BINARY"u8);
+        if (longName) TarFormat.AppendPaxRecord(pax, "path", name);
+        if (longLink) TarFormat.AppendPaxRecord(pax, "linkpath", link);
         if (e.Uid > 0x1FFFFF) TarFormat.AppendPaxRecord(pax, "uid", Ascii(e.Uid));
         if (e.Gid > 0x1FFFFF) TarFormat.AppendPaxRecord(pax, "gid", Ascii(e.Gid));
         if (e.Size > 0x1FFFFFFFF) TarFormat.AppendPaxRecord(pax, "size", Ascii(e.Size));
