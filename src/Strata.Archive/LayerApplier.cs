@@ -76,8 +76,7 @@ sealed class ApplySession : IDisposable
         // so an opaque marker later in the tar must keep it (and hide only its lower children)
         if (parent != _lastParent)
         {
-            if (parent.Length > 0) _created.Add(parent);
-            foreach (var ancestor in LayerPath.Ancestors(parent)) _created.Add(ancestor);
+            foreach (var ancestor in LayerPath.Ancestors(path)) _created.Add(ancestor);
             _lastParent = parent;
         }
         switch (e.Type)
@@ -91,12 +90,9 @@ sealed class ApplySession : IDisposable
     }
 
     /// <summary>Whether a directory path has a component named like ".wh..wh.plnk" (reserved by the OCI spec).</summary>
-    static bool UnderMetaDirectory(string dirPath)
-    {
-        foreach (var part in dirPath.Split('/'))
-            if (part.StartsWith(Whiteouts.MetaPrefix, StringComparison.Ordinal)) return true;
-        return false;
-    }
+    static bool UnderMetaDirectory(string dirPath) =>
+        dirPath.StartsWith(Whiteouts.MetaPrefix, StringComparison.Ordinal) ||
+        dirPath.Contains("/" + Whiteouts.MetaPrefix, StringComparison.Ordinal);
 
     void ApplyDirectory(FileDescriptor dir, string path, string name, TarEntry e)
     {
@@ -368,7 +364,6 @@ sealed class ApplySession : IDisposable
         else Posix.UnlinkAt(dir, name, directory: false);
         if ((st.IsDirectory || st.IsSymlink) && !ReferenceEquals(dir, _cachedFd)) Invalidate();
     }
-
 
     void Invalidate()
     {

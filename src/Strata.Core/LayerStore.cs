@@ -53,7 +53,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
 
     public string Root { get; }
     public IDriver Driver { get; }
-    /// <summary>What the start-up sweep cleaned, for the curious (`strata info` shows a count).</summary>
+    /// <summary>What the start-up sweep cleaned at open, and what it could not remove (and why).</summary>
     public IReadOnlyList<string> Swept { get; }
 
     LayerStore(string root, FileDescriptor lockFd, IDriver driver, List<string> swept, List<Layer> layers)

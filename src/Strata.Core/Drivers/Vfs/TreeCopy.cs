@@ -1,3 +1,4 @@
+using Strata.Archive;
 using Strata.Native;
 
 namespace Strata.Core.Drivers.Vfs;
@@ -29,7 +30,7 @@ public sealed class TreeCopy
 
     void CopyChildren(FileDescriptor src, FileDescriptor dst, string rel, int depth)
     {
-        Strata.Archive.TreeWalker.CheckDepth(depth, rel);
+        TreeWalker.CheckDepth(depth, rel);
         foreach (var entry in Posix.ReadDir(src, rel))
         {
             string name = entry.Name;
@@ -72,7 +73,7 @@ public sealed class TreeCopy
 
     void CopyFile(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, string path)
     {
-        using var s = Strata.Archive.TreeWalker.OpenFile(srcDir, name, st, path);
+        using var s = TreeWalker.OpenFile(srcDir, name, st, path);
         using var d = Posix.OpenAt(dstDir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, st.Permissions & 0x1FF);
         if (st.Size > 0) CopyData(s, d, st.Size, path);
         CopyAttributes(s, d, st, path);

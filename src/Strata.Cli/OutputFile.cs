@@ -1,0 +1,31 @@
+namespace Strata.Cli;
+
+/// <summary>Binary output to stdout or to a file that appears only when complete (temp + rename).</summary>
+static class OutputFile
+{
+    public static T Write<T>(string? path, Func<Stream, T> produce)
+    {
+        if (path is null)
+        {
+            if (!Console.IsOutputRedirected)
+                throw new StrataException(ErrorKind.InvalidArgument, "refusing to write a tar to a terminal; use -o FILE or redirect stdout");
+            using var stdout = Console.OpenStandardOutput();
+            return produce(stdout);
+        }
+        string full = Path.GetFullPath(path);
+        string tmp = $"{full}.tmp-{Environment.ProcessId}";
+        try
+        {
+            T result;
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1))
+                result = produce(fs);
+            File.Move(tmp, full, overwrite: true);
+            return result;
+        }
+        catch
+        {
+            File.Delete(tmp);
+            throw;
+        }
+    }
+}
