@@ -20,6 +20,10 @@ public sealed class AbiTests(ITestOutputHelper output)
         #include <sys/sysmacros.h>
         #include <linux/fs.h>
         #include <linux/openat2.h>
+        #include <sys/mount.h>
+        #include <sys/syscall.h>
+        #include <sys/quota.h>
+        #include <linux/dqblk_xfs.h>
         #include <stdio.h>
         #define P(name, value) printf("%s=%lld\n", name, (long long)(value))
         int main(void) {
@@ -61,6 +65,22 @@ public sealed class AbiTests(ITestOutputHelper output)
           P("EDQUOT", EDQUOT);
           P("ELOOP", ELOOP);
           P("makedev_259_70000", makedev(259, 70000));
+          P("MS_RDONLY", MS_RDONLY); P("MS_BIND", MS_BIND); P("MS_REC", MS_REC); P("MS_PRIVATE", MS_PRIVATE);
+          P("MNT_DETACH", MNT_DETACH); P("UMOUNT_NOFOLLOW", UMOUNT_NOFOLLOW);
+          P("SYS_fsopen", SYS_fsopen); P("SYS_fsconfig", SYS_fsconfig); P("SYS_fsmount", SYS_fsmount);
+          P("SYS_move_mount", SYS_move_mount); P("SYS_quotactl_fd", SYS_quotactl_fd);
+          P("FSOPEN_CLOEXEC", FSOPEN_CLOEXEC); P("FSMOUNT_CLOEXEC", FSMOUNT_CLOEXEC);
+          P("MOVE_MOUNT_F_EMPTY_PATH", MOVE_MOUNT_F_EMPTY_PATH);
+          P("FSCONFIG_SET_STRING", FSCONFIG_SET_STRING); P("FSCONFIG_CMD_CREATE", FSCONFIG_CMD_CREATE);
+          P("FS_IOC_FSGETXATTR", FS_IOC_FSGETXATTR); P("FS_IOC_FSSETXATTR", FS_IOC_FSSETXATTR);
+          P("FS_XFLAG_PROJINHERIT", FS_XFLAG_PROJINHERIT); P("sizeof_fsxattr", sizeof(struct fsxattr));
+          P("fsxattr_projid", offsetof(struct fsxattr, fsx_projid));
+          P("Q_XSETQLIM_PRJ", QCMD(Q_XSETQLIM, PRJQUOTA)); P("Q_XGETQUOTA_PRJ", QCMD(Q_XGETQUOTA, PRJQUOTA));
+          P("sizeof_fs_disk_quota", sizeof(struct fs_disk_quota));
+          P("dq_blk_hardlimit", offsetof(struct fs_disk_quota, d_blk_hardlimit));
+          P("dq_bcount", offsetof(struct fs_disk_quota, d_bcount));
+          P("dq_rtb_hardlimit", offsetof(struct fs_disk_quota, d_rtb_hardlimit));
+          P("dq_rtbtimer", offsetof(struct fs_disk_quota, d_rtbtimer));
           return 0;
         }
         """;
@@ -118,6 +138,34 @@ public sealed class AbiTests(ITestOutputHelper output)
         Same(c, "EDQUOT", Errno.EDQUOT);
         Same(c, "ELOOP", Errno.ELOOP);
         Same(c, "makedev_259_70000", (long)Posix.MakeDev(259, 70000));
+        Same(c, "MS_RDONLY", (long)Posix.MS_RDONLY);
+        Same(c, "MS_BIND", (long)Posix.MS_BIND);
+        Same(c, "MS_REC", (long)Posix.MS_REC);
+        Same(c, "MS_PRIVATE", (long)Posix.MS_PRIVATE);
+        Same(c, "MNT_DETACH", Posix.MNT_DETACH);
+        Same(c, "UMOUNT_NOFOLLOW", Posix.UMOUNT_NOFOLLOW);
+        Same(c, "SYS_fsopen", Posix.SYS_fsopen);
+        Same(c, "SYS_fsconfig", Posix.SYS_fsconfig);
+        Same(c, "SYS_fsmount", Posix.SYS_fsmount);
+        Same(c, "SYS_move_mount", Posix.SYS_move_mount);
+        Same(c, "SYS_quotactl_fd", Posix.SYS_quotactl_fd);
+        Same(c, "FSOPEN_CLOEXEC", Posix.FSOPEN_CLOEXEC);
+        Same(c, "FSMOUNT_CLOEXEC", Posix.FSMOUNT_CLOEXEC);
+        Same(c, "MOVE_MOUNT_F_EMPTY_PATH", Posix.MOVE_MOUNT_F_EMPTY_PATH);
+        Same(c, "FSCONFIG_SET_STRING", Posix.FSCONFIG_SET_STRING);
+        Same(c, "FSCONFIG_CMD_CREATE", Posix.FSCONFIG_CMD_CREATE);
+        Same(c, "FS_IOC_FSGETXATTR", (long)Posix.FS_IOC_FSGETXATTR);
+        Same(c, "FS_IOC_FSSETXATTR", (long)Posix.FS_IOC_FSSETXATTR);
+        Same(c, "FS_XFLAG_PROJINHERIT", Posix.FS_XFLAG_PROJINHERIT);
+        Same(c, "sizeof_fsxattr", Marshal.SizeOf<Posix.FsXattr>());
+        Same(c, "fsxattr_projid", Marshal.OffsetOf<Posix.FsXattr>(nameof(Posix.FsXattr.ProjectId)).ToInt64());
+        Same(c, "Q_XSETQLIM_PRJ", Posix.Q_XSETQLIM_PRJ);
+        Same(c, "Q_XGETQUOTA_PRJ", Posix.Q_XGETQUOTA_PRJ);
+        Same(c, "sizeof_fs_disk_quota", Marshal.SizeOf<Posix.DiskQuota>());
+        Same(c, "dq_blk_hardlimit", Marshal.OffsetOf<Posix.DiskQuota>(nameof(Posix.DiskQuota.BlockHardLimit)).ToInt64());
+        Same(c, "dq_bcount", Marshal.OffsetOf<Posix.DiskQuota>(nameof(Posix.DiskQuota.BlockCount)).ToInt64());
+        Same(c, "dq_rtb_hardlimit", Marshal.OffsetOf<Posix.DiskQuota>(nameof(Posix.DiskQuota.RtBlockHardLimit)).ToInt64());
+        Same(c, "dq_rtbtimer", Marshal.OffsetOf<Posix.DiskQuota>(nameof(Posix.DiskQuota.RtBlockTimer)).ToInt64());
     }
 
     static void Same(Dictionary<string, long> c, string name, long ours) =>
