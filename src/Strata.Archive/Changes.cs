@@ -112,7 +112,7 @@ public static class TreeChanges
         return entries.Count > 0;
     }
 
-    static bool Differs(in FileStat a, in FileStat b, FileDescriptor dirA, FileDescriptor dirB, string name)
+    internal static bool Differs(in FileStat a, in FileStat b, FileDescriptor dirA, FileDescriptor dirB, string name)
     {
         if (a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid) return true;
         if (a.Kind is FileKind.CharDevice or FileKind.BlockDevice && (a.RdevMajor != b.RdevMajor || a.RdevMinor != b.RdevMinor)) return true;

@@ -18,8 +18,15 @@ public static class Commands
 
     static readonly Option<string?> DriverOption = new("--driver")
     {
-        Description = "Storage driver: vfs (default: the store's own, or probed for a new store)",
+        Description = "Storage driver: overlay or vfs (default: the store's own, or probed for a new store: overlay where the kernel mounts it, else vfs)",
         Recursive = true,
+    };
+
+    static readonly Option<string[]> StorageOption = new("--storage-opt")
+    {
+        Description = "KEY=VALUE (repeatable): driver options (with a dot, e.g. overlay.mount_program=/usr/bin/fuse-overlayfs) and, for `layer create`, layer options (e.g. size=50M)",
+        Recursive = true,
+        AllowMultipleArgumentsPerToken = false,
     };
 
     public static RootCommand Build()
@@ -27,6 +34,7 @@ public static class Commands
         var root = new RootCommand("Strata: copy-on-write storage for containers");
         root.Options.Add(RootOption);
         root.Options.Add(DriverOption);
+        root.Options.Add(StorageOption);
         root.Subcommands.Add(Info());
         var layer = new Command("layer", "Create, inspect, mount, diff and apply layers");
         foreach (var c in LayerCommands()) layer.Subcommands.Add(c);
@@ -34,8 +42,18 @@ public static class Commands
         return root;
     }
 
-    static LayerStore OpenStore(ParseResult r) =>
-        LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption) });
+    static LayerStore OpenStore(ParseResult r) => OpenStore(r, out _, layerOptionsAllowed: false);
+
+    /// <summary>Opens the store with the driver options of --storage-opt (keys with a dot); the rest are layer options.</summary>
+    static LayerStore OpenStore(ParseResult r, out Dictionary<string, string> layerOptions, bool layerOptionsAllowed = true)
+    {
+        var all = Pairs(r.GetValue(StorageOption), "--storage-opt") ?? [];
+        var driverOptions = all.Where(p => p.Key.Contains('.')).ToDictionary();
+        layerOptions = all.Where(p => !p.Key.Contains('.')).ToDictionary();
+        if (!layerOptionsAllowed && layerOptions.Count > 0)
+            throw StrataException.Invalid($"--storage-opt {layerOptions.Keys.First()}= is a layer option: only `layer create` takes it");
+        return LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = driverOptions });
+    }
 
     static Command Info()
     {
@@ -69,13 +87,12 @@ public static class Commands
 
         var rw = new Option<bool>("--rw") { Description = "Create a read-write (container) layer" };
         var labels = new Option<string[]>("--label") { Description = "Label KEY=VALUE (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var storageOpts = new Option<string[]>("--storage-opt") { Description = "Driver option KEY=VALUE (repeatable)" };
-        var create = new Command("create", "Create an empty layer, or a copy-on-write child of --parent") { id, parent, rw, labels, storageOpts };
+        var create = new Command("create", "Create an empty layer, or a copy-on-write child of --parent") { id, parent, rw, labels };
         create.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var store = OpenStore(r, out var layerOptions);
             var layer = store.Create(r.GetValue(id)!, r.GetValue(parent), r.GetValue(rw) ? LayerKind.ReadWrite : LayerKind.ReadOnly,
-                Pairs(r.GetValue(labels), "--label"), Pairs(r.GetValue(storageOpts), "--storage-opt"));
+                Pairs(r.GetValue(labels), "--label"), layerOptions);
             Console.WriteLine(layer.Id);
             return 0;
         });

@@ -2,11 +2,17 @@ using Strata.Archive;
 
 namespace Strata.Core;
 
-/// <summary>How to make a layer's tree visible: mount(2) arguments. A <c>bind</c> of a directory with no
-/// options means the directory is the tree itself and nothing needs mounting.</summary>
+/// <summary>How to make a layer's tree visible: mount(2) arguments, and where the store mounts it
+/// (<see cref="Target"/>; containerd-style consumers mount it where they like). A <c>bind</c> of a
+/// directory with no options means the directory is the tree itself and nothing needs mounting.</summary>
 public sealed record MountSpec(string Type, string Source, IReadOnlyList<string> Options)
 {
+    public string? Target { get; init; }
+
     public bool IsPlainDirectory => Type == "bind" && Options.Count == 0;
+
+    /// <summary>Where the tree is seen once mounted.</summary>
+    public string TreePath => IsPlainDirectory ? Source : Target ?? throw new InvalidOperationException($"a '{Type}' mount without a target");
 }
 
 /// <summary>What a new layer should be.</summary>
@@ -19,12 +25,14 @@ public sealed record CreateOptions(LayerKind Kind, IReadOnlyDictionary<string, s
 /// only after checking parents and refcounts. Vocabulary:
 /// <list type="bullet">
 /// <item><see cref="Create"/> makes the data of a layer whose tree starts as a copy of its parent's
-/// (or empty); it must be atomic: afterwards either the layer's data exists whole, or not at all.</item>
+/// (or empty); it must be atomic and durable: when it returns the layer's data exists whole and
+/// is on disk; when it fails, nothing of it is left.</item>
 /// <item><see cref="Remove"/> deletes a layer's data; it may be called for half-made leftovers.</item>
 /// <item><see cref="Mount"/> describes how to see the layer's tree; the store performs it.</item>
 /// <item><see cref="List"/> names every layer the driver holds data for (the store sweeps orphans).</item>
 /// </list>
-/// Drivers that can diff without comparing whole trees also implement <see cref="IDiffer"/>.
+/// <see cref="Differ"/> picks how the layer's changesets are made: drivers that can diff without
+/// comparing whole trees return their own <see cref="IDiffer"/>, the others the generic one.
 /// </summary>
 public interface IDriver : IDisposable
 {
@@ -33,13 +41,18 @@ public interface IDriver : IDisposable
     void Remove(string id);
     bool Exists(string id);
     MountSpec Mount(string id);
+    /// <summary>Whether <paramref name="path"/> is where the store mounts one of this driver's layers (so a mount
+    /// there that no user holds is a leftover the store may detach).</summary>
+    bool OwnsMountPoint(string path);
     IReadOnlyCollection<string> List();
     /// <summary>Pairs shown by <c>strata info</c> (as Docker's `docker info` shows a driver's Status).</summary>
     IReadOnlyList<KeyValuePair<string, string>> Status();
     /// <summary>Low-level facts about one layer (Docker's GetMetadata), e.g. its directory.</summary>
     IReadOnlyDictionary<string, string> Metadata(string id);
-    /// <summary>Releases everything the driver holds (mounts, handles) at shutdown.</summary>
+    /// <summary>Releases everything the driver holds (handles, helpers) at shutdown; the store unmounts layers first.</summary>
     void Cleanup();
+    /// <summary>The differ to use, given the generic one (<see cref="NaiveDiffer"/>) to return or fall back on.</summary>
+    IDiffer Differ(IDiffer generic);
 }
 
 /// <summary>

@@ -15,6 +15,10 @@ public sealed record StoreOptions
     public string Root { get; init; } = DefaultRoot;
     /// <summary>Driver name; null picks the store's recorded driver, or probes for a new store.</summary>
     public string? Driver { get; init; }
+    /// <summary>Driver options (Docker's --storage-opt for the daemon), e.g. overlay.mount_program.</summary>
+    public IReadOnlyDictionary<string, string> DriverOptions { get; init; } = new Dictionary<string, string>();
+    /// <summary>Tests only: perform overlay mounts with mount(2) even where the new mount API is available.</summary>
+    public bool LegacyMounts { get; init; }
     /// <summary>How long to wait for another process to release the store.</summary>
     public TimeSpan LockWait { get; init; } = TimeSpan.FromSeconds(30);
 }
@@ -29,6 +33,11 @@ public sealed record StoreOptions
 /// tmp/                 staging; emptied at open
 /// &lt;driver&gt;/            the driver's data
 /// </code>
+/// Mounts: a driver describes how to see a layer (<see cref="MountSpec"/>) and the store performs it
+/// when the layer gets its first user (a persisted <see cref="Layer.Mounts"/> count, or an in-process
+/// hold for a diff) and undoes it when the last goes. At open, mounts below the root that no
+/// counted user owns (left by a crashed process) are detached, and counts whose mount is gone
+/// (after a reboot) are reset.
 /// Invariants: a record exists only for a layer whose data is complete (data is made first, synced,
 /// then the record written; removal deletes the record first, then the data). A layer with
 /// children, mounts or an operation in flight cannot be removed. Safe for concurrent calls from
@@ -46,6 +55,8 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     readonly Dictionary<string, int> _children = new(StringComparer.Ordinal);
     readonly Dictionary<string, string> _busy = new(StringComparer.Ordinal);
     readonly Dictionary<string, int> _uses = new(StringComparer.Ordinal);
+    readonly Dictionary<string, int> _held = new(StringComparer.Ordinal);
+    readonly bool _legacyMounts;
     readonly FileDescriptor _lockFd;
     readonly string _records;
     readonly IDiffer _differ;
@@ -56,13 +67,14 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     /// <summary>What the start-up sweep cleaned at open, and what it could not remove (and why).</summary>
     public IReadOnlyList<string> Swept { get; }
 
-    LayerStore(string root, FileDescriptor lockFd, IDriver driver, List<string> swept, List<Layer> layers)
+    LayerStore(string root, FileDescriptor lockFd, IDriver driver, List<string> swept, List<Layer> layers, bool legacyMounts)
     {
+        _legacyMounts = legacyMounts;
         Root = root;
         _lockFd = lockFd;
         Driver = driver;
         _records = Path.Combine(root, "layers");
-        _differ = driver as IDiffer ?? new NaiveDiffer(this);
+        _differ = driver.Differ(new NaiveDiffer(this));
         Swept = swept;
         foreach (var l in layers)
         {
@@ -78,13 +90,21 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         var lockFd = AcquireOwnership(root, options.LockWait);
         try
         {
-            string driverName = ChooseDriver(root, options.Driver);
             MakeDir(Path.Combine(root, "layers"), PrivateDir);
             MakeDir(Path.Combine(root, "tmp"), PrivateDir);
-            var driver = DriverRegistry.Create(driverName, root);
-            var swept = new List<string>();
-            var layers = Recover(root, driver, swept);
-            return new LayerStore(root, lockFd, driver, swept, layers);
+            string driverName = ChooseDriver(root, options.Driver, options.DriverOptions);
+            var driver = DriverRegistry.Create(driverName, root, options.DriverOptions);
+            try
+            {
+                var swept = new List<string>();
+                var layers = Recover(root, driver, swept);
+                return new LayerStore(root, lockFd, driver, swept, layers, options.LegacyMounts);
+            }
+            catch
+            {
+                driver.Dispose();
+                throw;
+            }
         }
         catch
         {
@@ -142,7 +162,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         return System.Text.Encoding.ASCII.GetString(buf[..n]).Trim();
     }
 
-    static string ChooseDriver(string root, string? requested)
+    static string ChooseDriver(string root, string? requested, IReadOnlyDictionary<string, string> options)
     {
         string file = Path.Combine(root, "driver");
         string? recorded = File.Exists(file) ? File.ReadAllText(file).Trim() : null;
@@ -154,7 +174,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 throw StrataException.Invalid($"store {root} was created with driver '{recorded}', not '{requested}'; use another --root for '{requested}'");
             return recorded;
         }
-        string chosen = requested ?? DriverRegistry.Probe();
+        string chosen = requested ?? DriverRegistry.Probe(root, options);
         AtomicFile.Write(file, System.Text.Encoding.ASCII.GetBytes(chosen + "\n"));
         return chosen;
     }
@@ -164,9 +184,6 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     /// <see cref="Swept"/> and left for the next sweep; it never keeps the store from opening.</summary>
     static List<Layer> Recover(string root, IDriver driver, List<string> swept)
     {
-        string tmp = Path.Combine(root, "tmp");
-        foreach (var e in Posix.ReadDir(tmp))
-            Sweep(swept, "tmp/" + e.Name, () => FileTree.Remove(Path.Combine(tmp, e.Name)));
         string records = Path.Combine(root, "layers");
         var layers = new List<Layer>();
         foreach (var e in Posix.ReadDir(records))
@@ -192,6 +209,10 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 throw StrataException.Corrupt($"layer record {file} names layer '{layer.Id}'; move it away to open the store");
             layers.Add(layer);
         }
+        ReconcileMounts(root, driver, layers, swept);
+        string tmp = Path.Combine(root, "tmp");
+        foreach (var e in Posix.ReadDir(tmp))
+            Sweep(swept, "tmp/" + e.Name, () => FileTree.Remove(Path.Combine(tmp, e.Name)));
         foreach (var l in layers.Where(l => l.Incomplete).ToList())
         {
             layers.Remove(l);
@@ -206,6 +227,52 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             if (!known.Contains(id)) Sweep(swept, "orphaned data of " + id, () => driver.Remove(id));
         if (swept.Count > 0) Posix.FsyncDirectory(records);
         return layers;
+    }
+
+    /// <summary>Makes mounts agree with the recorded counts: a layer counted as mounted whose mount is gone
+    /// (the machine rebooted) gets its count reset; a mount where the store mounts layers that no
+    /// counted user owns (left by a crashed process, or by an in-process hold for a diff) is detached.
+    /// Other mounts below the root are not the store's and are left alone (the sweep never deletes
+    /// into them). Runs before anything is deleted.</summary>
+    static void ReconcileMounts(string root, IDriver driver, List<Layer> layers, List<string> swept)
+    {
+        string prefix = root.TrimEnd('/') + "/";
+        var mounted = MountTable.Read().Select(m => m.MountPoint).Where(p => p.StartsWith(prefix, StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
+        if (mounted.Count == 0 && layers.All(l => l.Mounts == 0)) return;
+        var live = new List<string>();
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var layer = layers[i];
+            if (layer.Mounts == 0 || layer.Incomplete) continue;
+            MountSpec spec;
+            try
+            {
+                spec = driver.Mount(layer.Id);
+            }
+            catch (StrataException ex)
+            {
+                swept.Add($"mounts of {layer.Id}: cannot check ({ex.Message})");
+                continue;
+            }
+            if (spec.IsPlainDirectory) continue;
+            if (mounted.Contains(spec.TreePath))
+            {
+                live.Add(spec.TreePath + "/");
+                mounted.Remove(spec.TreePath);
+                continue;
+            }
+            var reset = layer with { Mounts = 0 };
+            Sweep(swept, $"mount count of {layer.Id} reset from {layer.Mounts} (its mount at {spec.TreePath} was gone)", () =>
+            {
+                AtomicFile.Write(Path.Combine(root, "layers", layer.Id + ".json"), JsonSerializer.SerializeToUtf8Bytes(reset, StoreJson.Default.Layer));
+                layers[i] = reset;
+            });
+        }
+        foreach (var path in mounted.OrderByDescending(p => p.Length))
+        {
+            if (!driver.OwnsMountPoint(path) || live.Any(l => path.StartsWith(l, StringComparison.Ordinal))) continue;
+            Sweep(swept, "stale mount " + path, () => Mounter.Unmount(path, detach: true));
+        }
     }
 
     static void Sweep(List<string> swept, string what, Action remove)
@@ -287,8 +354,8 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>()));
                 dataCreated = true;
                 long size = tar is null ? 0 : _differ.ApplyDiff(id, tar);
-                // data the record will point at must be on disk first; an empty layer has none
-                if (parent is not null || tar is not null) Posix.SyncFileSystem(Root);
+                // data the record will point at must be on disk first (drivers make Create durable themselves)
+                if (tar is not null) Posix.SyncFileSystem(Root);
                 var layer = new Layer
                 {
                     Id = id,
@@ -352,7 +419,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 layer = Visible(id);
                 ThrowIfBusy(id);
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; a diff can only be applied to a layer without children");
-                if (layer.Mounts > 0) throw StrataException.InUse($"layer {id} is mounted ({layer.Mounts}); unmount it before applying a diff");
+                if (layer.Mounts > 0) throw MountedError(id, layer.Mounts, "apply a diff to it");
                 if (_uses.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} is in use by a diff in progress");
                 marked = layer with { Incomplete = true };
                 _layers[id] = marked;
@@ -431,11 +498,15 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                     throw StrataException.NotFound($"layer {id} does not exist");
                 ThrowIfBusy(id);
                 int children = _children.GetValueOrDefault(id);
-                if (children > 0) throw StrataException.InUse($"layer {id} has {children} child layer(s); remove them first");
-                if (layer.Mounts > 0) throw StrataException.InUse($"layer {id} is mounted ({layer.Mounts}); unmount it first");
+                if (children > 0)
+                {
+                    var names = _layers.Values.Where(l => l.Parent == id).Select(l => l.Id).Order(StringComparer.Ordinal).Take(5);
+                    throw StrataException.InUse($"layer {id} has {children} child layer(s) ({string.Join(", ", names)}{(children > 5 ? ", ..." : "")}); remove them first");
+                }
                 if (_uses.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} is in use by a diff in progress");
-                _busy[id] = "being removed";
+                if (layer.Mounts == 0) _busy[id] = "being removed";
             }
+            if (layer.Mounts > 0) throw MountedError(id, layer.Mounts, "remove it");
             try
             {
                 DeleteRecord(id);
@@ -456,58 +527,116 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     // ---- mounts ----
 
     /// <summary>Mounts a layer for a user (Docker's Get) and returns the path of its tree. The count is persisted
-    /// until <see cref="Unmount"/>, so it holds across CLI invocations.</summary>
+    /// until <see cref="Unmount"/>, so it holds across CLI invocations; the first user mounts, the last unmounts.</summary>
     public string Mount(string id)
     {
         LayerId.Validate(id);
         lock (IdLock(id))
         {
-            Layer updated;
-            string path;
+            Layer layer;
+            int held;
             lock (_lock)
             {
-                var layer = Visible(id);
+                layer = Visible(id);
                 ThrowIfBusy(id);
-                path = PathOf(id);
-                updated = layer with { Mounts = layer.Mounts + 1 };
+                held = _held.GetValueOrDefault(id);
             }
-            WriteRecord(updated);
+            var spec = Driver.Mount(id);
+            bool first = layer.Mounts + held == 0;
+            if (first) Perform(spec);
+            var updated = layer with { Mounts = layer.Mounts + 1 };
+            try
+            {
+                WriteRecord(updated);
+            }
+            catch
+            {
+                if (first) Undo(spec, detach: true);
+                throw;
+            }
             lock (_lock) _layers[id] = updated;
-            return path;
+            return spec.TreePath;
         }
     }
 
+    /// <summary>Drops one user of a layer's mount (Docker's Put); the last one unmounts. A mount that processes
+    /// still use is not torn from under them: the call fails naming them, and the count stays.</summary>
     public void Unmount(string id)
     {
         LayerId.Validate(id);
         lock (IdLock(id))
         {
-            Layer updated;
+            Layer layer;
+            int held;
             lock (_lock)
             {
-                var layer = Visible(id);
+                layer = Visible(id);
                 ThrowIfBusy(id);
                 if (layer.Mounts == 0) throw StrataException.Invalid($"layer {id} is not mounted");
-                updated = layer with { Mounts = layer.Mounts - 1 };
+                held = _held.GetValueOrDefault(id);
             }
+            if (layer.Mounts - 1 + held == 0) Undo(Driver.Mount(id), detach: false);
+            var updated = layer with { Mounts = layer.Mounts - 1 };
             WriteRecord(updated);
             lock (_lock) _layers[id] = updated;
         }
     }
 
+    /// <summary>Unmounts every layer and sets every count to zero (Docker's Cleanup at daemon shutdown), then
+    /// lets the driver release what it holds. Mounts still in use are detached lazily.</summary>
+    public void Cleanup()
+    {
+        foreach (var id in List().Where(l => l.Mounts > 0).Select(l => l.Id))
+        {
+            lock (IdLock(id))
+            {
+                Layer layer;
+                lock (_lock)
+                {
+                    if (!_layers.TryGetValue(id, out layer!) || layer.Mounts == 0) continue;
+                    if (_held.GetValueOrDefault(id) > 0) continue; // a diff in progress keeps it
+                }
+                Undo(Driver.Mount(id), detach: true);
+                var updated = layer with { Mounts = 0 };
+                WriteRecord(updated);
+                lock (_lock) _layers[id] = updated;
+            }
+        }
+        Driver.Cleanup();
+    }
+
+    /// <summary>In-process use of a layer's tree (the generic differ): pins the layer and mounts it if nobody has.
+    /// Works for a layer being created too (its record is not published yet).</summary>
     string ILayerMounter.Acquire(string id)
     {
-        lock (_lock)
+        lock (IdLock(id))
         {
-            string path = PathOf(id);
-            _uses[id] = _uses.GetValueOrDefault(id) + 1;
-            return path;
+            int users;
+            lock (_lock) users = (_layers.TryGetValue(id, out var l) ? l.Mounts : 0) + _held.GetValueOrDefault(id);
+            var spec = Driver.Mount(id);
+            if (users == 0) Perform(spec);
+            lock (_lock)
+            {
+                _held[id] = _held.GetValueOrDefault(id) + 1;
+                _uses[id] = _uses.GetValueOrDefault(id) + 1;
+            }
+            return spec.TreePath;
         }
     }
 
     void ILayerMounter.Release(string id)
     {
-        lock (_lock) Unpin(id);
+        lock (IdLock(id))
+        {
+            int users;
+            lock (_lock)
+            {
+                if (--_held[id] == 0) _held.Remove(id);
+                Unpin(id);
+                users = (_layers.TryGetValue(id, out var l) ? l.Mounts : 0) + _held.GetValueOrDefault(id);
+            }
+            if (users == 0) Undo(Driver.Mount(id), detach: true);
+        }
     }
 
     void Unpin(string id)
@@ -515,11 +644,30 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         if (--_uses[id] == 0) _uses.Remove(id);
     }
 
-    string PathOf(string id)
+    void Perform(MountSpec spec)
     {
-        var spec = Driver.Mount(id);
-        if (spec.IsPlainDirectory) return spec.Source;
-        throw StrataException.Unsupported($"driver {Driver.Name} asked for a '{spec.Type}' mount, which this store cannot perform");
+        if (!spec.IsPlainDirectory) Mounter.Mount(spec, _legacyMounts);
+    }
+
+    static void Undo(MountSpec spec, bool detach)
+    {
+        if (!spec.IsPlainDirectory) Mounter.Unmount(spec.TreePath, detach);
+    }
+
+    StrataException MountedError(string id, int mounts, string action)
+    {
+        string path;
+        try
+        {
+            path = Driver.Mount(id).TreePath;
+        }
+        catch (StrataException)
+        {
+            path = "";
+        }
+        string users = path.Length > 0 ? Holders.Describe(path) : "";
+        return StrataException.InUse(
+            $"layer {id} is mounted{(path.Length > 0 ? $" at {path}" : "")} by {mounts} user(s){(users.Length > 0 ? $", in use by {users}" : "")}; unmount it (strata layer unmount {id}) before you {action}");
     }
 
     // ---- diffs ----
@@ -568,9 +716,6 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             }
         }
     }
-
-    /// <summary>Releases driver resources (Docker's Cleanup at daemon shutdown).</summary>
-    public void Cleanup() => Driver.Cleanup();
 
     // ---- helpers ----
 

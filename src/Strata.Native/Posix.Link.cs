@@ -61,6 +61,9 @@ public static unsafe partial class Posix
     public static void RenameAt(FileDescriptor oldDir, string oldPath, FileDescriptor newDir, string newPath, uint flags = 0) =>
         Errno.Check(renameat2(oldDir, oldPath, newDir, newPath, flags), "rename", oldPath);
 
+    public static int TryRenameAt(FileDescriptor oldDir, string oldPath, FileDescriptor newDir, string newPath, uint flags = 0) =>
+        renameat2(oldDir, oldPath, newDir, newPath, flags) < 0 ? Errno.Last : 0;
+
     public static void Rename(string oldPath, string newPath, uint flags = 0) =>
         RenameAt(FileDescriptor.Cwd, oldPath, FileDescriptor.Cwd, newPath, flags);
 

@@ -35,8 +35,9 @@ public class StrataException : Exception
 /// <summary>A failed system call: carries errno, the operation and the path it was applied to.</summary>
 public sealed class ErrnoException : StrataException
 {
-    public ErrnoException(int errno, string operation, string? path)
-        : base(KindOf(errno), path is null ? $"{operation}: {Describe(errno)}" : $"{operation} {path}: {Describe(errno)}")
+    public ErrnoException(int errno, string operation, string? path, string? detail = null)
+        : base(KindOf(errno), (path is null ? $"{operation}: {Describe(errno)}" : $"{operation} {path}: {Describe(errno)}")
+            + (string.IsNullOrEmpty(detail) ? "" : $" ({detail})"))
     {
         Errno = errno;
         Operation = operation;

@@ -13,9 +13,12 @@ public sealed class CliTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    [Fact]
-    public void LayerLifecycleFromTheCommandLine()
+    [Theory]
+    [InlineData("vfs")]
+    [InlineData("overlay")]
+    public void LayerLifecycleFromTheCommandLine(string driver)
     {
+        Assert.StartsWith($"Storage Driver: {driver}\n", _cli.Ok("--driver", driver, "info"));
         string src = _temp.Dir("src");
         Directory.CreateDirectory(Path.Combine(src, "etc"));
         File.WriteAllText(Path.Combine(src, "etc", "motd"), "hello\n");
@@ -48,12 +51,37 @@ public sealed class CliTests : IDisposable
         Assert.Contains("app", _cli.Ok("layer", "ls"));
 
         var info = JsonDocument.Parse(_cli.Ok("info", "--format", "json")).RootElement;
-        Assert.Equal("vfs", info.GetProperty("Driver").GetString());
-        Assert.StartsWith("Storage Driver: vfs\n Root Dir: ", _cli.Ok("info"));
+        Assert.Equal(driver, info.GetProperty("Driver").GetString());
+        Assert.StartsWith($"Storage Driver: {driver}\n Root Dir: ", _cli.Ok("info"));
 
         _cli.Ok("layer", "rm", "copy", "app");
         _cli.Ok("layer", "rm", "base");
         Assert.Equal("", _cli.Ok("layer", "ls", "--format", "json").Replace("[]", ""));
+    }
+
+    [Fact]
+    public void ANewStoreGetsOverlayWhereTheKernelMountsIt()
+    {
+        // this machine has overlayfs (the test VM's contract), so the probe must pick it and say what it found
+        string info = _cli.Ok("info");
+        Assert.StartsWith("Storage Driver: overlay\n", info);
+        Assert.Contains(" Supports d_type: true\n", info);
+        Assert.Contains(" Native Overlay Diff: true\n", info);
+        Assert.Matches(@" Backing Filesystem: (extfs|xfs|btrfs)\n", info);
+        // the choice is recorded: a store keeps its driver
+        var r = _cli.Run("--driver", "vfs", "info");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("was created with driver 'overlay'", r.Stderr);
+    }
+
+    [Fact]
+    public void SizeLimitOffXfsIsAClearError()
+    {
+        _cli.Ok("layer", "create", "base");
+        var r = _cli.Run("layer", "create", "c", "--parent", "base", "--rw", "--storage-opt", "size=50M");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Matches(@"^strata: size= is not supported here: the store is on \w+; size limits need xfs mounted with prjquota\n$", r.Stderr);
+        Assert.DoesNotContain("\"c\"", _cli.Ok("layer", "ls", "--format", "json")); // nothing half-made stays
     }
 
     [Theory]
@@ -64,6 +92,11 @@ public sealed class CliTests : IDisposable
     [InlineData(2, "layer", "frobnicate")]
     [InlineData(2, "info", "--format", "yaml")]
     [InlineData(2, "--driver", "zfs", "info")]
+    [InlineData(2, "--storage-opt", "overlay.nonsense=1", "info")]
+    [InlineData(2, "--storage-opt", "overlay.mount_program=relative/fuse-overlayfs", "info")]
+    [InlineData(2, "layer", "create", "ro", "--storage-opt", "size=50M")]
+    [InlineData(2, "layer", "create", "rw", "--rw", "--storage-opt", "size=lots")]
+    [InlineData(2, "layer", "ls", "--storage-opt", "size=50M")]
     [InlineData(3, "layer", "apply", "x", "-i", "/nonexistent.tar")]
     public void FailuresAreOneLineWithAnExitCode(int code, params string[] args)
     {
@@ -83,13 +116,13 @@ public sealed class CliTests : IDisposable
         _cli.Ok("layer", "create", "child", "--parent", "base");
         var r = _cli.Run("layer", "rm", "base");
         Assert.Equal(5, r.ExitCode);
-        Assert.Equal("strata: layer base has 1 child layer(s); remove them first\n", r.Stderr);
+        Assert.Equal("strata: layer base has 1 child layer(s) (child); remove them first\n", r.Stderr);
     }
 
     [Fact]
     public void ABadTarLeavesNoLayer()
     {
-        _cli.Ok("layer", "create", "base");
+        _cli.Ok("--driver", "vfs", "layer", "create", "base");
         byte[] garbage = new byte[1024];
         garbage[0] = (byte)'x';
         var r = _cli.Run(garbage, "layer", "apply", "bad", "--parent", "base");

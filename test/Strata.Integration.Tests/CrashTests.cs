@@ -14,6 +14,9 @@ public sealed class CrashTests : IDisposable
 
     public CrashTests() => _cli = new Cli(Store);
 
+    /// <summary>Where a driver keeps the tree of layer <paramref name="id"/>.</summary>
+    string TreeOf(string driver, string id) => driver == "overlay" ? Path.Combine(Store, "overlay", id, "diff") : Path.Combine(Store, driver, id);
+
     public void Dispose() => _temp.Dispose();
 
     /// <summary>The first part of a tar: a directory and a 64 MiB file of which only 1 MiB follows.</summary>
@@ -28,13 +31,13 @@ public sealed class CrashTests : IDisposable
         return ms.ToArray();
     }
 
-    Process StartStuckApply(string id, params string[] extra)
+    Process StartStuckApply(string driver, string id, params string[] extra)
     {
-        var p = _cli.Start(["layer", "apply", id, .. extra]);
+        var p = _cli.Start(["--driver", driver, "layer", "apply", id, .. extra]);
         p.StandardInput.BaseStream.Write(PartialTar());
         p.StandardInput.BaseStream.Flush();
         // wait until the partial file is on disk: the process is now blocked mid-apply reading stdin
-        string big = Path.Combine(Store, "vfs", id, "data", "big");
+        string big = Path.Combine(TreeOf(driver, id), "data", "big");
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!(File.Exists(big) && new FileInfo(big).Length >= 1 << 20))
         {
@@ -52,11 +55,13 @@ public sealed class CrashTests : IDisposable
         Assert.Equal(137, p.ExitCode);
     }
 
-    [Fact]
-    public void SigkillDuringApplyOfANewLayer()
+    [Theory]
+    [InlineData("vfs")]
+    [InlineData("overlay")]
+    public void SigkillDuringApplyOfANewLayer(string driver)
     {
-        _cli.Ok("layer", "create", "base");
-        using var p = StartStuckApply("half", "--parent", "base");
+        _cli.Ok("--driver", driver, "layer", "create", "base");
+        using var p = StartStuckApply(driver, "half", "--parent", "base");
         // a second command waits for the store's owner instead of failing...
         using var ls = _cli.Start("layer", "ls", "--format", "json");
         Thread.Sleep(300);
@@ -68,21 +73,23 @@ public sealed class CrashTests : IDisposable
         Assert.Equal(0, ls.ExitCode);
         Assert.DoesNotContain("half", listing);
         Assert.Contains("base", listing);
-        Assert.Equal(["base"], Directory.GetDirectories(Path.Combine(Store, "vfs")).Select(Path.GetFileName));
+        Assert.Equal(["base"], Directory.GetDirectories(Path.Combine(Store, driver)).Select(Path.GetFileName).Where(n => n != "l"));
         Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Store, "tmp")));
         Assert.Equal(["base.json"], Directory.GetFiles(Path.Combine(Store, "layers")).Select(Path.GetFileName));
         _cli.Ok("layer", "rm", "base"); // no half child pins it
     }
 
-    [Fact]
-    public void SigkillDuringApplyOntoAnExistingLayer()
+    [Theory]
+    [InlineData("vfs")]
+    [InlineData("overlay")]
+    public void SigkillDuringApplyOntoAnExistingLayer(string driver)
     {
-        _cli.Ok("layer", "create", "target");
-        using var p = StartStuckApply("target");
+        _cli.Ok("--driver", driver, "layer", "create", "target");
+        using var p = StartStuckApply(driver, "target");
         KillHard(p);
         Assert.True(File.Exists(Path.Combine(Store, "layers", "target.json")));
         Assert.DoesNotContain("target", _cli.Ok("layer", "ls", "--format", "json"));
-        Assert.False(Directory.Exists(Path.Combine(Store, "vfs", "target")));
+        Assert.False(Directory.Exists(Path.Combine(Store, driver, "target")));
         Assert.False(File.Exists(Path.Combine(Store, "layers", "target.json")));
     }
 }

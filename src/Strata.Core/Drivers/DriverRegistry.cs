@@ -1,3 +1,4 @@
+using Strata.Core.Drivers.Overlay;
 using Strata.Core.Drivers.Vfs;
 
 namespace Strata.Core.Drivers;
@@ -5,20 +6,26 @@ namespace Strata.Core.Drivers;
 /// <summary>The drivers a store can be created with, by name, and the default for a new store.</summary>
 public static class DriverRegistry
 {
-    static readonly Dictionary<string, Func<string, IDriver>> Factories = new(StringComparer.Ordinal)
+    static readonly Dictionary<string, Func<string, IReadOnlyDictionary<string, string>, IDriver>> Factories = new(StringComparer.Ordinal)
     {
-        ["vfs"] = root => new VfsDriver(root),
+        ["overlay"] = (root, options) => new OverlayDriver(root, options),
+        ["vfs"] = (root, options) => new VfsDriver(root, options),
     };
 
     public static IReadOnlyCollection<string> Names => Factories.Keys;
 
-    /// <summary>The driver a new store gets: the first that works here, in order of preference
-    /// (overlay will come first once it exists; vfs works everywhere).</summary>
-    public static string Probe() => "vfs";
+    /// <summary>The driver a new store at <paramref name="root"/> gets: the first that works there, in order
+    /// of preference: overlay when the kernel mounts it on that filesystem (<see cref="OverlayProbe"/>),
+    /// else vfs, which works everywhere.</summary>
+    public static string Probe(string root, IReadOnlyDictionary<string, string> options)
+    {
+        options.TryGetValue("overlay.mount_program", out var program);
+        return OverlayProbe.Run(Path.Combine(root, "tmp"), program).Supported ? "overlay" : "vfs";
+    }
 
     public static bool IsKnown(string name) => Factories.ContainsKey(name);
 
-    public static IDriver Create(string name, string root) =>
-        Factories.TryGetValue(name, out var make) ? make(root)
+    public static IDriver Create(string name, string root, IReadOnlyDictionary<string, string> options) =>
+        Factories.TryGetValue(name, out var make) ? make(root, options)
             : throw StrataException.Invalid($"unknown driver '{name}' (available: {string.Join(", ", Names)})");
 }

@@ -17,6 +17,11 @@ public abstract class DriverConformance : IDisposable
 
     protected abstract string DriverName { get; }
 
+    /// <summary>Whether writing to one name of a hardlinked lower-layer file changes its other names too. True for
+    /// drivers that copy whole trees or blocks; false for overlayfs, whose copy-up (without its inode index,
+    /// which Strata leaves off as moby and containerd do) gives the written name a file of its own.</summary>
+    protected virtual bool CopyUpKeepsHardlinks => true;
+
     /// <summary>Where to put the store: a directory on the filesystem under test.</summary>
     protected virtual string StoreParent(TempRoot temp) => temp.Path;
 
@@ -327,21 +332,24 @@ public abstract class DriverConformance : IDisposable
             Assert.Equal(2u, a.Nlink);
             return 0;
         });
-        // a hardlink to a lower-layer file, modified in the upper layer: both names change together
+        // a hardlink to a lower-layer file, modified in the upper layer: both names change together,
+        // unless the driver copies files up by name (overlayfs without index: the other name keeps the
+        // lower file); either way the view, the changes and the diff agree
         Edit("snap", dir =>
         {
             using var fs = new FileStream(Path.Combine(dir, "a"), FileMode.Append);
             fs.Write("+more"u8);
         });
         Edit("snap", dir => Posix.LinkAt(FileDescriptor.Cwd, Path.Combine(dir, "a"), FileDescriptor.Cwd, Path.Combine(dir, "c")));
-        Assert.Equal(["C /a", "C /b", "A /c"], Store.Changes("snap").Select(c => c.ToString()));
+        Assert.Equal(CopyUpKeepsHardlinks ? ["C /a", "C /b", "A /c"] : ["C /a", "A /c"], Store.Changes("snap").Select(c => c.ToString()));
         string copy = AssertDiffReproduces("snap", "base");
         View(copy, dir =>
         {
             var a = Posix.Lstat(Path.Combine(dir, "a"));
-            Assert.Equal(a.Inode, Posix.Lstat(Path.Combine(dir, "b")).Inode);
             Assert.Equal(a.Inode, Posix.Lstat(Path.Combine(dir, "c")).Inode);
-            Assert.Equal("shared+more", Read(dir, "b"));
+            Assert.Equal("shared+more", Read(dir, "c"));
+            Assert.Equal(CopyUpKeepsHardlinks, a.Inode == Posix.Lstat(Path.Combine(dir, "b")).Inode);
+            Assert.Equal(CopyUpKeepsHardlinks ? "shared+more" : "shared", Read(dir, "b"));
             return 0;
         });
     }

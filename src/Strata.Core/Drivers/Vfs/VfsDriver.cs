@@ -19,8 +19,9 @@ public sealed class VfsDriver : IDriver
     readonly string _tmp;
     readonly Lazy<bool> _reflink;
 
-    public VfsDriver(string root)
+    public VfsDriver(string root, IReadOnlyDictionary<string, string> options)
     {
+        DriverOptions.RefuseAll("vfs", options);
         _home = Path.Combine(root, "vfs");
         _tmp = Path.Combine(root, "tmp");
         LayerStore.MakeDir(_home, 0x1C0 /* 0700 */);
@@ -42,7 +43,11 @@ public sealed class VfsDriver : IDriver
         Posix.MkdirAt(FileDescriptor.Cwd, staging, 0x1ED /* 0755 */);
         try
         {
-            if (parent is not null) new TreeCopy().Copy(Dir(parent), staging);
+            if (parent is not null)
+            {
+                new TreeCopy().Copy(Dir(parent), staging);
+                Posix.SyncFileSystem(staging); // the copy must be on disk before the store records the layer
+            }
             else Posix.ChmodAt(FileDescriptor.Cwd, staging, 0x1ED);
             Posix.Rename(staging, Dir(id), Posix.RENAME_NOREPLACE);
             Posix.FsyncDirectory(_home); // the rename must not depend on another directory's fsync
@@ -67,6 +72,8 @@ public sealed class VfsDriver : IDriver
 
     public MountSpec Mount(string id) => new("bind", Dir(id), []);
 
+    public bool OwnsMountPoint(string path) => false;
+
     public IReadOnlyCollection<string> List() =>
         Posix.ReadDir(_home).Select(e => e.Name).ToList();
 
@@ -79,6 +86,8 @@ public sealed class VfsDriver : IDriver
     public IReadOnlyDictionary<string, string> Metadata(string id) => new Dictionary<string, string> { ["Dir"] = Dir(id) };
 
     public void Cleanup() { }
+
+    public IDiffer Differ(IDiffer generic) => generic;
 
     public void Dispose() { }
 
