@@ -46,16 +46,26 @@ public static class Mounter
         else throw StrataException.Unsupported($"cannot perform a '{spec.Type}' mount");
     }
 
-    /// <summary>Unmounts <paramref name="target"/>. Without <paramref name="detach"/> a busy mount is refused
-    /// (InUse, naming the processes using it) and stays as it is; with it the mount is detached lazily.</summary>
+    /// <summary>Unmounts <paramref name="target"/>. Without <paramref name="detach"/> a mount that processes use is
+    /// refused (InUse, naming them) and stays as it is; with it the mount is detached lazily.</summary>
     public static void Unmount(string target, bool detach = false)
     {
         int err = Posix.TryUnmount(target, detach ? Posix.MNT_DETACH : 0);
+        // a busy mount is often only briefly so: a process forked elsewhere in this program holds copies of
+        // our descriptors until it execs; give such races a moment before blaming anyone
+        for (int wait = 5; err == Errno.EBUSY && wait <= 640; wait *= 2)
+        {
+            Thread.Sleep(wait);
+            err = Posix.TryUnmount(target, 0);
+        }
         if (err == 0 || err == Errno.EINVAL && !MountTable.IsMountPoint(target)) return; // EINVAL: not mounted
         if (err == Errno.EBUSY)
         {
             string users = Holders.Describe(target);
-            throw StrataException.InUse($"{target} is busy{(users.Length > 0 ? $": in use by {users}" : "")}; stop those processes first");
+            if (users.Length > 0) throw StrataException.InUse($"{target} is busy: in use by {users}; stop those processes first");
+            // nothing this host can see uses it: let the kernel finish the unmount when the last reference goes
+            err = Posix.TryUnmount(target, Posix.MNT_DETACH);
+            if (err == 0) return;
         }
         throw new ErrnoException(err, "umount", target);
     }

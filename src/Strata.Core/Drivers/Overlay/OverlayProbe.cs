@@ -133,6 +133,8 @@ public static class OverlayProbe
         Directory.CreateDirectory(Path.Combine(merged, "opaque"));
         if (!Posix.LgetXattrs(Path.Combine(upper, "opaque")).Any(x => x.Key == Whiteouts.OverlayOpaqueXattr))
             return "re-created directories are not marked with trusted.overlay.opaque";
+        if (Posix.ReadDir(Path.Combine(upper, "opaque")).Count > 0)
+            return "the mount keeps marker files of its own in upper directories (fuse-overlayfs writes .wh..wh..opq)";
         int err = Posix.TryRenameAt(FileDescriptor.Cwd, Path.Combine(merged, "renamed"), FileDescriptor.Cwd, Path.Combine(merged, "renamed2"));
         if (err == 0 && Posix.LgetXattrs(Path.Combine(upper, "renamed2")).Any(x => x.Key == "trusted.overlay.redirect"))
             return "the kernel records directory renames as redirects (redirect_dir is forced on)";
