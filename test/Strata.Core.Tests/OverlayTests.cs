@@ -1,0 +1,296 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Strata.Core.Drivers.Overlay;
+using Strata.Native;
+using Strata.Testing;
+using Xunit.Abstractions;
+
+namespace Strata.Core.Tests;
+
+/// <summary>What is particular to the overlay driver (the shared contract is in Conformance/): its layout,
+/// deep chains, how the store performs and reconciles its mounts, and its start-up probe.</summary>
+public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
+{
+    readonly TempRoot _temp = new();
+    string Root => _temp.Combine("store");
+
+    public void Dispose() => _temp.Dispose();
+
+    LayerStore Open(bool legacy = false) => LayerStore.Open(new StoreOptions { Root = Root, Driver = "overlay", LegacyMounts = legacy });
+
+    [Fact]
+    public void LayoutIsOverlay2Like()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        store.Create("child", "base", LayerKind.ReadWrite);
+        string home = Path.Combine(Root, "overlay"), shortBase = OverlayDriver.ShortName("base");
+        Assert.True(Directory.Exists(Path.Combine(home, "base", "diff")));
+        Assert.False(File.Exists(Path.Combine(home, "base", "lower")));
+        Assert.False(Directory.Exists(Path.Combine(home, "base", "merged"))); // a layer without parent is a plain directory
+        foreach (var d in new[] { "diff", "work", "merged" }) Assert.True(Directory.Exists(Path.Combine(home, "child", d)), d);
+        Assert.Equal("l/" + shortBase, File.ReadAllText(Path.Combine(home, "child", "lower")));
+        Assert.Matches("^[A-Z2-7]{26}$", shortBase);
+        Assert.Equal("../base/diff", Posix.ReadLink(Path.Combine(home, "l", shortBase)));
+        Assert.Equal("../child/diff", Posix.ReadLink(Path.Combine(home, "l", OverlayDriver.ShortName("child"))));
+
+        Assert.Equal(Path.Combine(home, "base", "diff"), store.Mount("base")); // nothing to mount
+        Assert.False(MountTable.IsMountPoint(Path.Combine(home, "base", "diff")));
+        store.Unmount("base");
+
+        var spec = store.Driver.Mount("child");
+        Assert.Equal("overlay", spec.Type);
+        Assert.Contains($"lowerdir={home}/l/{shortBase}", spec.Options);
+        Assert.Contains("redirect_dir=off", spec.Options);
+        Assert.Contains("index=off", spec.Options);
+        Assert.Contains("metacopy=off", spec.Options);
+        var meta = store.Metadata("child");
+        Assert.Equal(Path.Combine(home, "base", "diff"), meta["LowerDir"]);
+        Assert.Equal(Path.Combine(home, "child", "diff"), meta["UpperDir"]);
+        Assert.Equal(Path.Combine(home, "child", "merged"), meta["MergedDir"]);
+
+        store.Remove("child");
+        Assert.False(File.Exists(Path.Combine(home, "l", OverlayDriver.ShortName("child"))));
+        Assert.False(Directory.Exists(Path.Combine(home, "child")));
+    }
+
+    [Fact]
+    public void ProbeReportsWhatItFound()
+    {
+        using var store = Open();
+        var status = store.Status().ToDictionary(p => p.Key, p => p.Value);
+        output.WriteLine(string.Join("\n", status.Select(p => $"{p.Key}: {p.Value}")));
+        Assert.Equal(FileSystems.Name(Root), status["Backing Filesystem"]);
+        Assert.Equal("true", status["Supports d_type"]);
+        Assert.Equal("true", status["Native Overlay Diff"]);
+        Assert.Equal($"kernel overlayfs (up to {Mounter.MaxOverlayLayers} layers)", status["Mount"]);
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp"))); // the probe cleans up after itself
+    }
+
+    /// <summary>A chain of layers, each adding one file: layer-0 (no parent) .. layer-<paramref name="top"/>.</summary>
+    static void MakeChain(LayerStore store, int top, string prefix = "layer")
+    {
+        for (int i = 0; i <= top; i++)
+        {
+            string id = $"{prefix}-{i}";
+            store.Create(id, i == 0 ? null : $"{prefix}-{i - 1}");
+            File.WriteAllText(Path.Combine(Path.Combine(store.Root, "overlay", id, "diff"), $"file-{i}"), id);
+        }
+    }
+
+    [Fact]
+    public void ChainsOf500LayersMountAndDeeperOnesAreRefusedClearly()
+    {
+        using var store = Open();
+        MakeChain(store, Mounter.MaxOverlayLayers); // the top sits on 500 layers: overlayfs's maximum
+        string top = $"layer-{Mounter.MaxOverlayLayers}";
+        string dir = store.Mount(top);
+        try
+        {
+            Assert.Equal("layer-0", File.ReadAllText(Path.Combine(dir, "file-0")));
+            Assert.Equal(top, File.ReadAllText(Path.Combine(dir, $"file-{Mounter.MaxOverlayLayers}")));
+            Assert.Equal(Mounter.MaxOverlayLayers + 1, Directory.GetFiles(dir).Length);
+        }
+        finally
+        {
+            store.Unmount(top);
+        }
+        var ex = Assert.Throws<StrataException>(() => store.Create("too-deep", top));
+        Assert.Equal(ErrorKind.Unsupported, ex.Kind);
+        Assert.Equal($"layer too-deep would sit on 501 layers; overlayfs mounts at most 500 (commit the container to a new image with fewer layers)", ex.Message);
+        Assert.False(store.Exists("too-deep"));
+    }
+
+    [Fact]
+    public void WithoutTheNewMountApi128LayersStillMountAndDeeperChainsSaySo()
+    {
+        // kernels before 6.8 take all lower dirs in one page: absolute paths give out first, relative ones reach 128
+        using var store = Open(legacy: true);
+        MakeChain(store, 128);
+        string dir = store.Mount("layer-128");
+        try
+        {
+            Assert.Equal("layer-0", File.ReadAllText(Path.Combine(dir, "file-0")));
+            Assert.Equal(129, Directory.GetFiles(dir).Length);
+        }
+        finally
+        {
+            store.Unmount("layer-128");
+        }
+        store.Create("layer-129", "layer-128");
+        MakeChainOn(store, "layer-129", 200);
+        var ex = Assert.Throws<StrataException>(() => store.Mount("layer-200"));
+        Assert.Equal(ErrorKind.Unsupported, ex.Kind);
+        Assert.StartsWith("a chain of 200 layers does not fit in one overlay mount on this kernel", ex.Message);
+        Assert.Equal(0, store.Inspect("layer-200").Mounts);
+        Assert.False(MountTable.IsMountPoint(Path.Combine(Root, "overlay", "layer-200", "merged")));
+    }
+
+    static void MakeChainOn(LayerStore store, string from, int top)
+    {
+        int start = int.Parse(from.Split('-')[1]);
+        for (int i = start + 1; i <= top; i++) store.Create($"layer-{i}", $"layer-{i - 1}");
+    }
+
+    [Fact]
+    public void AMountLeftByACrashedProcessIsDetachedAtOpen()
+    {
+        string merged;
+        using (var store = Open())
+        {
+            store.Create("base", null);
+            store.Create("c", "base", LayerKind.ReadWrite);
+            merged = store.Mount("c");
+        }
+        // a process that died between mounting and recording the mount leaves exactly this
+        string record = Path.Combine(Root, "layers", "c.json");
+        File.WriteAllText(record, File.ReadAllText(record).Replace("\"Mounts\": 1", "\"Mounts\": 0"));
+        Assert.Contains("\"Mounts\": 0", File.ReadAllText(record));
+        Assert.True(MountTable.IsMountPoint(merged));
+        using (var store = Open())
+        {
+            Assert.Contains($"stale mount {merged}", store.Swept);
+            Assert.False(MountTable.IsMountPoint(merged));
+            store.Remove("c");
+        }
+    }
+
+    [Fact]
+    public void ACountWhoseMountIsGoneIsResetAtOpen()
+    {
+        string merged;
+        using (var store = Open())
+        {
+            store.Create("base", null);
+            store.Create("c", "base", LayerKind.ReadWrite);
+            store.Mount("c");
+            merged = store.Mount("c");
+        }
+        Shell.Run("umount", merged).Check("umount"); // what a reboot does
+        using var again = Open();
+        Assert.Contains($"mount count of c reset from 2 (its mount at {merged} was gone)", again.Swept);
+        Assert.Equal(0, again.Inspect("c").Mounts);
+        Assert.Equal(0, JsonDocument.Parse(File.ReadAllText(Path.Combine(Root, "layers", "c.json"))).RootElement.GetProperty("Mounts").GetInt32());
+        again.Remove("c");
+    }
+
+    [Fact]
+    public void MountsSurviveTheProcessAndAreSharedByUsers()
+    {
+        string merged;
+        using (var store = Open())
+        {
+            store.Create("base", null);
+            File.WriteAllText(Path.Combine(store.Mount("base"), "hello"), "world");
+            store.Unmount("base");
+            store.Create("c", "base", LayerKind.ReadWrite);
+            merged = store.Mount("c");
+            Assert.Equal(merged, store.Mount("c"));
+            store.Unmount("c");
+            Assert.True(MountTable.IsMountPoint(merged)); // one user left
+        }
+        Assert.True(MountTable.IsMountPoint(merged)); // like `strata layer mount`: the mount outlives the command
+        using (var store = Open())
+        {
+            Assert.Empty(store.Swept);
+            Assert.Equal("world", File.ReadAllText(Path.Combine(merged, "hello")));
+            store.Unmount("c");
+            Assert.False(MountTable.IsMountPoint(merged));
+        }
+    }
+
+    [Fact]
+    public void RemovingOrUnmountingALayerInUseNamesWhoHoldsIt()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        store.Create("c", "base", LayerKind.ReadWrite);
+        string merged = store.Mount("c");
+        using var sleeper = Process.Start(new ProcessStartInfo("sleep", "60") { WorkingDirectory = merged, UseShellExecute = false })!;
+        try
+        {
+            var rm = Assert.Throws<StrataException>(() => store.Remove("c"));
+            Assert.Equal(ErrorKind.InUse, rm.Kind);
+            Assert.Equal($"layer c is mounted at {merged} by 1 user(s), in use by pid {sleeper.Id} (sleep); unmount it (strata layer unmount c) before you remove it", rm.Message);
+            var um = Assert.Throws<StrataException>(() => store.Unmount("c"));
+            Assert.Equal(ErrorKind.InUse, um.Kind);
+            Assert.Equal($"{merged} is busy: in use by pid {sleeper.Id} (sleep); stop those processes first", um.Message);
+            Assert.Equal(1, store.Inspect("c").Mounts); // a refused unmount changes nothing
+            Assert.True(MountTable.IsMountPoint(merged));
+        }
+        finally
+        {
+            sleeper.Kill();
+            sleeper.WaitForExit();
+        }
+        store.Unmount("c");
+        store.Remove("c");
+    }
+
+    [Fact]
+    public void CleanupUnmountsEverything()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        store.Create("a", "base", LayerKind.ReadWrite);
+        store.Create("b", "a", LayerKind.ReadWrite);
+        string ma = store.Mount("a"), mb = store.Mount("b");
+        store.Mount("b");
+        store.Mount("base");
+        store.Cleanup();
+        Assert.False(MountTable.IsMountPoint(ma));
+        Assert.False(MountTable.IsMountPoint(mb));
+        Assert.All(store.List(), l => Assert.Equal(0, l.Mounts));
+        store.Remove("b");
+        store.Remove("a");
+        store.Remove("base");
+    }
+
+    [Fact]
+    public void DiffsAgainstOtherLayersUseTheGenericPathAndUnmountAfter()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        File.WriteAllText(Path.Combine(store.Mount("base"), "a"), "1");
+        store.Unmount("base");
+        store.Create("mid", "base");
+        File.WriteAllText(Path.Combine(store.Mount("mid"), "b"), "2");
+        store.Unmount("mid");
+        store.Create("top", "mid");
+        File.WriteAllText(Path.Combine(store.Mount("top"), "c"), "3");
+        store.Unmount("top");
+        Assert.Equal(["A /c"], store.Changes("top").Select(c => c.ToString()));              // native, against the parent
+        Assert.Equal(["A /b", "A /c"], store.Changes("top", "base").Select(c => c.ToString())); // generic: mounts both
+        Assert.Equal(["A /a", "A /b", "A /c"], store.Changes("top", null).Select(c => c.ToString()));
+        Assert.DoesNotContain(MountTable.Read(), m => m.MountPoint.StartsWith(Root + "/", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void AFreshStoreProbesOverlayAndRecordsIt()
+    {
+        using (var store = LayerStore.Open(new StoreOptions { Root = Root }))
+            Assert.Equal("overlay", store.Driver.Name);
+        Assert.Equal("overlay\n", File.ReadAllText(Path.Combine(Root, "driver")));
+    }
+
+    [Fact]
+    public void BadOptionsAreRefusedWithoutTouchingAnything()
+    {
+        var ex = Assert.Throws<StrataException>(() => LayerStore.Open(new StoreOptions
+        {
+            Root = Root,
+            Driver = "overlay",
+            DriverOptions = new Dictionary<string, string> { ["overlay.mount_program"] = "/nonexistent/fuse-overlayfs" },
+        }));
+        Assert.Equal(ErrorKind.InvalidArgument, ex.Kind);
+        using var store = Open();
+        store.Create("base", null);
+        Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() =>
+            store.Create("x", "base", LayerKind.ReadWrite, storageOptions: new Dictionary<string, string> { ["color"] = "red" })).Kind);
+        Assert.Equal("size= applies to read-write (container) layers only", Assert.Throws<StrataException>(() =>
+            store.Create("x", "base", LayerKind.ReadOnly, storageOptions: new Dictionary<string, string> { ["size"] = "1G" })).Message);
+        Assert.False(store.Exists("x"));
+        Assert.Equal(["base"], store.Driver.List());
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp")));
+    }
+}
