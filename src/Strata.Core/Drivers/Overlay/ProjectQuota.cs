@@ -36,9 +36,13 @@ public sealed class ProjectQuota : IDisposable
         if (err != 0)
         {
             fd.Dispose();
-            whyNot = err is Errno.ESRCH or Errno.ENOSYS or Errno.EINVAL or Errno.EOPNOTSUPP
-                ? "project quotas are not enabled on this xfs (mount it with -o prjquota)"
-                : $"project quotas cannot be set here ({ErrnoException.Describe(err)})";
+            whyNot = err switch
+            {
+                // no quota operations at all on this superblock: the kernel was built without them
+                Errno.ENOSYS => "this kernel has no xfs quota support (built without CONFIG_XFS_QUOTA)",
+                Errno.ESRCH or Errno.EINVAL or Errno.EOPNOTSUPP => "project quotas are not enabled on this xfs (mount it with -o prjquota)",
+                _ => $"project quotas cannot be set here ({ErrnoException.Describe(err)})",
+            };
             return null;
         }
         whyNot = "";

@@ -1,0 +1,29 @@
+using Xunit;
+
+namespace Strata.Testing;
+
+/// <summary>What some tests need from the machine, checked once. Each check returns null when the machine
+/// has it, or the reason it does not; tests that need it are reported by xunit as skipped with that
+/// reason (never as passed).</summary>
+public static class Requirements
+{
+    static readonly Lazy<string?> s_xfsQuota = new(() =>
+    {
+        if (!Shell.Has("mkfs.xfs")) return "mkfs.xfs is not installed (test.sh installs xfsprogs)";
+        if (File.Exists("/proc/config.gz") && Shell.Sh("zcat /proc/config.gz | grep -q '^CONFIG_XFS_QUOTA=y'").ExitCode != 0)
+            return $"this kernel ({Environment.OSVersion.Version}) is built without CONFIG_XFS_QUOTA: xfs cannot be mounted with prjquota here";
+        return null;
+    });
+
+    /// <summary>xfs with project quotas (mkfs.xfs, and a kernel with CONFIG_XFS_QUOTA).</summary>
+    public static string? XfsQuota => s_xfsQuota.Value;
+}
+
+/// <summary>A fact that needs xfs project quotas; skipped (with the reason) on machines without them.</summary>
+public sealed class XfsQuotaFactAttribute : FactAttribute
+{
+    public XfsQuotaFactAttribute()
+    {
+        if (Requirements.XfsQuota is { } why) Skip = why;
+    }
+}
