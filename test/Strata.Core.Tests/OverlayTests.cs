@@ -294,3 +294,76 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
         Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp")));
     }
 }
+
+/// <summary>The probe's fallbacks, with the kernel's answer injected: root is never refused an overlay mount.</summary>
+public sealed class OverlayProbeFallbackTests : IDisposable
+{
+    readonly TempRoot _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void WhenTheKernelRefusesFuseOverlayfsMounts()
+    {
+        const string program = "/usr/bin/fuse-overlayfs";
+        Assert.True(File.Exists(program), "test.sh installs fuse-overlayfs");
+        var caps = OverlayProbe.Run(_temp.Path, null, (_, _) => Errno.EPERM, name => name == "fuse-overlayfs" ? program : null);
+        Assert.True(caps.Supported, caps.WhyNot);
+        Assert.Equal(program, caps.MountProgram);
+        Assert.Empty(Directory.GetFileSystemEntries(_temp.Path)); // probed through a real FUSE mount, and cleaned up
+    }
+
+    [Fact]
+    public void WhenTheKernelRefusesAndThereIsNoFuseOverlayfsOverlayIsUnsupported()
+    {
+        var caps = OverlayProbe.Run(_temp.Path, null, (_, _) => Errno.EPERM, _ => null);
+        Assert.False(caps.Supported);
+        Assert.Equal("the kernel refused an overlay mount (Operation not permitted) and fuse-overlayfs is not installed", caps.WhyNot);
+        var none = OverlayProbe.Run(_temp.Path, null, (_, _) => Errno.ENODEV, _ => null);
+        Assert.Equal("this kernel has no overlay filesystem (modprobe overlay)", none.WhyNot);
+        Assert.Empty(Directory.GetFileSystemEntries(_temp.Path));
+    }
+
+    [Fact]
+    public void KernelsThatDoNotKnowTheOptionsAreMountedWithout()
+    {
+        var seen = new List<string[]>();
+        var caps = OverlayProbe.Run(_temp.Path, null, (options, target) =>
+        {
+            seen.Add(options);
+            if (options.Contains("redirect_dir=off")) return Errno.EINVAL;
+            Mounter.Mount(new MountSpec("overlay", "overlay", options) { Target = target });
+            return 0;
+        }, _ => null);
+        Assert.True(caps.Supported);
+        Assert.Empty(caps.FeatureOptions);
+        Assert.Equal(2, seen.Count);
+        Assert.True(caps.NativeDiff, caps.NativeDiffNote); // this kernel's defaults are diffable
+    }
+
+    [Fact]
+    public void AnUnusableStoreDefaultsToVfs()
+    {
+        // a store on overlayfs itself cannot hold overlay upper dirs: the probe says so and a new store gets vfs
+        string lower = _temp.Dir("lower"), upper = _temp.Dir("upper"), work = _temp.Dir("work"), merged = _temp.Dir("merged");
+        Mounter.Mount(new MountSpec("overlay", "overlay", [$"lowerdir={lower}", $"upperdir={upper}", $"workdir={work}"]) { Target = merged });
+        try
+        {
+            string root = Path.Combine(merged, "store");
+            using (var store = LayerStore.Open(new StoreOptions { Root = root }))
+            {
+                Assert.Equal("vfs", store.Driver.Name);
+            }
+            using var forced = LayerStore.Open(new StoreOptions { Root = Path.Combine(merged, "forced"), Driver = "overlay" });
+            Assert.Contains(forced.Status(), p => p.Key == "Overlay" && p.Value.StartsWith("unavailable: the store is itself on overlayfs", StringComparison.Ordinal));
+            forced.Create("base", null);
+            forced.Create("c", "base");
+            var ex = Assert.Throws<StrataException>(() => forced.Mount("c"));
+            Assert.StartsWith("overlay cannot mount here: the store is itself on overlayfs", ex.Message);
+        }
+        finally
+        {
+            Mounter.Unmount(merged, detach: true);
+        }
+    }
+}

@@ -33,7 +33,10 @@ public static class OverlayProbe
     /// <summary>The options that keep upper dirs self-contained; passed on every kernel mount.</summary>
     public static readonly string[] DiffableOptions = ["redirect_dir=off", "index=off", "metacopy=off"];
 
-    public static OverlayCapabilities Run(string scratchParent, string? mountProgram)
+    public static OverlayCapabilities Run(string scratchParent, string? mountProgram) => Run(scratchParent, mountProgram, KernelMount, FindOnPath);
+
+    /// <summary>The probe with its two outside facts injectable (tests make the kernel refuse, or hide programs).</summary>
+    internal static OverlayCapabilities Run(string scratchParent, string? mountProgram, Func<string[], string, int> kernelMount, Func<string, string?> findProgram)
     {
         string fs = FileSystems.Name(scratchParent);
         var caps = new OverlayCapabilities { BackingFilesystem = fs };
@@ -56,7 +59,7 @@ public static class OverlayProbe
             if (!caps.SupportsDType)
                 return caps with { WhyNot = $"the backing filesystem ({fs}) does not report file types in directory entries (d_type); for xfs, format it with ftype=1" };
 
-            var (mounted, why) = TryMount(lower, upper, work, merged, mountProgram, out var options);
+            var (mounted, why) = TryMount(lower, upper, work, merged, mountProgram, kernelMount, findProgram, out var options);
             if (mounted is null) return caps with { WhyNot = why };
             caps = caps with { Supported = true, MountProgram = mounted, FeatureOptions = options };
             string note;
@@ -79,21 +82,22 @@ public static class OverlayProbe
     /// <summary>Mounts the scratch overlay: the kernel with the diffable options, the kernel without them
     /// (kernels that predate them), or — when the kernel refuses (EPERM) or a program is configured —
     /// the FUSE program. Returns the program used ("" for the kernel), or null and why not.</summary>
-    static (string? Program, string WhyNot) TryMount(string lower, string upper, string work, string merged, string? program, out string[] options)
+    static (string? Program, string WhyNot) TryMount(string lower, string upper, string work, string merged, string? program,
+        Func<string[], string, int> kernelMount, Func<string, string?> findProgram, out string[] options)
     {
         string[] dirs = [$"lowerdir={lower}", $"upperdir={upper}", $"workdir={work}"];
         options = [];
         if (program is null)
         {
             options = DiffableOptions;
-            int err = KernelMount([.. dirs, .. options], merged);
+            int err = kernelMount([.. dirs, .. options], merged);
             if (err == Errno.EINVAL)
             {
                 options = [];
-                err = KernelMount(dirs, merged);
+                err = kernelMount(dirs, merged);
             }
             if (err == 0) return ("", "");
-            program = err is Errno.EPERM or Errno.EACCES ? FindOnPath("fuse-overlayfs") : null;
+            program = err is Errno.EPERM or Errno.EACCES ? findProgram("fuse-overlayfs") : null;
             if (program is null)
                 return (null, err == Errno.ENODEV
                     ? "this kernel has no overlay filesystem (modprobe overlay)"
