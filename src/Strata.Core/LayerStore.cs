@@ -414,12 +414,14 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         {
             using var tar = LayerInput.Open(diff);
             Layer layer, marked;
+            int mounts;
+            lock (_lock) mounts = Visible(id).Mounts;
+            if (mounts > 0) throw MountedError(id, mounts, "apply a diff to it"); // counts change only under the id lock we hold
             lock (_lock)
             {
                 layer = Visible(id);
                 ThrowIfBusy(id);
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; a diff can only be applied to a layer without children");
-                if (layer.Mounts > 0) throw MountedError(id, layer.Mounts, "apply a diff to it");
                 if (_uses.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} is in use by a diff in progress");
                 marked = layer with { Incomplete = true };
                 _layers[id] = marked;

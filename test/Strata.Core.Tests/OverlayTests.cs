@@ -266,6 +266,44 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void ManyThreadsMountDiffAndRemoveContainersAtOnce()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        File.WriteAllText(Path.Combine(store.Mount("base"), "shared"), "image");
+        store.Unmount("base");
+        var errors = new System.Collections.Concurrent.ConcurrentBag<string>();
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 8 }, t =>
+        {
+            for (int i = 0; i < 40; i++)
+            {
+                string id = $"c{t}-{i}";
+                try
+                {
+                    store.Create(id, "base", LayerKind.ReadWrite);
+                    string dir = store.Mount(id);
+                    File.WriteAllText(Path.Combine(dir, "mine"), id);
+                    if (File.ReadAllText(Path.Combine(dir, "shared")) != "image") errors.Add($"{id}: lower not visible");
+                    string again = store.Mount(id); // a second user
+                    store.Unmount(id);
+                    if (File.ReadAllText(Path.Combine(again, "mine")) != id) errors.Add($"{id}: lost its own file");
+                    store.Unmount(id);
+                    var changes = string.Join(",", store.Changes(id));
+                    if (changes != "A /mine") errors.Add($"{id}: changes {changes}");
+                    if (i % 2 == 0) store.Remove(id);
+                }
+                catch (Exception ex)
+                {
+                    errors.Add($"{id}: {ex.Message}");
+                }
+            }
+        });
+        Assert.Empty(errors);
+        Assert.Equal(1 + 8 * 20, store.List().Count);
+        Assert.DoesNotContain(MountTable.Read(), m => m.MountPoint.StartsWith(Root + "/", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void AFreshStoreProbesOverlayAndRecordsIt()
     {
         using (var store = LayerStore.Open(new StoreOptions { Root = Root }))
