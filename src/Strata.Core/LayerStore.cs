@@ -92,10 +92,11 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         {
             MakeDir(Path.Combine(root, "layers"), PrivateDir);
             MakeDir(Path.Combine(root, "tmp"), PrivateDir);
-            string driverName = ChooseDriver(root, options.Driver, options.DriverOptions);
-            var driver = DriverRegistry.Create(driverName, root, options.DriverOptions);
+            var (driverName, driverOptions, isNew) = ChooseDriver(root, options.Driver, options.DriverOptions);
+            var driver = DriverRegistry.Create(driverName, root, driverOptions);
             try
             {
+                if (isNew) RecordDriver(root, driverName, driverOptions); // only once the driver took its options
                 var swept = new List<string>();
                 var layers = Recover(root, driver, swept);
                 return new LayerStore(root, lockFd, driver, swept, layers, options.LegacyMounts);
@@ -162,21 +163,43 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         return System.Text.Encoding.ASCII.GetString(buf[..n]).Trim();
     }
 
-    static string ChooseDriver(string root, string? requested, IReadOnlyDictionary<string, string> options)
+    /// <summary>The store's driver and driver options: those recorded in <c>driver</c> (name on the first line,
+    /// then one KEY=VALUE per line) when the store exists, which a request may repeat but not change;
+    /// else the requested ones, or the probe's choice.</summary>
+    static (string Name, IReadOnlyDictionary<string, string> Options, bool IsNew) ChooseDriver(string root, string? requested, IReadOnlyDictionary<string, string> options)
     {
         string file = Path.Combine(root, "driver");
-        string? recorded = File.Exists(file) ? File.ReadAllText(file).Trim() : null;
         if (requested is not null && !DriverRegistry.IsKnown(requested))
             throw StrataException.Invalid($"unknown driver '{requested}' (available: {string.Join(", ", DriverRegistry.Names)})");
-        if (recorded is not null)
+        foreach (var (k, v) in options)
+            if (k.Length == 0 || k.Contains('=') || (k + v).Contains('\n'))
+                throw StrataException.Invalid($"driver option '{k}={v}' is not a KEY=VALUE on one line");
+        if (File.Exists(file))
         {
+            var lines = File.ReadAllLines(file).Where(l => l.Length > 0).ToList();
+            string recorded = lines.Count > 0 ? lines[0].Trim() : throw StrataException.Corrupt($"{file} is empty; write the store's driver name into it");
+            var recordedOptions = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var line in lines.Skip(1))
+            {
+                int eq = line.IndexOf('=');
+                if (eq <= 0) throw StrataException.Corrupt($"{file}: '{line}' is not KEY=VALUE");
+                recordedOptions[line[..eq]] = line[(eq + 1)..];
+            }
             if (requested is not null && requested != recorded)
                 throw StrataException.Invalid($"store {root} was created with driver '{recorded}', not '{requested}'; use another --root for '{requested}'");
-            return recorded;
+            foreach (var (k, v) in options)
+                if (!recordedOptions.TryGetValue(k, out var had) || had != v)
+                    throw StrataException.Invalid($"store {root} was created with {(had is null ? $"no {k}" : $"{k}={had}")}; driver options are fixed when a store is created");
+            return (recorded, recordedOptions, false);
         }
-        string chosen = requested ?? DriverRegistry.Probe(root, options);
-        AtomicFile.Write(file, System.Text.Encoding.ASCII.GetBytes(chosen + "\n"));
-        return chosen;
+        return (requested ?? DriverRegistry.Probe(root, options), options, true);
+    }
+
+    static void RecordDriver(string root, string name, IReadOnlyDictionary<string, string> options)
+    {
+        var text = new System.Text.StringBuilder(name).Append('\n');
+        foreach (var (k, v) in options.OrderBy(p => p.Key, StringComparer.Ordinal)) text.Append(k).Append('=').Append(v).Append('\n');
+        AtomicFile.Write(Path.Combine(root, "driver"), System.Text.Encoding.UTF8.GetBytes(text.ToString()));
     }
 
     /// <summary>The start-up sweep: empty tmp/, drop temp records, remove layers left incomplete by a crash

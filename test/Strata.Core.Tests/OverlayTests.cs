@@ -312,6 +312,24 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void DriverOptionsAreRecordedWithTheStore()
+    {
+        var fuse = new Dictionary<string, string> { ["overlay.mount_program"] = "/usr/bin/fuse-overlayfs" };
+        using (var store = LayerStore.Open(new StoreOptions { Root = Root, Driver = "overlay", DriverOptions = fuse }))
+            Assert.Contains(store.Status(), p => p.Key == "Mount" && p.Value == "/usr/bin/fuse-overlayfs (FUSE)");
+        Assert.Equal("overlay\noverlay.mount_program=/usr/bin/fuse-overlayfs\n", File.ReadAllText(Path.Combine(Root, "driver")));
+        using (var store = Open()) // no options given: the recorded ones apply
+            Assert.Contains(store.Status(), p => p.Key == "Mount" && p.Value == "/usr/bin/fuse-overlayfs (FUSE)");
+        using (LayerStore.Open(new StoreOptions { Root = Root, DriverOptions = fuse })) { } // repeating them is fine
+        var ex = Assert.Throws<StrataException>(() => LayerStore.Open(new StoreOptions
+        {
+            Root = Root,
+            DriverOptions = new Dictionary<string, string> { ["overlay.mount_program"] = "/bin/true" },
+        }));
+        Assert.Equal($"store {Root} was created with overlay.mount_program=/usr/bin/fuse-overlayfs; driver options are fixed when a store is created", ex.Message);
+    }
+
+    [Fact]
     public void BadOptionsAreRefusedWithoutTouchingAnything()
     {
         var ex = Assert.Throws<StrataException>(() => LayerStore.Open(new StoreOptions
