@@ -191,9 +191,15 @@ public static class Mounter
         }
     }
 
+    /// <summary>Before Linux 6.5 overlayfs has no mount-API parser of its own: the kernel's legacy adapter takes
+    /// any key and only fails at create time. So first check that an unknown key is refused, then that
+    /// "lowerdir+" is not (found by booting Debian 12's 6.1 kernel in test/vm).</summary>
     static bool ProbeLowerdirAppend()
     {
         if (Posix.TryFsOpen("overlay", out var fs) != 0) return false;
+        using (fs)
+            if (Posix.TryFsConfigString(fs!, "strata-probe-no-such-option", "x") == 0) return false;
+        if (Posix.TryFsOpen("overlay", out fs) != 0) return false;
         using (fs) return Posix.TryFsConfigString(fs!, "lowerdir+", "/") == 0;
     }
 }

@@ -27,3 +27,13 @@ public sealed class XfsQuotaFactAttribute : FactAttribute
         if (Requirements.XfsQuota is { } why) Skip = why;
     }
 }
+
+/// <summary>A fact that boots a Debian x86_64 kernel under qemu (test/vm): skipped on other architectures.</summary>
+public sealed class X64VmFactAttribute : FactAttribute
+{
+    public X64VmFactAttribute()
+    {
+        if (System.Runtime.InteropServices.RuntimeInformation.OSArchitecture != System.Runtime.InteropServices.Architecture.X64)
+            Skip = "test/vm boots Debian's x86_64 kernel; this machine is " + System.Runtime.InteropServices.RuntimeInformation.OSArchitecture;
+    }
+}

@@ -1,0 +1,132 @@
+#!/bin/bash
+# The scenario test/vm/quota.sh runs inside the VM (chrooted into the host's root, read-only over
+# 9p; only /tmp, /run, /mnt and /dev are writable). Prints "PASS: ..." / "FAIL: ..." per expectation
+# and ends with "STRATA-VM-RESULT: PASS" only if every expectation held.
+set -u
+share=/run/strata-vm
+. "$share/vm.env" # DOTNET_ROOT
+export DOTNET_ROOT DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_EnableDiagnostics=0
+cli="$share/strata/strata"
+root=/mnt/x/store
+passed=0 failed=0
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+# strata ARGS...: runs the CLI on the store, shows the command, its output and how long it took
+strata() {
+  local t0=$SECONDS
+  echo "\$ strata --root $root $*"
+  out=$("$cli" --root "$root" "$@" 2>&1)
+  local rc=$?
+  [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/  /'
+  echo "  (exit $rc, ${SECONDS}s since start, $((SECONDS - t0))s)"
+  return $rc
+}
+# dd_write FILE MIB: writes MIB MiB of zeros with fsync; keeps dd's messages in $out
+dd_write() {
+  echo "\$ dd if=/dev/zero of=$1 bs=1M count=$2 conv=fsync"
+  out=$(dd if=/dev/zero of="$1" bs=1M count="$2" conv=fsync 2>&1)
+  local rc=$?
+  printf '%s\n' "$out" | sed 's/^/  /'
+  echo "  (exit $rc)"
+  return $rc
+}
+finish() {
+  echo "STRATA-VM: $passed passed, $failed failed, ${SECONDS}s in the guest"
+  if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then echo "STRATA-VM-RESULT: PASS"; else echo "STRATA-VM-RESULT: FAIL"; fi
+  exit 0
+}
+
+echo "STRATA-VM: guest: $(uname -srm); $(. /etc/os-release && echo "$PRETTY_NAME") root over 9p"
+
+# --- an xfs with project quotas, in RAM
+mkdir -p /mnt/x
+if truncate -s 512M /tmp/xfs.img && mkfs.xfs -q /tmp/xfs.img && mount -o loop,prjquota /tmp/xfs.img /mnt/x; then
+  opts=$(awk '$2 == "/mnt/x" { print $4 }' /proc/mounts)
+  echo "mounted /tmp/xfs.img at /mnt/x: $opts"
+  case ",$opts," in
+    *,prjquota,*) pass "xfs image mounted with prjquota" ;;
+    *) fail "xfs mounted without prjquota ($opts)" ;;
+  esac
+else
+  fail "cannot make and mount a 512 MiB xfs with -o loop,prjquota"
+  finish
+fi
+
+echo "\$ strata --version"
+if out=$("$cli" --version 2>&1); then pass "strata runs in the guest: $out (${SECONDS}s since start)"
+else printf '%s\n' "$out" | sed 's/^/  /'; fail "strata does not run in the guest"; finish; fi
+
+# --- the probe: on this kernel (no lowerdir+ before 6.8, no overlay mount-API parser before 6.5) a
+# new store must still get overlay, mounted with options in one page
+echo "\$ strata --root /mnt/x/probed info"
+out=$("$cli" --root /mnt/x/probed info 2>&1)
+printf '%s\n' "$out" | sed 's/^/  /'
+kv=$(uname -r | awk -F. '{ print $1 * 100 + $2 }')
+if [ "$kv" -lt 608 ]; then mount_line='Mount: kernel overlayfs (options in one page)'; else mount_line='Mount: kernel overlayfs (up to 500 layers)'; fi
+if printf '%s\n' "$out" | grep -q '^Storage Driver: overlay' && printf '%s\n' "$out" | grep -qF "$mount_line"; then
+  pass "a new store probes overlay: $mount_line"
+else fail "a new store does not get overlay with '$mount_line'"; fi
+
+# --- a container layer limited to 50M
+# the store is made for the overlay driver (without --driver a new store gets what the probe picks)
+strata --driver overlay layer create base && pass "layer create base (--driver overlay)" || fail "layer create base (--driver overlay)"
+if strata layer create c --parent base --rw --storage-opt size=50M; then pass "layer create c --rw --storage-opt size=50M"
+else fail "layer create c --rw --storage-opt size=50M"; fi
+strata info
+if printf '%s\n' "$out" | grep -q '^ *Storage Driver: overlay'; then pass "info says: Storage Driver: overlay"
+else fail "info does not say 'Storage Driver: overlay'"; fi
+if printf '%s\n' "$out" | grep -q 'Size Limits: xfs project quotas'; then pass "info says: Size Limits: xfs project quotas"
+else fail "info does not say 'Size Limits: xfs project quotas'"; fi
+strata layer inspect c
+if printf '%s\n' "$out" | grep -Eq '"Size": *"?52428800'; then pass "inspect c shows Size 52428800"
+else fail "inspect c does not show the 50M limit (Size 52428800)"; fi
+echo "\$ xfs_io -c lsproj /mnt/x/store/overlay/c; lsattr -pd"
+xfs_io -c lsproj /mnt/x/store/overlay/c 2>&1 | sed 's/^/  /'
+lsattr -pd /mnt/x/store/overlay/c /mnt/x/store/overlay/c/diff 2>&1 | sed 's/^/  /'
+
+if strata layer mount c && merged=$(printf '%s\n' "$out" | tail -1) && [ -d "$merged" ]; then
+  pass "layer mount c: $merged"
+  echo "\$ df -h $merged"
+  df -h "$merged" | sed 's/^/  /'
+  if dd_write "$merged/a" 25; then pass "25 MiB written into the 50M layer"
+  else fail "25 MiB could not be written into the 50M layer"; fi
+  if dd_write "$merged/b" 50; then fail "another 50 MiB was written: the 50M limit does not hold"
+  elif printf '%s\n' "$out" | grep -Eq 'Disk quota exceeded|No space left on device'; then
+    pass "another 50 MiB is refused: $(printf '%s\n' "$out" | grep -Eo 'Disk quota exceeded|No space left on device' | head -1)"
+  else fail "another 50 MiB failed, but not with EDQUOT/ENOSPC"; fi
+  echo "\$ du -sh $merged/a $merged/b"
+  du -sh "$merged/a" "$merged/b" 2>&1 | sed 's/^/  /'
+  if command -v xfs_quota >/dev/null; then
+    echo "\$ xfs_quota -x -c 'report -p' /mnt/x"
+    xfs_quota -x -c 'report -p' /mnt/x 2>&1 | sed 's/^/  /'
+    echo "\$ xfs_quota -x -c 'report -p -h' /mnt/x"
+    xfs_quota -x -c 'report -p -h' /mnt/x 2>&1 | sed 's/^/  /'
+  fi
+  strata layer unmount c && pass "layer unmount c" || fail "layer unmount c"
+else
+  fail "layer mount c"
+fi
+if strata layer rm c; then pass "layer rm c"; else fail "layer rm c"; fi
+if [ ! -e /mnt/x/store/overlay/c ]; then pass "overlay/c is gone"; else fail "overlay/c is still there"; fi
+if command -v xfs_quota >/dev/null; then
+  echo "\$ xfs_quota -x -c 'report -p' /mnt/x   (after rm: the project's limit is lifted)"
+  xfs_quota -x -c 'report -p' /mnt/x 2>&1 | sed 's/^/  /'
+fi
+
+# --- a container layer without size: no limit
+if strata layer create d --parent base --rw; then pass "layer create d --rw (no size)"; else fail "layer create d --rw (no size)"; fi
+if strata layer mount d && merged=$(printf '%s\n' "$out" | tail -1) && [ -d "$merged" ]; then
+  pass "layer mount d: $merged"
+  if dd_write "$merged/big" 80; then pass "80 MiB written into the layer without size"
+  else fail "80 MiB could not be written into the layer without size"; fi
+  strata layer unmount d && pass "layer unmount d" || fail "layer unmount d"
+else
+  fail "layer mount d"
+fi
+strata layer rm d base && pass "layer rm d base" || fail "layer rm d base"
+strata layer ls
+
+echo "\$ dmesg | grep -Ei 'xfs|overlay|quota'"
+dmesg | grep -Ei 'xfs|overlay|quota' | sed 's/^/  /'
+umount /mnt/x && pass "umount /mnt/x" || fail "umount /mnt/x"
+finish

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Proves `layer create --rw --storage-opt size=50M` (overlay driver, xfs project quotas) for real on
+# a kernel that has CONFIG_XFS_QUOTA: boots Debian 12's stock 6.1 kernel under qemu (KVM when it
+# works here, else TCG software emulation) with the host's root shared read-only over virtio-9p and
+# a small busybox initramfs (test/vm/init.sh), and runs test/vm/guest.sh in it with the real strata
+# CLI built on the host. Exit status 0 only if every expectation held in the guest.
+#
+# Environment: STRATA_VM_CACHE (default /var/cache/strata-vm: the kernel package, kept),
+# STRATA_VM_KERNEL (e.g. 6.1.0-56-amd64; default the newest linux-image-6.1.0-*-amd64 apt knows),
+# STRATA_VM_ACCEL (auto, kvm or tcg), STRATA_VM_TIMEOUT (seconds the VM may run, default 1800),
+# STRATA_VM_CLI (a directory holding a built strata, instead of building with ./strata).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cache="${STRATA_VM_CACHE:-/var/cache/strata-vm}"
+limit="${STRATA_VM_TIMEOUT:-1800}"
+accel="${STRATA_VM_ACCEL:-auto}"
+t0=$SECONDS
+
+say() { echo "quota.sh: $*"; }
+die() {
+  echo "quota.sh: FAIL: $*"
+  exit 1
+}
+[ "$(id -u)" = 0 ] || die "run as root (qemu shares / over 9p with security_model=passthrough)"
+[ "$(uname -m)" = x86_64 ] || die "x86_64 hosts only"
+
+work=""
+qemu_pid=""
+cleanup() {
+  if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+    kill "$qemu_pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$qemu_pid" 2>/dev/null || true
+  fi
+  if [ -n "$work" ]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# --- host tools (apt-get retried: another process may hold the dpkg lock)
+apt_retry() {
+  local i
+  for i in $(seq 20); do
+    if DEBIAN_FRONTEND=noninteractive apt-get "$@" >"$work/apt.log" 2>&1; then return 0; fi
+    if ! grep -qi 'lock' "$work/apt.log"; then break; fi
+    sleep 15
+  done
+  cat "$work/apt.log"
+  return 1
+}
+work="$(mktemp -d /var/tmp/strata-vm.XXXXXX)"
+missing=()
+for p in qemu-system-x86 busybox-static cpio; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt_retry install -y -q "${missing[@]}" || { apt_retry update -q && apt_retry install -y -q "${missing[@]}"; } || die "cannot install ${missing[*]}"
+fi
+busybox=/bin/busybox
+if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is not static (install busybox-static)"; fi
+
+# --- the kernel: Debian 12's linux-image-6.1.0-N-amd64, cached
+mkdir -p "$cache"
+kver="${STRATA_VM_KERNEL:-}"
+if [ -z "$kver" ]; then
+  kver="$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null | awk '{ print $1 }' | sed 's/^linux-image-//' | sort -V | tail -1)"
+fi
+if [ -n "$kver" ] && [ ! -f "$cache/$kver/.complete" ]; then
+  say "fetching linux-image-$kver into $cache"
+  rm -rf "${cache:?}/$kver.part"
+  mkdir -p "$cache/$kver.part/dl"
+  chmod 777 "$cache/$kver.part/dl" # apt-get download runs as _apt where it can
+  if (cd "$cache/$kver.part/dl" && apt_retry download "linux-image-$kver") \
+    || { apt_retry update -q && (cd "$cache/$kver.part/dl" && apt_retry download "linux-image-$kver"); }; then
+    dpkg-deb -x "$cache/$kver.part/dl"/linux-image-"$kver"_*.deb "$cache/$kver.part/root"
+    mv "$cache/$kver.part/dl"/*.deb "$cache/$kver.part/"
+    rmdir "$cache/$kver.part/dl"
+    touch "$cache/$kver.part/.complete"
+    rm -rf "${cache:?}/$kver"
+    mv "$cache/$kver.part" "$cache/$kver"
+  else
+    rm -rf "${cache:?}/$kver.part"
+    say "cannot download linux-image-$kver; trying a cached kernel"
+    kver=""
+  fi
+fi
+if [ -z "$kver" ] || [ ! -f "$cache/$kver/.complete" ]; then
+  kver="$(find "$cache" -mindepth 2 -maxdepth 2 -name .complete -printf '%h\n' 2>/dev/null | xargs -r -n1 basename | sort -V | tail -1)"
+  [ -n "$kver" ] || die "no Debian 6.1 kernel: apt-get download linux-image-6.1.0-N-amd64 failed and $cache has none"
+fi
+kroot="$cache/$kver/root"
+kernel="$kroot/boot/vmlinuz-$kver"
+mods="$kroot/lib/modules/$kver"
+[ -f "$kernel" ] || die "$kernel missing"
+grep -q '^CONFIG_XFS_QUOTA=y' "$kroot/boot/config-$kver" || die "$kver has no CONFIG_XFS_QUOTA"
+say "kernel $kver (CONFIG_XFS_QUOTA=y), from $cache/$kver"
+
+# --- initramfs: busybox, /init, the modules (dependencies first, from each module's depends=)
+ird="$work/initramfs"
+mkdir -p "$ird/bin" "$ird/dev" "$ird/proc" "$ird/sys" "$ird/newroot" "$ird/modules"
+cp "$busybox" "$ird/bin/busybox"
+cp "$here/init.sh" "$ird/init"
+chmod 755 "$ird/init"
+mknod -m 600 "$ird/dev/console" c 5 1
+declare -A seen=()
+order=()
+add_module() {
+  local name="$1" pattern file deps dep
+  [ -z "${seen[$name]:-}" ] || return 0
+  seen[$name]=1
+  pattern="$(printf '%s' "$name" | sed 's/[-_]/[-_]/g')"
+  file="$(find "$mods/kernel" -regex ".*/$pattern\.ko\(\.xz\|\.zst\|\.gz\)?" | head -1)"
+  if [ -z "$file" ]; then
+    grep -Eq "/$pattern\.ko\$" "$mods/modules.builtin" && return 0
+    die "module $name is not in $kver"
+  fi
+  case "$file" in # busybox insmod wants them uncompressed
+    *.xz) xz -dc "$file" ;;
+    *.zst) zstd -qdc "$file" ;;
+    *.gz) gzip -dc "$file" ;;
+    *) cat "$file" ;;
+  esac >"$ird/modules/$name.ko"
+  deps="$(tr '\0' '\n' <"$ird/modules/$name.ko" | sed -n 's/^depends=//p' | head -1)"
+  for dep in ${deps//,/ }; do add_module "$dep"; done
+  order+=("$name")
+}
+# crc32c_generic: libcrc32c's soft dependency (xfs needs the crc32c hash)
+for m in virtio_pci 9pnet_virtio 9p loop overlay crc32c_generic xfs; do add_module "$m"; done
+printf '%s\n' "${order[@]}" >"$ird/modules.list"
+(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
+say "initramfs: busybox + ${order[*]}"
+
+# --- the strata CLI, built on the host and copied aside (others may rebuild .build/strata meanwhile)
+share="$work/share"
+mkdir -p "$share"
+cp "$here/guest.sh" "$share/guest.sh"
+dotnet_root="$(dirname "$(readlink -f "$(command -v dotnet)")")" || die "dotnet not found"
+echo "DOTNET_ROOT=$dotnet_root" >"$share/vm.env"
+if [ -n "${STRATA_VM_CLI:-}" ]; then
+  cp -a "$STRATA_VM_CLI" "$share/strata"
+  version="$("$share/strata/strata" --version)" || die "$STRATA_VM_CLI/strata does not run"
+else
+  for attempt in 1 2 3; do
+    version="$("$repo/strata" --version)" || die "building strata failed (./strata --version)"
+    rm -rf "$share/strata"
+    cp -a "$repo/.build/strata" "$share/strata"
+    if [ "$("$share/strata/strata" --version 2>/dev/null)" = "$version" ]; then break; fi
+    [ "$attempt" -lt 3 ] || die "the copy of .build/strata does not run (rebuilt meanwhile?)"
+    sleep 5
+  done
+fi
+say "strata $version (copied to $share/strata)"
+
+# --- accelerator: KVM only if a kernel really boots with it (nested KVM can hang)
+qemu=(qemu-system-x86_64 -display none -monitor none -no-reboot -nic none)
+if [ "$accel" = auto ]; then
+  accel=tcg
+  if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+    (timeout -k 5 30 "${qemu[@]}" -accel kvm -cpu host -m 256 -serial "file:$work/kvm-probe.log" \
+      -kernel "$kernel" -append "console=ttyS0 panic=-1" </dev/null >"$work/kvm-probe.err" 2>&1 || true) 2>/dev/null
+    if grep -q 'Kernel panic' "$work/kvm-probe.log" 2>/dev/null; then accel=kvm
+    else say "/dev/kvm is present but a kernel does not boot with it ($(head -c 200 "$work/kvm-probe.err" | tr '\n' ' ')); using TCG"; fi
+  fi
+fi
+case "$accel" in
+  kvm) cpu=host ;;
+  tcg) cpu=max ;;
+  *) die "STRATA_VM_ACCEL=$accel: use auto, kvm or tcg" ;;
+esac
+
+# --- boot
+console="$work/console.log"
+: >"$console"
+say "booting: $accel, 2 vCPUs, 2 GiB, timeout ${limit}s (setup took $((SECONDS - t0))s)"
+boot0=$SECONDS
+"${qemu[@]}" -name strata-vm-quota -accel "$accel" -cpu "$cpu" -smp 2 -m 2048 \
+  -serial "file:$console" \
+  -kernel "$kernel" -initrd "$work/initrd.gz" -append "console=ttyS0 panic=-1 quiet loglevel=4" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
+  -virtfs "local,path=$share,mount_tag=strata,security_model=passthrough,readonly=on" \
+  </dev/null >"$work/qemu.err" 2>&1 &
+qemu_pid=$!
+# the console, live (tail ends by itself once qemu is gone); this shell only polls, so a signal's trap runs at once
+tail --pid="$qemu_pid" -s 0.5 -n +1 -f "$console" | sed -u 's/\r$//' &
+show_pid=$!
+timed_out=0
+while kill -0 "$qemu_pid" 2>/dev/null; do
+  if [ $((SECONDS - boot0)) -ge "$limit" ]; then
+    timed_out=1
+    kill "$qemu_pid" 2>/dev/null || true
+    break
+  fi
+  sleep 1
+done
+set +e
+wait "$qemu_pid"
+qemu_rc=$?
+qemu_pid=""
+wait "$show_pid"
+set -e
+if [ -s "$work/qemu.err" ]; then sed 's/^/qemu: /' "$work/qemu.err"; fi
+say "VM ran $((SECONDS - boot0))s ($accel); qemu exit status $qemu_rc; total $((SECONDS - t0))s"
+
+tr -d '\r' <"$console" >"$work/console.txt"
+console="$work/console.txt"
+passes=$(grep -c '^PASS: ' "$console" || true)
+fails=$(grep -c '^FAIL: ' "$console" || true)
+if [ "$timed_out" = 1 ]; then die "the VM did not finish within ${limit}s ($passes passed, $fails failed so far)"; fi
+if grep -q '^STRATA-VM-RESULT: PASS' "$console" && [ "$fails" = 0 ] && [ "$passes" -gt 0 ]; then
+  say "PASS: size=50M held inside the VM ($passes checks passed, kernel $kver, $accel)"
+  exit 0
+fi
+grep '^FAIL: ' "$console" | sed 's/^/quota.sh: /' || true
+die "the quota scenario did not pass in the VM ($passes passed, $fails failed)"
