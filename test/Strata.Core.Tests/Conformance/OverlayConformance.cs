@@ -45,3 +45,28 @@ public sealed class OverlayFuseConformance : DriverConformance
         Assert.False(Strata.Native.MountTable.IsMountPoint(merged));
     }
 }
+
+/// <summary>overlay with its upper dirs on xfs (reflink=1, where copy-up clones instead of copying).</summary>
+public sealed class OverlayOnXfsConformance(XfsReflinkFixture fixture, Xunit.Abstractions.ITestOutputHelper output) : DriverConformance, IClassFixture<XfsReflinkFixture>
+{
+    protected override string DriverName => "overlay";
+
+    protected override bool CopyUpKeepsHardlinks => false;
+
+    protected override string StoreParent(Strata.Testing.TempRoot temp)
+    {
+        if (fixture.Fs is null)
+        {
+            output.WriteLine($"on {temp.Path} instead of xfs: {fixture.WhyNot}");
+            return temp.Path;
+        }
+        return fixture.Fs.MountPoint;
+    }
+
+    [Fact]
+    public void RunsOnXfs()
+    {
+        if (fixture.Fs is null) throw new InvalidOperationException($"no xfs loop filesystem: {fixture.WhyNot}");
+        Assert.Contains(Store.Status(), p => p.Key == "Backing Filesystem" && p.Value == "xfs");
+    }
+}
