@@ -14,11 +14,14 @@ namespace Strata.Archive;
 /// </summary>
 public static class LayerApplier
 {
-    public static long Apply(Stream tar, string targetRoot, WhiteoutFormat format = WhiteoutFormat.Oci)
+    /// <param name="below">For <see cref="WhiteoutFormat.Overlay"/>: what the layers below show at a path (see
+    /// <see cref="OverlayChanges.Below"/>); whiteouts and opaque markers are written only where something is
+    /// hidden. Null: write them all.</param>
+    public static long Apply(Stream tar, string targetRoot, WhiteoutFormat format = WhiteoutFormat.Oci, Func<string, FileKind?>? below = null)
     {
         if (!Posix.HasOpenAt2)
             throw StrataException.Unsupported("this kernel lacks openat2(2) (Linux 5.6+), which safe layer extraction needs");
-        using var session = new ApplySession(targetRoot, format);
+        using var session = new ApplySession(targetRoot, format, below);
         using var reader = new TarReader(tar);
         while (reader.Next() is { } entry) session.Apply(entry, reader);
         session.Finish();
@@ -33,6 +36,7 @@ sealed class ApplySession : IDisposable
 
     readonly FileDescriptor _root;
     readonly WhiteoutFormat _format;
+    readonly Func<string, FileKind?>? _below;
     /// <summary>Paths named by members of this tar (duplicates are refused).</summary>
     readonly HashSet<string> _seen = new(StringComparer.Ordinal);
     /// <summary>Paths this layer put in place, named or implied; an opaque directory keeps exactly these.</summary>
@@ -46,9 +50,10 @@ sealed class ApplySession : IDisposable
 
     public long Size { get; private set; }
 
-    public ApplySession(string rootPath, WhiteoutFormat format)
+    public ApplySession(string rootPath, WhiteoutFormat format, Func<string, FileKind?>? below)
     {
         _format = format;
+        _below = below;
         _root = Posix.Open(rootPath, Posix.O_PATH | Posix.O_DIRECTORY);
         _symlinkLookup = _symlinks.GetAlternateLookup<ReadOnlySpan<char>>();
     }
@@ -179,6 +184,8 @@ sealed class ApplySession : IDisposable
             TarEntryType.BlockDevice => (uint)FileKind.BlockDevice,
             _ => (uint)FileKind.Fifo,
         };
+        if (_format == WhiteoutFormat.Overlay && e.Type == TarEntryType.CharDevice && e.DevMajor == 0 && e.DevMinor == 0)
+            throw Fail(path, "is a 0:0 character device, which overlayfs reads as a deletion: an overlay layer cannot hold one");
         ReplaceExisting(dir, name);
         Posix.MknodAt(dir, name, kind | (e.Mode & 0xFFF), e.DevMajor, e.DevMinor);
         FinishByName(dir, path, name, e, chmod: true);
@@ -245,7 +252,8 @@ sealed class ApplySession : IDisposable
         {
             var dir = OpenParent(parent, path, create: true)!;
             ReplaceExisting(dir, victim);
-            Posix.MknodAt(dir, victim, (uint)FileKind.CharDevice, 0, 0);
+            // nothing below to hide: a whiteout there would only show up as a broken entry in listings
+            if (_below is null || _below(target) is not null) Posix.MknodAt(dir, victim, (uint)FileKind.CharDevice, 0, 0);
             _created.Add(target);
             return;
         }
@@ -259,14 +267,22 @@ sealed class ApplySession : IDisposable
         CheckNotThroughOwnSymlink(markerPath, markerPath);
         if (_format == WhiteoutFormat.Overlay)
         {
-            if (dirPath.Length == 0) throw Fail(markerPath, "marks the layer root opaque, which overlay cannot express");
+            bool hides = _below is null || _below(dirPath) == FileKind.Directory;
+            if (dirPath.Length == 0)
+            {
+                if (!hides) return; // nothing below the root to hide
+                throw Fail(markerPath, "marks the layer root opaque, which overlay cannot express");
+            }
             var parent = OpenParent(LayerPath.Parent(dirPath), markerPath, create: true)!;
             string name = LayerPath.Base(dirPath);
             if (Posix.TryLstatAt(parent, name, out var st) != 0) Posix.MkdirAt(parent, name, 0x1ED /* 0755 */);
             else if (!st.IsDirectory) throw Fail(markerPath, "marks a non-directory opaque");
             _created.Add(dirPath);
+            if (!hides) return;
             using var fd = Posix.OpenAt(parent, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
             Posix.FsetXattr(fd, Whiteouts.OverlayOpaqueXattr, "y"u8, dirPath);
+            // whiteouts written before the marker are now redundant, and overlayfs would list them
+            DropWhiteouts(fd, dirPath, 0);
             return;
         }
         // listing needs a readable descriptor: getdents on an O_PATH one fails with EBADF
@@ -274,6 +290,22 @@ sealed class ApplySession : IDisposable
         if (dir is null) return;
         HideLower(dir, dirPath, 0);
         Invalidate();
+    }
+
+    /// <summary>Removes the 0:0 character devices (overlay whiteouts) under a directory.</summary>
+    static void DropWhiteouts(FileDescriptor dir, string dirPath, int depth)
+    {
+        TreeWalker.CheckDepth(depth, dirPath);
+        foreach (var child in Posix.ReadDir(dir, dirPath))
+        {
+            if (Posix.TryLstatAt(dir, child.Name, out var st) != 0) continue;
+            if (st.Kind == FileKind.CharDevice && st.RdevMajor == 0 && st.RdevMinor == 0) Posix.UnlinkAt(dir, child.Name, directory: false);
+            else if (st.IsDirectory)
+            {
+                using var sub = Posix.OpenAt(dir, child.Name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
+                DropWhiteouts(sub, LayerPath.Join(dirPath, child.Name), depth + 1);
+            }
+        }
     }
 
     /// <summary>Removes everything under a directory that this layer did not put there.</summary>

@@ -33,6 +33,63 @@ public static class OverlayChanges
         return changes;
     }
 
+    /// <summary>What a layer's parent shows at <paramref name="path"/> as seen from the layer's upper dir: the kind of
+    /// the entry in the merged lower stack, or null when there is none or when an opaque directory of the
+    /// upper dir above it hides the stack. A deletion needs a whiteout, and an opaque marker an xattr, only
+    /// where this is not null: overlayfs lists whiteouts in directories that have nothing below them.</summary>
+    public static FileKind? Below(string upperRoot, IReadOnlyList<string> lowerRoots, string path)
+    {
+        if (lowerRoots.Count == 0) return null;
+        string[] parts = path.Length == 0 ? [] : path.Split('/');
+        using (var upper = Posix.Open(upperRoot, Posix.O_RDONLY | Posix.O_DIRECTORY))
+        {
+            FileDescriptor? dir = null;
+            try
+            {
+                var at = upper;
+                for (int i = 0; i < parts.Length - 1; i++)
+                {
+                    if (Posix.TryLstatAt(at, parts[i], out var st) != 0 || !st.IsDirectory) break;
+                    var next = TreeWalker.OpenDir(at, parts[i], path);
+                    dir?.Dispose();
+                    dir = next;
+                    at = next;
+                    if (IsOpaque(Posix.FgetXattrs(next, path))) return null;
+                }
+            }
+            finally
+            {
+                dir?.Dispose();
+            }
+        }
+        var roots = new List<FileDescriptor>();
+        try
+        {
+            foreach (var l in lowerRoots) roots.Add(Posix.Open(l, Posix.O_RDONLY | Posix.O_DIRECTORY));
+            if (parts.Length == 0) return FileKind.Directory;
+            var view = new LowerView(StackBelow(roots), owns: false);
+            try
+            {
+                for (int i = 0; i < parts.Length - 1; i++)
+                {
+                    if (view.Lookup(parts[i]) is not { } found || !found.Stat.IsDirectory) return null;
+                    var child = view.Child(parts[i], found, path);
+                    view.Dispose();
+                    view = child;
+                }
+                return view.Lookup(parts[^1])?.Stat.Kind;
+            }
+            finally
+            {
+                view.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var fd in roots) fd.Dispose();
+        }
+    }
+
     /// <summary>The lower roots that contribute to the merged root: all of them down to the first opaque one.</summary>
     static List<FileDescriptor> StackBelow(List<FileDescriptor> roots)
     {

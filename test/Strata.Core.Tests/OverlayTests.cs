@@ -303,6 +303,105 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(MountTable.Read(), m => m.MountPoint.StartsWith(Root + "/", StringComparison.Ordinal));
     }
 
+    static MemoryStream Tar(Action<Strata.Archive.Tar.TarWriter> write)
+    {
+        var ms = new MemoryStream();
+        using (var w = new Strata.Archive.Tar.TarWriter(ms))
+        {
+            write(w);
+            w.Finish();
+        }
+        ms.Position = 0;
+        return ms;
+    }
+
+    static void Member(Strata.Archive.Tar.TarWriter w, string name, Strata.Archive.Tar.TarEntryType type = Strata.Archive.Tar.TarEntryType.Regular, uint major = 0, uint minor = 0) =>
+        w.WriteHeader(new() { Name = name, Type = type, Mode = type == Strata.Archive.Tar.TarEntryType.Directory ? 0x1EDu : 0x1A4u, DevMajor = major, DevMinor = minor });
+
+    /// <summary>Every name a directory listing shows can be looked up (overlayfs lists stray whiteouts but cannot stat them).</summary>
+    static void AssertListingsClean(string dir)
+    {
+        foreach (var e in Posix.ReadDir(dir))
+        {
+            string path = Path.Combine(dir, e.Name);
+            Assert.True(Posix.TryLstat(path, out var st), $"{path} is listed but cannot be looked up");
+            if (st.IsDirectory) AssertListingsClean(path);
+        }
+    }
+
+    static IEnumerable<string> Whiteouts(string root) =>
+        Directory.EnumerateFileSystemEntries(root, "*", SearchOption.AllDirectories)
+            .Where(p => Posix.Lstat(p) is { Kind: FileKind.CharDevice, RdevMajor: 0, RdevMinor: 0 })
+            .Select(p => Path.GetRelativePath(root, p));
+
+    [Fact]
+    public void AppliedWhiteoutsAreWrittenOnlyWhereSomethingIsHidden()
+    {
+        using var store = Open();
+        store.Create("base", null, diff: Tar(w =>
+        {
+            Member(w, "etc/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "etc/passwd");
+            Member(w, "etc/group");
+            Member(w, "var/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "var/cache/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "var/cache/a");
+            Member(w, ".wh.nothing-below-a-base-layer");
+        }));
+        store.Create("top", "base", diff: Tar(w =>
+        {
+            Member(w, "etc/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "etc/.wh.passwd");            // hides a lower file: a whiteout
+            Member(w, "etc/.wh.never-existed");     // hides nothing: no whiteout
+            Member(w, "dev/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "dev/.wh.x");                 // in a directory new in this layer: nothing to hide
+            Member(w, "var/cache/.wh.a");           // before the opaque marker of its directory...
+            Member(w, "var/cache/.wh..wh..opq");    // ...which hides everything below anyway
+            Member(w, "var/cache/b");
+            Member(w, "var/cache/.wh.c");           // after it: nothing visible to hide
+        }));
+        string upper = Path.Combine(Root, "overlay", "top", "diff");
+        Assert.Equal(["etc/passwd"], Whiteouts(upper));
+        Assert.Empty(Whiteouts(Path.Combine(Root, "overlay", "base", "diff")));
+        Assert.Contains(Posix.LgetXattrs(Path.Combine(upper, "var/cache")), x => x.Key == "trusted.overlay.opaque");
+        string dir = store.Mount("top");
+        try
+        {
+            AssertListingsClean(dir);
+            Assert.Equal(["group"], Posix.ReadDir(Path.Combine(dir, "etc")).Select(e => e.Name));
+            Assert.Equal(["b"], Posix.ReadDir(Path.Combine(dir, "var/cache")).Select(e => e.Name));
+            Assert.Empty(Posix.ReadDir(Path.Combine(dir, "dev")));
+        }
+        finally
+        {
+            store.Unmount("top");
+        }
+        var generic = new NaiveDiffer(store);
+        Assert.Equal(generic.Changes("top", "base"), store.Changes("top"));
+        Assert.Equal(["A /dev", "C /etc", "D /etc/passwd", "C /var", "C /var/cache", "D /var/cache/a", "A /var/cache/b"], store.Changes("top").Select(c => c.ToString()));
+    }
+
+    [Fact]
+    public void AZeroZeroCharacterDeviceCannotBeStoredInAnOverlayLayer()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        foreach (var (id, parent) in new[] { ("child", "base"), ("another-base", (string?)null) })
+        {
+            var ex = Assert.Throws<StrataException>(() => store.Create(id, parent, diff: Tar(w =>
+            {
+                Member(w, "dev/", Strata.Archive.Tar.TarEntryType.Directory);
+                Member(w, "dev/null0", Strata.Archive.Tar.TarEntryType.CharDevice, 0, 0);
+            })));
+            Assert.Equal("tar: member 'dev/null0' is a 0:0 character device, which overlayfs reads as a deletion: an overlay layer cannot hold one", ex.Message);
+            Assert.False(store.Exists(id));
+        }
+        Assert.Equal(["base"], store.Driver.List());
+        // other devices are content like any other
+        store.Create("devices", "base", diff: Tar(w => Member(w, "null", Strata.Archive.Tar.TarEntryType.CharDevice, 1, 3)));
+        Assert.Equal(["A /null"], store.Changes("devices").Select(c => c.ToString()));
+    }
+
     [Fact]
     public void AFreshStoreProbesOverlayAndRecordsIt()
     {

@@ -305,6 +305,13 @@ sealed class OverlayDiffer(OverlayDriver driver, IDiffer generic) : IDiffer
             ? TreeChanges.Size(driver.DiffDir(id), OverlayChanges.Compute(driver.DiffDir(id), lowers))
             : generic.DiffSize(id, against);
 
-    public long ApplyDiff(string id, Stream diff) =>
-        LayerApplier.Apply(diff, driver.DiffDir(id), driver.LowerChain(id).Count > 0 ? WhiteoutFormat.Overlay : WhiteoutFormat.Oci);
+    /// <summary>Writes the diff straight into the upper dir. Deletions become whiteouts only where the layers below
+    /// have something to hide (none at all for a layer without parent), and 0:0 character devices are refused:
+    /// overlayfs would read them as deletions.</summary>
+    public long ApplyDiff(string id, Stream diff)
+    {
+        string upper = driver.DiffDir(id);
+        var lowers = driver.LowerDirs(id);
+        return LayerApplier.Apply(diff, upper, WhiteoutFormat.Overlay, path => OverlayChanges.Below(upper, lowers, path));
+    }
 }
