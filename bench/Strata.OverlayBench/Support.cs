@@ -138,6 +138,7 @@ public sealed class GeneratedTar : Stream
         _size = size;
         var ms = new MemoryStream();
         using (var w = new Strata.Archive.Tar.TarWriter(ms))
+        {
             w.WriteHeader(new Strata.Archive.Tar.TarEntry
             {
                 Name = "blob",
@@ -146,7 +147,9 @@ public sealed class GeneratedTar : Stream
                 Size = size,
                 Mtime = new UnixTime(1_700_000_000, 0),
             });
-        _header = ms.ToArray();
+            w.Finish(); // flushes; its end-of-archive marker is dropped below and written after the data
+        }
+        _header = ms.ToArray()[..^1024];
         _total = _header.Length + size + 1024;
         new Random(42).NextBytes(_chunk);
         for (int i = 0; i < _chunk.Length; i++) if (_chunk[i] == 0) _chunk[i] = 0x5A;
