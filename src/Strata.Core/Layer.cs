@@ -15,7 +15,8 @@ public enum LayerKind
 /// A layer's record, persisted as <c>layers/&lt;id&gt;.json</c>. A layer is visible exactly when its
 /// record exists; <see cref="Incomplete"/> marks one whose diff is being applied in place (a crash
 /// leaves it so, and the next open removes it). <see cref="Mounts"/> counts unreleased mounts
-/// (<c>strata layer mount</c>, Docker's Get) and survives restarts, as LVM activation does.
+/// (<c>strata layer mount</c>, Docker's Get) and survives restarts of Strata, as LVM activation does;
+/// it is kept apart from the record, in <c>mounts/&lt;id&gt;</c> (see <see cref="LayerStore"/>).
 /// </summary>
 public sealed record Layer
 {

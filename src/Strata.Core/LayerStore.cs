@@ -30,14 +30,17 @@ public sealed record StoreOptions
 /// strata.lock          flock'd by the one process that owns the store; holds its pid
 /// driver               the driver this store was created with
 /// layers/&lt;id&gt;.json     one record per visible layer (temp + fsync + rename + fsync dir)
+/// mounts/&lt;id&gt;          a mounted layer's count of users (temp + rename, no fsync: see below)
 /// tmp/                 staging; emptied at open
 /// &lt;driver&gt;/            the driver's data
 /// </code>
 /// Mounts: a driver describes how to see a layer (<see cref="MountSpec"/>) and the store performs it
 /// when the layer gets its first user (a persisted <see cref="Layer.Mounts"/> count, or an in-process
-/// hold for a diff) and undoes it when the last goes. At open, mounts below the root that no
-/// counted user owns (left by a crashed process) are detached, and counts whose mount is gone
-/// (after a reboot) are reset.
+/// hold for a diff) and undoes it when the last goes. Counts are state of the running system, like
+/// the mounts themselves: they survive a process, not a machine crash, so they are written without
+/// fsync (a create + mount + unmount would otherwise pay for six). At open, mounts below the root that
+/// no counted user owns (left by a crashed process) are detached, and counts whose mount is gone
+/// (after a reboot), or that a crash left unreadable, are reset.
 /// Invariants: a record exists only for a layer whose data is complete (data is made first, synced,
 /// then the record written; removal deletes the record first, then the data). A layer with
 /// children, mounts or an operation in flight cannot be removed. Safe for concurrent calls from
@@ -92,6 +95,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         {
             MakeDir(Path.Combine(root, "layers"), PrivateDir);
             MakeDir(Path.Combine(root, "tmp"), PrivateDir);
+            MakeDir(Path.Combine(root, "mounts"), PrivateDir);
             var (driverName, driverOptions, isNew) = ChooseDriver(root, options.Driver, options.DriverOptions);
             var driver = DriverRegistry.Create(driverName, root, driverOptions);
             try
@@ -232,6 +236,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 throw StrataException.Corrupt($"layer record {file} names layer '{layer.Id}'; move it away to open the store");
             layers.Add(layer);
         }
+        LoadMountCounts(root, layers, swept);
         ReconcileMounts(root, driver, layers, swept);
         string tmp = Path.Combine(root, "tmp");
         foreach (var e in Posix.ReadDir(tmp))
@@ -246,10 +251,42 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             });
         }
         var known = layers.Select(l => l.Id).ToHashSet(StringComparer.Ordinal);
+        string mounts = Path.Combine(root, "mounts");
+        foreach (var e in Posix.ReadDir(mounts))
+            if (!known.Contains(e.Name)) Sweep(swept, "mounts/" + e.Name, () => Posix.UnlinkAt(FileDescriptor.Cwd, Path.Combine(mounts, e.Name), directory: false));
         foreach (var id in driver.List())
             if (!known.Contains(id)) Sweep(swept, "orphaned data of " + id, () => driver.Remove(id));
         if (swept.Count > 0) Posix.FsyncDirectory(records);
         return layers;
+    }
+
+    /// <summary>Reads each layer's count from mounts/. Records written before counts moved there carry theirs
+    /// in the record: such a count moves to mounts/ and the record is rewritten without it.</summary>
+    static void LoadMountCounts(string root, List<Layer> layers, List<string> swept)
+    {
+        string dir = Path.Combine(root, "mounts");
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var layer = layers[i];
+            string file = Path.Combine(dir, layer.Id);
+            int count = 0;
+            if (File.Exists(file))
+            {
+                if (!int.TryParse(File.ReadAllText(file).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out count))
+                {
+                    swept.Add($"mount count of {layer.Id} was unreadable; counted as 0");
+                    count = 0;
+                    File.Delete(file);
+                }
+            }
+            if (layer.Mounts > 0) // an older record
+            {
+                count += layer.Mounts;
+                AtomicFile.Write(file, System.Text.Encoding.ASCII.GetBytes(count + "\n"), durable: false);
+                AtomicFile.Write(Path.Combine(root, "layers", layer.Id + ".json"), JsonSerializer.SerializeToUtf8Bytes(layer with { Mounts = 0 }, StoreJson.Default.Layer));
+            }
+            layers[i] = layer with { Mounts = count };
+        }
     }
 
     /// <summary>Makes mounts agree with the recorded counts: a layer counted as mounted whose mount is gone
@@ -284,11 +321,10 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 mounted.Remove(spec.TreePath);
                 continue;
             }
-            var reset = layer with { Mounts = 0 };
             Sweep(swept, $"mount count of {layer.Id} reset from {layer.Mounts} (its mount at {spec.TreePath} was gone)", () =>
             {
-                AtomicFile.Write(Path.Combine(root, "layers", layer.Id + ".json"), JsonSerializer.SerializeToUtf8Bytes(reset, StoreJson.Default.Layer));
-                layers[i] = reset;
+                SaveMounts(root, layer.Id, 0);
+                layers[i] = layer with { Mounts = 0 };
             });
         }
         foreach (var path in mounted.OrderByDescending(p => p.Length))
@@ -572,7 +608,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             var updated = layer with { Mounts = layer.Mounts + 1 };
             try
             {
-                WriteRecord(updated);
+                SaveMounts(Root, id, updated.Mounts);
             }
             catch
             {
@@ -602,7 +638,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             }
             if (layer.Mounts - 1 + held == 0) Undo(Driver.Mount(id), detach: false);
             var updated = layer with { Mounts = layer.Mounts - 1 };
-            WriteRecord(updated);
+            SaveMounts(Root, id, updated.Mounts);
             lock (_lock) _layers[id] = updated;
         }
     }
@@ -623,7 +659,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 }
                 Undo(Driver.Mount(id), detach: true);
                 var updated = layer with { Mounts = 0 };
-                WriteRecord(updated);
+                SaveMounts(Root, id, 0);
                 lock (_lock) _layers[id] = updated;
             }
         }
@@ -756,8 +792,22 @@ public sealed class LayerStore : IDisposable, ILayerMounter
 
     string RecordPath(string id) => Path.Combine(_records, id + ".json");
 
+    /// <summary>Writes a layer's record durably; its mount count is not part of it (see <see cref="SaveMounts"/>).</summary>
     void WriteRecord(Layer layer) =>
-        AtomicFile.Write(RecordPath(layer.Id), JsonSerializer.SerializeToUtf8Bytes(layer, StoreJson.Default.Layer));
+        AtomicFile.Write(RecordPath(layer.Id), JsonSerializer.SerializeToUtf8Bytes(layer with { Mounts = 0 }, StoreJson.Default.Layer));
+
+    /// <summary>Keeps a layer's mount count in mounts/&lt;id&gt; (absent = 0), atomically but without fsync.</summary>
+    static void SaveMounts(string root, string id, int count)
+    {
+        string file = Path.Combine(root, "mounts", id);
+        if (count > 0)
+        {
+            AtomicFile.Write(file, System.Text.Encoding.ASCII.GetBytes(count.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"), durable: false);
+            return;
+        }
+        int err = Posix.TryUnlinkAt(FileDescriptor.Cwd, file, directory: false);
+        if (err != 0 && err != Errno.ENOENT) throw new ErrnoException(err, "unlink", file);
+    }
 
     void DeleteRecord(string id)
     {

@@ -60,6 +60,37 @@ public sealed class StoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void MountCountsLiveApartFromRecords()
+    {
+        using (var store = Open())
+        {
+            store.Create("a", null);
+            store.Create("b", null);
+            store.Mount("a");
+            store.Mount("a");
+            Assert.Equal("2\n", File.ReadAllText(Path.Combine(Root, "mounts", "a")));
+            Assert.Contains("\"Mounts\": 0", File.ReadAllText(Path.Combine(Root, "layers", "a.json")));
+        }
+        // a record from before counts moved out carries its own; a crash may leave a count unreadable
+        string record = Path.Combine(Root, "layers", "b.json");
+        File.WriteAllText(record, File.ReadAllText(record).Replace("\"Mounts\": 0", "\"Mounts\": 3"));
+        File.WriteAllText(Path.Combine(Root, "mounts", "a"), "");
+        File.WriteAllText(Path.Combine(Root, "mounts", "gone"), "1\n");
+        using (var store = Open())
+        {
+            Assert.Equal(0, store.Inspect("a").Mounts);
+            Assert.Contains("mount count of a was unreadable; counted as 0", store.Swept);
+            Assert.Contains("mounts/gone", store.Swept);
+            Assert.Equal(3, store.Inspect("b").Mounts);
+            Assert.Equal("3\n", File.ReadAllText(Path.Combine(Root, "mounts", "b")));
+            Assert.Contains("\"Mounts\": 0", File.ReadAllText(record));
+            for (int i = 0; i < 3; i++) store.Unmount("b");
+            Assert.False(File.Exists(Path.Combine(Root, "mounts", "b")));
+            store.Remove("b");
+        }
+    }
+
+    [Fact]
     public void AStoreRemembersItsDriver()
     {
         Open().Dispose();

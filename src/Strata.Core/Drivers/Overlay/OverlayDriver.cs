@@ -129,7 +129,11 @@ public sealed class OverlayDriver : IDriver
             {
                 Posix.MkdirAt(FileDescriptor.Cwd, Path.Combine(staging, "work"), 0x1C0);
                 Posix.MkdirAt(FileDescriptor.Cwd, Path.Combine(staging, "merged"), 0x1C0);
-                AtomicFile.Write(Path.Combine(staging, "lower"), Encoding.ASCII.GetBytes(string.Join(':', chain)));
+                // no temp file needed: the whole staging directory appears at once, by rename
+                string lower = Path.Combine(staging, "lower");
+                using var fd = Posix.Open(lower, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x180);
+                Posix.WriteAll(fd, Encoding.ASCII.GetBytes(string.Join(':', chain)), lower);
+                Posix.Fsync(fd, lower);
             }
             Posix.FsyncDirectory(staging);
             Posix.Rename(staging, final, Posix.RENAME_NOREPLACE);
