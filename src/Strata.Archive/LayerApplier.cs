@@ -15,9 +15,10 @@ namespace Strata.Archive;
 public static class LayerApplier
 {
     /// <param name="below">For <see cref="WhiteoutFormat.Overlay"/>: what the layers below show at a path (see
-    /// <see cref="OverlayChanges.Below"/>); whiteouts and opaque markers are written only where something is
-    /// hidden. Null: write them all.</param>
-    public static long Apply(Stream tar, string targetRoot, WhiteoutFormat format = WhiteoutFormat.Oci, Func<string, FileKind?>? below = null)
+    /// <see cref="OverlayChanges.Below"/>). Whiteouts and opaque markers are written only where something is
+    /// hidden, and directories the tar implies without naming them take the attributes of the directory
+    /// below (as overlayfs copy-up does). Null: write every whiteout, make implied directories 0755.</param>
+    public static long Apply(Stream tar, string targetRoot, WhiteoutFormat format = WhiteoutFormat.Oci, Func<string, FileStat?>? below = null)
     {
         if (!Posix.HasOpenAt2)
             throw StrataException.Unsupported("this kernel lacks openat2(2) (Linux 5.6+), which safe layer extraction needs");
@@ -36,7 +37,7 @@ sealed class ApplySession : IDisposable
 
     readonly FileDescriptor _root;
     readonly WhiteoutFormat _format;
-    readonly Func<string, FileKind?>? _below;
+    readonly Func<string, FileStat?>? _below;
     /// <summary>Paths named by members of this tar (duplicates are refused).</summary>
     readonly HashSet<string> _seen = new(StringComparer.Ordinal);
     /// <summary>Paths this layer put in place, named or implied; an opaque directory keeps exactly these.</summary>
@@ -50,7 +51,7 @@ sealed class ApplySession : IDisposable
 
     public long Size { get; private set; }
 
-    public ApplySession(string rootPath, WhiteoutFormat format, Func<string, FileKind?>? below)
+    public ApplySession(string rootPath, WhiteoutFormat format, Func<string, FileStat?>? below)
     {
         _format = format;
         _below = below;
@@ -101,8 +102,10 @@ sealed class ApplySession : IDisposable
 
     void ApplyDirectory(FileDescriptor dir, string path, string name, TarEntry e)
     {
+        bool overWhiteout = false;
         if (Posix.TryLstatAt(dir, name, out var st) == 0 && !st.IsDirectory)
         {
+            overWhiteout = _format == WhiteoutFormat.Overlay && IsOverlayWhiteout(st);
             RemoveAt(dir, name, st);
             st = default;
         }
@@ -113,6 +116,9 @@ sealed class ApplySession : IDisposable
             Posix.SetOwnerAndMode(fd, e.Uid, e.Gid, e.Mode, path);
             if (existed) DropStaleXattrs(fd, e, path);
             SetXattrs(fd, e, path);
+            // a directory made where an earlier apply deleted one must not show the old one's children (overlayfs's mkdir does the same)
+            if (overWhiteout && (_below is null || _below(path) is { IsDirectory: true }))
+                Posix.FsetXattr(fd, Whiteouts.OverlayOpaqueXattr, "y"u8, path);
         }
         _dirTimes.Add((path, e.Mtime));
     }
@@ -166,10 +172,11 @@ sealed class ApplySession : IDisposable
         if (target.Length == 0 || target == path) throw Fail(path, $"is a hardlink to '{e.LinkName}', which is not a file");
         CheckNotThroughOwnSymlink(target, path);
         using var targetDir = OpenDir(LayerPath.Parent(target), path);
-        if (targetDir is null) throw Fail(path, $"is a hardlink to '{e.LinkName}', which does not exist in this layer or below");
         string targetName = LayerPath.Base(target);
-        if (Posix.TryLstatAt(targetDir, targetName, out var tst) != 0)
-            throw Fail(path, $"is a hardlink to '{e.LinkName}', which does not exist in this layer or below");
+        if (targetDir is null || Posix.TryLstatAt(targetDir, targetName, out var tst) != 0)
+            throw Fail(path, _format == WhiteoutFormat.Overlay
+                ? $"is a hardlink to '{e.LinkName}', which is not in this layer (an overlay layer cannot link to a file of the layers below)"
+                : $"is a hardlink to '{e.LinkName}', which does not exist in this layer or below");
         if (tst.IsDirectory) throw Fail(path, $"is a hardlink to directory '{e.LinkName}'");
         ReplaceExisting(dir, name);
         int err = Posix.TryLinkAt(targetDir, targetName, dir, name);
@@ -250,10 +257,12 @@ sealed class ApplySession : IDisposable
         CheckNotThroughOwnSymlink(target, path);
         if (_format == WhiteoutFormat.Overlay)
         {
-            var dir = OpenParent(parent, path, create: true)!;
-            ReplaceExisting(dir, victim);
-            // nothing below to hide: a whiteout there would only show up as a broken entry in listings
-            if (_below is null || _below(target) is not null) Posix.MknodAt(dir, victim, (uint)FileKind.CharDevice, 0, 0);
+            // nothing below to hide: a whiteout there would only show up as a broken entry in listings, and
+            // making its parent would shadow whatever is below under that name (a symlink such as /lib)
+            bool hides = _below is null || _below(target) is not null;
+            var dir = OpenParent(parent, path, create: hides);
+            if (dir is not null) ReplaceExisting(dir, victim);
+            if (hides) Posix.MknodAt(dir!, victim, (uint)FileKind.CharDevice, 0, 0);
             _created.Add(target);
             return;
         }
@@ -267,7 +276,7 @@ sealed class ApplySession : IDisposable
         CheckNotThroughOwnSymlink(markerPath, markerPath);
         if (_format == WhiteoutFormat.Overlay)
         {
-            bool hides = _below is null || _below(dirPath) == FileKind.Directory;
+            bool hides = _below is null || _below(dirPath) is { IsDirectory: true };
             if (dirPath.Length == 0)
             {
                 if (!hides) return; // nothing below the root to hide
@@ -278,8 +287,10 @@ sealed class ApplySession : IDisposable
             if (Posix.TryLstatAt(parent, name, out var st) != 0) Posix.MkdirAt(parent, name, 0x1ED /* 0755 */);
             else if (!st.IsDirectory) throw Fail(markerPath, "marks a non-directory opaque");
             _created.Add(dirPath);
-            if (!hides) return;
             using var fd = Posix.OpenAt(parent, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
+            HideLower(fd, dirPath, 0); // what an earlier apply left in the upper dir goes too
+            Invalidate();
+            if (!hides) return;
             Posix.FsetXattr(fd, Whiteouts.OverlayOpaqueXattr, "y"u8, dirPath);
             // whiteouts written before the marker are now redundant, and overlayfs would list them
             DropWhiteouts(fd, dirPath, 0);
@@ -292,6 +303,8 @@ sealed class ApplySession : IDisposable
         Invalidate();
     }
 
+    static bool IsOverlayWhiteout(in FileStat st) => st.Kind == FileKind.CharDevice && st.RdevMajor == 0 && st.RdevMinor == 0;
+
     /// <summary>Removes the 0:0 character devices (overlay whiteouts) under a directory.</summary>
     static void DropWhiteouts(FileDescriptor dir, string dirPath, int depth)
     {
@@ -299,7 +312,7 @@ sealed class ApplySession : IDisposable
         foreach (var child in Posix.ReadDir(dir, dirPath))
         {
             if (Posix.TryLstatAt(dir, child.Name, out var st) != 0) continue;
-            if (st.Kind == FileKind.CharDevice && st.RdevMajor == 0 && st.RdevMinor == 0) Posix.UnlinkAt(dir, child.Name, directory: false);
+            if (IsOverlayWhiteout(st)) Posix.UnlinkAt(dir, child.Name, directory: false);
             else if (st.IsDirectory)
             {
                 using var sub = Posix.OpenAt(dir, child.Name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
@@ -378,6 +391,13 @@ sealed class ApplySession : IDisposable
         int err = Posix.TryMkdirAt(up ?? _root, name, 0x1ED /* 0755 */);
         if (err != 0 && err != Errno.EEXIST) throw new ErrnoException(err, "mkdir", LayerPath.Display(dirPath));
         _created.Add(dirPath);
+        if (err == 0 && _format == WhiteoutFormat.Overlay && _below?.Invoke(dirPath) is { IsDirectory: true } lower)
+        {
+            // an upper directory hides the attributes of the one below: keep them, as copy-up does
+            using var made = Posix.OpenAt(up ?? _root, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
+            Posix.SetOwnerAndMode(made, lower.Uid, lower.Gid, lower.Permissions, dirPath);
+            _dirTimes.Add((dirPath, lower.Mtime));
+        }
         // EEXIST and still not there: a symlink (from a lower layer) to a path missing inside the root
         return OpenDir(dirPath, member) ?? throw Fail(member, $"lies under '{dirPath}', a symlink to a directory that does not exist in the layer");
     }
@@ -408,9 +428,11 @@ sealed class ApplySession : IDisposable
     public void Finish()
     {
         Invalidate();
+        var done = new HashSet<string>(StringComparer.Ordinal);
         for (int i = _dirTimes.Count - 1; i >= 0; i--)
         {
             var (path, mtime) = _dirTimes[i];
+            if (!done.Add(path)) continue; // the tar named a directory it had implied before: its own time wins
             int err = Posix.TryOpenAt2(_root, path, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, Resolve, out var fd);
             if (err != 0) continue; // removed by a later whiteout
             using (fd) Posix.Futimes(fd!, mtime, mtime, path);

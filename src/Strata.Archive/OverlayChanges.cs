@@ -22,7 +22,7 @@ public static class OverlayChanges
         {
             using var upper = Posix.Open(upperRoot, Posix.O_RDONLY | Posix.O_DIRECTORY);
             foreach (var l in lowerRoots) open.Add(Posix.Open(l, Posix.O_RDONLY | Posix.O_DIRECTORY));
-            var view = new LowerView(StackBelow(open), owns: false);
+            var view = new LowerView([.. open], owns: false);
             Compare(upper, view, "", opaque: false, changes, 0);
         }
         finally
@@ -33,11 +33,11 @@ public static class OverlayChanges
         return changes;
     }
 
-    /// <summary>What a layer's parent shows at <paramref name="path"/> as seen from the layer's upper dir: the kind of
-    /// the entry in the merged lower stack, or null when there is none or when an opaque directory of the
+    /// <summary>What a layer's parent shows at <paramref name="path"/> as seen from the layer's upper dir: the entry
+    /// of the merged lower stack, or null when there is none or when an opaque directory of the
     /// upper dir above it hides the stack. A deletion needs a whiteout, and an opaque marker an xattr, only
     /// where this is not null: overlayfs lists whiteouts in directories that have nothing below them.</summary>
-    public static FileKind? Below(string upperRoot, IReadOnlyList<string> lowerRoots, string path)
+    public static FileStat? Below(string upperRoot, IReadOnlyList<string> lowerRoots, string path)
     {
         if (lowerRoots.Count == 0) return null;
         string[] parts = path.Length == 0 ? [] : path.Split('/');
@@ -66,8 +66,8 @@ public static class OverlayChanges
         try
         {
             foreach (var l in lowerRoots) roots.Add(Posix.Open(l, Posix.O_RDONLY | Posix.O_DIRECTORY));
-            if (parts.Length == 0) return FileKind.Directory;
-            var view = new LowerView(StackBelow(roots), owns: false);
+            if (parts.Length == 0) return Posix.LstatAt(roots[0], ".");
+            var view = new LowerView([.. roots], owns: false);
             try
             {
                 for (int i = 0; i < parts.Length - 1; i++)
@@ -77,7 +77,7 @@ public static class OverlayChanges
                     view.Dispose();
                     view = child;
                 }
-                return view.Lookup(parts[^1])?.Stat.Kind;
+                return view.Lookup(parts[^1])?.Stat;
             }
             finally
             {
@@ -90,17 +90,6 @@ public static class OverlayChanges
         }
     }
 
-    /// <summary>The lower roots that contribute to the merged root: all of them down to the first opaque one.</summary>
-    static List<FileDescriptor> StackBelow(List<FileDescriptor> roots)
-    {
-        var dirs = new List<FileDescriptor>();
-        for (int i = 0; i < roots.Count; i++)
-        {
-            dirs.Add(roots[i]);
-            if (IsOpaque(Posix.FgetXattrs(roots[i], "lower root"))) break;
-        }
-        return dirs;
-    }
 
     static bool Compare(FileDescriptor upperDir, LowerView view, string rel, bool opaque, List<Change> changes, int depth)
     {

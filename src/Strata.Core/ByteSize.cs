@@ -24,9 +24,15 @@ public static class ByteSize
         };
         if (shift < 0 || !decimal.TryParse(number, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var value))
             throw StrataException.Invalid($"{what} '{text}' is not a size (examples: 4096, 64K, 50M, 10G)");
-        decimal bytes = value * (1L << shift);
-        if (bytes > long.MaxValue) throw StrataException.Invalid($"{what} '{text}' is too large");
-        return (long)bytes;
+        try
+        {
+            decimal bytes = value * (1L << shift);
+            if (bytes <= long.MaxValue) return (long)bytes;
+        }
+        catch (OverflowException)
+        {
+        }
+        throw StrataException.Invalid($"{what} '{text}' is too large");
     }
 
     /// <summary>"50 MiB", "1.5 GiB": for messages and status lines.</summary>

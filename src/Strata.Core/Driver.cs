@@ -41,9 +41,10 @@ public interface IDriver : IDisposable
     void Remove(string id);
     bool Exists(string id);
     MountSpec Mount(string id);
-    /// <summary>Whether <paramref name="path"/> is where the store mounts one of this driver's layers (so a mount
-    /// there that no user holds is a leftover the store may detach).</summary>
-    bool OwnsMountPoint(string path);
+    /// <summary>Whether <paramref name="path"/> is a place this driver's mounts go: where the store mounts layer
+    /// <paramref name="layerId"/>, or (with a null id) scratch space of the driver's own. A mount there that no
+    /// counted user holds is a leftover the store may detach; the store leaves every other mount alone.</summary>
+    bool OwnsMountPoint(string path, out string? layerId);
     IReadOnlyCollection<string> List();
     /// <summary>Pairs shown by <c>strata info</c> (as Docker's `docker info` shows a driver's Status).</summary>
     IReadOnlyList<KeyValuePair<string, string>> Status();

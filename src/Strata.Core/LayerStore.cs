@@ -17,8 +17,9 @@ public sealed record StoreOptions
     public string? Driver { get; init; }
     /// <summary>Driver options (Docker's --storage-opt for the daemon), e.g. overlay.mount_program.</summary>
     public IReadOnlyDictionary<string, string> DriverOptions { get; init; } = new Dictionary<string, string>();
-    /// <summary>Tests only: perform overlay mounts with mount(2) even where the new mount API is available.</summary>
-    public bool LegacyMounts { get; init; }
+    /// <summary>Perform overlay mounts with mount(2) even where the new mount API is available (what kernels
+    /// before 6.8 get; the tests use it to cover that path here).</summary>
+    internal bool LegacyMounts { get; init; }
     /// <summary>How long to wait for another process to release the store.</summary>
     public TimeSpan LockWait { get; init; } = TimeSpan.FromSeconds(30);
 }
@@ -90,6 +91,8 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     {
         string root = Path.GetFullPath(options.Root);
         MakeDir(root, 0x1C9 /* 0711: others may traverse to a mounted tree, not list the store */);
+        // the kernel names mount points by their real path: a root reached through a symlink must match it
+        root = Posix.RealPath(root);
         var lockFd = AcquireOwnership(root, options.LockWait);
         try
         {
@@ -279,9 +282,9 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                     File.Delete(file);
                 }
             }
-            if (layer.Mounts > 0) // an older record
+            if (layer.Mounts > 0) // an older record; idempotent, should a crash interrupt the move
             {
-                count += layer.Mounts;
+                count = layer.Mounts;
                 AtomicFile.Write(file, System.Text.Encoding.ASCII.GetBytes(count + "\n"), durable: false);
                 AtomicFile.Write(Path.Combine(root, "layers", layer.Id + ".json"), JsonSerializer.SerializeToUtf8Bytes(layer with { Mounts = 0 }, StoreJson.Default.Layer));
             }
@@ -289,48 +292,49 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         }
     }
 
-    /// <summary>Makes mounts agree with the recorded counts: a layer counted as mounted whose mount is gone
-    /// (the machine rebooted) gets its count reset; a mount where the store mounts layers that no
-    /// counted user owns (left by a crashed process, or by an in-process hold for a diff) is detached.
-    /// Other mounts below the root are not the store's and are left alone (the sweep never deletes
-    /// into them). Runs before anything is deleted.</summary>
+    /// <summary>Makes mounts agree with the recorded counts. A mount where the driver's mounts go that no counted
+    /// user holds (left by a crashed process, or by an in-process hold for a diff) is detached; a layer
+    /// counted as mounted whose mount is gone (the machine rebooted) gets its count reset. Whether a
+    /// mount is live is decided from the mount table and the counts alone, so nothing in use is ever
+    /// detached because a layer's files cannot be read; when in doubt, nothing changes. Other mounts
+    /// below the root are not the store's and are left alone. Runs before anything is deleted.</summary>
     static void ReconcileMounts(string root, IDriver driver, List<Layer> layers, List<string> swept)
     {
         string prefix = root.TrimEnd('/') + "/";
         var mounted = MountTable.Read().Select(m => m.MountPoint).Where(p => p.StartsWith(prefix, StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
         if (mounted.Count == 0 && layers.All(l => l.Mounts == 0)) return;
-        var live = new List<string>();
+        var counted = layers.Where(l => l.Mounts > 0 && !l.Incomplete).Select(l => l.Id).ToHashSet(StringComparer.Ordinal);
+        var found = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var path in mounted.OrderByDescending(p => p.Length))
+        {
+            if (!driver.OwnsMountPoint(path, out var id)) continue;
+            if (id is not null && counted.Contains(id))
+            {
+                found.Add(id);
+                continue;
+            }
+            Sweep(swept, "stale mount " + path, () => Mounter.Unmount(path, detach: true));
+        }
         for (int i = 0; i < layers.Count; i++)
         {
             var layer = layers[i];
-            if (layer.Mounts == 0 || layer.Incomplete) continue;
+            if (!counted.Contains(layer.Id) || found.Contains(layer.Id)) continue;
             MountSpec spec;
             try
             {
                 spec = driver.Mount(layer.Id);
             }
-            catch (StrataException ex)
+            catch (Exception ex) when (ex is StrataException or IOException)
             {
-                swept.Add($"mounts of {layer.Id}: cannot check ({ex.Message})");
+                swept.Add($"mount count of {layer.Id} kept: cannot check it ({ex.Message})");
                 continue;
             }
-            if (spec.IsPlainDirectory) continue;
-            if (mounted.Contains(spec.TreePath))
-            {
-                live.Add(spec.TreePath + "/");
-                mounted.Remove(spec.TreePath);
-                continue;
-            }
+            if (spec.IsPlainDirectory) continue; // nothing to mount: the count is all there is
             Sweep(swept, $"mount count of {layer.Id} reset from {layer.Mounts} (its mount at {spec.TreePath} was gone)", () =>
             {
                 SaveMounts(root, layer.Id, 0);
                 layers[i] = layer with { Mounts = 0 };
             });
-        }
-        foreach (var path in mounted.OrderByDescending(p => p.Length))
-        {
-            if (!driver.OwnsMountPoint(path) || live.Any(l => path.StartsWith(l, StringComparison.Ordinal))) continue;
-            Sweep(swept, "stale mount " + path, () => Mounter.Unmount(path, detach: true));
         }
     }
 

@@ -12,7 +12,6 @@ namespace Strata.Core;
 /// is refused with a message saying so.</item>
 /// <item><c>fuse-overlayfs</c> (any <c>fuse…</c> type): runs the mount program named by
 /// <see cref="MountSpec.Source"/> with <c>-o options target</c>, as podman does.</item>
-/// <item><c>bind</c>: a recursive bind mount of <see cref="MountSpec.Source"/>.</item>
 /// </list>
 /// </summary>
 public static class Mounter
@@ -38,11 +37,6 @@ public static class Mounter
             else MountOverlayLegacy(spec, target);
         }
         else if (spec.Type.StartsWith("fuse", StringComparison.Ordinal)) RunMountProgram(spec, target);
-        else if (spec.Type == "bind")
-        {
-            int err = Posix.TryMount(spec.Source, target, null, Posix.MS_BIND | Posix.MS_REC, null);
-            if (err != 0) throw new ErrnoException(err, "bind mount", target);
-        }
         else throw StrataException.Unsupported($"cannot perform a '{spec.Type}' mount");
     }
 
@@ -74,7 +68,8 @@ public static class Mounter
     {
         int err = Posix.TryFsOpen("overlay", out var fs);
         if (err != 0) throw new ErrnoException(err, "fsopen overlay", target);
-        using (fs)
+        var held = new List<FileDescriptor>();
+        try
         {
             Set(fs!, "source", spec.Source, target);
             foreach (var option in spec.Options)
@@ -82,8 +77,9 @@ public static class Mounter
                 int eq = option.IndexOf('=');
                 string key = eq < 0 ? option : option[..eq], value = eq < 0 ? "" : option[(eq + 1)..];
                 if (key == "lowerdir")
-                    foreach (var lower in value.Split(':')) Set(fs!, "lowerdir+", lower, target);
+                    foreach (var lower in value.Split(':')) Set(fs!, "lowerdir+", Short(lower, held), target);
                 else if (eq < 0) SetFlag(fs!, key, target);
+                else if (key is "upperdir" or "workdir") Set(fs!, key, Short(value, held), target);
                 else Set(fs!, key, value, target);
             }
             err = Posix.TryFsCreate(fs!);
@@ -91,6 +87,21 @@ public static class Mounter
             err = Posix.TryFsMountAt(fs!, target);
             if (err != 0) throw new ErrnoException(err, "move_mount overlay", target);
         }
+        finally
+        {
+            fs!.Dispose();
+            foreach (var fd in held) fd.Dispose();
+        }
+    }
+
+    /// <summary>fsconfig takes string values of at most 255 bytes; a longer directory path is passed as the
+    /// /proc/self/fd link of a descriptor held until the mount is made (overlayfs resolves it at once).</summary>
+    static string Short(string path, List<FileDescriptor> held)
+    {
+        if (System.Text.Encoding.UTF8.GetByteCount(path) < 256) return path;
+        var fd = Posix.Open(path, Posix.O_PATH | Posix.O_DIRECTORY);
+        held.Add(fd);
+        return $"/proc/self/fd/{fd.Value}";
     }
 
     static void Set(FileDescriptor fs, string key, string value, string target)
@@ -101,8 +112,7 @@ public static class Mounter
 
     static void SetFlag(FileDescriptor fs, string key, string target)
     {
-        // flags ("ro", "volatile", ...) are strings without a value to fsconfig's SET_STRING as well
-        int err = Posix.TryFsConfigString(fs, key, "");
+        int err = Posix.TryFsConfigFlag(fs, key);
         if (err != 0) throw Failed(fs, err, target, key);
     }
 
@@ -179,8 +189,9 @@ public static class Mounter
             // the program daemonizes once the mount is up; its daemon may keep stderr open, so wait for the process only
             if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
             {
-                p.Kill();
-                throw StrataException.Unsupported($"{spec.Source} did not finish mounting {target} within 60 s");
+                p.Kill(entireProcessTree: true);
+                Posix.TryUnmount(target, Posix.MNT_DETACH); // in case its daemon had mounted already
+                throw new StrataException(ErrorKind.Io, $"{spec.Source} did not finish mounting {target} within 60 s");
             }
             if (p.ExitCode != 0)
             {

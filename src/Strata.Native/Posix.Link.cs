@@ -45,6 +45,14 @@ public static unsafe partial class Posix
 
     public static string ReadLink(string path) => ReadLinkAt(FileDescriptor.Cwd, path);
 
+    /// <summary>The canonical absolute path of an existing file (symlinks resolved), as the kernel names it
+    /// in /proc/self/mountinfo.</summary>
+    public static string RealPath(string path)
+    {
+        using var fd = Open(path, O_PATH);
+        return ReadLink($"/proc/self/fd/{fd.Value}");
+    }
+
     /// <summary>linkat(2) without following a final symlink in <paramref name="oldPath"/>; returns errno.</summary>
     public static int TryLinkAt(FileDescriptor oldDir, string oldPath, FileDescriptor newDir, string newPath) =>
         linkat(oldDir, oldPath, newDir, newPath, 0) < 0 ? Errno.Last : 0;

@@ -12,7 +12,7 @@ public static unsafe partial class Posix
     // the same numbers on x86_64 and arm64 (new syscalls share one table since 5.1)
     public const long SYS_move_mount = 429, SYS_fsopen = 430, SYS_fsconfig = 431, SYS_fsmount = 432;
     public const uint FSOPEN_CLOEXEC = 1, FSMOUNT_CLOEXEC = 1, MOVE_MOUNT_F_EMPTY_PATH = 4;
-    public const uint FSCONFIG_SET_STRING = 1, FSCONFIG_CMD_CREATE = 6;
+    public const uint FSCONFIG_SET_FLAG = 0, FSCONFIG_SET_STRING = 1, FSCONFIG_CMD_CREATE = 6;
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int mount(string source, string target, string? fstype, ulong flags, byte* data);
@@ -69,6 +69,14 @@ public static unsafe partial class Posix
         fixed (byte* kp = k)
         fixed (byte* vp = v)
             return syscall_fsconfig(SYS_fsconfig, fs, FSCONFIG_SET_STRING, kp, vp, 0) < 0 ? Errno.Last : 0;
+    }
+
+    /// <summary>fsconfig(FSCONFIG_SET_FLAG): a parameter without a value ("ro", "volatile"); returns errno.</summary>
+    public static int TryFsConfigFlag(FileDescriptor fs, string key)
+    {
+        byte[] k = CString(key);
+        fixed (byte* kp = k)
+            return syscall_fsconfig(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, kp, null, 0) < 0 ? Errno.Last : 0;
     }
 
     /// <summary>fsconfig(FSCONFIG_CMD_CREATE): makes the superblock; returns errno.</summary>

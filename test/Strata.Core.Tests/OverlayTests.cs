@@ -401,6 +401,171 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void AppliedTarsKeepWhatIsBelowAsVfsWould()
+    {
+        using var store = Open();
+        store.Create("base", null, diff: Tar(w =>
+        {
+            Member(w, "usr/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "usr/lib/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "usr/lib/keep");
+            w.WriteHeader(new() { Name = "lib", Type = Strata.Archive.Tar.TarEntryType.Symlink, LinkName = "usr/lib", Mode = 0x1FF });
+            w.WriteHeader(new() { Name = "tmp/", Type = Strata.Archive.Tar.TarEntryType.Directory, Mode = 0x3FF /* 01777 */, Uid = 0, Gid = 0 });
+            w.WriteHeader(new() { Name = "srv/", Type = Strata.Archive.Tar.TarEntryType.Directory, Mode = 0x1C0, Uid = 7, Gid = 8 });
+            Member(w, "a/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "a/x");
+        }));
+        // a whiteout through a lower symlink must not turn /lib into an empty directory
+        store.Create("t1", "base", diff: Tar(w => Member(w, "lib/.wh.nothing")));
+        Assert.True(Posix.Lstat(Path.Combine(Root, "overlay", "base", "diff", "lib")).IsSymlink);
+        Assert.False(Posix.TryLstat(Path.Combine(Root, "overlay", "t1", "diff", "lib"), out _));
+        // directories a tar implies without naming them keep the attributes of the ones below (/tmp stays 1777)
+        store.Create("t2", "base", diff: Tar(w =>
+        {
+            Member(w, "tmp/new");
+            Member(w, "srv/data/file");
+        }));
+        string dir = store.Mount("t2");
+        try
+        {
+            Assert.Equal(0x3FFu, Posix.Lstat(Path.Combine(dir, "tmp")).Permissions);
+            var srv = Posix.Lstat(Path.Combine(dir, "srv"));
+            Assert.Equal((0x1C0u, 7u, 8u), (srv.Permissions, srv.Uid, srv.Gid));
+        }
+        finally
+        {
+            store.Unmount("t2");
+        }
+        Assert.Equal(["C /srv", "A /srv/data", "A /srv/data/file", "C /tmp", "A /tmp/new"], store.Changes("t2").Select(c => c.ToString()));
+        // a second apply onto the same layer: a directory over an earlier whiteout, and an opaque directory over earlier content
+        store.Create("t3", "base", diff: Tar(w =>
+        {
+            Member(w, "a/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "a/.wh.x");
+            Member(w, "srv/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "srv/old");
+        }));
+        store.ApplyDiff("t3", Tar(w =>
+        {
+            Member(w, ".wh.a");
+            Member(w, "srv/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "srv/.wh..wh..opq");
+            Member(w, "srv/new");
+        }));
+        store.ApplyDiff("t3", Tar(w =>
+        {
+            Member(w, "a/", Strata.Archive.Tar.TarEntryType.Directory);
+            Member(w, "a/y");
+        }));
+        dir = store.Mount("t3");
+        try
+        {
+            AssertListingsClean(dir);
+            Assert.Equal(["y"], Posix.ReadDir(Path.Combine(dir, "a")).Select(e => e.Name));
+            Assert.Equal(["new"], Posix.ReadDir(Path.Combine(dir, "srv")).Select(e => e.Name));
+        }
+        finally
+        {
+            store.Unmount("t3");
+        }
+        var ex = Assert.Throws<StrataException>(() => store.Create("t4", "base", diff: Tar(w =>
+            w.WriteHeader(new() { Name = "link", Type = Strata.Archive.Tar.TarEntryType.HardLink, LinkName = "a/x" }))));
+        Assert.Equal("tar: member 'link' is a hardlink to 'a/x', which is not in this layer (an overlay layer cannot link to a file of the layers below)", ex.Message);
+    }
+
+    [Fact]
+    public void AStoreReachedThroughASymlinkKeepsItsMounts()
+    {
+        string real = _temp.Dir("real"), link = _temp.Combine("link");
+        File.CreateSymbolicLink(link, real);
+        string root = Path.Combine(link, "store");
+        string merged;
+        using (var store = LayerStore.Open(new StoreOptions { Root = root, Driver = "overlay" }))
+        {
+            Assert.Equal(Path.Combine(real, "store"), store.Root);
+            store.Create("base", null);
+            store.Create("c", "base", LayerKind.ReadWrite);
+            merged = store.Mount("c");
+        }
+        using (var store = LayerStore.Open(new StoreOptions { Root = root }))
+        {
+            Assert.Empty(store.Swept);
+            Assert.Equal(1, store.Inspect("c").Mounts);
+            Assert.True(MountTable.IsMountPoint(merged));
+            store.Unmount("c");
+            store.Remove("c");
+        }
+    }
+
+    [Fact]
+    public void AMountInUseIsNeverDetachedBecauseALayerCannotBeRead()
+    {
+        string merged;
+        using (var store = Open())
+        {
+            store.Create("base", null);
+            store.Create("c", "base", LayerKind.ReadWrite);
+            merged = store.Mount("c");
+        }
+        string lower = Path.Combine(Root, "overlay", "c", "lower");
+        string saved = File.ReadAllText(lower);
+        File.WriteAllText(lower, "garbage");
+        using (var store = Open())
+        {
+            Assert.True(MountTable.IsMountPoint(merged));
+            Assert.Equal(1, store.Inspect("c").Mounts);
+        }
+        File.WriteAllText(lower, saved);
+        // a mount left in tmp/ (a layer being made or a probe, when the process died) is swept
+        string leftover = Path.Combine(Root, "tmp", "overlay-probe.dead", "merged");
+        Directory.CreateDirectory(leftover);
+        Shell.Run("mount", "-t", "tmpfs", "tmpfs", leftover).Check("mount");
+        using (var store = Open())
+        {
+            Assert.Contains($"stale mount {leftover}", store.Swept);
+            Assert.False(MountTable.IsMountPoint(leftover));
+            Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp")));
+            store.Unmount("c");
+        }
+    }
+
+    [Fact]
+    public void LongStorePathsStillMount()
+    {
+        // fsconfig takes values of at most 255 bytes; upperdir under this root is longer
+        string root = Path.Combine(_temp.Path, new string('d', 120), new string('e', 60), "store");
+        using var store = LayerStore.Open(new StoreOptions { Root = root, Driver = "overlay" });
+        string id = new('x', 64);
+        store.Create("base", null);
+        store.Create(id, "base", LayerKind.ReadWrite);
+        Assert.True(System.Text.Encoding.UTF8.GetByteCount(Path.Combine(store.Root, "overlay", id, "diff")) >= 256);
+        string dir = store.Mount(id);
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "f"), "ok");
+        }
+        finally
+        {
+            store.Unmount(id);
+        }
+        Assert.Equal(["A /f"], store.Changes(id).Select(c => c.ToString()));
+    }
+
+    [Fact]
+    public void ARootOverlayCannotNameGetsVfsAndAMissingMountProgramStillOpens()
+    {
+        using (var store = LayerStore.Open(new StoreOptions { Root = _temp.Combine("a,b") }))
+            Assert.Equal("vfs", store.Driver.Name);
+        var gone = new Dictionary<string, string> { ["overlay.mount_program"] = "/nonexistent/fuse-overlayfs" };
+        using (var store = LayerStore.Open(new StoreOptions { Root = Root, Driver = "overlay", DriverOptions = gone }))
+        {
+            store.Create("base", null);
+            Assert.Contains(store.Status(), p => p.Key == "Overlay" && p.Value.StartsWith("unavailable: mounting through /nonexistent/fuse-overlayfs failed", StringComparison.Ordinal));
+            Assert.Equal(["base"], store.List().Select(l => l.Id));
+        }
+    }
+
+    [Fact]
     public void AFreshStoreProbesOverlayAndRecordsIt()
     {
         using (var store = LayerStore.Open(new StoreOptions { Root = Root }))
@@ -433,9 +598,10 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
         {
             Root = Root,
             Driver = "overlay",
-            DriverOptions = new Dictionary<string, string> { ["overlay.mount_program"] = "/nonexistent/fuse-overlayfs" },
+            DriverOptions = new Dictionary<string, string> { ["overlay.mount_program"] = "fuse-overlayfs" },
         }));
         Assert.Equal(ErrorKind.InvalidArgument, ex.Kind);
+        Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => ByteSize.Parse("99999999999999999999999999P", "size")).Kind);
         using var store = Open();
         store.Create("base", null);
         Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() =>

@@ -71,7 +71,7 @@ public sealed class AbiTests(ITestOutputHelper output)
           P("SYS_move_mount", SYS_move_mount); P("SYS_quotactl_fd", SYS_quotactl_fd);
           P("FSOPEN_CLOEXEC", FSOPEN_CLOEXEC); P("FSMOUNT_CLOEXEC", FSMOUNT_CLOEXEC);
           P("MOVE_MOUNT_F_EMPTY_PATH", MOVE_MOUNT_F_EMPTY_PATH);
-          P("FSCONFIG_SET_STRING", FSCONFIG_SET_STRING); P("FSCONFIG_CMD_CREATE", FSCONFIG_CMD_CREATE);
+          P("FSCONFIG_SET_STRING", FSCONFIG_SET_STRING); P("FSCONFIG_SET_FLAG", FSCONFIG_SET_FLAG); P("FSCONFIG_CMD_CREATE", FSCONFIG_CMD_CREATE);
           P("FS_IOC_FSGETXATTR", FS_IOC_FSGETXATTR); P("FS_IOC_FSSETXATTR", FS_IOC_FSSETXATTR);
           P("FS_XFLAG_PROJINHERIT", FS_XFLAG_PROJINHERIT); P("sizeof_fsxattr", sizeof(struct fsxattr));
           P("fsxattr_projid", offsetof(struct fsxattr, fsx_projid));
@@ -153,6 +153,7 @@ public sealed class AbiTests(ITestOutputHelper output)
         Same(c, "FSMOUNT_CLOEXEC", Posix.FSMOUNT_CLOEXEC);
         Same(c, "MOVE_MOUNT_F_EMPTY_PATH", Posix.MOVE_MOUNT_F_EMPTY_PATH);
         Same(c, "FSCONFIG_SET_STRING", Posix.FSCONFIG_SET_STRING);
+        Same(c, "FSCONFIG_SET_FLAG", Posix.FSCONFIG_SET_FLAG);
         Same(c, "FSCONFIG_CMD_CREATE", Posix.FSCONFIG_CMD_CREATE);
         Same(c, "FS_IOC_FSGETXATTR", (long)Posix.FS_IOC_FSGETXATTR);
         Same(c, "FS_IOC_FSSETXATTR", (long)Posix.FS_IOC_FSSETXATTR);

@@ -126,6 +126,19 @@ fi
 strata layer rm d base && pass "layer rm d base" || fail "layer rm d base"
 strata layer ls
 
+# --- an xfs without prjquota: a clear refusal
+mkdir -p /mnt/y
+if truncate -s 320M /tmp/xfs2.img && mkfs.xfs -q /tmp/xfs2.img && mount -o loop /tmp/xfs2.img /mnt/y; then
+  echo "\$ strata --root /mnt/y/store ... --storage-opt size=50M"
+  "$cli" --root /mnt/y/store --driver overlay layer create base >/dev/null 2>&1
+  out=$("$cli" --root /mnt/y/store layer create c --parent base --rw --storage-opt size=50M 2>&1)
+  printf '%s\n' "$out" | sed 's/^/  /'
+  if printf '%s\n' "$out" | grep -q '^strata: size= is not supported here: project quotas are not enabled on this xfs (mount it with -o prjquota'; then
+    pass "without prjquota, size= is refused with a clear message"
+  else fail "without prjquota, size= is not refused as expected"; fi
+  umount /mnt/y
+else fail "cannot make and mount a second xfs"; fi
+
 echo "\$ dmesg | grep -Ei 'xfs|overlay|quota'"
 dmesg | grep -Ei 'xfs|overlay|quota' | sed 's/^/  /'
 umount /mnt/x && pass "umount /mnt/x" || fail "umount /mnt/x"

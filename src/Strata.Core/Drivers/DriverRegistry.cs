@@ -20,7 +20,7 @@ public static class DriverRegistry
     public static string Probe(string root, IReadOnlyDictionary<string, string> options)
     {
         options.TryGetValue("overlay.mount_program", out var program);
-        return OverlayProbe.Run(Path.Combine(root, "tmp"), program).Supported ? "overlay" : "vfs";
+        return OverlayDriver.CanLiveAt(root) && OverlayProbe.Run(Path.Combine(root, "tmp"), program).Supported ? "overlay" : "vfs";
     }
 
     public static bool IsKnown(string name) => Factories.ContainsKey(name);

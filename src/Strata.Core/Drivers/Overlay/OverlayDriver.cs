@@ -36,25 +36,30 @@ public sealed class OverlayDriver : IDriver
     public OverlayDriver(string root, IReadOnlyDictionary<string, string> options)
     {
         DriverOptions.Only("overlay", options, MountProgramOption);
-        if (root.IndexOfAny([',', ':', '\\', '\n']) >= 0)
+        if (!CanLiveAt(root))
             throw StrataException.Invalid($"overlay cannot use a store path containing ',', ':' or '\\' (they separate overlay mount options): {root}");
         _home = Path.Combine(root, "overlay");
         _links = Path.Combine(_home, "l");
         _tmp = Path.Combine(root, "tmp");
         if (options.TryGetValue(MountProgramOption, out var program))
         {
-            if (!Path.IsPathRooted(program) || !File.Exists(program))
-                throw StrataException.Invalid($"{MountProgramOption}: '{program}' is not an existing program (give its absolute path, e.g. /usr/bin/fuse-overlayfs)");
+            // whether it exists is the probe's to find out: a store must open even once it is gone
+            if (!Path.IsPathRooted(program))
+                throw StrataException.Invalid($"{MountProgramOption}: '{program}' is not an absolute path (e.g. /usr/bin/fuse-overlayfs)");
             _mountProgram = program;
         }
         LayerStore.MakeDir(_home, 0x1C0 /* 0700 */);
         LayerStore.MakeDir(_links, 0x1C0);
         LayerStore.MakeDir(_tmp, 0x1C0);
-        _caps = new Lazy<OverlayCapabilities>(() => OverlayProbe.Run(_tmp, _mountProgram));
-        _quota = new Lazy<(ProjectQuota?, string)>(() => (ProjectQuota.TryOpen(_home, out var why), why));
+        // a probe that failed (say, a full disk) is retried on next use rather than remembered
+        _caps = new Lazy<OverlayCapabilities>(() => OverlayProbe.Run(_tmp, _mountProgram), LazyThreadSafetyMode.PublicationOnly);
+        _quota = new Lazy<(ProjectQuota?, string)>(() => (ProjectQuota.TryOpen(_home, out var why), why), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     public string Name => "overlay";
+
+    /// <summary>Whether overlay mount options can name directories under <paramref name="root"/>.</summary>
+    public static bool CanLiveAt(string root) => root.IndexOfAny([',', ':', '\\', '\n']) < 0;
 
     /// <summary>The start-up probe's findings (run on first use).</summary>
     public OverlayCapabilities Capabilities => _caps.Value;
@@ -171,7 +176,10 @@ public sealed class OverlayDriver : IDriver
         int err = Posix.TryUnlinkAt(FileDescriptor.Cwd, Path.Combine(_links, ShortName(id)), directory: false);
         if (err != 0 && err != Errno.ENOENT) throw new ErrnoException(err, "unlink", Path.Combine(_links, ShortName(id)));
         string dir = LayerDir(id);
-        if (!Posix.TryLstat(dir, out _)) return;
+        if (!Posix.TryLstat(dir, out var st)) return;
+        // the store removes only unmounted layers; a mount still there is a leftover (a crashed process's)
+        string merged = Path.Combine(dir, "merged");
+        if (Posix.TryLstat(merged, out var m) && m.MountId != st.MountId) Mounter.Unmount(merged, detach: true);
         if (_quota.IsValueCreated || HasProject(dir)) _quota.Value.Quota?.Release(dir);
         RemoveTree(dir);
     }
@@ -227,8 +235,16 @@ public sealed class OverlayDriver : IDriver
             : new MountSpec("overlay", "overlay", options) { Target = merged };
     }
 
-    public bool OwnsMountPoint(string path) =>
-        Path.GetFileName(path) == "merged" && Path.GetDirectoryName(Path.GetDirectoryName(path)) == _home;
+    /// <summary>overlay/&lt;id&gt;/merged of a layer, and merged/ of the probe's or of a layer being made or removed in tmp/.</summary>
+    public bool OwnsMountPoint(string path, out string? layerId)
+    {
+        layerId = null;
+        if (Path.GetFileName(path) != "merged" || Path.GetDirectoryName(path) is not { } dir) return false;
+        if (Path.GetDirectoryName(dir) == _tmp) return Path.GetFileName(dir).StartsWith("overlay-", StringComparison.Ordinal);
+        if (Path.GetDirectoryName(dir) != _home || !LayerId.IsValid(Path.GetFileName(dir))) return false;
+        layerId = Path.GetFileName(dir);
+        return true;
+    }
 
     public IReadOnlyCollection<string> List() =>
         Posix.ReadDir(_home).Select(e => e.Name).Where(n => n != "l" && LayerId.IsValid(n)).ToList();

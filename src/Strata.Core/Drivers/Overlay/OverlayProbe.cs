@@ -103,6 +103,7 @@ public static class OverlayProbe
                     ? "this kernel has no overlay filesystem (modprobe overlay)"
                     : $"the kernel refused an overlay mount ({ErrnoException.Describe(err)}) and fuse-overlayfs is not installed");
         }
+        options = []; // the kernel's options mean nothing to the FUSE program
         try
         {
             Mounter.Mount(new MountSpec("fuse-overlayfs", program, dirs) { Target = merged });

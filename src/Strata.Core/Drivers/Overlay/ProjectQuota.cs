@@ -30,23 +30,39 @@ public sealed class ProjectQuota : IDisposable
             return null;
         }
         var fd = Posix.Open(home, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        uint base_ = Posix.GetFsXattr(fd, home).ProjectId;
-        // setting "no limit" on the store's own project is harmless and fails exactly when project quotas are off
-        int err = Posix.TrySetProjectLimit(fd, base_, 0);
-        if (err != 0)
+        int err;
+        try
+        {
+            // reading the store's own project is harmless and fails exactly when project quotas are off
+            // (ENOENT only says that project has no quota record yet)
+            err = Posix.TryGetProjectQuota(fd, Posix.GetFsXattr(fd, home).ProjectId, out _);
+        }
+        catch (StrataException ex)
         {
             fd.Dispose();
-            whyNot = err switch
-            {
-                // no quota operations at all on this superblock: the kernel was built without them
-                Errno.ENOSYS => "this kernel has no xfs quota support (built without CONFIG_XFS_QUOTA)",
-                Errno.ESRCH or Errno.EINVAL or Errno.EOPNOTSUPP => "project quotas are not enabled on this xfs (mount it with -o prjquota)",
-                _ => $"project quotas cannot be set here ({ErrnoException.Describe(err)})",
-            };
+            whyNot = $"project ids cannot be read here ({ex.Message})";
+            return null;
+        }
+        if (err is not 0 and not Errno.ENOENT)
+        {
+            fd.Dispose();
+            // xfs answers ENOSYS or ESRCH both when quotas are off and when the kernel has none: the mount says which
+            whyNot = !MountedWithProjectQuota(home)
+                ? "project quotas are not enabled on this xfs (mount it with -o prjquota; the kernel needs CONFIG_XFS_QUOTA)"
+                : err == Errno.ENOSYS
+                    ? "this kernel cannot set quotas through quotactl_fd (Linux 5.14+)"
+                    : $"project quotas cannot be read here ({ErrnoException.Describe(err)})";
             return null;
         }
         whyNot = "";
         return new ProjectQuota(home, fd);
+    }
+
+    static bool MountedWithProjectQuota(string path)
+    {
+        var mount = MountTable.Read().Where(m => path == m.MountPoint || path.StartsWith(m.MountPoint.TrimEnd('/') + "/", StringComparison.Ordinal))
+            .MaxBy(m => m.MountPoint.Length);
+        return mount is not null && mount.Options.Split(',').Any(o => o is "prjquota" or "pquota" or "pqnoenforce");
     }
 
     /// <summary>Gives <paramref name="layerDir"/> (still empty) a fresh project limited to <paramref name="bytes"/>.</summary>

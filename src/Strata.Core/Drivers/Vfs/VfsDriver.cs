@@ -72,7 +72,11 @@ public sealed class VfsDriver : IDriver
 
     public MountSpec Mount(string id) => new("bind", Dir(id), []);
 
-    public bool OwnsMountPoint(string path) => false;
+    public bool OwnsMountPoint(string path, out string? layerId)
+    {
+        layerId = null;
+        return false;
+    }
 
     public IReadOnlyCollection<string> List() =>
         Posix.ReadDir(_home).Select(e => e.Name).ToList();
