@@ -268,12 +268,13 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     static void LoadMountCounts(string root, List<Layer> layers, List<string> swept)
     {
         string dir = Path.Combine(root, "mounts");
+        var present = Posix.ReadDir(dir).Select(e => e.Name).ToHashSet(StringComparer.Ordinal); // one listing, not a stat per layer
         for (int i = 0; i < layers.Count; i++)
         {
             var layer = layers[i];
             string file = Path.Combine(dir, layer.Id);
             int count = 0;
-            if (File.Exists(file))
+            if (present.Contains(layer.Id))
             {
                 if (!int.TryParse(File.ReadAllText(file).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out count))
                 {
@@ -598,28 +599,19 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         LayerId.Validate(id);
         lock (IdLock(id))
         {
-            Layer layer;
-            int held;
-            lock (_lock)
-            {
-                layer = Visible(id);
-                ThrowIfBusy(id);
-                held = _held.GetValueOrDefault(id);
-            }
+            var (layer, held) = MountState(id);
             var spec = Driver.Mount(id);
             bool first = layer.Mounts + held == 0;
             if (first) Perform(spec);
-            var updated = layer with { Mounts = layer.Mounts + 1 };
             try
             {
-                SaveMounts(Root, id, updated.Mounts);
+                SetMounts(layer, layer.Mounts + 1);
             }
             catch
             {
                 if (first) Undo(spec, detach: true);
                 throw;
             }
-            lock (_lock) _layers[id] = updated;
             return spec.TreePath;
         }
     }
@@ -631,19 +623,10 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         LayerId.Validate(id);
         lock (IdLock(id))
         {
-            Layer layer;
-            int held;
-            lock (_lock)
-            {
-                layer = Visible(id);
-                ThrowIfBusy(id);
-                if (layer.Mounts == 0) throw StrataException.Invalid($"layer {id} is not mounted");
-                held = _held.GetValueOrDefault(id);
-            }
+            var (layer, held) = MountState(id);
+            if (layer.Mounts == 0) throw StrataException.Invalid($"layer {id} is not mounted");
             if (layer.Mounts - 1 + held == 0) Undo(Driver.Mount(id), detach: false);
-            var updated = layer with { Mounts = layer.Mounts - 1 };
-            SaveMounts(Root, id, updated.Mounts);
-            lock (_lock) _layers[id] = updated;
+            SetMounts(layer, layer.Mounts - 1);
         }
     }
 
@@ -662,9 +645,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                     if (_held.GetValueOrDefault(id) > 0) continue; // a diff in progress keeps it
                 }
                 Undo(Driver.Mount(id), detach: true);
-                var updated = layer with { Mounts = 0 };
-                SaveMounts(Root, id, 0);
-                lock (_lock) _layers[id] = updated;
+                SetMounts(layer, 0);
             }
         }
         Driver.Cleanup();
@@ -702,6 +683,24 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             }
             if (users == 0) Undo(Driver.Mount(id), detach: true);
         }
+    }
+
+    /// <summary>A visible, settled layer and its in-process holds; call with the layer's id lock held.</summary>
+    (Layer Layer, int Held) MountState(string id)
+    {
+        lock (_lock)
+        {
+            var layer = Visible(id);
+            ThrowIfBusy(id);
+            return (layer, _held.GetValueOrDefault(id));
+        }
+    }
+
+    /// <summary>Records a new user count (mounts/ first, then the index); call with the layer's id lock held.</summary>
+    void SetMounts(Layer layer, int mounts)
+    {
+        SaveMounts(Root, layer.Id, mounts);
+        lock (_lock) _layers[layer.Id] = layer with { Mounts = mounts };
     }
 
     void Unpin(string id)
