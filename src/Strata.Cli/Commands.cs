@@ -36,6 +36,7 @@ public static class Commands
         root.Options.Add(DriverOption);
         root.Options.Add(StorageOption);
         root.Subcommands.Add(Info());
+        root.Subcommands.Add(Serve());
         var layer = new Command("layer", "Create, inspect, mount, diff and apply layers");
         foreach (var c in LayerCommands()) layer.Subcommands.Add(c);
         root.Subcommands.Add(layer);
@@ -53,6 +54,37 @@ public static class Commands
         if (!layerOptionsAllowed && layerOptions.Count > 0)
             throw StrataException.Invalid($"--storage-opt {layerOptions.Keys.First()}= is a layer option: only `layer create` takes it");
         return LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = driverOptions });
+    }
+
+    static Command Serve()
+    {
+        var plugin = new Option<string>("--docker-plugin") { Description = "Serve Docker's graphdriver plugin protocol under this name (dockerd --experimental -s NAME)", DefaultValueFactory = _ => "strata" };
+        var pluginDir = new Option<string>("--plugin-dir") { Description = "Directory of plugin sockets dockerd searches", DefaultValueFactory = _ => "/run/docker/plugins" };
+        var logLevel = new Option<string>("--log-level") { Description = "debug, info, warn or error", DefaultValueFactory = _ => "info" };
+        var cmd = new Command("serve", "Run the Strata daemon: own the store and serve it to dockerd (stops on SIGTERM/SIGINT)") { plugin, pluginDir, logLevel };
+        cmd.SetAction(r =>
+        {
+            var level = r.GetValue(logLevel) switch
+            {
+                "debug" => Microsoft.Extensions.Logging.LogLevel.Debug,
+                "info" => Microsoft.Extensions.Logging.LogLevel.Information,
+                "warn" => Microsoft.Extensions.Logging.LogLevel.Warning,
+                "error" => Microsoft.Extensions.Logging.LogLevel.Error,
+                var l => throw StrataException.Invalid($"unknown --log-level '{l}' (use debug, info, warn or error)"),
+            };
+            string name = r.GetValue(plugin)!;
+            if (!LayerId.IsValid(name)) throw StrataException.Invalid($"invalid plugin name '{name}'");
+            var all = Pairs(r.GetValue(StorageOption), "--storage-opt") ?? [];
+            Strata.Daemon.StrataDaemon.RunAsync(new Strata.Daemon.DaemonOptions
+            {
+                Store = new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = all },
+                DockerPlugin = name,
+                PluginDir = r.GetValue(pluginDir)!,
+                LogLevel = level,
+            }).GetAwaiter().GetResult();
+            return 0;
+        });
+        return cmd;
     }
 
     static Command Info()

@@ -37,3 +37,13 @@ public sealed class X64VmFactAttribute : FactAttribute
             Skip = "test/vm boots Debian's x86_64 kernel; this machine is " + System.Runtime.InteropServices.RuntimeInformation.OSArchitecture;
     }
 }
+
+/// <summary>A fact that runs a private dockerd (Debian's docker.io, which test.sh installs); skipped without it.</summary>
+public sealed class DockerFactAttribute : FactAttribute
+{
+    public DockerFactAttribute()
+    {
+        if (!File.Exists("/usr/sbin/dockerd") || !File.Exists("/usr/bin/docker"))
+            Skip = "dockerd is not installed (test.sh installs the Debian package docker.io)";
+    }
+}

@@ -1,0 +1,95 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Strata.Core;
+using Strata.Native;
+
+namespace Strata.Daemon;
+
+/// <summary>How `strata serve` runs.</summary>
+public sealed record DaemonOptions
+{
+    public required StoreOptions Store { get; init; }
+    /// <summary>Serve Docker's graphdriver plugin protocol as this plugin name (null: do not).</summary>
+    public string? DockerPlugin { get; init; } = "strata";
+    /// <summary>Where dockerd looks for plugin sockets.</summary>
+    public string PluginDir { get; init; } = "/run/docker/plugins";
+    public LogLevel LogLevel { get; init; } = LogLevel.Information;
+}
+
+/// <summary>
+/// The long-running Strata service: owns one store (its lock, for as long as it runs) and serves it to
+/// dockerd as a graphdriver plugin on a unix socket (0600). On SIGTERM or SIGINT it stops taking
+/// requests, lets those in flight finish, unmounts every layer (Docker's Cleanup), removes its socket
+/// and releases the store.
+/// </summary>
+public static class StrataDaemon
+{
+    public static async Task RunAsync(DaemonOptions options, CancellationToken stop = default)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
+        });
+        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Logging.SetMinimumLevel(options.LogLevel);
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
+
+        string? socket = options.DockerPlugin is { } name ? Path.Combine(options.PluginDir, name + ".sock") : null;
+        if (socket is not null) PrepareSocket(socket, options.DockerPlugin!);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AllowSynchronousIO = true; // tars stream through synchronous readers and writers
+            k.Limits.MaxRequestBodySize = null;
+            if (socket is not null) k.ListenUnixSocket(socket);
+        });
+
+        using var store = LayerStore.Open(options.Store);
+        await using var app = builder.Build();
+        var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("strata");
+        foreach (var s in store.Swept) log.LogInformation("start-up sweep: {What}", s);
+        new DockerPlugin(store, log).Map(app);
+        try
+        {
+            await app.StartAsync(stop);
+            if (socket is not null)
+            {
+                Posix.ChmodAt(FileDescriptor.Cwd, socket, 0x180 /* 0600 */);
+                log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", store.Root, store.Driver.Name, options.DockerPlugin, socket);
+            }
+            await app.WaitForShutdownAsync(stop);
+        }
+        finally
+        {
+            await app.StopAsync(CancellationToken.None); // in-flight requests finish first
+            store.Cleanup();
+            if (socket is not null) File.Delete(socket);
+            log.LogInformation("stopped; store {Root} released", store.Root);
+        }
+    }
+
+    /// <summary>Makes the plugin directory, and removes a socket left by a previous run (refusing to take over
+    /// one that another process still answers on).</summary>
+    static void PrepareSocket(string socket, string name)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(socket)!);
+        if (!Posix.TryLstat(socket, out var st)) return;
+        if (st.Kind != FileKind.Socket) throw StrataException.Exists($"{socket} exists and is not a socket");
+        using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(socket));
+            throw StrataException.InUse($"another process serves plugin '{name}' on {socket}");
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            File.Delete(socket); // nobody listens: a leftover
+        }
+    }
+}

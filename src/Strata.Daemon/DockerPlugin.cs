@@ -1,0 +1,163 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Strata.Archive;
+using Strata.Core;
+
+namespace Strata.Daemon;
+
+/// <summary>
+/// Docker's legacy graphdriver plugin protocol (moby daemon/graphdriver/proxy.go) over a LayerStore:
+/// every call is a POST of JSON to /GraphDriver.Method answered with JSON, except Diff (the reply body is
+/// the tar) and ApplyDiff (the request body is the tar); both stream. Failures are non-200 replies
+/// carrying {"Err": "..."}, which dockerd shows to the user. Field names are those of the Go structs.
+/// </summary>
+public sealed class DockerPlugin(LayerStore store, ILogger logger)
+{
+    public const string Accept = "application/vnd.docker.plugins.v1.2+json";
+
+    public void Map(WebApplication app)
+    {
+        app.MapPost("/Plugin.Activate", context => Write(context, new PluginActivation(["GraphDriver"])));
+        Post(app, "Init", (InitRequest r) =>
+        {
+            // the store and its driver are the daemon's (strata serve --root, --driver); dockerd's home and
+            // options are checked against them so a mismatch is an error instead of a surprise
+            foreach (var opt in r.Opts ?? [])
+            {
+                int eq = opt.IndexOf('=');
+                if (eq <= 0) throw StrataException.Invalid($"storage option '{opt}' is not KEY=VALUE");
+                string key = opt[..eq], value = opt[(eq + 1)..];
+                if (key == "strata.driver" && value != store.Driver.Name)
+                    throw StrataException.Invalid($"strata serves store {store.Root} with driver '{store.Driver.Name}', not '{value}': start `strata serve --driver {value}` on another --root");
+            }
+            if ((r.UIDMaps?.Count ?? 0) > 0 || (r.GIDMaps?.Count ?? 0) > 0)
+                throw StrataException.Unsupported("user namespace remapping (userns-remap) is not supported by strata yet");
+            logger.LogInformation("dockerd connected: home {Home}, options [{Opts}]", r.Home, string.Join(", ", r.Opts ?? []));
+            return Ok();
+        }, WireJson.Default.InitRequest);
+        Post(app, "Capabilities", (Empty _) => new CapabilitiesReply(new DriverCapabilities(false)), WireJson.Default.Empty);
+        Post(app, "Create", (LayerRequest r) =>
+        {
+            store.Create(r.ID, Parent(r.Parent), LayerKind.ReadOnly, storageOptions: r.StorageOpt);
+            return Ok();
+        }, WireJson.Default.LayerRequest);
+        Post(app, "CreateReadWrite", (LayerRequest r) =>
+        {
+            store.Create(r.ID, Parent(r.Parent), LayerKind.ReadWrite, storageOptions: r.StorageOpt);
+            return Ok();
+        }, WireJson.Default.LayerRequest);
+        Post(app, "Remove", (LayerRequest r) =>
+        {
+            store.Remove(r.ID);
+            return Ok();
+        }, WireJson.Default.LayerRequest);
+        Post(app, "Get", (LayerRequest r) => new DirReply(store.Mount(r.ID)), WireJson.Default.LayerRequest);
+        Post(app, "Put", (LayerRequest r) =>
+        {
+            store.Unmount(r.ID);
+            return Ok();
+        }, WireJson.Default.LayerRequest);
+        Post(app, "Exists", (LayerRequest r) => new ExistsReply(LayerId.IsValid(r.ID) && store.Exists(r.ID)), WireJson.Default.LayerRequest);
+        Post(app, "Status", (Empty _) => new StatusReply(store.Status().Select(p => new[] { p.Key, p.Value }).ToList()), WireJson.Default.Empty);
+        Post(app, "GetMetadata", (LayerRequest r) => new MetadataReply(new(store.Metadata(r.ID))), WireJson.Default.LayerRequest);
+        Post(app, "Cleanup", (Empty _) =>
+        {
+            store.Cleanup();
+            return Ok();
+        }, WireJson.Default.Empty);
+        Post(app, "Changes", (LayerRequest r) =>
+            new ChangesReply(store.Changes(r.ID, Parent(r.Parent)).Select(c => new WireChange(LayerPath.Display(c.Path), (int)c.Kind)).ToList()),
+            WireJson.Default.LayerRequest);
+        Post(app, "DiffSize", (LayerRequest r) => new SizeReply(store.DiffSize(r.ID, Parent(r.Parent))), WireJson.Default.LayerRequest);
+        app.MapPost("/GraphDriver.Diff", async context =>
+        {
+            var r = await Read(context, WireJson.Default.LayerRequest);
+            if (r is null) return;
+            try
+            {
+                context.Response.ContentType = "application/x-tar";
+                // the tar goes straight to the socket; once it has begun, a failure can only cut it short
+                var result = await Task.Run(() => store.Diff(r.ID, Parent(r.Parent), context.Response.Body));
+                if (result.SkippedSockets.Count > 0) logger.LogInformation("diff of {Id} left out {Count} socket(s)", r.ID, result.SkippedSockets.Count);
+            }
+            catch (Exception ex) when (!context.Response.HasStarted)
+            {
+                await Fail(context, "Diff", ex);
+            }
+        });
+        app.MapPost("/GraphDriver.ApplyDiff", async context =>
+        {
+            string id = context.Request.Query["id"].ToString();
+            try
+            {
+                long size = await Task.Run(() => store.ApplyDiff(id, context.Request.Body));
+                await Write(context, new SizeReply(size));
+            }
+            catch (Exception ex)
+            {
+                await Fail(context, "ApplyDiff", ex);
+            }
+        });
+    }
+
+    static string? Parent(string? parent) => string.IsNullOrEmpty(parent) ? null : parent;
+
+    /// <summary>A JSON endpoint: the request body decoded (an empty body is an empty request), the work run off
+    /// the request thread (store calls block on disk and mounts), the reply written, or {"Err"} on failure.</summary>
+    void Post<TRequest>(WebApplication app, string method, Func<TRequest, object> handle, JsonTypeInfo<TRequest> type) where TRequest : class, new()
+    {
+        app.MapPost("/GraphDriver." + method, async context =>
+        {
+            var request = await Read(context, type);
+            if (request is null) return;
+            try
+            {
+                logger.LogDebug("{Method} {Request}", method, JsonSerializer.Serialize(request, type));
+                var reply = await Task.Run(() => handle(request));
+                await Write(context, reply);
+            }
+            catch (Exception ex)
+            {
+                await Fail(context, method, ex);
+            }
+        });
+    }
+
+    async Task<T?> Read<T>(HttpContext context, JsonTypeInfo<T> type) where T : class, new()
+    {
+        try
+        {
+            using var buffer = new MemoryStream();
+            await context.Request.Body.CopyToAsync(buffer);
+            if (buffer.Length == 0) return new T();
+            buffer.Position = 0;
+            return JsonSerializer.Deserialize(buffer, type) ?? new T();
+        }
+        catch (JsonException ex)
+        {
+            await Fail(context, context.Request.Path, StrataException.Invalid($"malformed request: {ex.Message}"));
+            return null;
+        }
+    }
+
+    async Task Fail(HttpContext context, string method, Exception ex)
+    {
+        string message = ex is StrataException ? ex.Message : $"internal error: {ex.Message}";
+        if (ex is StrataException) logger.LogWarning("{Method} failed: {Message}", method, message);
+        else logger.LogError(ex, "{Method} failed", method);
+        context.Response.StatusCode = 500;
+        await Write(context, new ErrReply(message));
+    }
+
+    static async Task Write(HttpContext context, object reply)
+    {
+        context.Response.ContentType = Accept;
+        await JsonSerializer.SerializeAsync(context.Response.Body, reply, reply.GetType(), WireJson.Default);
+    }
+
+    static ErrReply Ok() => new(null);
+}

@@ -1,0 +1,58 @@
+using System.Text.Json.Serialization;
+
+namespace Strata.Daemon;
+
+// Requests and replies of the graphdriver plugin protocol, named as moby's Go structs name their fields
+// (daemon/graphdriver/proxy.go); Go decodes case-insensitively and leaves out empty fields.
+
+public sealed class Empty;
+
+public sealed class InitRequest
+{
+    public string? Home { get; set; }
+    public List<string>? Opts { get; set; }
+    public List<IdMap>? UIDMaps { get; set; }
+    public List<IdMap>? GIDMaps { get; set; }
+}
+
+public sealed class IdMap
+{
+    [JsonPropertyName("container_id")] public long ContainerId { get; set; }
+    [JsonPropertyName("host_id")] public long HostId { get; set; }
+    [JsonPropertyName("size")] public long Size { get; set; }
+}
+
+public sealed class LayerRequest
+{
+    public string ID { get; set; } = "";
+    public string? Parent { get; set; }
+    public string? MountLabel { get; set; }
+    public Dictionary<string, string>? StorageOpt { get; set; }
+}
+
+public sealed record PluginActivation(List<string> Implements);
+public sealed record ErrReply(string? Err);
+public sealed record DirReply(string Dir);
+public sealed record ExistsReply(bool Exists);
+public sealed record StatusReply(List<string[]> Status);
+public sealed record MetadataReply(Dictionary<string, string> Metadata);
+public sealed record ChangesReply(List<WireChange> Changes);
+public sealed record SizeReply(long Size);
+public sealed record DriverCapabilities(bool ReproducesExactDiffs);
+public sealed record CapabilitiesReply(DriverCapabilities Capabilities);
+public sealed record WireChange(string Path, int Kind);
+
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, PropertyNameCaseInsensitive = true)]
+[JsonSerializable(typeof(Empty))]
+[JsonSerializable(typeof(InitRequest))]
+[JsonSerializable(typeof(LayerRequest))]
+[JsonSerializable(typeof(PluginActivation))]
+[JsonSerializable(typeof(ErrReply))]
+[JsonSerializable(typeof(DirReply))]
+[JsonSerializable(typeof(ExistsReply))]
+[JsonSerializable(typeof(StatusReply))]
+[JsonSerializable(typeof(MetadataReply))]
+[JsonSerializable(typeof(ChangesReply))]
+[JsonSerializable(typeof(SizeReply))]
+[JsonSerializable(typeof(CapabilitiesReply))]
+public sealed partial class WireJson : JsonSerializerContext;

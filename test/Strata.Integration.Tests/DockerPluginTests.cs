@@ -1,0 +1,159 @@
+using Strata.Native;
+using Strata.Testing;
+using Xunit.Abstractions;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>A real dockerd (Debian's 20.10) running its containers on Strata through the graphdriver plugin
+/// protocol: `strata serve` on a store of the driver under test, a private dockerd started with
+/// `--experimental -s` the plugin's (unique) name. One pair per test.</summary>
+public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
+{
+    readonly TempRoot _temp = new();
+    readonly List<IDisposable> _owned = [];
+
+    protected abstract string DriverName { get; }
+
+    string Store => _temp.Combine("store");
+
+    public void Dispose()
+    {
+        for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+        _temp.Dispose();
+    }
+
+    (StrataServe Strata, PrivateDockerd Docker) Start()
+    {
+        string plugin = "strata-test-" + Guid.NewGuid().ToString("N")[..10];
+        var strata = new StrataServe(Store, DriverName, plugin, _temp.Combine("strata.log"));
+        _owned.Add(strata);
+        var docker = new PrivateDockerd(_temp.Dir("docker"), plugin);
+        _owned.Add(docker);
+        return (strata, docker);
+    }
+
+    PrivateDockerd StartBuiltIn()
+    {
+        var docker = new PrivateDockerd(_temp.Dir("docker-overlay2"), "overlay2");
+        _owned.Add(docker);
+        return docker;
+    }
+
+    /// <summary>A tiny rootfs: static busybox and its applets, and a few files in image paths.</summary>
+    string RootfsTar()
+    {
+        string root = _temp.Dir("rootfs");
+        Directory.CreateDirectory(Path.Combine(root, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(root, "bin", "busybox"));
+        foreach (var applet in new[] { "sh", "echo", "rm", "mkdir", "ls", "cat", "true", "mv", "touch", "find", "sort" })
+            File.CreateSymbolicLink(Path.Combine(root, "bin", applet), "busybox");
+        Directory.CreateDirectory(Path.Combine(root, "etc"));
+        File.WriteAllText(Path.Combine(root, "etc", "motd"), "hello\n");
+        Directory.CreateDirectory(Path.Combine(root, "data", "sub"));
+        File.WriteAllText(Path.Combine(root, "data", "keep"), "keep\n");
+        File.WriteAllText(Path.Combine(root, "data", "sub", "gone"), "gone\n");
+        string tar = _temp.Combine("rootfs.tar");
+        Shell.Run("tar", "-C", root, "-cf", tar, ".").Check("tar");
+        return tar;
+    }
+
+    const string Changes = "echo new > /etc/new; echo changed >> /etc/motd; rm -rf /data/sub; mkdir /made; touch /made/file";
+    const string Show = "cat /etc/new /etc/motd; find /data /made | sort";
+
+    void SkipWithoutBusybox()
+    {
+        if (!File.Exists("/bin/busybox") || Shell.Run("ldd", "/bin/busybox").ExitCode == 0)
+            throw new InvalidOperationException("a static /bin/busybox is needed (test.sh installs busybox-static)");
+    }
+
+    [DockerFact]
+    public void ImportRunDiffCommitAndSaveToOverlay2()
+    {
+        SkipWithoutBusybox();
+        var (strata, docker) = Start();
+        docker.Ok("import", RootfsTar(), "strata-test:base");
+        docker.Ok("run", "--name", "c1", "strata-test:base", "sh", "-c", Changes);
+        Assert.Equal("C /data\nD /data/sub\nC /etc\nC /etc/motd\nA /etc/new\nA /made\nA /made/file", docker.Ok("diff", "c1"));
+        docker.Ok("commit", "c1", "strata-test:next");
+        string seen = docker.Ok("run", "--rm", "strata-test:next", "sh", "-c", Show);
+        Assert.Equal("new\nhello\nchanged\n/data\n/data/keep\n/made\n/made/file", seen);
+        Assert.Equal(docker.StorageDriver, docker.Ok("inspect", "--format", "{{.GraphDriver.Name}}", "c1"));
+        Assert.Contains($"\"{Posix.RealPath(Store)}/{DriverName}/", docker.Ok("inspect", "--format", "{{json .GraphDriver.Data}}", "c1")); // GetMetadata
+
+        // the same image through docker save into a dockerd with its built-in overlay2
+        string saved = _temp.Combine("next.tar");
+        docker.Ok("save", "-o", saved, "strata-test:next");
+        var builtIn = StartBuiltIn();
+        builtIn.Ok("load", "-i", saved);
+        Assert.Equal(seen, builtIn.Ok("run", "--rm", "strata-test:next", "sh", "-c", Show));
+        output.WriteLine(strata.Log().Split('\n').Length + " lines of strata log");
+    }
+
+    [DockerFact]
+    public void DockerInfoShowsStrataStatus()
+    {
+        var (_, docker) = Start();
+        string info = docker.Ok("info");
+        Assert.Contains($"Storage Driver: {docker.StorageDriver}\n", info);
+        Assert.Contains($"  Root Dir: {Posix.RealPath(Store)}\n", info);
+        Assert.Contains("  Layers: 0\n", info);
+        if (DriverName == "overlay") Assert.Contains("  Native Overlay Diff: true\n", info);
+    }
+
+    [DockerFact]
+    public void ContainersStartAfterRestartsOfDockerdAndOfStrata()
+    {
+        SkipWithoutBusybox();
+        var (strata, docker) = Start();
+        docker.Ok("import", RootfsTar(), "strata-test:base");
+        docker.Ok("create", "--name", "c1", "strata-test:base", "sh", "-c", "echo run >> /runs; cat /runs");
+        Assert.Equal("run", docker.Ok("start", "-a", "c1"));
+        docker.Stop();
+        docker.Start();
+        Assert.Equal("run\nrun", docker.Ok("start", "-a", "c1"));
+        Assert.Equal(0, strata.Stop());
+        Assert.False(File.Exists(strata.Socket));
+        strata.Start();
+        Assert.Equal("run\nrun\nrun", docker.Ok("start", "-a", "c1"));
+    }
+
+    [DockerFact]
+    public void RemovingEverythingLeavesTheStoreEmpty()
+    {
+        SkipWithoutBusybox();
+        var (strata, docker) = Start();
+        docker.Ok("import", RootfsTar(), "strata-test:base");
+        docker.Ok("run", "--name", "c1", "strata-test:base", "sh", "-c", Changes);
+        docker.Ok("commit", "c1", "strata-test:next");
+        docker.Ok("create", "--name", "c2", "strata-test:next", "true");
+        docker.Ok("rm", "-f", "c1", "c2");
+        docker.Ok("system", "prune", "-af");
+        Assert.Equal("", docker.Ok("images", "-q"));
+        Assert.Empty(Directory.GetFiles(Path.Combine(Store, "layers")));
+        Assert.Empty(Directory.GetFiles(Path.Combine(Store, "mounts")));
+        Assert.DoesNotContain(Directory.GetDirectories(Path.Combine(Store, DriverName)), d => Path.GetFileName(d) != "l");
+        Assert.DoesNotContain(MountTable.Read(), m => m.MountPoint.StartsWith(Posix.RealPath(Store) + "/", StringComparison.Ordinal));
+        Assert.DoesNotContain("fail", strata.Log(), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [DockerFact]
+    public void ErrorsReachTheDockerUser()
+    {
+        SkipWithoutBusybox();
+        var (_, docker) = Start();
+        docker.Ok("import", RootfsTar(), "strata-test:base");
+        var r = docker.Docker("run", "--rm", "--storage-opt", "size=lots", "strata-test:base", "true");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains(DriverName == "overlay" ? "size 'lots' is not a size" : "vfs does not support storage options (size)", r.Stderr);
+    }
+}
+
+public sealed class DockerOnOverlayTests(ITestOutputHelper output) : DockerPluginTests(output)
+{
+    protected override string DriverName => "overlay";
+}
+
+public sealed class DockerOnVfsTests(ITestOutputHelper output) : DockerPluginTests(output)
+{
+    protected override string DriverName => "vfs";
+}
