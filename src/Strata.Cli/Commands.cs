@@ -43,17 +43,46 @@ public static class Commands
         return root;
     }
 
-    static LayerStore OpenStore(ParseResult r) => OpenStore(r, out _, layerOptionsAllowed: false);
+    static StoreLease OpenStore(ParseResult r) => OpenStore(r, out _, layerOptionsAllowed: false);
 
-    /// <summary>Opens the store with the driver options of --storage-opt (keys with a dot); the rest are layer options.</summary>
-    static LayerStore OpenStore(ParseResult r, out Dictionary<string, string> layerOptions, bool layerOptionsAllowed = true)
+    /// <summary>The store a command works on, with the driver options of --storage-opt (keys with a dot; the rest
+    /// are layer options): opened for this command, or the daemon's when the command runs inside it.</summary>
+    static StoreLease OpenStore(ParseResult r, out Dictionary<string, string> layerOptions, bool layerOptionsAllowed = true)
     {
         var all = Pairs(r.GetValue(StorageOption), "--storage-opt") ?? [];
         var driverOptions = all.Where(p => p.Key.Contains('.')).ToDictionary();
         layerOptions = all.Where(p => !p.Key.Contains('.')).ToDictionary();
         if (!layerOptionsAllowed && layerOptions.Count > 0)
             throw StrataException.Invalid($"--storage-opt {layerOptions.Keys.First()}= is a layer option: only `layer create` takes it");
-        return LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = driverOptions });
+        if (Io.Current.Store is { } served)
+        {
+            if (r.GetValue(DriverOption) is { } driver && driver != served.Driver.Name)
+                throw StrataException.Invalid($"store {served.Root} was created with driver '{served.Driver.Name}', not '{driver}'; use another --root for '{driver}'");
+            return new StoreLease(served, owned: false);
+        }
+        return new StoreLease(LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = driverOptions }), owned: true);
+    }
+
+    /// <summary>A store for one command; disposing closes it only if the command opened it.</summary>
+    sealed class StoreLease(LayerStore store, bool owned) : IDisposable
+    {
+        public LayerStore Store => store;
+
+        public void Dispose()
+        {
+            if (owned) store.Dispose();
+        }
+    }
+
+    /// <summary>The store root a parsed command line names (absolute), and whether the command may run inside a
+    /// daemon that owns that store (everything but `serve`, help and version).</summary>
+    internal static (string Root, bool Forwardable, bool ReadsStdin) Route(ParseResult r)
+    {
+        var command = r.CommandResult.Command;
+        bool forwardable = r.Errors.Count == 0 && r.Action is not null && command is not RootCommand && command.Name != "serve"
+            && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
+        bool readsStdin = command.Name == "apply" && !r.Tokens.Any(t => t.Value is "-i" or "--input");
+        return (Path.GetFullPath(r.GetValue(RootOption)!), forwardable, readsStdin);
     }
 
     static Command Serve()
@@ -81,6 +110,8 @@ public static class Commands
                 DockerPlugin = name,
                 PluginDir = r.GetValue(pluginDir)!,
                 LogLevel = level,
+                ControlSocket = Control.SocketName,
+                Control = Control.Map,
             }).GetAwaiter().GetResult();
             return 0;
         });
@@ -93,7 +124,8 @@ public static class Commands
         var cmd = new Command("info", "Show the storage driver and its status (like `docker info`)") { format };
         cmd.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             var status = store.Status();
             if (IsJson(r, format))
             {
@@ -105,8 +137,8 @@ public static class Commands
                 WriteJson(doc);
                 return 0;
             }
-            Console.WriteLine($"Storage Driver: {store.Driver.Name}");
-            foreach (var (k, v) in status) Console.WriteLine($" {k}: {v}");
+            Io.Current.Out.WriteLine($"Storage Driver: {store.Driver.Name}");
+            foreach (var (k, v) in status) Io.Current.Out.WriteLine($" {k}: {v}");
             return 0;
         });
         return cmd;
@@ -122,10 +154,11 @@ public static class Commands
         var create = new Command("create", "Create an empty layer, or a copy-on-write child of --parent") { id, parent, rw, labels };
         create.SetAction(r =>
         {
-            using var store = OpenStore(r, out var layerOptions);
+            using var lease = OpenStore(r, out var layerOptions);
+            var store = lease.Store;
             var layer = store.Create(r.GetValue(id)!, r.GetValue(parent), r.GetValue(rw) ? LayerKind.ReadWrite : LayerKind.ReadOnly,
                 Pairs(r.GetValue(labels), "--label"), layerOptions);
-            Console.WriteLine(layer.Id);
+            Io.Current.Out.WriteLine(layer.Id);
             return 0;
         });
         yield return create;
@@ -134,11 +167,12 @@ public static class Commands
         var rm = new Command("rm", "Remove layers (refused while a layer has children or is mounted)") { ids };
         rm.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             foreach (var i in r.GetValue(ids)!)
             {
                 store.Remove(i);
-                Console.WriteLine(i);
+                Io.Current.Out.WriteLine(i);
             }
             return 0;
         });
@@ -148,7 +182,8 @@ public static class Commands
         var ls = new Command("ls", "List layers") { format };
         ls.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             var layers = store.List();
             if (IsJson(r, format))
             {
@@ -160,7 +195,7 @@ public static class Commands
             foreach (var l in layers)
                 table.AddRow(Markup.Escape(l.Id), Markup.Escape(l.Parent ?? "-"), l.Kind == LayerKind.ReadWrite ? "rw" : "ro",
                     Bytes(l.Size), l.Mounts.ToString(CultureInfo.InvariantCulture), l.Created.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture));
-            Terminal.Out.Write(table);
+            Io.Current.Ansi.Write(table);
             return 0;
         });
         yield return ls;
@@ -168,7 +203,8 @@ public static class Commands
         var inspect = new Command("inspect", "Show a layer's record and driver metadata as JSON") { id };
         inspect.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             var layer = store.Inspect(r.GetValue(id)!);
             WriteJson(new Dictionary<string, object> { ["Layer"] = layer, ["Driver"] = store.Driver.Name, ["Metadata"] = store.Metadata(layer.Id) });
             return 0;
@@ -178,8 +214,9 @@ public static class Commands
         var mount = new Command("mount", "Mount a layer and print the path of its tree") { id };
         mount.SetAction(r =>
         {
-            using var store = OpenStore(r);
-            Console.WriteLine(store.Mount(r.GetValue(id)!));
+            using var lease = OpenStore(r);
+            var store = lease.Store;
+            Io.Current.Out.WriteLine(store.Mount(r.GetValue(id)!));
             return 0;
         });
         yield return mount;
@@ -187,7 +224,8 @@ public static class Commands
         var unmount = new Command("unmount", "Release one mount of a layer") { id };
         unmount.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             store.Unmount(r.GetValue(id)!);
             return 0;
         });
@@ -197,11 +235,12 @@ public static class Commands
         var diff = new Command("diff", "Write the layer's changes as an OCI layer tar") { id, parent, output };
         diff.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             string layerId = r.GetValue(id)!;
             var result = OutputFile.Write(r.GetValue(output), s =>
                 r.GetResult(parent) is null ? store.Diff(layerId, s) : store.Diff(layerId, r.GetValue(parent), s));
-            foreach (var s in result.SkippedSockets) Console.Error.WriteLine($"strata: note: socket {s} skipped (tar cannot hold sockets)");
+            foreach (var s in result.SkippedSockets) Io.Current.Err.WriteLine($"strata: note: socket {s} skipped (tar cannot hold sockets)");
             return 0;
         });
         yield return diff;
@@ -210,10 +249,11 @@ public static class Commands
         var apply = new Command("apply", "Apply an OCI layer tar: creates layer ID (child of --parent) if it does not exist; prints the bytes applied") { id, parent, input };
         apply.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             using var tar = OpenInput(r.GetValue(input));
             long size = store.Apply(r.GetValue(id)!, tar, r.GetValue(parent), parentGiven: r.GetResult(parent) is not null);
-            Console.WriteLine(size.ToString(CultureInfo.InvariantCulture));
+            Io.Current.Out.WriteLine(size.ToString(CultureInfo.InvariantCulture));
             return 0;
         });
         yield return apply;
@@ -221,10 +261,11 @@ public static class Commands
         var changes = new Command("changes", "List changed paths (A added, C changed, D deleted), sorted") { id, parent };
         changes.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             string layerId = r.GetValue(id)!;
             var list = r.GetResult(parent) is null ? store.Changes(layerId) : store.Changes(layerId, r.GetValue(parent));
-            var outw = new StreamWriter(Console.OpenStandardOutput()) { AutoFlush = false };
+            var outw = Io.Current.Out;
             foreach (var c in list) outw.WriteLine(c.ToString());
             outw.Flush();
             return 0;
@@ -234,10 +275,11 @@ public static class Commands
         var diffSize = new Command("diff-size", "Print the bytes of file content the layer's diff carries") { id, parent };
         diffSize.SetAction(r =>
         {
-            using var store = OpenStore(r);
+            using var lease = OpenStore(r);
+            var store = lease.Store;
             string layerId = r.GetValue(id)!;
             long size = r.GetResult(parent) is null ? store.DiffSize(layerId) : store.DiffSize(layerId, r.GetValue(parent));
-            Console.WriteLine(size.ToString(CultureInfo.InvariantCulture));
+            Io.Current.Out.WriteLine(size.ToString(CultureInfo.InvariantCulture));
             return 0;
         });
         yield return diffSize;
@@ -267,7 +309,8 @@ public static class Commands
 
     static Stream OpenInput(string? path)
     {
-        if (path is null) return Console.OpenStandardInput(1 << 20);
+        if (path is null) return Io.Current.In();
+        path = Io.Current.FullPath(path);
         try
         {
             return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
@@ -278,10 +321,7 @@ public static class Commands
         }
     }
 
-    static void WriteJson<T>(T value)
-    {
-        Console.WriteLine(JsonSerializer.Serialize(value, CliJson.Options));
-    }
+    static void WriteJson<T>(T value) => Io.Current.Out.WriteLine(JsonSerializer.Serialize(value, CliJson.Options));
 
     internal static string Bytes(long n) => n switch
     {

@@ -7,12 +7,11 @@ static class OutputFile
     {
         if (path is null)
         {
-            if (!Console.IsOutputRedirected)
-                throw new StrataException(ErrorKind.InvalidArgument, "refusing to write a tar to a terminal; use -o FILE or redirect stdout");
-            using var stdout = Console.OpenStandardOutput();
+            using var stdout = Io.Current.BinaryOut()
+                ?? throw new StrataException(ErrorKind.InvalidArgument, "refusing to write a tar to a terminal; use -o FILE or redirect stdout");
             return produce(stdout);
         }
-        string full = Path.GetFullPath(path);
+        string full = Io.Current.FullPath(path);
         string tmp = $"{full}.tmp-{Environment.ProcessId}";
         try
         {

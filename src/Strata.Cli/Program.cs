@@ -1,30 +1,18 @@
-using System.CommandLine;
-using Strata;
 using Strata.Cli;
 
-var root = Commands.Build();
-var parsed = root.Parse(args);
-if (parsed.Errors.Count > 0)
+var parsed = Commands.Build().Parse(args);
+var (root, forwardable, readsStdin) = Commands.Route(parsed);
+// a daemon that owns this store runs the command; otherwise this process opens the store itself
+if (forwardable)
 {
-    Console.Error.WriteLine($"strata: {parsed.Errors[0].Message} (see 'strata --help')");
-    return ExitCodes.Usage;
+    try
+    {
+        if (Control.TryForward(root, args, readsStdin) is { } code) return code;
+    }
+    catch (Strata.StrataException ex)
+    {
+        Console.Error.WriteLine($"strata: {ex.Message}");
+        return ExitCodes.For(ex.Kind);
+    }
 }
-try
-{
-    return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
-}
-catch (StrataException ex)
-{
-    Console.Error.WriteLine($"strata: {ex.Message}");
-    return ExitCodes.For(ex.Kind);
-}
-catch (IOException ex)
-{
-    Console.Error.WriteLine($"strata: {ex.Message}");
-    return ExitCodes.Failure;
-}
-catch (UnauthorizedAccessException ex)
-{
-    Console.Error.WriteLine($"strata: {ex.Message}");
-    return ExitCodes.Failure;
-}
+return Runner.Run(parsed);

@@ -17,6 +17,10 @@ public sealed record DaemonOptions
     /// <summary>Where dockerd looks for plugin sockets.</summary>
     public string PluginDir { get; init; } = "/run/docker/plugins";
     public LogLevel LogLevel { get; init; } = LogLevel.Information;
+    /// <summary>Name of the control socket in the store root, where the CLI sends its commands.</summary>
+    public string? ControlSocket { get; init; }
+    /// <summary>Maps the control socket's endpoints (the CLI's command tree lives in the CLI).</summary>
+    public Action<WebApplication, LayerStore>? Control { get; init; }
 }
 
 /// <summary>
@@ -42,7 +46,7 @@ public static class StrataDaemon
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
 
         string? socket = options.DockerPlugin is { } name ? Path.Combine(options.PluginDir, name + ".sock") : null;
-        if (socket is not null) PrepareSocket(socket, options.DockerPlugin!);
+        if (socket is not null) PrepareSocket(socket, $"plugin '{options.DockerPlugin}'");
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AllowSynchronousIO = true; // tars stream through synchronous readers and writers
@@ -51,13 +55,21 @@ public static class StrataDaemon
         });
 
         using var store = LayerStore.Open(options.Store);
+        string? control = options.ControlSocket is { } c ? Path.Combine(store.Root, c) : null;
+        if (control is not null) PrepareSocket(control, "the control socket");
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            if (control is not null) k.ListenUnixSocket(control);
+        });
         await using var app = builder.Build();
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("strata");
         foreach (var s in store.Swept) log.LogInformation("start-up sweep: {What}", s);
         new DockerPlugin(store, log).Map(app);
+        options.Control?.Invoke(app, store);
         try
         {
             await app.StartAsync(stop);
+            if (control is not null) Posix.ChmodAt(FileDescriptor.Cwd, control, 0x180 /* 0600 */);
             if (socket is not null)
             {
                 Posix.ChmodAt(FileDescriptor.Cwd, socket, 0x180 /* 0600 */);
@@ -70,6 +82,7 @@ public static class StrataDaemon
             await app.StopAsync(CancellationToken.None); // in-flight requests finish first
             store.Cleanup();
             if (socket is not null) File.Delete(socket);
+            if (control is not null) File.Delete(control);
             log.LogInformation("stopped; store {Root} released", store.Root);
         }
     }
@@ -85,7 +98,7 @@ public static class StrataDaemon
         try
         {
             probe.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(socket));
-            throw StrataException.InUse($"another process serves plugin '{name}' on {socket}");
+            throw StrataException.InUse($"another process serves {name} on {socket}");
         }
         catch (System.Net.Sockets.SocketException)
         {

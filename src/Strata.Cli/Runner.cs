@@ -1,0 +1,32 @@
+using System.CommandLine;
+
+namespace Strata.Cli;
+
+/// <summary>Runs a parsed command and translates failures exactly once: one line `strata: message` on the
+/// command's stderr and an exit code (see <see cref="ExitCodes"/>).</summary>
+static class Runner
+{
+    public static int Run(ParseResult parsed)
+    {
+        var err = Io.Current.Err;
+        if (parsed.Errors.Count > 0)
+        {
+            err.WriteLine($"strata: {parsed.Errors[0].Message} (see 'strata --help')");
+            return ExitCodes.Usage;
+        }
+        try
+        {
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = Io.Current.Out, Error = err });
+        }
+        catch (StrataException ex)
+        {
+            err.WriteLine($"strata: {ex.Message}");
+            return ExitCodes.For(ex.Kind);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            err.WriteLine($"strata: {ex.Message}");
+            return ExitCodes.Failure;
+        }
+    }
+}
