@@ -22,7 +22,7 @@ static class Control
     public const string SocketName = "strata.sock";
     const byte Stdout = 1, Stderr = 2, Exit = 3;
 
-    public static void Map(WebApplication app, LayerStore store) =>
+    public static void Map(WebApplication app, Strata.Daemon.StoreHost host) =>
         app.MapPost("/v1/command", async context =>
         {
             string[] args;
@@ -39,7 +39,7 @@ static class Control
             bool tty = context.Request.Headers["Strata-Tty"] == "1";
             context.Response.ContentType = "application/octet-stream";
             var body = context.Response.Body;
-            int code = await Task.Run(() =>
+            int code = await Task.Run(() => host.Use(store =>
             {
                 using var outw = new StreamWriter(new FrameStream(body, Stdout), new UTF8Encoding(false), 1 << 16) { AutoFlush = false };
                 using var errw = new StreamWriter(new FrameStream(body, Stderr), new UTF8Encoding(false), 1 << 12) { AutoFlush = true };
@@ -57,7 +57,7 @@ static class Control
                 outw.Flush();
                 errw.Flush();
                 return result;
-            });
+            }));
             var exit = new byte[9];
             exit[0] = Exit;
             BinaryPrimitives.WriteInt32BigEndian(exit.AsSpan(1), 4);

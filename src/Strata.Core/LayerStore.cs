@@ -20,6 +20,9 @@ public sealed record StoreOptions
     /// <summary>Perform overlay mounts with mount(2) even where the new mount API is available (what kernels
     /// before 6.8 get; the tests use it to cover that path here).</summary>
     internal bool LegacyMounts { get; init; }
+    /// <summary>A store that holds no layers yet takes the requested driver and driver options even if it was
+    /// made with others (how dockerd's storage options pick the driver of `strata serve`'s store).</summary>
+    public bool ReconfigureIfEmpty { get; init; }
     /// <summary>How long to wait for another process to release the store.</summary>
     public TimeSpan LockWait { get; init; } = TimeSpan.FromSeconds(30);
 }
@@ -99,7 +102,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             MakeDir(Path.Combine(root, "layers"), PrivateDir);
             MakeDir(Path.Combine(root, "tmp"), PrivateDir);
             MakeDir(Path.Combine(root, "mounts"), PrivateDir);
-            var (driverName, driverOptions, isNew) = ChooseDriver(root, options.Driver, options.DriverOptions);
+            var (driverName, driverOptions, isNew) = ChooseDriver(root, options.Driver, options.DriverOptions, options.ReconfigureIfEmpty);
             var driver = DriverRegistry.Create(driverName, root, driverOptions);
             try
             {
@@ -173,7 +176,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     /// <summary>The store's driver and driver options: those recorded in <c>driver</c> (name on the first line,
     /// then one KEY=VALUE per line) when the store exists, which a request may repeat but not change;
     /// else the requested ones, or the probe's choice.</summary>
-    static (string Name, IReadOnlyDictionary<string, string> Options, bool IsNew) ChooseDriver(string root, string? requested, IReadOnlyDictionary<string, string> options)
+    static (string Name, IReadOnlyDictionary<string, string> Options, bool IsNew) ChooseDriver(string root, string? requested, IReadOnlyDictionary<string, string> options, bool reconfigureIfEmpty)
     {
         string file = Path.Combine(root, "driver");
         if (requested is not null && !DriverRegistry.IsKnown(requested))
@@ -192,6 +195,9 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 if (eq <= 0) throw StrataException.Corrupt($"{file}: '{line}' is not KEY=VALUE");
                 recordedOptions[line[..eq]] = line[(eq + 1)..];
             }
+            bool same = (requested is null || requested == recorded) && options.All(p => recordedOptions.GetValueOrDefault(p.Key) == p.Value);
+            if (!same && reconfigureIfEmpty && !Directory.EnumerateFiles(Path.Combine(root, "layers"), "*.json").Any())
+                return (requested ?? recorded, options, true);
             if (requested is not null && requested != recorded)
                 throw StrataException.Invalid($"store {root} was created with driver '{recorded}', not '{requested}'; use another --root for '{requested}'");
             foreach (var (k, v) in options)

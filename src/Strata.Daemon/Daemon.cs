@@ -20,7 +20,7 @@ public sealed record DaemonOptions
     /// <summary>Name of the control socket in the store root, where the CLI sends its commands.</summary>
     public string? ControlSocket { get; init; }
     /// <summary>Maps the control socket's endpoints (the CLI's command tree lives in the CLI).</summary>
-    public Action<WebApplication, LayerStore>? Control { get; init; }
+    public Action<WebApplication, StoreHost>? Control { get; init; }
 }
 
 /// <summary>
@@ -54,8 +54,8 @@ public static class StrataDaemon
             if (socket is not null) k.ListenUnixSocket(socket);
         });
 
-        using var store = LayerStore.Open(options.Store);
-        string? control = options.ControlSocket is { } c ? Path.Combine(store.Root, c) : null;
+        using var host = new StoreHost(options.Store);
+        string? control = options.ControlSocket is { } c ? Path.Combine(host.Root, c) : null;
         if (control is not null) PrepareSocket(control, "the control socket");
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -63,9 +63,9 @@ public static class StrataDaemon
         });
         await using var app = builder.Build();
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("strata");
-        foreach (var s in store.Swept) log.LogInformation("start-up sweep: {What}", s);
-        new DockerPlugin(store, log).Map(app);
-        options.Control?.Invoke(app, store);
+        foreach (var s in host.Use(store => store.Swept)) log.LogInformation("start-up sweep: {What}", s);
+        new DockerPlugin(host, log).Map(app);
+        options.Control?.Invoke(app, host);
         try
         {
             await app.StartAsync(stop);
@@ -73,17 +73,17 @@ public static class StrataDaemon
             if (socket is not null)
             {
                 Posix.ChmodAt(FileDescriptor.Cwd, socket, 0x180 /* 0600 */);
-                log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", store.Root, store.Driver.Name, options.DockerPlugin, socket);
+                log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", host.Root, host.Use(store => store.Driver.Name), options.DockerPlugin, socket);
             }
             await app.WaitForShutdownAsync(stop);
         }
         finally
         {
             await app.StopAsync(CancellationToken.None); // in-flight requests finish first
-            store.Cleanup();
+            host.Use(store => store.Cleanup());
             if (socket is not null) File.Delete(socket);
             if (control is not null) File.Delete(control);
-            log.LogInformation("stopped; store {Root} released", store.Root);
+            log.LogInformation("stopped; store {Root} released", host.Root);
         }
     }
 

@@ -15,7 +15,7 @@ namespace Strata.Daemon;
 /// the tar) and ApplyDiff (the request body is the tar); both stream. Failures are non-200 replies
 /// carrying {"Err": "..."}, which dockerd shows to the user. Field names are those of the Go structs.
 /// </summary>
-public sealed class DockerPlugin(LayerStore store, ILogger logger)
+public sealed class DockerPlugin(StoreHost host, ILogger logger)
 {
     public const string Accept = "application/vnd.docker.plugins.v1.2+json";
 
@@ -24,55 +24,59 @@ public sealed class DockerPlugin(LayerStore store, ILogger logger)
         app.MapPost("/Plugin.Activate", context => Write(context, new PluginActivation(["GraphDriver"])));
         Post(app, "Init", (InitRequest r) =>
         {
-            // the store and its driver are the daemon's (strata serve --root, --driver); dockerd's home and
-            // options are checked against them so a mismatch is an error instead of a surprise
+            // dockerd's storage options pick the store's driver and driver options (strata.driver=NAME, and the
+            // driver's own dotted keys) while the store is empty; a store with layers keeps what it has
+            string? driver = null;
+            var driverOptions = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var opt in r.Opts ?? [])
             {
                 int eq = opt.IndexOf('=');
                 if (eq <= 0) throw StrataException.Invalid($"storage option '{opt}' is not KEY=VALUE");
                 string key = opt[..eq], value = opt[(eq + 1)..];
-                if (key == "strata.driver" && value != store.Driver.Name)
-                    throw StrataException.Invalid($"strata serves store {store.Root} with driver '{store.Driver.Name}', not '{value}': start `strata serve --driver {value}` on another --root");
+                if (key == "strata.driver") driver = value;
+                else if (key.Contains('.')) driverOptions[key] = value;
+                else throw StrataException.Invalid($"storage option '{key}' is a layer option; give it per container (docker run --storage-opt {key}=...)");
             }
             if ((r.UIDMaps?.Count ?? 0) > 0 || (r.GIDMaps?.Count ?? 0) > 0)
                 throw StrataException.Unsupported("user namespace remapping (userns-remap) is not supported by strata yet");
-            logger.LogInformation("dockerd connected: home {Home}, options [{Opts}]", r.Home, string.Join(", ", r.Opts ?? []));
+            host.Configure(driver, driverOptions);
+            logger.LogInformation("dockerd connected: home {Home}, options [{Opts}]; store {Root} uses driver {Driver}", r.Home, string.Join(", ", r.Opts ?? []), host.Root, host.Use(s => s.Driver.Name));
             return Ok();
         }, WireJson.Default.InitRequest);
         Post(app, "Capabilities", (Empty _) => new CapabilitiesReply(new DriverCapabilities(false)), WireJson.Default.Empty);
         Post(app, "Create", (LayerRequest r) =>
         {
-            store.Create(r.ID, Parent(r.Parent), LayerKind.ReadOnly, storageOptions: r.StorageOpt);
+            host.Use(store => store.Create(r.ID, Parent(r.Parent), LayerKind.ReadOnly, storageOptions: r.StorageOpt));
             return Ok();
         }, WireJson.Default.LayerRequest);
         Post(app, "CreateReadWrite", (LayerRequest r) =>
         {
-            store.Create(r.ID, Parent(r.Parent), LayerKind.ReadWrite, storageOptions: r.StorageOpt);
+            host.Use(store => store.Create(r.ID, Parent(r.Parent), LayerKind.ReadWrite, storageOptions: r.StorageOpt));
             return Ok();
         }, WireJson.Default.LayerRequest);
         Post(app, "Remove", (LayerRequest r) =>
         {
-            store.Remove(r.ID);
+            host.Use(store => store.Remove(r.ID));
             return Ok();
         }, WireJson.Default.LayerRequest);
-        Post(app, "Get", (LayerRequest r) => new DirReply(store.Mount(r.ID)), WireJson.Default.LayerRequest);
+        Post(app, "Get", (LayerRequest r) => new DirReply(host.Use(store => store.Mount(r.ID))), WireJson.Default.LayerRequest);
         Post(app, "Put", (LayerRequest r) =>
         {
-            store.Unmount(r.ID);
+            host.Use(store => store.Unmount(r.ID));
             return Ok();
         }, WireJson.Default.LayerRequest);
-        Post(app, "Exists", (LayerRequest r) => new ExistsReply(LayerId.IsValid(r.ID) && store.Exists(r.ID)), WireJson.Default.LayerRequest);
-        Post(app, "Status", (Empty _) => new StatusReply(store.Status().Select(p => new[] { p.Key, p.Value }).ToList()), WireJson.Default.Empty);
-        Post(app, "GetMetadata", (LayerRequest r) => new MetadataReply(new(store.Metadata(r.ID))), WireJson.Default.LayerRequest);
+        Post(app, "Exists", (LayerRequest r) => new ExistsReply(LayerId.IsValid(r.ID) && host.Use(store => store.Exists(r.ID))), WireJson.Default.LayerRequest);
+        Post(app, "Status", (Empty _) => new StatusReply(host.Use(store => store.Status()).Select(p => new[] { p.Key, p.Value }).ToList()), WireJson.Default.Empty);
+        Post(app, "GetMetadata", (LayerRequest r) => new MetadataReply(new(host.Use(store => store.Metadata(r.ID)))), WireJson.Default.LayerRequest);
         Post(app, "Cleanup", (Empty _) =>
         {
-            store.Cleanup();
+            host.Use(store => store.Cleanup());
             return Ok();
         }, WireJson.Default.Empty);
         Post(app, "Changes", (LayerRequest r) =>
-            new ChangesReply(store.Changes(r.ID, Parent(r.Parent)).Select(c => new WireChange(LayerPath.Display(c.Path), (int)c.Kind)).ToList()),
+            new ChangesReply(host.Use(store => store.Changes(r.ID, Parent(r.Parent))).Select(c => new WireChange(LayerPath.Display(c.Path), (int)c.Kind)).ToList()),
             WireJson.Default.LayerRequest);
-        Post(app, "DiffSize", (LayerRequest r) => new SizeReply(store.DiffSize(r.ID, Parent(r.Parent))), WireJson.Default.LayerRequest);
+        Post(app, "DiffSize", (LayerRequest r) => new SizeReply(host.Use(store => store.DiffSize(r.ID, Parent(r.Parent)))), WireJson.Default.LayerRequest);
         app.MapPost("/GraphDriver.Diff", async context =>
         {
             var r = await Read(context, WireJson.Default.LayerRequest);
@@ -81,7 +85,7 @@ public sealed class DockerPlugin(LayerStore store, ILogger logger)
             {
                 context.Response.ContentType = "application/x-tar";
                 // the tar goes straight to the socket; once it has begun, a failure can only cut it short
-                var result = await Task.Run(() => store.Diff(r.ID, Parent(r.Parent), context.Response.Body));
+                var result = await Task.Run(() => host.Use(store => store.Diff(r.ID, Parent(r.Parent), context.Response.Body)));
                 if (result.SkippedSockets.Count > 0) logger.LogInformation("diff of {Id} left out {Count} socket(s)", r.ID, result.SkippedSockets.Count);
             }
             catch (Exception ex) when (!context.Response.HasStarted)
@@ -94,7 +98,7 @@ public sealed class DockerPlugin(LayerStore store, ILogger logger)
             string id = context.Request.Query["id"].ToString();
             try
             {
-                long size = await Task.Run(() => store.ApplyDiff(id, context.Request.Body));
+                long size = await Task.Run(() => host.Use(store => store.ApplyDiff(id, context.Request.Body)));
                 await Write(context, new SizeReply(size));
             }
             catch (Exception ex)

@@ -8,15 +8,17 @@ namespace Strata.Integration.Tests;
 sealed class PrivateDockerd : IDisposable
 {
     readonly string _dir;
+    readonly string[] _extra;
     Process? _process;
 
     public string Socket => Path.Combine(_dir, "docker.sock");
     public string StorageDriver { get; }
 
-    public PrivateDockerd(string dir, string storageDriver)
+    public PrivateDockerd(string dir, string storageDriver, params string[] extraArgs)
     {
         _dir = dir;
         StorageDriver = storageDriver;
+        _extra = extraArgs;
         Start();
     }
 
@@ -28,7 +30,7 @@ sealed class PrivateDockerd : IDisposable
             "--data-root", Path.Combine(_dir, "data"), "--exec-root", Path.Combine(_dir, "exec"), "-H", "unix://" + Socket,
             "--pidfile", Path.Combine(_dir, "docker.pid"), "--iptables=false", "--ip-masq=false", "--bridge=none",
             "--experimental", "-s", StorageDriver,
-        }) psi.ArgumentList.Add(a);
+        }.Concat(_extra)) psi.ArgumentList.Add(a);
         _process = Process.Start(psi)!;
         var log = File.CreateText(Path.Combine(_dir, "dockerd.log"));
         _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };

@@ -22,12 +22,12 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
         _temp.Dispose();
     }
 
-    (StrataServe Strata, PrivateDockerd Docker) Start()
+    (StrataServe Strata, PrivateDockerd Docker) Start(params string[] dockerdArgs)
     {
         string plugin = "strata-test-" + Guid.NewGuid().ToString("N")[..10];
         var strata = new StrataServe(Store, DriverName, plugin, _temp.Combine("strata.log"));
         _owned.Add(strata);
-        var docker = new PrivateDockerd(_temp.Dir("docker"), plugin);
+        var docker = new PrivateDockerd(_temp.Dir("docker"), plugin, dockerdArgs);
         _owned.Add(docker);
         return (strata, docker);
     }
@@ -134,6 +134,17 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(Directory.GetDirectories(Path.Combine(Store, DriverName)), d => Path.GetFileName(d) != "l");
         Assert.DoesNotContain(MountTable.Read(), m => m.MountPoint.StartsWith(Posix.RealPath(Store) + "/", StringComparison.Ordinal));
         Assert.DoesNotContain("fail", strata.Log(), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [DockerFact]
+    public void DockerdsStorageOptionsPickTheDriverOfAnEmptyStore()
+    {
+        string other = DriverName == "overlay" ? "vfs" : "overlay";
+        var (strata, docker) = Start("--storage-opt", "strata.driver=" + other);
+        string info = docker.Ok("info");
+        Assert.Contains(other == "vfs" ? "  Reflink Copies: " : "  Native Overlay Diff: ", info);
+        Assert.StartsWith(other + "\n", File.ReadAllText(Path.Combine(Store, "driver")));
+        Assert.Contains($"uses driver {other}", strata.Log());
     }
 
     [DockerFact]
