@@ -86,7 +86,26 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
         var builtIn = StartBuiltIn();
         builtIn.Ok("load", "-i", saved);
         Assert.Equal(seen, builtIn.Ok("run", "--rm", "strata-test:next", "sh", "-c", Show));
-        output.WriteLine(strata.Log().Split('\n').Length + " lines of strata log");
+        // every file of the image, with its type, mode, owner and size, as each daemon exports it
+        string mine = Exported(docker);
+        output.WriteLine(mine);
+        Assert.Equal(mine, Exported(builtIn));
+        Assert.Contains(" etc/new", mine);
+        Assert.Contains("\"ID\"", strata.Log()); // the layers came through the plugin
+    }
+
+    string Exported(PrivateDockerd d)
+    {
+        string id = d.Ok("create", "strata-test:next", "true");
+        string tar = _temp.Combine($"export-{id}.tar");
+        d.Ok("export", "-o", tar, id);
+        d.Ok("rm", id);
+        var listing = Shell.Run("tar", "--numeric-owner", "-tvf", tar).Check("tar -t").Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Select(f => $"{f[0]} {f[1]} {f[2]} {string.Join(' ', f.Skip(5))}") // mode, owner, size, name (not times)
+            .Where(l => !l.Contains(" .dockerenv") && !l.Contains(" dev/") && !l.Contains(" etc/hostname") && !l.Contains(" etc/hosts") && !l.Contains(" etc/resolv.conf") && !l.Contains(" proc/") && !l.Contains(" sys/"))
+            .Order(StringComparer.Ordinal);
+        return string.Join("\n", listing);
     }
 
     [DockerFact]
