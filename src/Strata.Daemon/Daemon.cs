@@ -33,7 +33,14 @@ public static class StrataDaemon
 {
     public static async Task RunAsync(DaemonOptions options, CancellationToken stop = default)
     {
-        var builder = WebApplication.CreateSlimBuilder();
+        // the content root is the program's own directory, and configuration is not watched for changes: by
+        // default both are the working directory (/ under systemd), watched recursively, and the watcher
+        // then walks into freshly mounted layers and keeps their unmounts busy
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            ContentRootPath = AppContext.BaseDirectory,
+            Args = ["--hostBuilder:reloadConfigOnChange=false"],
+        });
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {

@@ -45,6 +45,9 @@ public sealed class DaemonTests : IDisposable
             // the daemon holds the store's lock: in embedded mode each command would have waited 30 s for it
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(25), $"took {clock.Elapsed}");
             Assert.Contains("serving store", serve.Log());
+            // started from / (as systemd does), it must not watch that tree: a watcher walking into new mounts keeps them busy
+            int watches = Directory.GetFiles($"/proc/{serve.Pid}/fdinfo").Sum(f => File.ReadLines(f).Count(l => l.StartsWith("inotify wd:", StringComparison.Ordinal)));
+            Assert.True(watches < 10, $"strata serve holds {watches} inotify watches");
         }
         Assert.False(File.Exists(Path.Combine(Store, "strata.sock")));
         // embedded again: the same answers
@@ -60,6 +63,7 @@ public sealed class DaemonTests : IDisposable
         Shell.Run("pkill", "-KILL", "-f", "--", "--root " + Store + " --driver overlay serve").Check("pkill");
         Thread.Sleep(500);
         serve.Dispose();
+        File.Delete(serve.Socket); // the plugin socket lies outside the store: leave no trace of the killed daemon
         Assert.True(File.Exists(Path.Combine(Store, "strata.sock")));
         Assert.Contains("base", _cli.Ok("layer", "ls")); // nobody answers there: the CLI opens the store itself
         using var again = Serve();

@@ -97,9 +97,12 @@ sealed class StrataServe : IDisposable
 
     public string Socket { get; }
 
+    public int Pid => _process?.Id ?? throw new InvalidOperationException("not running");
+
     public void Start()
     {
-        var psi = new ProcessStartInfo(Cli.Binary) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        // from / as systemd starts it
+        var psi = new ProcessStartInfo(Cli.Binary) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true, WorkingDirectory = "/" };
         foreach (var a in _args) psi.ArgumentList.Add(a);
         psi.Environment.Remove("STRATA_ROOT");
         _process = Process.Start(psi)!;
