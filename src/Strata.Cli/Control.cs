@@ -47,7 +47,7 @@ static class Control
                 {
                     Out = outw,
                     Err = errw,
-                    BinaryOut = () => new FrameStream(body, Stdout),
+                    BinaryOut = () => tty ? null : new FrameStream(body, Stdout), // never a tar to a terminal
                     In = () => context.Request.Body,
                     Cwd = cwd,
                     Store = store,

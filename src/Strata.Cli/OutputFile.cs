@@ -12,7 +12,7 @@ static class OutputFile
             return produce(stdout);
         }
         string full = Io.Current.FullPath(path);
-        string tmp = $"{full}.tmp-{Environment.ProcessId}";
+        string tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         try
         {
             T result;

@@ -14,5 +14,10 @@ if (forwardable)
         Console.Error.WriteLine($"strata: {ex.Message}");
         return ExitCodes.For(ex.Kind);
     }
+    catch (Exception ex) when (ex is HttpRequestException or IOException)
+    {
+        Console.Error.WriteLine($"strata: lost the connection to the daemon at {Path.Combine(root, Control.SocketName)} ({ex.Message})");
+        return ExitCodes.Failure;
+    }
 }
 return Runner.Run(parsed);

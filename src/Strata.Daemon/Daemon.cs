@@ -75,7 +75,16 @@ public static class StrataDaemon
         options.Control?.Invoke(app, host);
         try
         {
-            await app.StartAsync(stop);
+            // sockets are born with the process umask: make them private from their first moment, not after a chmod
+            uint umask = Posix.SetUmask(0x3F /* 077 */);
+            try
+            {
+                await app.StartAsync(stop);
+            }
+            finally
+            {
+                Posix.SetUmask(umask);
+            }
             if (control is not null) Posix.ChmodAt(FileDescriptor.Cwd, control, 0x180 /* 0600 */);
             if (socket is not null)
             {

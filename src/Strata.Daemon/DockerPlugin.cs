@@ -56,7 +56,8 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
         }, WireJson.Default.LayerRequest);
         Post(app, "Remove", (LayerRequest r) =>
         {
-            host.Use(store => store.Remove(r.ID));
+            // as the built-in drivers do, removing what is not there succeeds (dockerd cleans up after failed applies)
+            if (host.Use(store => store.Exists(r.ID))) host.Use(store => store.Remove(r.ID));
             return Ok();
         }, WireJson.Default.LayerRequest);
         Post(app, "Get", (LayerRequest r) => new DirReply(host.Use(store => store.Mount(r.ID))), WireJson.Default.LayerRequest);
