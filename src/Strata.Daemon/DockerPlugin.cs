@@ -57,7 +57,10 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
         Post(app, "Remove", (LayerRequest r) =>
         {
             // as the built-in drivers do, removing what is not there succeeds (dockerd cleans up after failed applies)
-            if (host.Use(store => store.Exists(r.ID))) host.Use(store => store.Remove(r.ID));
+            host.Use(store =>
+            {
+                if (store.Exists(r.ID)) store.Remove(r.ID);
+            });
             return Ok();
         }, WireJson.Default.LayerRequest);
         Post(app, "Get", (LayerRequest r) => new DirReply(host.Use(store => store.Mount(r.ID))), WireJson.Default.LayerRequest);
@@ -121,7 +124,7 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
             if (request is null) return;
             try
             {
-                logger.LogDebug("{Method} {Request}", method, JsonSerializer.Serialize(request, type));
+                if (logger.IsEnabled(LogLevel.Debug)) logger.LogDebug("{Method} {Request}", method, JsonSerializer.Serialize(request, type));
                 var reply = await Task.Run(() => handle(request));
                 await Write(context, reply);
             }

@@ -46,19 +46,7 @@ sealed class PrivateDockerd : IDisposable
         }
     }
 
-    public string Tail()
-    {
-        try
-        {
-            using var f = new FileStream(Path.Combine(_dir, "dockerd.log"), FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            var lines = new StreamReader(f).ReadToEnd().Split('\n');
-            return string.Join("\n", lines.TakeLast(15));
-        }
-        catch (IOException)
-        {
-            return "";
-        }
-    }
+    public string Tail() => string.Join("\n", Processes.ReadLog(Path.Combine(_dir, "dockerd.log")).Split('\n').TakeLast(15));
 
     public Shell.Result Docker(params string[] args) => Shell.Run("/usr/bin/docker", ["-H", "unix://" + Socket, .. args]);
 
@@ -119,18 +107,7 @@ sealed class StrataServe : IDisposable
         }
     }
 
-    public string Log()
-    {
-        try
-        {
-            using var f = new FileStream(_log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            return new StreamReader(f).ReadToEnd();
-        }
-        catch (IOException)
-        {
-            return "";
-        }
-    }
+    public string Log() => Processes.ReadLog(_log);
 
     /// <summary>SIGTERM, as systemd stops it; returns the exit code.</summary>
     public int Stop()
@@ -146,6 +123,20 @@ sealed class StrataServe : IDisposable
 
 static class Processes
 {
+    /// <summary>A log file another process is still writing ("" before it exists).</summary>
+    public static string ReadLog(string path)
+    {
+        try
+        {
+            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return new StreamReader(f).ReadToEnd();
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
     /// <summary>SIGTERM, wait, then SIGKILL; returns the exit code.</summary>
     public static int Stop(Process p, TimeSpan grace)
     {
