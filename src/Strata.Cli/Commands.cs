@@ -29,6 +29,9 @@ public static class Commands
         AllowMultipleArgumentsPerToken = false,
     };
 
+    static readonly Option<string?> OutputOption = new("--output", "-o") { Description = "Write the tar to FILE instead of stdout" };
+    static readonly Option<string?> InputOption = new("--input", "-i") { Description = "Read the tar from FILE instead of stdin" };
+
     public static RootCommand Build()
     {
         var root = new RootCommand("Strata: copy-on-write storage for containers");
@@ -56,8 +59,7 @@ public static class Commands
             throw StrataException.Invalid($"--storage-opt {layerOptions.Keys.First()}= is a layer option: only `layer create` takes it");
         if (Io.Current.Store is { } served)
         {
-            if (r.GetValue(DriverOption) is { } driver && driver != served.Driver.Name)
-                throw StrataException.Invalid($"store {served.Root} was created with driver '{served.Driver.Name}', not '{driver}'; use another --root for '{driver}'");
+            served.RequireConfiguration(r.GetValue(DriverOption), driverOptions); // as opening it would
             return new StoreLease(served, owned: false);
         }
         return new StoreLease(LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = driverOptions }), owned: true);
@@ -74,15 +76,18 @@ public static class Commands
         }
     }
 
-    /// <summary>The store root a parsed command line names (absolute), and whether the command may run inside a
-    /// daemon that owns that store (everything but `serve`, help and version).</summary>
-    internal static (string Root, bool Forwardable, bool ReadsStdin) Route(ParseResult r)
+    /// <summary>How a parsed command line is sent to a daemon: the store root it names (absolute), whether it
+    /// may run inside a daemon that owns that store (everything but `serve`, help and version), whether it
+    /// reads stdin, and the files of -i and -o, which the client reads and writes itself (they are the
+    /// caller's files, under the caller's permissions and working directory).</summary>
+    internal static Route Route(ParseResult r)
     {
         var command = r.CommandResult.Command;
         bool forwardable = r.Errors.Count == 0 && r.Action is not null && command is not RootCommand && command.Name != "serve"
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
-        bool readsStdin = command.Name == "apply" && !r.Tokens.Any(t => t.Value is "-i" or "--input");
-        return (Path.GetFullPath(r.GetValue(RootOption)!), forwardable, readsStdin);
+        string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
+        string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
+        return new Route(Path.GetFullPath(r.GetValue(RootOption)!), forwardable, command.Name == "apply", input, output);
     }
 
     static Command Serve()
@@ -231,7 +236,7 @@ public static class Commands
         });
         yield return unmount;
 
-        var output = new Option<string?>("--output", "-o") { Description = "Write the tar to FILE instead of stdout" };
+        var output = OutputOption;
         var diff = new Command("diff", "Write the layer's changes as an OCI layer tar") { id, parent, output };
         diff.SetAction(r =>
         {
@@ -245,7 +250,7 @@ public static class Commands
         });
         yield return diff;
 
-        var input = new Option<string?>("--input", "-i") { Description = "Read the tar from FILE instead of stdin" };
+        var input = InputOption;
         var apply = new Command("apply", "Apply an OCI layer tar: creates layer ID (child of --parent) if it does not exist; prints the bytes applied") { id, parent, input };
         apply.SetAction(r =>
         {
@@ -309,8 +314,12 @@ public static class Commands
 
     static Stream OpenInput(string? path)
     {
-        if (path is null) return Io.Current.In();
-        path = Io.Current.FullPath(path);
+        if (path is null || Io.Current.FilesAtClient) return Io.Current.In();
+        return OpenFile(Io.Current.FullPath(path));
+    }
+
+    internal static Stream OpenFile(string path)
+    {
         try
         {
             return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
@@ -331,3 +340,6 @@ public static class Commands
         _ => $"{n / (1024.0 * 1024 * 1024):0.##} GiB",
     };
 }
+
+/// <summary>See <see cref="Commands.Route"/>.</summary>
+sealed record Route(string Root, bool Forwardable, bool ReadsInput, string? InputFile, string? OutputFile);

@@ -28,6 +28,11 @@ sealed class Io
     /// <summary>The daemon's store, when the command runs inside the daemon.</summary>
     public Core.LayerStore? Store { get; init; }
     public required bool OutIsTerminal { get; init; }
+    /// <summary>The terminal's width when output is one (null: ask the console).</summary>
+    public int? Width { get; init; }
+    /// <summary>Through a daemon: the client reads -i and writes -o itself; the command uses <see cref="In"/> and
+    /// <see cref="BinaryOut"/> for them.</summary>
+    public bool FilesAtClient { get; init; }
 
     IAnsiConsole? _ansi;
 
@@ -43,6 +48,7 @@ sealed class Io
             ColorSystem = OutIsTerminal ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
         });
         if (!OutIsTerminal) console.Profile.Width = 1000;
+        else if (Width is > 0 and var w) console.Profile.Width = w;
         return console;
     }
 

@@ -1,13 +1,13 @@
 using Strata.Cli;
 
 var parsed = Commands.Build().Parse(args);
-var (root, forwardable, readsStdin) = Commands.Route(parsed);
+var route = Commands.Route(parsed);
 // a daemon that owns this store runs the command; otherwise this process opens the store itself
-if (forwardable)
+if (route.Forwardable)
 {
     try
     {
-        if (Control.TryForward(root, args, readsStdin) is { } code) return code;
+        if (Control.TryForward(route, args) is { } code) return code;
     }
     catch (Strata.StrataException ex)
     {
@@ -16,7 +16,7 @@ if (forwardable)
     }
     catch (Exception ex) when (ex is HttpRequestException or IOException)
     {
-        Console.Error.WriteLine($"strata: lost the connection to the daemon at {Path.Combine(root, Control.SocketName)} ({ex.Message})");
+        Console.Error.WriteLine($"strata: lost the connection to the daemon at {Path.Combine(route.Root, Control.SocketName)} ({ex.Message})");
         return ExitCodes.Failure;
     }
 }

@@ -71,11 +71,14 @@ public sealed class LayerStore : IDisposable, ILayerMounter
 
     public string Root { get; }
     public IDriver Driver { get; }
+    /// <summary>The driver options the store was created with.</summary>
+    public IReadOnlyDictionary<string, string> DriverOptions { get; }
     /// <summary>What the start-up sweep cleaned at open, and what it could not remove (and why).</summary>
     public IReadOnlyList<string> Swept { get; }
 
-    LayerStore(string root, FileDescriptor lockFd, IDriver driver, List<string> swept, List<Layer> layers, bool legacyMounts)
+    LayerStore(string root, FileDescriptor lockFd, IDriver driver, IReadOnlyDictionary<string, string> driverOptions, List<string> swept, List<Layer> layers, bool legacyMounts)
     {
+        DriverOptions = driverOptions;
         _legacyMounts = legacyMounts;
         Root = root;
         _lockFd = lockFd;
@@ -99,29 +102,76 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         var lockFd = AcquireOwnership(root, options.LockWait);
         try
         {
-            MakeDir(Path.Combine(root, "layers"), PrivateDir);
-            MakeDir(Path.Combine(root, "tmp"), PrivateDir);
-            MakeDir(Path.Combine(root, "mounts"), PrivateDir);
-            var (driverName, driverOptions, isNew) = ChooseDriver(root, options.Driver, options.DriverOptions, options.ReconfigureIfEmpty);
-            var driver = DriverRegistry.Create(driverName, root, driverOptions);
-            try
-            {
-                if (isNew) RecordDriver(root, driverName, driverOptions); // only once the driver took its options
-                var swept = new List<string>();
-                var layers = Recover(root, driver, swept);
-                return new LayerStore(root, lockFd, driver, swept, layers, options.LegacyMounts);
-            }
-            catch
-            {
-                driver.Dispose();
-                throw;
-            }
+            return OpenLocked(root, lockFd, options);
         }
         catch
         {
             lockFd.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Opens the store at <paramref name="root"/> whose lock <paramref name="lockFd"/> holds; the store owns
+    /// the lock once this returns (on failure the caller still does).</summary>
+    static LayerStore OpenLocked(string root, FileDescriptor lockFd, StoreOptions options)
+    {
+        MakeDir(Path.Combine(root, "layers"), PrivateDir);
+        MakeDir(Path.Combine(root, "tmp"), PrivateDir);
+        MakeDir(Path.Combine(root, "mounts"), PrivateDir);
+        var (driverName, driverOptions, isNew) = ChooseDriver(root, options.Driver, options.DriverOptions, options.ReconfigureIfEmpty);
+        var driver = DriverRegistry.Create(driverName, root, driverOptions);
+        try
+        {
+            var swept = new List<string>();
+            var layers = Recover(root, driver, swept);
+            if (isNew) RecordDriver(root, driverName, driverOptions); // only once the driver took its options and the store opened
+            return new LayerStore(root, lockFd, driver, driverOptions, swept, layers, options.LegacyMounts);
+        }
+        catch
+        {
+            driver.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// This store with <paramref name="driver"/> (null: the current one) and <paramref name="driverOptions"/>
+    /// (dockerd's storage options picking the driver of `strata serve`'s store): this very store when it
+    /// uses them already; a new store taking over this one's lock (never released in between) when this
+    /// one holds no layers, after which this one is closed; otherwise the error opening it with them
+    /// would give. When it fails, this store is as it was.
+    /// </summary>
+    public LayerStore Reconfigure(string? driver, IReadOnlyDictionary<string, string> driverOptions)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (ConfigurationMismatch(Root, Driver.Name, DriverOptions, driver, driverOptions) is not { } mismatch) return this;
+        lock (_lock)
+            if (_layers.Count > 0 || _held.Count > 0) throw StrataException.Invalid(mismatch);
+        var next = OpenLocked(Root, _lockFd, new StoreOptions { Root = Root, Driver = driver, DriverOptions = driverOptions, ReconfigureIfEmpty = true, LegacyMounts = _legacyMounts });
+        _disposed = true; // the lock is the new store's now
+        Driver.Dispose();
+        return next;
+    }
+
+    /// <summary>Whether the store uses <paramref name="driver"/> (null: any) with <paramref name="driverOptions"/> among its options.</summary>
+    public bool Uses(string? driver, IReadOnlyDictionary<string, string> driverOptions) =>
+        ConfigurationMismatch(Root, Driver.Name, DriverOptions, driver, driverOptions) is null;
+
+    /// <summary>Refuses a request for another driver or other driver options than this store's, as opening it
+    /// with them would (a request may repeat some of the recorded options, not change them).</summary>
+    public void RequireConfiguration(string? driver, IReadOnlyDictionary<string, string> driverOptions)
+    {
+        if (ConfigurationMismatch(Root, Driver.Name, DriverOptions, driver, driverOptions) is { } mismatch) throw StrataException.Invalid(mismatch);
+    }
+
+    static string? ConfigurationMismatch(string root, string recorded, IReadOnlyDictionary<string, string> recordedOptions, string? requested, IReadOnlyDictionary<string, string> options)
+    {
+        if (requested is not null && requested != recorded)
+            return $"store {root} was created with driver '{recorded}', not '{requested}'; use another store root for '{requested}'";
+        foreach (var (k, v) in options)
+            if (!recordedOptions.TryGetValue(k, out var had) || had != v)
+                return $"store {root} was created with {(had is null ? $"no {k}" : $"{k}={had}")}; driver options are fixed when a store is created";
+        return null;
     }
 
     /// <summary>Creates a directory with <paramref name="mode"/> if it is missing (an existing one is left as it is).</summary>
@@ -195,14 +245,10 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 if (eq <= 0) throw StrataException.Corrupt($"{file}: '{line}' is not KEY=VALUE");
                 recordedOptions[line[..eq]] = line[(eq + 1)..];
             }
-            bool same = (requested is null || requested == recorded) && options.All(p => recordedOptions.GetValueOrDefault(p.Key) == p.Value);
-            if (!same && reconfigureIfEmpty && !Directory.EnumerateFiles(Path.Combine(root, "layers"), "*.json").Any())
+            string? mismatch = ConfigurationMismatch(root, recorded, recordedOptions, requested, options);
+            if (mismatch is not null && reconfigureIfEmpty && !Directory.EnumerateFiles(Path.Combine(root, "layers"), "*.json").Any())
                 return (requested ?? recorded, options, true);
-            if (requested is not null && requested != recorded)
-                throw StrataException.Invalid($"store {root} was created with driver '{recorded}', not '{requested}'; use another --root for '{requested}'");
-            foreach (var (k, v) in options)
-                if (!recordedOptions.TryGetValue(k, out var had) || had != v)
-                    throw StrataException.Invalid($"store {root} was created with {(had is null ? $"no {k}" : $"{k}={had}")}; driver options are fixed when a store is created");
+            if (mismatch is not null) throw StrataException.Invalid(mismatch);
             return (recorded, recordedOptions, false);
         }
         return (requested ?? DriverRegistry.Probe(root, options), options, true);
@@ -623,39 +669,45 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     }
 
     /// <summary>Drops one user of a layer's mount (Docker's Put); the last one unmounts. A mount that processes
-    /// still use is not torn from under them: the call fails naming them, and the count stays.</summary>
-    public void Unmount(string id)
+    /// still use is not torn from under them: the call fails naming them, and the count stays — unless
+    /// <paramref name="detachBusy"/>, for callers that never retry (dockerd's Put): then the count drops
+    /// and the busy mount is detached lazily (as Docker's overlay2 does); the return value names the
+    /// holders that kept it busy (null when none did).</summary>
+    public string? Unmount(string id, bool detachBusy = false)
     {
         LayerId.Validate(id);
         lock (IdLock(id))
         {
             var (layer, held) = MountState(id);
             if (layer.Mounts == 0) throw StrataException.Invalid($"layer {id} is not mounted");
-            if (layer.Mounts - 1 + held == 0) Undo(Driver.Mount(id), detach: false);
+            string? busy = null;
+            if (layer.Mounts - 1 + held == 0)
+            {
+                var spec = Driver.Mount(id);
+                try
+                {
+                    Undo(spec, detach: false);
+                }
+                catch (StrataException ex) when (detachBusy && ex.Kind == ErrorKind.InUse)
+                {
+                    busy = ex.Message;
+                    Undo(spec, detach: true);
+                }
+            }
             SetMounts(layer, layer.Mounts - 1);
+            return busy;
         }
     }
 
-    /// <summary>Unmounts every layer and sets every count to zero (Docker's Cleanup at daemon shutdown), then
-    /// lets the driver release what it holds. Mounts still in use are detached lazily.</summary>
-    public void Cleanup()
-    {
-        foreach (var id in List().Where(l => l.Mounts > 0).Select(l => l.Id))
-        {
-            lock (IdLock(id))
-            {
-                Layer layer;
-                lock (_lock)
-                {
-                    if (!_layers.TryGetValue(id, out layer!) || layer.Mounts == 0) continue;
-                    if (_held.GetValueOrDefault(id) > 0) continue; // a diff in progress keeps it
-                }
-                Undo(Driver.Mount(id), detach: true);
-                SetMounts(layer, 0);
-            }
-        }
-        Driver.Cleanup();
-    }
+    /// <summary>
+    /// Releases what the store holds for itself (the driver's resources) when its owner shuts down, or
+    /// dockerd does (Docker's Cleanup). Layers mounted for users stay mounted and counted: a container
+    /// may still run on one (dockerd's live-restore, or dockerd outliving a restart of `strata serve`),
+    /// and tearing its root away, or mounting a second overlay on the same upper dir at the next Get,
+    /// would break it. Their users' Puts, or the next open's reconcile (which keeps counted mounts and
+    /// resets counts whose mount is gone), settle them. In-process holds end with the diffs that take them.
+    /// </summary>
+    public void Cleanup() => Driver.Cleanup();
 
     /// <summary>In-process use of a layer's tree (the generic differ): pins the layer and mounts it if nobody has.
     /// Works for a layer being created too (its record is not published yet).</summary>
@@ -737,7 +789,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         }
         string users = path.Length > 0 ? Holders.Describe(path) : "";
         return StrataException.InUse(
-            $"layer {id} is mounted{(path.Length > 0 ? $" at {path}" : "")} by {mounts} user(s){(users.Length > 0 ? $", in use by {users}" : "")}; unmount it (strata layer unmount {id}) before you {action}");
+            $"layer {id} is mounted{(path.Length > 0 ? $" at {path}" : "")} by {mounts} user(s){(users.Length > 0 ? $", in use by {users}" : "")}; unmount it before you {action}");
     }
 
     // ---- diffs ----

@@ -26,8 +26,9 @@ public sealed record DaemonOptions
 /// <summary>
 /// The long-running Strata service: owns one store (its lock, for as long as it runs) and serves it to
 /// dockerd as a graphdriver plugin on a unix socket (0600). On SIGTERM or SIGINT it stops taking
-/// requests, lets those in flight finish, unmounts every layer (Docker's Cleanup), removes its socket
-/// and releases the store.
+/// requests, lets those in flight finish (up to 60 s), unmounts what it mounted for itself, removes its
+/// sockets and releases the store. Layers dockerd has mounted (Get without Put yet: running containers)
+/// stay mounted and counted, so a restart of this daemon does not pull a root from under a container.
 /// </summary>
 public static class StrataDaemon
 {
@@ -91,15 +92,23 @@ public static class StrataDaemon
                 Posix.ChmodAt(FileDescriptor.Cwd, socket, 0x180 /* 0600 */);
                 log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", host.Root, host.Use(store => store.Driver.Name), options.DockerPlugin, socket);
             }
+            Systemd.Notify("READY=1"); // Type=notify: dockerd, ordered after us, starts only now
             await app.WaitForShutdownAsync(stop);
         }
         finally
         {
-            await app.StopAsync(CancellationToken.None); // in-flight requests finish first
-            host.Use(store => store.Cleanup());
-            if (socket is not null) File.Delete(socket);
-            if (control is not null) File.Delete(control);
-            log.LogInformation("stopped; store {Root} released", host.Root);
+            Systemd.Notify("STOPPING=1");
+            try
+            {
+                await app.StopAsync(CancellationToken.None); // in-flight requests finish first
+                host.Use(store => store.Cleanup());
+            }
+            finally
+            {
+                if (socket is not null) File.Delete(socket);
+                if (control is not null) File.Delete(control);
+                log.LogInformation("stopped; store {Root} released", host.Root);
+            }
         }
     }
 

@@ -66,11 +66,15 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
         Post(app, "Get", (LayerRequest r) => new DirReply(host.Use(store => store.Mount(r.ID))), WireJson.Default.LayerRequest);
         Post(app, "Put", (LayerRequest r) =>
         {
-            host.Use(store => store.Unmount(r.ID));
+            // dockerd never retries a failed Put: refusing would leave a count that keeps `docker rm` failing for
+            // ever, so a mount that something still uses is detached lazily, as Docker's overlay2 does
+            if (host.Use(store => store.Unmount(r.ID, detachBusy: true)) is { } busy) logger.LogWarning("Put {Id}: detached a busy mount ({Busy})", r.ID, busy);
             return Ok();
         }, WireJson.Default.LayerRequest);
         Post(app, "Exists", (LayerRequest r) => new ExistsReply(LayerId.IsValid(r.ID) && host.Use(store => store.Exists(r.ID))), WireJson.Default.LayerRequest);
-        Post(app, "Status", (Empty _) => new StatusReply(host.Use(store => store.Status()).Select(p => new[] { p.Key, p.Value }).ToList()), WireJson.Default.Empty);
+        // docker info prints "Storage Driver: strata" itself: the first line says which of Strata's drivers serves it
+        Post(app, "Status", (Empty _) => new StatusReply(host.Use(store =>
+            store.Status().Prepend(new("Strata Driver", store.Driver.Name)).Select(p => new[] { p.Key, p.Value }).ToList())), WireJson.Default.Empty);
         Post(app, "GetMetadata", (LayerRequest r) => new MetadataReply(new(host.Use(store => store.Metadata(r.ID)))), WireJson.Default.LayerRequest);
         Post(app, "Cleanup", (Empty _) =>
         {
@@ -89,8 +93,13 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
             {
                 context.Response.ContentType = "application/x-tar";
                 // the tar goes straight to the socket; once it has begun, a failure can only cut it short
-                var result = await Task.Run(() => host.Use(store => store.Diff(r.ID, Parent(r.Parent), context.Response.Body)));
+                var body = new ClientStream(context.Response.Body, context.RequestAborted);
+                var result = await Task.Run(() => host.Use(store => store.Diff(r.ID, Parent(r.Parent), body)));
                 if (result.SkippedSockets.Count > 0) logger.LogInformation("diff of {Id} left out {Count} socket(s)", r.ID, result.SkippedSockets.Count);
+            }
+            catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+            {
+                logger.LogWarning("Diff of {Id} stopped: dockerd closed the connection", r.ID);
             }
             catch (Exception ex) when (!context.Response.HasStarted)
             {
@@ -99,10 +108,16 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
         });
         app.MapPost("/GraphDriver.ApplyDiff", async context =>
         {
-            string id = context.Request.Query["id"].ToString();
+            string id = context.Request.Query["id"].ToString(), parent = context.Request.Query["parent"].ToString();
             try
             {
-                long size = await Task.Run(() => host.Use(store => store.ApplyDiff(id, context.Request.Body)));
+                long size = await Task.Run(() => host.Use(store =>
+                {
+                    // dockerd names the parent it expects the layer to have; applying onto another would be a wrong layer
+                    if (parent.Length > 0 && store.Inspect(id).Parent != parent)
+                        throw StrataException.Invalid($"layer {id} has parent {store.Inspect(id).Parent ?? "(none)"}, not {parent}");
+                    return store.ApplyDiff(id, context.Request.Body);
+                }));
                 await Write(context, new SizeReply(size));
             }
             catch (Exception ex)
@@ -154,8 +169,10 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
 
     async Task Fail(HttpContext context, string method, Exception ex)
     {
-        string message = ex is StrataException ? ex.Message : $"internal error: {ex.Message}";
-        if (ex is StrataException) logger.LogWarning("{Method} failed: {Message}", method, message);
+        // Strata's own errors and the system's (no space, I/O error) speak for themselves; anything else is a bug
+        bool expected = ex is StrataException or IOException or UnauthorizedAccessException;
+        string message = expected ? ex.Message : $"internal error: {ex.Message}";
+        if (expected) logger.LogWarning("{Method} failed: {Message}", method, message);
         else logger.LogError(ex, "{Method} failed", method);
         context.Response.StatusCode = 500;
         await Write(context, new ErrReply(message));

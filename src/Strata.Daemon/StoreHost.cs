@@ -6,7 +6,7 @@ namespace Strata.Daemon;
 /// The daemon's one store. Requests use it under a shared lock; dockerd's Init may reopen it with the driver
 /// and driver options dockerd was given (`--storage-opt strata.driver=vfs`, `overlay.mount_program=...`)
 /// under the exclusive lock, which the store allows only while it holds no layers. Reopening keeps the
-/// store's lock within this process: the file lock is released and taken again at once.
+/// store's file lock: another process never gets in between.
 /// </summary>
 public sealed class StoreHost : IDisposable
 {
@@ -42,30 +42,33 @@ public sealed class StoreHost : IDisposable
     });
 
     /// <summary>Makes the store use <paramref name="driver"/> (null: the current one) with <paramref name="driverOptions"/>:
-    /// a no-op when they are the store's already, a reopen when the store is empty, an error otherwise.</summary>
+    /// nothing to do when they are the store's already (checked under the shared lock, so other calls go on);
+    /// a reopen under the exclusive lock when the store holds no layers (<see cref="LayerStore.Reconfigure"/>,
+    /// which leaves the store as it was when it fails); an error otherwise.</summary>
     public void Configure(string? driver, IReadOnlyDictionary<string, string> driverOptions)
     {
-        if ((driver is null || driver == _store.Driver.Name) && driverOptions.Count == 0) return;
-        _lock.EnterWriteLock();
+        bool done = Use(store =>
+        {
+            if (store.Uses(driver, driverOptions)) return true;
+            if (store.List().Count > 0) store.RequireConfiguration(driver, driverOptions); // the store's error, without waiting
+            return false;
+        });
+        if (done) return;
+        // requests in flight (a long diff) hold the shared lock: wait for them a while, not for ever
+        if (!_lock.TryEnterWriteLock(ConfigureWait))
+            throw StrataException.InUse($"cannot switch store {Root} to driver '{driver ?? _store.Driver.Name}' now: requests in progress keep it busy; retry when they are done");
         try
         {
-            string root = _store.Root;
-            _store.Dispose();
-            try
-            {
-                _store = LayerStore.Open(_options with { Root = root, Driver = driver, DriverOptions = driverOptions, ReconfigureIfEmpty = true });
-            }
-            catch
-            {
-                _store = LayerStore.Open(_options with { Root = root, Driver = null, DriverOptions = new Dictionary<string, string>() });
-                throw;
-            }
+            _store = _store.Reconfigure(driver, driverOptions);
         }
         finally
         {
             _lock.ExitWriteLock();
         }
     }
+
+    /// <summary>How long <see cref="Configure"/> waits for requests in progress.</summary>
+    public TimeSpan ConfigureWait { get; init; } = TimeSpan.FromSeconds(30);
 
     public void Dispose()
     {

@@ -246,6 +246,27 @@ public class TarFormatTests
     }
 
     [Fact]
+    public void AFileThatShrankDuringTheArchive_FailsIt_InsteadOfBecomingZeros()
+    {
+        string dir = Directory.CreateTempSubdirectory("strata-shrink-").FullName;
+        try
+        {
+            string file = Path.Combine(dir, "log");
+            File.WriteAllBytes(file, new byte[100]);
+            using var fd = Posix.Open(file, Posix.O_RDONLY, 0);
+            using var w = new TarWriter(new MemoryStream());
+            w.WriteHeader(new TarEntry { Name = "log", Type = TarEntryType.Regular, Size = 4000 }); // its size when stat'ed
+            var ex = Assert.Throws<StrataException>(() => w.WriteFileData(fd, 4000, "log"));
+            Assert.Equal(ErrorKind.Io, ex.Kind);
+            Assert.Contains("log shrank from 4000 to 100 bytes", ex.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void EveryEntryType_RoundTripsWithAllAttributes()
     {
         var data = new Dictionary<string, byte[]>

@@ -209,7 +209,7 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
         {
             var rm = Assert.Throws<StrataException>(() => store.Remove("c"));
             Assert.Equal(ErrorKind.InUse, rm.Kind);
-            Assert.Equal($"layer c is mounted at {merged} by 1 user(s), in use by pid {sleeper.Id} (sleep); unmount it (strata layer unmount c) before you remove it", rm.Message);
+            Assert.Equal($"layer c is mounted at {merged} by 1 user(s), in use by pid {sleeper.Id} (sleep); unmount it before you remove it", rm.Message);
             var um = Assert.Throws<StrataException>(() => store.Unmount("c"));
             Assert.Equal(ErrorKind.InUse, um.Kind);
             Assert.Equal($"{merged} is busy: in use by pid {sleeper.Id} (sleep); stop those processes first", um.Message);
@@ -226,20 +226,55 @@ public sealed class OverlayTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public void CleanupUnmountsEverything()
+    public void CleanupKeepsCountedMountsForTheNextOwner()
+    {
+        // a daemon restart must not pull a running container's root away, nor leave its count to a second mount
+        var store = Open();
+        try
+        {
+            store.Create("base", null);
+            store.Create("a", "base", LayerKind.ReadWrite);
+            string ma = store.Mount("a");
+            store.Mount("a");
+            store.Cleanup();
+            Assert.True(MountTable.IsMountPoint(ma));
+            store.Dispose();
+            store = Open();
+            Assert.True(MountTable.IsMountPoint(ma));
+            Assert.Equal(2, store.Inspect("a").Mounts);
+            Assert.Equal(ma, store.Mount("a"));
+            Assert.Single(MountTable.Read(), m => m.MountPoint == ma);
+            for (int i = 0; i < 3; i++) store.Unmount("a");
+            Assert.False(MountTable.IsMountPoint(ma));
+            store.Remove("a");
+            store.Remove("base");
+        }
+        finally
+        {
+            store.Dispose();
+        }
+    }
+
+    [Fact]
+    public void BusyUnmountFailsOrDetachesWhenAskedTo()
     {
         using var store = Open();
         store.Create("base", null);
         store.Create("a", "base", LayerKind.ReadWrite);
-        store.Create("b", "a", LayerKind.ReadWrite);
-        string ma = store.Mount("a"), mb = store.Mount("b");
-        store.Mount("b");
-        store.Mount("base");
-        store.Cleanup();
-        Assert.False(MountTable.IsMountPoint(ma));
-        Assert.False(MountTable.IsMountPoint(mb));
-        Assert.All(store.List(), l => Assert.Equal(0, l.Mounts));
-        store.Remove("b");
+        string ma = store.Mount("a");
+        using (var held = File.Create(Path.Combine(ma, "open")))
+        {
+            var ex = Assert.Throws<StrataException>(() => store.Unmount("a"));
+            Assert.Equal(ErrorKind.InUse, ex.Kind);
+            Assert.Contains($"pid {Environment.ProcessId}", ex.Message);
+            Assert.Equal(1, store.Inspect("a").Mounts);
+            Assert.True(MountTable.IsMountPoint(ma));
+            string? busy = store.Unmount("a", detachBusy: true);
+            Assert.Contains($"pid {Environment.ProcessId}", busy);
+            Assert.Equal(0, store.Inspect("a").Mounts);
+            Assert.False(MountTable.IsMountPoint(ma));
+            held.Write("still writable after the detach"u8);
+        }
         store.Remove("a");
         store.Remove("base");
     }

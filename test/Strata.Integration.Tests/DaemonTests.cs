@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text;
 using Strata.Testing;
 
 namespace Strata.Integration.Tests;
@@ -68,5 +70,72 @@ public sealed class DaemonTests : IDisposable
         Assert.Contains("base", _cli.Ok("layer", "ls")); // nobody answers there: the CLI opens the store itself
         using var again = Serve();
         Assert.Contains("base", _cli.Ok("layer", "ls"));
+    }
+
+    [Fact]
+    public void ArgumentsFilesAndOptionsAreTheClientsAsInEmbeddedMode()
+    {
+        string src = _temp.Dir("src");
+        File.WriteAllText(Path.Combine(src, "hello"), "world\n");
+        Shell.Run("tar", "-C", src, "-cf", _temp.Combine("a.tar"), ".").Check("tar");
+        using var serve = Serve();
+        // arguments travel in the body: a command line far past any header limit gets the command's own answer
+        string longId = new('x', 100_000); // one argument may hold 128 KiB; headers held 32 KiB
+        var inspect = _cli.Run("layer", "inspect", longId);
+        Assert.Equal(2, inspect.ExitCode);
+        Assert.StartsWith("strata: invalid layer id 'xxxxxxxx", inspect.Stderr);
+        Assert.Single(inspect.Stderr.TrimEnd('\n').Split('\n'));
+        // -i and -o are the client's files: read and written by the CLI, the file appears only for a command that succeeded
+        Assert.Equal("6", _cli.Ok("layer", "apply", "app", "-i", _temp.Combine("a.tar")));
+        _cli.Ok("layer", "diff", "app", "-o", _temp.Combine("app.tar"));
+        Assert.Equal(_cli.Run("layer", "diff", "app").Stdout, File.ReadAllText(_temp.Combine("app.tar")));
+        Assert.Equal(3, _cli.Run("layer", "diff", "missing", "-o", _temp.Combine("missing.tar")).ExitCode);
+        Assert.Empty(Directory.GetFiles(_temp.Path, "missing.tar*"));
+        var noInput = _cli.Run("layer", "apply", "other", "-i", _temp.Combine("nonexistent.tar"));
+        Assert.Equal((3, $"strata: input file {_temp.Combine("nonexistent.tar")} does not exist\n"), (noInput.ExitCode, noInput.Stderr));
+        // driver options the store was not created with are refused, as opening the store would refuse them
+        var opt = _cli.Run("--storage-opt", "overlay.mount_program=/usr/bin/fuse-overlayfs", "info");
+        Assert.Equal(2, opt.ExitCode);
+        Assert.Contains("was created with no overlay.mount_program", opt.Stderr);
+        Assert.Equal(2, _cli.Run("--driver", "vfs", "layer", "ls").ExitCode);
+    }
+
+    [Fact]
+    public void ACommandWhoseClientDiesStopsInsideTheDaemon()
+    {
+        using var serve = Serve();
+        _cli.Ok("layer", "create", "big");
+        string tree = _cli.Ok("layer", "mount", "big");
+        using (var f = new FileStream(Path.Combine(tree, "sparse"), FileMode.CreateNew)) f.SetLength(1L << 40); // a tar of 1 TiB
+        _cli.Ok("layer", "unmount", "big");
+        using (var diff = _cli.Start("layer", "diff", "big"))
+        {
+            diff.StandardOutput.BaseStream.ReadExactly(new byte[1 << 20]); // under way, holding its layer
+            Assert.Contains("in use", _cli.Run("layer", "rm", "big").Stderr);
+            diff.Kill();
+            diff.WaitForExit();
+        }
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        Cli.Result rm;
+        while ((rm = _cli.Run("layer", "rm", "big")).ExitCode != 0 && DateTime.UtcNow < deadline) Thread.Sleep(200);
+        Assert.True(rm.ExitCode == 0, rm.Stderr); // the daemon stopped writing a tar nobody reads, and let the layer go
+    }
+
+    [Fact]
+    public void ServeTellsTheServiceManagerWhenItIsReadyAndWhenItStops()
+    {
+        // systemd's Type=notify: dockerd, ordered after strata.service, starts only once the plugin socket answers
+        string path = _temp.Combine("notify");
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(path));
+        listener.ReceiveTimeout = 60_000;
+        var buffer = new byte[256];
+        using (var serve = new StrataServe(Store, "overlay", "strata-test-" + Guid.NewGuid().ToString("N")[..10], _temp.Combine("serve.log"), new Dictionary<string, string> { ["NOTIFY_SOCKET"] = path }))
+        {
+            Assert.Equal("READY=1", Encoding.UTF8.GetString(buffer, 0, listener.Receive(buffer)));
+            Assert.True(File.Exists(serve.Socket));
+            Assert.Equal(0, serve.Stop());
+        }
+        Assert.Equal("STOPPING=1", Encoding.UTF8.GetString(buffer, 0, listener.Receive(buffer)));
     }
 }

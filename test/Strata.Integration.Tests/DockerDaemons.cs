@@ -73,10 +73,12 @@ sealed class StrataServe : IDisposable
 {
     readonly string[] _args;
     readonly string _log;
+    readonly IReadOnlyDictionary<string, string>? _environment;
     Process? _process;
 
-    public StrataServe(string root, string driver, string pluginName, string logFile)
+    public StrataServe(string root, string driver, string pluginName, string logFile, IReadOnlyDictionary<string, string>? environment = null)
     {
+        _environment = environment;
         _args = ["--root", root, "--driver", driver, "serve", "--docker-plugin", pluginName, "--log-level", "debug"];
         _log = logFile;
         Socket = $"/run/docker/plugins/{pluginName}.sock";
@@ -93,6 +95,7 @@ sealed class StrataServe : IDisposable
         var psi = new ProcessStartInfo(Cli.Binary) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true, WorkingDirectory = "/" };
         foreach (var a in _args) psi.ArgumentList.Add(a);
         psi.Environment.Remove("STRATA_ROOT");
+        foreach (var (k, v) in _environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         _process = Process.Start(psi)!;
         var log = new StreamWriter(_log, append: true);
         _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) { log.WriteLine(e.Data); log.Flush(); } };

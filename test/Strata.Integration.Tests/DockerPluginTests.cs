@@ -114,6 +114,7 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
         var (_, docker) = Start();
         string info = docker.Ok("info");
         Assert.Contains($"Storage Driver: {docker.StorageDriver}\n", info);
+        Assert.Contains($"  Strata Driver: {DriverName}\n", info);
         Assert.Contains($"  Root Dir: {Posix.RealPath(Store)}\n", info);
         Assert.Contains("  Layers: 0\n", info);
         if (DriverName == "overlay") Assert.Contains("  Native Overlay Diff: true\n", info);

@@ -122,8 +122,10 @@ public sealed class TarWriter : IDisposable
 
     public void WriteData(ReadOnlySpan<byte> data) => WriteBytes(data);
 
-    /// <summary>Copies exactly <paramref name="size"/> bytes of an open file, then pads to a block.
-    /// A file that shrank meanwhile is padded with zeros so the archive stays well-formed.</summary>
+    /// <summary>Copies exactly <paramref name="size"/> bytes of an open file, then pads to a block. A file that
+    /// shrank since its size was taken (something wrote to the tree during the diff) fails the archive, as
+    /// Go's archive/tar does: zeros in its place would be a layer that silently differs from the tree.
+    /// Growth past <paramref name="size"/> is not read.</summary>
     public void WriteFileData(FileDescriptor fd, long size, string pathForErrors)
     {
         long done = 0;
@@ -132,11 +134,7 @@ public sealed class TarWriter : IDisposable
             if (_len == _buf.Length) FlushBuffer();
             int want = (int)Math.Min(size - done, _buf.Length - _len);
             int n = Posix.Read(fd, _buf.AsSpan(_len, want), pathForErrors);
-            if (n == 0)
-            {
-                _buf.AsSpan(_len, want).Clear();
-                n = want;
-            }
+            if (n == 0) throw new StrataException(ErrorKind.Io, $"{pathForErrors} shrank from {size} to {done} bytes while it was being archived; the tree changed during the diff (stop what writes to it and retry)");
             _len += n;
             done += n;
         }
