@@ -60,7 +60,7 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
     const string Changes = "echo new > /etc/new; echo changed >> /etc/motd; rm -rf /data/sub; mkdir /made; touch /made/file";
     const string Show = "cat /etc/new /etc/motd; find /data /made | sort";
 
-    void SkipWithoutBusybox()
+    void RequireBusybox()
     {
         if (!File.Exists("/bin/busybox") || Shell.Run("ldd", "/bin/busybox").ExitCode == 0)
             throw new InvalidOperationException("a static /bin/busybox is needed (test.sh installs busybox-static)");
@@ -69,7 +69,7 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
     [DockerFact]
     public void ImportRunDiffCommitAndSaveToOverlay2()
     {
-        SkipWithoutBusybox();
+        RequireBusybox();
         var (strata, docker) = Start();
         docker.Ok("import", RootfsTar(), "strata-test:base");
         docker.Ok("run", "--name", "c1", "strata-test:base", "sh", "-c", Changes);
@@ -123,7 +123,7 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
     [DockerFact]
     public void ContainersStartAfterRestartsOfDockerdAndOfStrata()
     {
-        SkipWithoutBusybox();
+        RequireBusybox();
         var (strata, docker) = Start();
         docker.Ok("import", RootfsTar(), "strata-test:base");
         docker.Ok("create", "--name", "c1", "strata-test:base", "sh", "-c", "echo run >> /runs; cat /runs");
@@ -138,9 +138,30 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
     }
 
     [DockerFact]
+    public void ARunningContainerOutlivesARestartOfStrata()
+    {
+        // stopping `strata serve` must not pull the root from under a running container, and the restarted
+        // daemon must take over its mount count (no second mount at the next Get, no failed Put at its stop)
+        RequireBusybox();
+        var (strata, docker) = Start();
+        docker.Ok("import", RootfsTar(), "strata-test:base");
+        docker.Ok("run", "-d", "--name", "r1", "strata-test:base", "sh", "-c", "echo up > /state; exec sleep 600");
+        Assert.Equal(0, strata.Stop());
+        strata.Start();
+        Assert.Equal("up", docker.Ok("exec", "r1", "cat", "/state"));
+        docker.Ok("restart", "-t", "0", "r1");
+        Assert.Equal("up", docker.Ok("exec", "r1", "cat", "/state"));
+        docker.Ok("rm", "-f", "r1");
+        docker.Ok("rmi", "strata-test:base");
+        Assert.Empty(Directory.GetFiles(Path.Combine(Store, "layers")));
+        Assert.DoesNotContain(MountTable.Read(), m => m.MountPoint.StartsWith(Posix.RealPath(Store) + "/", StringComparison.Ordinal));
+        Assert.DoesNotContain("fail", strata.Log(), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [DockerFact]
     public void RemovingEverythingLeavesTheStoreEmpty()
     {
-        SkipWithoutBusybox();
+        RequireBusybox();
         var (strata, docker) = Start();
         docker.Ok("import", RootfsTar(), "strata-test:base");
         docker.Ok("run", "--name", "c1", "strata-test:base", "sh", "-c", Changes);
@@ -170,7 +191,7 @@ public abstract class DockerPluginTests(ITestOutputHelper output) : IDisposable
     [DockerFact]
     public void ErrorsReachTheDockerUser()
     {
-        SkipWithoutBusybox();
+        RequireBusybox();
         var (_, docker) = Start();
         docker.Ok("import", RootfsTar(), "strata-test:base");
         var r = docker.Docker("run", "--rm", "--storage-opt", "size=lots", "strata-test:base", "true");
