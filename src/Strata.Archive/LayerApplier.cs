@@ -15,7 +15,7 @@ namespace Strata.Archive;
 public static class LayerApplier
 {
     /// <param name="below">For <see cref="WhiteoutFormat.Overlay"/>: what the layers below show at a path (see
-    /// <see cref="OverlayChanges.Below"/>). Whiteouts and opaque markers are written only where something is
+    /// <see cref="OverlayChanges.Lower.Below"/>). Whiteouts and opaque markers are written only where something is
     /// hidden, and directories the tar implies without naming them take the attributes of the directory
     /// below (as overlayfs copy-up does). Null: write every whiteout, make implied directories 0755.</param>
     public static long Apply(Stream tar, string targetRoot, WhiteoutFormat format = WhiteoutFormat.Oci, Func<string, FileStat?>? below = null)

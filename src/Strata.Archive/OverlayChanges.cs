@@ -33,20 +33,48 @@ public static class OverlayChanges
         return changes;
     }
 
-    /// <summary>What a layer's parent shows at <paramref name="path"/> as seen from the layer's upper dir: the entry
-    /// of the merged lower stack, or null when there is none or when an opaque directory of the
-    /// upper dir above it hides the stack. A deletion needs a whiteout, and an opaque marker an xattr, only
-    /// where this is not null: overlayfs lists whiteouts in directories that have nothing below them.</summary>
-    public static FileStat? Below(string upperRoot, IReadOnlyList<string> lowerRoots, string path)
+    /// <summary>Opens the directories of a layer (its upper dir over <paramref name="lowerRoots"/>, top first) for
+    /// <see cref="Lower.Below"/> lookups while a diff is applied into the upper dir.</summary>
+    public static Lower OpenLower(string upperRoot, IReadOnlyList<string> lowerRoots)
     {
-        if (lowerRoots.Count == 0) return null;
-        string[] parts = path.Length == 0 ? [] : path.Split('/');
-        using (var upper = Posix.Open(upperRoot, Posix.O_RDONLY | Posix.O_DIRECTORY))
+        var fds = new List<FileDescriptor>();
+        try
         {
+            fds.Add(Posix.Open(upperRoot, Posix.O_RDONLY | Posix.O_DIRECTORY));
+            foreach (var l in lowerRoots) fds.Add(Posix.Open(l, Posix.O_RDONLY | Posix.O_DIRECTORY));
+            return new Lower(fds);
+        }
+        catch
+        {
+            foreach (var fd in fds) fd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A layer's upper dir and the lower stack below it, opened once for many lookups.</summary>
+    public sealed class Lower : IDisposable
+    {
+        readonly FileDescriptor _upper;
+        readonly List<FileDescriptor> _roots;
+
+        internal Lower(List<FileDescriptor> fds)
+        {
+            _upper = fds[0];
+            _roots = fds[1..];
+        }
+
+        /// <summary>What the layer's parent shows at <paramref name="path"/> as seen from the upper dir: the entry of
+        /// the merged lower stack, or null when there is none or when an opaque directory of the upper dir
+        /// above it hides the stack. A deletion needs a whiteout, and an opaque marker an xattr, only where
+        /// this is not null: overlayfs lists whiteouts in directories that have nothing below them.</summary>
+        public FileStat? Below(string path)
+        {
+            if (_roots.Count == 0) return null;
+            string[] parts = path.Length == 0 ? [] : path.Split('/');
             FileDescriptor? dir = null;
             try
             {
-                var at = upper;
+                var at = _upper;
                 for (int i = 0; i < parts.Length - 1; i++)
                 {
                     if (Posix.TryLstatAt(at, parts[i], out var st) != 0 || !st.IsDirectory) break;
@@ -61,13 +89,8 @@ public static class OverlayChanges
             {
                 dir?.Dispose();
             }
-        }
-        var roots = new List<FileDescriptor>();
-        try
-        {
-            foreach (var l in lowerRoots) roots.Add(Posix.Open(l, Posix.O_RDONLY | Posix.O_DIRECTORY));
-            if (parts.Length == 0) return Posix.LstatAt(roots[0], ".");
-            var view = new LowerView([.. roots], owns: false);
+            if (parts.Length == 0) return Posix.LstatAt(_roots[0], ".");
+            var view = new LowerView([.. _roots], owns: false);
             try
             {
                 for (int i = 0; i < parts.Length - 1; i++)
@@ -84,12 +107,13 @@ public static class OverlayChanges
                 view.Dispose();
             }
         }
-        finally
+
+        public void Dispose()
         {
-            foreach (var fd in roots) fd.Dispose();
+            _upper.Dispose();
+            foreach (var fd in _roots) fd.Dispose();
         }
     }
-
 
     static bool Compare(FileDescriptor upperDir, LowerView view, string rel, bool opaque, List<Change> changes, int depth)
     {

@@ -331,7 +331,7 @@ sealed class OverlayDiffer(OverlayDriver driver, IDiffer generic) : IDiffer
     public long ApplyDiff(string id, Stream diff)
     {
         string upper = driver.DiffDir(id);
-        var lowers = driver.LowerDirs(id);
-        return LayerApplier.Apply(diff, upper, WhiteoutFormat.Overlay, path => OverlayChanges.Below(upper, lowers, path));
+        using var lower = OverlayChanges.OpenLower(upper, driver.LowerDirs(id));
+        return LayerApplier.Apply(diff, upper, WhiteoutFormat.Overlay, lower.Below);
     }
 }
