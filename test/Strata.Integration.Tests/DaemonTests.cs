@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
+using Strata.Native;
 using Strata.Testing;
 
 namespace Strata.Integration.Tests;
@@ -137,5 +138,28 @@ public sealed class DaemonTests : IDisposable
             Assert.Equal(0, serve.Stop());
         }
         Assert.Equal("STOPPING=1", Encoding.UTF8.GetString(buffer, 0, listener.Receive(buffer)));
+    }
+
+    [OthersCanRunStrataFact]
+    public void AUserTheDaemonDoesNotServeIsToldSoInOneLine()
+    {
+        Posix.ChmodAt(FileDescriptor.Cwd, _temp.Path, 0x1ED); // 0755: nobody may reach the store's socket, not use it
+        using var serve = Serve();
+        var r = Shell.Run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", Cli.Binary, "--root", Store, "info");
+        Assert.Equal((1, $"strata: permission denied on {Store}/strata.sock: the daemon that owns store {Store} takes commands from root only\n"), (r.ExitCode, r.Stderr));
+    }
+}
+
+/// <summary>A fact that runs the CLI as nobody: skipped when the build lies where others cannot reach it.</summary>
+public sealed class OthersCanRunStrataFactAttribute : FactAttribute
+{
+    public OthersCanRunStrataFactAttribute()
+    {
+        for (var dir = Path.GetDirectoryName(Cli.Binary); dir is not null; dir = Path.GetDirectoryName(dir))
+            if (Posix.TryLstat(dir, out var st) && (st.Mode & 0x1) == 0)
+            {
+                Skip = $"the CLI under test lies in {dir}, which other users cannot enter: it cannot run as nobody";
+                return;
+            }
     }
 }
