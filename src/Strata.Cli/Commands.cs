@@ -7,7 +7,7 @@ using Strata.Core;
 namespace Strata.Cli;
 
 /// <summary>The command tree. Each action opens the store, makes one call, prints the result: no storage logic here.</summary>
-public static class Commands
+public static partial class Commands
 {
     static readonly Option<string> RootOption = new("--root")
     {
@@ -43,6 +43,9 @@ public static class Commands
         var layer = new Command("layer", "Create, inspect, mount, diff and apply layers");
         foreach (var c in LayerCommands()) layer.Subcommands.Add(c);
         root.Subcommands.Add(layer);
+        root.Subcommands.Add(ImageCommand());
+        root.Subcommands.Add(ContainerCommand());
+        root.Subcommands.Add(RunCommand());
         return root;
     }
 
@@ -77,13 +80,13 @@ public static class Commands
     }
 
     /// <summary>How a parsed command line is sent to a daemon: the store root it names (absolute), whether it
-    /// may run inside a daemon that owns that store (everything but `serve`, help and version), whether it
+    /// may run inside a daemon that owns that store (everything but `serve`, `run`, help and version), whether it
     /// reads stdin, and the files of -i and -o, which the client reads and writes itself (they are the
     /// caller's files, under the caller's permissions and working directory).</summary>
     internal static Route Route(ParseResult r)
     {
         var command = r.CommandResult.Command;
-        bool forwardable = r.Errors.Count == 0 && r.Action is not null && command is not RootCommand && command.Name != "serve"
+        bool forwardable = r.Errors.Count == 0 && r.Action is not null && command is not RootCommand && command.Name is not ("serve" or "run")
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
         string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;

@@ -51,6 +51,7 @@ static class Control
             string cwd = headers["Strata-Cwd"].ToString() is { Length: > 0 } c && Path.IsPathRooted(c) ? c : "/";
             bool tty = int.TryParse(headers["Strata-Width"].ToString(), out int width);
             bool filesAtClient = headers["Strata-Files"] == "client";
+            bool errTty = headers["Strata-Err-Tty"] == "1";
             context.Response.ContentType = "application/octet-stream";
             var body = new Strata.Daemon.ClientStream(context.Response.Body, context.RequestAborted);
             int code;
@@ -71,6 +72,7 @@ static class Control
                         OutIsTerminal = tty,
                         Width = tty ? width : null,
                         FilesAtClient = filesAtClient,
+                        ErrIsTerminal = errTty,
                     };
                     int result = Runner.Run(Commands.Build().Parse(args));
                     outw.Flush();
@@ -91,7 +93,7 @@ static class Control
 
     /// <summary>Sends a command to the daemon that owns the store <paramref name="route"/> names; null when none answers
     /// there (then the command runs in this process, which takes the store's lock itself).</summary>
-    public static int? TryForward(Route route, string[] args)
+    public static int? TryForward(Route route, string[] args, Stream? stdout = null, Stream? stderr = null)
     {
         string socket = Path.Combine(route.Root, SocketName);
         if (!File.Exists(socket)) return null;
@@ -128,7 +130,8 @@ static class Control
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
         request.Headers.Add("Strata-Cwd", Environment.CurrentDirectory);
         request.Headers.Add("Strata-Files", "client");
-        if (!Console.IsOutputRedirected) request.Headers.Add("Strata-Width", TerminalWidth().ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (stdout is null && !Console.IsOutputRedirected) request.Headers.Add("Strata-Width", TerminalWidth().ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (stderr is null && !Console.IsErrorRedirected) request.Headers.Add("Strata-Err-Tty", "1");
         HttpResponseMessage response;
         try
         {
@@ -147,9 +150,10 @@ static class Control
             if (!response.IsSuccessStatusCode) throw new StrataException(ErrorKind.Io, $"the daemon at {socket} refused the command ({(int)response.StatusCode})");
             using var frames = response.Content.ReadAsStream();
             if (route.OutputFile is { } path)
-                return OutputFile.Write(path, file => Receive(frames, socket, file), code => code == 0); // no file from a failed command
-            using var stdout = Console.OpenStandardOutput();
-            return Receive(frames, socket, stdout);
+                return OutputFile.Write(path, file => Receive(frames, socket, file, stderr), code => code == 0); // no file from a failed command
+            if (stdout is not null) return Receive(frames, socket, stdout, stderr);
+            using var console = Console.OpenStandardOutput();
+            return Receive(frames, socket, console, stderr);
         }
     }
 
@@ -166,9 +170,10 @@ static class Control
     }
 
     /// <summary>Copies the reply's frames to <paramref name="stdout"/> and stderr until the exit code.</summary>
-    static int Receive(Stream frames, string socket, Stream stdout)
+    static int Receive(Stream frames, string socket, Stream stdout, Stream? errors)
     {
-        using var stderr = Console.OpenStandardError();
+        using var console = errors is null ? Console.OpenStandardError() : null;
+        var stderr = errors ?? console!;
         var header = new byte[5];
         var buffer = new byte[1 << 16];
         while (true)

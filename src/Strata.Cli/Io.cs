@@ -28,13 +28,24 @@ sealed class Io
     /// <summary>The daemon's store, when the command runs inside the daemon.</summary>
     public Core.LayerStore? Store { get; init; }
     public required bool OutIsTerminal { get; init; }
+    /// <summary>Whether stderr is a terminal (progress displays go there).</summary>
+    public bool ErrIsTerminal { get; init; }
     /// <summary>The terminal's width when output is one (null: ask the console).</summary>
     public int? Width { get; init; }
     /// <summary>Through a daemon: the client reads -i and writes -o itself; the command uses <see cref="In"/> and
     /// <see cref="BinaryOut"/> for them.</summary>
     public bool FilesAtClient { get; init; }
 
-    IAnsiConsole? _ansi;
+    IAnsiConsole? _ansi, _errAnsi;
+
+    /// <summary>Spectre console on stderr, for progress displays.</summary>
+    public IAnsiConsole ErrAnsi => _errAnsi ??= AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Out = new AnsiConsoleOutput(Err),
+        Ansi = ErrIsTerminal ? AnsiSupport.Yes : AnsiSupport.No,
+        ColorSystem = ErrIsTerminal ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+        Interactive = ErrIsTerminal ? InteractionSupport.Yes : InteractionSupport.No,
+    });
 
     /// <summary>Spectre console for tables; when output is not a terminal, plain text at a width that never wraps ids.</summary>
     public IAnsiConsole Ansi => _ansi ??= CreateAnsi();
@@ -62,5 +73,6 @@ sealed class Io
         In = () => System.Console.OpenStandardInput(1 << 20),
         Cwd = Environment.CurrentDirectory,
         OutIsTerminal = !System.Console.IsOutputRedirected,
+        ErrIsTerminal = !System.Console.IsErrorRedirected,
     };
 }

@@ -1,5 +1,6 @@
 using Strata.Cli;
 
+args = Commands.PrepareArgs(args);
 var parsed = Commands.Build().Parse(args);
 var route = Commands.Route(parsed);
 // a daemon that owns this store runs the command; otherwise this process opens the store itself

@@ -18,6 +18,11 @@ static class Runner
         {
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = Io.Current.Out, Error = err });
         }
+        catch (Commands.StepFailed ex)
+        {
+            if (ex.Message.Length > 0) err.WriteLine(ex.Message); // the step's own `strata: ...` line
+            return ex.Code;
+        }
         catch (StrataException ex)
         {
             err.WriteLine($"strata: {ex.Message}");

@@ -442,10 +442,11 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     // ---- lifecycle ----
 
     /// <summary>Creates a layer, empty or as a copy of <paramref name="parent"/>, and when <paramref name="diff"/>
-    /// is given applies that OCI tar (plain or gzip) to it, all or nothing: the layer becomes visible only when complete.</summary>
+    /// is given applies that OCI tar (plain or gzip) to it, all or nothing: the layer becomes visible only when complete,
+    /// and only if <paramref name="verify"/> (run after the apply) does not throw.</summary>
     public Layer Create(string id, string? parent, LayerKind kind = LayerKind.ReadOnly,
         IReadOnlyDictionary<string, string>? labels = null, IReadOnlyDictionary<string, string>? storageOptions = null,
-        Stream? diff = null)
+        Stream? diff = null, Action? verify = null)
     {
         LayerId.Validate(id);
         if (parent is not null) LayerId.Validate(parent, "parent id");
@@ -470,6 +471,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>()));
                 dataCreated = true;
                 long size = tar is null ? 0 : _differ.ApplyDiff(id, tar);
+                verify?.Invoke(); // the caller's last word (an image layer's diff id) before anything is published
                 // data the record will point at must be on disk first (drivers make Create durable themselves)
                 if (tar is not null) Posix.SyncFileSystem(Root);
                 var layer = new Layer

@@ -1,0 +1,312 @@
+using System.IO.Compression;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+using Strata.Archive;
+using Strata.Core.Images;
+using Strata.Native;
+
+namespace Strata.Core.Containers;
+
+/// <summary>A container: a read-write layer (named by the container's id) over its init layer (<c>&lt;id&gt;-init</c>),
+/// itself over its image's top layer, and the image it came from.</summary>
+public sealed record Container
+{
+    public required string Id { get; init; }
+    public required string Name { get; init; }
+    /// <summary>The image reference it was created from, as given.</summary>
+    public required string Image { get; init; }
+    public required string ImageId { get; init; }
+    public DateTimeOffset Created { get; init; }
+
+    [JsonIgnore] public string ShortId => Id[..12];
+}
+
+/// <summary>
+/// Containers: records in <c>containers/&lt;id&gt;.json</c> (written durably after the container's layer exists,
+/// removed before it), each with a read-write layer labelled <see cref="LayerLabel"/>. As in Docker, an init
+/// layer between the image and the container holds the mount points a runtime needs (/dev, /proc, /sys),
+/// so that the container's diff and commits carry only what the container itself changed. Layers so
+/// labelled without a record (a crash between the two) are removed when the store is next opened.
+/// </summary>
+public sealed partial class ContainerStore
+{
+    public const string LayerLabel = "strata.container";
+    readonly object _lock = new();
+    readonly string _dir;
+
+    public ContainerStore(ImageStore images)
+    {
+        Images = images;
+        _dir = Path.Combine(images.Layers.Root, "containers");
+        LayerStore.MakeDir(_dir, 0x1C0);
+    }
+
+    public ImageStore Images { get; }
+    LayerStore Layers => Images.Layers;
+
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<LayerStore, ContainerStore> s_stores = new();
+
+    /// <summary>The one container and image store of an open layer store (one per store, so that concurrent
+    /// commands in the daemon share their locks); its first use sweeps what a crash left.</summary>
+    public static ContainerStore For(LayerStore layers) => s_stores.GetValue(layers, l =>
+    {
+        var store = new ContainerStore(new ImageStore(l));
+        store.Sweep();
+        return store;
+    });
+
+    [GeneratedRegex(@"\A[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\z")]
+    private static partial Regex NamePattern();
+
+    public Container Create(string imageReference, string? name)
+    {
+        var image = Images.Get(imageReference);
+        if (name is not null && !NamePattern().IsMatch(name))
+            throw StrataException.Invalid($"invalid container name '{(name.Length > 64 ? name[..64] + "..." : name)}': use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters");
+        string id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
+        lock (_lock)
+        {
+            name ??= "c-" + id[..12];
+            if (List().Any(c => c.Name == name)) throw StrataException.Exists($"container name {name} is in use");
+            var labels = new Dictionary<string, string> { [LayerLabel] = name };
+            using (var init = InitTar()) Layers.Create(InitLayer(id), image.TopLayer, LayerKind.ReadOnly, labels, diff: init);
+            try
+            {
+                Layers.Create(id, InitLayer(id), LayerKind.ReadWrite, labels);
+            }
+            catch
+            {
+                Layers.Remove(InitLayer(id));
+                throw;
+            }
+            var container = new Container { Id = id, Name = name, Image = imageReference, ImageId = image.Id, Created = DateTimeOffset.UtcNow };
+            try
+            {
+                AtomicFile.Write(RecordPath(id), JsonSerializer.SerializeToUtf8Bytes(container, ContainerJson.Default.Container));
+            }
+            catch
+            {
+                Layers.Remove(id);
+                Layers.Remove(InitLayer(id));
+                throw;
+            }
+            return container;
+        }
+    }
+
+    public List<Container> List()
+    {
+        var list = new List<Container>();
+        foreach (var e in Posix.ReadDir(_dir))
+        {
+            if (!e.Name.EndsWith(".json", StringComparison.Ordinal)) continue;
+            try
+            {
+                list.Add(JsonSerializer.Deserialize(File.ReadAllBytes(Path.Combine(_dir, e.Name)), ContainerJson.Default.Container)!);
+            }
+            catch (JsonException ex)
+            {
+                throw StrataException.Corrupt($"container record {Path.Combine(_dir, e.Name)} is unreadable ({ex.Message}); move it away");
+            }
+        }
+        return list.OrderBy(c => c.Created).ToList();
+    }
+
+    /// <summary>A container by name, id, or unique id prefix.</summary>
+    public Container Get(string reference)
+    {
+        var all = List();
+        if (all.FirstOrDefault(c => c.Name == reference || c.Id == reference) is { } exact) return exact;
+        var matches = reference.Length >= 4 ? all.Where(c => c.Id.StartsWith(reference, StringComparison.Ordinal)).ToList() : [];
+        if (matches.Count > 1) throw StrataException.Invalid($"container id prefix {reference} is ambiguous");
+        return matches.SingleOrDefault() ?? throw StrataException.NotFound($"container {reference} does not exist");
+    }
+
+    /// <summary>Names of the containers made from image <paramref name="imageId"/>.</summary>
+    public IReadOnlyList<string> UsersOf(string imageId) => List().Where(c => c.ImageId == imageId).Select(c => c.Name).ToList();
+
+    public string Mount(string reference) => Layers.Mount(Get(reference).Id);
+
+    public void Unmount(string reference) => Layers.Unmount(Get(reference).Id);
+
+    public List<Change> Changes(string reference) => Layers.Changes(Get(reference).Id);
+
+    /// <summary>Removes a container and its layer; refused while it is mounted unless <paramref name="force"/>, which
+    /// unmounts it first (refused still if processes use the mount).</summary>
+    public void Remove(string reference, bool force = false)
+    {
+        lock (_lock)
+        {
+            var c = Get(reference);
+            var layer = Layers.Inspect(c.Id);
+            if (layer.Mounts > 0 && !force)
+                throw StrataException.InUse($"container {c.Name} is mounted; unmount it first (or remove it with --force)");
+            for (int i = 0; i < layer.Mounts && force; i++) Layers.Unmount(c.Id);
+            File.Delete(RecordPath(c.Id));
+            Posix.FsyncDirectory(_dir);
+            Layers.Remove(c.Id);
+            Layers.Remove(InitLayer(c.Id));
+        }
+    }
+
+    /// <summary>Removes container layers whose record is gone (a crash between the two).</summary>
+    public void Sweep()
+    {
+        lock (_lock)
+        {
+            var ids = List().SelectMany(c => new[] { c.Id, InitLayer(c.Id) }).ToHashSet(StringComparer.Ordinal);
+            // container layers first, then their init layers
+            foreach (var l in Layers.List().Where(l => l.Labels.ContainsKey(LayerLabel) && !ids.Contains(l.Id) && l.Mounts == 0).OrderBy(l => l.Kind == LayerKind.ReadOnly))
+                try
+                {
+                    Layers.Remove(l.Id);
+                }
+                catch (StrataException)
+                {
+                    // in use: the next sweep takes it
+                }
+        }
+    }
+
+    /// <summary>The image config the container was made from.</summary>
+    public ImageConfig Config(Container c) =>
+        OciJson.Decode(Images.Blobs.Read(Digest.Parse(c.ImageId)), OciJson.Default.ImageConfig, $"config {c.ImageId}");
+
+    /// <summary>
+    /// Makes the container's changes a new image layer (gzip, as registries take them) on top of its image's
+    /// layers, and a new image with them: the image's config with the new diff id and a history entry,
+    /// and a manifest that reuses every blob of the old image.
+    /// </summary>
+    public ImageRecord Commit(string reference, string newName, string? message = null)
+    {
+        string name = ImageName.Normalize(newName);
+        var c = Get(reference);
+        var image = Images.Get(c.ImageId);
+        string tmp = Path.Combine(Layers.Root, "tmp", "commit-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            // the diff once, to a gzip blob, hashing both the tar (diff id) and the blob
+            Digest diffId, blob;
+            using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            using (var blobHash = new DigestWriter(file))
+            {
+                using (var gzip = new GZipStream(blobHash, CompressionLevel.Fastest, leaveOpen: true))
+                using (var tarHash = new DigestWriter(gzip))
+                {
+                    Layers.Diff(c.Id, InitLayer(c.Id), tarHash); // the container's own changes, not the init layer's
+                    tarHash.Flush();
+                    diffId = tarHash.Digest();
+                }
+                blob = blobHash.Digest();
+            }
+            long blobSize = new FileInfo(tmp).Length;
+            Images.Blobs.Adopt(tmp, blob);
+            var chain = image.Layers.Count == 0 ? diffId : Digest.Chain(ChainId(image), diffId);
+            if (!Layers.Exists(chain.Hex))
+            {
+                using var layerTar = Images.Blobs.Open(blob);
+                Layers.Create(chain.Hex, image.TopLayer, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = blob.ToString() }, diff: layerTar);
+            }
+            // config: the old one (kept whole) with the new layer
+            var config = JsonNode.Parse(Images.Blobs.Read(image.Config))!.AsObject();
+            string now = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", System.Globalization.CultureInfo.InvariantCulture);
+            config["created"] = now;
+            config["rootfs"]!["diff_ids"]!.AsArray().Add(diffId.ToString());
+            if (config["history"] is not JsonArray history) config["history"] = history = [];
+            history.Add(new JsonObject { ["created"] = now, ["created_by"] = $"strata container commit {c.Name}", ["comment"] = message });
+            var (configDigest, configSize) = Images.Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(config), "config");
+            var old = OciJson.Decode(Images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
+            var manifest = new ImageManifest
+            {
+                MediaType = MediaTypes.OciManifest,
+                Config = new Descriptor { MediaType = MediaTypes.OciConfig, Digest = configDigest.ToString(), Size = configSize },
+                Layers = [.. old.Layers.Select(l => l with { MediaType = OciType(l.MediaType), Annotations = null }),
+                    new Descriptor { MediaType = MediaTypes.OciLayerGzip, Digest = blob.ToString(), Size = blobSize }],
+            };
+            var (manifestDigest, _) = Images.Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(manifest, OciJson.Default.ImageManifest), "manifest");
+            return Images.Add(new ImageRecord
+            {
+                Id = configDigest.ToString(),
+                Names = [name],
+                Manifest = manifestDigest.ToString(),
+                ManifestMediaType = MediaTypes.OciManifest,
+                Layers = [.. image.Layers, chain.Hex],
+                Created = DateTimeOffset.UtcNow,
+                Platform = image.Platform,
+                Size = image.Size + Layers.Inspect(chain.Hex).Size,
+            });
+        }
+        finally
+        {
+            File.Delete(tmp);
+        }
+    }
+
+    /// <summary>The chain id of an image's top layer (its layer id in the store, as a digest).</summary>
+    static Digest ChainId(ImageRecord image) => Digest.Parse("sha256:" + image.TopLayer);
+
+    static string? OciType(string? t) => t switch
+    {
+        MediaTypes.DockerLayerGzip => MediaTypes.OciLayerGzip,
+        MediaTypes.DockerLayer => MediaTypes.OciLayer,
+        _ => t,
+    };
+
+    string RecordPath(string id) => Path.Combine(_dir, id + ".json");
+
+    static string InitLayer(string id) => id + "-init";
+
+    /// <summary>The init layer's content: the mount points runc needs, so that it never creates them in the container layer.</summary>
+    static MemoryStream InitTar()
+    {
+        var ms = new MemoryStream();
+        using (var tar = new Strata.Archive.Tar.TarWriter(ms))
+        {
+            foreach (var dir in new[] { "dev/", "proc/", "sys/" })
+                tar.WriteHeader(new Strata.Archive.Tar.TarEntry { Name = dir, Type = Strata.Archive.Tar.TarEntryType.Directory, Mode = 0x1ED });
+            tar.Finish();
+        }
+        ms.Position = 0;
+        return ms;
+    }
+}
+
+/// <summary>Hashes what is written through it.</summary>
+sealed class DigestWriter(Stream inner) : Stream
+{
+    readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+
+    public Digest Digest() => Images.Digest.From(_hash);
+
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+    public override void Write(ReadOnlySpan<byte> data)
+    {
+        _hash.AppendData(data);
+        inner.Write(data);
+    }
+
+    public override void Flush() => inner.Flush();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _hash.Dispose();
+        base.Dispose(disposing);
+    }
+
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+}
+
+[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(Container))]
+internal partial class ContainerJson : JsonSerializerContext;

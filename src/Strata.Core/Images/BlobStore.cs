@@ -1,0 +1,120 @@
+using System.Security.Cryptography;
+using Strata.Native;
+
+namespace Strata.Core.Images;
+
+/// <summary>
+/// Content-addressed blobs (manifests, configs, layer tars as they were imported or committed) in
+/// <c>images/blobs/sha256/&lt;hex&gt;</c>, the layout of an OCI image layout's blob directory. A blob is
+/// written to the store's tmp/, checked against the digest it must have while it is written, made
+/// durable, and renamed into place: a blob in the store always has the content its name says.
+/// Blobs are kept so that an export gives back the very bytes that were imported.
+/// </summary>
+public sealed class BlobStore
+{
+    readonly string _tmp;
+
+    public BlobStore(string root)
+    {
+        Directory = Path.Combine(root, "images", "blobs", "sha256");
+        _tmp = Path.Combine(root, "tmp");
+        LayerStore.MakeDir(Directory, 0x1C0);
+    }
+
+    public string Directory { get; }
+
+    public string PathOf(Digest digest) => Path.Combine(Directory, digest.Hex);
+
+    public bool Exists(Digest digest) => File.Exists(PathOf(digest));
+
+    public long Size(Digest digest) => new FileInfo(PathOf(digest)).Length;
+
+    public Stream Open(Digest digest)
+    {
+        try
+        {
+            return new FileStream(PathOf(digest), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+        }
+        catch (FileNotFoundException)
+        {
+            throw StrataException.Corrupt($"blob {digest} is missing from the store");
+        }
+    }
+
+    public byte[] Read(Digest digest) => File.ReadAllBytes(PathOf(digest));
+
+    /// <summary>Stores <paramref name="content"/>; when <paramref name="expected"/> is given, the content must have that
+    /// digest (and <paramref name="expectedSize"/> bytes, when given) or nothing is stored. <paramref name="what"/>
+    /// names the blob in errors. Returns the digest and size.</summary>
+    public (Digest Digest, long Size) Put(Stream content, Digest? expected, long? expectedSize, string what, Action<long>? progress = null)
+    {
+        if (expected is { } known && Exists(known))
+        {
+            // already here (a shared base layer): the stored copy was verified when it came
+            return (known, Size(known));
+        }
+        string tmp = Path.Combine(_tmp, "blob-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            long size = 0;
+            using (var fd = Posix.Open(tmp, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4 /* 0644 */))
+            {
+                var buffer = new byte[1 << 20];
+                int n;
+                while ((n = content.Read(buffer, 0, buffer.Length)) > 0)
+                {
+                    hash.AppendData(buffer, 0, n);
+                    Posix.WriteAll(fd, buffer.AsSpan(0, n), tmp);
+                    size += n;
+                    if (expectedSize is { } max && size > max) throw StrataException.Corrupt($"{what} is larger than the {max} bytes its descriptor says");
+                    progress?.Invoke(n);
+                }
+                Posix.Fsync(fd, tmp);
+            }
+            var digest = Digest.From(hash);
+            if (expected is { } want && want != digest)
+                throw StrataException.Corrupt($"{what} has digest {digest}, not {want} as its descriptor says");
+            if (expectedSize is { } exact && exact != size)
+                throw StrataException.Corrupt($"{what} has {size} bytes, not {exact} as its descriptor says");
+            Posix.Rename(tmp, PathOf(digest));
+            Posix.FsyncDirectory(Directory);
+            return (digest, size);
+        }
+        finally
+        {
+            File.Delete(tmp);
+        }
+    }
+
+    public (Digest Digest, long Size) Put(ReadOnlySpan<byte> content, string what)
+    {
+        using var ms = new MemoryStream(content.ToArray(), writable: false);
+        return Put(ms, null, null, what);
+    }
+
+    /// <summary>Moves a file whose digest the caller computed into the store.</summary>
+    public void Adopt(string file, Digest digest)
+    {
+        if (Exists(digest))
+        {
+            File.Delete(file);
+            return;
+        }
+        using (var fd = Posix.Open(file, Posix.O_RDONLY)) Posix.Fsync(fd, file);
+        Posix.Rename(file, PathOf(digest));
+        Posix.FsyncDirectory(Directory);
+    }
+
+    /// <summary>Deletes the blobs not in <paramref name="keep"/>; returns how many.</summary>
+    public int Collect(IReadOnlySet<string> keep)
+    {
+        int n = 0;
+        foreach (var e in Posix.ReadDir(Directory))
+        {
+            if (keep.Contains(e.Name)) continue;
+            if (Posix.TryUnlinkAt(FileDescriptor.Cwd, Path.Combine(Directory, e.Name), directory: false) == 0) n++;
+        }
+        return n;
+    }
+}

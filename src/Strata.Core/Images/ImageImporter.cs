@@ -1,0 +1,346 @@
+using System.IO.Compression;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Strata.Core.Images;
+
+/// <summary>How an import went, for progress displays: which step, bytes done of a total (0 when unknown).</summary>
+public readonly record struct ImportProgress(string Step, long Done, long Total);
+
+/// <summary>
+/// Imports images into an <see cref="ImageStore"/>: an OCI image layout (directory), an oci-archive (its tar), a
+/// docker-archive (`docker save`: manifest.json, configs and layer tars), or a plain rootfs tar (as `docker
+/// import` does, one layer and a minimal config). Every blob is checked against its digest and every
+/// layer against its diff id; layers are created by chain id, so what two images share is stored once.
+/// On any failure nothing of the image becomes visible, and layers this import created go again.
+/// </summary>
+public sealed class ImageImporter(ImageStore images)
+{
+    public sealed record Options
+    {
+        /// <summary>Name for the image ([registry/]name[:tag]); null: the names the archive carries.</summary>
+        public string? Name { get; init; }
+        /// <summary>Platform to pick from a multi-platform index; null: the host's.</summary>
+        public Platform? Platform { get; init; }
+        public Action<ImportProgress>? Progress { get; init; }
+    }
+
+    LayerStore Layers => images.Layers;
+    BlobStore Blobs => images.Blobs;
+
+    public List<ImageRecord> Import(string path, Options options)
+    {
+        string name = options.Name is null ? "" : ImageName.Normalize(options.Name);
+        if (Directory.Exists(path))
+        {
+            if (!File.Exists(Path.Combine(path, "oci-layout")))
+                throw StrataException.Invalid($"{path} is a directory but not an OCI image layout (it has no oci-layout file)");
+            using var dir = new DirectorySource(path);
+            return Finish(ImportOci(dir, options), name);
+        }
+        if (!File.Exists(path)) throw StrataException.NotFound($"{path} does not exist");
+        var names = StagedSource.Names(path);
+        bool docker = names.Contains("manifest.json"), oci = names.Contains("oci-layout") && names.Contains("index.json");
+        if (!docker && !oci) return Finish([ImportRootfs(path, options)], name);
+        long total = new FileInfo(path).Length;
+        long staged = 0;
+        using var source = StagedSource.Stage(path, Path.Combine(Layers.Root, "tmp"), n => options.Progress?.Invoke(new("reading archive", staged += n, total)));
+        return Finish(docker ? ImportDocker(source, options) : ImportOci(source, options), name);
+    }
+
+    /// <summary>Gives the imported images their names: the one asked for (then there must be exactly one image), or their own.</summary>
+    List<ImageRecord> Finish(List<Pending> pending, string name)
+    {
+        if (name.Length > 0 && pending.Count != 1)
+            throw StrataException.Invalid($"the archive holds {pending.Count} images; --name can name only one");
+        return pending.Select(p => images.Add(p.Record with { Names = name.Length > 0 ? [name] : p.Record.Names })).ToList();
+    }
+
+    sealed record Pending(ImageRecord Record);
+
+    // ---- formats ----
+
+    List<Pending> ImportOci(ImageSource source, Options options)
+    {
+        var layout = JsonNode.Parse(source.ReadAll("oci-layout"));
+        if (layout?["imageLayoutVersion"]?.GetValue<string>() is not { } version || !version.StartsWith("1.", StringComparison.Ordinal))
+            throw StrataException.Unsupported("oci-layout: only image layout version 1.x is supported");
+        var index = OciJson.Decode(source.ReadAll("index.json"), OciJson.Default.ImageIndex, "index.json");
+        var chosen = new List<(Descriptor Manifest, string? Name)>();
+        var platform = options.Platform ?? Platform.Host;
+        foreach (var d in index.Manifests)
+        {
+            string? refName = d.Annotations?.GetValueOrDefault("io.containerd.image.name")
+                ?? (d.Annotations?.GetValueOrDefault("org.opencontainers.image.ref.name") is { } r ? RefName(r) : null);
+            var manifest = Resolve(source, d, platform, 0);
+            chosen.Add((manifest, refName));
+        }
+        if (chosen.Count == 0) throw StrataException.Corrupt("index.json lists no image");
+        var result = new List<Pending>();
+        foreach (var (descriptor, refName) in chosen.DistinctBy(c => (c.Manifest.Digest, c.Name)))
+        {
+            var digest = Digest.Parse(descriptor.Digest, "manifest digest");
+            var bytes = ReadBlob(source, digest, descriptor.Size, $"manifest {digest}");
+            var manifest = OciJson.Decode(bytes, OciJson.Default.ImageManifest, $"manifest {digest}");
+            if (manifest.MediaType is { } mt && !MediaTypes.IsManifest(mt)) throw StrataException.Unsupported($"manifest {digest} has media type '{mt}'");
+            var configDigest = Digest.Parse(manifest.Config.Digest, "config digest");
+            var config = ReadBlob(source, configDigest, manifest.Config.Size, $"config {configDigest}");
+            var layers = manifest.Layers.Select(l => new LayerBlob(BlobPath(Digest.Parse(l.Digest, "layer digest")), Digest.Parse(l.Digest), l.Size, MediaTypes.Layer(l.MediaType), l.MediaType!)).ToList();
+            var names = refName is not null && ImageName.TryNormalize(refName) is { } n ? new List<string> { n } : [];
+            result.Add(Build(source, config, configDigest, layers, names, (bytes, descriptor.MediaType ?? manifest.MediaType ?? MediaTypes.OciManifest), options));
+        }
+        return result;
+    }
+
+    /// <summary>The manifest to import for an index entry: itself, or the host's (or asked-for) platform's entry of a nested index.</summary>
+    Descriptor Resolve(ImageSource source, Descriptor d, Platform platform, int depth)
+    {
+        if (!MediaTypes.IsIndex(d.MediaType)) return d;
+        if (depth > 4) throw StrataException.Corrupt("image indexes nest too deeply");
+        var digest = Digest.Parse(d.Digest, "index digest");
+        var nested = OciJson.Decode(ReadBlob(source, digest, d.Size, $"index {digest}"), OciJson.Default.ImageIndex, $"index {digest}");
+        var match = nested.Manifests.FirstOrDefault(m => platform.Matches(m.Platform))
+            ?? throw StrataException.NotFound($"the image has no manifest for platform {platform} (it has {string.Join(", ", nested.Manifests.Select(m => m.Platform?.ToString() ?? "?"))}); choose one with --platform");
+        return Resolve(source, match, platform, depth + 1);
+    }
+
+    static string? RefName(string refName) => refName.Contains(':') || refName.Contains('/') ? refName : "strata/image:" + refName;
+
+    static string BlobPath(Digest d) => "blobs/sha256/" + d.Hex;
+
+    byte[] ReadBlob(ImageSource source, Digest digest, long size, string what)
+    {
+        string path = BlobPath(digest);
+        if (!source.Has(path)) throw StrataException.Corrupt($"{what} is missing from the image (no {path})");
+        var bytes = source.ReadAll(path);
+        if (bytes.Length != size && size != 0) throw StrataException.Corrupt($"{what} has {bytes.Length} bytes, not {size} as its descriptor says");
+        if (Digest.Of(bytes) != digest) throw StrataException.Corrupt($"{what} has digest {Digest.Of(bytes)}, not {digest} as its descriptor says");
+        return bytes;
+    }
+
+    List<Pending> ImportDocker(ImageSource source, Options options)
+    {
+        var entries = OciJson.Decode(source.ReadAll("manifest.json"), OciJson.Default.ListDockerArchiveEntry, "manifest.json");
+        if (entries.Count == 0) throw StrataException.Corrupt("manifest.json lists no image");
+        var result = new List<Pending>();
+        foreach (var e in entries)
+        {
+            string configPath = ImageSource.Clean(e.Config, "config path");
+            var config = source.ReadAll(configPath);
+            var configDigest = Digest.Of(config);
+            // docker names the config by its digest: a config that is not what its name says was altered
+            string expected = Path.GetFileName(configPath).Replace(".json", "", StringComparison.Ordinal);
+            if (expected.Length == 64 && expected.All(Uri.IsHexDigit) && expected != configDigest.Hex)
+                throw StrataException.Corrupt($"config {configPath} has digest {configDigest}, not sha256:{expected} as its name says");
+            var layers = e.Layers.Select(l =>
+            {
+                string p = ImageSource.Clean(l, "layer path");
+                if (!source.Has(p)) throw StrataException.Corrupt($"layer {p} is missing from the archive");
+                return new LayerBlob(p, null, source.Length(p), null, null);
+            }).ToList();
+            var names = (e.RepoTags ?? []).Select(ImageName.TryNormalize).OfType<string>().ToList();
+            result.Add(Build(source, config, configDigest, layers, names, null, options));
+        }
+        return result;
+    }
+
+    /// <summary>A rootfs tar as `docker import` takes it: one layer, and a config with nothing but that layer.</summary>
+    Pending ImportRootfs(string path, Options options)
+    {
+        long total = new FileInfo(path).Length;
+        using var source = new DirectorySource(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var layer = new LayerBlob(Path.GetFileName(path), null, total, null, null);
+        return Build(source, null, default, [layer], [], null, options);
+    }
+
+    // ---- the common part ----
+
+    /// <summary>A layer blob to import: where it is, and what its descriptor says (null: nothing, take what it is).</summary>
+    sealed record LayerBlob(string Path, Digest? Digest, long Size, LayerCompression? Compression, string? MediaType);
+
+    Pending Build(ImageSource source, byte[]? config, Digest configDigest, List<LayerBlob> blobs, List<string> names, (byte[] Bytes, string MediaType)? manifest, Options options)
+    {
+        var created = new List<string>();
+        try
+        {
+            long total = blobs.Sum(b => b.Size), done = 0;
+            var stored = new List<(Digest Digest, long Size, string MediaType)>();
+            foreach (var b in blobs)
+            {
+                using var s = source.Open(b.Path);
+                var (digest, size) = Blobs.Put(s, b.Digest, b.Digest is null ? null : b.Size, $"layer {b.Digest?.ToString() ?? b.Path}",
+                    n => options.Progress?.Invoke(new("storing layers", done += n, total)));
+                var compression = b.Compression ?? Sniff(digest);
+                stored.Add((digest, size, b.MediaType ?? (compression == LayerCompression.Gzip ? MediaTypes.OciLayerGzip : MediaTypes.OciLayer)));
+            }
+            ImageConfig? parsed = config is null ? null : OciJson.Decode(config, OciJson.Default.ImageConfig, $"config {configDigest}");
+            var diffIds = parsed?.RootFs?.DiffIds?.Select(d => Digest.Parse(d, "diff_id")).ToList();
+            if (parsed is not null && (diffIds is null || diffIds.Count != blobs.Count))
+                throw StrataException.Corrupt($"config {configDigest} lists {diffIds?.Count ?? 0} layer diff id(s) for {blobs.Count} layer(s)");
+            // layers, base first, each by its chain id
+            var chain = new List<string>();
+            var actualDiffIds = new List<Digest>();
+            Digest? below = null;
+            long contentSize = 0, applied = 0;
+            for (int i = 0; i < stored.Count; i++)
+            {
+                var (digest, blobSize, mediaType) = stored[i];
+                Digest diffId;
+                string id;
+                if (diffIds is not null && Layers.Exists(ChainOf(below, diffIds[i]).Hex))
+                {
+                    diffId = diffIds[i];
+                    id = ChainOf(below, diffId).Hex;
+                    contentSize += Layers.Inspect(id).Size;
+                }
+                else
+                {
+                    (diffId, id) = CreateLayer(digest, MediaTypes.Layer(mediaType), below, diffIds?[i], chain.LastOrDefault(), created,
+                        n => options.Progress?.Invoke(new("applying layers", applied += n, stored.Sum(s => s.Size))));
+                    contentSize += Layers.Inspect(id).Size;
+                }
+                actualDiffIds.Add(diffId);
+                chain.Add(id);
+                below = ChainOf(below, diffId);
+            }
+            if (config is null)
+            {
+                config = MinimalConfig(actualDiffIds);
+                (configDigest, _) = Blobs.Put(config, "config");
+                parsed = OciJson.Decode(config, OciJson.Default.ImageConfig, "config");
+            }
+            else Blobs.Put(new MemoryStream(config), configDigest, config.Length, $"config {configDigest}");
+            Digest manifestDigest;
+            string manifestType;
+            if (manifest is { } m)
+            {
+                manifestDigest = Blobs.Put(new MemoryStream(m.Bytes), Digest.Of(m.Bytes), m.Bytes.Length, "manifest").Digest;
+                manifestType = m.MediaType;
+            }
+            else
+            {
+                var oci = new ImageManifest
+                {
+                    MediaType = MediaTypes.OciManifest,
+                    Config = new Descriptor { MediaType = MediaTypes.OciConfig, Digest = configDigest.ToString(), Size = config.Length },
+                    Layers = stored.Select(s => new Descriptor { MediaType = s.MediaType, Digest = s.Digest.ToString(), Size = s.Size }).ToList(),
+                };
+                manifestDigest = Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(oci, OciJson.Default.ImageManifest), "manifest").Digest;
+                manifestType = MediaTypes.OciManifest;
+            }
+            var record = new ImageRecord
+            {
+                Id = configDigest.ToString(),
+                Names = names,
+                Manifest = manifestDigest.ToString(),
+                ManifestMediaType = manifestType,
+                Layers = chain,
+                Created = DateTimeOffset.UtcNow,
+                Platform = parsed is null ? null : $"{parsed.Os}/{parsed.Architecture}{(parsed.Variant is null ? "" : "/" + parsed.Variant)}",
+                Size = contentSize,
+            };
+            return new Pending(record);
+        }
+        catch
+        {
+            // layers this import made go again (unless another image took them meanwhile)
+            for (int i = created.Count - 1; i >= 0; i--)
+            {
+                try
+                {
+                    if (!images.List().Any(img => img.Layers.Contains(created[i]))) Layers.Remove(created[i]);
+                }
+                catch (StrataException)
+                {
+                }
+            }
+            throw;
+        }
+    }
+
+    static Digest ChainOf(Digest? below, Digest diffId) => below is { } b ? Digest.Chain(b, diffId) : diffId;
+
+    /// <summary>Creates one image layer from a stored blob; the tar's digest must be <paramref name="expectedDiffId"/>.</summary>
+    (Digest DiffId, string Id) CreateLayer(Digest blob, LayerCompression compression, Digest? below, Digest? expectedDiffId, string? parent, List<string> created, Action<long> progress)
+    {
+        using var raw = Blobs.Open(blob);
+        using var counted = new CountingStream(raw, progress);
+        using var tar = compression == LayerCompression.Gzip ? new GZipStream(counted, CompressionMode.Decompress) : (Stream)counted;
+        using var hashing = new HashingStream(tar);
+        Digest diffId = default;
+        string? id = expectedDiffId is { } known ? ChainOf(below, known).Hex : null;
+        if (id is null)
+        {
+            // a rootfs tar: its diff id, and so the layer's id, is known only once it has been read; read it once
+            // to hash it, then apply it (the second read comes from the page cache)
+            using (var pre = Blobs.Open(blob))
+            using (var preTar = compression == LayerCompression.Gzip ? new GZipStream(pre, CompressionMode.Decompress) : (Stream)pre)
+            using (var preHash = new HashingStream(preTar))
+                diffId = preHash.Finish();
+            id = ChainOf(below, diffId).Hex;
+            if (Layers.Exists(id)) return (diffId, id);
+        }
+        try
+        {
+            Layers.Create(id, parent, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = blob.ToString() }, diff: hashing, verify: () =>
+            {
+                var actual = hashing.Finish();
+                if (expectedDiffId is { } want && actual != want)
+                    throw StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {want} its config lists");
+                diffId = actual;
+            });
+        }
+        catch (InvalidDataException ex)
+        {
+            throw StrataException.Corrupt($"layer {blob}: gzip: {ex.Message}");
+        }
+        created.Add(id);
+        return (diffId, id);
+    }
+
+    LayerCompression Sniff(Digest blob)
+    {
+        using var s = Blobs.Open(blob);
+        Span<byte> head = stackalloc byte[2];
+        return s.Read(head) == 2 && head[0] == 0x1f && head[1] == 0x8b ? LayerCompression.Gzip : LayerCompression.None;
+    }
+
+    static byte[] MinimalConfig(List<Digest> diffIds)
+    {
+        var host = Platform.Host;
+        string now = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", System.Globalization.CultureInfo.InvariantCulture);
+        var config = new JsonObject
+        {
+            ["created"] = now,
+            ["architecture"] = host.Architecture,
+            ["os"] = host.Os,
+            ["config"] = new JsonObject(),
+            ["rootfs"] = new JsonObject { ["type"] = "layers", ["diff_ids"] = new JsonArray(diffIds.Select(d => (JsonNode)JsonValue.Create(d.ToString())!).ToArray()) },
+            ["history"] = new JsonArray(new JsonObject { ["created"] = now, ["created_by"] = "strata image import", ["comment"] = "imported from a rootfs tar" }),
+        };
+        return JsonSerializer.SerializeToUtf8Bytes(config);
+    }
+}
+
+/// <summary>Reports bytes read through it.</summary>
+sealed class CountingStream(Stream inner, Action<long> progress) : Stream
+{
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        int n = inner.Read(buffer);
+        if (n > 0) progress(n);
+        return n;
+    }
+
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}

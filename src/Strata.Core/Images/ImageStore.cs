@@ -1,0 +1,221 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+
+namespace Strata.Core.Images;
+
+/// <summary>An image as the store knows it: its names, its config (the image id, as Docker's), its manifest,
+/// and the chain of layers (by chain id, the layer ids in the <see cref="LayerStore"/>), base first.</summary>
+public sealed record ImageRecord
+{
+    /// <summary>The config's digest, as Docker's image id.</summary>
+    public required string Id { get; init; }
+    public List<string> Names { get; init; } = [];
+    public required string Manifest { get; init; }
+    public required string ManifestMediaType { get; init; }
+    public required List<string> Layers { get; init; }
+    public DateTimeOffset Created { get; init; }
+    public string? Platform { get; init; }
+    /// <summary>Bytes of file content in the image's layers.</summary>
+    public long Size { get; init; }
+
+    [JsonIgnore] public Digest Config => Digest.Parse(Id);
+    [JsonIgnore] public string ShortId => Id[7..19];
+    [JsonIgnore] public string TopLayer => Layers[^1];
+}
+
+/// <summary>
+/// The image records (<c>images/images.json</c>, replaced atomically) over the blob store and the layer
+/// store. Image layers are read-only layers named by their chain id (so two images that share a base
+/// share its layers) and labelled <see cref="LayerLabel"/>; a layer no image uses is removed when the
+/// last image that used it goes, and blobs nothing refers to with it. A record is written only once
+/// everything it refers to is in place, so a failed or interrupted import leaves no visible image
+/// (its leftovers go at the next removal or open).
+/// </summary>
+public sealed class ImageStore
+{
+    public const string LayerLabel = "strata.image-layer";
+    readonly object _lock = new();
+    readonly string _index;
+
+    public ImageStore(LayerStore layers)
+    {
+        Layers = layers;
+        Blobs = new BlobStore(layers.Root);
+        _index = Path.Combine(layers.Root, "images", "images.json");
+    }
+
+    public LayerStore Layers { get; }
+    public BlobStore Blobs { get; }
+
+    public List<ImageRecord> List()
+    {
+        lock (_lock) return Load();
+    }
+
+    /// <summary>An image by name (name[:tag], tag latest by default), by id, or by a unique id prefix of at least 4 hex digits.</summary>
+    public ImageRecord Get(string reference)
+    {
+        lock (_lock) return Find(Load(), reference) ?? throw StrataException.NotFound($"image {reference} does not exist");
+    }
+
+    public bool TryGet(string reference, out ImageRecord? image)
+    {
+        lock (_lock) image = Find(Load(), reference);
+        return image is not null;
+    }
+
+    static ImageRecord? Find(List<ImageRecord> images, string reference)
+    {
+        string? name = ImageName.TryNormalize(reference);
+        if (name is not null && images.FirstOrDefault(i => i.Names.Contains(name)) is { } named) return named;
+        string hex = reference.StartsWith("sha256:", StringComparison.Ordinal) ? reference[7..] : reference;
+        if (hex.Length < 4 || !hex.All(Uri.IsHexDigit)) return null;
+        var matches = images.Where(i => i.Id.AsSpan(7).StartsWith(hex, StringComparison.Ordinal)).ToList();
+        if (matches.Count > 1) throw StrataException.Invalid($"image id prefix {reference} is ambiguous ({matches.Count} images)");
+        return matches.SingleOrDefault();
+    }
+
+    /// <summary>Records an image whose blobs and layers are all in place; its names move to it from other images
+    /// (as `docker load` retags).</summary>
+    public ImageRecord Add(ImageRecord image)
+    {
+        lock (_lock)
+        {
+            var images = Load();
+            var existing = images.FirstOrDefault(i => i.Id == image.Id);
+            foreach (var other in images) other.Names.RemoveAll(image.Names.Contains);
+            if (existing is not null)
+            {
+                existing.Names.AddRange(image.Names.Where(n => !existing.Names.Contains(n)));
+                image = existing;
+            }
+            else images.Add(image);
+            Save(images);
+            return image;
+        }
+    }
+
+    /// <summary>Gives an image one more name.</summary>
+    public void Tag(string reference, string newName)
+    {
+        string name = ImageName.Normalize(newName);
+        lock (_lock)
+        {
+            var images = Load();
+            var image = Find(images, reference) ?? throw StrataException.NotFound($"image {reference} does not exist");
+            foreach (var other in images) other.Names.Remove(name);
+            image.Names.Add(name);
+            Save(images);
+        }
+    }
+
+    /// <summary>Removes a name; when it was the image's last (or <paramref name="reference"/> is the id), the image
+    /// goes, with the layers and blobs no other image uses. Refused while a container uses the image
+    /// (<paramref name="inUse"/> names them).</summary>
+    public void Remove(string reference, Func<string, IReadOnlyList<string>> inUse)
+    {
+        lock (_lock)
+        {
+            var images = Load();
+            var image = Find(images, reference) ?? throw StrataException.NotFound($"image {reference} does not exist");
+            string? name = ImageName.TryNormalize(reference);
+            if (name is not null && image.Names.Contains(name) && image.Names.Count > 1)
+            {
+                image.Names.Remove(name); // an untag: the image stays under its other names
+                Save(images);
+                return;
+            }
+            var users = inUse(image.Id);
+            if (users.Count > 0)
+                throw StrataException.InUse($"image {reference} is used by container(s) {string.Join(", ", users.Take(5))}{(users.Count > 5 ? ", ..." : "")}; remove them first");
+            images.Remove(image);
+            Save(images);
+            Collect(images);
+        }
+    }
+
+    /// <summary>Removes image layers and blobs that no image refers to (what a failed import, or an image's
+    /// removal, leaves); layers that still have children (a container's, another image's) stay.</summary>
+    public void Collect() 
+    {
+        lock (_lock) Collect(Load());
+    }
+
+    void Collect(List<ImageRecord> images)
+    {
+        var usedLayers = images.SelectMany(i => i.Layers).ToHashSet(StringComparer.Ordinal);
+        bool removed;
+        do
+        {
+            removed = false;
+            foreach (var layer in Layers.List())
+            {
+                if (!layer.Labels.ContainsKey(LayerLabel) || usedLayers.Contains(layer.Id) || layer.Mounts > 0) continue;
+                if (Layers.List().Any(l => l.Parent == layer.Id)) continue;
+                try
+                {
+                    Layers.Remove(layer.Id);
+                    removed = true;
+                }
+                catch (StrataException)
+                {
+                    // in use right now: the next collection takes it
+                }
+            }
+        } while (removed);
+        var keep = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var image in images)
+        {
+            keep.Add(image.Config.Hex);
+            var manifest = Digest.Parse(image.Manifest);
+            keep.Add(manifest.Hex);
+            if (!Blobs.Exists(manifest)) continue;
+            var m = OciJson.Decode(Blobs.Read(manifest), OciJson.Default.ImageManifest, $"manifest {manifest}");
+            foreach (var l in m.Layers) if (Digest.TryParse(l.Digest, out var d)) keep.Add(d.Hex);
+        }
+        Blobs.Collect(keep);
+    }
+
+    List<ImageRecord> Load()
+    {
+        if (!File.Exists(_index)) return [];
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(_index), ImageStoreJson.Default.ListImageRecord) ?? [];
+        }
+        catch (JsonException ex)
+        {
+            throw StrataException.Corrupt($"{_index} is unreadable ({ex.Message}); restore it or move it away");
+        }
+    }
+
+    void Save(List<ImageRecord> images) =>
+        AtomicFile.Write(_index, JsonSerializer.SerializeToUtf8Bytes(images.OrderBy(i => i.Created).ToList(), ImageStoreJson.Default.ListImageRecord));
+}
+
+/// <summary>Image names as Docker writes them: [registry[:port]/]path[:tag], lowercase path components, tag latest
+/// when none is given. Digest references (name@sha256:...) are not names.</summary>
+public static partial class ImageName
+{
+    [GeneratedRegex(@"\A(?:(?<host>[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)/)?(?<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?\z")]
+    private static partial Regex Pattern();
+
+    public static string Normalize(string reference) =>
+        TryNormalize(reference) ?? throw StrataException.Invalid($"invalid image name '{(reference.Length > 80 ? reference[..80] + "..." : reference)}' (use [registry/]name[:tag] with lowercase names)");
+
+    public static string? TryNormalize(string reference)
+    {
+        if (reference.Length > 255) return null;
+        var m = Pattern().Match(reference);
+        if (!m.Success) return null;
+        // "host/path" only when the first component looks like a host (has a dot or port, or is localhost)
+        string host = m.Groups["host"].Value;
+        if (host.Length > 0 && host.Any(char.IsUpper) && !host.Contains('.') && !host.Contains(':')) return null;
+        return m.Groups["tag"].Success ? reference : reference + ":latest";
+    }
+}
+
+[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(List<ImageRecord>))]
+internal partial class ImageStoreJson : JsonSerializerContext;
