@@ -134,7 +134,10 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            var status = store.Status();
+            var status = store.Status().ToList();
+            var catalog = Catalog(lease);
+            status.Add(new("Images", catalog.Images.List().Count.ToString(CultureInfo.InvariantCulture)));
+            status.Add(new("Containers", catalog.List().Count.ToString(CultureInfo.InvariantCulture)));
             if (IsJson(r, format))
             {
                 var doc = new Dictionary<string, object>
