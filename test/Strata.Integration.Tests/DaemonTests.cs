@@ -140,6 +140,31 @@ public sealed class DaemonTests : IDisposable
         Assert.Equal("STOPPING=1", Encoding.UTF8.GetString(buffer, 0, listener.Receive(buffer)));
     }
 
+    [Fact]
+    public void RunGoesThroughTheDaemonWithoutHoldingTheStore()
+    {
+        // `strata run` runs runc itself; its store steps go to the daemon, and other commands go on while the container runs
+        string root = _temp.Dir("rootfs");
+        Directory.CreateDirectory(Path.Combine(root, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(root, "bin", "busybox"));
+        foreach (var applet in new[] { "sh", "sleep", "cat", "echo" }) File.CreateSymbolicLink(Path.Combine(root, "bin", applet), "busybox");
+        Shell.Run("tar", "-C", root, "-cf", _temp.Combine("rootfs.tar"), ".").Check("tar");
+        using var serve = Serve();
+        Assert.EndsWith(" demo:1", _cli.Ok("image", "import", _temp.Combine("rootfs.tar"), "--name", "demo:1", "-q"));
+        using (var run = _cli.Start("run", "--name", "c1", "demo:1", "sh", "-c", "echo started; sleep 2; echo done > /done; exit 4"))
+        {
+            Assert.Equal("started", run.StandardOutput.ReadLine());
+            Assert.Contains("c1", _cli.Ok("container", "ls")); // answered while the container runs
+            Assert.True(run.WaitForExit(TimeSpan.FromSeconds(60)));
+            Assert.Equal(4, run.ExitCode);
+        }
+        Assert.Equal("A /done", _cli.Ok("container", "diff", "c1"));
+        _cli.Ok("container", "rm", "c1");
+        _cli.Ok("image", "rm", "demo:1");
+        Assert.Contains("serving store", serve.Log());
+        Assert.DoesNotContain("fail", serve.Log(), StringComparison.OrdinalIgnoreCase);
+    }
+
     [OthersCanRunStrataFact]
     public void AUserTheDaemonDoesNotServeIsToldSoInOneLine()
     {
