@@ -51,12 +51,19 @@ public sealed partial class ContainerStore
 
     /// <summary>The one container and image store of an open layer store (one per store, so that concurrent
     /// commands in the daemon share their locks); its first use sweeps what a crash left.</summary>
-    public static ContainerStore For(LayerStore layers) => s_stores.GetValue(layers, l =>
+    public static ContainerStore For(LayerStore layers)
     {
-        var store = new ContainerStore(new ImageStore(l));
-        store.Sweep();
-        return store;
-    });
+        // under a lock: the sweep must run once, before any command of this store has begun to work
+        lock (s_stores)
+        {
+            if (s_stores.TryGetValue(layers, out var known)) return known;
+            var store = new ContainerStore(new ImageStore(layers));
+            store.Sweep();
+            store.Images.Collect(); // image layers and blobs an interrupted import left
+            s_stores.Add(layers, store);
+            return store;
+        }
+    }
 
     [GeneratedRegex(@"\A[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\z")]
     private static partial Regex NamePattern();
@@ -186,6 +193,7 @@ public sealed partial class ContainerStore
         var c = Get(reference);
         var image = Images.Get(c.ImageId);
         string tmp = Path.Combine(Layers.Root, "tmp", "commit-" + Guid.NewGuid().ToString("N"));
+        using var scope = Images.BeginImport(); // keeps what the commit adds from collection until the image is recorded
         try
         {
             // the diff once, to a gzip blob, hashing both the tar (diff id) and the blob
@@ -203,8 +211,10 @@ public sealed partial class ContainerStore
                 blob = blobHash.Digest();
             }
             long blobSize = new FileInfo(tmp).Length;
+            scope.UseBlob(blob);
             Images.Blobs.Adopt(tmp, blob);
             var chain = image.Layers.Count == 0 ? diffId : Digest.Chain(ChainId(image), diffId);
+            scope.UseLayer(chain.Hex);
             if (!Layers.Exists(chain.Hex))
             {
                 using var layerTar = Images.Blobs.Open(blob);
@@ -217,7 +227,7 @@ public sealed partial class ContainerStore
             config["rootfs"]!["diff_ids"]!.AsArray().Add(diffId.ToString());
             if (config["history"] is not JsonArray history) config["history"] = history = [];
             history.Add(new JsonObject { ["created"] = now, ["created_by"] = $"strata container commit {c.Name}", ["comment"] = message });
-            var (configDigest, configSize) = Images.Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(config), "config");
+            var (configDigest, configSize) = Images.Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(config), "config", scope);
             var old = OciJson.Decode(Images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
             var manifest = new ImageManifest
             {
@@ -226,8 +236,8 @@ public sealed partial class ContainerStore
                 Layers = [.. old.Layers.Select(l => l with { MediaType = OciType(l.MediaType), Annotations = null }),
                     new Descriptor { MediaType = MediaTypes.OciLayerGzip, Digest = blob.ToString(), Size = blobSize }],
             };
-            var (manifestDigest, _) = Images.Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(manifest, OciJson.Default.ImageManifest), "manifest");
-            return Images.Add(new ImageRecord
+            var (manifestDigest, _) = Images.Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(manifest, OciJson.Default.ImageManifest), "manifest", scope);
+            var committed = Images.Add(new ImageRecord
             {
                 Id = configDigest.ToString(),
                 Names = [name],
@@ -238,6 +248,8 @@ public sealed partial class ContainerStore
                 Platform = image.Platform,
                 Size = image.Size + Layers.Inspect(chain.Hex).Size,
             });
+            scope.Complete();
+            return committed;
         }
         finally
         {

@@ -45,9 +45,12 @@ public sealed class BlobStore
 
     /// <summary>Stores <paramref name="content"/>; when <paramref name="expected"/> is given, the content must have that
     /// digest (and <paramref name="expectedSize"/> bytes, when given) or nothing is stored. <paramref name="what"/>
-    /// names the blob in errors. Returns the digest and size.</summary>
-    public (Digest Digest, long Size) Put(Stream content, Digest? expected, long? expectedSize, string what, Action<long>? progress = null)
+    /// names the blob in errors. Returns the digest and size. An import's <paramref name="scope"/> learns the blob
+    /// it uses, and whether this call added it.</summary>
+    public (Digest Digest, long Size) Put(Stream content, Digest? expected, long? expectedSize, string what, Action<long>? progress = null,
+        ImageStore.ImportScope? scope = null)
     {
+        if (expected is { } e) scope?.UseBlob(e);
         if (expected is { } known && Exists(known))
         {
             // already here (a shared base layer): the stored copy was verified when it came
@@ -77,8 +80,12 @@ public sealed class BlobStore
                 throw StrataException.Corrupt($"{what} has digest {digest}, not {want} as its descriptor says");
             if (expectedSize is { } exact && exact != size)
                 throw StrataException.Corrupt($"{what} has {size} bytes, not {exact} as its descriptor says");
+            scope?.UseBlob(digest);
+            // a blob already here stays as it is: it may be another image's, and no failed import may take it
+            if (Exists(digest)) return (digest, size);
             Posix.Rename(tmp, PathOf(digest));
             Posix.FsyncDirectory(Directory);
+            scope?.Added(digest);
             return (digest, size);
         }
         finally
@@ -87,10 +94,10 @@ public sealed class BlobStore
         }
     }
 
-    public (Digest Digest, long Size) Put(ReadOnlySpan<byte> content, string what)
+    public (Digest Digest, long Size) Put(ReadOnlySpan<byte> content, string what, ImageStore.ImportScope? scope = null)
     {
         using var ms = new MemoryStream(content.ToArray(), writable: false);
-        return Put(ms, null, null, what);
+        return Put(ms, null, null, what, scope: scope);
     }
 
     /// <summary>Moves a file whose digest the caller computed into the store.</summary>

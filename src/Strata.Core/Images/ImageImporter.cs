@@ -12,7 +12,7 @@ public readonly record struct ImportProgress(string Step, long Done, long Total)
 /// docker-archive (`docker save`: manifest.json, configs and layer tars), or a plain rootfs tar (as `docker
 /// import` does, one layer and a minimal config). Every blob is checked against its digest and every
 /// layer against its diff id; layers are created by chain id, so what two images share is stored once.
-/// On any failure nothing of the image becomes visible, and layers this import created go again.
+/// On any failure nothing of the image becomes visible, and the layers and blobs this import added go again.
 /// </summary>
 public sealed class ImageImporter(ImageStore images)
 {
@@ -31,44 +31,61 @@ public sealed class ImageImporter(ImageStore images)
     public List<ImageRecord> Import(string path, Options options)
     {
         string name = options.Name is null ? "" : ImageName.Normalize(options.Name);
+        using var scope = images.BeginImport();
         if (Directory.Exists(path))
         {
             if (!File.Exists(Path.Combine(path, "oci-layout")))
                 throw StrataException.Invalid($"{path} is a directory but not an OCI image layout (it has no oci-layout file)");
             using var dir = new DirectorySource(path);
-            return Finish(ImportOci(dir, options), name);
+            return Finish(ImportOci(dir, options, scope), name, scope);
         }
         if (!File.Exists(path)) throw StrataException.NotFound($"{path} does not exist");
-        var names = StagedSource.Names(path);
+        HashSet<string> names;
+        try
+        {
+            names = StagedSource.Names(path);
+        }
+        catch (StrataException ex) when (ex is not ErrnoException)
+        {
+            throw new StrataException(ex.Kind, $"{path}: {ex.Message}", ex);
+        }
         bool docker = names.Contains("manifest.json"), oci = names.Contains("oci-layout") && names.Contains("index.json");
-        if (!docker && !oci) return Finish([ImportRootfs(path, options)], name);
+        if (!docker && !oci) return Finish([ImportRootfs(path, options, scope)], name, scope);
         long total = new FileInfo(path).Length;
         long staged = 0;
         using var source = StagedSource.Stage(path, Path.Combine(Layers.Root, "tmp"), n => options.Progress?.Invoke(new("reading archive", staged += n, total)));
-        return Finish(docker ? ImportDocker(source, options) : ImportOci(source, options), name);
+        return Finish(docker ? ImportDocker(source, options, scope) : ImportOci(source, options, scope), name, scope);
     }
 
     /// <summary>Gives the imported images their names: the one asked for (then there must be exactly one image), or their own.</summary>
-    List<ImageRecord> Finish(List<Pending> pending, string name)
+    List<ImageRecord> Finish(List<Pending> pending, string name, ImageStore.ImportScope scope)
     {
         if (name.Length > 0 && pending.Count != 1)
             throw StrataException.Invalid($"the archive holds {pending.Count} images; --name can name only one");
-        return pending.Select(p => images.Add(p.Record with { Names = name.Length > 0 ? [name] : p.Record.Names })).ToList();
+        var added = pending.Select(p => images.Add(p.Record with { Names = name.Length > 0 ? [name] : p.Record.Names })).ToList();
+        scope.Complete();
+        return added;
     }
 
     sealed record Pending(ImageRecord Record);
 
     // ---- formats ----
 
-    List<Pending> ImportOci(ImageSource source, Options options)
+    List<Pending> ImportOci(ImageSource source, Options options, ImageStore.ImportScope scope)
     {
-        var layout = JsonNode.Parse(source.ReadAll("oci-layout"));
-        if (layout?["imageLayoutVersion"]?.GetValue<string>() is not { } version || !version.StartsWith("1.", StringComparison.Ordinal))
-            throw StrataException.Unsupported("oci-layout: only image layout version 1.x is supported");
+        var layout = OciJson.Decode(source.ReadAll("oci-layout"), OciJson.Default.OciLayout, "oci-layout");
+        if (layout.ImageLayoutVersion is not { } version)
+            throw StrataException.Corrupt("oci-layout has no imageLayoutVersion");
+        if (!version.StartsWith("1.", StringComparison.Ordinal))
+            throw StrataException.Unsupported($"oci-layout: image layout version '{version}' is not supported (only 1.x)");
         var index = OciJson.Decode(source.ReadAll("index.json"), OciJson.Default.ImageIndex, "index.json");
         var chosen = new List<(Descriptor Manifest, string? Name)>();
         var platform = options.Platform ?? Platform.Host;
-        foreach (var d in index.Manifests)
+        // entries that say their platform are one image's variants: only the chosen platform's is imported
+        var entries = index.Manifests.Where(d => d.Platform is null || platform.Matches(d.Platform)).ToList();
+        if (entries.Count == 0 && index.Manifests.Count > 0)
+            throw StrataException.NotFound($"the image has no manifest for platform {platform} (it has {string.Join(", ", index.Manifests.Select(m => m.Platform?.ToString() ?? "?"))}); choose one with --platform");
+        foreach (var d in entries)
         {
             string? refName = d.Annotations?.GetValueOrDefault("io.containerd.image.name")
                 ?? (d.Annotations?.GetValueOrDefault("org.opencontainers.image.ref.name") is { } r ? RefName(r) : null);
@@ -85,9 +102,13 @@ public sealed class ImageImporter(ImageStore images)
             if (manifest.MediaType is { } mt && !MediaTypes.IsManifest(mt)) throw StrataException.Unsupported($"manifest {digest} has media type '{mt}'");
             var configDigest = Digest.Parse(manifest.Config.Digest, "config digest");
             var config = ReadBlob(source, configDigest, manifest.Config.Size, $"config {configDigest}");
-            var layers = manifest.Layers.Select(l => new LayerBlob(BlobPath(Digest.Parse(l.Digest, "layer digest")), Digest.Parse(l.Digest), l.Size, MediaTypes.Layer(l.MediaType), l.MediaType!)).ToList();
+            var layers = manifest.Layers.Select(l =>
+            {
+                var d = Digest.Parse(l.Digest, "layer digest");
+                return new LayerBlob(BlobPath(d), d, l.Size, MediaTypes.Layer(l.MediaType, $"layer {d}"), l.MediaType!);
+            }).ToList();
             var names = refName is not null && ImageName.TryNormalize(refName) is { } n ? new List<string> { n } : [];
-            result.Add(Build(source, config, configDigest, layers, names, (bytes, descriptor.MediaType ?? manifest.MediaType ?? MediaTypes.OciManifest), options));
+            result.Add(Build(source, config, configDigest, layers, names, (bytes, descriptor.MediaType ?? manifest.MediaType ?? MediaTypes.OciManifest), options, scope));
         }
         return result;
     }
@@ -99,6 +120,7 @@ public sealed class ImageImporter(ImageStore images)
         if (depth > 4) throw StrataException.Corrupt("image indexes nest too deeply");
         var digest = Digest.Parse(d.Digest, "index digest");
         var nested = OciJson.Decode(ReadBlob(source, digest, d.Size, $"index {digest}"), OciJson.Default.ImageIndex, $"index {digest}");
+        if (nested.Manifests.Count == 0) throw StrataException.Corrupt($"index {digest} lists no manifest");
         var match = nested.Manifests.FirstOrDefault(m => platform.Matches(m.Platform))
             ?? throw StrataException.NotFound($"the image has no manifest for platform {platform} (it has {string.Join(", ", nested.Manifests.Select(m => m.Platform?.ToString() ?? "?"))}); choose one with --platform");
         return Resolve(source, match, platform, depth + 1);
@@ -118,7 +140,7 @@ public sealed class ImageImporter(ImageStore images)
         return bytes;
     }
 
-    List<Pending> ImportDocker(ImageSource source, Options options)
+    List<Pending> ImportDocker(ImageSource source, Options options, ImageStore.ImportScope scope)
     {
         var entries = OciJson.Decode(source.ReadAll("manifest.json"), OciJson.Default.ListDockerArchiveEntry, "manifest.json");
         if (entries.Count == 0) throw StrataException.Corrupt("manifest.json lists no image");
@@ -139,18 +161,18 @@ public sealed class ImageImporter(ImageStore images)
                 return new LayerBlob(p, null, source.Length(p), null, null);
             }).ToList();
             var names = (e.RepoTags ?? []).Select(ImageName.TryNormalize).OfType<string>().ToList();
-            result.Add(Build(source, config, configDigest, layers, names, null, options));
+            result.Add(Build(source, config, configDigest, layers, names, null, options, scope));
         }
         return result;
     }
 
     /// <summary>A rootfs tar as `docker import` takes it: one layer, and a config with nothing but that layer.</summary>
-    Pending ImportRootfs(string path, Options options)
+    Pending ImportRootfs(string path, Options options, ImageStore.ImportScope scope)
     {
         long total = new FileInfo(path).Length;
         using var source = new DirectorySource(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var layer = new LayerBlob(Path.GetFileName(path), null, total, null, null);
-        return Build(source, null, default, [layer], [], null, options);
+        return Build(source, null, default, [layer], [], null, options, scope);
     }
 
     // ---- the common part ----
@@ -158,135 +180,119 @@ public sealed class ImageImporter(ImageStore images)
     /// <summary>A layer blob to import: where it is, and what its descriptor says (null: nothing, take what it is).</summary>
     sealed record LayerBlob(string Path, Digest? Digest, long Size, LayerCompression? Compression, string? MediaType);
 
-    Pending Build(ImageSource source, byte[]? config, Digest configDigest, List<LayerBlob> blobs, List<string> names, (byte[] Bytes, string MediaType)? manifest, Options options)
+    Pending Build(ImageSource source, byte[]? config, Digest configDigest, List<LayerBlob> blobs, List<string> names, (byte[] Bytes, string MediaType)? manifest, Options options, ImageStore.ImportScope scope)
     {
-        var created = new List<string>();
-        try
+        ImageConfig? parsed = config is null ? null : OciJson.Decode(config, OciJson.Default.ImageConfig, $"config {configDigest}");
+        var diffIds = parsed?.RootFs?.DiffIds?.Select(d => Digest.Parse(d, "diff_id")).ToList();
+        if (parsed is not null && (diffIds is null || diffIds.Count != blobs.Count))
+            throw StrataException.Corrupt($"config {configDigest} lists {diffIds?.Count ?? 0} layer diff id(s) for {blobs.Count} layer(s)");
+        long total = blobs.Sum(b => b.Size), done = 0;
+        var stored = new List<(Digest Digest, long Size, string MediaType)>();
+        foreach (var b in blobs)
         {
-            long total = blobs.Sum(b => b.Size), done = 0;
-            var stored = new List<(Digest Digest, long Size, string MediaType)>();
-            foreach (var b in blobs)
+            using var s = source.Open(b.Path);
+            var (digest, size) = Blobs.Put(s, b.Digest, b.Digest is null ? null : b.Size, $"layer {b.Digest?.ToString() ?? b.Path}",
+                n => options.Progress?.Invoke(new("storing layers", done += n, total)), scope);
+            var compression = b.Compression ?? Sniff(digest);
+            stored.Add((digest, size, b.MediaType ?? (compression == LayerCompression.Gzip ? MediaTypes.OciLayerGzip : MediaTypes.OciLayer)));
+        }
+        // layers, base first, each by its chain id
+        var chain = new List<string>();
+        var actualDiffIds = new List<Digest>();
+        Digest? below = null;
+        long contentSize = 0, applied = 0;
+        for (int i = 0; i < stored.Count; i++)
+        {
+            var (digest, blobSize, mediaType) = stored[i];
+            Digest diffId;
+            string id;
+            if (diffIds is not null) scope.UseLayer(ChainOf(below, diffIds[i]).Hex);
+            if (diffIds is not null && Layers.Exists(ChainOf(below, diffIds[i]).Hex))
             {
-                using var s = source.Open(b.Path);
-                var (digest, size) = Blobs.Put(s, b.Digest, b.Digest is null ? null : b.Size, $"layer {b.Digest?.ToString() ?? b.Path}",
-                    n => options.Progress?.Invoke(new("storing layers", done += n, total)));
-                var compression = b.Compression ?? Sniff(digest);
-                stored.Add((digest, size, b.MediaType ?? (compression == LayerCompression.Gzip ? MediaTypes.OciLayerGzip : MediaTypes.OciLayer)));
-            }
-            ImageConfig? parsed = config is null ? null : OciJson.Decode(config, OciJson.Default.ImageConfig, $"config {configDigest}");
-            var diffIds = parsed?.RootFs?.DiffIds?.Select(d => Digest.Parse(d, "diff_id")).ToList();
-            if (parsed is not null && (diffIds is null || diffIds.Count != blobs.Count))
-                throw StrataException.Corrupt($"config {configDigest} lists {diffIds?.Count ?? 0} layer diff id(s) for {blobs.Count} layer(s)");
-            // layers, base first, each by its chain id
-            var chain = new List<string>();
-            var actualDiffIds = new List<Digest>();
-            Digest? below = null;
-            long contentSize = 0, applied = 0;
-            for (int i = 0; i < stored.Count; i++)
-            {
-                var (digest, blobSize, mediaType) = stored[i];
-                Digest diffId;
-                string id;
-                if (diffIds is not null && Layers.Exists(ChainOf(below, diffIds[i]).Hex))
-                {
-                    diffId = diffIds[i];
-                    id = ChainOf(below, diffId).Hex;
-                    contentSize += Layers.Inspect(id).Size;
-                }
-                else
-                {
-                    (diffId, id) = CreateLayer(digest, MediaTypes.Layer(mediaType), below, diffIds?[i], chain.LastOrDefault(), created,
-                        n => options.Progress?.Invoke(new("applying layers", applied += n, stored.Sum(s => s.Size))));
-                    contentSize += Layers.Inspect(id).Size;
-                }
-                actualDiffIds.Add(diffId);
-                chain.Add(id);
-                below = ChainOf(below, diffId);
-            }
-            if (config is null)
-            {
-                config = MinimalConfig(actualDiffIds);
-                (configDigest, _) = Blobs.Put(config, "config");
-                parsed = OciJson.Decode(config, OciJson.Default.ImageConfig, "config");
-            }
-            else Blobs.Put(new MemoryStream(config), configDigest, config.Length, $"config {configDigest}");
-            Digest manifestDigest;
-            string manifestType;
-            if (manifest is { } m)
-            {
-                manifestDigest = Blobs.Put(new MemoryStream(m.Bytes), Digest.Of(m.Bytes), m.Bytes.Length, "manifest").Digest;
-                manifestType = m.MediaType;
+                diffId = diffIds[i];
+                id = ChainOf(below, diffId).Hex;
+                contentSize += Layers.Inspect(id).Size;
             }
             else
             {
-                var oci = new ImageManifest
-                {
-                    MediaType = MediaTypes.OciManifest,
-                    Config = new Descriptor { MediaType = MediaTypes.OciConfig, Digest = configDigest.ToString(), Size = config.Length },
-                    Layers = stored.Select(s => new Descriptor { MediaType = s.MediaType, Digest = s.Digest.ToString(), Size = s.Size }).ToList(),
-                };
-                manifestDigest = Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(oci, OciJson.Default.ImageManifest), "manifest").Digest;
-                manifestType = MediaTypes.OciManifest;
+                (diffId, id) = CreateLayer(digest, MediaTypes.Layer(mediaType), below, diffIds?[i], chain.LastOrDefault(), scope,
+                    n => options.Progress?.Invoke(new("applying layers", applied += n, stored.Sum(s => s.Size))));
+                contentSize += Layers.Inspect(id).Size;
             }
-            var record = new ImageRecord
-            {
-                Id = configDigest.ToString(),
-                Names = names,
-                Manifest = manifestDigest.ToString(),
-                ManifestMediaType = manifestType,
-                Layers = chain,
-                Created = DateTimeOffset.UtcNow,
-                Platform = parsed is null ? null : $"{parsed.Os}/{parsed.Architecture}{(parsed.Variant is null ? "" : "/" + parsed.Variant)}",
-                Size = contentSize,
-            };
-            return new Pending(record);
+            actualDiffIds.Add(diffId);
+            chain.Add(id);
+            below = ChainOf(below, diffId);
         }
-        catch
+        if (config is null)
         {
-            // layers this import made go again (unless another image took them meanwhile)
-            for (int i = created.Count - 1; i >= 0; i--)
-            {
-                try
-                {
-                    if (!images.List().Any(img => img.Layers.Contains(created[i]))) Layers.Remove(created[i]);
-                }
-                catch (StrataException)
-                {
-                }
-            }
-            throw;
+            config = MinimalConfig(actualDiffIds);
+            (configDigest, _) = Blobs.Put(config, "config", scope);
+            parsed = OciJson.Decode(config, OciJson.Default.ImageConfig, "config");
         }
+        else Blobs.Put(new MemoryStream(config), configDigest, config.Length, $"config {configDigest}", scope: scope);
+        Digest manifestDigest;
+        string manifestType;
+        if (manifest is { } m)
+        {
+            manifestDigest = Blobs.Put(new MemoryStream(m.Bytes), Digest.Of(m.Bytes), m.Bytes.Length, "manifest", scope: scope).Digest;
+            manifestType = m.MediaType;
+        }
+        else
+        {
+            var oci = new ImageManifest
+            {
+                MediaType = MediaTypes.OciManifest,
+                Config = new Descriptor { MediaType = MediaTypes.OciConfig, Digest = configDigest.ToString(), Size = config.Length },
+                Layers = stored.Select(s => new Descriptor { MediaType = s.MediaType, Digest = s.Digest.ToString(), Size = s.Size }).ToList(),
+            };
+            manifestDigest = Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(oci, OciJson.Default.ImageManifest), "manifest", scope).Digest;
+            manifestType = MediaTypes.OciManifest;
+        }
+        var record = new ImageRecord
+        {
+            Id = configDigest.ToString(),
+            Names = names,
+            Manifest = manifestDigest.ToString(),
+            ManifestMediaType = manifestType,
+            Layers = chain,
+            Created = DateTimeOffset.UtcNow,
+            Platform = parsed is null ? null : $"{parsed.Os}/{parsed.Architecture}{(parsed.Variant is null ? "" : "/" + parsed.Variant)}",
+            Size = contentSize,
+        };
+        return new Pending(record);
     }
 
     static Digest ChainOf(Digest? below, Digest diffId) => below is { } b ? Digest.Chain(b, diffId) : diffId;
 
     /// <summary>Creates one image layer from a stored blob; the tar's digest must be <paramref name="expectedDiffId"/>.</summary>
-    (Digest DiffId, string Id) CreateLayer(Digest blob, LayerCompression compression, Digest? below, Digest? expectedDiffId, string? parent, List<string> created, Action<long> progress)
+    (Digest DiffId, string Id) CreateLayer(Digest blob, LayerCompression compression, Digest? below, Digest? expectedDiffId, string? parent, ImageStore.ImportScope scope, Action<long> progress)
     {
         using var raw = Blobs.Open(blob);
         using var counted = new CountingStream(raw, progress);
         using var tar = compression == LayerCompression.Gzip ? new GZipStream(counted, CompressionMode.Decompress) : (Stream)counted;
         using var hashing = new HashingStream(tar);
         Digest diffId = default;
+        StrataException? mismatch = null;
         string? id = expectedDiffId is { } known ? ChainOf(below, known).Hex : null;
-        if (id is null)
-        {
-            // a rootfs tar: its diff id, and so the layer's id, is known only once it has been read; read it once
-            // to hash it, then apply it (the second read comes from the page cache)
-            using (var pre = Blobs.Open(blob))
-            using (var preTar = compression == LayerCompression.Gzip ? new GZipStream(pre, CompressionMode.Decompress) : (Stream)pre)
-            using (var preHash = new HashingStream(preTar))
-                diffId = preHash.Finish();
-            id = ChainOf(below, diffId).Hex;
-            if (Layers.Exists(id)) return (diffId, id);
-        }
         try
         {
+            if (id is null)
+            {
+                // a rootfs tar: its diff id, and so the layer's id, is known only once it has been read; read it once
+                // to hash it, then apply it (the second read comes from the page cache)
+                using (var pre = Blobs.Open(blob))
+                using (var preTar = compression == LayerCompression.Gzip ? new GZipStream(pre, CompressionMode.Decompress) : (Stream)pre)
+                using (var preHash = new HashingStream(preTar))
+                    diffId = preHash.Finish();
+                id = ChainOf(below, diffId).Hex;
+                scope.UseLayer(id);
+                if (Layers.Exists(id)) return (diffId, id);
+            }
             Layers.Create(id, parent, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = blob.ToString() }, diff: hashing, verify: () =>
             {
                 var actual = hashing.Finish();
                 if (expectedDiffId is { } want && actual != want)
-                    throw StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {want} its config lists");
+                    throw mismatch = StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {want} its config lists");
                 diffId = actual;
             });
         }
@@ -294,7 +300,12 @@ public sealed class ImageImporter(ImageStore images)
         {
             throw StrataException.Corrupt($"layer {blob}: gzip: {ex.Message}");
         }
-        created.Add(id);
+        catch (StrataException ex) when (ex != mismatch && ex is not ErrnoException)
+        {
+            // the applier's word on a bad tar says which member, not which of the image's layers
+            throw new StrataException(ex.Kind, $"layer {blob}: {ex.Message}", ex);
+        }
+        scope.Created(id);
         return (diffId, id);
     }
 

@@ -81,6 +81,7 @@ sealed class StagedSource : ImageSource
             int n = 0;
             while (tar.Next() is { } e)
             {
+                if (e.Type == TarEntryType.Directory) continue; // nothing is made of them (and `./` names the root)
                 string name = Clean(e.Name, "archive entry");
                 switch (e.Type)
                 {
@@ -98,13 +99,12 @@ sealed class StagedSource : ImageSource
                         staged._files[name] = to;
                         break;
                     case TarEntryType.Symlink:
+                        // `docker save` links a repeated layer as <id>/layer.tar -> ../<other>/layer.tar: relative to the link's directory
                         string dir = name.Contains('/') ? name[..name.LastIndexOf('/')] + "/" : "";
-                        links.Add((name, e.LinkName.StartsWith('/') ? e.LinkName : dir + e.LinkName));
+                        links.Add((name, Resolve(e.LinkName.StartsWith('/') ? e.LinkName : dir + e.LinkName, $"link '{name}'")));
                         break;
                     case TarEntryType.HardLink:
-                        links.Add((name, e.LinkName));
-                        break;
-                    case TarEntryType.Directory:
+                        links.Add((name, Resolve(e.LinkName, $"link '{name}'")));
                         break;
                     default:
                         throw StrataException.Corrupt($"archive entry '{name}' is a {e.Type}: an image archive holds only files, directories and links");
@@ -113,8 +113,7 @@ sealed class StagedSource : ImageSource
             for (int round = 0; round < 8 && links.Count > 0; round++)
                 links.RemoveAll(l =>
                 {
-                    string target = Clean(l.Target, $"link '{l.Name}' to");
-                    if (!staged._files.TryGetValue(target, out var f)) return false;
+                    if (!staged._files.TryGetValue(l.Target, out var f)) return false;
                     staged._files[l.Name] = f;
                     return true;
                 });
@@ -128,20 +127,37 @@ sealed class StagedSource : ImageSource
         }
     }
 
-    /// <summary>Reads just the names of a tar's members (to tell an image archive from a rootfs tar).</summary>
-    public static HashSet<string> Names(string tarPath, int max = 64)
+    /// <summary>The names of a tar's top-level members (to tell an image archive from a rootfs tar). The whole tar is
+    /// read: `docker save` writes manifest.json last.</summary>
+    public static HashSet<string> Names(string tarPath)
     {
         var names = new HashSet<string>(StringComparer.Ordinal);
         using var file = OpenFile(tarPath);
         using var input = LayerInput.Open(file);
         using var tar = new TarReader(input);
-        while (names.Count < max && tar.Next() is { } e)
+        while (tar.Next() is { } e)
         {
             string name = e.Name.TrimStart('.', '/');
-            if (!name.Contains('/')) names.Add(name);
-            if (name.StartsWith("blobs/", StringComparison.Ordinal) || name.EndsWith("/layer.tar", StringComparison.Ordinal)) names.Add(name);
+            if (name.Length > 0 && !name.TrimEnd('/').Contains('/')) names.Add(name.TrimEnd('/'));
         }
         return names;
+    }
+
+    /// <summary>A path inside the archive with `.` and `..` worked out; climbing above the archive's root is an error.</summary>
+    static string Resolve(string path, string what)
+    {
+        var parts = new List<string>();
+        foreach (var part in path.Split('/'))
+        {
+            if (part is "" or ".") continue;
+            if (part == "..")
+            {
+                if (parts.Count == 0) throw StrataException.Corrupt($"{what} points outside the archive ('{path}')");
+                parts.RemoveAt(parts.Count - 1);
+            }
+            else parts.Add(part);
+        }
+        return string.Join('/', parts);
     }
 
     static FileStream OpenFile(string path)

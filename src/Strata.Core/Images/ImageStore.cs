@@ -135,16 +135,100 @@ public sealed class ImageStore
         }
     }
 
-    /// <summary>Removes image layers and blobs that no image refers to (what a failed import, or an image's
-    /// removal, leaves); layers that still have children (a container's, another image's) stay.</summary>
-    public void Collect() 
+    /// <summary>Removes image layers and blobs that no image refers to (what an interrupted import, or an image's
+    /// removal, leaves); layers that still have children (a container's, another image's) stay, and so does
+    /// what an import in progress uses.</summary>
+    public void Collect()
     {
         lock (_lock) Collect(Load());
     }
 
+    readonly List<ImportScope> _imports = [];
+
+    /// <summary>Starts an import: until it ends, what it uses is kept from collection; if it ends without
+    /// <see cref="ImportScope.Complete"/>, the layers and blobs it added that no image refers to go again.</summary>
+    public ImportScope BeginImport()
+    {
+        var scope = new ImportScope(this);
+        lock (_lock) _imports.Add(scope);
+        return scope;
+    }
+
+    /// <summary>The layers and blobs an import uses (shared ones too) and those it added.</summary>
+    public sealed class ImportScope : IDisposable
+    {
+        readonly ImageStore _store;
+        internal readonly HashSet<string> UsedLayers = new(StringComparer.Ordinal), UsedBlobs = new(StringComparer.Ordinal);
+        internal readonly List<string> CreatedLayers = [];
+        internal readonly HashSet<string> AddedBlobs = new(StringComparer.Ordinal);
+        bool _complete;
+
+        internal ImportScope(ImageStore store) => _store = store;
+
+        // a use is recorded before the thing is looked for, so that no collection can take it in between
+        public void UseLayer(string id)
+        {
+            lock (_store._lock) UsedLayers.Add(id);
+        }
+
+        public void UseBlob(Digest blob)
+        {
+            lock (_store._lock) UsedBlobs.Add(blob.Hex);
+        }
+
+        public void Created(string layer)
+        {
+            lock (_store._lock) CreatedLayers.Add(layer);
+        }
+
+        public void Added(Digest blob)
+        {
+            lock (_store._lock) AddedBlobs.Add(blob.Hex);
+        }
+
+        /// <summary>The import's records are written: what it added is theirs now.</summary>
+        public void Complete() => _complete = true;
+
+        public void Dispose() => _store.End(this, _complete);
+    }
+
+    void End(ImportScope scope, bool complete)
+    {
+        lock (_lock)
+        {
+            _imports.Remove(scope);
+            if (complete) return;
+            try
+            {
+                var images = Load();
+                var keepLayers = images.SelectMany(i => i.Layers).Concat(_imports.SelectMany(s => s.UsedLayers)).ToHashSet(StringComparer.Ordinal);
+                for (int i = scope.CreatedLayers.Count - 1; i >= 0; i--)
+                {
+                    if (keepLayers.Contains(scope.CreatedLayers[i])) continue;
+                    try
+                    {
+                        Layers.Remove(scope.CreatedLayers[i]);
+                    }
+                    catch (StrataException)
+                    {
+                        // in use right now (a child, a mount): the next collection takes it
+                    }
+                }
+                var keep = ReferencedBlobs(images);
+                keep.UnionWith(_imports.SelectMany(s => s.UsedBlobs));
+                foreach (var hex in scope.AddedBlobs)
+                    if (!keep.Contains(hex)) File.Delete(Blobs.PathOf(new Digest(hex)));
+            }
+            catch (StrataException)
+            {
+                // the import's own error is the one to report; what is left goes at the next collection
+            }
+        }
+    }
+
     void Collect(List<ImageRecord> images)
     {
-        var usedLayers = images.SelectMany(i => i.Layers).ToHashSet(StringComparer.Ordinal);
+        var usedLayers = images.SelectMany(i => i.Layers).Concat(_imports.SelectMany(s => s.UsedLayers.Concat(s.CreatedLayers))).ToHashSet(StringComparer.Ordinal);
         bool removed;
         do
         {
@@ -164,6 +248,13 @@ public sealed class ImageStore
                 }
             }
         } while (removed);
+        var keep = ReferencedBlobs(images);
+        keep.UnionWith(_imports.SelectMany(s => s.UsedBlobs.Concat(s.AddedBlobs)));
+        Blobs.Collect(keep);
+    }
+
+    HashSet<string> ReferencedBlobs(List<ImageRecord> images)
+    {
         var keep = new HashSet<string>(StringComparer.Ordinal);
         foreach (var image in images)
         {
@@ -174,7 +265,7 @@ public sealed class ImageStore
             var m = OciJson.Decode(Blobs.Read(manifest), OciJson.Default.ImageManifest, $"manifest {manifest}");
             foreach (var l in m.Layers) if (Digest.TryParse(l.Digest, out var d)) keep.Add(d.Hex);
         }
-        Blobs.Collect(keep);
+        return keep;
     }
 
     List<ImageRecord> Load()

@@ -22,13 +22,14 @@ public static class MediaTypes
     public static bool IsManifest(string? t) => t is OciManifest or DockerManifest;
     public static bool IsConfig(string? t) => t is OciConfig or DockerConfig;
 
-    /// <summary>How a layer blob is compressed, or an error for a type that is not a layer Strata can read.</summary>
-    public static LayerCompression Layer(string? t) => t switch
+    /// <summary>How a layer blob is compressed, or an error (naming the layer as <paramref name="what"/>) for a type
+    /// that is not a layer Strata can read.</summary>
+    public static LayerCompression Layer(string? t, string what = "layer") => t switch
     {
         OciLayer or DockerLayer or "application/vnd.oci.image.layer.nondistributable.v1.tar" => LayerCompression.None,
         OciLayerGzip or DockerLayerGzip or "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => LayerCompression.Gzip,
-        OciLayerZstd => throw StrataException.Unsupported("zstd-compressed layers (tar+zstd) are not supported yet; recompress with gzip (skopeo copy --dest-compress-format gzip)"),
-        _ => throw StrataException.Unsupported($"unknown layer media type '{t}'"),
+        OciLayerZstd => throw StrataException.Unsupported($"{what} is zstd-compressed (tar+zstd), which is not supported yet; recompress with gzip (skopeo copy --dest-compress-format gzip)"),
+        _ => throw StrataException.Unsupported($"{what} has unknown media type '{t}'"),
     };
 }
 
@@ -85,6 +86,12 @@ public sealed record Descriptor
     [JsonPropertyName("platform")] public Platform? Platform { get; init; }
 }
 
+/// <summary>The oci-layout file of an image layout.</summary>
+public sealed record OciLayout
+{
+    [JsonPropertyName("imageLayoutVersion")] public string? ImageLayoutVersion { get; init; }
+}
+
 public sealed record ImageIndex
 {
     [JsonPropertyName("schemaVersion")] public int SchemaVersion { get; init; } = 2;
@@ -138,6 +145,7 @@ public sealed record RootFs
 }
 
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, PropertyNameCaseInsensitive = true, AllowTrailingCommas = false)]
+[JsonSerializable(typeof(OciLayout))]
 [JsonSerializable(typeof(ImageIndex))]
 [JsonSerializable(typeof(ImageManifest))]
 [JsonSerializable(typeof(List<DockerArchiveEntry>))]

@@ -1,0 +1,717 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Strata.Core.Containers;
+using Strata.Core.Images;
+using Strata.Native;
+using Strata.Testing;
+
+namespace Strata.Core.Tests;
+
+/// <summary>
+/// Image import: good OCI layouts, oci-archives, docker-archives and rootfs tars import with the layers their
+/// chain ids name; bad ones fail with one clear line of the right kind and leave nothing behind: no image
+/// record, no new layer, no blob no image refers to, an empty tmp/.
+/// </summary>
+public sealed class ImageImportTests : IDisposable
+{
+    readonly TempRoot _temp = new();
+    readonly LayerStore _layers;
+    readonly ImageStore _images;
+
+    public ImageImportTests()
+    {
+        _layers = LayerStore.Open(new StoreOptions { Root = Root, Driver = "vfs" });
+        _images = ContainerStore.For(_layers).Images;
+    }
+
+    string Root => _temp.Combine("store");
+
+    public void Dispose()
+    {
+        _layers.Dispose();
+        _temp.Dispose();
+    }
+
+    // ---- images to build ----
+
+    static readonly byte[] BaseTar = new LayerTar()
+        .Dir("bin/").File("bin/sh", "#!sh")
+        .Dir("etc/").File("etc/os-release", "ID=base\n").File("etc/hostname", "base")
+        .Dir("tmp/").File("tmp/gone", "deleted by the layer above")
+        .Bytes();
+
+    static readonly byte[] TopTar = new LayerTar()
+        .Whiteout("tmp/gone")
+        .File("etc/os-release", "ID=top\n")
+        .Dir("app/").File("app/run", "run")
+        .Bytes();
+
+    static ImageSpec TwoLayers(Action<JsonObject>? editConfig = null, Action<JsonObject>? editManifest = null, LayerSpec? top = null) =>
+        new(new LayerSpec(BaseTar), top ?? new LayerSpec(TopTar)) { EditConfig = editConfig, EditManifest = editManifest };
+
+    static string OtherArchitecture => Platform.Host.Architecture == "s390x" ? "riscv64" : "s390x";
+
+    string Input(string name, byte[] data)
+    {
+        string path = _temp.Combine("in", name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path, data);
+        return path;
+    }
+
+    string Layout(OciBuilder oci) => oci.WriteDir(_temp.Combine("in", "layout-" + Guid.NewGuid().ToString("N")));
+
+    List<ImageRecord> Import(string path, string? name = null, Platform? platform = null) =>
+        new ImageImporter(_images).Import(path, new ImageImporter.Options { Name = name, Platform = platform });
+
+    // ---- what a store holds ----
+
+    List<string> LayerIds() => _layers.List().Select(l => l.Id).Order(StringComparer.Ordinal).ToList();
+
+    List<string> BlobNames() => Directory.GetFiles(_images.Blobs.Directory).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList()!;
+
+    List<string> ImageIds() => _images.List().Select(i => i.Id).Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>Every blob an image refers to: configs, manifests, and the layers the manifests list.</summary>
+    HashSet<string> ReferencedBlobs()
+    {
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var image in _images.List())
+        {
+            used.Add(image.Config.Hex);
+            var manifest = Digest.Parse(image.Manifest);
+            used.Add(manifest.Hex);
+            var m = OciJson.Decode(_images.Blobs.Read(manifest), OciJson.Default.ImageManifest, "manifest");
+            foreach (var l in m.Layers) used.Add(Digest.Parse(l.Digest).Hex);
+        }
+        return used;
+    }
+
+    void AssertClean()
+    {
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp")));
+        var referenced = ReferencedBlobs();
+        Assert.All(BlobNames(), b => Assert.True(referenced.Contains(b), $"blob {b} is left that no image refers to"));
+        // every image's blobs and layers are there
+        foreach (var b in ReferencedBlobs()) Assert.True(File.Exists(Path.Combine(_images.Blobs.Directory, b)), $"blob {b} is missing");
+        foreach (var i in _images.List()) Assert.All(i.Layers, l => Assert.True(_layers.Exists(l), $"layer {l} of {i.Id} is missing"));
+    }
+
+    /// <summary>The import fails with <paramref name="kind"/> and a one-line message containing <paramref name="fragment"/>,
+    /// and the store is as it was: the same images, layers and blobs, and nothing in tmp/.</summary>
+    StrataException Fails(string path, ErrorKind kind, string fragment, string? name = null, Platform? platform = null)
+    {
+        var layers = LayerIds();
+        var blobs = BlobNames();
+        var images = ImageIds();
+        var ex = Assert.Throws<StrataException>(() => Import(path, name, platform));
+        Assert.True(kind == ex.Kind, $"expected {kind}, got {ex.Kind}: {ex.Message}");
+        Assert.Contains(fragment, ex.Message);
+        Assert.DoesNotContain('\n', ex.Message);
+        Assert.Equal(images, ImageIds());
+        Assert.Equal(layers, LayerIds());
+        Assert.Equal(blobs, BlobNames());
+        AssertClean();
+        return ex;
+    }
+
+    /// <summary>Mounts a layer, hands its tree to <paramref name="check"/>, unmounts it.</summary>
+    void InTree(string layer, Action<string> check)
+    {
+        string tree = _layers.Mount(layer);
+        try
+        {
+            check(tree);
+        }
+        finally
+        {
+            _layers.Unmount(layer);
+        }
+    }
+
+    static void AssertTwoLayerTree(string tree)
+    {
+        Assert.Equal("#!sh", File.ReadAllText(Path.Combine(tree, "bin/sh")));
+        Assert.Equal("ID=top\n", File.ReadAllText(Path.Combine(tree, "etc/os-release")));
+        Assert.Equal("base", File.ReadAllText(Path.Combine(tree, "etc/hostname")));
+        Assert.Equal("run", File.ReadAllText(Path.Combine(tree, "app/run")));
+        Assert.True(Directory.Exists(Path.Combine(tree, "tmp")));
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(tree, "tmp")));
+    }
+
+    void AssertImported(ImageRecord image, BuiltImage built)
+    {
+        Assert.Equal(built.ConfigDigest, image.Id);
+        Assert.Equal(built.ChainIds, image.Layers);
+        Assert.Null(_layers.Inspect(image.Layers[0]).Parent);
+        for (int i = 1; i < image.Layers.Count; i++) Assert.Equal(image.Layers[i - 1], _layers.Inspect(image.Layers[i]).Parent);
+        Assert.All(image.Layers, l => Assert.Equal(LayerKind.ReadOnly, _layers.Inspect(l).Kind));
+    }
+
+    // ---- good images ----
+
+    [Fact]
+    public void AnOciLayoutWithTwoGzipLayersAndAWhiteoutImports()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(OciBuilder.Named(built.Descriptor, "1.0"));
+        var images = Import(Layout(oci), "x:1");
+
+        var image = Assert.Single(images);
+        AssertImported(image, built);
+        Assert.Equal(["x:1"], image.Names);
+        Assert.Equal(built.ManifestDigest, image.Manifest);
+        Assert.Equal(MediaTypes.OciManifest, image.ManifestMediaType);
+        Assert.Equal(Platform.Host.ToString(), image.Platform);
+        Assert.Equal(image.Id, _images.Get("x:1").Id);
+        // the very bytes that came in are kept, for export
+        foreach (var d in built.LayerDigests.Append(built.ConfigDigest).Append(built.ManifestDigest))
+            Assert.Equal(oci.Read(d), _images.Blobs.Read(Digest.Parse(d)));
+        Assert.Equal(built.ChainIds.Order(StringComparer.Ordinal), LayerIds());
+        InTree(image.TopLayer, AssertTwoLayerTree);
+        InTree(image.Layers[0], tree => Assert.Equal("deleted by the layer above", File.ReadAllText(Path.Combine(tree, "tmp/gone"))));
+        AssertClean();
+    }
+
+    [Fact]
+    public void AnOciLayoutsRefNameNamesTheImage()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(OciBuilder.Named(built.Descriptor, "example.com/app:2.0"));
+        var image = Assert.Single(Import(Layout(oci)));
+        Assert.Equal(["example.com/app:2.0"], image.Names);
+        AssertImported(image, built);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AnOciArchiveImports(bool gzip)
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(OciBuilder.Named(built.Descriptor, "1.0"));
+        var archive = oci.Archive();
+        var image = Assert.Single(Import(Input("image.tar", gzip ? Blob.Gzip(archive) : archive), "x:1"));
+        AssertImported(image, built);
+        Assert.Equal(built.ManifestDigest, image.Manifest);
+        InTree(image.TopLayer, AssertTwoLayerTree);
+        AssertClean();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ADockerArchiveImports(bool gzip)
+    {
+        var docker = new DockerArchiveBuilder();
+        var spec = TwoLayers();
+        string id = docker.Add(spec, "busybox:latest", "example.com/busybox:1");
+        var archive = docker.Archive();
+        var image = Assert.Single(Import(Input("image.tar", gzip ? Blob.Gzip(archive) : archive)));
+
+        Assert.Equal(id, image.Id);
+        Assert.Equal(["busybox:latest", "example.com/busybox:1"], image.Names);
+        var built = new BuiltImage(new JsonObject(), id, "", [], spec.Layers.Select(l => l.DiffId).ToList());
+        AssertImported(image, built);
+        // a docker-archive has no manifest: the store writes one over the layer tars as they came
+        var manifest = OciJson.Decode(_images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
+        Assert.Equal(id, manifest.Config.Digest);
+        Assert.Equal(spec.Layers.Select(l => l.DiffId), manifest.Layers.Select(l => l.Digest));
+        Assert.All(manifest.Layers, l => Assert.Equal(MediaTypes.OciLayer, l.MediaType));
+        InTree(image.TopLayer, AssertTwoLayerTree);
+        AssertClean();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ARootfsTarImportsAsOneLayerWithAMinimalConfig(bool gzip)
+    {
+        var tar = BaseTar;
+        var image = Assert.Single(Import(Input("rootfs.tar", gzip ? Blob.Gzip(tar) : tar), "rootfs:1"));
+
+        string diffId = Blob.DigestOf(tar);
+        Assert.Equal([diffId[7..]], image.Layers);
+        Assert.Equal(["rootfs:1"], image.Names);
+        var config = JsonNode.Parse(_images.Blobs.Read(image.Config))!;
+        Assert.Equal(diffId, Assert.Single(config["rootfs"]!["diff_ids"]!.AsArray())!.GetValue<string>());
+        Assert.Equal("layers", config["rootfs"]!["type"]!.GetValue<string>());
+        Assert.Equal(Platform.Host.Os, config["os"]!.GetValue<string>());
+        Assert.Equal(Platform.Host.Architecture, config["architecture"]!.GetValue<string>());
+        var manifest = OciJson.Decode(_images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
+        Assert.Equal(gzip ? MediaTypes.OciLayerGzip : MediaTypes.OciLayer, Assert.Single(manifest.Layers).MediaType);
+        InTree(image.TopLayer, tree =>
+        {
+            Assert.Equal("ID=base\n", File.ReadAllText(Path.Combine(tree, "etc/os-release")));
+            Assert.Equal("deleted by the layer above", File.ReadAllText(Path.Combine(tree, "tmp/gone")));
+        });
+        AssertClean();
+    }
+
+    // ---- platforms ----
+
+    [Fact]
+    public void ANestedIndexGivesTheHostsImageOrTheOneAskedFor()
+    {
+        var oci = new OciBuilder();
+        var host = oci.Add(TwoLayers());
+        var other = oci.Add(new ImageSpec(new LayerSpec(new LayerTar().File("arch", OtherArchitecture).Bytes())) { Architecture = OtherArchitecture });
+        var index = oci.Index(other.Descriptor, host.Descriptor);
+        oci.Top(OciBuilder.Named(index, "multi"));
+        string layout = Layout(oci);
+
+        var image = Assert.Single(Import(layout));
+        AssertImported(image, host);
+        Assert.Equal(["strata/image:multi"], image.Names);
+
+        var picked = Assert.Single(Import(layout, "multi:other", new Platform { Os = "linux", Architecture = OtherArchitecture }));
+        AssertImported(picked, other);
+        Assert.Equal($"linux/{OtherArchitecture}", picked.Platform);
+        InTree(picked.TopLayer, tree => Assert.Equal(OtherArchitecture, File.ReadAllText(Path.Combine(tree, "arch"))));
+        Assert.Equal(2, _images.List().Count);
+        AssertClean();
+    }
+
+    [Fact]
+    public void AnIndexWithoutTheHostsPlatformIsRefusedNamingThePlatforms()
+    {
+        var oci = new OciBuilder();
+        var other = oci.Add(TwoLayers() with { Architecture = OtherArchitecture });
+        oci.Top(OciBuilder.Named(oci.Index(other.Descriptor), "multi"));
+        var ex = Fails(Layout(oci), ErrorKind.NotFound, $"no manifest for platform {Platform.Host}");
+        Assert.Contains($"linux/{OtherArchitecture}", ex.Message);
+        Assert.Contains("--platform", ex.Message);
+    }
+
+    [Fact]
+    public void TopLevelManifestsForOtherPlatformsAreNotImported()
+    {
+        var oci = new OciBuilder();
+        var host = oci.Add(TwoLayers());
+        var other = oci.Add(TwoLayers() with { Architecture = OtherArchitecture });
+        oci.Top(OciBuilder.Named(other.Descriptor, "1.0"), OciBuilder.Named(host.Descriptor, "1.0"));
+        AssertImported(Assert.Single(Import(Layout(oci))), host);
+
+        var only = new OciBuilder();
+        only.Top(only.Add(TwoLayers() with { Architecture = OtherArchitecture }).Descriptor);
+        Fails(Layout(only), ErrorKind.NotFound, $"no manifest for platform {Platform.Host} (it has linux/{OtherArchitecture})");
+    }
+
+    // ---- bad blobs ----
+
+    [Fact]
+    public void ALayerWhoseContentIsNotItsDigestIsRefused()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(built.Descriptor);
+        oci.Tamper(built.LayerDigests[1], b => [.. b[..^1], (byte)(b[^1] ^ 1)]);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"layer {built.LayerDigests[1]} has digest sha256:");
+    }
+
+    [Fact]
+    public void AConfigWhoseContentIsNotItsDigestIsRefused()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(built.Descriptor);
+        oci.Tamper(built.ConfigDigest, b => Encoding.UTF8.GetBytes(Encoding.UTF8.GetString(b).Replace("/bin/sh", "/bin/xx")));
+        Fails(Layout(oci), ErrorKind.Corrupt, $"config {built.ConfigDigest} has digest sha256:");
+    }
+
+    [Fact]
+    public void AManifestWhoseContentIsNotItsDigestIsRefused()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(built.Descriptor);
+        oci.Tamper(built.ManifestDigest, b => [.. b, (byte)' ']);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"manifest {built.ManifestDigest} has");
+    }
+
+    [Fact]
+    public void AMissingBlobIsRefusedNamingIt()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(built.Descriptor);
+        oci.Files.Remove(OciBuilder.PathOf(built.LayerDigests[1]));
+        Fails(Layout(oci), ErrorKind.Corrupt, $"{OciBuilder.PathOf(built.LayerDigests[1])} is missing");
+
+        oci.Files[OciBuilder.PathOf(built.LayerDigests[1])] = [];
+        oci.Files.Remove(OciBuilder.PathOf(built.ConfigDigest));
+        Fails(Layout(oci), ErrorKind.Corrupt, $"config {built.ConfigDigest} is missing");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(-1)]
+    public void ALayerOfAnotherSizeThanItsDescriptorSaysIsRefused(int delta)
+    {
+        var oci = new OciBuilder();
+        string? digest = null;
+        long size = 0;
+        var built = oci.Add(TwoLayers(editManifest: m =>
+        {
+            var layer = m["layers"]![1]!;
+            digest = layer["digest"]!.GetValue<string>();
+            size = layer["size"]!.GetValue<int>() + delta;
+            layer["size"] = size;
+        }));
+        oci.Top(built.Descriptor);
+        Fails(Layout(oci), ErrorKind.Corrupt, delta > 0 ? $"layer {digest} has {size - delta} bytes, not {size}" : $"layer {digest} is larger than the {size} bytes");
+    }
+
+    [Fact]
+    public void ATruncatedGzipLayerIsRefused()
+    {
+        var oci = new OciBuilder();
+        var top = new LayerSpec(new LayerTar().File("big", new byte[200_000].Select((_, i) => (byte)(i * 7919 >> 3)).ToArray()).Bytes()) { Blob = b => b[..(b.Length / 2)] };
+        var built = oci.Add(TwoLayers(top: top));
+        oci.Top(built.Descriptor);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"layer {built.LayerDigests[1]}: tar: archive is truncated");
+    }
+
+    [Fact]
+    public void ALayerThatUnpacksToAnotherDiffIdIsRefused()
+    {
+        string wrong = Blob.DigestOf("not the layer"u8.ToArray());
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(editConfig: c => c["rootfs"]!["diff_ids"]![1] = wrong));
+        oci.Top(built.Descriptor);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"layer {built.LayerDigests[1]} unpacks to a tar with digest {built.DiffIds[1]}, not the diff id {wrong}");
+    }
+
+    [Fact]
+    public void ALayerDeclaredUncompressedButGzippedIsRefused()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(top: new LayerSpec(TopTar) { MediaType = MediaTypes.OciLayer }));
+        oci.Top(built.Descriptor);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"not the diff id {built.DiffIds[1]}");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void DiffIdsThatDoNotCountTheLayersAreRefused(int count)
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(editConfig: c =>
+        {
+            var ids = c["rootfs"]!["diff_ids"]!.AsArray();
+            if (count < ids.Count) ids.RemoveAt(1);
+            else ids.Add(ids[0]!.DeepClone());
+        }));
+        oci.Top(built.Descriptor);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"config {built.ConfigDigest} lists {count} layer diff id(s) for 2 layer(s)");
+    }
+
+    [Fact]
+    public void AnUnknownLayerMediaTypeIsUnsupported()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(top: new LayerSpec(TopTar) { MediaType = "application/vnd.example.layer.v1+squashfs" }));
+        oci.Top(built.Descriptor);
+        Fails(Layout(oci), ErrorKind.Unsupported, $"layer {built.LayerDigests[1]} has unknown media type 'application/vnd.example.layer.v1+squashfs'");
+    }
+
+    [Fact]
+    public void AZstdLayerIsUnsupportedWithAHint()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(top: new LayerSpec(TopTar) { MediaType = MediaTypes.OciLayerZstd }));
+        oci.Top(built.Descriptor);
+        var ex = Fails(Layout(oci), ErrorKind.Unsupported, $"layer {built.LayerDigests[1]} is zstd-compressed");
+        Assert.Contains("recompress with gzip", ex.Message);
+    }
+
+    // ---- bad JSON ----
+
+    [Theory]
+    [InlineData("{ not json", ErrorKind.Corrupt, "index.json is not valid JSON")]
+    [InlineData("""{"schemaVersion":2,"manifests":[]}""", ErrorKind.Corrupt, "index.json lists no image")]
+    [InlineData("""{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:abc","size":1}]}""", ErrorKind.Corrupt, "invalid manifest digest 'sha256:abc'")]
+    public void ABadIndexIsRefused(string index, ErrorKind kind, string fragment)
+    {
+        var oci = new OciBuilder();
+        oci.Add(TwoLayers());
+        oci.Files["index.json"] = Encoding.UTF8.GetBytes(index);
+        Fails(Layout(oci), kind, fragment);
+    }
+
+    [Fact]
+    public void AnEmptyNestedIndexIsRefused()
+    {
+        var oci = new OciBuilder();
+        var empty = oci.Index();
+        oci.Top(empty);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"index {empty["digest"]} lists no manifest");
+    }
+
+    [Theory]
+    [InlineData("{}", ErrorKind.Corrupt, "oci-layout has no imageLayoutVersion")]
+    [InlineData("""{"imageLayoutVersion":"2.0.0"}""", ErrorKind.Unsupported, "image layout version '2.0.0' is not supported")]
+    [InlineData("""{"imageLayoutVersion":1}""", ErrorKind.Corrupt, "oci-layout is not valid JSON")]
+    [InlineData("oci", ErrorKind.Corrupt, "oci-layout is not valid JSON")]
+    public void ABadOciLayoutFileIsRefused(string layout, ErrorKind kind, string fragment)
+    {
+        var oci = new OciBuilder();
+        oci.Top(oci.Add(TwoLayers()).Descriptor);
+        oci.Files["oci-layout"] = Encoding.UTF8.GetBytes(layout);
+        Fails(Layout(oci), kind, fragment);
+        Fails(Input("image.tar", oci.Archive()), kind, fragment);
+    }
+
+    [Fact]
+    public void ADirectoryWithoutOciLayoutIsNotALayout()
+    {
+        var oci = new OciBuilder();
+        oci.Top(oci.Add(TwoLayers()).Descriptor);
+        oci.Files.Remove("oci-layout");
+        string dir = Layout(oci);
+        Fails(dir, ErrorKind.InvalidArgument, $"{dir} is a directory but not an OCI image layout");
+    }
+
+    // ---- bad archives ----
+
+    [Theory]
+    [InlineData("Config", "../x")]
+    [InlineData("Config", "/etc/passwd")]
+    [InlineData("Config", "a/../../x.json")]
+    [InlineData("Layers", "../x")]
+    [InlineData("Layers", "/etc/passwd")]
+    public void DockerManifestPathsOutsideTheArchiveAreRefused(string field, string path)
+    {
+        var docker = new DockerArchiveBuilder
+        {
+            EditManifest = m =>
+            {
+                if (field == "Config") m[0]!["Config"] = path;
+                else m[0]!["Layers"]![1] = path;
+            },
+        };
+        docker.Add(TwoLayers(), "x:1");
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, $"{(field == "Config" ? "config" : "layer")} path '{path}' points outside the image");
+    }
+
+    [Theory]
+    [InlineData("../evil")]
+    [InlineData("a/../../evil")]
+    [InlineData("/evil")]
+    public void ArchiveEntriesOutsideTheArchiveAreRefused(string name)
+    {
+        var docker = new DockerArchiveBuilder();
+        docker.Add(TwoLayers(), "x:1");
+        Fails(Input("docker.tar", docker.Archive(new KeyValuePair<string, byte[]>(name, "pwned"u8.ToArray()))), ErrorKind.Corrupt, $"archive entry '{name}' points outside the image");
+
+        var oci = new OciBuilder();
+        oci.Top(oci.Add(TwoLayers()).Descriptor);
+        oci.Files[name] = "pwned"u8.ToArray();
+        Fails(Input("oci.tar", oci.Archive()), ErrorKind.Corrupt, $"archive entry '{name}' points outside the image");
+        Assert.False(File.Exists(Path.Combine(Root, "evil")));
+        Assert.False(File.Exists(_temp.Combine("evil")));
+    }
+
+    [Fact]
+    public void ADockerArchiveWithAnAlteredConfigIsRefused()
+    {
+        var docker = new DockerArchiveBuilder();
+        string id = docker.Add(TwoLayers(), "x:1");
+        string path = id[7..] + ".json";
+        docker.Files[path] = [.. docker.Files[path], (byte)' '];
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, $"config {path} has digest sha256:");
+    }
+
+    [Fact]
+    public void ADockerArchiveLayerThatIsNotItsDiffIdIsRefused()
+    {
+        var docker = new DockerArchiveBuilder();
+        docker.Add(TwoLayers());
+        var layer = docker.Files.Keys.Single(k => docker.Files[k] == TopTar);
+        docker.Files[layer] = new LayerTar().File("other", "other").Bytes();
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, $"not the diff id {Blob.DigestOf(TopTar)}");
+    }
+
+    [Fact]
+    public void AnEmptyDockerManifestIsRefused()
+    {
+        var docker = new DockerArchiveBuilder { EditManifest = m => m.Clear() };
+        docker.Add(TwoLayers());
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, "manifest.json lists no image");
+    }
+
+    [Fact]
+    public void ADockerArchiveWhoseSecondImageIsBadLeavesNothingOfTheFirst()
+    {
+        var docker = new DockerArchiveBuilder();
+        docker.Add(TwoLayers(), "first:1");
+        docker.Add(TwoLayers(editConfig: c => c["rootfs"]!["diff_ids"]![1] = Blob.DigestOf("wrong"u8.ToArray())), "second:1");
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, "not the diff id");
+    }
+
+    [Fact]
+    public void ANameForAnArchiveOfTwoImagesIsRefusedAndLeavesNothing()
+    {
+        var docker = new DockerArchiveBuilder();
+        docker.Add(TwoLayers(), "first:1");
+        docker.Add(new ImageSpec(new LayerSpec(BaseTar)), "second:1");
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.InvalidArgument, "the archive holds 2 images; --name can name only one", name: "x:1");
+    }
+
+    // ---- layers that try to escape ----
+
+    public static TheoryData<string> Escapes => ["dotdot", "deep", "symlink-dir", "symlink-file", "hardlink", "absolute"];
+
+    [Theory]
+    [MemberData(nameof(Escapes))]
+    public void ALayerThatTriesToEscapeIsRefusedAndTheHostIsUntouched(string how)
+    {
+        string outside = _temp.Dir("outside");
+        string sentinel = Path.Combine(outside, "sentinel");
+        File.WriteAllText(sentinel, "untouched");
+        string up = string.Concat(Enumerable.Repeat("../", 24));
+        var tar = new LayerTar().File("ok", "ok");
+        var hostile = how switch
+        {
+            "dotdot" => tar.File("../evil", "pwned"),
+            "deep" => tar.File(up + sentinel.TrimStart('/'), "pwned"),
+            "symlink-dir" => tar.Symlink("evil", outside).File("evil/sentinel", "pwned"),
+            "symlink-file" => tar.Symlink("evil", up + outside.TrimStart('/')).File("evil/new", "pwned"),
+            "hardlink" => tar.HardLink("evil", up + sentinel.TrimStart('/')),
+            _ => tar.File(sentinel, "pwned"),
+        };
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(top: new LayerSpec(hostile.Bytes())));
+        oci.Top(built.Descriptor);
+        var ex = Fails(Layout(oci), ErrorKind.InvalidArgument, $"layer {built.LayerDigests[1]}");
+        Assert.Matches("'\\.\\.'|absolute path|writes through symlink", ex.Message);
+        Assert.Equal("untouched", File.ReadAllText(sentinel));
+        Assert.Equal(["sentinel"], Directory.GetFileSystemEntries(outside).Select(Path.GetFileName));
+        Assert.False(File.Exists(Path.Combine(Root, "evil")));
+        Assert.Empty(Directory.GetFiles(Root, "evil", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public void ARootfsTarThatTriesToEscapeIsRefused()
+    {
+        string outside = _temp.Dir("outside");
+        var tar = new LayerTar().Symlink("evil", outside).File("evil/new", "pwned").Bytes();
+        Fails(Input("rootfs.tar", Blob.Gzip(tar)), ErrorKind.InvalidArgument, "writes through symlink 'evil'");
+        Assert.Empty(Directory.GetFileSystemEntries(outside));
+    }
+
+    [Fact]
+    public void ATruncatedGzipRootfsIsRefused()
+    {
+        var gz = Blob.Gzip(new LayerTar().File("big", new byte[200_000].Select((_, i) => (byte)(i * 7919 >> 3)).ToArray()).Bytes());
+        string path = Input("rootfs.tar.gz", gz[..(gz.Length / 2)]);
+        Fails(path, ErrorKind.Corrupt, $"{path}: tar: archive is truncated");
+    }
+
+    static byte[] WithBadCrc(byte[] gz)
+    {
+        var bad = gz.ToArray();
+        bad[^8] ^= 0xff; // the gzip trailer's CRC32
+        return bad;
+    }
+
+    [Fact]
+    public void AGzipLayerWithABadChecksumIsRefused()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(top: new LayerSpec(TopTar) { Blob = WithBadCrc }));
+        oci.Top(built.Descriptor);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"layer {built.LayerDigests[1]}: gzip:");
+    }
+
+    [Fact]
+    public void AGzipRootfsWithABadChecksumIsRefused()
+    {
+        string path = Input("rootfs.tar.gz", WithBadCrc(Blob.Gzip(BaseTar)));
+        Fails(path, ErrorKind.Corrupt, $"{path}: gzip:");
+    }
+
+    // ---- shared layers ----
+
+    [Fact]
+    public void ImagesShareTheirBaseLayerAndAFailedImportKeepsIt()
+    {
+        var first = new OciBuilder();
+        var a = first.Add(TwoLayers());
+        first.Top(OciBuilder.Named(a.Descriptor, "first"));
+        var imageA = Assert.Single(Import(Layout(first)));
+        var baseLayer = _layers.Inspect(imageA.Layers[0]);
+
+        var second = new OciBuilder();
+        var b = second.Add(new ImageSpec(new LayerSpec(BaseTar), new LayerSpec(new LayerTar().File("b", "b").Bytes())));
+        second.Top(OciBuilder.Named(b.Descriptor, "second"));
+        var imageB = Assert.Single(Import(Layout(second)));
+        Assert.Equal(imageA.Layers[0], imageB.Layers[0]);
+        Assert.Equal(baseLayer.Created, _layers.Inspect(imageB.Layers[0]).Created); // not made again
+        Assert.Equal(3, _layers.List().Count);
+
+        // a third image on the same base whose own layer is bad: the base stays, with what it holds
+        var third = new OciBuilder();
+        var c = third.Add(new ImageSpec(new LayerSpec(BaseTar), new LayerSpec(new LayerTar().File("c", "c").Bytes()))
+        {
+            EditConfig = cfg => cfg["rootfs"]!["diff_ids"]![1] = Blob.DigestOf("wrong"u8.ToArray()),
+        });
+        third.Top(OciBuilder.Named(c.Descriptor, "third"));
+        Fails(Layout(third), ErrorKind.Corrupt, "not the diff id");
+        Assert.Equal(baseLayer.Created, _layers.Inspect(imageA.Layers[0]).Created);
+        Assert.True(_images.Blobs.Exists(Digest.Parse(a.LayerDigests[0])));
+        InTree(imageA.TopLayer, AssertTwoLayerTree);
+        InTree(imageB.TopLayer, tree => Assert.Equal("b", File.ReadAllText(Path.Combine(tree, "b"))));
+    }
+
+    [Fact]
+    public void AFailedDockerImportOnASharedBaseKeepsTheBaseAndDropsItsOwnBlobs()
+    {
+        var oci = new OciBuilder();
+        var a = oci.Add(TwoLayers());
+        oci.Top(OciBuilder.Named(a.Descriptor, "first"));
+        var imageA = Assert.Single(Import(Layout(oci)));
+
+        // the same base, uncompressed this time (another blob, the same layer), under a layer that is not its diff id
+        var docker = new DockerArchiveBuilder();
+        docker.Add(TwoLayers(editConfig: c => c["rootfs"]!["diff_ids"]![1] = Blob.DigestOf("wrong"u8.ToArray())), "second:1");
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, "not the diff id");
+        Assert.False(_images.Blobs.Exists(Digest.Parse(Blob.DigestOf(BaseTar))));
+        InTree(imageA.TopLayer, AssertTwoLayerTree);
+
+        // and the good one reuses the base layer
+        var good = new DockerArchiveBuilder();
+        good.Add(TwoLayers(top: new LayerSpec(new LayerTar().File("d", "d").Bytes())), "second:1");
+        var imageB = Assert.Single(Import(Input("good.tar", good.Archive())));
+        Assert.Equal(imageA.Layers[0], imageB.Layers[0]);
+        Assert.Equal(3, _layers.List().Count);
+        AssertClean();
+
+        // a failed import that brings the very blob an image has does not take it
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, "not the diff id");
+        Assert.True(_images.Blobs.Exists(Digest.Parse(Blob.DigestOf(BaseTar))));
+        InTree(imageB.TopLayer, tree => Assert.Equal("d", File.ReadAllText(Path.Combine(tree, "d"))));
+    }
+
+    [Fact]
+    public void ImportingTheSameImageAgainAddsNothing()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(built.Descriptor);
+        string layout = Layout(oci);
+        var first = Assert.Single(Import(layout, "x:1"));
+        var layers = LayerIds();
+        var blobs = BlobNames();
+        var again = Assert.Single(Import(layout, "x:2"));
+        Assert.Equal(first.Id, again.Id);
+        Assert.Equal(["x:1", "x:2"], again.Names);
+        Assert.Equal(layers, LayerIds());
+        Assert.Equal(blobs, BlobNames());
+        Assert.Single(_images.List());
+    }
+}
