@@ -1,5 +1,4 @@
 using System.Text.Json.Serialization;
-using System.Text.RegularExpressions;
 
 namespace Strata.Core;
 
@@ -34,12 +33,17 @@ public sealed record Layer
 
 /// <summary>Layer id rules: 1–128 characters of [A-Za-z0-9_.-], starting with a letter or digit,
 /// so an id is always a single, harmless path component.</summary>
-public static partial class LayerId
+public static class LayerId
 {
-    [GeneratedRegex(@"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\z")]
-    private static partial Regex Pattern();
-
-    public static bool IsValid(string? id) => id is not null && Pattern().IsMatch(id);
+    // by hand, not by Regex: every record is checked when a store opens, and loading the regex engine costs a
+    // CLI invocation more than the whole check
+    public static bool IsValid(string? id)
+    {
+        if (id is null || id.Length is 0 or > 128 || !char.IsAsciiLetterOrDigit(id[0])) return false;
+        foreach (char c in id)
+            if (!char.IsAsciiLetterOrDigit(c) && c is not ('_' or '.' or '-')) return false;
+        return true;
+    }
 
     public static string Validate(string? id, string what = "layer id")
     {

@@ -65,13 +65,10 @@ public sealed partial class ContainerStore
         }
     }
 
-    [GeneratedRegex(@"\A[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\z")]
-    private static partial Regex NamePattern();
-
     public Container Create(string imageReference, string? name)
     {
         var image = Images.Get(imageReference);
-        if (name is not null && !NamePattern().IsMatch(name))
+        if (name is not null && !LayerId.IsValid(name) /* the same rules as layer ids */)
             throw StrataException.Invalid($"invalid container name '{(name.Length > 64 ? name[..64] + "..." : name)}': use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters");
         string id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
         lock (_lock)
@@ -224,10 +221,10 @@ public sealed partial class ContainerStore
             var config = JsonNode.Parse(Images.Blobs.Read(image.Config))!.AsObject();
             string now = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", System.Globalization.CultureInfo.InvariantCulture);
             config["created"] = now;
-            config["rootfs"]!["diff_ids"]!.AsArray().Add(diffId.ToString());
+            config["rootfs"]!["diff_ids"]!.AsArray().Add((JsonNode)diffId.ToString());
             if (config["history"] is not JsonArray history) config["history"] = history = [];
-            history.Add(new JsonObject { ["created"] = now, ["created_by"] = $"strata container commit {c.Name}", ["comment"] = message });
-            var (configDigest, configSize) = Images.Blobs.Put(JsonSerializer.SerializeToUtf8Bytes(config), "config", scope);
+            history.Add((JsonNode)new JsonObject { ["created"] = now, ["created_by"] = $"strata container commit {c.Name}", ["comment"] = message });
+            var (configDigest, configSize) = Images.Blobs.Put(OciJson.Bytes(config), "config", scope);
             var old = OciJson.Decode(Images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
             var manifest = new ImageManifest
             {

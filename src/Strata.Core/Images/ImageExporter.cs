@@ -38,7 +38,7 @@ public sealed class ImageExporter(ImageStore images)
                 ["RepoTags"] = name.Length > 0 ? new JsonArray(JsonValue.Create(name)) : null,
                 ["Layers"] = new JsonArray(manifest.Layers.Select(l => (JsonNode)JsonValue.Create("blobs/sha256/" + Digest.Parse(l.Digest).Hex)).ToArray()),
             });
-            files.Add(("manifest.json", JsonSerializer.SerializeToUtf8Bytes(entry), null));
+            files.Add(("manifest.json", OciJson.Bytes(entry), null));
         }
         foreach (var d in blobs.Distinct()) files.Add(("blobs/sha256/" + d.Hex, null, d));
         long total = files.Sum(f => f.Bytes?.Length ?? images.Blobs.Size(f.Blob!.Value)), done = 0;

@@ -288,8 +288,11 @@ public sealed class ImageImporter(ImageStore images)
                 scope.UseLayer(id);
                 if (Layers.Exists(id)) return (diffId, id);
             }
-            Layers.Create(id, parent, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = blob.ToString() }, diff: hashing, verify: () =>
+            // decompression and hashing run a thread ahead of the extraction
+            using var ahead = new ReadAheadStream(hashing);
+            Layers.Create(id, parent, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = blob.ToString() }, diff: ahead, verify: () =>
             {
+                ahead.ReadToEnd(); // the tar's trailing blocks count in its digest
                 var actual = hashing.Finish();
                 if (expectedDiffId is { } want && actual != want)
                     throw mismatch = StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {want} its config lists");
@@ -329,7 +332,7 @@ public sealed class ImageImporter(ImageStore images)
             ["rootfs"] = new JsonObject { ["type"] = "layers", ["diff_ids"] = new JsonArray(diffIds.Select(d => (JsonNode)JsonValue.Create(d.ToString())!).ToArray()) },
             ["history"] = new JsonArray(new JsonObject { ["created"] = now, ["created_by"] = "strata image import", ["comment"] = "imported from a rootfs tar" }),
         };
-        return JsonSerializer.SerializeToUtf8Bytes(config);
+        return OciJson.Bytes(config);
     }
 }
 

@@ -165,4 +165,12 @@ public sealed partial class OciJson : JsonSerializerContext
             throw StrataException.Corrupt($"{what} is not valid JSON ({ex.Message.Split('.')[0]})");
         }
     }
+
+    /// <summary>A document built as nodes, compact UTF-8 (what <c>JsonSerializer</c> writes for it, without reflection).</summary>
+    public static byte[] Bytes(System.Text.Json.Nodes.JsonNode node)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer)) node.WriteTo(writer);
+        return buffer.WrittenSpan.ToArray();
+    }
 }
