@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . scripts/lib.sh
 need_root
-apt_install tar coreutils busybox-static runc
+apt_install clang tar coreutils busybox-static runc
 need_dotnet
 dotnet restore Strata.slnx -v quiet >/dev/null
 

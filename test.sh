@@ -5,11 +5,14 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . scripts/lib.sh
 need_root
-apt_install tar xfsprogs btrfs-progs attr gcc libc6-dev fuse-overlayfs util-linux qemu-system-x86 busybox-static cpio docker.io runc umoci skopeo gzip
+apt_install clang tar xfsprogs btrfs-progs attr gcc libc6-dev fuse-overlayfs util-linux qemu-system-x86 busybox-static cpio docker.io runc umoci skopeo gzip
 need_dotnet
 set -e
 dotnet restore Strata.slnx -v quiet >/dev/null
 dotnet build Strata.slnx -c Release -nologo -v quiet -clp:ErrorsOnly
+# the integration tests run the CLI as users get it: ./strata's native build
+./strata --version >/dev/null
+export STRATA_BIN="$PWD/.build/strata/strata"
 set +e
 log=$(mktemp)
 dotnet test Strata.slnx -c Release --no-build --nologo --logger "console;verbosity=normal" 2>&1 | tee "$log"

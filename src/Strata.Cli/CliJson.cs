@@ -1,15 +1,33 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using Strata.Core;
+using Strata.Core.Containers;
+using Strata.Core.Images;
 
 namespace Strata.Cli;
 
-/// <summary>JSON as the CLI prints it: indented, enums by name.</summary>
-static class CliJson
+/// <summary>JSON as the CLI prints it: indented, enums by name. Source-generated, as the CLI is compiled ahead of
+/// time: every type that a printed document holds, also as an <c>object</c> value of a dictionary, is listed
+/// here by its run-time type (one missing fails that command at run time, with the type named).</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, UseStringEnumConverter = true)]
+[JsonSerializable(typeof(Dictionary<string, object>))]
+[JsonSerializable(typeof(List<Dictionary<string, object>>))]
+[JsonSerializable(typeof(Layer))]
+[JsonSerializable(typeof(List<Layer>))]
+[JsonSerializable(typeof(ImageRecord))]
+[JsonSerializable(typeof(List<ImageRecord>))]
+[JsonSerializable(typeof(Container))]
+[JsonSerializable(typeof(ProcessConfig))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
+[JsonSerializable(typeof(JsonNode))]
+[JsonSerializable(typeof(JsonObject))]
+[JsonSerializable(typeof(string[][]))]
+[JsonSerializable(typeof(string[]))]
+[JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(int))]
+[JsonSerializable(typeof(long))]
+sealed partial class CliJson : JsonSerializerContext
 {
-    public static readonly JsonSerializerOptions Options = new()
-    {
-        WriteIndented = true,
-        Converters = { new JsonStringEnumConverter() },
-        TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),
-    };
+    public static string Serialize(object value) => JsonSerializer.Serialize(value, value.GetType(), Default);
 }

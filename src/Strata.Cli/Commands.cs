@@ -336,7 +336,7 @@ public static partial class Commands
         }
     }
 
-    static void WriteJson<T>(T value) => Io.Current.Out.WriteLine(JsonSerializer.Serialize(value, CliJson.Options));
+    static void WriteJson(object value) => Io.Current.Out.WriteLine(CliJson.Serialize(value));
 
     internal static string Bytes(long n) => n switch
     {

@@ -36,7 +36,7 @@ static class Control
                 var json = new byte[n];
                 try
                 {
-                    if (await ReadExactlyAsync(input, json)) args = JsonSerializer.Deserialize<string[]>(json, CliJson.Options);
+                    if (await ReadExactlyAsync(input, json)) args = JsonSerializer.Deserialize(json, CliJson.Default.StringArray);
                 }
                 catch (JsonException)
                 {
@@ -115,7 +115,7 @@ static class Control
             },
         };
         using var http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
-        byte[] json = JsonSerializer.SerializeToUtf8Bytes(args, CliJson.Options);
+        byte[] json = JsonSerializer.SerializeToUtf8Bytes(args, CliJson.Default.StringArray);
         if (json.Length > MaxArgs) throw StrataException.Invalid($"the command line is too long for the daemon ({json.Length} bytes of arguments; at most {MaxArgs})");
         var head = new byte[4 + json.Length];
         BinaryPrimitives.WriteInt32BigEndian(head, json.Length);

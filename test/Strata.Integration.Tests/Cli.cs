@@ -2,10 +2,13 @@ using System.Diagnostics;
 
 namespace Strata.Integration.Tests;
 
-/// <summary>Runs the real `strata` binary built beside the tests.</summary>
+/// <summary>Runs the real `strata` binary: the one named by STRATA_BIN (test.sh sets it to the native build that
+/// ./strata makes and users run), else the one built beside the tests.</summary>
 sealed class Cli(string root)
 {
-    public static readonly string Binary = Path.Combine(AppContext.BaseDirectory, "strata");
+    public static readonly string Binary = Environment.GetEnvironmentVariable("STRATA_BIN") is { Length: > 0 } bin
+        ? Path.GetFullPath(bin)
+        : Path.Combine(AppContext.BaseDirectory, "strata");
 
     public sealed record Result(int ExitCode, string Stdout, string Stderr)
     {
