@@ -17,6 +17,9 @@
 #           store on the same filesystem (imported once, untimed). Then CREATES x `strata --root STORE
 #           container create bench` against CREATES x `docker create bench true`, in BLOCKS blocks whose
 #           order alternates, each invocation timed as a whole (what a user pays: CLI start-up included).
+#           A third side, strata-served, does the same creates on another store that `strata serve` owns
+#           (as dockerd owns docker's): the CLI forwards each command to the daemon, which has the store
+#           open, the way the docker client forwards to dockerd.
 #           Also timed: strata --version and strata --root STORE info (.NET start-up), docker ps -q (the
 #           docker client's fixed cost). Goal: Strata at least 5x faster per container (mean and median).
 #   profile where strata's import time goes (skip with --no-profile): strata layer apply of the
@@ -71,7 +74,7 @@ bench_apt umoci umoci
 for f in /usr/sbin/dockerd /usr/bin/docker; do [ -x "$f" ] || { echo "$0: $f is missing (apt-get install docker.io)" >&2; exit 1; }; done
 if [ -n "$profile" ] && ! command -v dotnet >/dev/null 2>&1; then echo "$0: the profile part needs the .NET SDK (or pass --no-profile)" >&2; exit 1; fi
 
-work=""; mnt=""; dev=""; img=""; execdir=""; pid_docker=""; cg=""
+work=""; mnt=""; dev=""; img=""; execdir=""; pid_docker=""; pid_serve=""; cg=""
 cgroot=/sys/fs/cgroup/cpuacct
 # stop_pid PID GRACE: SIGTERM, wait up to GRACE seconds, then SIGKILL; only for processes this script started
 stop_pid() {
@@ -100,6 +103,7 @@ umount_under() {
 cleanup() {
   set +e # a trap must finish its work even when one step fails
   stop_dockerd
+  [ -z "$pid_serve" ] || stop_pid "$pid_serve" 60
   if [ -n "$mnt" ]; then
     umount_under "$mnt"
     mountpoint -q "$mnt" && umount "$mnt"
@@ -323,14 +327,27 @@ ctimed() {
   echo "$side $block $(( ${t1/./} - ${t0/./} )) $(( (r1 - r0 - (o1 - o0)) / 1000000 ))" >>"$csamples"
 }
 s_creates() { local b="$1" n="$2" k; for ((k = 0; k < n; k++)); do ctimed strata-create "$b" "$strata" --root "$cstore" container create bench; done; }
+v_creates() { local b="$1" n="$2" k; for ((k = 0; k < n; k++)); do ctimed strata-served "$b" "$strata" --root "$sstore" container create bench; done; }
 d_creates() { local b="$1" n="$2" k; for ((k = 0; k < n; k++)); do ctimed docker-create "$b" dk create "$dimage" true; done; }
+# the served store: strata serve owns it (its Docker plugin socket in the private exec root, unused)
+sstore="$mnt/sstore"
+"$strata" --root "$sstore" image import "$layout" --name bench -q >/dev/null
+"$strata" --root "$sstore" serve --docker-plugin "strata-bench-$$" --plugin-dir "$execdir/plugins" >>"$work/serve.log" 2>&1 &
+pid_serve=$!
+for ((i = 0; i < 300; i++)); do
+  [ -S "$sstore/strata.sock" ] && "$strata" --root "$sstore" image ls >/dev/null 2>&1 && break
+  kill -0 "$pid_serve" 2>/dev/null || break
+  sleep 0.1
+done
+[ -S "$sstore/strata.sock" ] || { tail -n 20 "$work/serve.log" >&2; echo "$0: strata serve did not start" >&2; exit 1; }
+echo "strata serve (pid $pid_serve) owns $sstore"
 # warm-up, unmeasured
-s_creates 0 3; d_creates 0 3
+s_creates 0 3; d_creates 0 3; v_creates 0 3
 per=$((creates / blocks))
 for ((b = 1; b <= blocks; b++)); do
-  for side in $([ $((b % 2)) = 1 ] && echo "strata docker" || echo "docker strata"); do
+  for side in $([ $((b % 2)) = 1 ] && echo "strata docker served" || echo "served docker strata"); do
     sync -f "$mnt"; bench_wait_quiet "$quiet_max"
-    if [ "$side" = strata ]; then s_creates "$b" "$per"; else d_creates "$b" "$per"; fi
+    case "$side" in strata) s_creates "$b" "$per" ;; docker) d_creates "$b" "$per" ;; served) v_creates "$b" "$per" ;; esac
   done
   sync -f "$mnt"; bench_wait_quiet "$quiet_max"
   for k in 1 2 3 4 5; do
@@ -341,7 +358,7 @@ for ((b = 1; b <= blocks; b++)); do
   echo "   create block $b of $blocks done" >&2
 done
 echo "== load average at end of creates: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "containers at the end: strata $("$strata" --root "$cstore" container ls | tail -n +2 | wc -l), docker $(dk ps -aq | wc -l) (3 warm-up creates each included)"
+echo "containers at the end: strata $("$strata" --root "$cstore" container ls | tail -n +2 | wc -l), served $("$strata" --root "$sstore" container ls | tail -n +2 | wc -l), docker $(dk ps -aq | wc -l) (3 warm-up creates each included)"
 # cstat SIDE [clean]: "n mean p50 p90 min max" in ms, of all samples or of the clean ones
 cstat() {
   awk -v s="$1" -v c="${2:-}" -v t="$cnoisy" '$1 == s && (c == "" || $4 <= t * 1000) { print $3 / 1000 }' "$csamples" | sort -g | awk '
@@ -352,26 +369,27 @@ cstat() {
 for c in "" clean; do
   if [ -z "$c" ]; then echo "all samples:"; else echo "clean samples (other processes used <= $cnoisy s of user CPU meanwhile):"; fi
   printf '  %-15s %4s %8s %8s %8s %8s %8s   (ms per invocation, wall clock)\n' what n mean p50 p90 min max
-  for s in strata-create docker-create strata-version strata-info docker-ps; do
+  for s in strata-create strata-served docker-create strata-version strata-info docker-ps; do
     read -r n mean p50 p90 mn mx < <(cstat "$s" "$c"; echo)
     printf '  %-15s %4s %8s %8s %8s %8s %8s\n' "$s" "${n:-0}" "$mean" "$p50" "$p90" "$mn" "$mx"
   done
 done
 echo "raw create samples, ms (others' user CPU in ms when > 0), in order:"
-for s in strata-create docker-create; do
+for s in strata-create strata-served docker-create; do
   printf '  %-15s %s\n' "$s" "$(awk -v s="$s" '$1 == s { printf "%.1f%s ", $3 / 1000, ($4 > 0 ? "(" $4 ")" : "") }' "$csamples")"
 done
 echo "p50 per block (ms):"
-for s in strata-create docker-create; do
+for s in strata-create strata-served docker-create; do
   printf '  %-15s %s\n' "$s" "$(for ((b = 1; b <= blocks; b++)); do awk -v s="$s" -v b="$b" '$1 == s && $2 == b { print $3 / 1000 }' "$csamples" | sort -g | awk '{ v[++n] = $1 } END { printf "%.1f ", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; done)"
 done
 # the goal on the clean samples when each side has at least 10 of them, else on all
 which_c="clean"
-for s in strata-create docker-create; do
+for s in strata-create strata-served docker-create; do
   [ "$(cstat "$s" clean | cut -d' ' -f1)" -ge 10 ] 2>/dev/null || which_c=""
 done
 read -r _ smean sp50 _ < <(cstat strata-create $which_c)
 read -r _ dmean dp50 _ < <(cstat docker-create $which_c)
+read -r _ emean ep50 _ < <(cstat strata-served $which_c)
 read -r _ vmean vp50 _ < <(cstat strata-version $which_c)
 read -r _ imean ip50 _ < <(cstat strata-info $which_c)
 echo "(create statistics below: ${which_c:-all} samples)" | tee -a "$summary"
@@ -379,9 +397,12 @@ echo "(create statistics below: ${which_c:-all} samples)" | tee -a "$summary"
   printf 'create: strata mean %s ms, p50 %s ms; docker mean %s ms, p50 %s ms\n' "$smean" "$sp50" "$dmean" "$dp50"
   printf 'speed-up docker/strata per create: mean %sx, p50 %sx  goal >= 5x: %s\n' "$(ratio "$dmean" "$smean")" "$(ratio "$dp50" "$sp50")" \
     "$(awk -v a="$(ratio "$dmean" "$smean")" -v b="$(ratio "$dp50" "$sp50")" 'BEGIN { print (a >= 5 && b >= 5 ? "met" : "MISSED") }')"
+  printf 'served (strata serve owns the store): strata mean %s ms, p50 %s ms; speed-up docker/served: mean %sx, p50 %sx  goal >= 5x: %s\n' "$emean" "$ep50" \
+    "$(ratio "$dmean" "$emean")" "$(ratio "$dp50" "$ep50")" "$(awk -v a="$(ratio "$dmean" "$emean")" -v b="$(ratio "$dp50" "$ep50")" 'BEGIN { print (a >= 5 && b >= 5 ? "met" : "MISSED") }')"
   printf 'strata start-up: --version p50 %s ms, info p50 %s ms; strata create minus --version p50 %s ms\n' "$vp50" "$ip50" "$(awk -v a="$sp50" -v b="$vp50" 'BEGIN { printf "%.2f", a - b }')"
 } | tee -a "$summary"
 stop_dockerd
+stop_pid "$pid_serve" 60; pid_serve=""
 
 # ---- part 3: profile of the import ----
 if [ -n "$profile" ]; then

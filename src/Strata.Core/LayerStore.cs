@@ -280,7 +280,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             Layer layer;
             try
             {
-                layer = JsonSerializer.Deserialize(File.ReadAllBytes(file), StoreJson.Default.Layer)
+                layer = JsonSerializer.Deserialize(Posix.ReadFile(file), StoreJson.Default.Layer)
                     ?? throw new JsonException("empty record");
             }
             catch (JsonException ex)
@@ -328,7 +328,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             int count = 0;
             if (present.Contains(layer.Id))
             {
-                if (!int.TryParse(File.ReadAllText(file).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out count))
+                if (!int.TryParse(System.Text.Encoding.UTF8.GetString(Posix.ReadFile(file)).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out count))
                 {
                     swept.Add($"mount count of {layer.Id} was unreadable; counted as 0");
                     count = 0;

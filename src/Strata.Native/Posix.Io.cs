@@ -55,6 +55,36 @@ public static unsafe partial class Posix
         }
     }
 
+    /// <summary>The whole content of a small file: open, read, close and nothing else (no stat, no lock), for the
+    /// store's many small records, which are read at every open.</summary>
+    public static byte[] ReadFile(string path)
+    {
+        using var fd = Open(path, O_RDONLY);
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(4096); // reused: hundreds of records, one buffer
+        int length = 0;
+        try
+        {
+            while (true)
+            {
+                if (length == buffer.Length)
+                {
+                    var larger = System.Buffers.ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                    buffer.AsSpan(0, length).CopyTo(larger);
+                    System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = larger;
+                }
+                int n = Read(fd, buffer.AsSpan(length), path);
+                if (n == 0) break;
+                length += n;
+            }
+            return buffer.AsSpan(0, length).ToArray();
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
     /// <summary>Writes all of <paramref name="buffer"/> at the current offset.</summary>
     public static void WriteAll(FileDescriptor fd, ReadOnlySpan<byte> buffer, string pathForErrors)
     {

@@ -31,6 +31,23 @@ public sealed class PosixTests
         using (passwd) Assert.Equal(Posix.Lstat(Path.Combine(root, "inner", "passwd")).Inode, Posix.Fstat(passwd!).Inode);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(4096)]
+    [InlineData(4097)]
+    [InlineData(100_000)]
+    public void ReadFileReturnsTheWholeContent(int length)
+    {
+        using var temp = new TempRoot();
+        var data = new byte[length];
+        new Random(length).NextBytes(data);
+        File.WriteAllBytes(temp.Combine("f"), data);
+        Assert.Equal(data, Posix.ReadFile(temp.Combine("f")));
+        var missing = Assert.Throws<ErrnoException>(() => Posix.ReadFile(temp.Combine("missing")));
+        Assert.Equal(ErrorKind.NotFound, missing.Kind);
+    }
+
     [Fact]
     public void ReadDirIsSortedAndRepeatable()
     {

@@ -10,8 +10,8 @@ using Strata.Native;
 
 namespace Strata.Core.Containers;
 
-/// <summary>A container: a read-write layer (named by the container's id) over its init layer (<c>&lt;id&gt;-init</c>),
-/// itself over its image's top layer, and the image it came from.</summary>
+/// <summary>A container: a read-write layer (named by the container's id) over the init layer of its image's top
+/// layer, and the image it came from.</summary>
 public sealed record Container
 {
     public required string Id { get; init; }
@@ -28,12 +28,18 @@ public sealed record Container
 /// Containers: records in <c>containers/&lt;id&gt;.json</c> (written durably after the container's layer exists,
 /// removed before it), each with a read-write layer labelled <see cref="LayerLabel"/>. As in Docker, an init
 /// layer between the image and the container holds the mount points a runtime needs (/dev, /proc, /sys),
-/// so that the container's diff and commits carry only what the container itself changed. Layers so
-/// labelled without a record (a crash between the two) are removed when the store is next opened.
+/// so that the container's diff and commits carry only what the container itself changed. Unlike Docker's,
+/// whose init layer also holds per-container files, it is the same for every container of an image, so the
+/// containers over one top layer share one (<c>&lt;top layer&gt;-init</c>, labelled <see cref="InitLabel"/>):
+/// made by the first, removed with the last, and a create costs one layer, not two. Container layers
+/// without a record (a crash between the two) and init layers without children are removed when the store
+/// is next opened. Stores made before init layers were shared have one per container (<c>&lt;id&gt;-init</c>,
+/// labelled <see cref="LayerLabel"/>): they are used and removed as before.
 /// </summary>
 public sealed partial class ContainerStore
 {
     public const string LayerLabel = "strata.container";
+    public const string InitLabel = "strata.container-init";
     readonly object _lock = new();
     readonly string _dir;
 
@@ -74,27 +80,39 @@ public sealed partial class ContainerStore
         lock (_lock)
         {
             name ??= "c-" + id[..12];
-            if (List().Any(c => c.Name == name)) throw StrataException.Exists($"container name {name} is in use");
-            var labels = new Dictionary<string, string> { [LayerLabel] = name };
-            using (var init = InitTar()) Layers.Create(InitLayer(id), image.TopLayer, LayerKind.ReadOnly, labels, diff: init);
-            try
+            // names are in the container layers' labels, which the layer store holds in memory: no record is read
+            if (Layers.List().Any(l => l.Kind == LayerKind.ReadWrite && l.Labels.TryGetValue(LayerLabel, out var used) && used == name))
+                throw StrataException.Exists($"container name {name} is in use");
+            string init = SharedInitLayer(image.TopLayer);
+            bool madeInit = false;
+            if (Layers.Exists(init))
             {
-                Layers.Create(id, InitLayer(id), LayerKind.ReadWrite, labels);
+                if (!Layers.Inspect(init).Labels.ContainsKey(InitLabel))
+                    throw StrataException.Exists($"layer {init} is in the way of the containers' init layer of image {image.ShortId}; remove or rename it");
             }
-            catch
+            else
             {
-                Layers.Remove(InitLayer(id));
-                throw;
+                using var tar = InitTar();
+                Layers.Create(init, image.TopLayer, LayerKind.ReadOnly, new Dictionary<string, string> { [InitLabel] = image.TopLayer ?? "" }, diff: tar);
+                madeInit = true;
             }
             var container = new Container { Id = id, Name = name, Image = imageReference, ImageId = image.Id, Created = DateTimeOffset.UtcNow };
             try
             {
-                AtomicFile.Write(RecordPath(id), JsonSerializer.SerializeToUtf8Bytes(container, ContainerJson.Default.Container));
+                Layers.Create(id, init, LayerKind.ReadWrite, new Dictionary<string, string> { [LayerLabel] = name });
+                try
+                {
+                    AtomicFile.Write(RecordPath(id), JsonSerializer.SerializeToUtf8Bytes(container, ContainerJson.Default.Container));
+                }
+                catch
+                {
+                    Layers.Remove(id);
+                    throw;
+                }
             }
             catch
             {
-                Layers.Remove(id);
-                Layers.Remove(InitLayer(id));
+                if (madeInit) Layers.Remove(init);
                 throw;
             }
             return container;
@@ -109,7 +127,7 @@ public sealed partial class ContainerStore
             if (!e.Name.EndsWith(".json", StringComparison.Ordinal)) continue;
             try
             {
-                list.Add(JsonSerializer.Deserialize(File.ReadAllBytes(Path.Combine(_dir, e.Name)), ContainerJson.Default.Container)!);
+                list.Add(JsonSerializer.Deserialize(Posix.ReadFile(Path.Combine(_dir, e.Name)), ContainerJson.Default.Container)!);
             }
             catch (JsonException ex)
             {
@@ -152,7 +170,26 @@ public sealed partial class ContainerStore
             File.Delete(RecordPath(c.Id));
             Posix.FsyncDirectory(_dir);
             Layers.Remove(c.Id);
-            Layers.Remove(InitLayer(c.Id));
+            if (layer.Parent is { } init) RemoveInitLayer(init);
+        }
+    }
+
+    /// <summary>Removes an init layer the last container over it has left (or the one of a container of an
+    /// older store); one still in use stays.</summary>
+    void RemoveInitLayer(string id)
+    {
+        if (!Layers.Exists(id)) return;
+        var labels = Layers.Inspect(id).Labels;
+        bool own = labels.ContainsKey(LayerLabel), shared = labels.ContainsKey(InitLabel);
+        if (!own && !shared) return; // not an init layer (a container made over another layer): not ours to remove
+        if (shared && Layers.List().Any(l => l.Parent == id)) return;
+        try
+        {
+            Layers.Remove(id);
+        }
+        catch (StrataException)
+        {
+            // mounted right now: the next sweep takes it
         }
     }
 
@@ -161,7 +198,9 @@ public sealed partial class ContainerStore
     {
         lock (_lock)
         {
-            var ids = List().SelectMany(c => new[] { c.Id, InitLayer(c.Id) }).ToHashSet(StringComparer.Ordinal);
+            // a record's file name is its id: the listing is enough, no record is read
+            var ids = Posix.ReadDir(_dir).Where(e => e.Name.EndsWith(".json", StringComparison.Ordinal))
+                .SelectMany(e => new[] { e.Name[..^5], e.Name[..^5] + "-init" /* an older store's own init layer */ }).ToHashSet(StringComparer.Ordinal);
             // container layers first, then their init layers
             foreach (var l in Layers.List().Where(l => l.Labels.ContainsKey(LayerLabel) && !ids.Contains(l.Id) && l.Mounts == 0).OrderBy(l => l.Kind == LayerKind.ReadOnly))
                 try
@@ -172,6 +211,9 @@ public sealed partial class ContainerStore
                 {
                     // in use: the next sweep takes it
                 }
+            // then the shared init layers no container is over any more
+            foreach (var l in Layers.List().Where(l => l.Labels.ContainsKey(InitLabel) && l.Mounts == 0))
+                RemoveInitLayer(l.Id);
         }
     }
 
@@ -201,7 +243,7 @@ public sealed partial class ContainerStore
                 using (var gzip = new GZipStream(blobHash, CompressionLevel.Fastest, leaveOpen: true))
                 using (var tarHash = new DigestWriter(gzip))
                 {
-                    Layers.Diff(c.Id, InitLayer(c.Id), tarHash); // the container's own changes, not the init layer's
+                    Layers.Diff(c.Id, Layers.Inspect(c.Id).Parent, tarHash); // the container's own changes, not the init layer's
                     tarHash.Flush();
                     diffId = tarHash.Digest();
                 }
@@ -266,7 +308,8 @@ public sealed partial class ContainerStore
 
     string RecordPath(string id) => Path.Combine(_dir, id + ".json");
 
-    static string InitLayer(string id) => id + "-init";
+    /// <summary>The init layer the containers over <paramref name="topLayer"/> share (an image without layers: <c>scratch-init</c>).</summary>
+    static string SharedInitLayer(string? topLayer) => (topLayer ?? "scratch") + "-init";
 
     /// <summary>The init layer's content: the mount points runc needs, so that it never creates them in the container layer.</summary>
     static MemoryStream InitTar()

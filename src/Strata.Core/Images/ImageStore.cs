@@ -273,7 +273,7 @@ public sealed class ImageStore
         if (!File.Exists(_index)) return [];
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllBytes(_index), ImageStoreJson.Default.ListImageRecord) ?? [];
+            return JsonSerializer.Deserialize(Strata.Native.Posix.ReadFile(_index), ImageStoreJson.Default.ListImageRecord) ?? [];
         }
         catch (JsonException ex)
         {

@@ -206,7 +206,7 @@ public sealed class OverlayDriver : IDriver
     {
         string file = Path.Combine(LayerDir(id), "lower");
         if (!Posix.TryLstat(file, out _)) return [];
-        var chain = File.ReadAllText(file).Split(':', StringSplitOptions.RemoveEmptyEntries).ToList();
+        var chain = System.Text.Encoding.UTF8.GetString(Posix.ReadFile(file)).Split(':', StringSplitOptions.RemoveEmptyEntries).ToList();
         foreach (var entry in chain)
             if (entry.Length != 2 + ShortLength || !entry.StartsWith("l/", StringComparison.Ordinal) || entry.Skip(2).Any(c => c is not (>= 'A' and <= 'Z' or >= '2' and <= '7')))
                 throw StrataException.Corrupt($"{file} names '{entry}', which is not a layer link");
