@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Strata.Native;
 
-/// <summary>Data: read, write, pread, pwrite, lseek (incl. SEEK_DATA/SEEK_HOLE), ftruncate, fsync.</summary>
+/// <summary>Data: read, write, pread, pwrite, lseek (incl. SEEK_DATA/SEEK_HOLE), ftruncate, fallocate, fsync, fdatasync.</summary>
 public static unsafe partial class Posix
 {
     public const int SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
@@ -27,6 +27,14 @@ public static unsafe partial class Posix
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fsync(FileDescriptor fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fdatasync(FileDescriptor fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fallocate(FileDescriptor fd, int mode, long offset, long length);
+
+    public const int FALLOC_FL_KEEP_SIZE = 0x01, FALLOC_FL_PUNCH_HOLE = 0x02, FALLOC_FL_ZERO_RANGE = 0x10;
 
     /// <summary>Reads up to buffer.Length bytes; 0 means end of file.</summary>
     public static int Read(FileDescriptor fd, Span<byte> buffer, string pathForErrors)
@@ -129,6 +137,17 @@ public static unsafe partial class Posix
         Errno.Check(ftruncate(fd, length), "truncate", pathForErrors);
 
     public static void Fsync(FileDescriptor fd, string pathForErrors) => Errno.Check(fsync(fd), "fsync", pathForErrors);
+
+    public static void Fdatasync(FileDescriptor fd, string pathForErrors) => Errno.Check(fdatasync(fd), "fdatasync", pathForErrors);
+
+    /// <summary>fallocate(2), reporting failure as errno (EOPNOTSUPP where the filesystem cannot) instead of throwing.</summary>
+    public static int TryFallocate(FileDescriptor fd, int mode, long offset, long length)
+    {
+        int r;
+        do r = fallocate(fd, mode, offset, length);
+        while (r < 0 && Errno.Last == Errno.EINTR);
+        return r < 0 ? Errno.Last : 0;
+    }
 
     /// <summary>fsync of a directory, so that a rename or create inside it is durable.</summary>
     public static void FsyncDirectory(string path)

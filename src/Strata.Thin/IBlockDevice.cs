@@ -1,0 +1,29 @@
+namespace Strata.Thin;
+
+/// <summary>
+/// A disk as its users see it: <see cref="Size"/> bytes read and written at any offset and length, from many
+/// threads at once, with a volatile write cache that <see cref="Flush"/> (or a write with <c>fua</c>) makes
+/// durable. Ranges never written read as zeros. <see cref="Discard"/> and <see cref="WriteZeroes"/> both leave
+/// the range reading as zeros; discard may also give its space back. <see cref="Allocated"/> tells which ranges
+/// hold data (NBD's block status).
+/// </summary>
+public interface IBlockDevice : IDisposable
+{
+    long Size { get; }
+
+    /// <summary>The granularity below which writes cost a read-modify-write (the pool's block size).</summary>
+    int BlockSize { get; }
+
+    void Read(long offset, Span<byte> buffer);
+
+    void Write(long offset, ReadOnlySpan<byte> data, bool fua = false);
+
+    void Flush();
+
+    void Discard(long offset, long length);
+
+    void WriteZeroes(long offset, long length);
+
+    /// <summary>The allocated ranges within [offset, offset + length), in order, clipped to it.</summary>
+    IReadOnlyList<(long Offset, long Length)> Allocated(long offset, long length);
+}

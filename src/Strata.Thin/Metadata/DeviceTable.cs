@@ -1,0 +1,126 @@
+using System.Buffers.Binary;
+using System.Text;
+using Strata.Native;
+
+namespace Strata.Thin.Metadata;
+
+/// <summary>One thin device as the metadata keeps it.</summary>
+sealed class DeviceRecord
+{
+    public required uint Id { get; init; }
+    public required string Name { get; init; }
+    public ulong Size { get; set; }
+    /// <summary>Root of its mapping tree (0: nothing mapped).</summary>
+    public ulong Root { get; set; }
+    public ulong Mapped { get; set; }
+    /// <summary>The device it was snapshotted from when it was made (0: none).</summary>
+    public uint Origin { get; init; }
+    public ulong CreatedTransaction { get; init; }
+    public long CreatedUnixMs { get; init; }
+}
+
+/// <summary>
+/// The device table: every device's record, rewritten whole to new metadata blocks at a commit that changed it
+/// (it is small: thousands of devices fit in a few blocks). A chain of Devices blocks, each header's extra field
+/// naming the next. An entry, little-endian:
+/// <code>
+///  0 u32 id   4 u32 origin   8 u64 size (bytes)   16 u64 root   24 u64 mapped blocks
+/// 32 u64 created transaction   40 i64 created (unix ms)   48 u8 name length   49 name (UTF-8, 1..128 bytes)
+/// </code>
+/// </summary>
+static class DeviceTable
+{
+    const int Fixed = 49;
+    public const int MaxName = 128;
+
+    public static List<DeviceRecord> Load(MetadataSpace meta, ulong first)
+    {
+        var devices = new List<DeviceRecord>();
+        var buffer = new byte[MetadataBlock.Size];
+        var seen = new HashSet<ulong>();
+        for (ulong b = first; b != 0;)
+        {
+            if (!seen.Add(b)) throw StrataException.Corrupt($"the device table loops back to metadata block {b}");
+            meta.CountAtOpen(b);
+            meta.Read(b, buffer, BlockKind.Devices);
+            int count = MetadataBlock.Count(buffer), at = MetadataBlock.HeaderSize;
+            for (int i = 0; i < count; i++)
+            {
+                if (at + Fixed > MetadataBlock.Size) throw StrataException.Corrupt($"device table block {b} overflows");
+                var e = buffer.AsSpan(at);
+                int nameLength = e[48];
+                if (nameLength is 0 or > MaxName || at + Fixed + nameLength > MetadataBlock.Size)
+                    throw StrataException.Corrupt($"device table block {b} has an entry with a bad name length");
+                devices.Add(new DeviceRecord
+                {
+                    Id = BinaryPrimitives.ReadUInt32LittleEndian(e),
+                    Origin = BinaryPrimitives.ReadUInt32LittleEndian(e[4..]),
+                    Size = BinaryPrimitives.ReadUInt64LittleEndian(e[8..]),
+                    Root = BinaryPrimitives.ReadUInt64LittleEndian(e[16..]),
+                    Mapped = BinaryPrimitives.ReadUInt64LittleEndian(e[24..]),
+                    CreatedTransaction = BinaryPrimitives.ReadUInt64LittleEndian(e[32..]),
+                    CreatedUnixMs = BinaryPrimitives.ReadInt64LittleEndian(e[40..]),
+                    Name = Encoding.UTF8.GetString(e.Slice(Fixed, nameLength)),
+                });
+                at += Fixed + nameLength;
+            }
+            b = MetadataBlock.Extra(buffer);
+        }
+        return devices;
+    }
+
+    /// <summary>Writes the table to new blocks and returns the first (0 for no devices).</summary>
+    public static ulong Write(MetadataSpace meta, IReadOnlyCollection<DeviceRecord> devices, ulong transaction)
+    {
+        var blocks = new List<(byte[] Buffer, ulong Block, int Count)>();
+        byte[]? current = null;
+        int at = 0, count = 0;
+        ulong currentBlock = 0;
+        foreach (var d in devices.OrderBy(d => d.Id))
+        {
+            var name = Encoding.UTF8.GetBytes(d.Name);
+            if (current is null || at + Fixed + name.Length > MetadataBlock.Size)
+            {
+                if (current is not null) blocks.Add((current, currentBlock, count));
+                current = new byte[MetadataBlock.Size];
+                currentBlock = meta.Allocate();
+                at = MetadataBlock.HeaderSize;
+                count = 0;
+            }
+            var e = current.AsSpan(at);
+            BinaryPrimitives.WriteUInt32LittleEndian(e, d.Id);
+            BinaryPrimitives.WriteUInt32LittleEndian(e[4..], d.Origin);
+            BinaryPrimitives.WriteUInt64LittleEndian(e[8..], d.Size);
+            BinaryPrimitives.WriteUInt64LittleEndian(e[16..], d.Root);
+            BinaryPrimitives.WriteUInt64LittleEndian(e[24..], d.Mapped);
+            BinaryPrimitives.WriteUInt64LittleEndian(e[32..], d.CreatedTransaction);
+            BinaryPrimitives.WriteInt64LittleEndian(e[40..], d.CreatedUnixMs);
+            e[48] = (byte)name.Length;
+            name.CopyTo(e[Fixed..]);
+            at += Fixed + name.Length;
+            count++;
+        }
+        if (current is not null) blocks.Add((current, currentBlock, count));
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            var (buffer, block, n) = blocks[i];
+            MetadataBlock.WriteHeader(buffer, BlockKind.Devices, n, block, transaction, i + 1 < blocks.Count ? blocks[i + 1].Block : 0);
+            MetadataBlock.Seal(buffer);
+            meta.Write(block, buffer);
+        }
+        return blocks.Count == 0 ? 0 : blocks[0].Block;
+    }
+
+    /// <summary>The blocks of the chain starting at <paramref name="first"/>.</summary>
+    public static List<ulong> Chain(MetadataSpace meta, ulong first)
+    {
+        var result = new List<ulong>();
+        var buffer = new byte[MetadataBlock.Size];
+        for (ulong b = first; b != 0 && result.Count < 1_000_000; b = MetadataBlock.Extra(buffer))
+        {
+            result.Add(b);
+            meta.Read(b, buffer, BlockKind.Devices);
+        }
+        return result;
+    }
+}

@@ -1,0 +1,87 @@
+using System.Buffers.Binary;
+
+namespace Strata.Thin.Metadata;
+
+/// <summary>
+/// The root of a committed transaction. Two slots, metadata blocks 0 and 1: a commit writes the slot the last
+/// commit did not use, after everything it points at is durable, so a torn superblock write leaves the other
+/// slot's transaction intact. Open takes the valid slot with the higher transaction. Layout after the header
+/// (transaction in the header):
+/// <code>
+/// 32  u64  magic "STRATHIN"       72  u64  device table root (0: none)
+/// 40  u32  format version (1)     80  u64  data reference-count index root (0: all free)
+/// 44  u32  flags (1: needs_check) 88  u32  next device id
+/// 48  u32  data block size        92  u32  reserved
+/// 52  u32  metadata block size    96  16 bytes  pool uuid
+/// 56  u64  data blocks
+/// 64  u64  metadata blocks
+/// </code>
+/// </summary>
+sealed record Superblock
+{
+    public const ulong Magic = 0x4E49_4854_4152_5453; // "STRATHIN" read little-endian
+    public const uint Version = 1;
+    public const uint NeedsCheckFlag = 1;
+
+    public ulong Transaction { get; init; }
+    public uint Flags { get; init; }
+    public uint DataBlockSize { get; init; }
+    public ulong DataBlocks { get; init; }
+    public ulong MetadataBlocks { get; init; }
+    public ulong DeviceTable { get; init; }
+    public ulong RefIndex { get; init; }
+    public uint NextDeviceId { get; init; }
+    public Guid Uuid { get; init; }
+
+    public bool NeedsCheck => (Flags & NeedsCheckFlag) != 0;
+
+    /// <summary>The slot this superblock goes to: transactions alternate between blocks 0 and 1.</summary>
+    public ulong Slot => Transaction % 2;
+
+    public void Write(Span<byte> block)
+    {
+        block.Clear();
+        MetadataBlock.WriteHeader(block, BlockKind.Superblock, 0, Slot, Transaction);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[32..], Magic);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[40..], Version);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[44..], Flags);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[48..], DataBlockSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[52..], MetadataBlock.Size);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[56..], DataBlocks);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[64..], MetadataBlocks);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[72..], DeviceTable);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[80..], RefIndex);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[88..], NextDeviceId);
+        Uuid.TryWriteBytes(block[96..112]);
+        MetadataBlock.Seal(block);
+    }
+
+    /// <summary>The superblock in slot <paramref name="slot"/>, or null with the reason it is not usable.</summary>
+    public static Superblock? TryRead(ReadOnlySpan<byte> block, ulong slot, out string? problem)
+    {
+        problem = MetadataBlock.Problem(block, slot, BlockKind.Superblock);
+        if (problem is not null) return null;
+        if (BinaryPrimitives.ReadUInt64LittleEndian(block[32..]) != Magic) { problem = $"superblock {slot} has no Strata magic"; return null; }
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]);
+        if (version != Version) { problem = $"superblock {slot} is format version {version}; this Strata reads version {Version}"; return null; }
+        if (BinaryPrimitives.ReadUInt32LittleEndian(block[52..]) != MetadataBlock.Size) { problem = $"superblock {slot} has another metadata block size"; return null; }
+        var sb = new Superblock
+        {
+            Transaction = MetadataBlock.Transaction(block),
+            Flags = BinaryPrimitives.ReadUInt32LittleEndian(block[44..]),
+            DataBlockSize = BinaryPrimitives.ReadUInt32LittleEndian(block[48..]),
+            DataBlocks = BinaryPrimitives.ReadUInt64LittleEndian(block[56..]),
+            MetadataBlocks = BinaryPrimitives.ReadUInt64LittleEndian(block[64..]),
+            DeviceTable = BinaryPrimitives.ReadUInt64LittleEndian(block[72..]),
+            RefIndex = BinaryPrimitives.ReadUInt64LittleEndian(block[80..]),
+            NextDeviceId = BinaryPrimitives.ReadUInt32LittleEndian(block[88..]),
+            Uuid = new Guid(block[96..112]),
+        };
+        if (sb.Slot != slot) { problem = $"superblock {slot} holds transaction {sb.Transaction}, which belongs in slot {sb.Slot}"; return null; }
+        if (sb.DataBlockSize < ThinPool.MinBlockSize || sb.DataBlockSize > ThinPool.MaxBlockSize || !uint.IsPow2(sb.DataBlockSize))
+        { problem = $"superblock {slot} has an invalid data block size {sb.DataBlockSize}"; return null; }
+        if (sb.MetadataBlocks < 8 || sb.DeviceTable >= sb.MetadataBlocks || sb.RefIndex >= sb.MetadataBlocks)
+        { problem = $"superblock {slot} points outside the metadata"; return null; }
+        return sb;
+    }
+}

@@ -1,0 +1,183 @@
+using Strata.Native;
+using Strata.Thin.Metadata;
+
+namespace Strata.Thin;
+
+/// <summary>What <see cref="PoolChecker"/> found: errors (the metadata is damaged) and leaks (data blocks counted
+/// as used that no device maps: space lost, nothing damaged; repair reclaims them).</summary>
+public sealed record CheckReport(ulong Transaction, int Devices, ulong MappedBlocks, IReadOnlyList<string> Errors, IReadOnlyList<string> Leaks)
+{
+    public bool Clean => Errors.Count == 0 && Leaks.Count == 0;
+
+    /// <summary>The metadata blocks the committed transaction uses (superblocks aside).</summary>
+    public int MetadataBlocksUsed => Referenced.Count;
+
+    internal IReadOnlyCollection<ulong> Referenced { get; init; } = [];
+}
+
+/// <summary>
+/// Walks a pool's committed metadata from its superblock without trusting any of it: every block's checksum,
+/// kind and number; every tree's key order, key bounds and leaf depth; that no metadata block serves two roles
+/// (a node shared between trees is fine, a node that is also a count block is not); each device's mapped count;
+/// and that the stored data reference counts equal the references the trees hold.
+/// </summary>
+public static class PoolChecker
+{
+    const int MaxReported = 100;
+
+    public static CheckReport Check(IBlockStore metadata)
+    {
+        var errors = new List<string>();
+        var leaks = new List<string>();
+        void Error(string e)
+        {
+            if (errors.Count < MaxReported) errors.Add(e);
+            else if (errors.Count == MaxReported) errors.Add("(more errors not listed)");
+        }
+        var sb = ThinPool.ReadSuperblock(metadata);
+        var meta = new MetadataSpace(metadata, sb.MetadataBlocks);
+        var roles = new Dictionary<ulong, string>();
+        bool Claim(ulong block, string role)
+        {
+            if (block < 2 || block >= sb.MetadataBlocks)
+            {
+                Error($"{role} is metadata block {block}, outside the metadata (2..{sb.MetadataBlocks - 1})");
+                return false;
+            }
+            if (roles.TryGetValue(block, out var other) && other != role)
+            {
+                Error($"metadata block {block} is both {other} and {role}");
+                return false;
+            }
+            roles[block] = role;
+            return true;
+        }
+
+        List<DeviceRecord> devices = [];
+        try
+        {
+            foreach (ulong b in DeviceTable.Chain(meta, sb.DeviceTable)) Claim(b, "device table");
+            devices = DeviceTable.Load(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DeviceTable);
+        }
+        catch (StrataException ex)
+        {
+            Error($"device table: {ex.Message}");
+        }
+        foreach (var dup in devices.GroupBy(d => d.Id).Where(g => g.Count() > 1)) Error($"device id {dup.Key} is used {dup.Count()} times");
+        foreach (var dup in devices.GroupBy(d => d.Name).Where(g => g.Count() > 1)) Error($"device name {dup.Key} is used {dup.Count()} times");
+
+        // the trees: each node read once however many trees share it
+        var actualRefs = new Dictionary<ulong, uint>();
+        var visited = new HashSet<ulong>();
+        ulong mappedTotal = 0;
+        var buffer = new byte[MetadataBlock.Size];
+        foreach (var d in devices)
+        {
+            ulong mapped = 0;
+            if (d.Root != 0) mapped = WalkTree(d, d.Root, 0, ulong.MaxValue, out _);
+            if (mapped != d.Mapped) Error($"device {d.Name} records {d.Mapped} mapped blocks; its tree maps {mapped}");
+            if (mapped > 0 && LastKey(d.Root) * sb.DataBlockSize >= d.Size)
+                Error($"device {d.Name} maps blocks past its size of {d.Size} bytes");
+            mappedTotal += mapped;
+        }
+
+        // returns the entries the subtree maps (counting shared subtrees in full, as each device sees them)
+        ulong WalkTree(DeviceRecord d, ulong block, ulong low, ulong high, out int depth)
+        {
+            depth = 0;
+            if (!Claim(block, "mapping tree node")) return 0;
+            Node node;
+            try
+            {
+                metadata.Read((long)block * MetadataBlock.Size, buffer);
+                node = Node.Decode(buffer, block);
+            }
+            catch (StrataException ex)
+            {
+                Error($"device {d.Name}: {ex.Message}");
+                return 0;
+            }
+            bool first = visited.Add(block);
+            ulong count = 0;
+            for (int i = 0; i < node.Count; i++)
+            {
+                ulong key = node.Keys[i], next = i + 1 < node.Count ? node.Keys[i + 1] : high;
+                if (key < low || key >= high) Error($"device {d.Name}: node {block} holds key {key} outside its range [{low}, {high})");
+                if (node.Leaf)
+                {
+                    count++;
+                    if (!first) continue;
+                    ulong data = node.Values[i];
+                    if (data >= sb.DataBlocks) Error($"device {d.Name}: block {key} maps to data block {data}, past the pool's {sb.DataBlocks}");
+                    else actualRefs[data] = actualRefs.GetValueOrDefault(data) + 1;
+                }
+                else
+                {
+                    count += WalkTree(d, node.Values[i], i == 0 ? low : key, next, out int childDepth);
+                    if (i == 0) depth = childDepth + 1;
+                    else if (childDepth + 1 != depth) Error($"device {d.Name}: node {block} has children of different depths");
+                }
+            }
+            return count;
+        }
+
+        ulong LastKey(ulong root)
+        {
+            ulong b = root;
+            for (int guard = 0; guard < 64; guard++)
+            {
+                metadata.Read((long)b * MetadataBlock.Size, buffer);
+                var node = Node.Decode(buffer, b);
+                if (node.Leaf) return node.Keys[node.Count - 1];
+                b = node.Values[node.Count - 1];
+            }
+            return 0;
+        }
+
+        // stored counts, and their blocks' roles
+        var stored = new DataSpace(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DataBlocks);
+        try
+        {
+            stored.Load(sb.RefIndex);
+            ClaimRefBlocks(sb.RefIndex);
+        }
+        catch (StrataException ex)
+        {
+            Error($"data reference counts: {ex.Message}");
+        }
+
+        void ClaimRefBlocks(ulong top)
+        {
+            if (top == 0) return;
+            Claim(top, "data reference index");
+            metadata.Read((long)top * MetadataBlock.Size, buffer);
+            var indexes = Pointers(buffer);
+            foreach (ulong index in indexes.Where(p => p != 0))
+            {
+                Claim(index, "data reference index");
+                metadata.Read((long)index * MetadataBlock.Size, buffer);
+                foreach (ulong counts in Pointers(buffer).Where(p => p != 0)) Claim(counts, "data reference counts");
+            }
+        }
+
+        for (ulong b = 0; b < sb.DataBlocks; b++)
+        {
+            uint have = stored.Refs(b), want = actualRefs.GetValueOrDefault(b);
+            if (have == want) continue;
+            if (have > want && want == 0)
+            {
+                if (leaks.Count < MaxReported) leaks.Add($"data block {b} is counted {have} times but no device maps it");
+            }
+            else Error($"data block {b} is counted {have} times but mapped {want} times");
+        }
+        return new CheckReport(sb.Transaction, devices.Count, mappedTotal, errors, leaks) { Referenced = roles.Keys.ToList() };
+    }
+
+    static ulong[] Pointers(ReadOnlySpan<byte> block)
+    {
+        int count = Math.Min(MetadataBlock.Count(block), DataSpace.PointersPerBlock);
+        var result = new ulong[count];
+        for (int i = 0; i < count; i++) result[i] = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(block[(MetadataBlock.HeaderSize + i * 8)..]);
+        return result;
+    }
+}

@@ -1,0 +1,712 @@
+using System.Buffers;
+using System.Text;
+using Strata.Native;
+using Strata.Thin.Metadata;
+
+namespace Strata.Thin;
+
+/// <summary>How a pool behaves; fixed for as long as it is open.</summary>
+public sealed record PoolOptions
+{
+    /// <summary>How often a pool with changes commits on its own (a flush or FUA write commits at once).
+    /// Zero: only on flush (tests).</summary>
+    public TimeSpan CommitInterval { get; init; } = TimeSpan.FromSeconds(1);
+}
+
+/// <summary>A thin device as <see cref="ThinPool.Devices"/> lists it (counts in pool blocks).</summary>
+public sealed record ThinDeviceInfo(string Name, uint Id, long Size, ulong Mapped, ulong Exclusive, ulong Shared, uint Origin, DateTimeOffset Created);
+
+/// <summary>What <see cref="ThinPool.Status"/> reports: the fields Docker's devicemapper printed.</summary>
+public sealed record PoolStatus(
+    uint BlockSize, ulong DataBlocks, ulong DataBlocksUsed, ulong DataBlocksFree,
+    ulong MetadataBlocks, ulong MetadataBlocksUsed, int Devices, ulong Transaction, bool NeedsCheck, string? ReadOnlyReason);
+
+/// <summary>
+/// A thin pool: one data store cut into fixed-size blocks (64 KiB to 1 GiB, a power of two) and one metadata
+/// store, giving out thin devices whose blocks are allocated on first write and shared copy-on-write with
+/// their snapshots. The metadata (see <see cref="Superblock"/>, <see cref="MappingTree"/>,
+/// <see cref="DataSpace"/>, <see cref="DeviceTable"/>) changes in transactions: nothing a commit wrote is
+/// overwritten before the next commit, new data reaches the data store's stable storage before the metadata
+/// mapping it commits, and the superblock is written last. A crash therefore leaves the pool at its last
+/// commit, whole; writes acknowledged but not flushed may be lost, as on a disk with a write cache.
+///
+/// Concurrency: IO on devices runs in parallel (a shared gate, one short lock for metadata, and a lock per
+/// virtual block so that two writes to one block do not interleave their read-modify-write); commits,
+/// snapshots, deletes and resizes take the gate alone, so they never see IO half-done.
+/// </summary>
+public sealed class ThinPool : IDisposable
+{
+    public const uint MinBlockSize = 64 * 1024;
+    public const uint MaxBlockSize = 1024 * 1024 * 1024;
+    public const uint DefaultBlockSize = MinBlockSize;
+    const uint MaxDeviceId = (1 << 24) - 1;
+
+    readonly IBlockStore _data;
+    readonly IBlockStore _metaStore;
+    readonly PoolOptions _options;
+    readonly ReaderWriterLockSlim _gate = new(LockRecursionPolicy.SupportsRecursion);
+    readonly object _lock = new();
+    readonly object[] _stripes = Enumerable.Range(0, 64).Select(_ => new object()).ToArray();
+    readonly Dictionary<uint, int> _openDevices = [];
+    readonly Timer? _timer;
+    MetadataSpace _meta = null!;
+    DataSpace _space = null!;
+    MappingTree _tree = null!;
+    Dictionary<string, DeviceRecord> _devices = null!;
+    Dictionary<uint, DeviceRecord> _byId = null!;
+    List<ulong> _tableBlocks = null!;
+    Superblock _committed = null!;
+    bool _dirty;
+    string? _readOnly;
+    bool _disposed;
+
+    ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed)
+    {
+        _data = data;
+        _metaStore = metadata;
+        _options = options;
+        Load(committed);
+        if (options.CommitInterval > TimeSpan.Zero) _timer = new Timer(_ => BackgroundCommit(), null, options.CommitInterval, options.CommitInterval);
+    }
+
+    public uint BlockSize => _committed.DataBlockSize;
+
+    /// <summary>Makes a new, empty pool on <paramref name="data"/> and <paramref name="metadata"/> (their whole
+    /// lengths) and opens it.</summary>
+    public static ThinPool Create(IBlockStore data, IBlockStore metadata, uint blockSize = DefaultBlockSize, PoolOptions? options = null)
+    {
+        if (blockSize < MinBlockSize || blockSize > MaxBlockSize || !uint.IsPow2(blockSize))
+            throw StrataException.Invalid($"block size {blockSize} must be a power of two from 64 KiB to 1 GiB");
+        ulong dataBlocks = (ulong)data.Length / blockSize, metaBlocks = (ulong)metadata.Length / MetadataBlock.Size;
+        if (dataBlocks == 0) throw StrataException.Invalid($"the data store ({data.Length} bytes) is smaller than one {blockSize}-byte block");
+        if (metaBlocks < 16) throw StrataException.Invalid($"the metadata store ({metadata.Length} bytes) needs at least 64 KiB");
+        if (dataBlocks > int.MaxValue) throw StrataException.Unsupported($"a pool of {dataBlocks} data blocks (at most {int.MaxValue}; use a larger block size)");
+        if (metaBlocks > int.MaxValue) metaBlocks = int.MaxValue;
+        var sb = new Superblock
+        {
+            Transaction = 1,
+            DataBlockSize = blockSize,
+            DataBlocks = dataBlocks,
+            MetadataBlocks = metaBlocks,
+            NextDeviceId = 1,
+            Uuid = Guid.NewGuid(),
+        };
+        var buffer = new byte[MetadataBlock.Size];
+        metadata.Write(0, buffer); // slot 0 holds nothing valid: a pool that was here before is gone
+        sb.Write(buffer);
+        metadata.Write((long)sb.Slot * MetadataBlock.Size, buffer);
+        metadata.Flush();
+        return new ThinPool(data, metadata, options ?? new PoolOptions(), sb);
+    }
+
+    /// <summary>Opens a pool at its last commit.</summary>
+    public static ThinPool Open(IBlockStore data, IBlockStore metadata, PoolOptions? options = null) =>
+        new(data, metadata, options ?? new PoolOptions(), ReadSuperblock(metadata));
+
+    internal static Superblock ReadSuperblock(IBlockStore metadata)
+    {
+        if (metadata.Length < 2 * MetadataBlock.Size) throw StrataException.Corrupt($"{metadata.Name} is too small to hold a pool's metadata");
+        var buffer = new byte[MetadataBlock.Size];
+        Superblock? best = null;
+        var problems = new List<string>();
+        for (ulong slot = 0; slot < 2; slot++)
+        {
+            metadata.Read((long)slot * MetadataBlock.Size, buffer);
+            var sb = Superblock.TryRead(buffer, slot, out var problem);
+            if (sb is null) problems.Add(problem!);
+            else if (best is null || sb.Transaction > best.Transaction) best = sb;
+        }
+        return best ?? throw StrataException.Corrupt($"{metadata.Name} holds no valid pool superblock ({string.Join("; ", problems)})");
+    }
+
+    /// <summary>Builds the in-memory view of the committed transaction <paramref name="sb"/>.</summary>
+    void Load(Superblock sb)
+    {
+        if ((ulong)_data.Length / sb.DataBlockSize < sb.DataBlocks)
+            throw StrataException.Corrupt($"{_data.Name} is {_data.Length} bytes, smaller than the pool's {sb.DataBlocks} blocks of {sb.DataBlockSize}");
+        if ((ulong)_metaStore.Length / MetadataBlock.Size < sb.MetadataBlocks)
+            throw StrataException.Corrupt($"{_metaStore.Name} is {_metaStore.Length} bytes, smaller than the pool's {sb.MetadataBlocks} metadata blocks");
+        var meta = new MetadataSpace(_metaStore, sb.MetadataBlocks) { Transaction = sb.Transaction };
+        var space = new DataSpace(meta, sb.DataBlocks);
+        var records = DeviceTable.Load(meta, sb.DeviceTable);
+        var tableBlocks = DeviceTable.Chain(meta, sb.DeviceTable);
+        foreach (var d in records) CountTree(meta, d.Root);
+        space.Load(sb.RefIndex);
+        meta.Committed();
+        _meta = meta;
+        _space = space;
+        _tree = new MappingTree(meta, space);
+        _devices = records.ToDictionary(d => d.Name, StringComparer.Ordinal);
+        _byId = records.ToDictionary(d => d.Id);
+        _tableBlocks = tableBlocks;
+        _committed = sb;
+        _dirty = false;
+        _readOnly = sb.NeedsCheck ? "its metadata needs a check (needs_check is set): run `strata pool check`, then `strata pool repair`" : null;
+    }
+
+    /// <summary>Counts the references of a tree's nodes at open; a node seen before (shared) is not walked again.</summary>
+    static void CountTree(MetadataSpace meta, ulong root)
+    {
+        if (root == 0) return;
+        var pending = new Stack<ulong>();
+        pending.Push(root);
+        while (pending.Count > 0)
+        {
+            ulong b = pending.Pop();
+            if (!meta.CountAtOpen(b)) continue;
+            var node = meta.Load(b);
+            if (!node.Leaf)
+                for (int i = 0; i < node.Count; i++) pending.Push(node.Values[i]);
+        }
+    }
+
+    // ---- devices ----
+
+    static string CheckName(string name)
+    {
+        int bytes = Encoding.UTF8.GetByteCount(name);
+        if (bytes is 0 or > DeviceTable.MaxName || !char.IsAsciiLetterOrDigit(name[0]) || name.Any(c => !char.IsAsciiLetterOrDigit(c) && c is not ('_' or '.' or '-')))
+            throw StrataException.Invalid($"invalid device name '{(name.Length > 64 ? name[..64] + "..." : name)}': use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {DeviceTable.MaxName} characters");
+        return name;
+    }
+
+    DeviceRecord Find(string name) =>
+        _devices.TryGetValue(name, out var d) ? d : throw StrataException.NotFound($"thin device {name} does not exist");
+
+    void CheckWritable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_readOnly is not null) throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
+    }
+
+    /// <summary>Runs a change of the device table alone (no IO in flight), committing it at once: device
+    /// changes are rare and should survive a crash.</summary>
+    T Exclusive<T>(Func<T> change)
+    {
+        _gate.EnterWriteLock();
+        try
+        {
+            lock (_lock)
+            {
+                CheckWritable();
+                T result;
+                try
+                {
+                    result = change();
+                }
+                catch (MetadataFullException ex)
+                {
+                    Fail(ex.Message);
+                    throw;
+                }
+                _dirty = true;
+                CommitLocked();
+                return result;
+            }
+        }
+        finally
+        {
+            _gate.ExitWriteLock();
+        }
+    }
+
+    public ThinDeviceInfo CreateDevice(string name, long size)
+    {
+        CheckName(name);
+        if (size <= 0) throw StrataException.Invalid($"a device's size must be positive, not {size}");
+        return Exclusive(() =>
+        {
+            if (_devices.ContainsKey(name)) throw StrataException.Exists($"thin device {name} already exists");
+            var d = new DeviceRecord { Id = NextId(), Name = name, Size = (ulong)size, CreatedTransaction = _meta.Transaction + 1, CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
+            _devices[name] = d;
+            _byId[d.Id] = d;
+            return Info(d);
+        });
+    }
+
+    uint NextId()
+    {
+        uint id = _committed.NextDeviceId;
+        while (_byId.ContainsKey(id)) id = id >= MaxDeviceId ? 1 : id + 1;
+        if (id > MaxDeviceId) throw StrataException.Invalid("the pool has no device id left");
+        _committed = _committed with { NextDeviceId = id >= MaxDeviceId ? 1 : id + 1 };
+        return id;
+    }
+
+    /// <summary>A new device sharing every block of <paramref name="source"/> as it is now: O(1).</summary>
+    public ThinDeviceInfo Snapshot(string source, string name)
+    {
+        CheckName(name);
+        return Exclusive(() =>
+        {
+            var origin = Find(source);
+            if (_devices.ContainsKey(name)) throw StrataException.Exists($"thin device {name} already exists");
+            _tree.Share(origin.Root);
+            var d = new DeviceRecord
+            {
+                Id = NextId(), Name = name, Size = origin.Size, Root = origin.Root, Mapped = origin.Mapped, Origin = origin.Id,
+                CreatedTransaction = _meta.Transaction + 1, CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+            };
+            _devices[name] = d;
+            _byId[d.Id] = d;
+            return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, d.Mapped, 0, d.Mapped, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs));
+        });
+    }
+
+    public void DeleteDevice(string name) => Exclusive(() =>
+    {
+        var d = Find(name);
+        if (_openDevices.GetValueOrDefault(d.Id) > 0) throw StrataException.InUse($"thin device {name} is open");
+        _tree.Drop(d.Root);
+        _devices.Remove(name);
+        _byId.Remove(d.Id);
+        return 0;
+    });
+
+    /// <summary>Grows a device (shrinking would drop data: refused).</summary>
+    public ThinDeviceInfo ResizeDevice(string name, long size) => Exclusive(() =>
+    {
+        var d = Find(name);
+        if (size < (long)d.Size) throw StrataException.Invalid($"thin device {name} is {d.Size} bytes; shrinking it to {size} is not supported");
+        d.Size = (ulong)size;
+        return Info(d);
+    });
+
+    public IReadOnlyList<ThinDeviceInfo> Devices()
+    {
+        _gate.EnterReadLock();
+        try
+        {
+            lock (_lock) return _devices.Values.OrderBy(d => d.Id).Select(Info).ToList();
+        }
+        finally
+        {
+            _gate.ExitReadLock();
+        }
+    }
+
+    /// <summary>A device's counts; exclusive blocks are those no other device can see (every node on the path
+    /// and the block itself used once).</summary>
+    ThinDeviceInfo Info(DeviceRecord d)
+    {
+        ulong exclusive = 0, total = 0;
+        if (d.Root != 0)
+        {
+            var pending = new Stack<(ulong Block, bool Shared)>();
+            pending.Push((d.Root, false));
+            while (pending.Count > 0)
+            {
+                var (b, sharedAbove) = pending.Pop();
+                bool shared = sharedAbove || _meta.Refs(b) > 1;
+                var node = _meta.Load(b);
+                for (int i = 0; i < node.Count; i++)
+                    if (!node.Leaf) pending.Push((node.Values[i], shared));
+                    else
+                    {
+                        total++;
+                        if (!shared && _space.Refs(node.Values[i]) == 1) exclusive++;
+                    }
+            }
+        }
+        return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, total, exclusive, total - exclusive, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs));
+    }
+
+    /// <summary>Opens a device for IO; it cannot be deleted while open.</summary>
+    public ThinDevice OpenDevice(string name)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var d = Find(name);
+            _openDevices[d.Id] = _openDevices.GetValueOrDefault(d.Id) + 1;
+            return new ThinDevice(this, d.Id, d.Name);
+        }
+    }
+
+    internal void Closed(uint id)
+    {
+        lock (_lock)
+            if (_openDevices.TryGetValue(id, out int n) && (_openDevices[id] = n - 1) == 0) _openDevices.Remove(id);
+    }
+
+    /// <summary>An open device's record (under the lock: a failed transaction reloads them all).</summary>
+    DeviceRecord Dev(uint id) => _byId.TryGetValue(id, out var d) ? d : throw StrataException.NotFound($"thin device {id} no longer exists");
+
+    // ---- IO (called by ThinDevice) ----
+
+    internal long SizeOf(uint id)
+    {
+        lock (_lock) return (long)Dev(id).Size;
+    }
+
+    void CheckRange(uint id, long offset, long length)
+    {
+        lock (_lock)
+        {
+            var d = Dev(id);
+            if (offset < 0 || length < 0 || offset > (long)d.Size || length > (long)d.Size - offset)
+                throw StrataException.Invalid($"{length} bytes at {offset} are outside thin device {d.Name} ({d.Size} bytes)");
+        }
+    }
+
+    void EnterIo()
+    {
+        _gate.EnterReadLock();
+        if (_disposed)
+        {
+            _gate.ExitReadLock();
+            throw new ObjectDisposedException(nameof(ThinPool));
+        }
+    }
+
+    /// <summary>Calls <paramref name="piece"/> for each block-sized piece of [offset, offset+length): virtual
+    /// block, offset in it, offset from the start, length.</summary>
+    void ForEachPiece(uint id, long offset, long length, Action<ulong, int, long, int> piece)
+    {
+        CheckRange(id, offset, length);
+        long bs = BlockSize;
+        for (long done = 0; done < length;)
+        {
+            long pos = offset + done;
+            int at = (int)(pos % bs), n = (int)Math.Min(bs - at, length - done);
+            piece((ulong)(pos / bs), at, done, n);
+            done += n;
+        }
+    }
+
+    internal void Read(uint id, long offset, Span<byte> buffer)
+    {
+        EnterIo();
+        try
+        {
+            long bs = BlockSize;
+            CheckRange(id, offset, buffer.Length);
+            for (int done = 0; done < buffer.Length;)
+            {
+                long pos = offset + done;
+                int at = (int)(pos % bs), n = (int)Math.Min(bs - at, buffer.Length - done);
+                bool mapped;
+                ulong block;
+                lock (_lock) mapped = _tree.TryLookup(Dev(id).Root, (ulong)(pos / bs), out block);
+                if (mapped) _data.Read((long)block * bs + at, buffer.Slice(done, n));
+                else buffer.Slice(done, n).Clear();
+                done += n;
+            }
+        }
+        finally
+        {
+            _gate.ExitReadLock();
+        }
+    }
+
+    internal void Write(uint id, long offset, ReadOnlySpan<byte> data, bool fua)
+    {
+        EnterIo();
+        try
+        {
+            lock (_lock) CheckWritable();
+            CheckRange(id, offset, data.Length);
+            long bs = BlockSize;
+            for (int done = 0; done < data.Length;)
+            {
+                long pos = offset + done;
+                int at = (int)(pos % bs), n = (int)Math.Min(bs - at, data.Length - done);
+                WriteBlock(id, (ulong)(pos / bs), at, data.Slice(done, n));
+                done += n;
+            }
+        }
+        finally
+        {
+            _gate.ExitReadLock();
+        }
+        if (fua) Commit();
+    }
+
+    object Stripe(uint id, ulong vblock) => _stripes[(int)((vblock * 31 + id) % (ulong)_stripes.Length)];
+
+    /// <summary>Writes <paramref name="piece"/> at <paramref name="at"/> in virtual block <paramref name="vblock"/>:
+    /// in place when the device alone owns the block, else into a new block (zero-filled around the piece, or a
+    /// copy of the shared block with the piece in it) that is mapped once written.</summary>
+    void WriteBlock(uint id, ulong vblock, int at, ReadOnlySpan<byte> piece)
+    {
+        long bs = BlockSize;
+        lock (Stripe(id, vblock))
+        {
+            bool mapped, shared;
+            ulong old, fresh;
+            lock (_lock)
+            {
+                CheckWritable();
+                mapped = TryLookupOwned(Dev(id).Root, vblock, out old, out shared);
+                if (mapped && !shared)
+                {
+                    _dirty = true;
+                    fresh = 0;
+                }
+                else if (!_space.TryAllocate(out fresh))
+                    throw new StrataException(ErrorKind.NoSpace, $"the pool's data space is full ({_space.Blocks} blocks of {bs} bytes): delete devices or grow the pool");
+            }
+            if (mapped && !shared)
+            {
+                _data.Write((long)old * bs + at, piece);
+                return;
+            }
+            try
+            {
+                if (piece.Length == bs) _data.Write((long)fresh * bs, piece);
+                else
+                {
+                    var buffer = ArrayPool<byte>.Shared.Rent((int)bs);
+                    try
+                    {
+                        var whole = buffer.AsSpan(0, (int)bs);
+                        if (mapped) _data.Read((long)old * bs, whole);
+                        else whole.Clear();
+                        piece.CopyTo(whole[at..]);
+                        _data.Write((long)fresh * bs, whole);
+                    }
+                    finally
+                    {
+                        ArrayPool<byte>.Shared.Return(buffer);
+                    }
+                }
+            }
+            catch
+            {
+                lock (_lock) _space.Unref(fresh);
+                throw;
+            }
+            lock (_lock)
+            {
+                if (_readOnly is not null || !_byId.ContainsKey(id)) throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
+                Map(Dev(id), vblock, fresh);
+            }
+        }
+    }
+
+    /// <summary>Maps <paramref name="vblock"/> of <paramref name="d"/> to <paramref name="block"/> (whose count the
+    /// caller holds), releasing what it mapped before.</summary>
+    void Map(DeviceRecord d, ulong vblock, ulong block)
+    {
+        ulong? replaced;
+        try
+        {
+            d.Root = _tree.Insert(d.Root, vblock, block, out replaced);
+        }
+        catch (MetadataFullException ex)
+        {
+            Fail(ex.Message);
+            throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
+        }
+        if (replaced is { } old) _space.Unref(old);
+        else d.Mapped++;
+        _dirty = true;
+    }
+
+    /// <summary>Looks <paramref name="key"/> up, saying whether any other device (or the block's count) shares it.</summary>
+    bool TryLookupOwned(ulong root, ulong key, out ulong value, out bool shared)
+    {
+        value = 0;
+        shared = false;
+        if (root == 0) return false;
+        var node = _meta.Load(root);
+        shared = _meta.Refs(root) > 1;
+        while (!node.Leaf)
+        {
+            ulong child = node.Values[node.ChildFor(key)];
+            shared |= _meta.Refs(child) > 1;
+            node = _meta.Load(child);
+        }
+        int i = node.LowerBound(key);
+        if (i >= node.Count || node.Keys[i] != key) return false;
+        value = node.Values[i];
+        shared |= _space.Refs(value) > 1;
+        return true;
+    }
+
+    /// <summary>Discard and write-zeroes: whole blocks are unmapped (freed when no one else maps them), parts of
+    /// blocks that are mapped are overwritten with zeros.</summary>
+    internal void Unmap(uint id, long offset, long length)
+    {
+        EnterIo();
+        try
+        {
+            lock (_lock) CheckWritable();
+            long bs = BlockSize;
+            byte[]? zeros = null;
+            ForEachPiece(id, offset, length, (vblock, at, _, n) =>
+            {
+                lock (Stripe(id, vblock))
+                {
+                    if (n == bs)
+                    {
+                        lock (_lock)
+                        {
+                            CheckWritable();
+                            var d = Dev(id);
+                            if (!_tree.TryLookup(d.Root, vblock, out ulong _)) return;
+                            try
+                            {
+                                d.Root = _tree.Remove(d.Root, vblock, out var removed);
+                                _space.Unref(removed!.Value);
+                            }
+                            catch (MetadataFullException ex)
+                            {
+                                Fail(ex.Message);
+                                throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
+                            }
+                            d.Mapped--;
+                            _dirty = true;
+                        }
+                        return;
+                    }
+                    bool mapped;
+                    lock (_lock) mapped = _tree.TryLookup(Dev(id).Root, vblock, out ulong _);
+                    if (!mapped) return;
+                    zeros ??= new byte[bs];
+                    WriteBlock(id, vblock, at, zeros.AsSpan(0, n));
+                }
+            });
+        }
+        finally
+        {
+            _gate.ExitReadLock();
+        }
+    }
+
+    internal IReadOnlyList<(long Offset, long Length)> Allocated(uint id, long offset, long length)
+    {
+        EnterIo();
+        try
+        {
+            long bs = BlockSize;
+            CheckRange(id, offset, length);
+            var ranges = new List<(long Offset, long Length)>();
+            if (length == 0) return ranges;
+            lock (_lock)
+                foreach (var (vblock, _) in _tree.Range(Dev(id).Root, (ulong)(offset / bs), (ulong)((offset + length - 1) / bs) + 1))
+                {
+                    long start = Math.Max(offset, (long)vblock * bs), end = Math.Min(offset + length, ((long)vblock + 1) * bs);
+                    if (ranges.Count > 0 && ranges[^1].Offset + ranges[^1].Length == start)
+                        ranges[^1] = (ranges[^1].Offset, ranges[^1].Length + end - start);
+                    else ranges.Add((start, end - start));
+                }
+            return ranges;
+        }
+        finally
+        {
+            _gate.ExitReadLock();
+        }
+    }
+
+    // ---- transactions ----
+
+    /// <summary>Makes everything written so far durable: data first, then the metadata that maps it, then the superblock.</summary>
+    public void Commit()
+    {
+        _gate.EnterWriteLock();
+        try
+        {
+            lock (_lock)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                if (_readOnly is not null) return; // nothing can have changed since the last commit
+                CommitLocked();
+            }
+        }
+        finally
+        {
+            _gate.ExitWriteLock();
+        }
+    }
+
+    void BackgroundCommit()
+    {
+        try
+        {
+            if (!_disposed && _dirty) Commit();
+        }
+        catch (Exception)
+        {
+            // the next flush reports it to a user
+        }
+    }
+
+    void CommitLocked()
+    {
+        if (!_dirty) return;
+        ulong next = _meta.Transaction + 1;
+        try
+        {
+            _data.Flush();
+            foreach (ulong b in _tableBlocks) _meta.Unref(b);
+            ulong table = DeviceTable.Write(_meta, _devices.Values, next);
+            _tableBlocks = DeviceTable.Chain(_meta, table);
+            ulong refIndex = _space.Persist(next);
+            var buffer = new byte[MetadataBlock.Size];
+            foreach (var node in _meta.FreshNodes())
+            {
+                node.Encode(buffer, next);
+                _meta.Write(node.Block, buffer);
+            }
+            _metaStore.Flush();
+            var sb = _committed with { Transaction = next, DeviceTable = table, RefIndex = refIndex, DataBlocks = _space.Blocks, MetadataBlocks = _meta.Blocks };
+            sb.Write(buffer);
+            _metaStore.Write((long)sb.Slot * MetadataBlock.Size, buffer);
+            _metaStore.Flush();
+            _committed = sb;
+        }
+        catch (MetadataFullException ex)
+        {
+            Fail(ex.Message);
+            throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
+        }
+        _meta.Transaction = next;
+        _meta.Committed();
+        _dirty = false;
+        long bs = BlockSize;
+        foreach (ulong b in _space.Release()) _data.Discard((long)b * bs, bs); // best effort: the space goes back to the host
+        _meta.TrimCache(65536);
+    }
+
+    /// <summary>The metadata cannot take this transaction: the pool goes back to its last commit, read-only,
+    /// with needs_check set on disk.</summary>
+    void Fail(string why)
+    {
+        var flagged = _committed with { Transaction = _committed.Transaction + 1, Flags = _committed.Flags | Superblock.NeedsCheckFlag };
+        var buffer = new byte[MetadataBlock.Size];
+        flagged.Write(buffer);
+        _metaStore.Write((long)flagged.Slot * MetadataBlock.Size, buffer);
+        _metaStore.Flush();
+        Load(flagged);
+        _readOnly = $"{why}; it is back at its last commit with needs_check set (grow the metadata, then `strata pool repair`)";
+    }
+
+    public PoolStatus Status()
+    {
+        lock (_lock)
+            return new PoolStatus(BlockSize, _space.Blocks, _space.Used, _space.Free, _meta.Blocks, _meta.Used, _devices.Count, _meta.Transaction,
+                _committed.NeedsCheck, _readOnly);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _timer?.Dispose();
+        try
+        {
+            if (_readOnly is null) Commit();
+        }
+        catch (StrataException)
+        {
+            // the last commit failed (the pool is now read-only, needs_check set): what was not flushed is lost,
+            // as on a disk pulled without a flush
+        }
+        finally
+        {
+            _gate.EnterWriteLock();
+            _disposed = true;
+            _gate.ExitWriteLock();
+        }
+    }
+}
