@@ -5,7 +5,7 @@ namespace Strata.Thin.Tests;
 /// since, in order; <see cref="Crash"/> returns a new store holding the durable image plus, at random, some of
 /// the unflushed writes (any subset: a disk cache may write back in any order), one of them possibly torn at a
 /// 512-byte sector boundary. Writes and flushes can also be made to fail from the Nth call on, as a dying disk
-/// would.
+/// would (or as power failing at that moment looks to the writer).
 /// </summary>
 sealed class CrashingBlockStore(long length, string name) : IBlockStore
 {
@@ -21,6 +21,9 @@ sealed class CrashingBlockStore(long length, string name) : IBlockStore
 
     /// <summary>Every write from this call number on fails with an IO error (null: never).</summary>
     public int? FailWritesFrom { get; set; }
+
+    /// <summary>Every flush from this call number on fails, leaving its writes pending (null: never).</summary>
+    public int? FailFlushesFrom { get; set; }
 
     public void Read(long offset, Span<byte> buffer) => _current.Read(offset, buffer);
 
@@ -40,6 +43,7 @@ sealed class CrashingBlockStore(long length, string name) : IBlockStore
         lock (_lock)
         {
             Flushes++;
+            if (Flushes >= FailFlushesFrom) throw new IOException($"{name}: simulated flush failure (flush {Flushes})");
             foreach (var (offset, data) in _pending) _durable.Write(offset, data);
             _pending.Clear();
         }
