@@ -46,6 +46,7 @@ public static partial class Commands
         root.Subcommands.Add(ImageCommand());
         root.Subcommands.Add(ContainerCommand());
         root.Subcommands.Add(RunCommand());
+        root.Subcommands.Add(PoolCommand());
         return root;
     }
 

@@ -19,6 +19,16 @@ public static unsafe partial class Posix
         return *(long*)buf;
     }
 
+    /// <summary>Bytes an unprivileged writer may still use on the filesystem holding <paramref name="path"/>
+    /// (f_bavail x f_bsize; struct statfs on 64-bit Linux: f_type, f_bsize, f_blocks, f_bfree, f_bavail, ... as longs).</summary>
+    public static long AvailableBytes(string path)
+    {
+        byte* buf = stackalloc byte[256];
+        Errno.Check(statfs(path, buf), "statfs", path);
+        long blockSize = ((long*)buf)[1], available = ((long*)buf)[4];
+        return available > long.MaxValue / Math.Max(blockSize, 1) ? long.MaxValue : available * blockSize;
+    }
+
     /// <summary>Flushes every dirty page and inode of the filesystem holding <paramref name="path"/>.</summary>
     public static void SyncFileSystem(string path)
     {

@@ -60,12 +60,12 @@ public sealed class ThinPool : IDisposable
     string? _readOnly;
     bool _disposed;
 
-    ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed)
+    ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed, bool rebuildCounts = false)
     {
         _data = data;
         _metaStore = metadata;
         _options = options;
-        Load(committed);
+        Load(committed, rebuildCounts);
         if (options.CommitInterval > TimeSpan.Zero) _timer = new Timer(_ => BackgroundCommit(), null, options.CommitInterval, options.CommitInterval);
     }
 
@@ -120,7 +120,7 @@ public sealed class ThinPool : IDisposable
     }
 
     /// <summary>Builds the in-memory view of the committed transaction <paramref name="sb"/>.</summary>
-    void Load(Superblock sb)
+    void Load(Superblock sb, bool rebuildCounts = false)
     {
         if ((ulong)_data.Length / sb.DataBlockSize < sb.DataBlocks)
             throw StrataException.Corrupt($"{_data.Name} is {_data.Length} bytes, smaller than the pool's {sb.DataBlocks} blocks of {sb.DataBlockSize}");
@@ -131,7 +131,19 @@ public sealed class ThinPool : IDisposable
         var records = DeviceTable.Load(meta, sb.DeviceTable);
         var tableBlocks = DeviceTable.Chain(meta, sb.DeviceTable);
         foreach (var d in records) CountTree(meta, d.Root);
-        space.Load(sb.RefIndex);
+        if (!rebuildCounts) space.Load(sb.RefIndex);
+        else
+        {
+            try
+            {
+                space.Load(sb.RefIndex); // its blocks stay the committed transaction's until the repair commits
+            }
+            catch (StrataException)
+            {
+                // unreadable counts: rebuilt below all the same
+            }
+            space.Rebuild(CountData(meta, records));
+        }
         meta.Committed();
         _meta = meta;
         _space = space;
@@ -142,6 +154,52 @@ public sealed class ThinPool : IDisposable
         _committed = sb;
         _dirty = false;
         _readOnly = sb.NeedsCheck ? "its metadata needs a check (needs_check is set): run `strata pool check`, then `strata pool repair`" : null;
+    }
+
+    /// <summary>How many distinct leaf entries map each data block (what the stored counts must say).</summary>
+    static Dictionary<ulong, uint> CountData(MetadataSpace meta, List<DeviceRecord> devices)
+    {
+        var counts = new Dictionary<ulong, uint>();
+        var seen = new HashSet<ulong>();
+        foreach (var d in devices)
+        {
+            if (d.Root == 0) continue;
+            var pending = new Stack<ulong>();
+            pending.Push(d.Root);
+            while (pending.Count > 0)
+            {
+                ulong b = pending.Pop();
+                if (!seen.Add(b)) continue;
+                var node = meta.Load(b);
+                for (int i = 0; i < node.Count; i++)
+                    if (node.Leaf) counts[node.Values[i]] = counts.GetValueOrDefault(node.Values[i]) + 1;
+                    else pending.Push(node.Values[i]);
+            }
+        }
+        return counts;
+    }
+
+    /// <summary>
+    /// Repairs what can be rebuilt from the mapping trees: the data reference counts (reclaiming leaked blocks)
+    /// and the needs_check flag, in a new commit. Damaged trees or a damaged device table are not guessed at:
+    /// that is refused, with the check's findings.
+    /// </summary>
+    public static CheckReport Repair(IBlockStore data, IBlockStore metadata)
+    {
+        var before = PoolChecker.Check(metadata);
+        var structural = before.Errors.Where(e => !e.StartsWith("data block ", StringComparison.Ordinal) && !e.StartsWith("data reference counts", StringComparison.Ordinal)).ToList();
+        if (structural.Count > 0)
+            throw StrataException.Corrupt($"the pool's trees or device table are damaged, which repair does not rebuild ({structural.Count} problem(s), first: {structural[0]})");
+        var sb = ReadSuperblock(metadata);
+        using (var pool = new ThinPool(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero }, sb with { Flags = sb.Flags & ~Superblock.NeedsCheckFlag }, rebuildCounts: true))
+        {
+            lock (pool._lock)
+            {
+                pool._dirty = true;
+                pool.CommitLocked();
+            }
+        }
+        return PoolChecker.Check(metadata);
     }
 
     /// <summary>Counts the references of a tree's nodes at open; a node seen before (shared) is not walked again.</summary>

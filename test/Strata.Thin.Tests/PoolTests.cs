@@ -288,6 +288,49 @@ public sealed class PoolTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void RepairRebuildsWrongCountsAndClearsNeedsCheck()
+    {
+        var (pool, data, metadata) = NewPool(dataBlocks: 4096, metadataBytes: 16 * 4096);
+        using (pool)
+        {
+            pool.CreateDevice("a", 4000L * Bs);
+            using var dev = pool.OpenDevice("a");
+            dev.Write(0, Pattern(3 * Bs, 9));
+            pool.Commit();
+            Assert.Throws<StrataException>(() =>
+            {
+                for (long i = 3; i < 4000; i++) dev.Write(i * Bs, new byte[] { 9 });
+                pool.Commit();
+            });
+            Assert.True(pool.Status().NeedsCheck);
+        }
+        // damage the counts: one mapped block counted twice, one unmapped block counted once (a leak)
+        var buffer = new byte[4096];
+        ulong counts = PoolChecker.Check(metadata).Referenced.First(b => { metadata.Read((long)b * 4096, buffer); return buffer[4] == 5; });
+        metadata.Read((long)counts * 4096, buffer);
+        int mapped = Enumerable.Range(0, 1016).First(i => BitConverter.ToUInt32(buffer, 32 + i * 4) == 1);
+        int unmapped = Enumerable.Range(0, 1016).First(i => BitConverter.ToUInt32(buffer, 32 + i * 4) == 0);
+        BitConverter.TryWriteBytes(buffer.AsSpan(32 + mapped * 4), 2u);
+        BitConverter.TryWriteBytes(buffer.AsSpan(32 + unmapped * 4), 1u);
+        Strata.Thin.Metadata.MetadataBlock.Seal(buffer);
+        metadata.Write((long)counts * 4096, buffer);
+        var damaged = PoolChecker.Check(metadata);
+        Assert.Single(damaged.Errors);
+        Assert.Single(damaged.Leaks);
+
+        var repaired = ThinPool.Repair(data, metadata);
+        Assert.True(repaired.Clean, string.Join("; ", repaired.Errors.Concat(repaired.Leaks)));
+        using (pool = ThinPool.Open(data, metadata, NoTimer))
+        {
+            Assert.False(pool.Status().NeedsCheck);
+            using var dev = pool.OpenDevice("a");
+            Assert.Equal(Pattern(3 * Bs, 9), ReadAll(dev, 0, 3 * Bs));
+            dev.Write(5L * Bs, new byte[] { 1 }); // writable again
+        }
+        AssertClean(metadata);
+    }
+
+    [Fact]
     public void DeviceNamesAndSizesAreChecked()
     {
         var (pool, _, _) = NewPool();

@@ -117,6 +117,19 @@ sealed class DataSpace
         if (_indexBlocks.Length > PointersPerBlock) throw StrataException.Unsupported($"a pool of more than {(long)PointersPerBlock * PointersPerBlock * CountsPerBlock} data blocks");
     }
 
+    /// <summary>Replaces every count by <paramref name="counts"/> (a repair), to be written whole at the next commit.</summary>
+    public void Rebuild(Dictionary<ulong, uint> counts)
+    {
+        Array.Clear(_refs);
+        foreach (var (block, refs) in counts)
+        {
+            CheckBlock(block);
+            _refs[block] = refs;
+        }
+        Free = Blocks - (ulong)counts.Count;
+        for (int chunk = 0; chunk < _chunkBlocks.Length; chunk++) _dirtyChunks.Add(chunk);
+    }
+
     // ---- persistence ----
 
     /// <summary>Reads the counts the committed radix at <paramref name="top"/> holds, counting its blocks as used.</summary>

@@ -1,0 +1,177 @@
+using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+using Strata.Core;
+using Strata.Native;
+using Strata.Thin;
+
+namespace Strata.Cli;
+
+/// <summary>`strata pool ...`: thin pools and their devices. A pool lives in a directory (--pool, default
+/// ROOT/thin); each command opens it, makes one call, and closes it (committing).</summary>
+public static partial class Commands
+{
+    static readonly Option<string?> PoolOption = new("--pool")
+    {
+        Description = "Pool directory (default: ROOT/thin)",
+        Recursive = true,
+    };
+
+    static string PoolDir(ParseResult r) =>
+        Io.Current.FullPath(r.GetValue(PoolOption) ?? Path.Combine(r.GetValue(RootOption)!, "thin"));
+
+    static Command PoolCommand()
+    {
+        var pool = new Command("pool", "Thin pools: block devices allocated on write, with O(1) snapshots") { PoolOption };
+
+        var dataPath = new Option<string?>("--data") { Description = "Data store: a file (made sparse) or a block device (default: POOL/data)" };
+        var metaPath = new Option<string?>("--metadata") { Description = "Metadata store: a file (made sparse) or a block device (default: POOL/metadata)" };
+        var dataSize = new Option<string>("--data-size") { Description = "Size of a data file (default 100G; sparse: it takes space as blocks are written)", DefaultValueFactory = _ => "100G" };
+        var metaSize = new Option<string>("--metadata-size") { Description = "Size of a metadata file (default 2G, sparse)", DefaultValueFactory = _ => "2G" };
+        var blockSize = new Option<string>("--block-size") { Description = "Block size: a power of two from 64K to 1G (default 64K; fixed at creation)", DefaultValueFactory = _ => "64K" };
+        var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize };
+        create.SetAction(r =>
+        {
+            long bs = ByteSize.Parse(r.GetValue(blockSize)!, "block size");
+            if (bs is < ThinPool.MinBlockSize or > ThinPool.MaxBlockSize || !long.IsPow2(bs))
+                throw StrataException.Invalid($"block size {r.GetValue(blockSize)} must be a power of two from 64K to 1G");
+            using var dir = PoolDirectory.Create(PoolDir(r), ByteSize.Parse(r.GetValue(dataSize)!, "data size"), ByteSize.Parse(r.GetValue(metaSize)!, "metadata size"),
+                (uint)bs, r.GetValue(dataPath) is { } d ? Io.Current.FullPath(d) : null, r.GetValue(metaPath) is { } m ? Io.Current.FullPath(m) : null);
+            Io.Current.Out.WriteLine(dir.Path);
+            return 0;
+        });
+        pool.Subcommands.Add(create);
+
+        var format = FormatOption();
+        var info = new Command("info", "Show the pool's space (like `docker info` for devicemapper)") { format };
+        info.SetAction(r =>
+        {
+            using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+            var lines = PoolStatusLines(dir);
+            if (IsJson(r, format)) WriteJson(lines.ToDictionary(l => l.Key, l => (object)l.Value));
+            else foreach (var (k, v) in lines) Io.Current.Out.WriteLine($"{k}: {v}");
+            return 0;
+        });
+        pool.Subcommands.Add(info);
+
+        var check = new Command("check", "Check every metadata block, tree and reference count; exit 0 when clean, 1 with a report");
+        check.SetAction(r =>
+        {
+            var report = PoolDirectory.WithStores(PoolDir(r), (_, metadata) => PoolChecker.Check(metadata));
+            return Report(report);
+        });
+        pool.Subcommands.Add(check);
+
+        var repair = new Command("repair", "Rebuild the data reference counts from the mapping trees (reclaiming leaked blocks) and clear needs_check");
+        repair.SetAction(r =>
+        {
+            var report = PoolDirectory.WithStores(PoolDir(r), ThinPool.Repair);
+            Io.Current.Out.WriteLine("repaired");
+            return Report(report);
+        });
+        pool.Subcommands.Add(repair);
+
+        var device = new Command("device", "Thin devices of the pool");
+        var name = new Argument<string>("NAME") { Description = "Device name" };
+        var size = new Option<string>("--size") { Description = "Virtual size (e.g. 10G)", Required = true };
+        var dcreate = new Command("create", "Create a thin device (nothing is allocated until it is written)") { name, size };
+        dcreate.SetAction(r => WithPool(r, p => p.CreateDevice(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"))));
+        device.Subcommands.Add(dcreate);
+
+        var source = new Argument<string>("SOURCE") { Description = "Device to snapshot" };
+        var snapName = new Argument<string>("NAME") { Description = "Name of the snapshot" };
+        var snapshot = new Command("snapshot", "Snapshot a device: a new device sharing all its blocks, in O(1)") { source, snapName };
+        snapshot.SetAction(r => WithPool(r, p => p.Snapshot(r.GetValue(source)!, r.GetValue(snapName)!)));
+        device.Subcommands.Add(snapshot);
+
+        var names = new Argument<string[]>("NAME") { Description = "Devices to delete", Arity = ArgumentArity.OneOrMore };
+        var rm = new Command("rm", "Delete devices; blocks no other device uses are freed") { names };
+        rm.SetAction(r =>
+        {
+            using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+            foreach (var n in r.GetValue(names)!)
+            {
+                dir.Pool.DeleteDevice(n);
+                Io.Current.Out.WriteLine(n);
+            }
+            return 0;
+        });
+        device.Subcommands.Add(rm);
+
+        var resize = new Command("resize", "Grow a device") { name, size };
+        resize.SetAction(r => WithPool(r, p => p.ResizeDevice(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"))));
+        device.Subcommands.Add(resize);
+
+        var lsFormat = FormatOption();
+        var ls = new Command("ls", "List devices with their mapped, exclusive and shared blocks (like thin_ls)") { lsFormat };
+        ls.SetAction(r =>
+        {
+            using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+            var devices = dir.Pool.Devices();
+            if (IsJson(r, lsFormat))
+            {
+                WriteJson(devices.Select(d => new Dictionary<string, object>
+                {
+                    ["Name"] = d.Name, ["Id"] = (long)d.Id, ["Size"] = d.Size, ["MappedBlocks"] = (long)d.Mapped,
+                    ["ExclusiveBlocks"] = (long)d.Exclusive, ["SharedBlocks"] = (long)d.Shared, ["Origin"] = (long)d.Origin,
+                    ["Created"] = d.Created.ToString("o", CultureInfo.InvariantCulture),
+                }).ToList());
+                return 0;
+            }
+            var table = Table("NAME", "ID", "SIZE", "MAPPED", "EXCLUSIVE", "SHARED", "CREATED");
+            foreach (var d in devices)
+                table.AddRow(Markup.Escape(d.Name), d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * dir.Pool.BlockSize),
+                    Bytes((long)d.Exclusive * dir.Pool.BlockSize), Bytes((long)d.Shared * dir.Pool.BlockSize), When(d.Created));
+            Io.Current.Ansi.Write(table);
+            return 0;
+        });
+        device.Subcommands.Add(ls);
+        pool.Subcommands.Add(device);
+        return pool;
+    }
+
+    static int WithPool(ParseResult r, Func<ThinPool, ThinDeviceInfo> change)
+    {
+        using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+        var d = change(dir.Pool);
+        Io.Current.Out.WriteLine(d.Name);
+        return 0;
+    }
+
+    static int Report(CheckReport report)
+    {
+        var o = Io.Current.Out;
+        o.WriteLine($"transaction {report.Transaction}: {report.Devices} device(s), {report.MappedBlocks} mapped block(s), {report.MetadataBlocksUsed} metadata block(s)");
+        foreach (var e in report.Errors) o.WriteLine($"error: {e}");
+        foreach (var l in report.Leaks) o.WriteLine($"leak: {l}");
+        if (report.Clean) o.WriteLine("clean");
+        return report.Clean ? ExitCodes.Ok : ExitCodes.Failure;
+    }
+
+    /// <summary>The pool's status lines, with the names Docker's devicemapper driver printed.</summary>
+    static List<KeyValuePair<string, string>> PoolStatusLines(PoolDirectory dir)
+    {
+        var s = dir.Pool.Status();
+        long bs = s.BlockSize, dataTotal = (long)s.DataBlocks * bs, dataUsed = (long)s.DataBlocksUsed * bs;
+        long dataAvailable = (long)s.DataBlocksFree * bs;
+        if (File.Exists(dir.Layout.Data)) dataAvailable = Math.Min(dataAvailable, Posix.AvailableBytes(Path.GetDirectoryName(dir.Layout.Data)!));
+        long metaTotal = (long)s.MetadataBlocks * 4096, metaUsed = (long)s.MetadataBlocksUsed * 4096;
+        return
+        [
+            new("Pool Directory", dir.Path),
+            new("Pool Blocksize", ByteSize.Format(bs)),
+            new("Data file", dir.Layout.Data),
+            new("Metadata file", dir.Layout.Metadata),
+            new("Data Space Used", ByteSize.Format(dataUsed)),
+            new("Data Space Total", ByteSize.Format(dataTotal)),
+            new("Data Space Available", ByteSize.Format(dataAvailable)),
+            new("Metadata Space Used", ByteSize.Format(metaUsed)),
+            new("Metadata Space Total", ByteSize.Format(metaTotal)),
+            new("Metadata Space Available", ByteSize.Format(metaTotal - metaUsed)),
+            new("Thin Devices", s.Devices.ToString(CultureInfo.InvariantCulture)),
+            new("Transaction", s.Transaction.ToString(CultureInfo.InvariantCulture)),
+            new("Needs Check", s.NeedsCheck ? "true" : "false"),
+            new("Read Only", s.ReadOnlyReason ?? "false"),
+        ];
+    }
+}

@@ -1,0 +1,172 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Strata.Native;
+
+namespace Strata.Thin;
+
+/// <summary>Where a pool's stores are, as its directory records them in <c>pool.json</c>.</summary>
+public sealed record PoolLayout
+{
+    public required string Data { get; init; }
+    public required string Metadata { get; init; }
+}
+
+[JsonSourceGenerationOptions(WriteIndented = true)]
+[JsonSerializable(typeof(PoolLayout))]
+sealed partial class PoolJson : JsonSerializerContext;
+
+/// <summary>
+/// A pool in a directory: <c>pool.json</c> (where the data and metadata stores are: by default the sparse files
+/// <c>data</c> and <c>metadata</c> beside it, or files or block devices given at creation) and <c>pool.lock</c>,
+/// which the one process that has the pool open holds (flock).
+/// </summary>
+public sealed class PoolDirectory : IDisposable
+{
+    readonly FileDescriptor _lock;
+
+    PoolDirectory(string dir, FileDescriptor lockFd, PoolLayout layout, ThinPool pool, IBlockStore data, IBlockStore metadata)
+    {
+        Path = dir;
+        _lock = lockFd;
+        Layout = layout;
+        Pool = pool;
+        Data = data;
+        Metadata = metadata;
+    }
+
+    public string Path { get; }
+    public PoolLayout Layout { get; }
+    public ThinPool Pool { get; }
+    public IBlockStore Data { get; }
+    public IBlockStore Metadata { get; }
+
+    static string LayoutFile(string dir) => System.IO.Path.Combine(dir, "pool.json");
+
+    public static bool Exists(string dir) => File.Exists(LayoutFile(dir));
+
+    static FileDescriptor Lock(string dir)
+    {
+        string file = System.IO.Path.Combine(dir, "pool.lock");
+        var fd = Posix.Open(file, Posix.O_RDWR | Posix.O_CREAT, 0x180);
+        if (!Posix.TryLockExclusive(fd, file))
+        {
+            fd.Dispose();
+            throw StrataException.InUse($"the pool in {dir} is in use by another process");
+        }
+        return fd;
+    }
+
+    /// <summary>Makes a new pool in <paramref name="dir"/> (which must not hold one) and opens it.</summary>
+    public static PoolDirectory Create(string dir, long dataSize, long metadataSize, uint blockSize, string? dataPath = null, string? metadataPath = null, PoolOptions? options = null)
+    {
+        dir = System.IO.Path.GetFullPath(dir);
+        Directory.CreateDirectory(dir);
+        var lockFd = Lock(dir);
+        var created = new List<string>();
+        try
+        {
+            if (Exists(dir)) throw StrataException.Exists($"{dir} already holds a pool");
+            var layout = new PoolLayout
+            {
+                Data = System.IO.Path.GetFullPath(dataPath ?? System.IO.Path.Combine(dir, "data")),
+                Metadata = System.IO.Path.GetFullPath(metadataPath ?? System.IO.Path.Combine(dir, "metadata")),
+            };
+            if (layout.Data == layout.Metadata) throw StrataException.Invalid("the data and the metadata need stores of their own");
+            var data = FileBlockStore.Create(layout.Data, dataSize);
+            created.Add(layout.Data);
+            var metadata = FileBlockStore.Create(layout.Metadata, metadataSize);
+            created.Add(layout.Metadata);
+            try
+            {
+                var pool = ThinPool.Create(data, metadata, blockSize, options);
+                AtomicWrite(LayoutFile(dir), JsonSerializer.SerializeToUtf8Bytes(layout, PoolJson.Default.PoolLayout));
+                return new PoolDirectory(dir, lockFd, layout, pool, data, metadata);
+            }
+            catch
+            {
+                data.Dispose();
+                metadata.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            foreach (var f in created) if (File.Exists(f)) File.Delete(f); // block devices are never deleted: Create took them as they were
+            lockFd.Dispose();
+            throw;
+        }
+    }
+
+    public static PoolDirectory Open(string dir, PoolOptions? options = null) => Open(dir, (d, m) => ThinPool.Open(d, m, options));
+
+    /// <summary>Opens the stores of the pool in <paramref name="dir"/>, under its lock, and hands them to
+    /// <paramref name="open"/> (a pool open, or a check or repair that must not run beside one).</summary>
+    public static PoolDirectory Open(string dir, Func<IBlockStore, IBlockStore, ThinPool> open)
+    {
+        dir = System.IO.Path.GetFullPath(dir);
+        if (!Exists(dir)) throw StrataException.NotFound($"there is no pool in {dir} (strata pool create)");
+        var lockFd = Lock(dir);
+        IBlockStore? data = null, metadata = null;
+        try
+        {
+            PoolLayout layout;
+            try
+            {
+                layout = JsonSerializer.Deserialize(File.ReadAllBytes(LayoutFile(dir)), PoolJson.Default.PoolLayout) ?? throw new JsonException("empty");
+            }
+            catch (JsonException ex)
+            {
+                throw StrataException.Corrupt($"{LayoutFile(dir)} is unreadable ({ex.Message})");
+            }
+            data = FileBlockStore.Open(layout.Data);
+            metadata = FileBlockStore.Open(layout.Metadata);
+            return new PoolDirectory(dir, lockFd, layout, open(data, metadata), data, metadata);
+        }
+        catch
+        {
+            data?.Dispose();
+            metadata?.Dispose();
+            lockFd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Runs <paramref name="use"/> on the stores of the pool in <paramref name="dir"/> without opening
+    /// it (check), under its lock.</summary>
+    public static T WithStores<T>(string dir, Func<IBlockStore, IBlockStore, T> use)
+    {
+        T result = default!;
+        using var _ = Open(dir, (d, m) =>
+        {
+            result = use(d, m);
+            return null!;
+        });
+        return result;
+    }
+
+    static void AtomicWrite(string path, byte[] bytes)
+    {
+        string tmp = path + ".tmp";
+        using (var fd = Posix.Open(tmp, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_TRUNC, 0x180))
+        {
+            Posix.WriteAll(fd, bytes, tmp);
+            Posix.Fsync(fd, tmp);
+        }
+        File.Move(tmp, path, overwrite: true);
+        Posix.FsyncDirectory(System.IO.Path.GetDirectoryName(path)!);
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Pool?.Dispose();
+        }
+        finally
+        {
+            Data.Dispose();
+            Metadata.Dispose();
+            _lock.Dispose();
+        }
+    }
+}

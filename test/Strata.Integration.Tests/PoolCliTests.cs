@@ -1,0 +1,93 @@
+using System.Text.Json;
+using Strata.Testing;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>`strata pool` as a user runs it: a pool in ROOT/thin by default (or --pool), its devices, info,
+/// check and repair, exit codes and one-line errors.</summary>
+public sealed class PoolCliTests : IDisposable
+{
+    readonly TempRoot _temp = new();
+    readonly Cli _cli;
+
+    public PoolCliTests() => _cli = new Cli(_temp.Combine("store"));
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void APoolAndItsDevicesFromTheCommandLine()
+    {
+        string dir = _cli.Ok("pool", "create", "--data-size", "1G", "--metadata-size", "16M");
+        Assert.Equal(Path.Combine(_temp.Combine("store"), "thin"), dir);
+        // sparse: a 1 GiB pool takes next to nothing
+        Assert.True(new FileInfo(Path.Combine(dir, "data")).Length == 1L << 30);
+        Assert.True(Shell.Run("du", "-k", Path.Combine(dir, "data")).Check("du").Stdout.StartsWith("0\t"), "the data file is not sparse");
+
+        Assert.Equal("vol", _cli.Ok("pool", "device", "create", "vol", "--size", "100M"));
+        Assert.Equal("snap", _cli.Ok("pool", "device", "snapshot", "vol", "snap"));
+        Assert.Equal("vol", _cli.Ok("pool", "device", "resize", "vol", "--size", "200M"));
+        var devices = JsonDocument.Parse(_cli.Ok("pool", "device", "ls", "--format", "json")).RootElement.EnumerateArray().ToList();
+        Assert.Equal(["vol", "snap"], devices.Select(d => d.GetProperty("Name").GetString()));
+        Assert.Equal(200L << 20, devices[0].GetProperty("Size").GetInt64());
+        Assert.Equal(1, devices[1].GetProperty("Origin").GetInt64());
+
+        var info = JsonDocument.Parse(_cli.Ok("pool", "info", "--format", "json")).RootElement;
+        Assert.Equal("64 KiB", info.GetProperty("Pool Blocksize").GetString());
+        Assert.Equal("1 GiB", info.GetProperty("Data Space Total").GetString());
+        Assert.Equal("0 B", info.GetProperty("Data Space Used").GetString());
+        Assert.Equal("2", info.GetProperty("Thin Devices").GetString());
+        Assert.Contains("Metadata Space Available: ", _cli.Ok("pool", "info"));
+
+        Assert.EndsWith("clean", _cli.Ok("pool", "check"));
+        Assert.Equal("snap\nvol", _cli.Ok("pool", "device", "rm", "snap", "vol"));
+        Assert.EndsWith("clean", _cli.Ok("pool", "repair"));
+    }
+
+    [Fact]
+    public void BadInputGetsOneLineAndTheRightExitCode()
+    {
+        var none = _cli.Run("pool", "info");
+        Assert.Equal(3, none.ExitCode);
+        Assert.Equal($"strata: there is no pool in {Path.Combine(_temp.Combine("store"), "thin")} (strata pool create)\n", none.Stderr);
+
+        string pool = _temp.Combine("p");
+        _cli.Ok("pool", "--pool", pool, "create", "--data-size", "64M", "--metadata-size", "1M");
+        Assert.Equal(4, _cli.Run("pool", "--pool", pool, "create").ExitCode);
+        var cases = new (string[] Args, int Code, string Fragment)[]
+        {
+            (["pool", "--pool", _temp.Combine("q"), "create", "--block-size", "96K"], 2, "power of two"),
+            (["pool", "--pool", _temp.Combine("q"), "create", "--data-size", "lots"], 2, "is not a size"),
+            (["pool", "--pool", pool, "device", "create", "../x", "--size", "1M"], 2, "invalid device name"),
+            (["pool", "--pool", pool, "device", "create", "x", "--size", "0"], 2, "must be positive"),
+            (["pool", "--pool", pool, "device", "snapshot", "nope", "x"], 3, "does not exist"),
+            (["pool", "--pool", pool, "device", "rm", "nope"], 3, "does not exist"),
+        };
+        foreach (var (args, code, fragment) in cases)
+        {
+            var r = _cli.Run(args);
+            Assert.True(code == r.ExitCode, $"{string.Join(' ', args)}: exit {r.ExitCode}, expected {code}: {r.Stderr}");
+            Assert.Contains(fragment, r.Stderr);
+            Assert.Equal(1, r.Stderr.Count(c => c == '\n'));
+        }
+        Assert.False(Directory.Exists(_temp.Combine("q", "data")) || File.Exists(_temp.Combine("q", "data")), "a refused create left a data file");
+        _cli.Ok("pool", "--pool", pool, "device", "create", "x", "--size", "1M");
+        Assert.Equal(2, _cli.Run("pool", "--pool", pool, "device", "resize", "x", "--size", "512K").ExitCode);
+
+        // damage: check says so and exits 1; repair refuses to guess at trees
+        string metadata = Path.Combine(pool, "metadata");
+        using (var f = File.OpenWrite(metadata))
+        {
+            // the device table is the block after the superblocks that the pool wrote last: damage every used block past them
+            var buffer = new byte[4096];
+            for (long b = 2; b < 64; b++)
+            {
+                f.Position = b * 4096 + 200;
+                f.WriteByte(0x5A);
+            }
+        }
+        var check = _cli.Run("pool", "--pool", pool, "check");
+        Assert.Equal(1, check.ExitCode);
+        Assert.Contains("error: ", check.Stdout);
+        Assert.NotEqual(0, _cli.Run("pool", "--pool", pool, "repair").ExitCode);
+    }
+}
