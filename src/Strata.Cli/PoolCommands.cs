@@ -71,6 +71,39 @@ public static partial class Commands
         });
         pool.Subcommands.Add(repair);
 
+        var xml = new Option<bool>("--xml") { Description = "In thin-provisioning-tools' XML (thin_dump/thin_restore); the only format", Required = true };
+        var dump = new Command("dump", "Write the pool's mappings as thin_dump's XML (device names and sizes are not part of it)") { xml, OutputOption };
+        dump.SetAction(r =>
+        {
+            string? path = r.GetValue(OutputOption);
+            PoolDirectory.WithStores(PoolDir(r), (_, metadata) =>
+            {
+                if (path is null && !Io.Current.FilesAtClient)
+                {
+                    var ms = new MemoryStream();
+                    ThinPool.DumpXml(metadata, ms);
+                    Io.Current.Out.Write(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+                }
+                else OutputFile.Write(path, s => { ThinPool.DumpXml(metadata, s); return 0; });
+                return 0;
+            });
+            return 0;
+        });
+        pool.Subcommands.Add(dump);
+
+        var restore = new Command("restore", "Replace the pool's metadata by thin_dump's XML (devices are named by their ids); the data store stays as it is") { xml, InputOption };
+        restore.SetAction(r =>
+        {
+            using var input = OpenInput(r.GetValue(InputOption));
+            PoolDirectory.WithStores(PoolDir(r), (data, metadata) =>
+            {
+                ThinPool.RestoreXml(data, metadata, input);
+                return 0;
+            });
+            return 0;
+        });
+        pool.Subcommands.Add(restore);
+
         var device = new Command("device", "Thin devices of the pool");
         var name = new Argument<string>("NAME") { Description = "Device name" };
         var size = new Option<string>("--size") { Description = "Virtual size (e.g. 10G)", Required = true };

@@ -34,7 +34,7 @@ public sealed record PoolStatus(
 /// virtual block so that two writes to one block do not interleave their read-modify-write); commits,
 /// snapshots, deletes and resizes take the gate alone, so they never see IO half-done.
 /// </summary>
-public sealed class ThinPool : IDisposable
+public sealed partial class ThinPool : IDisposable
 {
     public const uint MinBlockSize = 64 * 1024;
     public const uint MaxBlockSize = 1024 * 1024 * 1024;

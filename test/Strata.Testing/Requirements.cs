@@ -47,3 +47,13 @@ public sealed class DockerFactAttribute : FactAttribute
             Skip = "dockerd is not installed (test.sh installs the Debian package docker.io)";
     }
 }
+
+/// <summary>A fact that runs thin-provisioning-tools (thin_restore, thin_check, thin_dump); skipped without them.</summary>
+public sealed class ThinToolsFactAttribute : FactAttribute
+{
+    public ThinToolsFactAttribute()
+    {
+        if (!Shell.Has("thin_restore") || !Shell.Has("thin_check") || !Shell.Has("thin_dump"))
+            Skip = "thin-provisioning-tools is not installed (test.sh installs it)";
+    }
+}

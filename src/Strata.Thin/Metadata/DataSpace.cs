@@ -100,6 +100,15 @@ sealed class DataSpace
         return false;
     }
 
+    /// <summary>One more reference to a block that may have had none (a restore mapping it): counted used.</summary>
+    public void Claim(ulong block)
+    {
+        CheckBlock(block);
+        if (_refs[block] == 0) Free--;
+        _refs[block]++;
+        _dirtyChunks.Add((int)(block / CountsPerBlock));
+    }
+
     void CheckBlock(ulong block)
     {
         if (block >= Blocks) throw StrataException.Corrupt($"data block {block} is outside the pool's {Blocks} data blocks; run `strata pool check`");
