@@ -91,6 +91,14 @@ public sealed class FileBlockStore : IBlockStore
         return Posix.TryFallocate(_fd, Posix.FALLOC_FL_PUNCH_HOLE | Posix.FALLOC_FL_KEEP_SIZE, offset, length) == 0;
     }
 
+    public bool IsHole(long offset, long length)
+    {
+        if (_isDevice || length <= 0) return false;
+        long data = Posix.Seek(_fd, offset, Posix.SEEK_DATA);
+        if (data < 0) return Errno.Last == Errno.ENXIO; // no data from offset to the end
+        return data >= offset + length;
+    }
+
     public void Grow(long length)
     {
         if (length <= Length) return;

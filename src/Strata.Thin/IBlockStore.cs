@@ -23,6 +23,10 @@ public interface IBlockStore : IDisposable
     /// zeros. False when the store cannot, and then nothing changed.</summary>
     bool Discard(long offset, long length);
 
+    /// <summary>Whether the range is known to read as zeros without holding any data (a hole of a sparse file):
+    /// then a partial write needs no zeros written around it. False when unknown.</summary>
+    bool IsHole(long offset, long length);
+
     /// <summary>Grows the store to <paramref name="length"/> bytes (the new part reads as zeros).</summary>
     void Grow(long length);
 }

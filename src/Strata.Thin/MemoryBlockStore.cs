@@ -76,6 +76,14 @@ public sealed class MemoryBlockStore(long length, string name = "memory") : IBlo
         return true;
     }
 
+    public bool IsHole(long offset, long length)
+    {
+        lock (_lock)
+            for (long page = offset / PageSize; page * PageSize < offset + length; page++)
+                if (_pages.ContainsKey(page)) return false;
+        return true;
+    }
+
     public void Grow(long length)
     {
         lock (_lock) if (length > _length) _length = length;

@@ -144,7 +144,7 @@ public sealed partial class ThinPool : IDisposable
             }
             space.Rebuild(CountData(meta, records));
         }
-        meta.Committed();
+        meta.CommittedAtOpen();
         _meta = meta;
         _space = space;
         _tree = new MappingTree(meta, space);
@@ -512,6 +512,7 @@ public sealed partial class ThinPool : IDisposable
             try
             {
                 if (piece.Length == bs) _data.Write((long)fresh * bs, piece);
+                else if (!mapped && _data.IsHole((long)fresh * bs, bs)) _data.Write((long)fresh * bs + at, piece); // the rest reads as zeros already
                 else
                 {
                     var buffer = ArrayPool<byte>.Shared.Rent((int)bs);

@@ -61,6 +61,8 @@ sealed class CrashingBlockStore(long length, string name) : IBlockStore
         return true;
     }
 
+    public bool IsHole(long offset, long length) => _current.IsHole(offset, length);
+
     public void Grow(long length)
     {
         lock (_lock)

@@ -16,6 +16,7 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
     int[] _refs = new int[blocks];
     BitArray _committed = new((int)blocks);
     readonly HashSet<ulong> _fresh = [];
+    readonly List<ulong> _released = []; // committed blocks whose last reference this transaction dropped
     readonly Dictionary<ulong, Node> _nodes = [];
     ulong _cursor = 2;
 
@@ -70,6 +71,7 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
     {
         if (_refs[block] <= 0) throw StrataException.Corrupt($"metadata block {block} is released more often than it is used");
         if (--_refs[block] > 0) return false;
+        if (_committed[(int)block]) _released.Add(block);
         _fresh.Remove(block);
         _nodes.Remove(block);
         Used--;
@@ -79,10 +81,18 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
     /// <summary>After a commit: what is in use now is what the committed transaction uses.</summary>
     public void Committed()
     {
-        var committed = new BitArray((int)Blocks);
-        for (int i = 0; i < (int)Blocks; i++) committed[i] = _refs[i] > 0;
-        _committed = committed;
+        foreach (ulong b in _fresh) _committed[(int)b] = true;
+        foreach (ulong b in _released) _committed[(int)b] = _refs[b] > 0;
         _fresh.Clear();
+        _released.Clear();
+    }
+
+    /// <summary>At open, once every block the committed transaction uses has been counted.</summary>
+    public void CommittedAtOpen()
+    {
+        for (int i = 0; i < (int)Blocks; i++) _committed[i] = _refs[i] > 0;
+        _fresh.Clear();
+        _released.Clear();
     }
 
     public void Grow(ulong blocks)

@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(Strata.ThinBench.IoBenchmarks).Assembly).Run(args);
