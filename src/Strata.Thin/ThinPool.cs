@@ -439,6 +439,9 @@ public sealed partial class ThinPool : IDisposable
         {
             long bs = BlockSize;
             CheckRange(id, offset, buffer.Length);
+            // pieces on consecutive data blocks are read with one call
+            int pendingStart = 0, pendingLength = 0;
+            long pendingData = 0;
             for (int done = 0; done < buffer.Length;)
             {
                 long pos = offset + done;
@@ -446,10 +449,18 @@ public sealed partial class ThinPool : IDisposable
                 bool mapped;
                 ulong block;
                 lock (_lock) mapped = _tree.TryLookup(Dev(id).Root, (ulong)(pos / bs), out block);
-                if (mapped) _data.Read((long)block * bs + at, buffer.Slice(done, n));
-                else buffer.Slice(done, n).Clear();
+                long dataAt = (long)block * bs + at;
+                if (mapped && pendingLength > 0 && pendingData + pendingLength == dataAt) pendingLength += n;
+                else
+                {
+                    if (pendingLength > 0) _data.Read(pendingData, buffer.Slice(pendingStart, pendingLength));
+                    pendingLength = 0;
+                    if (mapped) (pendingStart, pendingData, pendingLength) = (done, dataAt, n);
+                    else buffer.Slice(done, n).Clear();
+                }
                 done += n;
             }
+            if (pendingLength > 0) _data.Read(pendingData, buffer.Slice(pendingStart, pendingLength));
         }
         finally
         {
