@@ -29,14 +29,28 @@ public static partial class Commands
         var dataSize = new Option<string>("--data-size") { Description = "Size of a data file (default 100G; sparse: it takes space as blocks are written)", DefaultValueFactory = _ => "100G" };
         var metaSize = new Option<string>("--metadata-size") { Description = "Size of a metadata file (default 2G, sparse)", DefaultValueFactory = _ => "2G" };
         var blockSize = new Option<string>("--block-size") { Description = "Block size: a power of two from 64K to 1G (default 64K; fixed at creation)", DefaultValueFactory = _ => "64K" };
-        var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize };
+        var threshold = new Option<int>("--autoextend-threshold") { Description = "Grow a store file by --autoextend-percent when this percent of it is used (default 80; 100: never)", DefaultValueFactory = _ => 80 };
+        var percent = new Option<int>("--autoextend-percent") { Description = "How much to grow a store file by, in percent of its size (default 20)", DefaultValueFactory = _ => 20 };
+        var maxData = new Option<string?>("--max-data-size") { Description = "The largest the data file may grow to (default: as far as the disk has room)" };
+        var maxMeta = new Option<string?>("--max-metadata-size") { Description = "The largest the metadata file may grow to (default: as far as the disk has room)" };
+        var noSpace = new Option<int>("--no-space-timeout") { Description = "Seconds a write waits for space when the pool is full before it fails (default 0: at once)", DefaultValueFactory = _ => 0 };
+        var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize, threshold, percent, maxData, maxMeta, noSpace };
         create.SetAction(r =>
         {
             long bs = ByteSize.Parse(r.GetValue(blockSize)!, "block size");
             if (bs is < ThinPool.MinBlockSize or > ThinPool.MaxBlockSize || !long.IsPow2(bs))
                 throw StrataException.Invalid($"block size {r.GetValue(blockSize)} must be a power of two from 64K to 1G");
+            var options = new PoolOptions
+            {
+                CommitInterval = TimeSpan.Zero,
+                AutoextendThreshold = r.GetValue(threshold),
+                AutoextendPercent = r.GetValue(percent),
+                MaxDataSize = r.GetValue(maxData) is { } md ? ByteSize.Parse(md, "maximum data size") : 0,
+                MaxMetadataSize = r.GetValue(maxMeta) is { } mm ? ByteSize.Parse(mm, "maximum metadata size") : 0,
+                NoSpaceTimeout = r.GetValue(noSpace) is >= 0 and <= 3600 and var t ? TimeSpan.FromSeconds(t) : throw StrataException.Invalid("--no-space-timeout must be from 0 to 3600 seconds"),
+            };
             using var dir = PoolDirectory.Create(PoolDir(r), ByteSize.Parse(r.GetValue(dataSize)!, "data size"), ByteSize.Parse(r.GetValue(metaSize)!, "metadata size"),
-                (uint)bs, r.GetValue(dataPath) is { } d ? Io.Current.FullPath(d) : null, r.GetValue(metaPath) is { } m ? Io.Current.FullPath(m) : null);
+                (uint)bs, r.GetValue(dataPath) is { } d ? Io.Current.FullPath(d) : null, r.GetValue(metaPath) is { } m ? Io.Current.FullPath(m) : null, options);
             Io.Current.Out.WriteLine(dir.Path);
             return 0;
         });
@@ -46,7 +60,7 @@ public static partial class Commands
         var info = new Command("info", "Show the pool's space (like `docker info` for devicemapper)") { format };
         info.SetAction(r =>
         {
-            using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
             var lines = PoolStatusLines(dir);
             if (IsJson(r, format)) WriteJson(lines.ToDictionary(l => l.Key, l => (object)l.Value));
             else foreach (var (k, v) in lines) Io.Current.Out.WriteLine($"{k}: {v}");
@@ -121,7 +135,7 @@ public static partial class Commands
         var rm = new Command("rm", "Delete devices; blocks no other device uses are freed") { names };
         rm.SetAction(r =>
         {
-            using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
             foreach (var n in r.GetValue(names)!)
             {
                 dir.Pool.DeleteDevice(n);
@@ -139,7 +153,7 @@ public static partial class Commands
         var ls = new Command("ls", "List devices with their mapped, exclusive and shared blocks (like thin_ls)") { lsFormat };
         ls.SetAction(r =>
         {
-            using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
             var devices = dir.Pool.Devices();
             if (IsJson(r, lsFormat))
             {
@@ -165,7 +179,7 @@ public static partial class Commands
 
     static int WithPool(ParseResult r, Func<ThinPool, ThinDeviceInfo> change)
     {
-        using var dir = PoolDirectory.Open(PoolDir(r), new PoolOptions { CommitInterval = TimeSpan.Zero });
+        using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
         var d = change(dir.Pool);
         Io.Current.Out.WriteLine(d.Name);
         return 0;
@@ -205,6 +219,10 @@ public static partial class Commands
             new("Transaction", s.Transaction.ToString(CultureInfo.InvariantCulture)),
             new("Needs Check", s.NeedsCheck ? "true" : "false"),
             new("Read Only", s.ReadOnlyReason ?? "false"),
+            new("Autoextend", dir.Layout.AutoextendThreshold >= 100 ? "off" : $"{dir.Layout.AutoextendPercent}% at {dir.Layout.AutoextendThreshold}% used"
+                + (dir.Layout.MaxDataSize > 0 ? $", data up to {ByteSize.Format(dir.Layout.MaxDataSize)}" : "")
+                + (dir.Layout.MaxMetadataSize > 0 ? $", metadata up to {ByteSize.Format(dir.Layout.MaxMetadataSize)}" : "")),
+            new("No Space Timeout", dir.Layout.NoSpaceTimeoutMs == 0 ? "0 (fail at once)" : $"{dir.Layout.NoSpaceTimeoutMs / 1000} s"),
         ];
     }
 }

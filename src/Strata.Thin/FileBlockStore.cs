@@ -20,6 +20,9 @@ public sealed class FileBlockStore : IBlockStore
 
     public string Name { get; }
 
+    /// <summary>A block device (its size is its own: it cannot be grown from here).</summary>
+    public bool IsDevice => _isDevice;
+
     public long Length => Interlocked.Read(ref _length);
 
     /// <summary>Creates a new sparse file of <paramref name="length"/> bytes (never an existing one), or takes a

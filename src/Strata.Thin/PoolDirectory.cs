@@ -9,6 +9,22 @@ public sealed record PoolLayout
 {
     public required string Data { get; init; }
     public required string Metadata { get; init; }
+    public int AutoextendThreshold { get; init; } = 80;
+    public int AutoextendPercent { get; init; } = 20;
+    public long MaxDataSize { get; init; }
+    public long MaxMetadataSize { get; init; }
+    public long NoSpaceTimeoutMs { get; init; }
+
+    /// <summary>The pool's options as recorded (the commit interval is the caller's).</summary>
+    public PoolOptions Options(TimeSpan commitInterval) => new()
+    {
+        CommitInterval = commitInterval,
+        AutoextendThreshold = AutoextendThreshold,
+        AutoextendPercent = AutoextendPercent,
+        MaxDataSize = MaxDataSize,
+        MaxMetadataSize = MaxMetadataSize,
+        NoSpaceTimeout = TimeSpan.FromMilliseconds(NoSpaceTimeoutMs),
+    };
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true)]
@@ -66,10 +82,21 @@ public sealed class PoolDirectory : IDisposable
         try
         {
             if (Exists(dir)) throw StrataException.Exists($"{dir} already holds a pool");
+            options ??= new PoolOptions();
+            if (options.AutoextendThreshold is < 1 or > 100) throw StrataException.Invalid($"autoextend threshold {options.AutoextendThreshold} must be a percent from 1 to 100 (100: off)");
+            if (options.AutoextendPercent is < 1 or > 1000) throw StrataException.Invalid($"autoextend percent {options.AutoextendPercent} must be from 1 to 1000");
+            if (options.NoSpaceTimeout < TimeSpan.Zero || options.NoSpaceTimeout > TimeSpan.FromHours(1)) throw StrataException.Invalid("the no-space timeout must be from 0 to 1 hour");
+            if (options.MaxDataSize is > 0 and var maxData && maxData < dataSize) throw StrataException.Invalid($"the maximum data size is below the data size");
+            if (options.MaxMetadataSize is > 0 and var maxMeta && maxMeta < metadataSize) throw StrataException.Invalid($"the maximum metadata size is below the metadata size");
             var layout = new PoolLayout
             {
                 Data = System.IO.Path.GetFullPath(dataPath ?? System.IO.Path.Combine(dir, "data")),
                 Metadata = System.IO.Path.GetFullPath(metadataPath ?? System.IO.Path.Combine(dir, "metadata")),
+                AutoextendThreshold = options.AutoextendThreshold,
+                AutoextendPercent = options.AutoextendPercent,
+                MaxDataSize = options.MaxDataSize,
+                MaxMetadataSize = options.MaxMetadataSize,
+                NoSpaceTimeoutMs = (long)options.NoSpaceTimeout.TotalMilliseconds,
             };
             if (layout.Data == layout.Metadata) throw StrataException.Invalid("the data and the metadata need stores of their own");
             var data = FileBlockStore.Create(layout.Data, dataSize);
@@ -97,11 +124,13 @@ public sealed class PoolDirectory : IDisposable
         }
     }
 
-    public static PoolDirectory Open(string dir, PoolOptions? options = null) => Open(dir, (d, m) => ThinPool.Open(d, m, options));
+    /// <summary>Opens the pool in <paramref name="dir"/> with the options it was created with.</summary>
+    public static PoolDirectory Open(string dir, TimeSpan? commitInterval = null) =>
+        Open(dir, (d, m, layout) => ThinPool.Open(d, m, layout.Options(commitInterval ?? new PoolOptions().CommitInterval)));
 
     /// <summary>Opens the stores of the pool in <paramref name="dir"/>, under its lock, and hands them to
     /// <paramref name="open"/> (a pool open, or a check or repair that must not run beside one).</summary>
-    public static PoolDirectory Open(string dir, Func<IBlockStore, IBlockStore, ThinPool> open)
+    public static PoolDirectory Open(string dir, Func<IBlockStore, IBlockStore, PoolLayout, ThinPool> open)
     {
         dir = System.IO.Path.GetFullPath(dir);
         if (!Exists(dir)) throw StrataException.NotFound($"there is no pool in {dir} (strata pool create)");
@@ -120,7 +149,7 @@ public sealed class PoolDirectory : IDisposable
             }
             data = FileBlockStore.Open(layout.Data);
             metadata = FileBlockStore.Open(layout.Metadata);
-            return new PoolDirectory(dir, lockFd, layout, open(data, metadata), data, metadata);
+            return new PoolDirectory(dir, lockFd, layout, open(data, metadata, layout), data, metadata);
         }
         catch
         {
@@ -136,7 +165,7 @@ public sealed class PoolDirectory : IDisposable
     public static T WithStores<T>(string dir, Func<IBlockStore, IBlockStore, T> use)
     {
         T result = default!;
-        using var _ = Open(dir, (d, m) =>
+        using var _ = Open(dir, (d, m, _) =>
         {
             result = use(d, m);
             return null!;

@@ -11,6 +11,27 @@ public sealed record PoolOptions
     /// <summary>How often a pool with changes commits on its own (a flush or FUA write commits at once).
     /// Zero: only on flush (tests).</summary>
     public TimeSpan CommitInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long a write that finds no free data block waits for one (a delete, a discard, autoextend)
+    /// before it fails with a no-space error. Zero (the default): it fails at once. Never unbounded.</summary>
+    public TimeSpan NoSpaceTimeout { get; init; } = TimeSpan.Zero;
+
+    /// <summary>Grow a store by <see cref="AutoextendPercent"/> of its size when this percent of it is in use
+    /// (as LVM's thin_pool_autoextend_threshold); 100 turns autoextend off. Stores that cannot grow (block
+    /// devices) never do.</summary>
+    public int AutoextendThreshold { get; init; } = 80;
+
+    public int AutoextendPercent { get; init; } = 20;
+
+    /// <summary>The largest the data store may grow to (0: as far as the disk under it has room).</summary>
+    public long MaxDataSize { get; init; }
+
+    /// <summary>The largest the metadata store may grow to (0: as far as the disk under it has room).</summary>
+    public long MaxMetadataSize { get; init; }
+
+    /// <summary>Free data blocks below which <see cref="ThinPool.LowWater"/> is raised (once per crossing);
+    /// null: the blocks above the autoextend threshold (20% of the pool by default).</summary>
+    public ulong? LowWaterBlocks { get; init; }
 }
 
 /// <summary>A thin device as <see cref="ThinPool.Devices"/> lists it (counts in pool blocks).</summary>
@@ -59,6 +80,12 @@ public sealed partial class ThinPool : IDisposable
     bool _dirty;
     string? _readOnly;
     bool _disposed;
+    bool _belowLowWater;
+    readonly object _spaceSignal = new();
+
+    /// <summary>Raised (on the thread pool) when the free data blocks drop below the low-water mark; again only
+    /// after they have been above it.</summary>
+    public event Action<PoolStatus>? LowWater;
 
     ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed, bool rebuildCounts = false)
     {
@@ -476,11 +503,32 @@ public sealed partial class ThinPool : IDisposable
             lock (_lock) CheckWritable();
             CheckRange(id, offset, data.Length);
             long bs = BlockSize;
+            var deadline = DateTime.UtcNow + _options.NoSpaceTimeout;
             for (int done = 0; done < data.Length;)
             {
                 long pos = offset + done;
                 int at = (int)(pos % bs), n = (int)Math.Min(bs - at, data.Length - done);
-                WriteBlock(id, (ulong)(pos / bs), at, data.Slice(done, n));
+                try
+                {
+                    WriteBlock(id, (ulong)(pos / bs), at, data.Slice(done, n));
+                }
+                catch (DataFullException)
+                {
+                    var left = deadline - DateTime.UtcNow;
+                    if (left <= TimeSpan.Zero) throw DataFull();
+                    // wait without the gate, so that deletes and commits that make room can run
+                    _gate.ExitReadLock();
+                    try
+                    {
+                        lock (_spaceSignal) Monitor.Wait(_spaceSignal, left < TimeSpan.FromMilliseconds(100) ? left : TimeSpan.FromMilliseconds(100));
+                    }
+                    finally
+                    {
+                        _gate.EnterReadLock();
+                    }
+                    if (_options.CommitInterval == TimeSpan.Zero || _dirty) ThreadPool.QueueUserWorkItem(_ => BackgroundCommit());
+                    continue;
+                }
                 done += n;
             }
         }
@@ -512,8 +560,7 @@ public sealed partial class ThinPool : IDisposable
                     _dirty = true;
                     fresh = 0;
                 }
-                else if (!_space.TryAllocate(out fresh))
-                    throw new StrataException(ErrorKind.NoSpace, $"the pool's data space is full ({_space.Blocks} blocks of {bs} bytes): delete devices or grow the pool");
+                else if (!TryAllocateData(out fresh)) throw new DataFullException();
             }
             if (mapped && !shared)
             {
@@ -552,6 +599,67 @@ public sealed partial class ThinPool : IDisposable
                 Map(Dev(id), vblock, fresh);
             }
         }
+    }
+
+    sealed class DataFullException : Exception;
+
+    StrataException DataFull() => new(ErrorKind.NoSpace, $"the pool's data space is full ({_space.Blocks} blocks of {BlockSize} bytes): delete devices or grow the pool");
+
+    /// <summary>A data block for a write (under the lock), growing the data store first when autoextend says
+    /// so; raises the low-water event on the way down.</summary>
+    bool TryAllocateData(out ulong block)
+    {
+        Autoextend();
+        bool ok = _space.TryAllocate(out block);
+        ulong mark = _options.LowWaterBlocks ?? _space.Blocks * (ulong)(100 - Math.Clamp(_options.AutoextendThreshold, 0, 100)) / 100;
+        if (_space.Free < mark && !_belowLowWater)
+        {
+            _belowLowWater = true;
+            var status = StatusLocked();
+            if (LowWater is { } handler) ThreadPool.QueueUserWorkItem(_ => handler(status));
+        }
+        else if (_space.Free >= mark) _belowLowWater = false;
+        return ok;
+    }
+
+    /// <summary>Grows the data and metadata stores by the configured percent once their use crosses the
+    /// threshold, up to their maximum and to the room on the disk; the next commit records the new sizes.</summary>
+    void Autoextend()
+    {
+        int threshold = _options.AutoextendThreshold;
+        if (threshold is <= 0 or >= 100) return;
+        long bs = BlockSize;
+        if (_space.Used * 100 >= _space.Blocks * (ulong)threshold)
+        {
+            long grown = Grown(_data, (long)_space.Blocks * bs, _options.MaxDataSize);
+            if (grown / bs > (long)_space.Blocks)
+            {
+                _data.Grow(grown);
+                _space.Grow((ulong)(grown / bs));
+                _dirty = true;
+            }
+        }
+        if (_meta.Used * 100 >= _meta.Blocks * (ulong)threshold)
+        {
+            long grown = Grown(_metaStore, (long)_meta.Blocks * MetadataBlock.Size, _options.MaxMetadataSize);
+            if (grown / MetadataBlock.Size > (long)_meta.Blocks)
+            {
+                _metaStore.Grow(grown);
+                _meta.Grow((ulong)(grown / MetadataBlock.Size));
+                _dirty = true;
+            }
+        }
+    }
+
+    long Grown(IBlockStore store, long size, long max)
+    {
+        long target = size + size * Math.Max(_options.AutoextendPercent, 1) / 100;
+        if (max > 0) target = Math.Min(target, max);
+        if (store is FileBlockStore { IsDevice: true }) return size;
+        if (store is FileBlockStore file && Path.GetDirectoryName(file.Name) is { } dir)
+            target = Math.Min(target, size + Math.Max(0, Posix.AvailableBytes(dir)));
+        if (target > int.MaxValue * (long)(store == _data ? BlockSize : MetadataBlock.Size)) return size;
+        return Math.Max(target, size);
     }
 
     /// <summary>Maps <paramref name="vblock"/> of <paramref name="d"/> to <paramref name="block"/> (whose count the
@@ -634,7 +742,14 @@ public sealed partial class ThinPool : IDisposable
                     lock (_lock) mapped = _tree.TryLookup(Dev(id).Root, vblock, out ulong _);
                     if (!mapped) return;
                     zeros ??= new byte[bs];
-                    WriteBlock(id, vblock, at, zeros.AsSpan(0, n));
+                    try
+                    {
+                        WriteBlock(id, vblock, at, zeros.AsSpan(0, n));
+                    }
+                    catch (DataFullException)
+                    {
+                        throw DataFull();
+                    }
                 }
             });
         }
@@ -735,7 +850,9 @@ public sealed partial class ThinPool : IDisposable
         _meta.Committed();
         _dirty = false;
         long bs = BlockSize;
-        foreach (ulong b in _space.Release()) _data.Discard((long)b * bs, bs); // best effort: the space goes back to the host
+        var released = _space.Release();
+        foreach (ulong b in released) _data.Discard((long)b * bs, bs); // best effort: the space goes back to the host
+        if (released.Count > 0) lock (_spaceSignal) Monitor.PulseAll(_spaceSignal);
         _meta.TrimCache(65536);
     }
 
@@ -754,8 +871,12 @@ public sealed partial class ThinPool : IDisposable
 
     public PoolStatus Status()
     {
-        lock (_lock)
-            return new PoolStatus(BlockSize, _space.Blocks, _space.Used, _space.Free, _meta.Blocks, _meta.Used, _devices.Count, _meta.Transaction,
+        lock (_lock) return StatusLocked();
+    }
+
+    PoolStatus StatusLocked()
+    {
+        return new PoolStatus(BlockSize, _space.Blocks, _space.Used, _space.Free, _meta.Blocks, _meta.Used, _devices.Count, _meta.Transaction,
                 _committed.NeedsCheck, _readOnly);
     }
 

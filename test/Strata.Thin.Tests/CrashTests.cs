@@ -13,7 +13,7 @@ namespace Strata.Thin.Tests;
 public sealed class CrashTests(ITestOutputHelper output)
 {
     const int Bs = (int)ThinPool.MinBlockSize;
-    static readonly PoolOptions NoTimer = new() { CommitInterval = TimeSpan.Zero };
+    static readonly PoolOptions NoTimer = new() { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 };
 
     /// <summary>Device name -> its blocks that hold data, as 8-byte stamps at a per-block place.</summary>
     sealed class State

@@ -79,7 +79,7 @@ public sealed class ModelTests(ITestOutputHelper output)
         var random = new Random(seed);
         var data = new MemoryBlockStore(Math.Max(2048L, maxBlocks * 4L) * Bs, "data");
         var metadata = new MemoryBlockStore(8L << 20, "metadata");
-        var pool = ThinPool.Create(data, metadata, options: new PoolOptions { CommitInterval = TimeSpan.Zero });
+        var pool = ThinPool.Create(data, metadata, options: new PoolOptions { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 });
         var model = new Model();
         int step = 0;
         string last = "";
@@ -178,7 +178,7 @@ public sealed class ModelTests(ITestOutputHelper output)
                 {
                     last = "reopen";
                     pool.Dispose();
-                    pool = ThinPool.Open(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero });
+                    pool = ThinPool.Open(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 });
                     Assert.Equal(model.Devices.Keys.Order(StringComparer.Ordinal), pool.Devices().Select(d => d.Name).Order(StringComparer.Ordinal));
                 }
             }
@@ -186,7 +186,7 @@ public sealed class ModelTests(ITestOutputHelper output)
             AssertClean(PoolChecker.Check(metadata), seed, step);
             // everything reads back after a final reopen
             pool.Dispose();
-            pool = ThinPool.Open(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero });
+            pool = ThinPool.Open(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 });
             foreach (var (name, bytes) in model.Devices)
             {
                 using var dev = pool.OpenDevice(name);

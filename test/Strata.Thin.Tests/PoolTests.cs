@@ -9,7 +9,7 @@ namespace Strata.Thin.Tests;
 public sealed class PoolTests(ITestOutputHelper output)
 {
     const int Bs = (int)ThinPool.MinBlockSize;
-    static readonly PoolOptions NoTimer = new() { CommitInterval = TimeSpan.Zero };
+    static readonly PoolOptions NoTimer = new() { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 };
 
     static (ThinPool Pool, MemoryBlockStore Data, MemoryBlockStore Metadata) NewPool(long dataBlocks = 1024, long metadataBytes = 8 << 20)
     {

@@ -13,7 +13,7 @@ namespace Strata.Thin.Tests;
 public sealed class ThinToolsTests : IDisposable
 {
     const int Bs = (int)ThinPool.MinBlockSize;
-    static readonly PoolOptions NoTimer = new() { CommitInterval = TimeSpan.Zero };
+    static readonly PoolOptions NoTimer = new() { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 };
     readonly TempRoot _temp = new();
 
     public void Dispose() => _temp.Dispose();
