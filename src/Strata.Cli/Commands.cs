@@ -91,7 +91,7 @@ public static partial class Commands
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
         string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
-        return new Route(Path.GetFullPath(r.GetValue(RootOption)!), forwardable, command.Name is "apply" or "restore", input, output);
+        return new Route(Path.GetFullPath(r.GetValue(RootOption)!), forwardable, command.Name is "apply" or "restore" or "write", input, output);
     }
 
     static Command Serve()

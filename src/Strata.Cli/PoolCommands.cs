@@ -149,6 +149,53 @@ public static partial class Commands
         resize.SetAction(r => WithPool(r, p => p.ResizeDevice(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"))));
         device.Subcommands.Add(resize);
 
+        var offset = new Option<string>("--offset") { Description = "Byte offset in the device (default 0)", DefaultValueFactory = _ => "0" };
+        var write = new Command("write", "Write stdin (or -i FILE) into a device at --offset, then flush; prints the bytes written") { name, offset, InputOption };
+        write.SetAction(r =>
+        {
+            using var input = OpenInput(r.GetValue(InputOption));
+            using var dir = PoolDirectory.Open(PoolDir(r));
+            using var dev = dir.Pool.OpenDevice(r.GetValue(name)!);
+            long at = ByteSize.Parse(r.GetValue(offset)!, "offset"), total = 0;
+            var buffer = new byte[1 << 20];
+            int n;
+            while ((n = input.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false)) > 0)
+            {
+                if (at + total + n > dev.Size) throw StrataException.Invalid($"the input runs past the end of device {dev.Name} ({dev.Size} bytes)");
+                dev.Write(at + total, buffer.AsSpan(0, n));
+                total += n;
+            }
+            dev.Flush();
+            Io.Current.Out.WriteLine(total.ToString(CultureInfo.InvariantCulture));
+            return 0;
+        });
+        device.Subcommands.Add(write);
+
+        var length = new Option<string?>("--length") { Description = "Bytes to read (default: to the end of the device)" };
+        var read = new Command("read", "Read a device's bytes from --offset to stdout (or -o FILE)") { name, offset, length, OutputOption };
+        read.SetAction(r =>
+        {
+            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
+            using var dev = dir.Pool.OpenDevice(r.GetValue(name)!);
+            long at = ByteSize.Parse(r.GetValue(offset)!, "offset");
+            long count = r.GetValue(length) is { } l ? ByteSize.Parse(l, "length") : Math.Max(0, dev.Size - at);
+            if (at < 0 || at > dev.Size || count > dev.Size - at) throw StrataException.Invalid($"{count} bytes at {at} are outside device {dev.Name} ({dev.Size} bytes)");
+            OutputFile.Write(r.GetValue(OutputOption), s =>
+            {
+                var buffer = new byte[1 << 20];
+                for (long done = 0; done < count;)
+                {
+                    int n = (int)Math.Min(buffer.Length, count - done);
+                    dev.Read(at + done, buffer.AsSpan(0, n));
+                    s.Write(buffer, 0, n);
+                    done += n;
+                }
+                return 0;
+            });
+            return 0;
+        });
+        device.Subcommands.Add(read);
+
         var lsFormat = FormatOption();
         var ls = new Command("ls", "List devices with their mapped, exclusive and shared blocks (like thin_ls)") { lsFormat };
         ls.SetAction(r =>
