@@ -97,6 +97,12 @@ public sealed partial class ThinPool
         var (blockSize, dataBlocks, devices) = ParseXml(xml);
         if ((ulong)data.Length / blockSize < dataBlocks)
             throw StrataException.Invalid($"the XML describes {dataBlocks} data blocks of {blockSize} bytes; {data.Name} holds only {(ulong)data.Length / blockSize}");
+        // refuse before anything is replaced when the metadata store cannot hold it (leaves at least half full,
+        // the counts of every data block, the device table, the superblocks, and a margin)
+        ulong total = (ulong)devices.Values.Sum(d => (long)d.Count);
+        ulong need = 2 + total / (Node.Capacity / 2) + total / 10_000 + (ulong)data.Length / blockSize / DataSpace.CountsPerBlock + 8 + (ulong)devices.Count / 40 + 16;
+        ulong have = (ulong)metadata.Length / MetadataBlock.Size;
+        if (need > have) throw new StrataException(ErrorKind.NoSpace, $"the metadata store ({have} blocks of 4 KiB) is too small for {total} mappings (about {need} blocks)");
         using var pool = Create(data, metadata, blockSize, new PoolOptions { CommitInterval = TimeSpan.Zero });
         lock (pool._lock)
         {
@@ -172,7 +178,7 @@ public sealed partial class ThinPool
         void Add(ulong origin, ulong dataBlock, ulong length)
         {
             if (current is null) throw StrataException.Invalid("a mapping outside a <device>");
-            if (length == 0 || length > dataBlocks || dataBlock > dataBlocks - length || origin > ulong.MaxValue / 2 - length)
+            if (length == 0 || length > dataBlocks || dataBlock > dataBlocks - length || origin > (ulong)long.MaxValue / MaxBlockSize - length)
                 throw StrataException.Invalid($"device {currentId}: a mapping of {length} block(s) at data block {dataBlock} is past the pool's {dataBlocks} data blocks");
             for (ulong i = 0; i < length; i++)
                 if (!current.TryAdd(origin + i, dataBlock + i)) throw StrataException.Invalid($"device {currentId} maps block {origin + i} twice");

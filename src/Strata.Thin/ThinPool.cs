@@ -81,6 +81,7 @@ public sealed partial class ThinPool : IDisposable
     string? _readOnly;
     bool _disposed;
     bool _belowLowWater;
+    bool _lostTransaction; // Fail() threw away writes that were not committed: a flush must say so
     readonly object _spaceSignal = new();
 
     /// <summary>Raised (on the thread pool) when the free data blocks drop below the low-water mark; again only
@@ -107,7 +108,7 @@ public sealed partial class ThinPool : IDisposable
         ulong dataBlocks = (ulong)data.Length / blockSize, metaBlocks = (ulong)metadata.Length / MetadataBlock.Size;
         if (dataBlocks == 0) throw StrataException.Invalid($"the data store ({data.Length} bytes) is smaller than one {blockSize}-byte block");
         if (metaBlocks < 16) throw StrataException.Invalid($"the metadata store ({metadata.Length} bytes) needs at least 64 KiB");
-        if (dataBlocks > int.MaxValue) throw StrataException.Unsupported($"a pool of {dataBlocks} data blocks (at most {int.MaxValue}; use a larger block size)");
+        if (dataBlocks > Math.Min(int.MaxValue, DataSpace.MaxBlocks)) throw StrataException.Unsupported($"a pool of {dataBlocks} data blocks (at most {Math.Min(int.MaxValue, DataSpace.MaxBlocks)}; use a larger block size)");
         if (metaBlocks > int.MaxValue) metaBlocks = int.MaxValue;
         var sb = new Superblock
         {
@@ -172,6 +173,7 @@ public sealed partial class ThinPool : IDisposable
             space.Rebuild(CountData(meta, records));
         }
         meta.CommittedAtOpen();
+        meta.TryGrow = GrowMetadata;
         _meta = meta;
         _space = space;
         _tree = new MappingTree(meta, space);
@@ -282,7 +284,7 @@ public sealed partial class ThinPool : IDisposable
                 catch (MetadataFullException ex)
                 {
                     Fail(ex.Message);
-                    throw;
+                    throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
                 }
                 _dirty = true;
                 CommitLocked();
@@ -504,6 +506,7 @@ public sealed partial class ThinPool : IDisposable
             CheckRange(id, offset, data.Length);
             long bs = BlockSize;
             var deadline = DateTime.UtcNow + _options.NoSpaceTimeout;
+            bool committedForSpace = false;
             for (int done = 0; done < data.Length;)
             {
                 long pos = offset + done;
@@ -514,6 +517,21 @@ public sealed partial class ThinPool : IDisposable
                 }
                 catch (DataFullException)
                 {
+                    if (!committedForSpace && _space.Quarantined > 0)
+                    {
+                        // blocks freed since the last commit become free with the next one: commit once, then retry
+                        committedForSpace = true;
+                        _gate.ExitReadLock();
+                        try
+                        {
+                            Commit();
+                        }
+                        finally
+                        {
+                            _gate.EnterReadLock();
+                        }
+                        continue;
+                    }
                     var left = deadline - DateTime.UtcNow;
                     if (left <= TimeSpan.Zero) throw DataFull();
                     // wait without the gate, so that deletes and commits that make room can run
@@ -651,6 +669,18 @@ public sealed partial class ThinPool : IDisposable
         }
     }
 
+    /// <summary>The metadata store is full: grows it now if autoextend may (whatever the threshold said).</summary>
+    bool GrowMetadata()
+    {
+        if (_options.AutoextendThreshold is <= 0 or >= 100) return false;
+        long grown = Grown(_metaStore, (long)_meta.Blocks * MetadataBlock.Size, _options.MaxMetadataSize);
+        if (grown / MetadataBlock.Size <= (long)_meta.Blocks) return false;
+        _metaStore.Grow(grown);
+        _meta.Grow((ulong)(grown / MetadataBlock.Size));
+        _dirty = true;
+        return true;
+    }
+
     long Grown(IBlockStore store, long size, long max)
     {
         long target = size + size * Math.Max(_options.AutoextendPercent, 1) / 100;
@@ -658,7 +688,8 @@ public sealed partial class ThinPool : IDisposable
         if (store is FileBlockStore { IsDevice: true }) return size;
         if (store is FileBlockStore file && Path.GetDirectoryName(file.Name) is { } dir)
             target = Math.Min(target, size + Math.Max(0, Posix.AvailableBytes(dir)));
-        if (target > int.MaxValue * (long)(store == _data ? BlockSize : MetadataBlock.Size)) return size;
+        long limit = store == _data ? (long)Math.Min(int.MaxValue, DataSpace.MaxBlocks) * BlockSize : (long)int.MaxValue * MetadataBlock.Size;
+        target = Math.Min(target, limit);
         return Math.Max(target, size);
     }
 
@@ -687,18 +718,20 @@ public sealed partial class ThinPool : IDisposable
         value = 0;
         shared = false;
         if (root == 0) return false;
+        // shared now, or shared by the last commit with a tree that has let go of it since (a crash would bring
+        // that tree back, so it must not see this write)
         var node = _meta.Load(root);
-        shared = _meta.Refs(root) > 1;
+        shared = _meta.Refs(root) > 1 || _meta.DroppedSinceCommit(root);
         while (!node.Leaf)
         {
             ulong child = node.Values[node.ChildFor(key)];
-            shared |= _meta.Refs(child) > 1;
+            shared |= _meta.Refs(child) > 1 || _meta.DroppedSinceCommit(child);
             node = _meta.Load(child);
         }
         int i = node.LowerBound(key);
         if (i >= node.Count || node.Keys[i] != key) return false;
         value = node.Values[i];
-        shared |= _space.Refs(value) > 1;
+        shared |= _space.Refs(value) > 1 || _space.DroppedSinceCommit(value);
         return true;
     }
 
@@ -795,6 +828,7 @@ public sealed partial class ThinPool : IDisposable
             lock (_lock)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
+                if (_lostTransaction) throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only and lost the writes since its last commit: {_readOnly}");
                 if (_readOnly is not null) return; // nothing can have changed since the last commit
                 CommitLocked();
             }
@@ -846,6 +880,21 @@ public sealed partial class ThinPool : IDisposable
             Fail(ex.Message);
             throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
         }
+        catch (Exception ex) when (ex is IOException or StrataException)
+        {
+            // a failed flush may have dropped what it was to write, and a retry could reuse blocks a superblock
+            // already on disk points at: stop here, at the last commit, read-only
+            try
+            {
+                Fail($"a commit failed ({ex.Message})");
+            }
+            catch (Exception)
+            {
+                _readOnly ??= $"a commit failed ({ex.Message})";
+                _lostTransaction = true;
+            }
+            throw new StrataException(ErrorKind.Io, $"the pool could not commit and is read-only now: {ex.Message}", ex);
+        }
         _meta.Transaction = next;
         _meta.Committed();
         _dirty = false;
@@ -865,6 +914,7 @@ public sealed partial class ThinPool : IDisposable
         flagged.Write(buffer);
         _metaStore.Write((long)flagged.Slot * MetadataBlock.Size, buffer);
         _metaStore.Flush();
+        _lostTransaction |= _dirty;
         Load(flagged);
         _readOnly = $"{why}; it is back at its last commit with needs_check set (grow the metadata, then `strata pool repair`)";
     }

@@ -111,7 +111,23 @@ public sealed class ThinToolsTests : IDisposable
         Assert.Equal(0x30, buffer[1]);
     }
 
+    [Fact]
+    public void ARestoreTooBigForTheMetadataIsRefusedBeforeAnythingIsReplaced()
+    {
+        var data = new MemoryBlockStore(100_000L * Bs);
+        var metadata = new MemoryBlockStore(64 * 4096);
+        using (var pool = ThinPool.Create(data, metadata, options: NoTimer)) pool.CreateDevice("kept", Bs);
+        string xml = "<superblock data_block_size=\"128\" nr_data_blocks=\"100000\"><device dev_id=\"1\">"
+            + string.Concat(Enumerable.Range(0, 50_000).Select(i => $"<single_mapping origin_block=\"{i * 2}\" data_block=\"{i}\"/>"))
+            + "</device></superblock>";
+        var ex = Assert.Throws<StrataException>(() => ThinPool.RestoreXml(data, metadata, new MemoryStream(System.Text.Encoding.UTF8.GetBytes(xml))));
+        Assert.Equal(ErrorKind.NoSpace, ex.Kind);
+        using var reopened = ThinPool.Open(data, metadata, NoTimer);
+        Assert.Equal(["kept"], reopened.Devices().Select(d => d.Name));
+    }
+
     [Theory]
+    [InlineData("<superblock data_block_size=\"128\" nr_data_blocks=\"10\"><device dev_id=\"1\"><single_mapping origin_block=\"18446744073709551000\" data_block=\"1\"/></device></superblock>", "past the pool")]
     [InlineData("<superblock data_block_size=\"100\" nr_data_blocks=\"10\"/>", "power of two")]
     [InlineData("<superblock data_block_size=\"128\" nr_data_blocks=\"10\"><device dev_id=\"1\"><single_mapping origin_block=\"0\" data_block=\"10\"/></device></superblock>", "past the pool")]
     [InlineData("<superblock data_block_size=\"128\" nr_data_blocks=\"10\"><device dev_id=\"1\"><range_mapping origin_begin=\"0\" data_begin=\"1\" length=\"2\"/><single_mapping origin_block=\"1\" data_block=\"5\"/></device></superblock>", "twice")]

@@ -30,6 +30,10 @@ sealed class DataSpace
     ulong _top;
     ulong _cursor;
     readonly List<ulong> _quarantined = [];
+    readonly HashSet<ulong> _dropped = []; // counts that went down in this transaction and are not 0
+
+    /// <summary>The most data blocks the count radix can address.</summary>
+    public const ulong MaxBlocks = (ulong)PointersPerBlock * PointersPerBlock * CountsPerBlock;
 
     public DataSpace(MetadataSpace meta, ulong blocks)
     {
@@ -59,6 +63,10 @@ sealed class DataSpace
 
     public uint Refs(ulong block) => _refs[block];
 
+    /// <summary>Whether the block's count went down in this transaction: the last commit may map it from a tree
+    /// that no longer does, so writing it in place could change what that commit holds.</summary>
+    public bool DroppedSinceCommit(ulong block) => _dropped.Contains(block);
+
     public void Ref(ulong block)
     {
         CheckBlock(block);
@@ -71,6 +79,7 @@ sealed class DataSpace
     {
         CheckBlock(block);
         if (_refs[block] == 0) throw StrataException.Corrupt($"data block {block} is released more often than it is mapped; run `strata pool check`");
+        if (_refs[block] > 1) _dropped.Add(block);
         if (--_refs[block] == 0 && !_quarantine[(int)block])
         {
             _quarantine[(int)block] = true;
@@ -117,13 +126,13 @@ sealed class DataSpace
     public void Grow(ulong blocks)
     {
         if (blocks <= Blocks) return;
+        if (blocks > MaxBlocks) throw StrataException.Unsupported($"a pool of more than {MaxBlocks} data blocks");
         Array.Resize(ref _refs, checked((int)blocks));
         _quarantine.Length = (int)blocks;
         Array.Resize(ref _chunkBlocks, Chunks(blocks));
         Array.Resize(ref _indexBlocks, IndexCount(_chunkBlocks.Length));
         Free += blocks - Blocks;
         Blocks = blocks;
-        if (_indexBlocks.Length > PointersPerBlock) throw StrataException.Unsupported($"a pool of more than {(long)PointersPerBlock * PointersPerBlock * CountsPerBlock} data blocks");
     }
 
     /// <summary>Replaces every count by <paramref name="counts"/> (a repair), to be written whole at the next commit.</summary>
@@ -144,19 +153,19 @@ sealed class DataSpace
     /// <summary>Reads the counts the committed radix at <paramref name="top"/> holds, counting its blocks as used.</summary>
     public void Load(ulong top)
     {
-        _top = top;
         if (top == 0) return;
         var buffer = new byte[MetadataBlock.Size];
         _meta.CountAtOpen(top);
+        _top = top; // a pointer is kept only once it is known to be inside the metadata
         _meta.Read(top, buffer, BlockKind.RefIndex);
         var topPointers = ReadPointers(buffer);
         if (topPointers.Length > _indexBlocks.Length) throw StrataException.Corrupt($"data reference index {top} has more entries than the pool has data blocks");
         Free = Blocks;
         for (int i = 0; i < topPointers.Length; i++)
         {
-            _indexBlocks[i] = topPointers[i];
             if (topPointers[i] == 0) continue;
             _meta.CountAtOpen(topPointers[i]);
+            _indexBlocks[i] = topPointers[i];
             _meta.Read(topPointers[i], buffer, BlockKind.RefIndex);
             var chunkPointers = ReadPointers(buffer);
             for (int j = 0; j < chunkPointers.Length; j++)
@@ -164,8 +173,8 @@ sealed class DataSpace
                 int chunk = i * PointersPerBlock + j;
                 if (chunkPointers[j] == 0) continue;
                 if (chunk >= _chunkBlocks.Length) throw StrataException.Corrupt($"data reference index {topPointers[i]} points past the pool's data blocks");
-                _chunkBlocks[chunk] = chunkPointers[j];
                 _meta.CountAtOpen(chunkPointers[j]);
+                _chunkBlocks[chunk] = chunkPointers[j];
                 _meta.Read(chunkPointers[j], buffer, BlockKind.RefCounts);
                 int count = MetadataBlock.Count(buffer);
                 var counts = buffer.AsSpan(MetadataBlock.HeaderSize);
@@ -248,6 +257,7 @@ sealed class DataSpace
             if (_refs[b] == 0) released.Add(b);
         }
         _quarantined.Clear();
+        _dropped.Clear();
         Free += (ulong)released.Count;
         Quarantined = 0;
         return released;

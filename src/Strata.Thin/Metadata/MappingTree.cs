@@ -164,12 +164,13 @@ sealed class MappingTree(MetadataSpace meta, DataSpace data)
             meta.Unref(node.Block);
             return 0;
         }
-        // a root with one child gives way to it
+        // a root with one child gives way to it; below the first level that child may be shared with another
+        // tree, so nothing is changed in place: the child gets the tree's reference, then the old root is dropped
         while (!top.Leaf && top.Count == 1)
         {
             ulong child = top.Values[0];
-            top.Count = 0;
-            meta.Unref(top.Block); // this transaction's, not shared: the child keeps its reference
+            meta.Ref(child);
+            Drop(top.Block);
             top = meta.Load(child);
         }
         return top.Block;

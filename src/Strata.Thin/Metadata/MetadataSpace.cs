@@ -17,6 +17,7 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
     BitArray _committed = new((int)blocks);
     readonly HashSet<ulong> _fresh = [];
     readonly List<ulong> _released = []; // committed blocks whose last reference this transaction dropped
+    readonly HashSet<ulong> _dropped = []; // blocks that lost a reference in this transaction and still have some
     readonly Dictionary<ulong, Node> _nodes = [];
     ulong _cursor = 2;
 
@@ -30,6 +31,13 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
     public int Refs(ulong block) => _refs[block];
 
     public bool IsFresh(ulong block) => _fresh.Contains(block);
+
+    /// <summary>Whether the block lost a reference in this transaction: the last commit may still share it
+    /// with a tree that no longer does, so it must not be written through as if it were one tree's alone.</summary>
+    public bool DroppedSinceCommit(ulong block) => _dropped.Contains(block);
+
+    /// <summary>Asked when no block is left: grows the store (true) or not.</summary>
+    public Func<bool>? TryGrow { get; set; }
 
     /// <summary>Counts one more reference to a block the walk at open found (first sight: true).</summary>
     public bool CountAtOpen(ulong block)
@@ -62,7 +70,7 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
         return false;
     }
 
-    public ulong Allocate() => TryAllocate(out var b) ? b
+    public ulong Allocate() => TryAllocate(out var b) || (TryGrow?.Invoke() == true && TryAllocate(out b)) ? b
         : throw new MetadataFullException($"the pool's metadata ({Blocks} blocks of 4 KiB) is full");
 
     /// <summary>Drops one reference; true when it was the last (the block is free from the next commit on, or at
@@ -70,7 +78,11 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
     public bool Unref(ulong block)
     {
         if (_refs[block] <= 0) throw StrataException.Corrupt($"metadata block {block} is released more often than it is used");
-        if (--_refs[block] > 0) return false;
+        if (--_refs[block] > 0)
+        {
+            _dropped.Add(block);
+            return false;
+        }
         if (_committed[(int)block]) _released.Add(block);
         _fresh.Remove(block);
         _nodes.Remove(block);
@@ -85,6 +97,7 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
         foreach (ulong b in _released) _committed[(int)b] = _refs[b] > 0;
         _fresh.Clear();
         _released.Clear();
+        _dropped.Clear();
     }
 
     /// <summary>At open, once every block the committed transaction uses has been counted.</summary>
