@@ -511,6 +511,15 @@ public sealed partial class ThinPool : IDisposable
             {
                 long pos = offset + done;
                 int at = (int)(pos % bs), n = (int)Math.Min(bs - at, data.Length - done);
+                if (at == 0 && data.Length - done >= 2 * bs)
+                {
+                    int run = WriteRun(id, (ulong)(pos / bs), data.Slice(done, (int)Math.Min(data.Length - done, MaxRun * bs) / (int)bs * (int)bs));
+                    if (run > 0)
+                    {
+                        done += run * (int)bs;
+                        continue;
+                    }
+                }
                 try
                 {
                     WriteBlock(id, (ulong)(pos / bs), at, data.Slice(done, n));
@@ -557,7 +566,66 @@ public sealed partial class ThinPool : IDisposable
         if (fua) Commit();
     }
 
-    object Stripe(uint id, ulong vblock) => _stripes[(int)((vblock * 31 + id) % (ulong)_stripes.Length)];
+    object Stripe(uint id, ulong vblock) => _stripes[StripeIndex(id, vblock)];
+
+    int StripeIndex(uint id, ulong vblock) => (int)((vblock * 31 + id) % (ulong)_stripes.Length);
+
+    const int MaxRun = 64;
+
+    /// <summary>
+    /// Writes whole blocks that no one maps yet, from <paramref name="first"/> on, into consecutive fresh data
+    /// blocks with one write to the data store (so the data lands as one extent, and the page cache keeps it in
+    /// large pieces as it would a file written the same way), then maps them. Returns how many blocks it wrote
+    /// (fewer than asked when the next data block is taken): 0 when fewer than two qualify or there is no
+    /// space, and the caller writes block by block.
+    /// </summary>
+    int WriteRun(uint id, ulong first, ReadOnlySpan<byte> data)
+    {
+        long bs = BlockSize;
+        int want = (int)(data.Length / bs);
+        var stripes = new SortedSet<int>();
+        for (int i = 0; i < want; i++) stripes.Add(StripeIndex(id, first + (ulong)i));
+        var taken = new List<object>();
+        try
+        {
+            foreach (int s in stripes)
+            {
+                Monitor.Enter(_stripes[s]);
+                taken.Add(_stripes[s]);
+            }
+            var blocks = new List<ulong>(want);
+            lock (_lock)
+            {
+                CheckWritable();
+                var d = Dev(id);
+                int count = 0;
+                while (count < want && !_tree.TryLookup(d.Root, first + (ulong)count, out _)) count++;
+                if (count < 2 || !TryAllocateData(out ulong start)) return 0;
+                blocks.Add(start);
+                while (blocks.Count < count && _space.TryAllocateExact(blocks[^1] + 1)) blocks.Add(blocks[^1] + 1);
+            }
+            try
+            {
+                _data.Write((long)blocks[0] * bs, data[..(int)(blocks.Count * bs)]);
+            }
+            catch
+            {
+                lock (_lock) foreach (ulong b in blocks) _space.Unref(b);
+                throw;
+            }
+            lock (_lock)
+            {
+                if (_readOnly is not null || !_byId.ContainsKey(id)) throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
+                var d = Dev(id);
+                for (int i = 0; i < blocks.Count; i++) Map(d, first + (ulong)i, blocks[i]);
+            }
+            return blocks.Count;
+        }
+        finally
+        {
+            foreach (var o in taken) Monitor.Exit(o);
+        }
+    }
 
     /// <summary>Writes <paramref name="piece"/> at <paramref name="at"/> in virtual block <paramref name="vblock"/>:
     /// in place when the device alone owns the block, else into a new block (zero-filled around the piece, or a

@@ -118,6 +118,17 @@ sealed class DataSpace
         _dirtyChunks.Add((int)(block / CountsPerBlock));
     }
 
+    /// <summary>Takes exactly <paramref name="block"/> if it is free (to keep a run of writes on consecutive blocks).</summary>
+    public bool TryAllocateExact(ulong block)
+    {
+        if (block >= Blocks || _refs[block] != 0 || _quarantine[(int)block]) return false;
+        _refs[block] = 1;
+        _dirtyChunks.Add((int)(block / CountsPerBlock));
+        Free--;
+        _cursor = block + 1 == Blocks ? 0 : block + 1;
+        return true;
+    }
+
     void CheckBlock(ulong block)
     {
         if (block >= Blocks) throw StrataException.Corrupt($"data block {block} is outside the pool's {Blocks} data blocks; run `strata pool check`");
