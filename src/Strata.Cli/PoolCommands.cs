@@ -118,6 +118,12 @@ public static partial class Commands
         });
         pool.Subcommands.Add(restore);
 
+        var socketPath = new Option<string>("--socket") { Description = "Unix socket to serve NBD on (0600; default /run/strata/nbd.sock)", DefaultValueFactory = _ => "/run/strata/nbd.sock" };
+        var tcp = new Option<string?>("--tcp") { Description = "Also serve NBD on this TCP address (e.g. 127.0.0.1:10809; loopback unless you name another)" };
+        var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp };
+        serve.SetAction(r => ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp)));
+        pool.Subcommands.Add(serve);
+
         var device = new Command("device", "Thin devices of the pool");
         var name = new Argument<string>("NAME") { Description = "Device name" };
         var size = new Option<string>("--size") { Description = "Virtual size (e.g. 10G)", Required = true };
@@ -271,5 +277,57 @@ public static partial class Commands
                 + (dir.Layout.MaxMetadataSize > 0 ? $", metadata up to {ByteSize.Format(dir.Layout.MaxMetadataSize)}" : "")),
             new("No Space Timeout", dir.Layout.NoSpaceTimeoutMs == 0 ? "0 (fail at once)" : $"{dir.Layout.NoSpaceTimeoutMs / 1000} s"),
         ];
+    }
+
+    /// <summary>Exports every device of a pool by its name, including devices made while serving.</summary>
+    sealed class PoolExports(ThinPool pool) : Strata.Nbd.INbdExports
+    {
+        public IReadOnlyList<string> Names() => pool.Devices().Select(d => d.Name).ToList();
+
+        public IBlockDevice? Open(string name)
+        {
+            try
+            {
+                return pool.OpenDevice(name);
+            }
+            catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
+            {
+                return null;
+            }
+        }
+
+        public bool ReadOnly(string name) => false;
+    }
+
+    static int ServeNbd(string poolDir, string socketPath, string? tcp)
+    {
+        using var dir = PoolDirectory.Open(poolDir);
+        var err = Io.Current.Err;
+        var server = new Strata.Nbd.NbdServer(new PoolExports(dir.Pool), m => { lock (err) err.WriteLine($"strata: nbd: {m}"); });
+        try
+        {
+            server.ListenUnix(socketPath);
+            string where = $"nbd+unix:///NAME?socket={socketPath}";
+            if (tcp is not null)
+            {
+                if (!System.Net.IPEndPoint.TryParse(tcp, out var endpoint) || endpoint.Port == 0)
+                    throw StrataException.Invalid($"--tcp '{tcp}' is not ADDRESS:PORT (e.g. 127.0.0.1:10809)");
+                var bound = server.ListenTcp(endpoint);
+                where += $" and nbd://{bound}/NAME";
+            }
+            using var stopped = new ManualResetEventSlim();
+            using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stopped.Set(); });
+            using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stopped.Set(); });
+            Io.Current.Out.WriteLine($"serving pool {dir.Path} on {where}");
+            Io.Current.Out.Flush();
+            stopped.Wait();
+        }
+        finally
+        {
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            if (File.Exists(socketPath)) File.Delete(socketPath);
+        }
+        dir.Pool.Commit();
+        return 0;
     }
 }

@@ -57,3 +57,17 @@ public sealed class ThinToolsFactAttribute : FactAttribute
             Skip = "thin-provisioning-tools is not installed (test.sh installs it)";
     }
 }
+
+/// <summary>A fact that runs NBD clients (nbdinfo, nbdcopy from libnbd-bin; qemu-img, qemu-io from qemu-utils).</summary>
+public sealed class NbdClientsFactAttribute : FactAttribute
+{
+    public NbdClientsFactAttribute()
+    {
+        foreach (var tool in new[] { "nbdinfo", "nbdcopy", "qemu-img", "qemu-io" })
+            if (!Shell.Has(tool))
+            {
+                Skip = $"{tool} is not installed (test.sh installs libnbd-bin and qemu-utils)";
+                return;
+            }
+    }
+}
