@@ -128,6 +128,8 @@ sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? l
     readonly NetworkStream _stream = new(socket, ownsSocket: false);
     readonly SemaphoreSlim _replyLock = new(1, 1);
     bool _noZeroes;
+    bool _structured;       // STRUCTURED_REPLY negotiated
+    bool _baseAllocation;   // base:allocation selected by SET_META_CONTEXT
 
     public async Task RunAsync(CancellationToken stop)
     {
@@ -224,13 +226,67 @@ sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? l
                     dev.Dispose();
                     break;
                 }
+                case Nbd.OptStructuredReply:
+                    if (length != 0)
+                    {
+                        await OptionReplyAsync(option, Nbd.RepErrInvalid, [], stop);
+                        break;
+                    }
+                    _structured = true;
+                    await OptionReplyAsync(option, Nbd.RepAck, [], stop);
+                    break;
+                case Nbd.OptListMetaContext or Nbd.OptSetMetaContext:
+                {
+                    if (!_structured || ParseMetaQueries(data) is not { } query)
+                    {
+                        await OptionReplyAsync(option, Nbd.RepErrInvalid, [], stop);
+                        break;
+                    }
+                    // the one context offered: base:allocation (a LIST with no query, or "base:", lists it too)
+                    bool match = query.Queries.Count == 0 && option == Nbd.OptListMetaContext
+                        || query.Queries.Any(q => q == Nbd.BaseAllocation || option == Nbd.OptListMetaContext && q == "base:");
+                    if (option == Nbd.OptSetMetaContext) _baseAllocation = match && exports.Names().Contains(query.Export);
+                    if (match)
+                    {
+                        var name = Encoding.UTF8.GetBytes(Nbd.BaseAllocation);
+                        var reply = new byte[4 + name.Length];
+                        BinaryPrimitives.WriteUInt32BigEndian(reply, option == Nbd.OptSetMetaContext ? Nbd.BaseAllocationId : 0);
+                        name.CopyTo(reply, 4);
+                        await OptionReplyAsync(option, Nbd.RepMetaContext, reply, stop);
+                    }
+                    await OptionReplyAsync(option, Nbd.RepAck, [], stop);
+                    break;
+                }
                 default:
-                    // STARTTLS, STRUCTURED_REPLY, the meta contexts and anything newer: not (yet) offered
+                    // STARTTLS and anything newer: not offered
                     await OptionReplyAsync(option, Nbd.RepErrUnsup, [], stop);
                     break;
             }
         }
         return (null, false);
+    }
+
+    /// <summary>A meta-context option's export name and queries; null when malformed.</summary>
+    static (string Export, List<string> Queries)? ParseMetaQueries(byte[] data)
+    {
+        if (data.Length < 8) return null;
+        uint nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
+        if (nameLength > data.Length - 8) return null;
+        string export = Encoding.UTF8.GetString(data, 4, (int)nameLength);
+        int at = 4 + (int)nameLength;
+        uint count = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(at));
+        at += 4;
+        var queries = new List<string>();
+        for (uint i = 0; i < count; i++)
+        {
+            if (at + 4 > data.Length) return null;
+            uint length = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(at));
+            at += 4;
+            if (length > data.Length - at) return null;
+            queries.Add(Encoding.UTF8.GetString(data, at, (int)length));
+            at += (int)length;
+        }
+        return at == data.Length ? (export, queries) : null;
     }
 
     static ushort TransmissionFlags(bool readOnly) => (ushort)(Nbd.TxHasFlags | Nbd.TxSendFlush | Nbd.TxSendFua | Nbd.TxSendTrim
@@ -350,8 +406,14 @@ sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? l
                 case Nbd.CmdCache:
                     if (!inRange) error = Nbd.EINVAL;
                     break;
+                case Nbd.CmdBlockStatus:
+                    if (!_structured || !_baseAllocation) { error = Nbd.EINVAL; break; }
+                    if (!inRange || length == 0) { error = Nbd.EINVAL; break; }
+                    data = BlockStatus(device, (long)offset, length, (flags & Nbd.CmdFlagReqOne) != 0, out int statusLength);
+                    length = (uint)statusLength;
+                    break;
                 default:
-                    error = Nbd.EINVAL; // BLOCK_STATUS needs structured replies, which this server does not offer yet
+                    error = Nbd.EINVAL;
                     break;
             }
         }
@@ -376,7 +438,11 @@ sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? l
         }
         try
         {
-            await SimpleReplyAsync(cookie, error, error == 0 ? data : null, (int)length, stop);
+            if (!_structured) await SimpleReplyAsync(cookie, error, error == 0 ? data : null, (int)length, stop);
+            else if (error != 0) await ChunkAsync(cookie, Nbd.ChunkError, ErrorPayload(error), 0, 0, stop);
+            else if (type == Nbd.CmdRead) await ChunkAsync(cookie, Nbd.ChunkOffsetData, data, (int)length, offset, stop);
+            else if (type == Nbd.CmdBlockStatus) await ChunkAsync(cookie, Nbd.ChunkBlockStatus, data, (int)length, null, stop);
+            else await ChunkAsync(cookie, Nbd.ChunkNone, null, 0, null, stop);
         }
         catch (Exception)
         {
@@ -385,6 +451,63 @@ sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? l
         finally
         {
             if (data is not null) ArrayPool<byte>.Shared.Return(data);
+        }
+    }
+
+    /// <summary>The base:allocation descriptors of [offset, offset+length): mapped ranges are 0, the rest
+    /// HOLE|ZERO (a write there needs a fresh block, so may fail with ENOSPC; so may a write to a block
+    /// shared with a snapshot, which this context cannot tell). Context id, then (u32 length, u32 flags) pairs.</summary>
+    static byte[] BlockStatus(IBlockDevice device, long offset, uint length, bool one, out int size)
+    {
+        var descriptors = new List<(uint Length, uint Flags)>();
+        long at = offset, end = offset + length;
+        foreach (var (o, l) in device.Allocated(offset, length))
+        {
+            if (o > at) descriptors.Add(((uint)(o - at), Nbd.StateHole | Nbd.StateZero));
+            descriptors.Add(((uint)l, 0));
+            at = o + l;
+        }
+        if (at < end) descriptors.Add(((uint)(end - at), Nbd.StateHole | Nbd.StateZero));
+        if (one) descriptors.RemoveRange(1, descriptors.Count - 1);
+        size = 4 + 8 * descriptors.Count;
+        var payload = ArrayPool<byte>.Shared.Rent(size);
+        BinaryPrimitives.WriteUInt32BigEndian(payload, Nbd.BaseAllocationId);
+        for (int i = 0; i < descriptors.Count; i++)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(payload.AsSpan(4 + i * 8), descriptors[i].Length);
+            BinaryPrimitives.WriteUInt32BigEndian(payload.AsSpan(8 + i * 8), descriptors[i].Flags);
+        }
+        return payload;
+    }
+
+    static byte[] ErrorPayload(uint error)
+    {
+        var payload = new byte[6];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, error);
+        return payload; // no message (length 0)
+    }
+
+    /// <summary>One structured reply chunk with the DONE flag: the whole reply to its request. For OFFSET_DATA,
+    /// <paramref name="offset"/> precedes the data.</summary>
+    async Task ChunkAsync(ulong cookie, ushort type, byte[]? data, int length, ulong? offset, CancellationToken stop)
+    {
+        int payloadLength = (data is null ? 0 : type == Nbd.ChunkError ? data.Length : length) + (offset is null ? 0 : 8);
+        var header = new byte[20 + (offset is null ? 0 : 8)];
+        BinaryPrimitives.WriteUInt32BigEndian(header, Nbd.StructuredReplyMagic);
+        BinaryPrimitives.WriteUInt16BigEndian(header.AsSpan(4), Nbd.ReplyFlagDone);
+        BinaryPrimitives.WriteUInt16BigEndian(header.AsSpan(6), type);
+        BinaryPrimitives.WriteUInt64BigEndian(header.AsSpan(8), cookie);
+        BinaryPrimitives.WriteUInt32BigEndian(header.AsSpan(16), (uint)payloadLength);
+        if (offset is { } o) BinaryPrimitives.WriteUInt64BigEndian(header.AsSpan(20), o);
+        await _replyLock.WaitAsync(stop);
+        try
+        {
+            await _stream.WriteAsync(header, stop);
+            if (data is not null) await _stream.WriteAsync(data.AsMemory(0, type == Nbd.ChunkError ? data.Length : length), stop);
+        }
+        finally
+        {
+            _replyLock.Release();
         }
     }
 

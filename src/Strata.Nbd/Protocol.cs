@@ -17,7 +17,14 @@ static class Nbd
         OptStructuredReply = 8, OptListMetaContext = 9, OptSetMetaContext = 10;
 
     // option replies
-    public const uint RepAck = 1, RepServer = 2, RepInfo = 3;
+    public const uint RepAck = 1, RepServer = 2, RepInfo = 3, RepMetaContext = 4;
+    public const uint StructuredReplyMagic = 0x668e33ef;
+    public const ushort ReplyFlagDone = 1;
+    public const ushort ChunkNone = 0, ChunkOffsetData = 1, ChunkOffsetHole = 2, ChunkBlockStatus = 5, ChunkError = 0x8001;
+    public const ushort CmdFlagDf = 1 << 2, CmdFlagReqOne = 1 << 3;
+    public const uint StateHole = 1, StateZero = 2;
+    public const string BaseAllocation = "base:allocation";
+    public const uint BaseAllocationId = 1;
     public const uint RepErrUnsup = 0x8000_0001, RepErrPolicy = 0x8000_0002, RepErrInvalid = 0x8000_0003, RepErrUnknown = 0x8000_0006;
 
     // info types

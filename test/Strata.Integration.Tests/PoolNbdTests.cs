@@ -62,6 +62,16 @@ public sealed class PoolNbdTests : IDisposable
             var io = Shell.Run("qemu-io", "-f", "raw", "-c", "write -P 0xab 40M 192k", "-c", "read -P 0xab 40M 192k",
                 "-c", "discard 40M 64k", "-c", "read -P 0 40M 64k", "-c", "read -P 0xab 41024k 128k", Uri("vol")).Check("qemu-io");
             Assert.DoesNotContain("Pattern verification failed", io.Stdout + io.Stderr);
+            // block status: data where written, holes where not and where discarded
+            var map = Shell.Run("nbdinfo", "--map", Uri("vol")).Check("nbdinfo --map").Stdout
+                .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+                .Select(f => (Offset: long.Parse(f[0]), Length: long.Parse(f[1]), Type: int.Parse(f[2]))).ToList();
+            bool At(long offset, int type) => map.Any(m => m.Offset <= offset && offset < m.Offset + m.Length && m.Type == type);
+            Assert.True(At(0, 0) && At((24 << 20) - 1, 0), "the converted data does not show as data");
+            Assert.True(At(30L << 20, 3), "an unwritten range does not show as a hole");
+            Assert.True(At(40L << 20, 3), "the discarded block does not show as a hole");
+            Assert.True(At((40L << 20) + (64 << 10), 0), "the written block after it does not show as data");
+            Assert.Contains("\"structured\": true", json);
             string back = _temp.Combine("back.raw");
             Shell.Run("nbdcopy", "--connections=4", Uri("vol"), back).Check("nbdcopy out");
             Assert.True(File.ReadAllBytes(back).AsSpan(0, bytes.Length).SequenceEqual(bytes), "nbdcopy read back other bytes");
