@@ -282,7 +282,7 @@ public static partial class Commands
     /// <summary>Exports every device of a pool by its name, including devices made while serving.</summary>
     sealed class PoolExports(ThinPool pool) : Strata.Nbd.INbdExports
     {
-        public IReadOnlyList<string> Names() => pool.Devices().Select(d => d.Name).ToList();
+        public IReadOnlyList<string> Names() => pool.DeviceNames();
 
         public IBlockDevice? Open(string name)
         {

@@ -56,8 +56,8 @@ public static class PoolChecker
         List<DeviceRecord> devices = [];
         try
         {
-            foreach (ulong b in DeviceTable.Chain(meta, sb.DeviceTable)) Claim(b, "device table");
-            devices = DeviceTable.Load(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DeviceTable);
+            (devices, var tableBlocks) = DeviceTable.Load(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DeviceTable);
+            foreach (ulong b in tableBlocks) Claim(b, "device table");
         }
         catch (StrataException ex)
         {

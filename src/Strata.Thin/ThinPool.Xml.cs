@@ -26,7 +26,7 @@ public sealed partial class ThinPool
         var sb = ReadSuperblock(metadata);
         var meta = new MetadataSpace(metadata, sb.MetadataBlocks);
         var tree = new MappingTree(meta, new DataSpace(meta, sb.DataBlocks));
-        var devices = DeviceTable.Load(meta, sb.DeviceTable);
+        var (devices, _) = DeviceTable.Load(meta, sb.DeviceTable);
         using var w = XmlWriter.Create(output, new XmlWriterSettings { Indent = true, IndentChars = "  ", OmitXmlDeclaration = true, NewLineChars = "\n", Encoding = new System.Text.UTF8Encoding(false) });
         w.WriteStartElement("superblock");
         w.WriteAttributeString("uuid", "");

@@ -156,8 +156,7 @@ public sealed partial class ThinPool : IDisposable
             throw StrataException.Corrupt($"{_metaStore.Name} is {_metaStore.Length} bytes, smaller than the pool's {sb.MetadataBlocks} metadata blocks");
         var meta = new MetadataSpace(_metaStore, sb.MetadataBlocks) { Transaction = sb.Transaction };
         var space = new DataSpace(meta, sb.DataBlocks);
-        var records = DeviceTable.Load(meta, sb.DeviceTable);
-        var tableBlocks = DeviceTable.Chain(meta, sb.DeviceTable);
+        var (records, tableBlocks) = DeviceTable.Load(meta, sb.DeviceTable);
         foreach (var d in records) CountTree(meta, d.Root);
         if (!rebuildCounts) space.Load(sb.RefIndex);
         else
@@ -370,6 +369,12 @@ public sealed partial class ThinPool : IDisposable
         {
             _gate.ExitReadLock();
         }
+    }
+
+    /// <summary>The devices' names, by id: no tree is walked (<see cref="Devices"/> counts blocks).</summary>
+    public IReadOnlyList<string> DeviceNames()
+    {
+        lock (_lock) return _devices.Values.OrderBy(d => d.Id).Select(d => d.Name).ToList();
     }
 
     /// <summary>A device's counts; exclusive blocks are those no other device can see (every node on the path
@@ -927,8 +932,8 @@ public sealed partial class ThinPool : IDisposable
         {
             _data.Flush();
             foreach (ulong b in _tableBlocks) _meta.Unref(b);
-            ulong table = DeviceTable.Write(_meta, _devices.Values, next);
-            _tableBlocks = DeviceTable.Chain(_meta, table);
+            _tableBlocks = DeviceTable.Write(_meta, _devices.Values, next);
+            ulong table = _tableBlocks.Count == 0 ? 0 : _tableBlocks[0];
             ulong refIndex = _space.Persist(next);
             var buffer = new byte[MetadataBlock.Size];
             foreach (var node in _meta.FreshNodes())

@@ -19,7 +19,7 @@ public sealed class FuzzTests : IAsyncDisposable
 
     sealed class Exports(ThinPool pool) : INbdExports
     {
-        public IReadOnlyList<string> Names() => pool.Devices().Select(d => d.Name).ToList();
+        public IReadOnlyList<string> Names() => pool.DeviceNames();
         public IBlockDevice? Open(string name) => Names().Contains(name) ? pool.OpenDevice(name) : null;
         public bool ReadOnly(string name) => false;
     }

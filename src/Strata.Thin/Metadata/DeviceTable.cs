@@ -33,14 +33,18 @@ static class DeviceTable
     const int Fixed = 49;
     public const int MaxName = 128;
 
-    public static List<DeviceRecord> Load(MetadataSpace meta, ulong first)
+    /// <summary>The records of the table starting at <paramref name="first"/>, and the blocks it takes (each
+    /// counted as used in <paramref name="meta"/>).</summary>
+    public static (List<DeviceRecord> Devices, List<ulong> Blocks) Load(MetadataSpace meta, ulong first)
     {
         var devices = new List<DeviceRecord>();
         var buffer = new byte[MetadataBlock.Size];
         var seen = new HashSet<ulong>();
+        var chain = new List<ulong>();
         for (ulong b = first; b != 0;)
         {
             if (!seen.Add(b)) throw StrataException.Corrupt($"the device table loops back to metadata block {b}");
+            chain.Add(b);
             meta.CountAtOpen(b);
             meta.Read(b, buffer, BlockKind.Devices);
             int count = MetadataBlock.Count(buffer), at = MetadataBlock.HeaderSize;
@@ -66,11 +70,11 @@ static class DeviceTable
             }
             b = MetadataBlock.Extra(buffer);
         }
-        return devices;
+        return (devices, chain);
     }
 
-    /// <summary>Writes the table to new blocks and returns the first (0 for no devices).</summary>
-    public static ulong Write(MetadataSpace meta, IReadOnlyCollection<DeviceRecord> devices, ulong transaction)
+    /// <summary>Writes the table to new blocks and returns them, first first (none for no devices).</summary>
+    public static List<ulong> Write(MetadataSpace meta, IReadOnlyCollection<DeviceRecord> devices, ulong transaction)
     {
         var blocks = new List<(byte[] Buffer, ulong Block, int Count)>();
         byte[]? current = null;
@@ -108,19 +112,6 @@ static class DeviceTable
             MetadataBlock.Seal(buffer);
             meta.Write(block, buffer);
         }
-        return blocks.Count == 0 ? 0 : blocks[0].Block;
-    }
-
-    /// <summary>The blocks of the chain starting at <paramref name="first"/>.</summary>
-    public static List<ulong> Chain(MetadataSpace meta, ulong first)
-    {
-        var result = new List<ulong>();
-        var buffer = new byte[MetadataBlock.Size];
-        for (ulong b = first; b != 0 && result.Count < 1_000_000; b = MetadataBlock.Extra(buffer))
-        {
-            result.Add(b);
-            meta.Read(b, buffer, BlockKind.Devices);
-        }
-        return result;
+        return blocks.Select(b => b.Block).ToList();
     }
 }
