@@ -47,11 +47,9 @@ public static class LayerInput
     }
 
     /// <summary>Bytes already read, then the rest of the stream; read-only, forward-only.</summary>
-    sealed class PrefixedStream(byte[] prefix, Stream rest, bool ownsRest) : Stream
+    sealed class PrefixedStream(byte[] prefix, Stream rest, bool ownsRest) : ReadOnlyStream
     {
         int _pos;
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
         public override int Read(Span<byte> buffer)
         {
@@ -71,16 +69,6 @@ public static class LayerInput
                 throw StrataException.Corrupt($"gzip: {ex.Message}");
             }
         }
-
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

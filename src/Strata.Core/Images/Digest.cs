@@ -39,7 +39,7 @@ public readonly record struct Digest(string Hex)
 }
 
 /// <summary>A read-only stream that hashes what passes through it and counts it.</summary>
-public sealed class HashingStream(Stream inner, bool ownsInner = false) : Stream
+public sealed class HashingStream(Stream inner, bool ownsInner = false) : Strata.Archive.ReadOnlyStream
 {
     readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
 
@@ -52,8 +52,6 @@ public sealed class HashingStream(Stream inner, bool ownsInner = false) : Stream
         while (Read(buffer, 0, buffer.Length) > 0) { }
         return Digest.From(_hash);
     }
-
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
     public override int Read(Span<byte> buffer)
     {
@@ -73,13 +71,5 @@ public sealed class HashingStream(Stream inner, bool ownsInner = false) : Stream
         base.Dispose(disposing);
     }
 
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
     public override long Position { get => BytesRead; set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }

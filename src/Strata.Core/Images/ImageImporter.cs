@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Strata.Archive;
 
 namespace Strata.Core.Images;
 
@@ -337,24 +338,12 @@ public sealed class ImageImporter(ImageStore images)
 }
 
 /// <summary>Reports bytes read through it.</summary>
-sealed class CountingStream(Stream inner, Action<long> progress) : Stream
+sealed class CountingStream(Stream inner, Action<long> progress) : ReadOnlyStream
 {
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
     public override int Read(Span<byte> buffer)
     {
         int n = inner.Read(buffer);
         if (n > 0) progress(n);
         return n;
     }
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }

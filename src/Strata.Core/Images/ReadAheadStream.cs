@@ -10,7 +10,7 @@ namespace Strata.Core.Images;
 /// turns on one. The source's exceptions surface, as they were, from the reader's next read. The source is
 /// read by that thread only until <see cref="ReadToEnd"/> or disposal, after which it is the caller's again.
 /// </summary>
-public sealed class ReadAheadStream : Stream
+public sealed class ReadAheadStream : Strata.Archive.ReadOnlyStream
 {
     const int ChunkSize = 1 << 20;
     readonly BlockingCollection<(byte[] Buffer, int Length)> _chunks = new(boundedCapacity: 8);
@@ -72,8 +72,6 @@ public sealed class ReadAheadStream : Stream
         }
     }
 
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
     public override int Read(Span<byte> destination)
     {
         if (destination.Length == 0 || _done) return 0;
@@ -118,14 +116,4 @@ public sealed class ReadAheadStream : Stream
         }
         base.Dispose(disposing);
     }
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
