@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
 using Strata.Core;
-using Strata.Native;
 using Strata.Thin;
 
 namespace Strata.Cli;
@@ -253,8 +252,6 @@ public static partial class Commands
     {
         var s = dir.Pool.Status();
         long bs = s.BlockSize, dataTotal = (long)s.DataBlocks * bs, dataUsed = (long)s.DataBlocksUsed * bs;
-        long dataAvailable = (long)s.DataBlocksFree * bs;
-        if (File.Exists(dir.Layout.Data)) dataAvailable = Math.Min(dataAvailable, Posix.AvailableBytes(Path.GetDirectoryName(dir.Layout.Data)!));
         long metaTotal = (long)s.MetadataBlocks * 4096, metaUsed = (long)s.MetadataBlocksUsed * 4096;
         return
         [
@@ -264,7 +261,7 @@ public static partial class Commands
             new("Metadata file", dir.Layout.Metadata),
             new("Data Space Used", ByteSize.Format(dataUsed)),
             new("Data Space Total", ByteSize.Format(dataTotal)),
-            new("Data Space Available", ByteSize.Format(dataAvailable)),
+            new("Data Space Available", ByteSize.Format(s.DataBytesAvailable)),
             new("Metadata Space Used", ByteSize.Format(metaUsed)),
             new("Metadata Space Total", ByteSize.Format(metaTotal)),
             new("Metadata Space Available", ByteSize.Format(metaTotal - metaUsed)),

@@ -39,7 +39,7 @@ public sealed record ThinDeviceInfo(string Name, uint Id, long Size, ulong Mappe
 
 /// <summary>What <see cref="ThinPool.Status"/> reports: the fields Docker's devicemapper printed.</summary>
 public sealed record PoolStatus(
-    uint BlockSize, ulong DataBlocks, ulong DataBlocksUsed, ulong DataBlocksFree,
+    uint BlockSize, ulong DataBlocks, ulong DataBlocksUsed, ulong DataBlocksFree, long DataBytesAvailable,
     ulong MetadataBlocks, ulong MetadataBlocksUsed, int Devices, ulong Transaction, bool NeedsCheck, string? ReadOnlyReason);
 
 /// <summary>
@@ -759,8 +759,7 @@ public sealed partial class ThinPool : IDisposable
         long target = size + size * Math.Max(_options.AutoextendPercent, 1) / 100;
         if (max > 0) target = Math.Min(target, max);
         if (store is FileBlockStore { IsDevice: true }) return size;
-        if (store is FileBlockStore file && Path.GetDirectoryName(file.Name) is { } dir)
-            target = Math.Min(target, size + Math.Max(0, Posix.AvailableBytes(dir)));
+        target = Math.Min(target, size + RoomOnDisk(store));
         long limit = store == _data ? (long)Math.Min(int.MaxValue, DataSpace.MaxBlocks) * BlockSize : (long)int.MaxValue * MetadataBlock.Size;
         target = Math.Min(target, limit);
         return Math.Max(target, size);
@@ -997,9 +996,14 @@ public sealed partial class ThinPool : IDisposable
         lock (_lock) return StatusLocked();
     }
 
+    /// <summary>How many more bytes the filesystem under a sparse store file can take (unbounded for others).</summary>
+    static long RoomOnDisk(IBlockStore store) =>
+        store is FileBlockStore { IsDevice: false } file && Path.GetDirectoryName(file.Name) is { } dir ? Math.Max(0, Posix.AvailableBytes(dir)) : long.MaxValue;
+
     PoolStatus StatusLocked()
     {
-        return new PoolStatus(BlockSize, _space.Blocks, _space.Used, _space.Free, _meta.Blocks, _meta.Used, _devices.Count, _meta.Transaction,
+        long available = Math.Min((long)_space.Free * BlockSize, RoomOnDisk(_data)); // free blocks of a sparse file still need disk
+        return new PoolStatus(BlockSize, _space.Blocks, _space.Used, _space.Free, available, _meta.Blocks, _meta.Used, _devices.Count, _meta.Transaction,
                 _committed.NeedsCheck, _readOnly);
     }
 

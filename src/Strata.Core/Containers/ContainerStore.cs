@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
-using System.Text.RegularExpressions;
 using Strata.Archive;
 using Strata.Core.Images;
 using Strata.Native;
@@ -36,7 +35,7 @@ public sealed record Container
 /// is next opened. Stores made before init layers were shared have one per container (<c>&lt;id&gt;-init</c>,
 /// labelled <see cref="LayerLabel"/>): they are used and removed as before.
 /// </summary>
-public sealed partial class ContainerStore
+public sealed class ContainerStore
 {
     public const string LayerLabel = "strata.container";
     public const string InitLabel = "strata.container-init";
