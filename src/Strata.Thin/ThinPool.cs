@@ -759,7 +759,8 @@ public sealed partial class ThinPool : IDisposable
         long target = size + size * Math.Max(_options.AutoextendPercent, 1) / 100;
         if (max > 0) target = Math.Min(target, max);
         if (store is FileBlockStore { IsDevice: true }) return size;
-        target = Math.Min(target, size + RoomOnDisk(store));
+        long room = RoomOnDisk(store);
+        if (room < long.MaxValue - size) target = Math.Min(target, size + room);
         long limit = store == _data ? (long)Math.Min(int.MaxValue, DataSpace.MaxBlocks) * BlockSize : (long)int.MaxValue * MetadataBlock.Size;
         target = Math.Min(target, limit);
         return Math.Max(target, size);
