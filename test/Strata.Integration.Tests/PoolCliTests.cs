@@ -5,6 +5,7 @@ namespace Strata.Integration.Tests;
 
 /// <summary>`strata pool` as a user runs it: a pool in ROOT/thin by default (or --pool), its devices, info,
 /// check and repair, exit codes and one-line errors.</summary>
+[Collection(HeavyIo.Name)]
 public sealed class PoolCliTests : IDisposable
 {
     readonly TempRoot _temp = new();

@@ -6,6 +6,7 @@ namespace Strata.Integration.Tests;
 
 /// <summary>`strata pool serve`: thin devices over NBD to real clients from Debian's packages (nbdinfo,
 /// qemu-img, qemu-io, nbdcopy), garbage that closes only its own connection, and a clean stop on SIGTERM.</summary>
+[Collection(HeavyIo.Name)]
 public sealed class PoolNbdTests : IDisposable
 {
     readonly TempRoot _temp = new();
