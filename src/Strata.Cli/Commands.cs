@@ -80,7 +80,8 @@ public static partial class Commands
         }
     }
 
-    /// <summary>How a parsed command line is sent to a daemon: the store root it names (absolute), whether it
+    /// <summary>How a parsed command line is sent to a daemon: the control socket of the store or pool it names
+    /// (`strata serve` owns a store, `strata pool serve` a pool), whether it
     /// may run inside a daemon that owns that store (everything but `serve`, `run`, help and version), whether it
     /// reads stdin, and the files of -i and -o, which the client reads and writes itself (they are the
     /// caller's files, under the caller's permissions and working directory).</summary>
@@ -91,7 +92,14 @@ public static partial class Commands
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
         string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
-        return new Route(Path.GetFullPath(r.GetValue(RootOption)!), forwardable, command.Name is "apply" or "restore" or "write", input, output);
+        bool reads = command.Name is "apply" or "restore" or "write";
+        if (IsPoolCommand(r))
+        {
+            string pool = Path.GetFullPath(r.GetValue(PoolOption) ?? Path.Combine(r.GetValue(RootOption)!, "thin"));
+            return new Route(Path.Combine(pool, Control.SocketName), $"pool {pool}", forwardable, reads, input, output);
+        }
+        string root = Path.GetFullPath(r.GetValue(RootOption)!);
+        return new Route(Path.Combine(root, Control.SocketName), $"store {root}", forwardable, reads, input, output);
     }
 
     static Command Serve()
@@ -120,7 +128,7 @@ public static partial class Commands
                 PluginDir = r.GetValue(pluginDir)!,
                 LogLevel = level,
                 ControlSocket = Control.SocketName,
-                Control = Control.Map,
+                Control = Control.MapStore,
             }).GetAwaiter().GetResult();
             return 0;
         });
@@ -349,4 +357,4 @@ public static partial class Commands
 }
 
 /// <summary>See <see cref="Commands.Route"/>.</summary>
-sealed record Route(string Root, bool Forwardable, bool ReadsInput, string? InputFile, string? OutputFile);
+sealed record Route(string Socket, string Owner, bool Forwardable, bool ReadsInput, string? InputFile, string? OutputFile);

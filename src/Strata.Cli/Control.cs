@@ -25,7 +25,13 @@ static class Control
     const byte Stdout = 1, Stderr = 2, Exit = 3;
     const int MaxArgs = 1 << 20;
 
-    public static void Map(WebApplication app, Strata.Daemon.StoreHost host) =>
+    /// <summary>`strata serve`: commands run on the daemon's store, under its shared lock.</summary>
+    public static void MapStore(WebApplication app, Strata.Daemon.StoreHost host) => Map(app, work => host.Use(store => work(store, null)));
+
+    /// <summary>`strata pool serve`: pool commands run on the served pool.</summary>
+    public static void MapPool(WebApplication app, Strata.Thin.PoolDirectory pool) => Map(app, work => work(null, pool));
+
+    static void Map(WebApplication app, Func<Func<LayerStore?, Strata.Thin.PoolDirectory?, int>, int> run) =>
         app.MapPost("/v1/command", async context =>
         {
             var input = context.Request.Body;
@@ -57,7 +63,7 @@ static class Control
             int code;
             try
             {
-                code = await Task.Run(() => host.Use(store =>
+                code = await Task.Run(() => run((store, pool) =>
                 {
                     using var outw = new StreamWriter(new FrameStream(body, Stdout), new UTF8Encoding(false), 1 << 16) { AutoFlush = false };
                     using var errw = new StreamWriter(new FrameStream(body, Stderr), new UTF8Encoding(false), 1 << 12) { AutoFlush = true };
@@ -69,6 +75,7 @@ static class Control
                         In = () => input,
                         Cwd = cwd,
                         Store = store,
+                        Pool = pool,
                         OutIsTerminal = tty,
                         Width = tty ? width : null,
                         FilesAtClient = filesAtClient,
@@ -91,11 +98,11 @@ static class Control
             await body.WriteAsync(exit);
         });
 
-    /// <summary>Sends a command to the daemon that owns the store <paramref name="route"/> names; null when none answers
-    /// there (then the command runs in this process, which takes the store's lock itself).</summary>
+    /// <summary>Sends a command to the daemon that owns the store or pool <paramref name="route"/> names; null when none answers
+    /// there (then the command runs in this process, which takes the store's or pool's lock itself).</summary>
     public static int? TryForward(Route route, string[] args, Stream? stdout = null, Stream? stderr = null)
     {
-        string socket = Path.Combine(route.Root, SocketName);
+        string socket = route.Socket;
         if (!File.Exists(socket)) return null;
         using var handler = new SocketsHttpHandler
         {
@@ -139,7 +146,7 @@ static class Control
         }
         catch (HttpRequestException ex) when (ex.InnerException is SocketException { SocketErrorCode: SocketError.AccessDenied })
         {
-            throw new StrataException(ErrorKind.PermissionDenied, $"permission denied on {socket}: the daemon that owns store {route.Root} takes commands from root only");
+            throw new StrataException(ErrorKind.PermissionDenied, $"permission denied on {socket}: the daemon that owns {route.Owner} takes commands from root only");
         }
         catch (HttpRequestException ex) when (ex.InnerException is SocketException)
         {

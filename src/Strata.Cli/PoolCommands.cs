@@ -7,7 +7,8 @@ using Strata.Thin;
 namespace Strata.Cli;
 
 /// <summary>`strata pool ...`: thin pools and their devices. A pool lives in a directory (--pool, default
-/// ROOT/thin); each command opens it, makes one call, and closes it (committing).</summary>
+/// ROOT/thin); each command opens it, makes one call, and closes it (committing) — or, while `strata pool
+/// serve` owns the pool, runs inside that server on its open pool (sent over POOL/strata.sock).</summary>
 public static partial class Commands
 {
     static readonly Option<string?> PoolOption = new("--pool")
@@ -18,6 +19,45 @@ public static partial class Commands
 
     static string PoolDir(ParseResult r) =>
         Io.Current.FullPath(r.GetValue(PoolOption) ?? Path.Combine(r.GetValue(RootOption)!, "thin"));
+
+    /// <summary>Whether a parsed command is one of `strata pool ...` (sent to the pool's server, not the store's).</summary>
+    internal static bool IsPoolCommand(ParseResult r)
+    {
+        for (var c = r.CommandResult; c is not null; c = c.Parent as System.CommandLine.Parsing.CommandResult)
+            if (c.Command.Name == "pool" && c.Parent is System.CommandLine.Parsing.CommandResult { Command: RootCommand }) return true;
+        return false;
+    }
+
+    /// <summary>The served pool, when this command runs inside the server that owns the pool it names.</summary>
+    static PoolDirectory? Served(ParseResult r) => Io.Current.Pool is { } served && served.Path == PoolDir(r) ? served : null;
+
+    /// <summary>The pool a command works on: the server's, or opened for this command (and closed, committing, after it).</summary>
+    static PoolLease OpenPool(ParseResult r, TimeSpan? commitInterval = null) =>
+        Served(r) is { } served ? new PoolLease(served, owned: false) : new PoolLease(PoolDirectory.Open(PoolDir(r), commitInterval), owned: true);
+
+    sealed class PoolLease(PoolDirectory dir, bool owned) : IDisposable
+    {
+        public PoolDirectory Dir => dir;
+        public ThinPool Pool => dir.Pool;
+
+        public void Dispose()
+        {
+            if (owned) dir.Dispose();
+        }
+    }
+
+    /// <summary>Runs <paramref name="read"/> on the pool's committed metadata: of the served pool (committed first,
+    /// IO paused meanwhile), or of the stores opened under the pool's lock without loading the pool (check and dump
+    /// must work on a pool too damaged to open).</summary>
+    static T ReadMetadata<T>(ParseResult r, Func<IBlockStore, T> read) =>
+        Served(r) is { } served ? served.Pool.ReadCommitted(read) : PoolDirectory.WithStores(PoolDir(r), (_, metadata) => read(metadata));
+
+    /// <summary>Refuses a change of the stores that needs the pool closed (repair, restore) while a server owns it.</summary>
+    static void RequireNotServed(ParseResult r, string what)
+    {
+        if (Served(r) is not null)
+            throw StrataException.InUse($"cannot {what} pool {PoolDir(r)} while `strata pool serve` owns it: stop the server (SIGTERM) first");
+    }
 
     static Command PoolCommand()
     {
@@ -36,6 +76,7 @@ public static partial class Commands
         var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize, threshold, percent, maxData, maxMeta, noSpace };
         create.SetAction(r =>
         {
+            if (Served(r) is not null) throw StrataException.Exists($"{PoolDir(r)} already holds a pool");
             long bs = ByteSize.Parse(r.GetValue(blockSize)!, "block size");
             if (bs is < ThinPool.MinBlockSize or > ThinPool.MaxBlockSize || !long.IsPow2(bs))
                 throw StrataException.Invalid($"block size {r.GetValue(blockSize)} must be a power of two from 64K to 1G");
@@ -59,8 +100,8 @@ public static partial class Commands
         var info = new Command("info", "Show the pool's space (like `docker info` for devicemapper)") { format };
         info.SetAction(r =>
         {
-            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
-            var lines = PoolStatusLines(dir);
+            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
+            var lines = PoolStatusLines(lease.Dir);
             if (IsJson(r, format)) WriteJson(lines.ToDictionary(l => l.Key, l => (object)l.Value));
             else foreach (var (k, v) in lines) Io.Current.Out.WriteLine($"{k}: {v}");
             return 0;
@@ -70,14 +111,14 @@ public static partial class Commands
         var check = new Command("check", "Check every metadata block, tree and reference count; exit 0 when clean, 1 with a report");
         check.SetAction(r =>
         {
-            var report = PoolDirectory.WithStores(PoolDir(r), (_, metadata) => PoolChecker.Check(metadata));
-            return Report(report);
+            return Report(ReadMetadata(r, PoolChecker.Check));
         });
         pool.Subcommands.Add(check);
 
         var repair = new Command("repair", "Rebuild the data reference counts from the mapping trees (reclaiming leaked blocks) and clear needs_check");
         repair.SetAction(r =>
         {
+            RequireNotServed(r, "repair");
             var report = PoolDirectory.WithStores(PoolDir(r), ThinPool.Repair);
             Io.Current.Out.WriteLine("repaired");
             return Report(report);
@@ -89,7 +130,7 @@ public static partial class Commands
         dump.SetAction(r =>
         {
             string? path = r.GetValue(OutputOption);
-            PoolDirectory.WithStores(PoolDir(r), (_, metadata) =>
+            ReadMetadata(r, metadata =>
             {
                 if (path is null && !Io.Current.FilesAtClient)
                 {
@@ -107,6 +148,7 @@ public static partial class Commands
         var restore = new Command("restore", "Replace the pool's metadata by thin_dump's XML (devices are named by their ids); the data store stays as it is") { xml, InputOption };
         restore.SetAction(r =>
         {
+            RequireNotServed(r, "restore the metadata of");
             using var input = OpenInput(r.GetValue(InputOption));
             PoolDirectory.WithStores(PoolDir(r), (data, metadata) =>
             {
@@ -140,10 +182,10 @@ public static partial class Commands
         var rm = new Command("rm", "Delete devices; blocks no other device uses are freed") { names };
         rm.SetAction(r =>
         {
-            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
+            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
             foreach (var n in r.GetValue(names)!)
             {
-                dir.Pool.DeleteDevice(n);
+                lease.Pool.DeleteDevice(n);
                 Io.Current.Out.WriteLine(n);
             }
             return 0;
@@ -159,8 +201,8 @@ public static partial class Commands
         write.SetAction(r =>
         {
             using var input = OpenInput(r.GetValue(InputOption));
-            using var dir = PoolDirectory.Open(PoolDir(r));
-            using var dev = dir.Pool.OpenDevice(r.GetValue(name)!);
+            using var lease = OpenPool(r);
+            using var dev = lease.Pool.OpenDevice(r.GetValue(name)!);
             long at = ByteSize.Parse(r.GetValue(offset)!, "offset"), total = 0;
             var buffer = new byte[1 << 20];
             int n;
@@ -180,8 +222,8 @@ public static partial class Commands
         var read = new Command("read", "Read a device's bytes from --offset to stdout (or -o FILE)") { name, offset, length, OutputOption };
         read.SetAction(r =>
         {
-            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
-            using var dev = dir.Pool.OpenDevice(r.GetValue(name)!);
+            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
+            using var dev = lease.Pool.OpenDevice(r.GetValue(name)!);
             long at = ByteSize.Parse(r.GetValue(offset)!, "offset");
             long count = r.GetValue(length) is { } l ? ByteSize.Parse(l, "length") : Math.Max(0, dev.Size - at);
             if (at < 0 || at > dev.Size || count > dev.Size - at) throw StrataException.Invalid($"{count} bytes at {at} are outside device {dev.Name} ({dev.Size} bytes)");
@@ -205,8 +247,8 @@ public static partial class Commands
         var ls = new Command("ls", "List devices with their mapped, exclusive and shared blocks (like thin_ls)") { lsFormat };
         ls.SetAction(r =>
         {
-            using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
-            var devices = dir.Pool.Devices();
+            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
+            var devices = lease.Pool.Devices();
             if (IsJson(r, lsFormat))
             {
                 WriteJson(devices.Select(d => new Dictionary<string, object>
@@ -219,8 +261,8 @@ public static partial class Commands
             }
             var table = Table("NAME", "ID", "SIZE", "MAPPED", "EXCLUSIVE", "SHARED", "CREATED");
             foreach (var d in devices)
-                table.AddRow(Markup.Escape(d.Name), d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * dir.Pool.BlockSize),
-                    Bytes((long)d.Exclusive * dir.Pool.BlockSize), Bytes((long)d.Shared * dir.Pool.BlockSize), When(d.Created));
+                table.AddRow(Markup.Escape(d.Name), d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * lease.Pool.BlockSize),
+                    Bytes((long)d.Exclusive * lease.Pool.BlockSize), Bytes((long)d.Shared * lease.Pool.BlockSize), When(d.Created));
             Io.Current.Ansi.Write(table);
             return 0;
         });
@@ -231,8 +273,8 @@ public static partial class Commands
 
     static int WithPool(ParseResult r, Func<ThinPool, ThinDeviceInfo> change)
     {
-        using var dir = PoolDirectory.Open(PoolDir(r), commitInterval: TimeSpan.Zero);
-        var d = change(dir.Pool);
+        using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
+        var d = change(lease.Pool);
         Io.Current.Out.WriteLine(d.Name);
         return 0;
     }
@@ -276,55 +318,25 @@ public static partial class Commands
         ];
     }
 
-    /// <summary>Exports every device of a pool by its name, including devices made while serving.</summary>
-    sealed class PoolExports(ThinPool pool) : Strata.Nbd.INbdExports
-    {
-        public IReadOnlyList<string> Names() => pool.DeviceNames();
-
-        public IBlockDevice? Open(string name)
-        {
-            try
-            {
-                return pool.OpenDevice(name);
-            }
-            catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
-            {
-                return null;
-            }
-        }
-
-        public bool ReadOnly(string name) => false;
-    }
-
     static int ServeNbd(string poolDir, string socketPath, string? tcp)
     {
-        using var dir = PoolDirectory.Open(poolDir);
-        var err = Io.Current.Err;
-        var server = new Strata.Nbd.NbdServer(new PoolExports(dir.Pool), m => { lock (err) err.WriteLine($"strata: nbd: {m}"); });
-        try
+        System.Net.IPEndPoint? endpoint = null;
+        if (tcp is not null && (!System.Net.IPEndPoint.TryParse(tcp, out endpoint) || endpoint.Port == 0))
+            throw StrataException.Invalid($"--tcp '{tcp}' is not ADDRESS:PORT (e.g. 127.0.0.1:10809)");
+        var io = Io.Current;
+        return Strata.Daemon.PoolDaemon.RunAsync(new Strata.Daemon.PoolDaemonOptions
         {
-            server.ListenUnix(socketPath);
-            string where = $"nbd+unix:///NAME?socket={socketPath}";
-            if (tcp is not null)
+            Pool = poolDir,
+            NbdSocket = socketPath,
+            NbdTcp = endpoint,
+            ControlSocket = Control.SocketName,
+            Control = Control.MapPool,
+            Started = (dir, where) =>
             {
-                if (!System.Net.IPEndPoint.TryParse(tcp, out var endpoint) || endpoint.Port == 0)
-                    throw StrataException.Invalid($"--tcp '{tcp}' is not ADDRESS:PORT (e.g. 127.0.0.1:10809)");
-                var bound = server.ListenTcp(endpoint);
-                where += $" and nbd://{bound}/NAME";
-            }
-            using var stopped = new ManualResetEventSlim();
-            using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stopped.Set(); });
-            using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stopped.Set(); });
-            Io.Current.Out.WriteLine($"serving pool {dir.Path} on {where}");
-            Io.Current.Out.Flush();
-            stopped.Wait();
-        }
-        finally
-        {
-            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
-            if (File.Exists(socketPath)) File.Delete(socketPath);
-        }
-        dir.Pool.Commit();
-        return 0;
+                io.Out.WriteLine($"serving pool {dir.Path} on {where}");
+                io.Out.Flush();
+            },
+            Log = m => { lock (io.Err) io.Err.WriteLine($"strata: nbd: {m}"); },
+        }).GetAwaiter().GetResult();
     }
 }

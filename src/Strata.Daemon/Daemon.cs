@@ -114,7 +114,7 @@ public static class StrataDaemon
 
     /// <summary>Makes the plugin directory, and removes a socket left by a previous run (refusing to take over
     /// one that another process still answers on).</summary>
-    static void PrepareSocket(string socket, string name)
+    internal static void PrepareSocket(string socket, string name)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(socket)!);
         if (!Posix.TryLstat(socket, out var st)) return;

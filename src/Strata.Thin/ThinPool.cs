@@ -912,6 +912,26 @@ public sealed partial class ThinPool : IDisposable
         }
     }
 
+    /// <summary>Commits everything written so far, then runs <paramref name="read"/> on the metadata store with no IO
+    /// or commit until it returns: a check or a dump of a pool in use sees one consistent transaction.</summary>
+    public T ReadCommitted<T>(Func<IBlockStore, T> read)
+    {
+        _gate.EnterWriteLock();
+        try
+        {
+            lock (_lock)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                if (_readOnly is null) CommitLocked();
+                return read(_metaStore);
+            }
+        }
+        finally
+        {
+            _gate.ExitWriteLock();
+        }
+    }
+
     void BackgroundCommit()
     {
         try

@@ -20,10 +20,14 @@ public sealed class PoolNbdTests : IDisposable
 
     string Uri(string name) => $"nbd+unix:///{name}?socket={Socket}";
 
+    readonly System.Text.StringBuilder _serverLog = new();
+
     Process Serve()
     {
         var p = _cli.Start("pool", "serve", "--socket", Socket);
         p.StandardInput.Close();
+        p.ErrorDataReceived += (_, e) => { lock (_serverLog) _serverLog.AppendLine(e.Data); }; // drained: a full pipe would stall the server
+        p.BeginErrorReadLine();
         var line = p.StandardOutput.ReadLineAsync();
         Assert.True(line.Wait(TimeSpan.FromSeconds(30)), "strata pool serve did not start");
         Assert.StartsWith("serving pool ", line.Result);
@@ -114,15 +118,22 @@ public sealed class PoolNbdTests : IDisposable
     }
 
     /// <summary>A kernel filesystem on a thin device: nbdfuse exposes the export as a file, a loop device makes
-    /// it a block device; mkfs.ext4, mount, write a tree, unmount (e2fsck clean); then a snapshot of the device,
+    /// it a block device; mkfs, mount, write a tree, unmount (fsck clean); then a snapshot of the device,
     /// served and attached the same way, mounts with the same tree.</summary>
     [NbdClientsFact]
-    public void AnExt4OnAThinDeviceSurvivesIntoItsSnapshot()
+    public void AnExt4OnAThinDeviceSurvivesIntoItsSnapshot() =>
+        FileSystemSurvivesIntoSnapshot("128M", ["mkfs.ext4", "-q"], ["e2fsck", "-fn"], "e2fsprogs");
+
+    [NbdClientsFact]
+    public void AnXfsOnAThinDeviceSurvivesIntoItsSnapshot() =>
+        FileSystemSurvivesIntoSnapshot("512M", ["mkfs.xfs", "-q"], ["xfs_repair", "-n"], "xfsprogs"); // xfs needs 300 MiB at least
+
+    void FileSystemSurvivesIntoSnapshot(string size, string[] mkfs, string[] fsck, string package)
     {
-        foreach (var tool in new[] { "nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "e2fsck" })
-            if (!Shell.Has(tool)) Assert.Fail($"{tool} is missing (test.sh installs libnbd-bin, fuse3, util-linux, e2fsprogs)");
-        _cli.Ok("pool", "create", "--data-size", "1G", "--metadata-size", "64M");
-        _cli.Ok("pool", "device", "create", "vol", "--size", "128M");
+        foreach (var tool in new[] { "nbdfuse", "fusermount3", "losetup", mkfs[0], fsck[0] })
+            if (!Shell.Has(tool)) Assert.Fail($"{tool} is missing (test.sh installs libnbd-bin, fuse3, util-linux, {package})");
+        _cli.Ok("pool", "create", "--data-size", "2G", "--metadata-size", "64M");
+        _cli.Ok("pool", "device", "create", "vol", "--size", size);
         string fuse = _temp.Dir("fuse"), mnt = _temp.Dir("mnt");
         string tree = _temp.Dir("tree");
         for (int i = 0; i < 20; i++) File.WriteAllBytes(Path.Combine(tree, $"f{i}"), new byte[i * 5000].Select((_, j) => (byte)(j * i)).ToArray());
@@ -155,19 +166,155 @@ public sealed class PoolNbdTests : IDisposable
 
         Attached("vol", readOnly: false, loop =>
         {
-            Shell.Run("mkfs.ext4", "-q", loop).Check("mkfs.ext4");
+            Shell.Run(mkfs[0], [.. mkfs[1..], loop]).Check(mkfs[0]);
             Shell.Run("mount", loop, mnt).Check("mount");
             Shell.Run("cp", "-a", tree + "/.", mnt).Check("cp");
             Shell.Run("umount", mnt).Check("umount");
-            Shell.Run("e2fsck", "-fn", loop).Check("e2fsck");
+            Shell.Run(fsck[0], [.. fsck[1..], loop]).Check(fsck[0]);
         });
         Assert.Equal("snap", _cli.Ok("pool", "device", "snapshot", "vol", "snap"));
         Attached("snap", readOnly: true, loop =>
         {
-            Shell.Run("e2fsck", "-fn", loop).Check("e2fsck of the snapshot");
+            Shell.Run(fsck[0], [.. fsck[1..], loop]).Check($"{fsck[0]} of the snapshot");
             Shell.Run("mount", "-o", "ro", loop, mnt).Check("mount the snapshot");
             Shell.Run("diff", "-r", "-x", "lost+found", tree, mnt).Check("diff -r tree snapshot");
         });
+        Assert.EndsWith("clean", _cli.Ok("pool", "check"));
+    }
+
+    /// <summary>While `pool serve` owns the pool (and its lock), pool commands go through its control socket
+    /// and behave as they do on a closed pool; a device made meanwhile is exported at once.</summary>
+    [NbdClientsFact]
+    public void PoolCommandsRunInsideTheServer()
+    {
+        _cli.Ok("pool", "create", "--data-size", "1G", "--metadata-size", "64M");
+        _cli.Ok("pool", "device", "create", "vol", "--size", "64M");
+        string embeddedInfo = _cli.Ok("pool", "info");
+        var server = Serve();
+        try
+        {
+            Assert.True(File.Exists(_temp.Combine("store", "thin", "strata.sock")), "no control socket in the pool directory");
+            Assert.Equal(embeddedInfo, _cli.Ok("pool", "info")); // same lines, from the open pool
+            Assert.Equal("new", _cli.Ok("pool", "device", "create", "new", "--size", "32M"));
+            Assert.Contains("export=\"new\"", Shell.Run("nbdinfo", "--list", $"nbd+unix:///?socket={Socket}").Check("nbdinfo --list").Stdout);
+            Shell.Run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", Uri("new")).Check("qemu-io write");
+            Assert.Equal("new", _cli.Ok("pool", "device", "resize", "new", "--size", "48M"));
+            Assert.Contains("\"export-size\": 50331648", Shell.Run("nbdinfo", "--json", Uri("new")).Check("nbdinfo --json").Stdout);
+            Assert.Equal("copy", _cli.Ok("pool", "device", "snapshot", "new", "copy"));
+            Shell.Run("qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", Uri("copy")).Check("qemu-io read of the snapshot");
+            string ls = _cli.Ok("pool", "device", "ls", "--format", "json");
+            Assert.Contains("\"Name\": \"copy\"", ls);
+            Assert.EndsWith("clean", _cli.Ok("pool", "check"));
+            Assert.Contains("<superblock", _cli.Ok("pool", "dump", "--xml"));
+            Assert.Equal("1048576", _cli.Run(new byte[1 << 20], "pool", "device", "write", "vol").Out);
+
+            // a device a client has open cannot go; changes that need the pool closed are refused, not queued
+            using (var client = new NbdTestClient(Socket, "copy"))
+            {
+                var busy = _cli.Run("pool", "device", "rm", "copy");
+                Assert.Equal(5, busy.ExitCode);
+                Assert.Contains("is open", busy.Stderr);
+            }
+            var repair = _cli.Run("pool", "repair");
+            Assert.Equal(5, repair.ExitCode);
+            Assert.Equal($"strata: cannot repair pool {_temp.Combine("store", "thin")} while `strata pool serve` owns it: stop the server (SIGTERM) first\n", repair.Stderr);
+            Assert.Equal(4, _cli.Run("pool", "create").ExitCode);
+            Assert.Equal("copy", _cli.Ok("pool", "device", "rm", "copy"));
+            Assert.DoesNotContain("export=\"copy\"", Shell.Run("nbdinfo", "--list", $"nbd+unix:///?socket={Socket}").Check("nbdinfo --list").Stdout);
+        }
+        finally
+        {
+            Stop(server);
+        }
+        Assert.False(File.Exists(_temp.Combine("store", "thin", "strata.sock")), "the control socket is left after SIGTERM");
+        Assert.Equal("vol\nnew", string.Join('\n', _cli.Ok("pool", "device", "ls").Split('\n').Skip(1).Select(l => l.Split(' ')[0])));
+        Assert.EndsWith("clean", _cli.Ok("pool", "check"));
+    }
+
+    /// <summary>A snapshot taken while a client writes holds every write the client saw completed before the
+    /// snapshot command was sent, and none sent after the command returned: the writes form one sequence (each
+    /// block's value is the write's number), so the snapshot must equal the device after some prefix of them.</summary>
+    [NbdClientsFact]
+    public void ASnapshotTakenWhileAClientWritesIsCrashConsistent()
+    {
+        const int blocks = 2048, blockSize = 4096;
+        _cli.Ok("pool", "create", "--data-size", "1G", "--metadata-size", "64M");
+        _cli.Ok("pool", "device", "create", "vol", "--size", $"{blocks * blockSize}");
+        var server = Serve();
+        try
+        {
+            long completed = 0;
+            using var stop = new CancellationTokenSource();
+            var writer = Task.Run(() =>
+            {
+                using var client = new NbdTestClient(Socket, "vol");
+                var data = new byte[blockSize];
+                for (long n = 1; !stop.IsCancellationRequested; n++)
+                {
+                    for (int i = 0; i < blockSize; i += 8) BitConverter.TryWriteBytes(data.AsSpan(i), n);
+                    Assert.Equal(0u, client.Write((n - 1) % blocks * blockSize, data));
+                    Interlocked.Exchange(ref completed, n);
+                }
+            });
+            while (Interlocked.Read(ref completed) < 3 * blocks && !writer.IsCompleted) Thread.Sleep(10);
+            long before = Interlocked.Read(ref completed);
+            Assert.Equal("snap", _cli.Ok("pool", "device", "snapshot", "vol", "snap"));
+            long after = Interlocked.Read(ref completed);
+            while (Interlocked.Read(ref completed) < after + blocks && !writer.IsCompleted) Thread.Sleep(10);
+            stop.Cancel();
+            writer.GetAwaiter().GetResult();
+
+            using var reader = new NbdTestClient(Socket, "snap");
+            var values = new long[blocks];
+            var block = new byte[blockSize];
+            for (int b = 0; b < blocks; b++)
+            {
+                Assert.Equal(0u, reader.Read((long)b * blockSize, block));
+                values[b] = BitConverter.ToInt64(block);
+                for (int i = 8; i < blockSize; i += 8) Assert.Equal(values[b], BitConverter.ToInt64(block, i)); // no torn block
+            }
+            long cut = values.Max(); // the last write the snapshot holds
+            Assert.InRange(cut, before, after);
+            for (int b = 0; b < blocks; b++)
+            {
+                long expected = cut - (cut - 1 - b % blocks + blocks) % blocks; // the last write to block b up to the cut
+                Assert.True(values[b] == expected, $"block {b} of the snapshot holds write {values[b]}, not {expected}: not the device at one moment (cut {cut}, before {before}, after {after})");
+            }
+        }
+        finally
+        {
+            Stop(server);
+        }
+        Assert.EndsWith("clean", _cli.Ok("pool", "check"));
+    }
+
+    /// <summary>fio's own NBD engine (libnbd): random writes of several jobs, each on its own connection and
+    /// region, then fio reads every block back and checks its crc32c.</summary>
+    [NbdClientsFact]
+    public void FioRandomWritesVerify()
+    {
+        if (!Shell.Has("fio")) Assert.Fail("fio is missing (test.sh installs it)");
+        _cli.Ok("pool", "create", "--data-size", "1G", "--metadata-size", "64M");
+        _cli.Ok("pool", "device", "create", "vol", "--size", "256M");
+        var server = Serve();
+        try
+        {
+            foreach (var (bs, depth) in new[] { ("4k-4k", "32"), ("64k-64k", "8"), ("4k-256k", "4") })
+            {
+                var fio = Shell.Run("fio", "--name=verify", "--ioengine=nbd", $"--uri={Uri("vol")}", "--rw=randwrite", $"--bsrange={bs}",
+                    $"--iodepth={depth}", "--numjobs=4", "--size=48M", "--offset_increment=64M", "--verify=crc32c", "--verify_fatal=1",
+                    "--do_verify=1", "--group_reporting", "--output-format=json");
+                Assert.True(fio.ExitCode == 0, $"fio --bsrange={bs} failed: {fio.Stderr}\n{fio.Stdout}");
+                Assert.Contains("\"error\" : 0", fio.Stdout);
+            }
+            // fio's writes are data; the untouched tail of each region is still a hole
+            var map = Shell.Run("nbdinfo", "--map", Uri("vol")).Check("nbdinfo --map").Stdout;
+            Assert.Contains("hole,zero", map);
+        }
+        finally
+        {
+            Stop(server);
+        }
         Assert.EndsWith("clean", _cli.Ok("pool", "check"));
     }
 }

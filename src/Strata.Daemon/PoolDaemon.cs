@@ -1,0 +1,117 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Strata.Native;
+using Strata.Nbd;
+using Strata.Thin;
+
+namespace Strata.Daemon;
+
+/// <summary>How `strata pool serve` runs.</summary>
+public sealed record PoolDaemonOptions
+{
+    /// <summary>The pool's directory.</summary>
+    public required string Pool { get; init; }
+    /// <summary>Unix socket for NBD clients (0600).</summary>
+    public required string NbdSocket { get; init; }
+    /// <summary>Also serve NBD on this TCP endpoint (null: do not).</summary>
+    public IPEndPoint? NbdTcp { get; init; }
+    /// <summary>Name of the control socket in the pool directory, where the CLI sends its pool commands.</summary>
+    public string ControlSocket { get; init; } = "strata.sock";
+    /// <summary>Maps the control socket's endpoints (the CLI's command tree lives in the CLI).</summary>
+    public Action<WebApplication, PoolDirectory>? Control { get; init; }
+    /// <summary>Called once the pool is served, with the NBD addresses (a URI template with NAME for the device).</summary>
+    public Action<PoolDirectory, string>? Started { get; init; }
+    /// <summary>Where the server's one-line notices go (a connection dropped for garbage, a failed request).</summary>
+    public Action<string>? Log { get; init; }
+}
+
+/// <summary>
+/// `strata pool serve`: owns one thin pool (its lock, for as long as it runs), exports every device over NBD,
+/// and takes the CLI's pool commands on the control socket POOL/strata.sock (DESIGN decision 8), so that
+/// devices can be created, snapshotted, listed and removed while clients use others. On SIGTERM or SIGINT
+/// it stops taking commands, closes the NBD connections (finishing the requests in flight), commits the
+/// pool and removes its sockets.
+/// </summary>
+public static class PoolDaemon
+{
+    public static async Task<int> RunAsync(PoolDaemonOptions options, CancellationToken stop = default)
+    {
+        using var dir = PoolDirectory.Open(options.Pool);
+        string control = Path.Combine(dir.Path, options.ControlSocket);
+        StrataDaemon.PrepareSocket(control, "the pool's control socket");
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            ContentRootPath = AppContext.BaseDirectory,
+            Args = ["--hostBuilder:reloadConfigOnChange=false"],
+        });
+        builder.Logging.ClearProviders();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AllowSynchronousIO = true;
+            k.Limits.MaxRequestBodySize = null;
+            k.ListenUnixSocket(control);
+        });
+        await using var app = builder.Build();
+        options.Control?.Invoke(app, dir);
+        var server = new NbdServer(new PoolExports(dir.Pool), options.Log);
+        try
+        {
+            server.ListenUnix(options.NbdSocket);
+            string where = $"nbd+unix:///NAME?socket={options.NbdSocket}";
+            if (options.NbdTcp is { } tcp) where += $" and nbd://{server.ListenTcp(tcp)}/NAME";
+            uint umask = Posix.SetUmask(0x3F /* 077 */); // the control socket is private from its first moment
+            try
+            {
+                await app.StartAsync(stop);
+            }
+            finally
+            {
+                Posix.SetUmask(umask);
+            }
+            options.Started?.Invoke(dir, where);
+            Systemd.Notify("READY=1");
+            await app.WaitForShutdownAsync(stop);
+        }
+        finally
+        {
+            Systemd.Notify("STOPPING=1");
+            try
+            {
+                await app.StopAsync(CancellationToken.None); // commands in flight finish first
+            }
+            finally
+            {
+                await server.DisposeAsync();
+                if (File.Exists(options.NbdSocket)) File.Delete(options.NbdSocket);
+                if (File.Exists(control)) File.Delete(control);
+            }
+        }
+        dir.Pool.Commit();
+        return 0;
+    }
+
+    /// <summary>Exports every device of a pool by its name, including devices made while serving.</summary>
+    sealed class PoolExports(ThinPool pool) : INbdExports
+    {
+        public IReadOnlyList<string> Names() => pool.DeviceNames();
+
+        public IBlockDevice? Open(string name)
+        {
+            try
+            {
+                return pool.OpenDevice(name);
+            }
+            catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
+            {
+                return null;
+            }
+        }
+
+        public bool ReadOnly(string name) => false;
+    }
+}
