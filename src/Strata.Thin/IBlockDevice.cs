@@ -16,6 +16,16 @@ public interface IBlockDevice : IDisposable
 
     void Read(long offset, Span<byte> buffer);
 
+    /// <summary>Reads like <see cref="Read"/>, and says which ranges of <paramref name="buffer"/> are holes (zeros
+    /// with nothing allocated behind them, so a reply can say "zeros" instead of sending them): up to
+    /// <c>holes.Length</c> (start, length) pairs, in order, not adjacent; returns how many. Holes past that many
+    /// are read as zeros and not reported.</summary>
+    int ReadSparse(long offset, Span<byte> buffer, Span<(int Start, int Length)> holes)
+    {
+        Read(offset, buffer);
+        return 0;
+    }
+
     void Write(long offset, ReadOnlySpan<byte> data, bool fua = false);
 
     void Flush();

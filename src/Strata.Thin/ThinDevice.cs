@@ -20,7 +20,8 @@ public sealed class ThinDevice : IBlockDevice
     public long Size => _pool.SizeOf(Id);
     public int BlockSize => (int)_pool.BlockSize;
 
-    public void Read(long offset, Span<byte> buffer) => _pool.Read(Id, offset, buffer);
+    public void Read(long offset, Span<byte> buffer) => _pool.Read(Id, offset, buffer, default);
+    public int ReadSparse(long offset, Span<byte> buffer, Span<(int Start, int Length)> holes) => _pool.Read(Id, offset, buffer, holes);
     public void Write(long offset, ReadOnlySpan<byte> data, bool fua = false) => _pool.Write(Id, offset, data, fua);
     public void Flush() => _pool.Commit();
     public void Discard(long offset, long length) => _pool.Unmap(Id, offset, length);
