@@ -182,9 +182,12 @@ sealed class Transmission(Socket socket, IBlockDevice device, bool readOnly, boo
             };
             log?.Invoke($"request {r.Type} at {r.Offset}+{r.Length}: {ex.Message}");
         }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+        catch (Exception ex)
         {
+            // the server's boundary: one request's failure, whatever it is, is its client's EIO, not the end of
+            // the process (these threads are not the thread pool's: an exception escaping one ends the process)
             r.Error = Nbd.EIO;
+            if (ex is not (IOException or ObjectDisposedException)) log?.Invoke($"request {r.Type} at {r.Offset}+{r.Length} failed: {ex.GetType().Name}: {ex.Message}");
         }
         if (r.Payload is not null)
         {
