@@ -5,7 +5,7 @@ using Strata.Testing;
 namespace Strata.Integration.Tests;
 
 /// <summary>`strata pool serve`: thin devices over NBD to real clients from Debian's packages (nbdinfo,
-/// qemu-img, qemu-io, nbdcopy), garbage that closes only its own connection, and a clean stop on SIGTERM.</summary>
+/// qemu-img, qemu-io, nbdcopy, fio, nbdfuse with ext4 and xfs), pool commands while it serves, garbage that closes only its own connection, and a clean stop on SIGTERM.</summary>
 [Collection(HeavyIo.Name)]
 public sealed class PoolNbdTests : IDisposable
 {
@@ -80,6 +80,14 @@ public sealed class PoolNbdTests : IDisposable
             string back = _temp.Combine("back.raw");
             Shell.Run("nbdcopy", "--connections=4", Uri("vol"), back).Check("nbdcopy out");
             Assert.True(File.ReadAllBytes(back).AsSpan(0, bytes.Length).SequenceEqual(bytes), "nbdcopy read back other bytes");
+            // qemu-img map sees the same allocation as block status: data at the start, zeros after the converted part
+            string qmap = Shell.Run("qemu-img", "map", "--output=json", "-f", "raw", Uri("vol")).Check("qemu-img map").Stdout;
+            Assert.Contains("\"start\": 0, \"length\": 25165824, \"depth\": 0, \"present\": true, \"zero\": false, \"data\": true", qmap);
+            Assert.Contains("\"zero\": true, \"data\": false", qmap);
+            // and nbdcopy the other way, into a second device, with 4 connections
+            _cli.Ok("pool", "device", "create", "copy", "--size", "64M");
+            Shell.Run("nbdcopy", "--connections=4", back, Uri("copy")).Check("nbdcopy in");
+            Shell.Run("qemu-img", "compare", "-f", "raw", "-F", "raw", back, Uri("copy")).Check("qemu-img compare after nbdcopy in");
 
             // garbage on one connection closes that connection only
             using (var raw = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
