@@ -11,6 +11,7 @@ namespace Strata.Nbd.Tests;
 /// errors as ERROR chunks, FAST_ZERO refused where zeroing is slow, ENOSPC at once when the pool is full,
 /// and a burst of requests followed by DISC all answered before the server hangs up.
 /// </summary>
+[Collection(Alone.Name)]
 public sealed class ProtocolTests : IAsyncDisposable
 {
     const int BlockSize = 64 * 1024;
@@ -269,4 +270,11 @@ public sealed class ProtocolTests : IAsyncDisposable
         s.Dispose();
         Assert.True(perRequest < 64, $"{perRequest} bytes allocated per request");
     }
+}
+
+/// <summary>Tests that count the whole process's allocations run after the others, alone.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class Alone
+{
+    public const string Name = "alone";
 }
