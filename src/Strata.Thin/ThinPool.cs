@@ -77,7 +77,8 @@ public sealed partial class ThinPool : IDisposable
     Dictionary<uint, DeviceRecord> _byId = null!;
     List<ulong> _tableBlocks = null!;
     Superblock _committed = null!;
-    bool _dirty;
+    bool _dirty;             // metadata changed since the last commit
+    volatile bool _unflushed; // data written in place since the last flush of the data store (no metadata depends on it)
     string? _readOnly;
     bool _disposed;
     bool _belowLowWater;
@@ -675,16 +676,13 @@ public sealed partial class ThinPool : IDisposable
             {
                 CheckWritable();
                 mapped = TryLookupOwned(Dev(id).Root, vblock, out old, out shared);
-                if (mapped && !shared)
-                {
-                    _dirty = true;
-                    fresh = 0;
-                }
+                if (mapped && !shared) fresh = 0;
                 else if (!TryAllocateData(out fresh)) throw new DataFullException();
             }
             if (mapped && !shared)
             {
                 _data.Write((long)old * bs + at, piece);
+                _unflushed = true; // after the write: a flush that sees the flag clear began before this write completed
                 return;
             }
             try
@@ -924,6 +922,22 @@ public sealed partial class ThinPool : IDisposable
     /// <summary>Makes everything written so far durable: data first, then the metadata that maps it, then the superblock.</summary>
     public void Commit()
     {
+        bool inPlaceOnly;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_lostTransaction) throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only and lost the writes since its last commit: {_readOnly}");
+            if (_readOnly is not null) return;
+            // no metadata changed: every write completed so far went in place (or is committed) and needs a flush
+            // of the data, not a commit, so IO goes on meanwhile (a periodic commit never flushes such writes;
+            // only a user's flush or FUA does)
+            inPlaceOnly = !_dirty && _flushFailed is null;
+        }
+        if (inPlaceOnly)
+        {
+            FlushData();
+            return;
+        }
         FlushAhead();
         _gate.EnterWrite();
         try
@@ -992,6 +1006,23 @@ public sealed partial class ThinPool : IDisposable
         }
     }
 
+    /// <summary>Flushes the data written in place since the last flush. A failure fails the flush and is kept for
+    /// the next commit (which then fails, leaving the pool read-only): the kernel reports a lost write-back once.</summary>
+    void FlushData()
+    {
+        if (!_unflushed) return;
+        _unflushed = false; // before the flush: a write completing during it sets it again
+        try
+        {
+            _data.Flush();
+        }
+        catch (Exception ex) when (ex is IOException or StrataException)
+        {
+            _flushFailed ??= ex;
+            throw new StrataException(ErrorKind.Io, $"the pool could not flush its data: {ex.Message}", ex);
+        }
+    }
+
     void CommitLocked()
     {
         if (!_dirty && _flushFailed is null) return;
@@ -999,6 +1030,7 @@ public sealed partial class ThinPool : IDisposable
         try
         {
             if (_flushFailed is { } failed) throw failed;
+            _unflushed = false; // the flush below covers the writes done in place too
             _data.Flush();
             foreach (ulong b in _tableBlocks) _meta.Unref(b);
             _tableBlocks = DeviceTable.Write(_meta, _devices.Values, next);
