@@ -17,18 +17,11 @@ public sealed class FuzzTests : IAsyncDisposable
     readonly MemoryBlockStore _metadata = new(8 << 20);
     readonly NbdServer _server;
 
-    sealed class Exports(ThinPool pool) : INbdExports
-    {
-        public IReadOnlyList<string> Names() => pool.DeviceNames();
-        public IBlockDevice? Open(string name) => Names().Contains(name) ? pool.OpenDevice(name) : null;
-        public bool ReadOnly(string name) => false;
-    }
-
     public FuzzTests()
     {
         _pool = ThinPool.Create(new MemoryBlockStore(256L << 20), _metadata, options: new PoolOptions { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 });
         _pool.CreateDevice("vol", 16 << 20);
-        _server = new NbdServer(new Exports(_pool));
+        _server = new NbdServer(new TestExports(_pool));
         _server.ListenUnix(Socket);
     }
 
@@ -48,22 +41,12 @@ public sealed class FuzzTests : IAsyncDisposable
         return s;
     }
 
-    static void ReadExactly(Socket s, Span<byte> buffer)
-    {
-        for (int done = 0; done < buffer.Length;)
-        {
-            int n = s.Receive(buffer[done..]);
-            if (n == 0) throw new EndOfStreamException();
-            done += n;
-        }
-    }
-
     /// <summary>A well-behaved client: handshake with EXPORT_NAME, then a write and a read-back.</summary>
     void GoodClient(int round)
     {
         using var s = Connect();
         var hello = new byte[18];
-        ReadExactly(s, hello);
+        TestExports.ReadExactly(s, hello);
         Assert.Equal(0x4e42444d41474943UL, BinaryPrimitives.ReadUInt64BigEndian(hello));
         s.Send([0, 0, 0, 3]);
         var name = "vol"u8.ToArray();
@@ -74,18 +57,18 @@ public sealed class FuzzTests : IAsyncDisposable
         name.CopyTo(opt, 16);
         s.Send(opt);
         var export = new byte[10];
-        ReadExactly(s, export);
+        TestExports.ReadExactly(s, export);
         Assert.Equal(16UL << 20, BinaryPrimitives.ReadUInt64BigEndian(export));
         var payload = BitConverter.GetBytes((long)round);
         s.Send(Request(1, (ulong)round, 4096, (uint)payload.Length, payload));
         var reply = new byte[16];
-        ReadExactly(s, reply);
+        TestExports.ReadExactly(s, reply);
         Assert.Equal(0u, BinaryPrimitives.ReadUInt32BigEndian(reply.AsSpan(4)));
         s.Send(Request(0, (ulong)round + 1, 4096, 8, null));
-        ReadExactly(s, reply);
+        TestExports.ReadExactly(s, reply);
         Assert.Equal(0u, BinaryPrimitives.ReadUInt32BigEndian(reply.AsSpan(4)));
         var back = new byte[8];
-        ReadExactly(s, back);
+        TestExports.ReadExactly(s, back);
         Assert.Equal(round, BitConverter.ToInt64(back));
         s.Send(Request(2, 0, 0, 0, null)); // DISC
     }
@@ -109,7 +92,7 @@ public sealed class FuzzTests : IAsyncDisposable
         try
         {
             var hello = new byte[18];
-            ReadExactly(s, hello);
+            TestExports.ReadExactly(s, hello);
             int where = random.Next(4);
             if (where == 3)
             {
@@ -123,7 +106,7 @@ public sealed class FuzzTests : IAsyncDisposable
                 BinaryPrimitives.WriteUInt32BigEndian(opt.AsSpan(12), (uint)name.Length);
                 name.CopyTo(opt, 16);
                 s.Send(opt);
-                ReadExactly(s, new byte[10]);
+                TestExports.ReadExactly(s, new byte[10]);
                 for (int i = 0; i < 8; i++)
                 {
                     ushort type = (ushort)random.Next(0, 10);

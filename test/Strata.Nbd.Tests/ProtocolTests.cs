@@ -19,20 +19,13 @@ public sealed class ProtocolTests : IAsyncDisposable
     readonly ThinPool _pool;
     readonly NbdServer _server;
 
-    sealed class Exports(ThinPool pool) : INbdExports
-    {
-        public IReadOnlyList<string> Names() => pool.DeviceNames();
-        public IBlockDevice? Open(string name) => Names().Contains(name) ? pool.OpenDevice(name) : null;
-        public bool ReadOnly(string name) => false;
-    }
-
     public ProtocolTests()
     {
         // a small pool: 64 data blocks of 64 KiB, for the pool-full case
         _pool = ThinPool.Create(new MemoryBlockStore(64L * BlockSize), new MemoryBlockStore(8 << 20),
             options: new PoolOptions { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 });
         _pool.CreateDevice("vol", 16 << 20);
-        _server = new NbdServer(new Exports(_pool));
+        _server = new NbdServer(new TestExports(_pool));
         _server.ListenUnix(_temp.Combine("nbd.sock"));
     }
 
@@ -50,14 +43,14 @@ public sealed class ProtocolTests : IAsyncDisposable
     {
         var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { ReceiveTimeout = 20_000 };
         s.Connect(new UnixDomainSocketEndPoint(_temp.Combine("nbd.sock")));
-        ReadExactly(s, new byte[18]);
+        TestExports.ReadExactly(s, new byte[18]);
         s.Send([0, 0, 0, 3]);
         s.Send(Option(8, [])); // STRUCTURED_REPLY
         var reply = new byte[20];
-        ReadExactly(s, reply);
+        TestExports.ReadExactly(s, reply);
         Assert.Equal(1u, BinaryPrimitives.ReadUInt32BigEndian(reply.AsSpan(12))); // ACK
         s.Send(Option(1, "vol"u8.ToArray()));
-        ReadExactly(s, new byte[10]);
+        TestExports.ReadExactly(s, new byte[10]);
         return s;
     }
 
@@ -69,16 +62,6 @@ public sealed class ProtocolTests : IAsyncDisposable
         BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(12), (uint)data.Length);
         data.CopyTo(o, 16);
         return o;
-    }
-
-    static void ReadExactly(Socket s, Span<byte> buffer)
-    {
-        for (int done = 0; done < buffer.Length;)
-        {
-            int n = s.Receive(buffer[done..]);
-            if (n == 0) throw new EndOfStreamException();
-            done += n;
-        }
     }
 
     static void Send(Socket s, ushort type, ushort flags, ulong cookie, long offset, uint length, byte[]? payload = null)
@@ -97,10 +80,10 @@ public sealed class ProtocolTests : IAsyncDisposable
     static Chunk ReadChunk(Socket s)
     {
         var h = new byte[20];
-        ReadExactly(s, h);
+        TestExports.ReadExactly(s, h);
         Assert.Equal(0x668e33efu, BinaryPrimitives.ReadUInt32BigEndian(h));
         var payload = new byte[BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(16))];
-        ReadExactly(s, payload);
+        TestExports.ReadExactly(s, payload);
         return new Chunk(BinaryPrimitives.ReadUInt16BigEndian(h.AsSpan(4)), BinaryPrimitives.ReadUInt16BigEndian(h.AsSpan(6)), BinaryPrimitives.ReadUInt64BigEndian(h.AsSpan(8)), payload);
     }
 
@@ -232,10 +215,10 @@ public sealed class ProtocolTests : IAsyncDisposable
     {
         var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { ReceiveTimeout = 20_000 };
         s.Connect(new UnixDomainSocketEndPoint(_temp.Combine("nbd.sock")));
-        ReadExactly(s, new byte[18]);
+        TestExports.ReadExactly(s, new byte[18]);
         s.Send([0, 0, 0, 3]);
         s.Send(Option(1, "vol"u8.ToArray())); // EXPORT_NAME, simple replies
-        ReadExactly(s, new byte[10]);
+        TestExports.ReadExactly(s, new byte[10]);
         const int depth = 16;
         var writes = new byte[depth * (28 + 4096)];
         var reads = new byte[depth * 28];
@@ -257,9 +240,9 @@ public sealed class ProtocolTests : IAsyncDisposable
         void Round()
         {
             s.Send(writes);
-            ReadExactly(s, replies.AsSpan(0, depth * 16));
+            TestExports.ReadExactly(s, replies.AsSpan(0, depth * 16));
             s.Send(reads);
-            ReadExactly(s, replies.AsSpan(0, depth * (16 + 4096)));
+            TestExports.ReadExactly(s, replies.AsSpan(0, depth * (16 + 4096)));
         }
         for (int i = 0; i < 200; i++) Round(); // warm-up: pools filled, blocks mapped, code compiled
         const int rounds = 1000;
