@@ -95,8 +95,11 @@ public static partial class Commands
         bool reads = command.Name is "apply" or "restore" or "write";
         if (IsPoolCommand(r))
         {
-            string pool = Path.GetFullPath(r.GetValue(PoolOption) ?? Path.Combine(r.GetValue(RootOption)!, "thin"));
-            return new Route(Path.Combine(pool, Control.SocketName), $"pool {pool}", forwardable, reads, input, output);
+            string pool = Path.TrimEndingDirectorySeparator(Path.GetFullPath(r.GetValue(PoolOption) ?? Path.Combine(r.GetValue(RootOption)!, "thin")));
+            // the pool as this process resolved it (STRATA_ROOT is this process's, not the server's) goes with the
+            // command, so that the server runs it on the pool whose socket it came in on
+            string[]? pin = r.GetResult(PoolOption) is null ? ["--pool", pool] : null;
+            return new Route(Path.Combine(pool, Control.SocketName), $"pool {pool}", forwardable, reads, input, output, pin);
         }
         string root = Path.GetFullPath(r.GetValue(RootOption)!);
         return new Route(Path.Combine(root, Control.SocketName), $"store {root}", forwardable, reads, input, output);
@@ -357,4 +360,4 @@ public static partial class Commands
 }
 
 /// <summary>See <see cref="Commands.Route"/>.</summary>
-sealed record Route(string Socket, string Owner, bool Forwardable, bool ReadsInput, string? InputFile, string? OutputFile);
+sealed record Route(string Socket, string Owner, bool Forwardable, bool ReadsInput, string? InputFile, string? OutputFile, string[]? ExtraArgs = null);

@@ -122,7 +122,7 @@ static class Control
             },
         };
         using var http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
-        byte[] json = JsonSerializer.SerializeToUtf8Bytes(args, CliJson.Default.StringArray);
+        byte[] json = JsonSerializer.SerializeToUtf8Bytes(route.ExtraArgs is { } extra ? [.. args, .. extra] : args, CliJson.Default.StringArray);
         if (json.Length > MaxArgs) throw StrataException.Invalid($"the command line is too long for the daemon ({json.Length} bytes of arguments; at most {MaxArgs})");
         var head = new byte[4 + json.Length];
         BinaryPrimitives.WriteInt32BigEndian(head, json.Length);

@@ -29,7 +29,8 @@ public static partial class Commands
     }
 
     /// <summary>The served pool, when this command runs inside the server that owns the pool it names.</summary>
-    static PoolDirectory? Served(ParseResult r) => Io.Current.Pool is { } served && served.Path == PoolDir(r) ? served : null;
+    static PoolDirectory? Served(ParseResult r) =>
+        Io.Current.Pool is { } served && served.Path == Path.TrimEndingDirectorySeparator(PoolDir(r)) ? served : null;
 
     /// <summary>The pool a command works on: the server's, or opened for this command (and closed, committing, after it).</summary>
     static PoolLease OpenPool(ParseResult r, TimeSpan? commitInterval = null) =>
@@ -130,17 +131,16 @@ public static partial class Commands
         dump.SetAction(r =>
         {
             string? path = r.GetValue(OutputOption);
-            ReadMetadata(r, metadata =>
+            // into memory first: a served pool's IO waits while its metadata is read, not while a slow reader takes it
+            var xml = ReadMetadata(r, metadata =>
             {
-                if (path is null && !Io.Current.FilesAtClient)
-                {
-                    var ms = new MemoryStream();
-                    ThinPool.DumpXml(metadata, ms);
-                    Io.Current.Out.Write(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
-                }
-                else OutputFile.Write(path, s => { ThinPool.DumpXml(metadata, s); return 0; });
-                return 0;
+                var ms = new MemoryStream();
+                ThinPool.DumpXml(metadata, ms);
+                return ms;
             });
+            xml.Position = 0;
+            if (path is null && !Io.Current.FilesAtClient) Io.Current.Out.Write(System.Text.Encoding.UTF8.GetString(xml.ToArray()));
+            else OutputFile.Write(path, s => { xml.CopyTo(s); return 0; });
             return 0;
         });
         pool.Subcommands.Add(dump);

@@ -143,7 +143,23 @@ public sealed class NbdServer(INbdExports exports, Action<string>? log = null) :
             }
             pending = [.. _connections, .. _loops];
         }
-        await Task.WhenAll(pending.Select(t => t.ContinueWith(_ => { }, TaskScheduler.Default)));
+        var all = Task.WhenAll(pending.Select(t => t.ContinueWith(_ => { }, TaskScheduler.Default)));
+        if (await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(10))) != all)
+        {
+            // a client that stopped reading its replies holds a worker in a send: cut it off
+            lock (_connections)
+                foreach (var c in _clients)
+                {
+                    try
+                    {
+                        c.Shutdown(SocketShutdown.Both);
+                    }
+                    catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                    {
+                    }
+                }
+            await all;
+        }
         _stop.Dispose();
     }
 }
@@ -195,12 +211,20 @@ sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? l
                 {
                     string name = Encoding.UTF8.GetString(data);
                     if (exports.Open(name) is not { } dev) return (null, false); // the protocol can only hang up here
-                    bool ro = exports.ReadOnly(name);
-                    var reply = new byte[_noZeroes ? 10 : 134];
-                    BinaryPrimitives.WriteUInt64BigEndian(reply, (ulong)dev.Size);
-                    BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), TransmissionFlags(ro));
-                    _stream.Write(reply);
-                    return (dev, ro);
+                    try
+                    {
+                        bool ro = exports.ReadOnly(name);
+                        var reply = new byte[_noZeroes ? 10 : 134];
+                        BinaryPrimitives.WriteUInt64BigEndian(reply, (ulong)dev.Size);
+                        BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), TransmissionFlags(ro));
+                        _stream.Write(reply);
+                        return (dev, ro);
+                    }
+                    catch
+                    {
+                        dev.Dispose(); // a device left open could never be removed
+                        throw;
+                    }
                 }
                 case Nbd.OptAbort:
                     OptionReply(option, Nbd.RepAck, []);
@@ -236,21 +260,29 @@ sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? l
                         OptionReply(option, Nbd.RepErrUnknown, Encoding.UTF8.GetBytes($"no export named '{name}'"));
                         break;
                     }
-                    bool ro = exports.ReadOnly(name);
-                    var export = new byte[12];
-                    BinaryPrimitives.WriteUInt16BigEndian(export, Nbd.InfoExport);
-                    BinaryPrimitives.WriteUInt64BigEndian(export.AsSpan(2), (ulong)dev.Size);
-                    BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(10), TransmissionFlags(ro));
-                    OptionReply(option, Nbd.RepInfo, export);
-                    var sizes = new byte[14];
-                    BinaryPrimitives.WriteUInt16BigEndian(sizes, Nbd.InfoBlockSize);
-                    BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(2), 1);
-                    BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(6), 4096);
-                    BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(10), Nbd.MaxPayload);
-                    OptionReply(option, Nbd.RepInfo, sizes);
-                    OptionReply(option, Nbd.RepAck, []);
-                    if (option == Nbd.OptGo) return (dev, ro);
-                    dev.Dispose();
+                    bool keep = false;
+                    try
+                    {
+                        bool ro = exports.ReadOnly(name);
+                        var export = new byte[12];
+                        BinaryPrimitives.WriteUInt16BigEndian(export, Nbd.InfoExport);
+                        BinaryPrimitives.WriteUInt64BigEndian(export.AsSpan(2), (ulong)dev.Size);
+                        BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(10), TransmissionFlags(ro));
+                        OptionReply(option, Nbd.RepInfo, export);
+                        var sizes = new byte[14];
+                        BinaryPrimitives.WriteUInt16BigEndian(sizes, Nbd.InfoBlockSize);
+                        BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(2), 1);
+                        BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(6), 4096);
+                        BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(10), Nbd.MaxPayload);
+                        OptionReply(option, Nbd.RepInfo, sizes);
+                        OptionReply(option, Nbd.RepAck, []);
+                        keep = option == Nbd.OptGo;
+                        if (keep) return (dev, ro);
+                    }
+                    finally
+                    {
+                        if (!keep) dev.Dispose(); // INFO, or a client gone mid-reply
+                    }
                     break;
                 }
                 case Nbd.OptStructuredReply:

@@ -37,6 +37,9 @@ sealed class Transmission(Socket socket, IBlockDevice device, bool readOnly, boo
     readonly List<ArraySegment<byte>> _segments = [];
     readonly List<Request> _sending = [];
     int _sender;            // 1 while a worker sends replies
+    const long MaxQueuedBytes = 64L << 20;
+    readonly object _queueSignal = new();
+    long _queuedBytes;      // replies queued or being sent (under _queueSignal)
     volatile bool _broken;  // a send failed: the client is gone
 
     sealed class Request
@@ -131,16 +134,25 @@ sealed class Transmission(Socket socket, IBlockDevice device, bool readOnly, boo
             int buffered = Math.Min(_end - _start, (int)length);
             _buffer.AsSpan(_start, buffered).CopyTo(payload);
             _start += buffered;
-            for (int got = buffered; got < length;)
+            bool whole = false;
+            try
             {
-                int n = socket.Receive(payload, got, (int)length - got, SocketFlags.None);
-                if (n == 0)
+                for (int got = buffered; got < length;)
+                {
+                    int n = socket.Receive(payload, got, (int)length - got, SocketFlags.None);
+                    if (n == 0) return null; // the client left mid-payload
+                    got += n;
+                }
+                whole = true;
+            }
+            finally
+            {
+                if (!whole)
                 {
                     ArrayPool<byte>.Shared.Return(payload);
+                    r.Payload = null;
                     _free.Enqueue(r);
-                    return null;
                 }
-                got += n;
             }
         }
         return r;
@@ -173,7 +185,7 @@ sealed class Transmission(Socket socket, IBlockDevice device, bool readOnly, boo
         }
         catch (StrataException ex)
         {
-            r.Error = ex.Kind switch
+            r.Error = r.Type == Nbd.CmdFlush ? Nbd.EIO : ex.Kind switch // a flush that failed lost writes: EIO, whatever the cause
             {
                 ErrorKind.NoSpace => Nbd.ENOSPC,
                 ErrorKind.InvalidArgument => Nbd.EINVAL,
@@ -198,6 +210,14 @@ sealed class Transmission(Socket socket, IBlockDevice device, bool readOnly, boo
         {
             ArrayPool<byte>.Shared.Return(r.Data);
             r.Data = null;
+        }
+        // a client that does not read its replies stops the workers here (as nbdkit's block on their send lock),
+        // not after the server has queued its memory away
+        long size = 32 + r.DataLength;
+        lock (_queueSignal)
+        {
+            while (_queuedBytes > MaxQueuedBytes && !_broken) Monitor.Wait(_queueSignal, 100);
+            _queuedBytes += size;
         }
         _done.Enqueue(r);
         SendReplies();
@@ -314,7 +334,7 @@ sealed class Transmission(Socket socket, IBlockDevice device, bool readOnly, boo
             }
             finally
             {
-                Volatile.Write(ref _sender, 0);
+                Interlocked.Exchange(ref _sender, 0); // a full fence: the look at the queue below cannot move before it
             }
             if (_done.IsEmpty) return; // else: queued after our last look, and its thread saw us sending
         }
@@ -332,6 +352,13 @@ sealed class Transmission(Socket socket, IBlockDevice device, bool readOnly, boo
             _broken = true; // the client is gone: nothing more is sent, and the next receive ends the connection
         }
         _segments.Clear();
+        long sent = 0;
+        foreach (var r in _sending) sent += 32 + r.DataLength;
+        lock (_queueSignal)
+        {
+            _queuedBytes -= sent;
+            Monitor.PulseAll(_queueSignal);
+        }
         foreach (var r in _sending)
         {
             if (r.Data is not null) ArrayPool<byte>.Shared.Return(r.Data);

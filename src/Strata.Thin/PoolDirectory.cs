@@ -75,7 +75,7 @@ public sealed class PoolDirectory : IDisposable
     /// <summary>Makes a new pool in <paramref name="dir"/> (which must not hold one) and opens it.</summary>
     public static PoolDirectory Create(string dir, long dataSize, long metadataSize, uint blockSize, string? dataPath = null, string? metadataPath = null, PoolOptions? options = null)
     {
-        dir = System.IO.Path.GetFullPath(dir);
+        dir = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(dir));
         Directory.CreateDirectory(dir);
         var lockFd = Lock(dir);
         var created = new List<string>();
@@ -132,7 +132,7 @@ public sealed class PoolDirectory : IDisposable
     /// <paramref name="open"/> (a pool open, or a check or repair that must not run beside one).</summary>
     public static PoolDirectory Open(string dir, Func<IBlockStore, IBlockStore, PoolLayout, ThinPool> open)
     {
-        dir = System.IO.Path.GetFullPath(dir);
+        dir = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(dir));
         if (!Exists(dir)) throw StrataException.NotFound($"there is no pool in {dir} (strata pool create)");
         var lockFd = Lock(dir);
         IBlockStore? data = null, metadata = null;

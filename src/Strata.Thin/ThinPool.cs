@@ -78,7 +78,12 @@ public sealed partial class ThinPool : IDisposable
     List<ulong> _tableBlocks = null!;
     Superblock _committed = null!;
     bool _dirty;             // metadata changed since the last commit
-    volatile bool _unflushed; // data written in place since the last flush of the data store (no metadata depends on it)
+    // data flushes: writes in place (which change no metadata) are numbered as they complete; a flush of the data
+    // store covers every write numbered before it started. Flushes run one at a time (_flushLock), so a flush never
+    // returns on the strength of another that is still running, or that failed.
+    readonly object _flushLock = new();
+    long _writesInPlace;     // writes in place completed so far
+    long _flushedInPlace;    // of them, how many the last successful flush of the data store covers
     string? _readOnly;
     bool _disposed;
     bool _belowLowWater;
@@ -682,7 +687,7 @@ public sealed partial class ThinPool : IDisposable
             if (mapped && !shared)
             {
                 _data.Write((long)old * bs + at, piece);
-                _unflushed = true; // after the write: a flush that sees the flag clear began before this write completed
+                Interlocked.Increment(ref _writesInPlace); // after the write: a flush that started before this missed it
                 return;
             }
             try
@@ -927,11 +932,10 @@ public sealed partial class ThinPool : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_lostTransaction) throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only and lost the writes since its last commit: {_readOnly}");
-            if (_readOnly is not null) return;
-            // no metadata changed: every write completed so far went in place (or is committed) and needs a flush
-            // of the data, not a commit, so IO goes on meanwhile (a periodic commit never flushes such writes;
-            // only a user's flush or FUA does)
-            inPlaceOnly = !_dirty && _flushFailed is null;
+            // no metadata changed (or none can be committed any more: the pool is read-only): every write completed
+            // so far went in place, into blocks the last commit maps, and needs a flush of the data, not a commit,
+            // so IO goes on meanwhile (a periodic commit never flushes such writes; only a user's flush or FUA does)
+            inPlaceOnly = _readOnly is not null || !_dirty && _flushFailed is null;
         }
         if (inPlaceOnly)
         {
@@ -998,28 +1002,48 @@ public sealed partial class ThinPool : IDisposable
         if (!_dirty || _disposed || _readOnly is not null) return;
         try
         {
-            _data.Flush();
+            SyncData();
         }
-        catch (Exception ex) when (ex is IOException or StrataException)
+        catch (Exception ex) when (ex is IOException or StrataException or ObjectDisposedException)
         {
-            _flushFailed ??= ex;
+            // recorded by SyncData: the commit fails with it (or, disposed, fails on its own)
         }
     }
 
-    /// <summary>Flushes the data written in place since the last flush. A failure fails the flush and is kept for
-    /// the next commit (which then fails, leaving the pool read-only): the kernel reports a lost write-back once.</summary>
+    /// <summary>Makes every write in place completed before the call durable (a flush with no metadata to commit).</summary>
     void FlushData()
     {
-        if (!_unflushed) return;
-        _unflushed = false; // before the flush: a write completing during it sets it again
+        long target = Interlocked.Read(ref _writesInPlace);
+        if (Volatile.Read(ref _flushedInPlace) >= target && _flushFailed is null) return;
         try
         {
-            _data.Flush();
+            lock (_flushLock)
+                if (_flushedInPlace < target || _flushFailed is not null) SyncData();
         }
         catch (Exception ex) when (ex is IOException or StrataException)
         {
-            _flushFailed ??= ex;
             throw new StrataException(ErrorKind.Io, $"the pool could not flush its data: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>Flushes the data store, one flush at a time. A failure is kept: every later flush and commit fails
+    /// with it (the kernel reports a lost write-back once, and a later flush would succeed).</summary>
+    void SyncData()
+    {
+        lock (_flushLock)
+        {
+            if (_flushFailed is { } failed) throw failed;
+            long covered = Interlocked.Read(ref _writesInPlace);
+            try
+            {
+                _data.Flush();
+            }
+            catch (Exception ex) when (ex is IOException or StrataException)
+            {
+                _flushFailed ??= ex;
+                throw;
+            }
+            if (covered > _flushedInPlace) Volatile.Write(ref _flushedInPlace, covered);
         }
     }
 
@@ -1029,9 +1053,7 @@ public sealed partial class ThinPool : IDisposable
         ulong next = _meta.Transaction + 1;
         try
         {
-            if (_flushFailed is { } failed) throw failed;
-            _unflushed = false; // the flush below covers the writes done in place too
-            _data.Flush();
+            SyncData(); // the new data first (writes in place too); fails with an earlier failed flush
             foreach (ulong b in _tableBlocks) _meta.Unref(b);
             _tableBlocks = DeviceTable.Write(_meta, _devices.Values, next);
             ulong table = _tableBlocks.Count == 0 ? 0 : _tableBlocks[0];
@@ -1115,7 +1137,7 @@ public sealed partial class ThinPool : IDisposable
         _timer?.Dispose();
         try
         {
-            if (_readOnly is null) Commit();
+            Commit(); // read-only: flushes what was written in place
         }
         catch (StrataException)
         {

@@ -204,6 +204,12 @@ public sealed class PoolNbdTests : IDisposable
             Assert.True(File.Exists(_temp.Combine("store", "thin", "strata.sock")), "no control socket in the pool directory");
             Assert.Equal(embeddedInfo, _cli.Ok("pool", "info")); // same lines, from the open pool
             Assert.Equal("new", _cli.Ok("pool", "device", "create", "new", "--size", "32M"));
+            // a client that names the store by STRATA_ROOT (the server has none, or another): the command still runs on
+            // the pool whose socket it came in on, not on the server's idea of the default root
+            var byEnv = Shell.Run("env", $"STRATA_ROOT={_temp.Combine("store")}", Cli.Binary, "pool", "device", "create", "env", "--size", "1M");
+            Assert.True(byEnv.ExitCode == 0, byEnv.Stderr);
+            Assert.Contains("export=\"env\"", Shell.Run("nbdinfo", "--list", $"nbd+unix:///?socket={Socket}").Check("nbdinfo --list").Stdout);
+            _cli.Ok("pool", "device", "rm", "env");
             Assert.Contains("export=\"new\"", Shell.Run("nbdinfo", "--list", $"nbd+unix:///?socket={Socket}").Check("nbdinfo --list").Stdout);
             Shell.Run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", Uri("new")).Check("qemu-io write");
             Assert.Equal("new", _cli.Ok("pool", "device", "resize", "new", "--size", "48M"));

@@ -375,6 +375,36 @@ public sealed class PoolTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>A failed flush of the data is never forgotten: the kernel reports a lost write-back once, so a later
+    /// flush that "succeeds" would call writes durable that are gone. Every flush after it fails, also once the
+    /// failure has made the pool read-only (a read-only pool still flushes writes in place: they must not pass).</summary>
+    [Fact]
+    public void AFailedDataFlushFailsEveryLaterFlush()
+    {
+        var data = new CrashingBlockStore(64L * Bs, "data");
+        using var pool = ThinPool.Create(data, new MemoryBlockStore(8 << 20, "metadata"), options: NoTimer);
+        pool.CreateDevice("a", 8L * Bs);
+        using var dev = pool.OpenDevice("a");
+        dev.Write(0, Pattern(Bs, 1));
+        dev.Flush();
+        dev.Write(4096, Pattern(4096, 2)); // in place: no metadata changes, only a flush of the data makes it durable
+        data.FailFlushesFrom = data.Flushes + 1;
+        Assert.Equal(ErrorKind.Io, Assert.Throws<StrataException>(dev.Flush).Kind);
+        data.FailFlushesFrom = null; // the disk takes flushes again
+        for (int i = 0; i < 3; i++)
+        {
+            try
+            {
+                dev.Write(8192, Pattern(4096, 3 + i));
+            }
+            catch (StrataException ex) when (ex.Kind == ErrorKind.ReadOnly)
+            {
+                // the pool went read-only on the failure: fine, as long as no flush passes
+            }
+            Assert.Throws<StrataException>(dev.Flush);
+        }
+    }
+
     [Fact]
     public void TheMetadataGrowsWhenACopyNeedsItWithoutANewDataBlock()
     {
