@@ -16,7 +16,10 @@
 #                       row is plain overwrites of the raw file (the cost copy-on-write adds, for reference)
 # Goals (issue 7): strata at least 2x qemu and at least 0.7x nbdkit on every row.
 # Each round starts from nothing (fresh files and servers); with -n ROUNDS > 1 the table shows medians.
-# Usage: bench/nbd.sh [-n ROUNDS] [--size SIZE] [--runtime SECONDS]
+# With --flush-every N, every writing row also sends a flush (NBD_CMD_FLUSH, fio's fsync=N) after every N writes, so
+# that the peers, which otherwise keep all writes in the page cache, make them durable too (Strata commits and
+# flushes every second on its own).
+# Usage: bench/nbd.sh [-n ROUNDS] [--size SIZE] [--runtime SECONDS] [--flush-every N]
 # Env: STRATA_BIN=path measures that executable instead of a snapshot of ./strata's build.
 # Servers are stopped by pid and every file is removed on exit, also on failure.
 set -euo pipefail
@@ -26,12 +29,14 @@ export LC_ALL=C
 rounds=1
 size=2G
 runtime=15
+flush=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) rounds="$2"; shift 2 ;;
     --size) size="$2"; shift 2 ;;
     --runtime) runtime="$2"; shift 2 ;;
-    *) echo "usage: $0 [-n ROUNDS] [--size SIZE] [--runtime SECONDS]" >&2; exit 2 ;;
+    --flush-every) flush="$2"; shift 2 ;;
+    *) echo "usage: $0 [-n ROUNDS] [--size SIZE] [--runtime SECONDS] [--flush-every N]" >&2; exit 2 ;;
   esac
 done
 bench_need_root
@@ -62,8 +67,10 @@ wait_socket() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done
 # run_fio ROW SIDE URI RW BS DEPTH: appends "ROW SIDE IOPS MB/s" to the results.
 run_fio() {
   local row="$1" side="$2" uri="$3" rw="$4" bs="$5" depth="$6" out iops bw
+  local sync=()
+  if [ -n "$flush" ] && [[ "$rw" != *read* ]]; then sync=(--fsync="$flush"); fi
   out=$(fio --name="$row" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" --direct=1 \
-    --size="$size" --time_based --runtime="$runtime" --output-format=terse --terse-version=3)
+    --size="$size" --time_based --runtime="$runtime" "${sync[@]}" --output-format=terse --terse-version=3)
   # terse v3: field 7/8 read KiB/s and IOPS, 48/49 write KiB/s and IOPS
   read -r iops bw < <(echo "$out" | awk -F';' -v rw="$rw" 'NF > 50 { if (rw ~ /read/) print $8, $7 / 1024; else print $49, $48 / 1024 }')
   printf '%s %s %s %.0f\n' "$row" "$side" "$iops" "$bw" >>"$results"
@@ -71,7 +78,7 @@ run_fio() {
 }
 
 echo "$(bench_machine)" >&2
-echo "fio $(fio --version), $(qemu-nbd --version | head -1), $(nbdkit --version); size $size, ${runtime}s per run, $rounds round(s)" >&2
+echo "fio $(fio --version), $(qemu-nbd --version | head -1), $(nbdkit --version); size $size, ${runtime}s per run, $rounds round(s)${flush:+, a flush every $flush writes}" >&2
 for round in $(seq "$rounds"); do
   dir="$work/r$round"
   mkdir -p "$dir"
