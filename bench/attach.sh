@@ -32,7 +32,7 @@ cleanup() {
   losetup -j "$work/plain.img" -O NAME -n 2>/dev/null | xargs -r -n1 losetup -d
   for f in "$work"/fuse*/*; do [ -e "$f" ] && losetup -j "$f" -O NAME -n | xargs -r -n1 losetup -d; done
   for d in "$work"/fuse*; do mountpoint -q "$d" && fusermount3 -u "$d"; done
-  if [ -n "$server" ]; then kill -TERM "$server"; wait "$server"; fi
+  bench_stop_pid "$server" 30
   [ -s "$work/serve.log" ] && grep -v "^serving pool" "$work/serve.log" >&2
   rm -rf "$work"
 }

@@ -84,28 +84,19 @@ work=""; mnt=""; dev=""; img=""; execdir=""; cg=""
 plugin="strata-bench-$$"
 pid_strata=""
 declare -A pid_docker=()
-# stop_pid PID GRACE: SIGTERM, wait up to GRACE seconds, then SIGKILL; only for processes this script started
-stop_pid() {
-  local pid="$1" grace="$2" i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < grace * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then echo "   (pid $pid did not stop in ${grace}s; SIGKILL)" >&2; kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
 stop_dockerd() {
   local name="$1" cpid
   [ -n "${pid_docker[$name]:-}" ] || return 0
-  stop_pid "${pid_docker[$name]}" 30
+  bench_stop_pid "${pid_docker[$name]}" 30
   pid_docker[$name]=""
   # dockerd stops the containerd it started; if it could not, stop that one too (by its pid file)
   if [ -r "$execdir/$name/containerd/containerd.pid" ]; then
     cpid=$(cat "$execdir/$name/containerd/containerd.pid")
-    if [ -n "$cpid" ] && tr '\0' ' ' <"/proc/$cpid/cmdline" 2>/dev/null | grep -qF "$execdir/$name/"; then stop_pid "$cpid" 10; fi
+    if [ -n "$cpid" ] && tr '\0' ' ' <"/proc/$cpid/cmdline" 2>/dev/null | grep -qF "$execdir/$name/"; then bench_stop_pid "$cpid" 10; fi
   fi
 }
 stop_strata() {
-  stop_pid "$pid_strata" 60
+  bench_stop_pid "$pid_strata" 60
   pid_strata=""
   rm -f "/run/docker/plugins/$plugin.sock" # strata removes it itself, unless it was killed
 }

@@ -76,24 +76,15 @@ if [ -n "$profile" ] && ! command -v dotnet >/dev/null 2>&1; then echo "$0: the 
 
 work=""; mnt=""; dev=""; img=""; execdir=""; pid_docker=""; pid_serve=""; cg=""
 cgroot=/sys/fs/cgroup/cpuacct
-# stop_pid PID GRACE: SIGTERM, wait up to GRACE seconds, then SIGKILL; only for processes this script started
-stop_pid() {
-  local pid="$1" grace="$2" i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < grace * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then echo "   (pid $pid did not stop in ${grace}s; SIGKILL)" >&2; kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
 stop_dockerd() {
   local cpid
   [ -n "$pid_docker" ] || return 0
-  stop_pid "$pid_docker" 30
+  bench_stop_pid "$pid_docker" 30
   pid_docker=""
   # dockerd stops the containerd it started; if it could not, stop that one too (by its pid file)
   if [ -r "$execdir/docker/containerd/containerd.pid" ]; then
     cpid=$(cat "$execdir/docker/containerd/containerd.pid")
-    if [ -n "$cpid" ] && tr '\0' ' ' <"/proc/$cpid/cmdline" 2>/dev/null | grep -qF "$execdir/docker/"; then stop_pid "$cpid" 10; fi
+    if [ -n "$cpid" ] && tr '\0' ' ' <"/proc/$cpid/cmdline" 2>/dev/null | grep -qF "$execdir/docker/"; then bench_stop_pid "$cpid" 10; fi
   fi
 }
 # umount_under DIR: unmounts everything mounted below DIR, deepest first
@@ -103,7 +94,7 @@ umount_under() {
 cleanup() {
   set +e # a trap must finish its work even when one step fails
   stop_dockerd
-  [ -z "$pid_serve" ] || stop_pid "$pid_serve" 60
+  [ -z "$pid_serve" ] || bench_stop_pid "$pid_serve" 60
   if [ -n "$mnt" ]; then
     umount_under "$mnt"
     mountpoint -q "$mnt" && umount "$mnt"
@@ -402,7 +393,7 @@ echo "(create statistics below: ${which_c:-all} samples)" | tee -a "$summary"
   printf 'strata start-up: --version p50 %s ms, info p50 %s ms; strata create minus --version p50 %s ms\n' "$vp50" "$ip50" "$(awk -v a="$sp50" -v b="$vp50" 'BEGIN { printf "%.2f", a - b }')"
 } | tee -a "$summary"
 stop_dockerd
-stop_pid "$pid_serve" 60; pid_serve=""
+bench_stop_pid "$pid_serve" 60; pid_serve=""
 
 # ---- part 3: profile of the import ----
 if [ -n "$profile" ]; then

@@ -85,3 +85,13 @@ bench_wait_quiet() {
     if [ "$SECONDS" -ge "$deadline" ]; then echo "   (machine still busy after ${max}s; measuring anyway)" >&2; return 0; fi
   done
 }
+
+# bench_stop_pid PID GRACE: SIGTERM, wait up to GRACE seconds, then SIGKILL; only for processes the script started.
+bench_stop_pid() {
+  local pid="$1" grace="$2" i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then echo "   (pid $pid did not stop in ${grace}s; SIGKILL)" >&2; kill -KILL "$pid" 2>/dev/null || true; fi
+  wait "$pid" 2>/dev/null || true
+}

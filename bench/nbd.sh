@@ -48,12 +48,7 @@ work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/strata-nbd.XXXXXX")
 pids=()
 stop_all() {
   local p
-  for p in "${pids[@]}"; do
-    kill -TERM "$p" 2>/dev/null || continue
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
+  for p in "${pids[@]}"; do bench_stop_pid "$p" 5; done
   pids=()
 }
 cleanup() { stop_all; rm -rf "$work"; }
@@ -114,7 +109,7 @@ for round in $(seq "$rounds"); do
   # snapshots: strata through its server's control socket; qemu on an overlay of the written qcow2
   "$strata" pool device snapshot vol snap --pool "$dir/pool" >/dev/null
   uri[strata]="nbd+unix:///snap?socket=$dir/strata.sock"
-  kill -TERM "$qpid"; wait "$qpid" 2>/dev/null || true
+  bench_stop_pid "$qpid" 5
   rm -f "$dir/qemu.sock"
   qemu-img create -q -f qcow2 -o cluster_size=64k -b "$dir/base.qcow2" -F qcow2 "$dir/overlay.qcow2"
   qemu-nbd --persistent --cache=writeback -f qcow2 -x vol -k "$dir/qemu.sock" "$dir/overlay.qcow2" &

@@ -131,16 +131,32 @@ public static partial class Commands
         dump.SetAction(r =>
         {
             string? path = r.GetValue(OutputOption);
-            // into memory first: a served pool's IO waits while its metadata is read, not while a slow reader takes it
-            var xml = ReadMetadata(r, metadata =>
+            void Write(Action<Stream> dump)
             {
-                var ms = new MemoryStream();
-                ThinPool.DumpXml(metadata, ms);
-                return ms;
+                if (path is null && !Io.Current.FilesAtClient)
+                {
+                    var ms = new MemoryStream();
+                    dump(ms);
+                    Io.Current.Out.Write(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+                }
+                else OutputFile.Write(path, s => { dump(s); return 0; });
+            }
+            if (Served(r) is { } served)
+            {
+                // into memory under the pool's pause, out after it: IO waits for the reading, not for a slow reader
+                var xml = served.Pool.ReadCommitted(metadata =>
+                {
+                    var ms = new MemoryStream();
+                    ThinPool.DumpXml(metadata, ms);
+                    return ms;
+                });
+                Write(s => s.Write(xml.GetBuffer(), 0, (int)xml.Length));
+            }
+            else PoolDirectory.WithStores(PoolDir(r), (_, metadata) =>
+            {
+                Write(s => ThinPool.DumpXml(metadata, s));
+                return 0;
             });
-            xml.Position = 0;
-            if (path is null && !Io.Current.FilesAtClient) Io.Current.Out.Write(System.Text.Encoding.UTF8.GetString(xml.ToArray()));
-            else OutputFile.Write(path, s => { xml.CopyTo(s); return 0; });
             return 0;
         });
         pool.Subcommands.Add(dump);

@@ -34,14 +34,14 @@ public static class StrataDaemon
 {
     public static async Task RunAsync(DaemonOptions options, CancellationToken stop = default)
     {
-        // the content root is the program's own directory, and configuration is not watched for changes: by
-        // default both are the working directory (/ under systemd), watched recursively, and the watcher
-        // then walks into freshly mounted layers and keeps their unmounts busy
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
-        {
-            ContentRootPath = AppContext.BaseDirectory,
-            Args = ["--hostBuilder:reloadConfigOnChange=false"],
-        });
+        string? socket = options.DockerPlugin is { } name ? Path.Combine(options.PluginDir, name + ".sock") : null;
+        if (socket is not null) PrepareSocket(socket, $"plugin '{options.DockerPlugin}'");
+        using var host = new StoreHost(options.Store);
+        string? control = options.ControlSocket is { } c ? Path.Combine(host.Root, c) : null;
+        if (control is not null) PrepareSocket(control, "the control socket");
+        string[] sockets = [.. new[] { socket, control }.OfType<string>()];
+
+        var builder = Hosting.Builder(sockets);
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -51,24 +51,6 @@ public static class StrataDaemon
         builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Logging.SetMinimumLevel(options.LogLevel);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
-
-        string? socket = options.DockerPlugin is { } name ? Path.Combine(options.PluginDir, name + ".sock") : null;
-        if (socket is not null) PrepareSocket(socket, $"plugin '{options.DockerPlugin}'");
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.AllowSynchronousIO = true; // tars stream through synchronous readers and writers
-            k.Limits.MaxRequestBodySize = null;
-            if (socket is not null) k.ListenUnixSocket(socket);
-        });
-
-        using var host = new StoreHost(options.Store);
-        string? control = options.ControlSocket is { } c ? Path.Combine(host.Root, c) : null;
-        if (control is not null) PrepareSocket(control, "the control socket");
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            if (control is not null) k.ListenUnixSocket(control);
-        });
         await using var app = builder.Build();
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("strata");
         foreach (var s in host.Use(store => store.Swept)) log.LogInformation("start-up sweep: {What}", s);
@@ -76,20 +58,9 @@ public static class StrataDaemon
         options.Control?.Invoke(app, host);
         try
         {
-            // sockets are born with the process umask: make them private from their first moment, not after a chmod
-            uint umask = Posix.SetUmask(0x3F /* 077 */);
-            try
-            {
-                await app.StartAsync(stop);
-            }
-            finally
-            {
-                Posix.SetUmask(umask);
-            }
-            if (control is not null) Posix.ChmodAt(FileDescriptor.Cwd, control, 0x180 /* 0600 */);
+            await Hosting.StartPrivateAsync(app, sockets, stop); // sockets private from their first moment
             if (socket is not null)
             {
-                Posix.ChmodAt(FileDescriptor.Cwd, socket, 0x180 /* 0600 */);
                 log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", host.Root, host.Use(store => store.Driver.Name), options.DockerPlugin, socket);
             }
             Systemd.Notify("READY=1"); // Type=notify: dockerd, ordered after us, starts only now

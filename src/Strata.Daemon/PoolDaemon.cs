@@ -1,7 +1,5 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Strata.Native;
@@ -43,19 +41,9 @@ public static class PoolDaemon
         using var dir = PoolDirectory.Open(options.Pool);
         string control = Path.Combine(dir.Path, options.ControlSocket);
         StrataDaemon.PrepareSocket(control, "the pool's control socket");
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
-        {
-            ContentRootPath = AppContext.BaseDirectory,
-            Args = ["--hostBuilder:reloadConfigOnChange=false"],
-        });
+        StrataDaemon.PrepareSocket(options.NbdSocket, "NBD");
+        var builder = Hosting.Builder([control]);
         builder.Logging.ClearProviders();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.AllowSynchronousIO = true;
-            k.Limits.MaxRequestBodySize = null;
-            k.ListenUnixSocket(control);
-        });
         await using var app = builder.Build();
         options.Control?.Invoke(app, dir);
         var server = new NbdServer(new PoolExports(dir.Pool), options.Log);
@@ -64,15 +52,7 @@ public static class PoolDaemon
             server.ListenUnix(options.NbdSocket);
             string where = $"nbd+unix:///NAME?socket={options.NbdSocket}";
             if (options.NbdTcp is { } tcp) where += $" and nbd://{server.ListenTcp(tcp)}/NAME";
-            uint umask = Posix.SetUmask(0x3F /* 077 */); // the control socket is private from its first moment
-            try
-            {
-                await app.StartAsync(stop);
-            }
-            finally
-            {
-                Posix.SetUmask(umask);
-            }
+            await Hosting.StartPrivateAsync(app, [control], stop);
             options.Started?.Invoke(dir, where);
             Systemd.Notify("READY=1");
             await app.WaitForShutdownAsync(stop);

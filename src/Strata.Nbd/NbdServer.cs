@@ -34,14 +34,11 @@ public sealed class NbdServer(INbdExports exports, Action<string>? log = null) :
     readonly HashSet<Task> _connections = [];
     readonly HashSet<Socket> _clients = [];
 
+    /// <summary>Listens on a new unix socket at <paramref name="path"/> (0600), which must not exist: a socket left
+    /// by a server that is gone is the caller's to remove, after making sure no one answers there.</summary>
     public void ListenUnix(string path)
     {
-        if (File.Exists(path) || Directory.Exists(path))
-        {
-            // a socket left by a killed server; anything else is not ours to remove
-            if ((File.GetAttributes(path) & FileAttributes.Directory) != 0) throw StrataException.Exists($"{path} is a directory");
-            File.Delete(path);
-        }
+        if (File.Exists(path) || Directory.Exists(path)) throw StrataException.Exists($"{path} exists: another server may be listening there");
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         uint oldMask = Posix.SetUmask(0x3F); // 0600 from the first moment

@@ -441,12 +441,13 @@ public sealed partial class ThinPool : IDisposable
 
     void CheckRange(uint id, long offset, long length)
     {
-        lock (_lock)
-        {
-            var d = Dev(id);
-            if (offset < 0 || length < 0 || offset > (long)d.Size || length > (long)d.Size - offset)
-                throw StrataException.Invalid($"{length} bytes at {offset} are outside thin device {d.Name} ({d.Size} bytes)");
-        }
+        lock (_lock) CheckRange(Dev(id), offset, length);
+    }
+
+    static void CheckRange(DeviceRecord d, long offset, long length)
+    {
+        if (offset < 0 || length < 0 || offset > (long)d.Size || length > (long)d.Size - offset)
+            throw StrataException.Invalid($"{length} bytes at {offset} are outside thin device {d.Name} ({d.Size} bytes)");
     }
 
     void EnterIo()
@@ -495,8 +496,7 @@ public sealed partial class ThinPool : IDisposable
             lock (_lock)
             {
                 var d = Dev(id);
-                if (offset < 0 || offset > (long)d.Size || buffer.Length > (long)d.Size - offset)
-                    throw StrataException.Invalid($"{buffer.Length} bytes at {offset} are outside thin device {d.Name} ({d.Size} bytes)");
+                CheckRange(d, offset, buffer.Length);
                 ulong first = (ulong)(offset / bs);
                 for (int i = 0; i < count; i++) blocks[i] = _tree.TryLookup(d.Root, first + (ulong)i, out ulong b) ? b + 1 : 0;
             }
