@@ -94,6 +94,6 @@ public static class PoolDaemon
 
         /// <summary>Devices have no read-only mark of their own yet; a pool that went read-only (metadata full, a
         /// failed commit, needs_check) exports every device read-only, so clients see it at connect.</summary>
-        public bool ReadOnly(string name) => pool.Status().ReadOnlyReason is not null;
+        public bool ReadOnly(string name) => pool.ReadOnlyReason is not null;
     }
 }

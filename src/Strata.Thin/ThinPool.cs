@@ -1115,6 +1115,15 @@ public sealed partial class ThinPool : IDisposable
         _readOnly = $"{why}; it is back at its last commit with needs_check set (grow the metadata, then `strata pool repair`)";
     }
 
+    /// <summary>Why the pool is read-only (null: it is not); <see cref="Status"/> without its space figures.</summary>
+    public string? ReadOnlyReason
+    {
+        get
+        {
+            lock (_lock) return _readOnly;
+        }
+    }
+
     public PoolStatus Status()
     {
         lock (_lock) return StatusLocked();

@@ -331,4 +331,31 @@ public sealed class PoolNbdTests : IDisposable
         }
         Assert.EndsWith("clean", _cli.Ok("pool", "check"));
     }
+
+    /// <summary>The NBD and control sockets a SIGKILLed server leaves are replaced by the next one; a socket a
+    /// live server answers on is not taken over by a second server (of another pool).</summary>
+    [NbdClientsFact]
+    public void ALiveServersSocketIsRefusedAndADeadOnesIsReplaced()
+    {
+        _cli.Ok("pool", "create", "--data-size", "1G", "--metadata-size", "64M");
+        _cli.Ok("pool", "device", "create", "vol", "--size", "16M");
+        var killed = Serve();
+        Shell.Run("kill", "-KILL", killed.Id.ToString());
+        Assert.True(killed.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.True(File.Exists(Socket), "a SIGKILLed server should leave its socket behind");
+        var server = Serve(); // over the leftovers
+        try
+        {
+            Assert.Contains("export=\"vol\"", Shell.Run("nbdinfo", "--list", $"nbd+unix:///?socket={Socket}").Check("nbdinfo --list").Stdout);
+            _cli.Ok("pool", "create", "--pool", _temp.Combine("other"), "--data-size", "1G", "--metadata-size", "64M");
+            var second = _cli.Run("pool", "serve", "--pool", _temp.Combine("other"), "--socket", Socket);
+            Assert.Equal(5, second.ExitCode);
+            Assert.Equal($"strata: another process serves NBD on {Socket}\n", second.Stderr);
+            Assert.Contains("export=\"vol\"", Shell.Run("nbdinfo", "--list", $"nbd+unix:///?socket={Socket}").Check("nbdinfo --list after").Stdout);
+        }
+        finally
+        {
+            Stop(server);
+        }
+    }
 }
