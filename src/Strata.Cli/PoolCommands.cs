@@ -177,8 +177,9 @@ public static partial class Commands
 
         var socketPath = new Option<string>("--socket") { Description = "Unix socket to serve NBD on (0600; default /run/strata/nbd.sock)", DefaultValueFactory = _ => "/run/strata/nbd.sock" };
         var tcp = new Option<string?>("--tcp") { Description = "Also serve NBD on this TCP address (e.g. 127.0.0.1:10809; loopback unless you name another)" };
-        var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp };
-        serve.SetAction(r => ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp)));
+        var fuse = new Option<string?>("--fuse") { Description = "Also show every device as a file in this directory (a FUSE mount; losetup attaches one as a kernel block device)" };
+        var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp, fuse };
+        serve.SetAction(r => ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp), r.GetValue(fuse) is { } f ? Io.Current.FullPath(f) : null));
         pool.Subcommands.Add(serve);
 
         var device = new Command("device", "Thin devices of the pool");
@@ -334,7 +335,7 @@ public static partial class Commands
         ];
     }
 
-    static int ServeNbd(string poolDir, string socketPath, string? tcp)
+    static int ServeNbd(string poolDir, string socketPath, string? tcp, string? fuse)
     {
         System.Net.IPEndPoint? endpoint = null;
         if (tcp is not null && (!System.Net.IPEndPoint.TryParse(tcp, out endpoint) || endpoint.Port == 0))
@@ -345,6 +346,7 @@ public static partial class Commands
             Pool = poolDir,
             NbdSocket = socketPath,
             NbdTcp = endpoint,
+            Fuse = fuse,
             ControlSocket = Control.SocketName,
             Control = Control.MapPool,
             Started = (dir, where) =>
@@ -352,7 +354,7 @@ public static partial class Commands
                 io.Out.WriteLine($"serving pool {dir.Path} on {where}");
                 io.Out.Flush();
             },
-            Log = m => { lock (io.Err) io.Err.WriteLine($"strata: nbd: {m}"); },
+            Log = m => { lock (io.Err) io.Err.WriteLine($"strata: {m}"); },
         }).GetAwaiter().GetResult();
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Strata.Native;
+using Strata.Fuse;
 using Strata.Nbd;
 using Strata.Thin;
 
@@ -17,6 +18,8 @@ public sealed record PoolDaemonOptions
     public required string NbdSocket { get; init; }
     /// <summary>Also serve NBD on this TCP endpoint (null: do not).</summary>
     public IPEndPoint? NbdTcp { get; init; }
+    /// <summary>Also show every device as a file in this directory, a FUSE mount of the server's own (null: do not).</summary>
+    public string? Fuse { get; init; }
     /// <summary>Name of the control socket in the pool directory, where the CLI sends its pool commands.</summary>
     public string ControlSocket { get; init; } = "strata.sock";
     /// <summary>Maps the control socket's endpoints (the CLI's command tree lives in the CLI).</summary>
@@ -46,12 +49,20 @@ public static class PoolDaemon
         builder.Logging.ClearProviders();
         await using var app = builder.Build();
         options.Control?.Invoke(app, dir);
-        var server = new NbdServer(new PoolExports(dir.Pool), options.Log);
+        var exports = new PoolExports(dir.Pool);
+        var server = new NbdServer(exports, m => options.Log?.Invoke("nbd: " + m));
+        FuseExport? fuse = null;
         try
         {
             server.ListenUnix(options.NbdSocket);
             string where = $"nbd+unix:///NAME?socket={options.NbdSocket}";
             if (options.NbdTcp is { } tcp) where += $" and nbd://{server.ListenTcp(tcp)}/NAME";
+            if (options.Fuse is { } fuseDir)
+            {
+                PrepareMountPoint(fuseDir);
+                fuse = FuseExport.Mount(fuseDir, exports, dir.Pool.BlockSize, m => options.Log?.Invoke(m));
+                where += $" and files in {fuseDir}";
+            }
             await Hosting.StartPrivateAsync(app, [control], stop);
             options.Started?.Invoke(dir, where);
             Systemd.Notify("READY=1");
@@ -66,6 +77,7 @@ public static class PoolDaemon
             }
             finally
             {
+                fuse?.Dispose();
                 await server.DisposeAsync();
                 if (File.Exists(options.NbdSocket)) File.Delete(options.NbdSocket);
                 if (File.Exists(control)) File.Delete(control);
@@ -75,8 +87,17 @@ public static class PoolDaemon
         return 0;
     }
 
+    /// <summary>Makes the FUSE export's directory (0700), first detaching a mount a killed server left there: the pool's
+    /// lock, which this process holds, says no live server serves it.</summary>
+    static void PrepareMountPoint(string dir)
+    {
+        if (MountTable.IsMountPoint(dir)) Posix.TryUnmount(dir, Posix.MNT_DETACH);
+        Directory.CreateDirectory(dir);
+        Posix.ChmodAt(FileDescriptor.Cwd, dir, 0x1C0);
+    }
+
     /// <summary>Exports every device of a pool by its name, including devices made while serving.</summary>
-    sealed class PoolExports(ThinPool pool) : INbdExports
+    sealed class PoolExports(ThinPool pool) : IBlockExports
     {
         public IReadOnlyList<string> Names() => pool.DeviceNames();
 

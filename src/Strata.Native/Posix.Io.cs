@@ -50,6 +50,35 @@ public static unsafe partial class Posix
         }
     }
 
+    /// <summary>One read(2), EINTR retried: 0 and the count, or the errno (device files such as /dev/fuse).</summary>
+    public static int TryRead(FileDescriptor fd, Span<byte> buffer, out int count)
+    {
+        fixed (byte* p = buffer)
+        {
+            while (true)
+            {
+                nint n = read(fd, p, (nuint)buffer.Length);
+                count = (int)Math.Max(n, 0);
+                if (n >= 0) return 0;
+                if (Errno.Last != Errno.EINTR) return Errno.Last;
+            }
+        }
+    }
+
+    /// <summary>One write(2), EINTR retried: 0, or the errno (a message to a device such as /dev/fuse goes whole or not at all).</summary>
+    public static int TryWrite(FileDescriptor fd, ReadOnlySpan<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            while (true)
+            {
+                nint n = write(fd, p, (nuint)buffer.Length);
+                if (n >= 0) return 0;
+                if (Errno.Last != Errno.EINTR) return Errno.Last;
+            }
+        }
+    }
+
     public static int Pread(FileDescriptor fd, Span<byte> buffer, long offset, string pathForErrors)
     {
         fixed (byte* p = buffer)

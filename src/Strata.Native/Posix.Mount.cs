@@ -6,7 +6,7 @@ namespace Strata.Native;
 /// <summary>mount(2), umount2(2) and the new mount API (fsopen, fsconfig, fsmount, move_mount; Linux 5.2+).</summary>
 public static unsafe partial class Posix
 {
-    public const ulong MS_RDONLY = 0x1, MS_BIND = 0x1000, MS_REC = 0x4000, MS_PRIVATE = 0x40000;
+    public const ulong MS_RDONLY = 0x1, MS_NOSUID = 0x2, MS_NODEV = 0x4, MS_NOEXEC = 0x8, MS_BIND = 0x1000, MS_REC = 0x4000, MS_PRIVATE = 0x40000;
     public const int MNT_FORCE = 0x1, MNT_DETACH = 0x2, UMOUNT_NOFOLLOW = 0x8;
 
     // the same numbers on x86_64 and arm64 (new syscalls share one table since 5.1)

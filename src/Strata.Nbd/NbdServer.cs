@@ -8,17 +8,6 @@ using Strata.Thin;
 
 namespace Strata.Nbd;
 
-/// <summary>What an NBD server exports: devices by name, opened for one connection's transmission phase.</summary>
-public interface INbdExports
-{
-    IReadOnlyList<string> Names();
-
-    /// <summary>The device named <paramref name="name"/>, open until disposed; null when there is none.</summary>
-    IBlockDevice? Open(string name);
-
-    bool ReadOnly(string name);
-}
-
 /// <summary>
 /// An NBD server over <see cref="IBlockDevice"/>s, on a unix socket or loopback TCP. Per connection: the options
 /// phase (fixed newstyle, NO_ZEROES) answers EXPORT_NAME, GO, INFO (with EXPORT and BLOCK_SIZE), LIST, ABORT,
@@ -26,7 +15,7 @@ public interface INbdExports
 /// <see cref="Transmission"/> runs the requests. FLUSH commits the pool (covering writes completed on every
 /// connection: CAN_MULTI_CONN).
 /// </summary>
-public sealed class NbdServer(INbdExports exports, Action<string>? log = null) : IAsyncDisposable
+public sealed class NbdServer(IBlockExports exports, Action<string>? log = null) : IAsyncDisposable
 {
     readonly CancellationTokenSource _stop = new();
     readonly List<Socket> _listeners = [];
@@ -162,7 +151,7 @@ public sealed class NbdServer(INbdExports exports, Action<string>? log = null) :
 }
 
 /// <summary>One client: its handshake, then its requests.</summary>
-sealed class NbdConnection(Socket socket, INbdExports exports, Action<string>? log)
+sealed class NbdConnection(Socket socket, IBlockExports exports, Action<string>? log)
 {
     readonly NetworkStream _stream = new(socket, ownsSocket: false);
     bool _noZeroes;

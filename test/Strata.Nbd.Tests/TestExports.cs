@@ -4,7 +4,7 @@ using Strata.Thin;
 namespace Strata.Nbd.Tests;
 
 /// <summary>Every device of an in-memory pool, by name, writable: what the tests' servers export.</summary>
-sealed class TestExports(ThinPool pool) : INbdExports
+sealed class TestExports(ThinPool pool) : IBlockExports
 {
     public IReadOnlyList<string> Names() => pool.DeviceNames();
     public IBlockDevice? Open(string name) => Names().Contains(name) ? pool.OpenDevice(name) : null;
