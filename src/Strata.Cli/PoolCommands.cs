@@ -178,8 +178,13 @@ public static partial class Commands
         var socketPath = new Option<string>("--socket") { Description = "Unix socket to serve NBD on (0600; default /run/strata/nbd.sock)", DefaultValueFactory = _ => "/run/strata/nbd.sock" };
         var tcp = new Option<string?>("--tcp") { Description = "Also serve NBD on this TCP address (e.g. 127.0.0.1:10809; loopback unless you name another)" };
         var fuse = new Option<string?>("--fuse") { Description = "Also show every device as a file in this directory (a FUSE mount; losetup attaches one as a kernel block device)" };
-        var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp, fuse };
-        serve.SetAction(r => ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp), r.GetValue(fuse) is { } f ? Io.Current.FullPath(f) : null));
+        var session = new Option<bool>("--new-session") { Description = "Run in a session of its own, away from the terminal's signals (how the thin driver starts its pool's server)" };
+        var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp, fuse, session };
+        serve.SetAction(r =>
+        {
+            if (r.GetValue(session)) Strata.Native.Posix.TrySetSid(); // EPERM: a session leader already
+            return ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp), r.GetValue(fuse) is { } f ? Io.Current.FullPath(f) : null);
+        });
         pool.Subcommands.Add(serve);
 
         var device = new Command("device", "Thin devices of the pool");

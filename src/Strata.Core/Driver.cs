@@ -54,6 +54,18 @@ public interface IDriver : IDisposable
     void Cleanup();
     /// <summary>The differ to use, given the generic one (<see cref="NaiveDiffer"/>) to return or fall back on.</summary>
     IDiffer Differ(IDiffer generic);
+
+    /// <summary>Readies a layer for the mount the store is about to make of it (thin: attaches its device to a loop
+    /// device, which <see cref="Mount"/> then names); the handle is disposed once the mount is made or has failed.
+    /// Most drivers have nothing to do.</summary>
+    IDisposable? PrepareMount(string id) => null;
+
+    /// <summary>Called after the store mounted a layer (thin: tunes the filesystem's error handling).</summary>
+    void Mounted(string id) { }
+
+    /// <summary>Start-up repair of the driver's own state, before the store reconciles mounts with its counts (thin:
+    /// detaches the mounts of a pool server that was killed). What it did goes in <paramref name="swept"/>.</summary>
+    void Recover(List<string> swept) { }
 }
 
 /// <summary>

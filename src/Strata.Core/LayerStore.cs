@@ -291,6 +291,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 throw StrataException.Corrupt($"layer record {file} names layer '{layer.Id}'; move it away to open the store");
             layers.Add(layer);
         }
+        driver.Recover(swept);
         LoadMountCounts(root, layers, swept);
         ReconcileMounts(root, driver, layers, swept);
         string tmp = Path.Combine(root, "tmp");
@@ -654,9 +655,8 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         lock (IdLock(id))
         {
             var (layer, held) = MountState(id);
-            var spec = Driver.Mount(id);
             bool first = layer.Mounts + held == 0;
-            if (first) Perform(spec);
+            var spec = first ? Perform(id) : Driver.Mount(id);
             try
             {
                 SetMounts(layer, layer.Mounts + 1);
@@ -719,8 +719,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         {
             int users;
             lock (_lock) users = (_layers.TryGetValue(id, out var l) ? l.Mounts : 0) + _held.GetValueOrDefault(id);
-            var spec = Driver.Mount(id);
-            if (users == 0) Perform(spec);
+            var spec = users == 0 ? Perform(id) : Driver.Mount(id);
             lock (_lock)
             {
                 _held[id] = _held.GetValueOrDefault(id) + 1;
@@ -768,9 +767,23 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         if (--_uses[id] == 0) _uses.Remove(id);
     }
 
-    void Perform(MountSpec spec)
+    /// <summary>Mounts a layer for its first user: the driver readies it, describes the mount, and hears when it is made.</summary>
+    MountSpec Perform(string id)
     {
-        if (!spec.IsPlainDirectory) Mounter.Mount(spec, _legacyMounts);
+        using var prepared = Driver.PrepareMount(id);
+        var spec = Driver.Mount(id);
+        if (spec.IsPlainDirectory) return spec;
+        Mounter.Mount(spec, _legacyMounts);
+        try
+        {
+            Driver.Mounted(id);
+        }
+        catch
+        {
+            Undo(spec, detach: true);
+            throw;
+        }
+        return spec;
     }
 
     static void Undo(MountSpec spec, bool detach)

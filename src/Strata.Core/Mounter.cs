@@ -37,7 +37,17 @@ public static class Mounter
             else MountOverlayLegacy(spec, target);
         }
         else if (spec.Type.StartsWith("fuse", StringComparison.Ordinal)) RunMountProgram(spec, target);
-        else throw StrataException.Unsupported($"cannot perform a '{spec.Type}' mount");
+        else if (spec.Source.StartsWith("/dev/", StringComparison.Ordinal)) MountBlockDevice(spec, target);
+        else throw StrataException.Unsupported($"cannot perform a '{spec.Type}' mount of {spec.Source}");
+    }
+
+    /// <summary>A filesystem on a block device (the thin driver's ext4 and xfs), with mount(2).</summary>
+    static void MountBlockDevice(MountSpec spec, string target)
+    {
+        string data = string.Join(',', spec.Options);
+        if (!Fits(data)) throw StrataException.Invalid($"mount options for {target} are longer than {MaxMountData} bytes");
+        int err = Posix.TryMount(spec.Source, target, spec.Type, 0, data.Length > 0 ? data : null);
+        if (err != 0) throw new ErrnoException(err, $"mount {spec.Type} {spec.Source}", target);
     }
 
     /// <summary>Unmounts <paramref name="target"/>. Without <paramref name="detach"/> a mount that processes use is

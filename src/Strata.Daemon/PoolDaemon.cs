@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -50,8 +51,28 @@ public static class PoolDaemon
         await using var app = builder.Build();
         options.Control?.Invoke(app, dir);
         var exports = new PoolExports(dir.Pool);
-        var server = new NbdServer(exports, m => options.Log?.Invoke("nbd: " + m));
         FuseExport? fuse = null;
+        app.MapPost("/v1/pool", async context =>
+        {
+            PoolRequest? request;
+            try
+            {
+                request = await JsonSerializer.DeserializeAsync(context.Request.Body, PoolWireJson.Default.PoolRequest, context.RequestAborted);
+            }
+            catch (JsonException)
+            {
+                request = null;
+            }
+            if (request is null)
+            {
+                context.Response.StatusCode = 400;
+                return;
+            }
+            var reply = await Task.Run(() => PoolClient.Execute(dir.Pool, request, Volatile.Read(ref fuse)?.OpenFiles ?? 0));
+            context.Response.ContentType = "application/json";
+            await JsonSerializer.SerializeAsync(context.Response.Body, reply, PoolWireJson.Default.PoolReply, context.RequestAborted);
+        });
+        var server = new NbdServer(exports, m => options.Log?.Invoke("nbd: " + m));
         try
         {
             server.ListenUnix(options.NbdSocket);

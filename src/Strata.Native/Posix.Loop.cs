@@ -76,7 +76,12 @@ public static unsafe partial class Posix
     }
 
     /// <summary>The loop devices whose backing file is <paramref name="backingPath"/> (from sysfs), as /dev paths.</summary>
-    public static List<string> LoopDevicesOf(string backingPath)
+    public static List<string> LoopDevicesOf(string backingPath) => LoopDevicesWhere(file => file == backingPath || file == backingPath + " (deleted)");
+
+    /// <summary>The loop devices whose backing file is in <paramref name="directory"/>, as /dev paths.</summary>
+    public static List<string> LoopDevicesIn(string directory) => LoopDevicesWhere(file => file.StartsWith(directory.TrimEnd('/') + "/", StringComparison.Ordinal));
+
+    static List<string> LoopDevicesWhere(Func<string, bool> backing)
     {
         var found = new List<string>();
         foreach (var e in ReadDir("/sys/block"))
@@ -92,7 +97,7 @@ public static unsafe partial class Posix
             {
                 continue; // not attached
             }
-            if (text == backingPath || text == backingPath + " (deleted)") found.Add("/dev/" + e.Name);
+            if (backing(text)) found.Add("/dev/" + e.Name);
         }
         return found;
     }

@@ -14,6 +14,8 @@ public sealed record PoolLayout
     public long MaxDataSize { get; init; }
     public long MaxMetadataSize { get; init; }
     public long NoSpaceTimeoutMs { get; init; }
+    /// <summary>Whether freed blocks are discarded from the data store (absent in older pool.json files: true).</summary>
+    public bool DiscardFreed { get; init; } = true;
 
     /// <summary>The pool's options as recorded (the commit interval is the caller's).</summary>
     public PoolOptions Options(TimeSpan commitInterval) => new()
@@ -24,6 +26,7 @@ public sealed record PoolLayout
         MaxDataSize = MaxDataSize,
         MaxMetadataSize = MaxMetadataSize,
         NoSpaceTimeout = TimeSpan.FromMilliseconds(NoSpaceTimeoutMs),
+        DiscardFreed = DiscardFreed,
     };
 }
 
@@ -97,6 +100,7 @@ public sealed class PoolDirectory : IDisposable
                 MaxDataSize = options.MaxDataSize,
                 MaxMetadataSize = options.MaxMetadataSize,
                 NoSpaceTimeoutMs = (long)options.NoSpaceTimeout.TotalMilliseconds,
+                DiscardFreed = options.DiscardFreed,
             };
             if (layout.Data == layout.Metadata) throw StrataException.Invalid("the data and the metadata need stores of their own");
             var data = FileBlockStore.Create(layout.Data, dataSize);
@@ -138,15 +142,7 @@ public sealed class PoolDirectory : IDisposable
         IBlockStore? data = null, metadata = null;
         try
         {
-            PoolLayout layout;
-            try
-            {
-                layout = JsonSerializer.Deserialize(File.ReadAllBytes(LayoutFile(dir)), PoolJson.Default.PoolLayout) ?? throw new JsonException("empty");
-            }
-            catch (JsonException ex)
-            {
-                throw StrataException.Corrupt($"{LayoutFile(dir)} is unreadable ({ex.Message})");
-            }
+            var layout = ReadLayout(dir);
             data = FileBlockStore.Open(layout.Data);
             metadata = FileBlockStore.Open(layout.Metadata);
             return new PoolDirectory(dir, lockFd, layout, open(data, metadata, layout), data, metadata);
@@ -157,6 +153,19 @@ public sealed class PoolDirectory : IDisposable
             metadata?.Dispose();
             lockFd.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Where the pool in <paramref name="dir"/> keeps its stores, and its options (pool.json; no lock needed).</summary>
+    public static PoolLayout ReadLayout(string dir)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(LayoutFile(dir)), PoolJson.Default.PoolLayout) ?? throw new JsonException("empty");
+        }
+        catch (JsonException ex)
+        {
+            throw StrataException.Corrupt($"{LayoutFile(dir)} is unreadable ({ex.Message})");
         }
     }
 

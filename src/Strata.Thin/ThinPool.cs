@@ -32,6 +32,10 @@ public sealed record PoolOptions
     /// <summary>Free data blocks below which <see cref="ThinPool.LowWater"/> is raised (once per crossing);
     /// null: the blocks above the autoextend threshold (20% of the pool by default).</summary>
     public ulong? LowWaterBlocks { get; init; }
+
+    /// <summary>Whether blocks that a commit frees are discarded from the data store (holes punched in a sparse
+    /// file: the space goes back to the host), or stay allocated there for reuse.</summary>
+    public bool DiscardFreed { get; init; } = true;
 }
 
 /// <summary>A thin device as <see cref="ThinPool.Devices"/> lists it (counts in pool blocks).</summary>
@@ -69,6 +73,7 @@ public sealed partial class ThinPool : IDisposable
     readonly object _lock = new();
     readonly object[] _stripes = Enumerable.Range(0, 64).Select(_ => new object()).ToArray();
     readonly Dictionary<uint, int> _openDevices = [];
+    readonly HashSet<uint> _deferredDeletes = []; // open devices to delete when their last user closes them (not persisted)
     readonly Timer? _timer;
     MetadataSpace _meta = null!;
     DataSpace _space = null!;
@@ -347,15 +352,60 @@ public sealed partial class ThinPool : IDisposable
         });
     }
 
-    public void DeleteDevice(string name) => Exclusive(() =>
+    public void DeleteDevice(string name) => DeleteDevice(name, deferIfOpen: false);
+
+    /// <summary>Deletes a device, or, when it is open and <paramref name="deferIfOpen"/>, marks it for deletion when its
+    /// last user closes it (device-mapper's deferred removal): it cannot be opened again meanwhile, and
+    /// <see cref="DeferredDeletes"/> counts it. The mark lives in memory only: a device a crash leaves marked is
+    /// still there after the pool reopens, and its owner deletes it then. Returns whether it was deleted now.</summary>
+    public bool DeleteDevice(string name, bool deferIfOpen) => Exclusive(() =>
     {
         var d = Find(name);
-        if (_openDevices.GetValueOrDefault(d.Id) > 0) throw StrataException.InUse($"thin device {name} is open");
-        _tree.Drop(d.Root);
-        _devices.Remove(name);
-        _byId.Remove(d.Id);
-        return 0;
+        if (_openDevices.GetValueOrDefault(d.Id) > 0)
+        {
+            if (!deferIfOpen) throw StrataException.InUse($"thin device {name} is open");
+            _deferredDeletes.Add(d.Id);
+            return false;
+        }
+        Drop(d);
+        return true;
     });
+
+    void Drop(DeviceRecord d)
+    {
+        _tree.Drop(d.Root);
+        _devices.Remove(d.Name);
+        _byId.Remove(d.Id);
+        _deferredDeletes.Remove(d.Id);
+    }
+
+    /// <summary>Devices marked for deletion that are still open.</summary>
+    public int DeferredDeletes
+    {
+        get
+        {
+            lock (_lock) return _deferredDeletes.Count;
+        }
+    }
+
+    void DeleteDeferred(uint id)
+    {
+        try
+        {
+            Exclusive(() =>
+            {
+                if (_deferredDeletes.Contains(id) && _openDevices.GetValueOrDefault(id) == 0 && _byId.TryGetValue(id, out var d)) Drop(d);
+                return 0;
+            });
+        }
+        catch (StrataException)
+        {
+            // the pool went read-only or closed: the device stays (its owner deletes it when it next looks)
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
 
     /// <summary>Grows a device (shrinking would drop data: refused).</summary>
     public ThinDeviceInfo ResizeDevice(string name, long size) => Exclusive(() =>
@@ -376,6 +426,16 @@ public sealed partial class ThinPool : IDisposable
         finally
         {
             _gate.ExitRead();
+        }
+    }
+
+    /// <summary>One device's size, id and origin, without counting its blocks (Mapped is the pool's running count).</summary>
+    public ThinDeviceInfo DeviceInfo(string name)
+    {
+        lock (_lock)
+        {
+            var d = Find(name);
+            return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, d.Mapped, 0, 0, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs));
         }
     }
 
@@ -418,6 +478,7 @@ public sealed partial class ThinPool : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             var d = Find(name);
+            if (_deferredDeletes.Contains(d.Id)) throw StrataException.NotFound($"thin device {name} is being deleted (when its last user closes it)");
             _openDevices[d.Id] = _openDevices.GetValueOrDefault(d.Id) + 1;
             return new ThinDevice(this, d.Id, d.Name);
         }
@@ -425,8 +486,13 @@ public sealed partial class ThinPool : IDisposable
 
     internal void Closed(uint id)
     {
+        bool deleteNow;
         lock (_lock)
+        {
             if (_openDevices.TryGetValue(id, out int n) && (_openDevices[id] = n - 1) == 0) _openDevices.Remove(id);
+            deleteNow = !_openDevices.ContainsKey(id) && _deferredDeletes.Contains(id) && !_disposed;
+        }
+        if (deleteNow) DeleteDeferred(id);
     }
 
     /// <summary>An open device's record (under the lock: a failed transaction reloads them all).</summary>
@@ -1096,7 +1162,8 @@ public sealed partial class ThinPool : IDisposable
         _dirty = false;
         long bs = BlockSize;
         var released = _space.Release();
-        foreach (ulong b in released) _data.Discard((long)b * bs, bs); // best effort: the space goes back to the host
+        if (_options.DiscardFreed)
+            foreach (ulong b in released) _data.Discard((long)b * bs, bs); // best effort: the space goes back to the host
         if (released.Count > 0) lock (_spaceSignal) Monitor.PulseAll(_spaceSignal);
         _meta.TrimCache(65536);
     }

@@ -31,6 +31,7 @@ public sealed class TempRoot : IDisposable
 
     public void Dispose()
     {
+        PoolServers.Kill(Path);
         foreach (var mount in Mounts.Under(Path).OrderByDescending(m => m.Length)) Shell.Run("umount", "-l", mount);
         Shell.Run("rm", "-rf", "--one-file-system", Path);
     }
@@ -44,4 +45,41 @@ public static class Mounts
             .Select(l => l.Split(' ')[4].Replace("\\040", " "))
             .Where(m => m == path || m.StartsWith(path + "/", StringComparison.Ordinal))
             .ToList();
+}
+
+public static class PoolServers
+{
+    /// <summary>Pids of `strata pool serve` processes serving a pool under <paramref name="path"/> (the thin driver starts them).</summary>
+    public static List<int> Under(string path)
+    {
+        var pids = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(System.IO.Path.GetFileName(dir), out int pid)) continue;
+            string cmdline;
+            try
+            {
+                cmdline = File.ReadAllText(System.IO.Path.Combine(dir, "cmdline"));
+            }
+            catch (IOException)
+            {
+                continue;
+            }
+            catch (UnauthorizedAccessException)
+            {
+                continue;
+            }
+            if (cmdline.Contains("pool\0serve\0", StringComparison.Ordinal) && cmdline.Contains(path + "/", StringComparison.Ordinal) && Posix.IsRunning(pid)) pids.Add(pid);
+        }
+        return pids;
+    }
+
+    /// <summary>Kills (SIGKILL) the pool servers under <paramref name="path"/> and waits for them to go.</summary>
+    public static void Kill(string path)
+    {
+        var pids = Under(path);
+        foreach (var pid in pids) Posix.TryKill(pid, Posix.SIGKILL);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (pids.Any(Posix.IsRunning) && DateTime.UtcNow < deadline) Thread.Sleep(5);
+    }
 }

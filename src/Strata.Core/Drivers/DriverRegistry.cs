@@ -1,4 +1,5 @@
 using Strata.Core.Drivers.Overlay;
+using Strata.Core.Drivers.Thin;
 using Strata.Core.Drivers.Vfs;
 
 namespace Strata.Core.Drivers;
@@ -10,6 +11,7 @@ public static class DriverRegistry
     {
         ["overlay"] = (root, options) => new OverlayDriver(root, options),
         ["vfs"] = (root, options) => new VfsDriver(root, options),
+        ["thin"] = (root, options) => new ThinDriver(root, options),
     };
 
     public static IReadOnlyCollection<string> Names => Factories.Keys;

@@ -38,6 +38,8 @@ public abstract class DriverConformance : IDisposable
     {
         string root = Store.Root;
         Store.Dispose();
+        PoolServers.Kill(root);
+        foreach (var mount in Mounts.Under(root).OrderByDescending(m => m.Length)) Shell.Run("umount", "-l", mount);
         Shell.Run("rm", "-rf", "--one-file-system", root);
         Temp.Dispose();
     }

@@ -1,0 +1,213 @@
+using System.Diagnostics;
+using Strata.Native;
+using Strata.Thin;
+
+namespace Strata.Core.Drivers.Thin;
+
+/// <summary>
+/// The thin driver's way to its pool. The devices a store mounts live on in the kernel after the command that
+/// mounted them ends, so the pool must be served by a process that outlives it: `strata pool serve` with its
+/// FUSE export (<c>thin/dev/&lt;device&gt;</c>, which loop devices attach to), started on demand, detached from
+/// the caller (its own session), logging to <c>thin/server.log</c>, its pid in <c>thin/server.pid</c>. While a
+/// server owns the pool (its flock on <c>thin/pool.lock</c>), calls go through its control socket; while none
+/// does, they run on the pool opened in this process for the call, which is cheaper than starting a server just to
+/// create or remove a device. A server this driver started is stopped when the store closes with no device attached.
+/// </summary>
+sealed class PoolServer : IDisposable
+{
+    static readonly TimeSpan StartWait = TimeSpan.FromSeconds(30);
+
+    readonly string _dir;
+    readonly string _pidFile;
+    PoolClient? _client;
+
+    public PoolServer(string dir)
+    {
+        _dir = dir;
+        _pidFile = Path.Combine(dir, "server.pid");
+        DeviceDir = Path.Combine(dir, "dev");
+    }
+
+    /// <summary>Where the server's FUSE export shows the devices.</summary>
+    public string DeviceDir { get; }
+
+    string ControlSocket => Path.Combine(_dir, "strata.sock");
+    string NbdSocket => Path.Combine(_dir, "nbd.sock");
+
+    /// <summary>Whether some process holds the pool's lock (a server, or a `strata pool` command of its own).</summary>
+    public bool IsServed()
+    {
+        string file = Path.Combine(_dir, "pool.lock");
+        if (!File.Exists(file)) return false;
+        using var fd = Posix.Open(file, Posix.O_RDWR);
+        if (!Posix.TryLockExclusive(fd, file)) return true;
+        return false; // closing the descriptor drops the lock we just took
+    }
+
+    /// <summary>One call on the pool: through the server when one answers, else on the pool opened for the call. The
+    /// pool's lock alone does not tell: a process forked elsewhere in this one holds a copy of our descriptors (and so
+    /// of the lock) until it execs, and a server holds it a moment before its socket answers; so a locked pool is
+    /// retried until either the lock or an answering socket shows up.</summary>
+    public PoolReply Call(PoolRequest request)
+    {
+        var deadline = DateTime.UtcNow + StartWait;
+        while (true)
+        {
+            if (File.Exists(ControlSocket) && TryRemote(request) is { } reply) return reply;
+            try
+            {
+                using var dir = PoolDirectory.Open(_dir, commitInterval: TimeSpan.Zero);
+                reply = PoolClient.Execute(dir.Pool, request);
+                if (reply.Error is { } error) throw new StrataException(reply.Kind, error);
+                return reply;
+            }
+            catch (StrataException ex) when (ex.Kind == ErrorKind.InUse && DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(2);
+            }
+        }
+    }
+
+    /// <summary>The server's answer; null when no server answers on the socket (a leftover of one that was killed).</summary>
+    PoolReply? TryRemote(PoolRequest request)
+    {
+        var client = _client ??= new PoolClient(ControlSocket);
+        try
+        {
+            return client.Call(request);
+        }
+        catch (StrataException ex) when (ex.Kind == ErrorKind.Io && ex.InnerException is HttpRequestException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Starts a server unless one answers already, and waits until it answers.</summary>
+    public void EnsureRunning()
+    {
+        var deadline = DateTime.UtcNow + StartWait;
+        int? started = null;
+        while (true)
+        {
+            if (File.Exists(ControlSocket) && TryRemote(new PoolRequest { Op = "status" }) is not null) return;
+            if (started is null && !IsServed()) started = Start();
+            if (started is { } pid && !Posix.IsRunning(pid))
+                throw new StrataException(ErrorKind.Io, $"the pool server for {_dir} did not start{LastLogLine()}");
+            if (DateTime.UtcNow > deadline) throw new StrataException(ErrorKind.Io, $"the pool server for {_dir} did not answer within {StartWait.TotalSeconds:0} s{LastLogLine()}");
+            Thread.Sleep(2);
+        }
+    }
+
+    string LastLogLine()
+    {
+        string log = Path.Combine(_dir, "server.log");
+        try
+        {
+            var last = File.ReadLines(log).LastOrDefault(l => l.Trim().Length > 0);
+            return last is null ? "" : $": {last.Trim()}";
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
+    /// <summary>The strata executable that serves pools: $STRATA_BIN, else this process when it is strata.</summary>
+    static string Executable()
+    {
+        if (Environment.GetEnvironmentVariable("STRATA_BIN") is { Length: > 0 } bin) return bin;
+        if (Environment.ProcessPath is { } self && Path.GetFileName(self) == "strata") return self;
+        throw StrataException.Unsupported("the thin driver serves its pool with `strata pool serve`, and this process is not strata: set STRATA_BIN to the strata executable");
+    }
+
+    int Start()
+    {
+        string log = Path.Combine(_dir, "server.log");
+        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = false, RedirectStandardError = false };
+        // through a shell only to send the server's output to its log (a pipe of ours would outlive us); it takes a
+        // session of its own, so the terminal's signals to this command do not reach it
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add("exec \"$0\" pool serve --new-session --pool \"$1\" --socket \"$2\" --fuse \"$3\" >>\"$4\" 2>&1 </dev/null");
+        psi.ArgumentList.Add(Executable());
+        psi.ArgumentList.Add(_dir);
+        psi.ArgumentList.Add(NbdSocket);
+        psi.ArgumentList.Add(DeviceDir);
+        psi.ArgumentList.Add(log);
+        psi.Environment.Remove("STRATA_ROOT");
+        Process p;
+        try
+        {
+            p = Process.Start(psi)!;
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw StrataException.Unsupported($"cannot start the pool server: {ex.Message}");
+        }
+        using (p)
+        {
+            p.StandardInput.Close();
+            AtomicFile.Write(_pidFile, System.Text.Encoding.ASCII.GetBytes(p.Id + "\n"), durable: false);
+            return p.Id;
+        }
+    }
+
+    /// <summary>The pid of a server this driver started, if it still runs.</summary>
+    int? StartedPid()
+    {
+        if (!File.Exists(_pidFile)) return null;
+        if (!int.TryParse(File.ReadAllText(_pidFile).Trim(), out int pid)) return null;
+        try
+        {
+            string cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+            return cmdline.Contains("pool\0serve\0", StringComparison.Ordinal) && cmdline.Contains(_dir, StringComparison.Ordinal) ? pid : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Stops a server this driver started when no device file is open (nothing attached), and waits for it to
+    /// go. A server someone else started is left alone.</summary>
+    public void StopIfIdle()
+    {
+        if (StartedPid() is not { } pid) return;
+        if (Posix.LoopDevicesIn(DeviceDir).Count > 0) return; // devices in use
+        try
+        {
+            // a loop device lets go of its file a moment after its last user (autoclear runs asynchronously)
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
+            while (true)
+            {
+                if (TryRemote(new PoolRequest { Op = "status" }) is not { } status) break;
+                if (status.DeferredDeletes > 0) return;
+                if (status.OpenFiles == 0) break;
+                if (DateTime.UtcNow > deadline) return;
+                Thread.Sleep(2);
+            }
+        }
+        catch (StrataException)
+        {
+            // it does not answer: stop it all the same
+        }
+        Stop(pid);
+    }
+
+    void Stop(int pid)
+    {
+        Posix.TryKill(pid, Posix.SIGTERM);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (Posix.IsRunning(pid))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Posix.TryKill(pid, Posix.SIGKILL);
+                deadline = DateTime.MaxValue;
+            }
+            Thread.Sleep(2);
+        }
+        File.Delete(_pidFile);
+    }
+
+    public void Dispose() => _client?.Dispose();
+}

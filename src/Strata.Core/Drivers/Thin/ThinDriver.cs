@@ -1,0 +1,430 @@
+using System.Diagnostics;
+using System.Globalization;
+using Strata.Native;
+using Strata.Thin;
+
+namespace Strata.Core.Drivers.Thin;
+
+/// <summary>
+/// The thin driver (Docker's devicemapper, on Strata's own pool): every layer is a thin device holding a real
+/// filesystem (ext4 or xfs) that the kernel mounts; a layer is a snapshot of its parent's device, or of the base
+/// device (made once per pool, with the empty filesystem on it) when it has no parent, so copy-on-write happens per
+/// pool block (64 KiB), not per file. Layout under the store root:
+/// <code>
+/// thin/                  the store's pool (`strata pool` commands on this root see it): pool.json, data, metadata
+/// thin/dev/&lt;id&gt;          the pool server's FUSE export: one file per device (see <see cref="PoolServer"/>)
+/// thin/mnt/&lt;id&gt;/         where the store mounts layer &lt;id&gt;; thin/mnt/.grow-&lt;id&gt; while size= grows one
+/// </code>
+/// A mount attaches the device's file to a loop device with direct IO and autoclear: the loop device goes away by
+/// itself when its filesystem is unmounted (or a command dies between attach and mount), so no attach state is
+/// kept anywhere. A device still open when its layer is removed (its filesystem held by a mount namespace elsewhere)
+/// is deleted when the last user lets go (deferred removal), not refused as busy.
+/// </summary>
+public sealed class ThinDriver : IDriver
+{
+    /// <summary>The device every layer without parent starts from, and its name while mkfs makes it.</summary>
+    public const string BaseDevice = "strata-base", BaseStaging = "strata-base.new";
+    const string SizeOption = "size";
+
+    readonly string _home;
+    readonly string _mnt;
+    readonly ThinOptions _options;
+    readonly PoolServer _server;
+    readonly Dictionary<string, string> _attaching = new(StringComparer.Ordinal);
+    bool _ready;
+
+    public ThinDriver(string root, IReadOnlyDictionary<string, string> options)
+    {
+        _options = ThinOptions.Parse(options);
+        _home = Path.Combine(root, "thin");
+        _mnt = Path.Combine(_home, "mnt");
+        LayerStore.MakeDir(_home, 0x1C0);
+        LayerStore.MakeDir(_mnt, 0x1C0);
+        _server = new PoolServer(_home);
+    }
+
+    public string Name => "thin";
+
+    public ThinOptions Options => _options;
+
+    string MountDir(string id) => Path.Combine(_mnt, id);
+
+    string DeviceFile(string id) => Path.Combine(_server.DeviceDir, id);
+
+    bool PoolExists => PoolDirectory.Exists(_home);
+
+    PoolReply Call(PoolRequest request) => _server.Call(request);
+
+    // ---- the pool and its base device ----
+
+    /// <summary>Makes the pool (on first use) and the base device with its filesystem (once per pool).</summary>
+    void EnsureReady()
+    {
+        if (_ready) return;
+        if (!PoolExists)
+        {
+            var poolOptions = new PoolOptions { AutoextendThreshold = 100, DiscardFreed = _options.BlkDiscard };
+            using var _ = PoolDirectory.Create(_home, _options.DataSize, _options.MetadataSize, _options.BlockSize, _options.DataDevice, _options.MetadataDevice, poolOptions);
+        }
+        var names = Call(new PoolRequest { Op = "devices" }).Names ?? [];
+        if (!names.Contains(BaseDevice))
+        {
+            if (names.Contains(BaseStaging)) Call(new PoolRequest { Op = "delete", Name = BaseStaging }); // a crash mid-mkfs
+            Call(new PoolRequest { Op = "create", Name = BaseStaging, Size = _options.BaseSize });
+            try
+            {
+                using (var attached = Attach(BaseStaging))
+                {
+                    FileSystemTools.Make(_options.FileSystem, attached.Device, _options.MkfsArgs);
+                    EmptyRoot(attached.Device);
+                }
+                // the base appears whole or not at all: a snapshot of the formatted device, made in one commit
+                Call(new PoolRequest { Op = "snapshot", Source = BaseStaging, Name = BaseDevice });
+            }
+            finally
+            {
+                Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true });
+            }
+        }
+        _ready = true;
+    }
+
+    /// <summary>A layer without parent starts empty: mkfs.ext4's lost+found goes (e2fsck makes it again should it need
+    /// one), and the root gets mode 0755.</summary>
+    void EmptyRoot(string device)
+    {
+        string dir = Path.Combine(_mnt, ".base");
+        LayerStore.MakeDir(dir, 0x1C0);
+        try
+        {
+            Mount(device, dir);
+            try
+            {
+                string lostFound = Path.Combine(dir, "lost+found");
+                if (Directory.Exists(lostFound)) Directory.Delete(lostFound);
+                Posix.ChmodAt(FileDescriptor.Cwd, dir, 0x1ED);
+            }
+            finally
+            {
+                Mounter.Unmount(dir, detach: true);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir);
+        }
+    }
+
+    /// <summary>A loop device over a device's file in the FUSE export, with direct IO and autoclear: it lives while the
+    /// returned handle, or a mount made before the handle is disposed, holds it.</summary>
+    Attachment Attach(string id)
+    {
+        _server.EnsureRunning();
+        string file = DeviceFile(id);
+        int err = Posix.TryOpenAt(FileDescriptor.Cwd, file, Posix.O_RDWR, 0, out var backing);
+        if (err == Errno.ENOENT) throw StrataException.NotFound($"thin device {id} does not exist in pool {_home}");
+        if (err != 0) throw new ErrnoException(err, "open", file);
+        using (backing)
+        {
+            var (path, fd) = Posix.AttachLoop(backing!, file, Posix.LO_FLAGS_AUTOCLEAR | Posix.LO_FLAGS_DIRECT_IO);
+            return new Attachment(path, fd);
+        }
+    }
+
+    sealed class Attachment(string device, FileDescriptor fd) : IDisposable
+    {
+        public string Device => device;
+        public void Dispose() => fd.Dispose(); // autoclear: the loop device goes once nothing else holds it
+    }
+
+    // ---- IDriver ----
+
+    public void Create(string id, string? parent, CreateOptions options)
+    {
+        DriverOptions.Only("thin layer", options.StorageOptions, SizeOption);
+        if (id is BaseDevice or BaseStaging) throw StrataException.Invalid($"layer id '{id}' is the thin driver's base device; use another id");
+        long? size = null;
+        if (options.StorageOptions.TryGetValue(SizeOption, out var sizeText))
+        {
+            if (options.Kind != LayerKind.ReadWrite) throw StrataException.Invalid("size= applies to read-write (container) layers only");
+            size = ByteSize.Parse(sizeText, "size");
+        }
+        EnsureReady();
+        RequireFreeSpace();
+        var origin = Call(new PoolRequest { Op = "snapshot", Source = parent ?? BaseDevice, Name = id }).Device!;
+        try
+        {
+            if (size is { } bytes && bytes != origin.Size)
+            {
+                if (bytes < origin.Size)
+                    throw StrataException.Invalid($"size {sizeText} is smaller than the layer's filesystem ({ByteSize.Format(origin.Size)}, thin.basesize or its parent's size): thin devices grow, never shrink");
+                Call(new PoolRequest { Op = "resize", Name = id, Size = bytes });
+                Grow(id);
+            }
+        }
+        catch
+        {
+            Call(new PoolRequest { Op = "delete", Name = id, Defer = true });
+            throw;
+        }
+    }
+
+    /// <summary>Grows a layer's filesystem to its device's new size: both tools grow a mounted filesystem.</summary>
+    void Grow(string id)
+    {
+        string dir = Path.Combine(_mnt, ".grow-" + id);
+        LayerStore.MakeDir(dir, 0x1C0);
+        try
+        {
+            using (var attached = Attach(id))
+            {
+                Mount(attached.Device, dir);
+                try
+                {
+                    FileSystemTools.Grow(_options.FileSystem, attached.Device, dir);
+                }
+                finally
+                {
+                    Mounter.Unmount(dir, detach: true);
+                }
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir);
+        }
+    }
+
+    void Mount(string device, string target) =>
+        Mounter.Mount(new MountSpec(_options.FileSystem, device, MountOptions()) { Target = target });
+
+    List<string> MountOptions()
+    {
+        // ext4: the inode tables of a fresh filesystem read as zeros on a thin device already, so the background
+        // thread that zeroes them would only copy blocks up in every layer. xfs: snapshots share the UUID.
+        var options = new List<string> { _options.FileSystem == "xfs" ? "nouuid" : "noinit_itable" };
+        options.AddRange(_options.MountOptions);
+        return options;
+    }
+
+    void RequireFreeSpace()
+    {
+        if (_options.MinFreeSpacePercent == 0) return;
+        var status = Call(new PoolRequest { Op = "status" }).Status!;
+        long total = (long)status.DataBlocks * status.BlockSize;
+        if (status.DataBytesAvailable * 100 < total * _options.MinFreeSpacePercent)
+            throw new StrataException(ErrorKind.NoSpace,
+                $"thin pool {_home} has {ByteSize.Format(status.DataBytesAvailable)} of {ByteSize.Format(total)} available, below thin.min_free_space={_options.MinFreeSpacePercent}%: remove layers or grow the pool");
+        ulong metaFree = status.MetadataBlocks - status.MetadataBlocksUsed;
+        if (metaFree * 100 < status.MetadataBlocks * (ulong)_options.MinFreeSpacePercent)
+            throw new StrataException(ErrorKind.NoSpace, $"thin pool {_home} has {metaFree} of {status.MetadataBlocks} metadata blocks free, below thin.min_free_space={_options.MinFreeSpacePercent}%");
+    }
+
+    public void Remove(string id)
+    {
+        string dir = MountDir(id);
+        if (MountTable.IsMountPoint(dir)) Mounter.Unmount(dir, detach: true); // a leftover: the store removes unmounted layers only
+        if (Directory.Exists(dir)) Directory.Delete(dir);
+        if (!PoolExists) return;
+        try
+        {
+            Call(new PoolRequest { Op = "delete", Name = id, Defer = true });
+        }
+        catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
+        {
+        }
+    }
+
+    public bool Exists(string id)
+    {
+        if (!PoolExists) return false;
+        try
+        {
+            Call(new PoolRequest { Op = "device", Name = id });
+            return true;
+        }
+        catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
+        {
+            return false;
+        }
+    }
+
+    public MountSpec Mount(string id)
+    {
+        string source;
+        lock (_attaching) source = _attaching.GetValueOrDefault(id) ?? Posix.LoopDevicesOf(DeviceFile(id)).FirstOrDefault() ?? DeviceFile(id);
+        return new MountSpec(_options.FileSystem, source, MountOptions()) { Target = MountDir(id) };
+    }
+
+    public IDisposable? PrepareMount(string id)
+    {
+        LayerStore.MakeDir(MountDir(id), 0x1C0);
+        var attached = Attach(id);
+        lock (_attaching) _attaching[id] = attached.Device;
+        return new Prepared(() =>
+        {
+            lock (_attaching) _attaching.Remove(id);
+            attached.Dispose();
+        });
+    }
+
+    sealed class Prepared(Action done) : IDisposable
+    {
+        public void Dispose() => done();
+    }
+
+    /// <summary>xfs retries a failed metadata write forever by default, which hangs a filesystem (and whoever waits
+    /// on it) once the pool is full; give up at once instead, shutting down that one filesystem (Docker's
+    /// dm.xfs_nospace_max_retries=0 lesson). ENOSPC from the device is what a full pool sends.</summary>
+    public void Mounted(string id)
+    {
+        if (_options.FileSystem != "xfs") return;
+        string? device;
+        lock (_attaching) device = _attaching.GetValueOrDefault(id);
+        if (device is null) return;
+        string dir = $"/sys/fs/xfs/{Path.GetFileName(device)}/error/metadata/ENOSPC";
+        File.WriteAllText(Path.Combine(dir, "max_retries"), "0");
+    }
+
+    public bool OwnsMountPoint(string path, out string? layerId)
+    {
+        layerId = null;
+        if (Path.GetDirectoryName(path) != _mnt) return false;
+        string name = Path.GetFileName(path);
+        if (name.StartsWith(".grow-", StringComparison.Ordinal) || name == ".base") return true;
+        if (!LayerId.IsValid(name)) return false;
+        layerId = name;
+        return true;
+    }
+
+    /// <summary>At store open: when no server owns the pool, mounts of its devices are dead (their server was killed:
+    /// every IO fails), so they are detached — the filesystems first, then the FUSE export — and the store then
+    /// resets their layers' counts. Their loop devices go by themselves (autoclear).</summary>
+    public void Recover(List<string> swept)
+    {
+        if (!PoolExists || _server.IsServed()) return;
+        var table = MountTable.Read();
+        string prefix = _mnt + "/";
+        foreach (var m in table.Where(m => m.MountPoint.StartsWith(prefix, StringComparison.Ordinal)).OrderByDescending(m => m.MountPoint.Length))
+            if (Posix.TryUnmount(m.MountPoint, Posix.MNT_DETACH) == 0) swept.Add($"mount {m.MountPoint} of a dead pool server");
+        if (MountTable.IsMountPoint(_server.DeviceDir, table) && Posix.TryUnmount(_server.DeviceDir, Posix.MNT_DETACH) == 0)
+            swept.Add($"FUSE export {_server.DeviceDir} of a dead pool server");
+    }
+
+    public IReadOnlyCollection<string> List()
+    {
+        if (!PoolExists) return [];
+        return (Call(new PoolRequest { Op = "devices" }).Names ?? []).Where(n => n is not (BaseDevice or BaseStaging)).ToList();
+    }
+
+    public IReadOnlyList<KeyValuePair<string, string>> Status()
+    {
+        var pairs = new List<KeyValuePair<string, string>>
+        {
+            new("Pool Name", _home),
+            new("Pool Blocksize", ByteSize.Format(_options.BlockSize)),
+            new("Base Device Size", ByteSize.Format(_options.BaseSize)),
+            new("Backing Filesystem", _options.FileSystem),
+        };
+        if (!PoolExists)
+        {
+            pairs.Add(new("Pool", "not created yet (made on first use)"));
+            return pairs;
+        }
+        var layout = PoolDirectory.ReadLayout(_home);
+        pairs.Add(new(layout.Data.StartsWith("/dev/", StringComparison.Ordinal) ? "Data device" : "Data file", layout.Data));
+        pairs.Add(new(layout.Metadata.StartsWith("/dev/", StringComparison.Ordinal) ? "Metadata device" : "Metadata file", layout.Metadata));
+        var reply = Call(new PoolRequest { Op = "status" });
+        var s = reply.Status!;
+        long total = (long)s.DataBlocks * s.BlockSize, used = (long)s.DataBlocksUsed * s.BlockSize;
+        long metaTotal = (long)s.MetadataBlocks * MetadataBlockBytes, metaUsed = (long)s.MetadataBlocksUsed * MetadataBlockBytes;
+        pairs.Add(new("Data Space Used", ByteSize.Format(used)));
+        pairs.Add(new("Data Space Total", ByteSize.Format(total)));
+        pairs.Add(new("Data Space Available", ByteSize.Format(s.DataBytesAvailable)));
+        pairs.Add(new("Metadata Space Used", ByteSize.Format(metaUsed)));
+        pairs.Add(new("Metadata Space Total", ByteSize.Format(metaTotal)));
+        pairs.Add(new("Metadata Space Available", ByteSize.Format(metaTotal - metaUsed)));
+        pairs.Add(new("Thin Pool Minimum Free Space", ByteSize.Format(total * _options.MinFreeSpacePercent / 100)));
+        pairs.Add(new("Deferred Removal Enabled", "true"));
+        pairs.Add(new("Deferred Deleted Device Count", reply.DeferredDeletes.ToString(CultureInfo.InvariantCulture)));
+        pairs.Add(new("Attached Devices", reply.OpenFiles.ToString(CultureInfo.InvariantCulture)));
+        if (s.ReadOnlyReason is { } why) pairs.Add(new("Pool Read Only", why));
+        return pairs;
+    }
+
+    const long MetadataBlockBytes = 4096;
+
+    public IReadOnlyDictionary<string, string> Metadata(string id)
+    {
+        var d = Call(new PoolRequest { Op = "device", Name = id }).Device!;
+        return new Dictionary<string, string>
+        {
+            ["DeviceName"] = d.Name,
+            ["DeviceId"] = d.Id.ToString(CultureInfo.InvariantCulture),
+            ["DeviceSize"] = d.Size.ToString(CultureInfo.InvariantCulture),
+            ["MountPoint"] = MountDir(id),
+        };
+    }
+
+    public void Cleanup() { }
+
+    public IDiffer Differ(IDiffer generic) => generic;
+
+    public void Dispose()
+    {
+        try
+        {
+            _server.StopIfIdle();
+        }
+        finally
+        {
+            _server.Dispose();
+        }
+    }
+}
+
+/// <summary>mkfs and grow for the filesystems the thin driver puts on its devices.</summary>
+static class FileSystemTools
+{
+    public static void Make(string fs, string device, IReadOnlyList<string> extra)
+    {
+        // nodiscard / -K: a new thin device has nothing to discard. lazy_itable_init: unwritten inode tables read as
+        // zeros on a thin device, so mkfs need not write them (and no layer copies them up later).
+        var args = fs == "xfs"
+            ? new List<string> { "-q", "-K" }
+            : new List<string> { "-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1" };
+        args.AddRange(extra);
+        args.Add(device);
+        Run("mkfs." + fs, args, fs == "xfs" ? "xfsprogs" : "e2fsprogs");
+    }
+
+    public static void Grow(string fs, string device, string mountPoint)
+    {
+        if (fs == "xfs") Run("xfs_growfs", ["-d", mountPoint], "xfsprogs");
+        else Run("resize2fs", [device], "e2fsprogs");
+    }
+
+    static void Run(string program, IReadOnlyList<string> args, string package)
+    {
+        var psi = new ProcessStartInfo(program) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        Process p;
+        try
+        {
+            p = Process.Start(psi)!;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            throw StrataException.Unsupported($"{program} is missing: install the Debian package {package}");
+        }
+        using (p)
+        {
+            p.StandardInput.Close();
+            var stderr = p.StandardError.ReadToEndAsync();
+            p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            if (p.ExitCode != 0)
+                throw new StrataException(ErrorKind.Io, $"{program} {string.Join(' ', args)} failed (exit {p.ExitCode}): {stderr.Result.Trim().Replace('\n', ' ')}");
+        }
+    }
+}
