@@ -66,6 +66,16 @@ public static unsafe partial class Posix
         }
     }
 
+    public const ulong FIFREEZE = 0xC0045877, FITHAW = 0xC0045878;
+
+    /// <summary>Freezes the filesystem mounted at <paramref name="mountPoint"/> (writes wait; its journal is flushed, so a
+    /// block-level copy taken now is clean) until <see cref="Thaw"/>.</summary>
+    public static void Freeze(FileDescriptor mountPoint, string path) =>
+        Errno.Check(ioctl_plain(mountPoint, FIFREEZE, 0), "FIFREEZE", path);
+
+    public static void Thaw(FileDescriptor mountPoint, string path) =>
+        Errno.Check(ioctl_plain(mountPoint, FITHAW, 0), "FITHAW", path);
+
     /// <summary>Detaches a loop device. One still open elsewhere (a mount in another namespace, a process holding
     /// the device) is marked autoclear instead, and the kernel detaches it when the last user closes it.</summary>
     public static int TryDetachLoop(string device)

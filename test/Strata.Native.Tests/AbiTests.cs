@@ -24,6 +24,9 @@ public sealed class AbiTests(ITestOutputHelper output)
         #include <sys/syscall.h>
         #include <sys/quota.h>
         #include <linux/dqblk_xfs.h>
+        #include <linux/loop.h>
+        #include <linux/fuse.h>
+        #include <signal.h>
         #include <stdio.h>
         #define P(name, value) printf("%s=%lld\n", name, (long long)(value))
         int main(void) {
@@ -81,6 +84,22 @@ public sealed class AbiTests(ITestOutputHelper output)
           P("dq_bcount", offsetof(struct fs_disk_quota, d_bcount));
           P("dq_rtb_hardlimit", offsetof(struct fs_disk_quota, d_rtb_hardlimit));
           P("dq_rtbtimer", offsetof(struct fs_disk_quota, d_rtbtimer));
+          P("LOOP_CONFIGURE", LOOP_CONFIGURE); P("LOOP_CLR_FD", LOOP_CLR_FD); P("LOOP_CTL_GET_FREE", LOOP_CTL_GET_FREE);
+          P("LO_FLAGS_AUTOCLEAR", LO_FLAGS_AUTOCLEAR); P("LO_FLAGS_DIRECT_IO", LO_FLAGS_DIRECT_IO); P("LO_FLAGS_READ_ONLY", LO_FLAGS_READ_ONLY);
+          P("sizeof_loop_config", sizeof(struct loop_config)); P("sizeof_loop_info64", sizeof(struct loop_info64));
+          P("loop_info_flags", offsetof(struct loop_info64, lo_flags)); P("loop_info_file_name", offsetof(struct loop_info64, lo_file_name));
+          P("loop_config_info", offsetof(struct loop_config, info));
+          P("FIFREEZE", FIFREEZE); P("FITHAW", FITHAW); P("SIGTERM", SIGTERM); P("SIGKILL", SIGKILL);
+          P("sizeof_fuse_in_header", sizeof(struct fuse_in_header)); P("sizeof_fuse_out_header", sizeof(struct fuse_out_header));
+          P("sizeof_fuse_entry_out", sizeof(struct fuse_entry_out)); P("sizeof_fuse_attr_out", sizeof(struct fuse_attr_out));
+          P("sizeof_fuse_attr", sizeof(struct fuse_attr)); P("sizeof_fuse_init_out", sizeof(struct fuse_init_out));
+          P("sizeof_fuse_open_out", sizeof(struct fuse_open_out)); P("sizeof_fuse_write_in", sizeof(struct fuse_write_in));
+          P("sizeof_fuse_kstatfs", sizeof(struct fuse_kstatfs)); P("fuse_attr_mode", offsetof(struct fuse_attr, mode));
+          P("fuse_attr_blksize", offsetof(struct fuse_attr, blksize)); P("fuse_attr_nlink", offsetof(struct fuse_attr, nlink));
+          P("fuse_init_out_max_write", offsetof(struct fuse_init_out, max_write)); P("fuse_init_out_max_pages", offsetof(struct fuse_init_out, max_pages));
+          P("fuse_kstatfs_bsize", offsetof(struct fuse_kstatfs, bsize)); P("fuse_kstatfs_frsize", offsetof(struct fuse_kstatfs, frsize));
+          P("fuse_kstatfs_files", offsetof(struct fuse_kstatfs, files));
+          P("FUSE_ASYNC_DIO", FUSE_ASYNC_DIO); P("FUSE_MAX_PAGES", FUSE_MAX_PAGES); P("FOPEN_PARALLEL_DIRECT_WRITES", FOPEN_PARALLEL_DIRECT_WRITES);
           return 0;
         }
         """;
@@ -167,6 +186,68 @@ public sealed class AbiTests(ITestOutputHelper output)
         Same(c, "dq_bcount", Marshal.OffsetOf<Posix.DiskQuota>(nameof(Posix.DiskQuota.BlockCount)).ToInt64());
         Same(c, "dq_rtb_hardlimit", Marshal.OffsetOf<Posix.DiskQuota>(nameof(Posix.DiskQuota.RtBlockHardLimit)).ToInt64());
         Same(c, "dq_rtbtimer", Marshal.OffsetOf<Posix.DiskQuota>(nameof(Posix.DiskQuota.RtBlockTimer)).ToInt64());
+    }
+
+    /// <summary>The loop ioctls and structs, FIFREEZE, signals, and the FUSE message layouts Strata.Fuse writes by
+    /// offset (its constants are private there, so the offsets it uses are restated here from its code).</summary>
+    [Fact]
+    public void LoopFreezeAndFuseLayoutsMatchTheCHeaders()
+    {
+        if (!Shell.Has("cc"))
+        {
+            output.WriteLine("SKIPPED: no C compiler (test.sh installs gcc)");
+            return;
+        }
+        var c = Compile();
+        Same(c, "LOOP_CONFIGURE", (long)Posix.LOOP_CONFIGURE);
+        Same(c, "LOOP_CLR_FD", (long)Posix.LOOP_CLR_FD);
+        Same(c, "LOOP_CTL_GET_FREE", (long)Posix.LOOP_CTL_GET_FREE);
+        Same(c, "LO_FLAGS_AUTOCLEAR", Posix.LO_FLAGS_AUTOCLEAR);
+        Same(c, "LO_FLAGS_DIRECT_IO", Posix.LO_FLAGS_DIRECT_IO);
+        Same(c, "LO_FLAGS_READ_ONLY", Posix.LO_FLAGS_READ_ONLY);
+        Same(c, "sizeof_loop_config", Marshal.SizeOf<Posix.LoopConfig>());
+        Same(c, "sizeof_loop_info64", Marshal.SizeOf<Posix.LoopInfo64>());
+        Same(c, "loop_info_flags", Marshal.OffsetOf<Posix.LoopInfo64>(nameof(Posix.LoopInfo64.Flags)).ToInt64());
+        Same(c, "loop_info_file_name", Marshal.OffsetOf<Posix.LoopInfo64>("FileName").ToInt64());
+        Same(c, "loop_config_info", Marshal.OffsetOf<Posix.LoopConfig>(nameof(Posix.LoopConfig.Info)).ToInt64());
+        Same(c, "FIFREEZE", (long)Posix.FIFREEZE);
+        Same(c, "FITHAW", (long)Posix.FITHAW);
+        Same(c, "SIGTERM", Posix.SIGTERM);
+        Same(c, "SIGKILL", Posix.SIGKILL);
+        // Strata.Fuse.FuseExport: headers 40 and 16 bytes; entry_out 128 (attr at 40), attr_out 104 (attr at 16),
+        // attr 88 (mode at 60, nlink 64, blksize 80), init_out 64 (max_write at 20, max_pages 28), open_out 16,
+        // write_in 40 (data after it), kstatfs 80 (files at 24, bsize 40, frsize 48)
+        Same(c, "sizeof_fuse_in_header", 40);
+        Same(c, "sizeof_fuse_out_header", 16);
+        Same(c, "sizeof_fuse_entry_out", 128);
+        Same(c, "sizeof_fuse_attr_out", 104);
+        Same(c, "sizeof_fuse_attr", 88);
+        Same(c, "fuse_attr_mode", 60);
+        Same(c, "fuse_attr_nlink", 64);
+        Same(c, "fuse_attr_blksize", 80);
+        Same(c, "sizeof_fuse_init_out", 64);
+        Same(c, "fuse_init_out_max_write", 20);
+        Same(c, "fuse_init_out_max_pages", 28);
+        Same(c, "sizeof_fuse_open_out", 16);
+        Same(c, "sizeof_fuse_write_in", 40);
+        Same(c, "sizeof_fuse_kstatfs", 80);
+        Same(c, "fuse_kstatfs_files", 24);
+        Same(c, "fuse_kstatfs_bsize", 40);
+        Same(c, "fuse_kstatfs_frsize", 48);
+        Same(c, "FUSE_ASYNC_DIO", 1 << 15);
+        Same(c, "FUSE_MAX_PAGES", 1 << 22);
+        Same(c, "FOPEN_PARALLEL_DIRECT_WRITES", 1 << 6);
+    }
+
+    static Dictionary<string, long> Compile()
+    {
+        using var temp = new TempRoot();
+        File.WriteAllText(temp.Combine("abi.c"), Program);
+        Shell.Run("cc", "-o", temp.Combine("abi"), temp.Combine("abi.c")).Check("cc");
+        return Shell.Run(temp.Combine("abi")).Check("abi").Stdout
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split('='))
+            .ToDictionary(p => p[0], p => long.Parse(p[1]));
     }
 
     static void Same(Dictionary<string, long> c, string name, long ours) =>

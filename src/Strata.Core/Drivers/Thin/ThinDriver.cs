@@ -151,7 +151,7 @@ public sealed class ThinDriver : IDriver
         }
         EnsureReady();
         RequireFreeSpace();
-        var origin = Call(new PoolRequest { Op = "snapshot", Source = parent ?? BaseDevice, Name = id }).Device!;
+        var origin = Snapshot(parent ?? BaseDevice, id);
         try
         {
             if (size is { } bytes && bytes != origin.Size)
@@ -169,24 +169,46 @@ public sealed class ThinDriver : IDriver
         }
     }
 
-    /// <summary>Grows a layer's filesystem to its device's new size: both tools grow a mounted filesystem.</summary>
+    /// <summary>Snapshots a device. A parent mounted meanwhile (a container committed while it runs) is frozen for the
+    /// moment of the snapshot, so the copy is a clean filesystem (journal flushed), not a crash image.</summary>
+    ThinDeviceInfo Snapshot(string source, string id)
+    {
+        string dir = MountDir(source);
+        if (source == BaseDevice || !MountTable.IsMountPoint(dir)) return Call(new PoolRequest { Op = "snapshot", Source = source, Name = id }).Device!;
+        using var fd = Posix.Open(dir, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        Posix.Freeze(fd, dir);
+        try
+        {
+            return Call(new PoolRequest { Op = "snapshot", Source = source, Name = id }).Device!;
+        }
+        finally
+        {
+            Posix.Thaw(fd, dir);
+        }
+    }
+
+    /// <summary>Grows a layer's filesystem to its device's new size: ext4 offline (resize2fs on the unmounted device:
+    /// the snapshot's filesystem was cleanly unmounted), xfs online (xfs_growfs needs it mounted).</summary>
     void Grow(string id)
     {
+        using var attached = Attach(id);
+        if (_options.FileSystem != "xfs")
+        {
+            FileSystemTools.Grow(_options.FileSystem, attached.Device, null);
+            return;
+        }
         string dir = Path.Combine(_mnt, ".grow-" + id);
         LayerStore.MakeDir(dir, 0x1C0);
         try
         {
-            using (var attached = Attach(id))
+            Mount(attached.Device, dir);
+            try
             {
-                Mount(attached.Device, dir);
-                try
-                {
-                    FileSystemTools.Grow(_options.FileSystem, attached.Device, dir);
-                }
-                finally
-                {
-                    Mounter.Unmount(dir, detach: true);
-                }
+                FileSystemTools.Grow(_options.FileSystem, attached.Device, dir);
+            }
+            finally
+            {
+                Mounter.Unmount(dir, detach: true);
             }
         }
         finally
@@ -398,10 +420,10 @@ static class FileSystemTools
         Run("mkfs." + fs, args, fs == "xfs" ? "xfsprogs" : "e2fsprogs");
     }
 
-    public static void Grow(string fs, string device, string mountPoint)
+    public static void Grow(string fs, string device, string? mountPoint)
     {
-        if (fs == "xfs") Run("xfs_growfs", ["-d", mountPoint], "xfsprogs");
-        else Run("resize2fs", [device], "e2fsprogs");
+        if (fs == "xfs") Run("xfs_growfs", ["-d", mountPoint ?? throw new ArgumentNullException(nameof(mountPoint))], "xfsprogs");
+        else Run("resize2fs", ["-f", device], "e2fsprogs"); // -f: no e2fsck first; the filesystem was unmounted cleanly
     }
 
     static void Run(string program, IReadOnlyList<string> args, string package)

@@ -1,0 +1,134 @@
+using Strata.Native;
+using Strata.Testing;
+
+namespace Strata.Core.Tests;
+
+/// <summary>The thin driver beyond the shared contract: per-container size= (the 50M quota case: a thin device
+/// and its filesystem grown past the base size), its refusals, and the status `strata info` shows.</summary>
+public sealed class ThinTests : IDisposable
+{
+    static readonly Dictionary<string, string> Size50M = new() { ["size"] = "50M" };
+    readonly TempRoot _temp = new();
+
+    LayerStore Open(string fs = "ext4", string baseSize = "32M") =>
+        LayerStore.Open(new StoreOptions
+        {
+            Root = _temp.Combine("store"),
+            Driver = "thin",
+            DriverOptions = new Dictionary<string, string> { ["thin.basesize"] = baseSize, ["thin.fs"] = fs },
+        });
+
+    public void Dispose() => _temp.Dispose();
+
+    /// <summary>Writes <paramref name="bytes"/> to a new file and fsyncs it; returns the errno that stopped it (0 if none).</summary>
+    static int Write(string path, long bytes)
+    {
+        using var fd = Posix.Open(path, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4);
+        var chunk = new byte[1 << 20];
+        new Random(1).NextBytes(chunk);
+        try
+        {
+            for (long done = 0; done < bytes; done += chunk.Length) Posix.WriteAll(fd, chunk, path);
+            Posix.Fsync(fd, path);
+            return 0;
+        }
+        catch (ErrnoException ex)
+        {
+            return ex.Errno;
+        }
+    }
+
+    [Theory]
+    [InlineData("ext4", "32M")]
+    [InlineData("xfs", "320M")]
+    public void SizeGrowsAContainersFilesystemAndLimitsIt(string fs, string baseSize)
+    {
+        using var store = Open(fs, baseSize);
+        long baseBytes = ByteSize.Parse(baseSize, "size"), limit = baseBytes + (50L << 20);
+        var size = new Dictionary<string, string> { ["size"] = limit.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        store.Create("base", null);
+        store.Create("c", "base", LayerKind.ReadWrite, storageOptions: fs == "ext4" ? Size50M : size);
+        store.Create("free", "base", LayerKind.ReadWrite);
+        long expected = fs == "ext4" ? 50L << 20 : limit;
+        Assert.Equal(expected.ToString(System.Globalization.CultureInfo.InvariantCulture), store.Metadata("c")["DeviceSize"]);
+        string dir = store.Mount("c"), other = store.Mount("free");
+        try
+        {
+            long total = new DriveInfo(dir).TotalSize, freeTotal = new DriveInfo(other).TotalSize;
+            Assert.True(total > freeTotal + (10L << 20), $"the grown filesystem has {total} bytes, the base-sized one {freeTotal}");
+            Assert.True(total <= expected, $"the filesystem ({total} bytes) is larger than its device ({expected})");
+            Assert.Equal(0, Write(Path.Combine(dir, "first"), (expected - baseBytes) / 2 + (8L << 20)));
+            int err = Write(Path.Combine(dir, "second"), expected);
+            Assert.Equal(Errno.ENOSPC, err);
+            // the limit is the container's own: its sibling is as big as the base, no more
+            Assert.Equal(Errno.ENOSPC, Write(Path.Combine(other, "big"), baseBytes + (1L << 20)));
+        }
+        finally
+        {
+            store.Unmount("c");
+            store.Unmount("free");
+        }
+    }
+
+    [Fact]
+    public void SizeBelowTheBaseIsRefusedAndOnlyContainersTakeIt()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        var ex = Assert.Throws<StrataException>(() => store.Create("small", "base", LayerKind.ReadWrite, storageOptions: new Dictionary<string, string> { ["size"] = "16M" }));
+        Assert.Equal(ErrorKind.InvalidArgument, ex.Kind);
+        Assert.Contains("grow, never shrink", ex.Message);
+        Assert.False(store.Exists("small"));
+        Assert.DoesNotContain("small", store.Driver.List());
+        ex = Assert.Throws<StrataException>(() => store.Create("ro", "base", LayerKind.ReadOnly, storageOptions: Size50M));
+        Assert.Equal(ErrorKind.InvalidArgument, ex.Kind);
+        ex = Assert.Throws<StrataException>(() => store.Create("strata-base", null));
+        Assert.Contains("base device", ex.Message);
+    }
+
+    [Fact]
+    public void OptionsAreCheckedWithOneLineErrors()
+    {
+        foreach (var (key, value, says) in new[]
+        {
+            ("thin.fs", "btrfs", "ext4 or xfs"),
+            ("thin.blocksize", "48K", "power of two"),
+            ("thin.basesize", "1M", "too small"),
+            ("thin.min_free_space", "150%", "percent"),
+            ("thin.blkdiscard", "maybe", "true or false"),
+            ("thin.datadev", "/dev/sdz", "go together"),
+            ("thin.nosuch", "1", "unknown thin option"),
+        })
+        {
+            var ex = Assert.Throws<StrataException>(() => LayerStore.Open(new StoreOptions
+            {
+                Root = _temp.Combine("bad-" + Guid.NewGuid().ToString("N")[..6]),
+                Driver = "thin",
+                DriverOptions = new Dictionary<string, string> { [key] = value },
+            }));
+            Assert.Equal(ErrorKind.InvalidArgument, ex.Kind);
+            Assert.Contains(says, ex.Message);
+            Assert.DoesNotContain('\n', ex.Message);
+        }
+    }
+
+    [Fact]
+    public void StatusShowsWhatDockerInfoShowedForDevicemapper()
+    {
+        using var store = Open();
+        store.Create("base", null);
+        var status = store.Status().ToDictionary(p => p.Key, p => p.Value);
+        foreach (var key in new[]
+        {
+            "Pool Name", "Pool Blocksize", "Base Device Size", "Backing Filesystem", "Data file", "Metadata file",
+            "Data Space Used", "Data Space Total", "Data Space Available", "Metadata Space Used", "Metadata Space Total",
+            "Metadata Space Available", "Thin Pool Minimum Free Space", "Deferred Removal Enabled", "Deferred Deleted Device Count",
+        })
+            Assert.True(status.ContainsKey(key), $"status lacks '{key}': {string.Join(", ", status.Keys)}");
+        Assert.Equal("64 KiB", status["Pool Blocksize"]);
+        Assert.Equal("32 MiB", status["Base Device Size"]);
+        Assert.Equal("ext4", status["Backing Filesystem"]);
+        Assert.Equal("0", status["Deferred Deleted Device Count"]);
+        Assert.Equal(Path.Combine(store.Root, "thin", "data"), status["Data file"]);
+    }
+}
