@@ -63,6 +63,10 @@ public interface IDriver : IDisposable
     /// <summary>Called after the store mounted a layer (thin: tunes the filesystem's error handling).</summary>
     void Mounted(string id) { }
 
+    /// <summary>Called before the store unmounts a layer for its last user (thin: makes the filesystem durable on its
+    /// device, since a copy of the mount in another mount namespace would keep it alive past the unmount).</summary>
+    void Unmounting(string id) { }
+
     /// <summary>Start-up repair of the driver's own state, before the store reconciles mounts with its counts (thin:
     /// detaches the mounts of a pool server that was killed). What it did goes in <paramref name="swept"/>.</summary>
     void Recover(List<string> swept) { }

@@ -663,7 +663,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
             }
             catch
             {
-                if (first) Undo(spec, detach: true);
+                if (first) Undo(id, spec, detach: true);
                 throw;
             }
             return spec.TreePath;
@@ -688,12 +688,12 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 var spec = Driver.Mount(id);
                 try
                 {
-                    Undo(spec, detach: false);
+                    Undo(id, spec, detach: false);
                 }
                 catch (StrataException ex) when (detachBusy && ex.Kind == ErrorKind.InUse)
                 {
                     busy = ex.Message;
-                    Undo(spec, detach: true);
+                    Undo(id, spec, detach: true);
                 }
             }
             SetMounts(layer, layer.Mounts - 1);
@@ -740,7 +740,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 Unpin(id);
                 users = (_layers.TryGetValue(id, out var l) ? l.Mounts : 0) + _held.GetValueOrDefault(id);
             }
-            if (users == 0) Undo(Driver.Mount(id), detach: true);
+            if (users == 0) Undo(id, Driver.Mount(id), detach: true);
         }
     }
 
@@ -780,15 +780,18 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         }
         catch
         {
-            Undo(spec, detach: true);
+            Undo(id, spec, detach: true);
             throw;
         }
         return spec;
     }
 
-    static void Undo(MountSpec spec, bool detach)
+    /// <summary>Unmounts a layer for its last user, telling the driver first.</summary>
+    void Undo(string id, MountSpec spec, bool detach)
     {
-        if (!spec.IsPlainDirectory) Mounter.Unmount(spec.TreePath, detach);
+        if (spec.IsPlainDirectory) return;
+        Driver.Unmounting(id);
+        Mounter.Unmount(spec.TreePath, detach);
     }
 
     StrataException MountedError(string id, int mounts, string action)

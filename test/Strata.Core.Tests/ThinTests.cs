@@ -70,6 +70,44 @@ public sealed class ThinTests : IDisposable
         }
     }
 
+    /// <summary>A copy of a layer's mount in another mount namespace (unshare, a container runtime) keeps its
+    /// filesystem alive after the store unmounts it; a child made next must still see everything the layer holds.</summary>
+    [Theory]
+    [InlineData("ext4", "64M")]
+    [InlineData("xfs", "320M")]
+    public void AChildSeesItsParentEvenWhenAnotherNamespaceHoldsTheParentsMount(string fs, string baseSize)
+    {
+        using var store = Open(fs, baseSize);
+        store.Create("parent", null);
+        string dir = store.Mount("parent");
+        for (int i = 0; i < 50; i++)
+        {
+            Directory.CreateDirectory(Path.Combine(dir, $"d{i}"));
+            File.WriteAllText(Path.Combine(dir, $"d{i}", "f"), $"file {i}");
+        }
+        using var holder = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("unshare", ["-m", "--propagation", "private", "sleep", "600"]) { UseShellExecute = false })!;
+        try
+        {
+            for (int i = 0; i < 500 && Shell.Run("nsenter", "-t", holder.Id.ToString(), "-m", "grep", "-q", dir, "/proc/self/mountinfo").ExitCode != 0; i++) Thread.Sleep(10);
+            store.Unmount("parent");
+            store.Create("child", "parent");
+            string child = store.Mount("child");
+            try
+            {
+                for (int i = 0; i < 50; i++) Assert.Equal($"file {i}", File.ReadAllText(Path.Combine(child, $"d{i}", "f")));
+            }
+            finally
+            {
+                store.Unmount("child");
+            }
+        }
+        finally
+        {
+            holder.Kill();
+            holder.WaitForExit();
+        }
+    }
+
     [Fact]
     public void SizeBelowTheBaseIsRefusedAndOnlyContainersTakeIt()
     {

@@ -308,6 +308,17 @@ public sealed class ThinDriver : IDriver
         File.WriteAllText(Path.Combine(dir, "max_retries"), "0");
     }
 
+    /// <summary>An unmount shuts the filesystem down (and so writes all of it to the device) only when no other mount
+    /// namespace holds a copy of the mount: one made meanwhile by unshare, a container runtime or a test would keep
+    /// the filesystem alive with its last changes in memory (xfs keeps metadata in its log buffers for up to 30 s),
+    /// and a snapshot taken next would miss them. syncfs first: what the layer holds is on the device, as a
+    /// recoverable journal at worst, before the store lets go of it.</summary>
+    public void Unmounting(string id)
+    {
+        string dir = MountDir(id);
+        if (Posix.TryLstat(dir, out var st) && Posix.TryLstat(_mnt, out var parent) && st.MountId != parent.MountId) Posix.SyncFileSystem(dir);
+    }
+
     public bool OwnsMountPoint(string path, out string? layerId)
     {
         layerId = null;

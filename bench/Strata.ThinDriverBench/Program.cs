@@ -1,0 +1,227 @@
+using System.Diagnostics;
+using System.Globalization;
+using Strata.Core;
+using Strata.Native;
+using Strata.OverlayBench;
+
+// Usage: Strata.ThinDriverBench SCENARIO --dir DIR [options]
+//   copyup     --dir DIR [--reps 5] [--size-mib 1024]
+//   containers --dir DIR --tar ROOTFS.tar [-n 100] [--block 10] [--warmup 5]
+// Both scenarios run the thin driver and the overlay driver side by side in one process, on stores in DIR (an empty
+// directory on the filesystem to measure), alternating which goes first. Everything made is left in DIR; the script
+// removes it (and stops the thin pool's server, which the stores stop themselves when they close).
+if (args.Length < 1 || args[0] is "-h" or "--help")
+{
+    Console.Error.WriteLine("usage: Strata.ThinDriverBench copyup|containers --dir DIR [--tar FILE] [-n N] [--reps N] [--block N] [--warmup N] [--size-mib N]");
+    return args.Length < 1 ? 2 : 0;
+}
+var opts = new Dictionary<string, string>(StringComparer.Ordinal);
+for (int i = 1; i < args.Length; i++)
+{
+    if (!args[i].StartsWith('-') || i + 1 >= args.Length)
+    {
+        Console.Error.WriteLine($"unexpected argument '{args[i]}'");
+        return 2;
+    }
+    opts[args[i].TrimStart('-')] = args[++i];
+}
+int Int(string key, int def) => opts.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : def;
+string Need(string key) => opts.TryGetValue(key, out var v) ? v : throw new ArgumentException($"--{key} is required");
+
+try
+{
+    string dir = Path.GetFullPath(Need("dir"));
+    Out.Line($"== scenario {args[0]} in {dir} ({FileSystems.Name(dir)}), .NET {Environment.Version}, pid {Environment.ProcessId}");
+    return args[0] switch
+    {
+        "copyup" => Bench.CopyUp(dir, Int("reps", 5), Int("size-mib", 1024)),
+        "containers" => Bench.Containers(dir, Need("tar"), Int("n", 100), Int("block", 10), Int("warmup", 5)),
+        _ => throw new ArgumentException($"unknown scenario '{args[0]}'"),
+    };
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine(ex.Message);
+    return 2;
+}
+
+static class Bench
+{
+    static LayerStore Open(string root, string driver, Dictionary<string, string>? options = null)
+    {
+        var store = LayerStore.Open(new StoreOptions { Root = root, Driver = driver, DriverOptions = options ?? [] });
+        Out.Line($"== {driver} store at {root}");
+        return store;
+    }
+
+    static void CreateBase(LayerStore store, string id, Stream tar, string what)
+    {
+        long t = Stopwatch.GetTimestamp();
+        store.Create(id, null, diff: tar);
+        Out.Line($"== {store.Driver.Name}: base layer '{id}' from {what}: {Out.F(Stats.Ms(Stopwatch.GetTimestamp() - t), 0)} ms (untimed setup)");
+    }
+
+    /// <summary>Bytes the thin pool's sparse data file takes on disk.</summary>
+    static long ThinData(LayerStore store) => Disk.Allocated(Path.Combine(store.Root, "thin", "data"));
+
+    // ------------------------------------------------------------------------------------------
+    // copy-up: 32 KiB written into the middle of a 1 GiB file of the image, through a container's mount
+    // ------------------------------------------------------------------------------------------
+
+    public static int CopyUp(string dir, int reps, int sizeMib)
+    {
+        long size = (long)sizeMib << 20, offset = size / 2;
+        const int WriteSize = 32 << 10;
+        using var overlay = Open(Path.Combine(dir, "overlay-store"), "overlay");
+        using var thin = Open(Path.Combine(dir, "thin-store"), "thin", new() { ["thin.basesize"] = $"{sizeMib * 2 + 512}M" });
+        var gen = new GeneratedTar(size);
+        foreach (var store in new[] { overlay, thin })
+        {
+            CreateBase(store, "big", new GeneratedTar(size), $"a generated tar of one {sizeMib} MiB file of non-zero data");
+            Posix.SyncFileSystem(dir);
+        }
+        Out.Line($"== per repetition and driver (the drivers alternate which goes first): a container on 'big' is created and mounted (untimed), then");
+        Out.Line($"   timed: open(blob, O_WRONLY), pwrite {WriteSize} bytes at {offset}, fsync, close. Untimed: what the write allocated on the host");
+        Out.Line($"   (overlay: the upper file's st_blocks*512; thin: growth of the pool's sparse data file; both: statvfs free-bytes delta, settled),");
+        Out.Line("   a check of the data through the mount, then unmount + remove.");
+        var data = new byte[WriteSize];
+        Array.Fill(data, (byte)0x57);
+        var rows = new Dictionary<string, List<(double Open, double Write, double Fsync, double Total, long Allocated, long Df)>> { ["overlay"] = [], ["thin"] = [] };
+        for (int r = 0; r < reps; r++)
+        {
+            foreach (var store in r % 2 == 0 ? new[] { thin, overlay } : [overlay, thin])
+            {
+                string id = $"cu{r}";
+                store.Create(id, "big", LayerKind.ReadWrite);
+                string path = Path.Combine(store.Mount(id), "blob");
+                long dataBefore = store.Driver.Name == "thin" ? ThinData(store) : 0;
+                var before = Disk.Settled(dir);
+                long t0 = Stopwatch.GetTimestamp();
+                var fd = Posix.Open(path, Posix.O_WRONLY);
+                long t1 = Stopwatch.GetTimestamp();
+                Posix.PwriteAll(fd, data, offset, path);
+                long t2 = Stopwatch.GetTimestamp();
+                Posix.Fsync(fd, path);
+                long t3 = Stopwatch.GetTimestamp();
+                fd.Dispose();
+                long t4 = Stopwatch.GetTimestamp();
+                var after = Disk.Settled(dir);
+                long allocated = store.Driver.Name == "thin"
+                    ? ThinData(store) - dataBefore
+                    : Disk.Allocated(Path.Combine(store.Metadata(id)["UpperDir"], "blob"));
+                Check(path, gen.Chunk, data, offset, size);
+                rows[store.Driver.Name].Add((Stats.Ms(t1 - t0), Stats.Ms(t2 - t1), Stats.Ms(t3 - t2), Stats.Ms(t4 - t0), allocated, before.FreeBytes - after.FreeBytes));
+                store.Unmount(id);
+                store.Remove(id);
+            }
+        }
+        Out.Line($"  {"driver",-8} {"rep",3} {"open_ms",9} {"pwrite_ms",10} {"fsync_ms",9} {"total_ms",9} {"allocated_bytes",16} {"df_delta_bytes",15}");
+        foreach (var (driver, list) in rows)
+            for (int r = 0; r < list.Count; r++)
+            {
+                var x = list[r];
+                Out.Line($"  {driver,-8} {r,3} {Out.F(x.Open),9} {Out.F(x.Write),10} {Out.F(x.Fsync),9} {Out.F(x.Total),9} {x.Allocated,16} {x.Df,15}");
+            }
+        foreach (var (driver, list) in rows)
+            Out.Line($"{driver} copy-up median: {Out.F(Stats.Median(list.Select(x => x.Total)), 2)} ms for a {WriteSize / 1024} KiB write + fsync; " +
+                     $"allocated {Out.Kib(Stats.Median(list.Select(x => (double)x.Allocated)))}, df {Out.Kib(Stats.Median(list.Select(x => (double)x.Df)))}");
+        double thinMs = Stats.Median(rows["thin"].Select(x => x.Total)), overlayMs = Stats.Median(rows["overlay"].Select(x => x.Total));
+        double thinBytes = Stats.Median(rows["thin"].Select(x => (double)x.Allocated));
+        Out.Line($"ratio overlay / thin (median time): {Out.F(overlayMs / thinMs, 1)}x");
+        Out.Line($"goal thin copies at most 64 KiB: {(thinBytes <= 65536 ? "met" : "MISSED")} ({Out.Kib(thinBytes)}); goal under 5 ms: {(thinMs < 5 ? "met" : "MISSED")} ({Out.F(thinMs, 2)} ms)");
+        return 0;
+    }
+
+    static void Check(string path, byte[] chunk, byte[] written, long offset, long size)
+    {
+        using var fd = Posix.Open(path, Posix.O_RDONLY);
+        var got = new byte[written.Length];
+        var want = new byte[written.Length];
+        if (Posix.Pread(fd, got, offset, path) != got.Length || !got.AsSpan().SequenceEqual(written))
+            throw new InvalidOperationException($"{path}: the written bytes are not there");
+        foreach (long at in new[] { 0, offset - got.Length, offset + got.Length, size - got.Length })
+        {
+            GeneratedTar.Expected(chunk, at, want);
+            if (Posix.Pread(fd, got, at, path) != got.Length || !got.AsSpan().SequenceEqual(want))
+                throw new InvalidOperationException($"{path}: the data at {at} is not the image's");
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // create + mount + unmount of N containers, thin against overlay
+    // ------------------------------------------------------------------------------------------
+
+    public static int Containers(string dir, string tar, int n, int block, int warmup)
+    {
+        using var overlay = Open(Path.Combine(dir, "overlay-store"), "overlay");
+        using var thin = Open(Path.Combine(dir, "thin-store"), "thin", new() { ["thin.basesize"] = "10G" });
+        foreach (var store in new[] { overlay, thin })
+            using (var f = File.OpenRead(tar)) CreateBase(store, "base", f, tar);
+        var totals = new Dictionary<string, List<double>> { ["overlay"] = [], ["thin"] = [] };
+        var phases = new Dictionary<string, Dictionary<string, List<double>>>
+        {
+            ["overlay"] = new() { ["create"] = [], ["mount"] = [], ["unmount"] = [], ["remove"] = [] },
+            ["thin"] = new() { ["create"] = [], ["mount"] = [], ["unmount"] = [], ["remove"] = [] },
+        };
+        for (int w = 0; w < warmup; w++)
+            foreach (var store in new[] { overlay, thin })
+            {
+                One(store, $"warm{w}", null);
+                store.Remove($"warm{w}");
+            }
+        Out.Line($"== {warmup} warm-up containers per driver (not counted); then {n} per driver in blocks of {block}, the drivers alternating per block;");
+        Out.Line("   each container: Create (read-write child of base) + Mount + Unmount timed; Remove timed apart; syncfs between blocks (untimed)");
+        var cpu = new Dictionary<string, ForeignCpu> { ["overlay"] = new(), ["thin"] = new() };
+        for (int b = 0; b * block < n; b++)
+        {
+            int from = b * block, to = Math.Min(n, from + block);
+            foreach (var store in b % 2 == 0 ? new[] { thin, overlay } : [overlay, thin])
+            {
+                string name = store.Driver.Name;
+                Posix.SyncFileSystem(dir);
+                cpu[name].Start();
+                for (int i = from; i < to; i++) totals[name].Add(One(store, $"c{i:D4}", phases[name]));
+                cpu[name].Stop();
+            }
+        }
+        foreach (var store in new[] { overlay, thin })
+            for (int i = 0; i < n; i++)
+            {
+                long t = Stopwatch.GetTimestamp();
+                store.Remove($"c{i:D4}");
+                phases[store.Driver.Name]["remove"].Add(Stats.Ms(Stopwatch.GetTimestamp() - t));
+            }
+        foreach (var (name, list) in totals) Out.Raw($"{name}: create+mount+unmount", list);
+        Out.Line("");
+        Out.Line($"per container, {n} per driver:");
+        Out.PercentileHeader();
+        foreach (var (name, list) in totals)
+        {
+            Out.PercentileRow($"{name} create+mount+unmount", list);
+            foreach (var (phase, p) in phases[name]) Out.PercentileRow($"  {name} {phase}", p);
+        }
+        foreach (var (name, c) in cpu) Out.Line($"  other processes' user CPU during {name}'s blocks: {Out.F(c.Seconds, 2)} s");
+        double thinP50 = Stats.Percentile(totals["thin"].Order().ToArray(), 50), overlayP50 = Stats.Percentile(totals["overlay"].Order().ToArray(), 50);
+        Out.Line($"ratio thin / overlay (p50): {Out.F(thinP50 / overlayP50, 1)}x");
+        Out.Line($"goal thin p50 < 100 ms: {(thinP50 < 100 ? "met" : "MISSED")} ({Out.F(thinP50, 1)} ms)");
+        return 0;
+    }
+
+    static double One(LayerStore store, string id, Dictionary<string, List<double>>? phases)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        store.Create(id, "base", LayerKind.ReadWrite);
+        long t1 = Stopwatch.GetTimestamp();
+        store.Mount(id);
+        long t2 = Stopwatch.GetTimestamp();
+        store.Unmount(id);
+        long t3 = Stopwatch.GetTimestamp();
+        if (phases is not null)
+        {
+            phases["create"].Add(Stats.Ms(t1 - t0));
+            phases["mount"].Add(Stats.Ms(t2 - t1));
+            phases["unmount"].Add(Stats.Ms(t3 - t2));
+        }
+        return Stats.Ms(t3 - t0);
+    }
+}
