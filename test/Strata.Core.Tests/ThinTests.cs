@@ -124,6 +124,64 @@ public sealed class ThinTests : IDisposable
         Assert.Contains("base device", ex.Message);
     }
 
+    LayerStore OpenWith(params (string Key, string Value)[] options) =>
+        LayerStore.Open(new StoreOptions
+        {
+            Root = _temp.Combine("store"),
+            Driver = "thin",
+            DriverOptions = options.ToDictionary(o => o.Key, o => o.Value),
+        });
+
+    [Fact]
+    public void NewLayersAreRefusedBelowTheMinimumFreeSpace()
+    {
+        using var store = OpenWith(("thin.basesize", "64M"), ("thin.datasize", "80M"), ("thin.min_free_space", "50%"));
+        store.Create("base", null);
+        store.Create("c", "base", LayerKind.ReadWrite);
+        string dir = store.Mount("c");
+        try
+        {
+            Assert.Equal(0, Write(Path.Combine(dir, "big"), 48L << 20));
+        }
+        finally
+        {
+            store.Unmount("c");
+        }
+        var ex = Assert.Throws<StrataException>(() => store.Create("more", "base", LayerKind.ReadWrite));
+        Assert.Equal(ErrorKind.NoSpace, ex.Kind);
+        Assert.Contains("thin.min_free_space=50%", ex.Message);
+        Assert.False(store.Exists("more"));
+        store.Remove("c");
+        store.Create("more", "base", LayerKind.ReadWrite); // the space is back
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void BlkdiscardDecidesWhetherRemovalShrinksTheDataFile(bool discard)
+    {
+        using var store = OpenWith(("thin.basesize", "64M"), ("thin.blkdiscard", discard ? "true" : "false"));
+        store.Create("base", null);
+        string data = Path.Combine(store.Root, "thin", "data");
+        long before = Posix.Lstat(data).Blocks * 512;
+        store.Create("c", "base", LayerKind.ReadWrite);
+        string dir = store.Mount("c");
+        try
+        {
+            Assert.Equal(0, Write(Path.Combine(dir, "big"), 32L << 20));
+        }
+        finally
+        {
+            store.Unmount("c");
+        }
+        long full = Posix.Lstat(data).Blocks * 512;
+        Assert.True(full >= before + (32L << 20), $"the data file grew from {before} to {full} only");
+        store.Remove("c");
+        long after = Posix.Lstat(data).Blocks * 512;
+        if (discard) Assert.True(after <= before + (1L << 20), $"removal left the data file at {after} bytes (was {before}, {full} with the container)");
+        else Assert.True(after >= full - (1L << 20), $"with thin.blkdiscard=false the data file shrank from {full} to {after}");
+    }
+
     [Fact]
     public void OptionsAreCheckedWithOneLineErrors()
     {
