@@ -183,6 +183,8 @@ public static partial class Commands
         serve.SetAction(r =>
         {
             if (r.GetValue(session)) Strata.Native.Posix.TrySetSid(); // EPERM: a session leader already
+            // the server is the block device under the filesystems on its FUSE files: keep it out of writeback throttling
+            if (r.GetValue(fuse) is not null) Strata.Native.Posix.TrySetIoFlusher();
             return ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp), r.GetValue(fuse) is { } f ? Io.Current.FullPath(f) : null);
         });
         pool.Subcommands.Add(serve);

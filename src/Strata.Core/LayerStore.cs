@@ -899,7 +899,13 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     {
         if (_disposed) return;
         _disposed = true;
-        Driver.Dispose();
-        _lockFd.Dispose();
+        try
+        {
+            Driver.Dispose();
+        }
+        finally
+        {
+            _lockFd.Dispose();
+        }
     }
 }

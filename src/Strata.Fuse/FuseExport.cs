@@ -102,8 +102,11 @@ public sealed class FuseExport : IDisposable
             if (err == Errno.ENODEV) return; // unmounted: the connection is gone
             if (err != 0)
             {
+                // a worker that quit would leave the kernel's requests unanswered (and their loop devices hung) while
+                // the mount stays: log, and go on reading after a pause
                 _log?.Invoke($"fuse: read from /dev/fuse failed: {new ErrnoException(err, "read", "/dev/fuse").Message}");
-                return;
+                Thread.Sleep(100);
+                continue;
             }
             if (n < InHeader) continue;
             var msg = request.AsSpan(0, n);
@@ -119,7 +122,7 @@ public sealed class FuseExport : IDisposable
             }
             catch (Exception ex)
             {
-                error = ex is StrataException se ? ErrnoFor(se.Kind) : ex is ErrnoException ee ? ee.Errno : Errno.EIO;
+                error = ex is ErrnoException ee ? ee.Errno : ex is StrataException se ? ErrnoFor(se.Kind) : Errno.EIO;
                 if (error == Errno.EIO) _log?.Invoke($"fuse: request {opcode} failed: {ex.Message}");
                 length = 0;
             }

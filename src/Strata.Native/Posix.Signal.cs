@@ -16,6 +16,15 @@ public static partial class Posix
     /// <summary>Makes this process the leader of a new session, away from the caller's terminal and its signals; 0, or the errno.</summary>
     public static int TrySetSid() => setsid_raw() < 0 ? Errno.Last : 0;
 
+    [LibraryImport("libc", EntryPoint = "prctl", SetLastError = true)]
+    private static partial int prctl_raw(int option, ulong a2, ulong a3, ulong a4, ulong a5);
+
+    public const int PR_SET_IO_FLUSHER = 57;
+
+    /// <summary>Marks this process as one that writes back other processes' dirty pages (a user-space block device
+    /// server): the kernel keeps it out of dirty-page throttling and reclaim that would wait on itself. 0, or the errno.</summary>
+    public static int TrySetIoFlusher() => prctl_raw(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0 ? Errno.Last : 0;
+
     /// <summary>Sends a signal; 0, or the errno (ESRCH: no such process).</summary>
     public static int TryKill(int pid, int signal) => kill_raw(pid, signal) < 0 ? Errno.Last : 0;
 

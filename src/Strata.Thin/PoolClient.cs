@@ -16,6 +16,9 @@ public sealed record PoolRequest
     public bool Defer { get; init; }
 }
 
+/// <summary>No server took the call (nothing listens on the socket): the request never ran, so it may be run elsewhere.</summary>
+public sealed class PoolUnreachableException(string message, Exception inner) : StrataException(ErrorKind.Io, message, inner);
+
 /// <summary>The answer: an error (kind and one-line message), or what the call returns.</summary>
 public sealed record PoolReply
 {
@@ -77,7 +80,7 @@ public sealed class PoolClient : IDisposable
             Call(new PoolRequest { Op = "status" });
             return true;
         }
-        catch (StrataException ex) when (ex.Kind == ErrorKind.Io)
+        catch (PoolUnreachableException)
         {
             return false;
         }
@@ -98,9 +101,21 @@ public sealed class PoolClient : IDisposable
             using var body = response.Content.ReadAsStream();
             reply = JsonSerializer.Deserialize(body, PoolWireJson.Default.PoolReply);
         }
+        catch (HttpRequestException ex) when (ex.HttpRequestError == HttpRequestError.ConnectionError)
+        {
+            throw new PoolUnreachableException($"no pool server answers at {Socket}: {ex.InnerException?.Message ?? ex.Message}", ex);
+        }
         catch (HttpRequestException ex)
         {
-            throw new StrataException(ErrorKind.Io, $"no pool server answers at {Socket}: {ex.InnerException?.Message ?? ex.Message}", ex);
+            throw new StrataException(ErrorKind.Io, $"the pool server at {Socket} failed during a '{request.Op}' call: {ex.InnerException?.Message ?? ex.Message}", ex);
+        }
+        catch (TaskCanceledException ex)
+        {
+            throw new StrataException(ErrorKind.Io, $"the pool server at {Socket} did not answer a '{request.Op}' call within {_http.Timeout.TotalMinutes:0} minutes", ex);
+        }
+        catch (IOException ex)
+        {
+            throw new StrataException(ErrorKind.Io, $"the pool server at {Socket} failed during a '{request.Op}' call: {ex.Message}", ex);
         }
         catch (JsonException ex)
         {

@@ -114,6 +114,7 @@ public sealed class ThinDriverTests(ITestOutputHelper output) : IDisposable
         cli.Ok("layer", "create", "reader", "--parent", "image", "--rw");
         cli.Ok("layer", "create", "hog", "--parent", "image", "--rw");
         string reader = cli.Ok("layer", "mount", "reader"), hog = cli.Ok("layer", "mount", "hog");
+        Assert.NotEqual("0 B", Info(cli)["Data Space Available"]); // (also warms up this process's JSON parsing, so the timing below is the command's)
         try
         {
             var watch = Stopwatch.StartNew();
@@ -125,7 +126,10 @@ public sealed class ThinDriverTests(ITestOutputHelper output) : IDisposable
 
             watch.Restart();
             var info = Info(cli);
-            output.WriteLine($"strata info on the full pool took {watch.ElapsedMilliseconds} ms; Data Space Available: {info["Data Space Available"]}");
+            long first = watch.ElapsedMilliseconds;
+            watch.Restart();
+            Info(cli);
+            output.WriteLine($"strata info on the full pool took {first} ms, then {watch.ElapsedMilliseconds} ms; Data Space Available: {info["Data Space Available"]}");
             Assert.Equal("0 B", info["Data Space Available"]);
             Assert.Equal(hash, Hash(Path.Combine(reader, "data"))); // another container still reads
         }

@@ -76,9 +76,9 @@ sealed class PoolServer : IDisposable
         {
             return client.Call(request);
         }
-        catch (StrataException ex) when (ex.Kind == ErrorKind.Io && ex.InnerException is HttpRequestException)
+        catch (PoolUnreachableException)
         {
-            return null;
+            return null; // nothing ran: the call may go to the pool opened here
         }
     }
 
@@ -123,7 +123,8 @@ sealed class PoolServer : IDisposable
     int Start()
     {
         string log = Path.Combine(_dir, "server.log");
-        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = false, RedirectStandardError = false };
+        // in / so that it pins no filesystem the caller happened to be in
+        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = false, RedirectStandardError = false, WorkingDirectory = "/" };
         // through a shell only to send the server's output to its log (a pipe of ours would outlive us); it takes a
         // session of its own, so the terminal's signals to this command do not reach it
         psi.ArgumentList.Add("-c");
@@ -151,6 +152,16 @@ sealed class PoolServer : IDisposable
         }
     }
 
+    /// <summary>Whether a server serves the pool: one answers on the control socket, or the one this driver started
+    /// still runs (it may be starting). The pool's lock alone would also count a `strata pool` command.</summary>
+    public bool ServerAlive() =>
+        StartedPid() is not null || File.Exists(ControlSocket) && TryRemote(new PoolRequest { Op = "status" }) is not null;
+
+    /// <summary>Whether the server's FUSE export is mounted where the devices are looked for.</summary>
+    public bool ExportMounted => Posix.FileSystemType(DeviceDir) == FuseSuperMagic;
+
+    const long FuseSuperMagic = 0x65735546;
+
     /// <summary>The pid of a server this driver started, if it still runs.</summary>
     int? StartedPid()
     {
@@ -175,13 +186,13 @@ sealed class PoolServer : IDisposable
         if (Posix.LoopDevicesIn(DeviceDir).Count > 0) return; // devices in use
         try
         {
-            // a loop device lets go of its file a moment after its last user (autoclear runs asynchronously)
+            // a loop device lets go of its file a moment after its last user (autoclear runs asynchronously), and a
+            // deferred deletion runs when it has
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
             while (true)
             {
                 if (TryRemote(new PoolRequest { Op = "status" }) is not { } status) break;
-                if (status.DeferredDeletes > 0) return;
-                if (status.OpenFiles == 0) break;
+                if (status.OpenFiles == 0 && status.DeferredDeletes == 0) break;
                 if (DateTime.UtcNow > deadline) return;
                 Thread.Sleep(2);
             }
@@ -197,12 +208,15 @@ sealed class PoolServer : IDisposable
     {
         Posix.TryKill(pid, Posix.SIGTERM);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        bool killed = false;
         while (Posix.IsRunning(pid))
         {
             if (DateTime.UtcNow > deadline)
             {
+                if (killed) return; // not even SIGKILL ended it (stuck in the kernel): leave it, and its pid file
                 Posix.TryKill(pid, Posix.SIGKILL);
-                deadline = DateTime.MaxValue;
+                killed = true;
+                deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
             }
             Thread.Sleep(2);
         }

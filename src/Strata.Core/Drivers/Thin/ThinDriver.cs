@@ -67,9 +67,10 @@ public sealed class ThinDriver : IDriver
             using var _ = PoolDirectory.Create(_home, _options.DataSize, _options.MetadataSize, _options.BlockSize, _options.DataDevice, _options.MetadataDevice, poolOptions);
         }
         var names = Call(new PoolRequest { Op = "devices" }).Names ?? [];
+        // left by a crash mid-mkfs, or between the base's snapshot and this delete
+        if (names.Contains(BaseStaging)) Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true });
         if (!names.Contains(BaseDevice))
         {
-            if (names.Contains(BaseStaging)) Call(new PoolRequest { Op = "delete", Name = BaseStaging }); // a crash mid-mkfs
             Call(new PoolRequest { Op = "create", Name = BaseStaging, Size = _options.BaseSize });
             try
             {
@@ -106,7 +107,7 @@ public sealed class ThinDriver : IDriver
             }
             finally
             {
-                Mounter.Unmount(dir, detach: true);
+                UnmountScratch(dir);
             }
         }
         finally
@@ -121,7 +122,18 @@ public sealed class ThinDriver : IDriver
     {
         _server.EnsureRunning();
         string file = DeviceFile(id);
+        // a loop device still bound to the file (its filesystem alive in another mount namespace, or detached lazily
+        // but still in use) is the one to mount again: a second loop device would be a second, independent instance
+        // of the same filesystem on the same blocks, and the two would corrupt it
+        foreach (var bound in Posix.LoopDevicesOf(file))
+            if (Posix.TryOpenAt(FileDescriptor.Cwd, bound, Posix.O_RDWR, 0, out var held) == 0)
+            {
+                if (Posix.LoopDevicesOf(file).Contains(bound)) return new Attachment(bound, held!);
+                held!.Dispose(); // it was detached meanwhile and may serve another file now
+            }
         int err = Posix.TryOpenAt(FileDescriptor.Cwd, file, Posix.O_RDWR, 0, out var backing);
+        if (err == Errno.ENOENT && !_server.ExportMounted)
+            throw StrataException.Unsupported($"{_server.DeviceDir} is not the pool server's FUSE export: a `strata pool serve` without --fuse owns pool {_home}; stop it and the thin driver starts its own");
         if (err == Errno.ENOENT) throw StrataException.NotFound($"thin device {id} does not exist in pool {_home}");
         if (err != 0) throw new ErrnoException(err, "open", file);
         using (backing)
@@ -173,18 +185,59 @@ public sealed class ThinDriver : IDriver
     /// moment of the snapshot, so the copy is a clean filesystem (journal flushed), not a crash image.</summary>
     ThinDeviceInfo Snapshot(string source, string id)
     {
+        PoolReply Take() => Call(new PoolRequest { Op = "snapshot", Source = source, Name = id });
         string dir = MountDir(source);
-        if (source == BaseDevice || !MountTable.IsMountPoint(dir)) return Call(new PoolRequest { Op = "snapshot", Source = source, Name = id }).Device!;
+        if (source == BaseDevice) return Take().Device!;
+        if (MountTable.IsMountPoint(dir)) return Frozen(dir, Take).Device!;
+        if (!PoolExists || Posix.LoopDevicesOf(DeviceFile(source)).Count == 0) return Take().Device!;
+        // its filesystem lives on elsewhere (another mount namespace holds it): reach it through a mount of the same
+        // loop device (the same filesystem instance) to freeze it
+        string scratch = Path.Combine(_mnt, ".freeze-" + id);
+        LayerStore.MakeDir(scratch, 0x1C0);
+        try
+        {
+            using (var attached = Attach(source)) Mount(attached.Device, scratch);
+            try
+            {
+                return Frozen(scratch, Take).Device!;
+            }
+            finally
+            {
+                Mounter.Unmount(scratch, detach: true);
+            }
+        }
+        finally
+        {
+            Directory.Delete(scratch);
+        }
+    }
+
+    /// <summary>Runs <paramref name="work"/> with the filesystem mounted at <paramref name="dir"/> frozen (its journal
+    /// flushed, writes held). A command killed meanwhile would leave it frozen, so a marker (thin/frozen) names it
+    /// for as long as it is: the next store open thaws what the marker names (<see cref="Recover"/>).</summary>
+    T Frozen<T>(string dir, Func<T> work)
+    {
         using var fd = Posix.Open(dir, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        AtomicFile.Write(FrozenMarker, System.Text.Encoding.UTF8.GetBytes(dir), durable: false);
         Posix.Freeze(fd, dir);
         try
         {
-            return Call(new PoolRequest { Op = "snapshot", Source = source, Name = id }).Device!;
+            return work();
         }
         finally
         {
             Posix.Thaw(fd, dir);
+            File.Delete(FrozenMarker);
         }
+    }
+
+    string FrozenMarker => Path.Combine(_home, "frozen");
+
+    /// <summary>Unmounts a scratch mount of the driver's own after making what it wrote durable.</summary>
+    static void UnmountScratch(string dir)
+    {
+        Posix.SyncFileSystem(dir);
+        Mounter.Unmount(dir);
     }
 
     /// <summary>Grows a layer's filesystem to its device's new size: ext4 offline (resize2fs on the unmounted device:
@@ -208,7 +261,7 @@ public sealed class ThinDriver : IDriver
             }
             finally
             {
-                Mounter.Unmount(dir, detach: true);
+                UnmountScratch(dir);
             }
         }
         finally
@@ -316,7 +369,16 @@ public sealed class ThinDriver : IDriver
     public void Unmounting(string id)
     {
         string dir = MountDir(id);
-        if (Posix.TryLstat(dir, out var st) && Posix.TryLstat(_mnt, out var parent) && st.MountId != parent.MountId) Posix.SyncFileSystem(dir);
+        if (!Posix.TryLstat(dir, out var st) || !Posix.TryLstat(_mnt, out var parent) || st.MountId == parent.MountId) return;
+        try
+        {
+            Posix.SyncFileSystem(dir);
+        }
+        catch (ErrnoException)
+        {
+            // a filesystem that cannot write (its pool full, or shut down) loses what it could not write either way;
+            // the unmount goes on
+        }
     }
 
     public bool OwnsMountPoint(string path, out string? layerId)
@@ -324,7 +386,7 @@ public sealed class ThinDriver : IDriver
         layerId = null;
         if (Path.GetDirectoryName(path) != _mnt) return false;
         string name = Path.GetFileName(path);
-        if (name.StartsWith(".grow-", StringComparison.Ordinal) || name == ".base") return true;
+        if (name.StartsWith(".grow-", StringComparison.Ordinal) || name.StartsWith(".freeze-", StringComparison.Ordinal) || name == ".base") return true;
         if (!LayerId.IsValid(name)) return false;
         layerId = name;
         return true;
@@ -335,9 +397,26 @@ public sealed class ThinDriver : IDriver
     /// resets their layers' counts. Their loop devices go by themselves (autoclear).</summary>
     public void Recover(List<string> swept)
     {
-        if (!PoolExists || _server.IsServed()) return;
-        var table = MountTable.Read();
+        if (!PoolExists) return;
         string prefix = _mnt + "/";
+        if (File.Exists(FrozenMarker))
+        {
+            // a command killed while it had a layer frozen for a snapshot: thaw it (EINVAL: it was not frozen after all)
+            string frozen = File.ReadAllText(FrozenMarker);
+            if (frozen.StartsWith(prefix, StringComparison.Ordinal) && Posix.TryOpenAt(FileDescriptor.Cwd, frozen, Posix.O_RDONLY | Posix.O_DIRECTORY, 0, out var fd) == 0)
+                using (fd)
+                    try
+                    {
+                        Posix.Thaw(fd!, frozen);
+                        swept.Add($"thawed {frozen}, left frozen by a command that died mid-snapshot");
+                    }
+                    catch (ErrnoException)
+                    {
+                    }
+            File.Delete(FrozenMarker);
+        }
+        if (_server.ServerAlive()) return;
+        var table = MountTable.Read();
         foreach (var m in table.Where(m => m.MountPoint.StartsWith(prefix, StringComparison.Ordinal)).OrderByDescending(m => m.MountPoint.Length))
             if (Posix.TryUnmount(m.MountPoint, Posix.MNT_DETACH) == 0) swept.Add($"mount {m.MountPoint} of a dead pool server");
         if (MountTable.IsMountPoint(_server.DeviceDir, table) && Posix.TryUnmount(_server.DeviceDir, Posix.MNT_DETACH) == 0)
