@@ -67,6 +67,9 @@ public interface IDriver : IDisposable
     /// device, since a copy of the mount in another mount namespace would keep it alive past the unmount).</summary>
     void Unmounting(string id) { }
 
+    /// <summary>Called after the store unmounted a layer (thin: detaches its nbd device).</summary>
+    void Unmounted(string id) { }
+
     /// <summary>Start-up repair of the driver's own state, before the store reconciles mounts with its counts (thin:
     /// detaches the mounts of a pool server that was killed). What it did goes in <paramref name="swept"/>.</summary>
     void Recover(List<string> swept) { }

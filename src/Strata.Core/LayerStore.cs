@@ -792,6 +792,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         if (spec.IsPlainDirectory) return;
         Driver.Unmounting(id);
         Mounter.Unmount(spec.TreePath, detach);
+        Driver.Unmounted(id);
     }
 
     StrataException MountedError(string id, int mounts, string action)

@@ -52,6 +52,7 @@ public static class PoolDaemon
         options.Control?.Invoke(app, dir);
         var exports = new PoolExports(dir.Pool);
         FuseExport? fuse = null;
+        using var kernel = new KernelAttachments(dir.Pool, options.Log);
         app.MapPost("/v1/pool", async context =>
         {
             PoolRequest? request;
@@ -68,7 +69,12 @@ public static class PoolDaemon
                 context.Response.StatusCode = 400;
                 return;
             }
-            var reply = await Task.Run(() => PoolClient.Execute(dir.Pool, request, Volatile.Read(ref fuse)?.OpenFiles ?? 0));
+            var reply = await Task.Run(() => request.Op switch
+            {
+                "attach" => kernel.Attach(request.Name),
+                "detach" => kernel.Detach(request.Name),
+                _ => PoolClient.Execute(dir.Pool, request, (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count),
+            });
             context.Response.ContentType = "application/json";
             await JsonSerializer.SerializeAsync(context.Response.Body, reply, PoolWireJson.Default.PoolReply, context.RequestAborted);
         });
@@ -106,6 +112,96 @@ public static class PoolDaemon
         }
         dir.Pool.Commit();
         return 0;
+    }
+
+    /// <summary>Devices this server gave to the kernel's nbd module, by name. A detach of a device still in use (its
+    /// filesystem alive in another mount namespace) waits, retried every second, instead of pulling it away.</summary>
+    sealed class KernelAttachments : IDisposable
+    {
+        readonly ThinPool _pool;
+        readonly Action<string>? _log;
+        readonly Dictionary<string, KernelNbd> _byName = new(StringComparer.Ordinal);
+        readonly HashSet<string> _detachWanted = new(StringComparer.Ordinal);
+        readonly Timer _retry;
+
+        public KernelAttachments(ThinPool pool, Action<string>? log)
+        {
+            _pool = pool;
+            _log = log;
+            _retry = new Timer(_ => Retry(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        }
+
+        public int Count
+        {
+            get
+            {
+                lock (_byName) return _byName.Count;
+            }
+        }
+
+        public PoolReply Attach(string? name)
+        {
+            try
+            {
+                if (name is null) throw StrataException.Invalid("attach needs a device name");
+                lock (_byName)
+                {
+                    if (_byName.TryGetValue(name, out var had))
+                    {
+                        _detachWanted.Remove(name);
+                        return new PoolReply { Path = had.Path };
+                    }
+                    if (!KernelNbd.Available) throw StrataException.Unsupported("this kernel has no nbd devices (modprobe nbd)");
+                    var attached = KernelNbd.Attach(_pool.OpenDevice(name), _pool.ReadOnlyReason is not null, m => _log?.Invoke("nbd: " + m));
+                    _byName[name] = attached;
+                    return new PoolReply { Path = attached.Path };
+                }
+            }
+            catch (StrataException ex)
+            {
+                return new PoolReply { Error = ex.Message, Kind = ex.Kind };
+            }
+        }
+
+        public PoolReply Detach(string? name)
+        {
+            if (name is null) return new PoolReply { Error = "detach needs a device name", Kind = ErrorKind.InvalidArgument };
+            lock (_byName)
+            {
+                if (!_byName.TryGetValue(name, out var attached)) return new PoolReply();
+                if (attached.InUse())
+                {
+                    _detachWanted.Add(name);
+                    return new PoolReply();
+                }
+                _byName.Remove(name);
+                _detachWanted.Remove(name);
+                attached.Dispose();
+                return new PoolReply();
+            }
+        }
+
+        void Retry()
+        {
+            lock (_byName)
+                foreach (var name in _detachWanted.ToList())
+                    if (_byName.TryGetValue(name, out var attached) && !attached.InUse())
+                    {
+                        _byName.Remove(name);
+                        _detachWanted.Remove(name);
+                        attached.Dispose();
+                    }
+        }
+
+        public void Dispose()
+        {
+            _retry.Dispose();
+            lock (_byName)
+            {
+                foreach (var attached in _byName.Values) attached.Dispose();
+                _byName.Clear();
+            }
+        }
     }
 
     /// <summary>Makes the FUSE export's directory (0700), first detaching a mount a killed server left there: the pool's

@@ -7,7 +7,8 @@ namespace Strata.Thin;
 /// <summary>One call on a served pool (see <see cref="PoolClient"/>).</summary>
 public sealed record PoolRequest
 {
-    /// <summary>create, snapshot, delete, resize, device, devices, status.</summary>
+    /// <summary>create, snapshot, delete, resize, device, devices, status; and on a server only: attach and detach
+    /// (a device given to the kernel's nbd module).</summary>
     public required string Op { get; init; }
     public string? Name { get; init; }
     public string? Source { get; init; }
@@ -31,6 +32,8 @@ public sealed record PoolReply
     public int DeferredDeletes { get; init; }
     /// <summary>Device files the server's FUSE export has open (each attached loop device holds one).</summary>
     public int OpenFiles { get; init; }
+    /// <summary>attach: the kernel block device (/dev/nbdN).</summary>
+    public string? Path { get; init; }
 }
 
 [JsonSerializable(typeof(PoolRequest))]

@@ -139,7 +139,45 @@ if truncate -s 320M /tmp/xfs2.img && mkfs.xfs -q /tmp/xfs2.img && mount -o loop 
   umount /mnt/y
 else fail "cannot make and mount a second xfs"; fi
 
-echo "\$ dmesg | grep -Ei 'xfs|overlay|quota'"
-dmesg | grep -Ei 'xfs|overlay|quota' | sed 's/^/  /'
+# --- the thin driver through the kernel's nbd module: the pool server gives each device to /dev/nbdN
+troot=/tmp/thin-store
+thin() {
+  local t0=$SECONDS
+  echo "\$ strata --root $troot $*"
+  out=$("$cli" --root "$troot" "$@" 2>&1)
+  local rc=$?
+  [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/  /'
+  echo "  (exit $rc, $((SECONDS - t0))s)"
+  return $rc
+}
+if [ -e /sys/block/nbd0/size ]; then pass "the nbd module is loaded"; else fail "no /sys/block/nbd0: the nbd module is not loaded"; fi
+export STRATA_BIN="$cli"
+if thin --driver thin --storage-opt thin.basesize=256M --storage-opt thin.datasize=2G layer create image; then pass "thin: layer create image"
+else fail "thin: layer create image"; fi
+if thin layer mount image && img=$(printf '%s\n' "$out" | tail -1) && [ -d "$img" ]; then
+  dev=$(awk -v m="$img" '$2 == m { print $1 }' /proc/mounts)
+  case "$dev" in /dev/nbd*) pass "thin: image mounted from $dev" ;; *) fail "thin: image mounted from '$dev', not an nbd device" ;; esac
+  echo hello >"$img/hello" && sync -f "$img/hello"
+  thin layer unmount image && pass "thin: layer unmount image" || fail "thin: layer unmount image"
+  if [ ! -e "/sys/block/${dev#/dev/}/pid" ]; then pass "thin: $dev is disconnected after the unmount"; else fail "thin: $dev is still connected"; fi
+else fail "thin: layer mount image"; fi
+thin layer create c --parent image --rw && pass "thin: layer create c --rw" || fail "thin: layer create c --rw"
+if thin layer mount c && c=$(printf '%s\n' "$out" | tail -1) && [ -d "$c" ]; then
+  if [ "$(cat "$c/hello" 2>&1)" = hello ]; then pass "thin: the container sees the image's file"; else fail "thin: the container does not see the image's file"; fi
+  if dd_write "$c/big" 64; then pass "thin: 64 MiB written in the container"; else fail "thin: 64 MiB could not be written in the container"; fi
+  thin info && printf '%s\n' "$out" | grep -q '^ Attached Devices: 1$' && pass "thin: info shows 1 attached device" || fail "thin: info does not show 1 attached device"
+  thin layer unmount c && pass "thin: layer unmount c" || fail "thin: layer unmount c"
+else fail "thin: layer mount c"; fi
+thin layer rm c image && pass "thin: layer rm c image" || fail "thin: layer rm c image"
+if thin pool check && printf '%s\n' "$out" | tail -1 | grep -qx clean; then pass "thin: pool check is clean"; else fail "thin: pool check is not clean"; fi
+connected=$(ls /sys/block/nbd*/pid 2>/dev/null | wc -l)
+if [ "$connected" = 0 ]; then pass "thin: no nbd device left connected"; else fail "thin: $connected nbd device(s) left connected"; fi
+for _ in $(seq 50); do pgrep -f "pool serve --new-session --pool $troot" >/dev/null || break; sleep 0.1; done
+if pgrep -f "pool serve --new-session --pool $troot" >/dev/null; then fail "thin: the pool server still runs with nothing attached"
+else pass "thin: the pool server stopped with nothing attached"; fi
+echo "\$ tail $troot/thin/server.log"; tail -5 "$troot/thin/server.log" 2>&1 | sed 's/^/  /'
+
+echo "\$ dmesg | grep -Ei 'xfs|overlay|quota|nbd|ext4'"
+dmesg | grep -Ei 'xfs|overlay|quota|nbd|ext4' | sed 's/^/  /'
 umount /mnt/x && pass "umount /mnt/x" || fail "umount /mnt/x"
 finish

@@ -127,7 +127,8 @@ add_module() {
   order+=("$name")
 }
 # crc32c_generic: libcrc32c's soft dependency (xfs needs the crc32c hash)
-for m in virtio_pci 9pnet_virtio 9p loop overlay crc32c_generic xfs; do add_module "$m"; done
+# nbd and ext4: the thin driver through the kernel's nbd module (the test machine has no nbd module)
+for m in virtio_pci 9pnet_virtio 9p loop overlay crc32c_generic xfs nbd ext4; do add_module "$m"; done
 printf '%s\n' "${order[@]}" >"$ird/modules.list"
 (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
 say "initramfs: busybox + ${order[*]}"

@@ -83,14 +83,14 @@ sealed class PoolServer : IDisposable
     }
 
     /// <summary>Starts a server unless one answers already, and waits until it answers.</summary>
-    public void EnsureRunning()
+    public void EnsureRunning(bool fuse = true)
     {
         var deadline = DateTime.UtcNow + StartWait;
         int? started = null;
         while (true)
         {
             if (File.Exists(ControlSocket) && TryRemote(new PoolRequest { Op = "status" }) is not null) return;
-            if (started is null && !IsServed()) started = Start();
+            if (started is null && !IsServed()) started = Start(fuse);
             if (started is { } pid && !Posix.IsRunning(pid))
                 throw new StrataException(ErrorKind.Io, $"the pool server for {_dir} did not start{LastLogLine()}");
             if (DateTime.UtcNow > deadline) throw new StrataException(ErrorKind.Io, $"the pool server for {_dir} did not answer within {StartWait.TotalSeconds:0} s{LastLogLine()}");
@@ -120,7 +120,7 @@ sealed class PoolServer : IDisposable
         throw StrataException.Unsupported("the thin driver serves its pool with `strata pool serve`, and this process is not strata: set STRATA_BIN to the strata executable");
     }
 
-    int Start()
+    int Start(bool fuse)
     {
         string log = Path.Combine(_dir, "server.log");
         // in / so that it pins no filesystem the caller happened to be in
@@ -128,7 +128,7 @@ sealed class PoolServer : IDisposable
         // through a shell only to send the server's output to its log (a pipe of ours would outlive us); it takes a
         // session of its own, so the terminal's signals to this command do not reach it
         psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add("exec \"$0\" pool serve --new-session --pool \"$1\" --socket \"$2\" --fuse \"$3\" >>\"$4\" 2>&1 </dev/null");
+        psi.ArgumentList.Add($"exec \"$0\" pool serve --new-session --pool \"$1\" --socket \"$2\" {(fuse ? "--fuse \"$3\" " : "")}>>\"$4\" 2>&1 </dev/null");
         psi.ArgumentList.Add(Executable());
         psi.ArgumentList.Add(_dir);
         psi.ArgumentList.Add(NbdSocket);

@@ -120,7 +120,14 @@ public sealed class ThinDriver : IDriver
     /// returned handle, or a mount made before the handle is disposed, holds it.</summary>
     Attachment Attach(string id)
     {
-        _server.EnsureRunning();
+        _server.EnsureRunning(fuse: !UsesKernelNbd);
+        if (UsesKernelNbd)
+        {
+            // the server gives the device to the kernel's nbd module (the same device again if it still holds it);
+            // letting go asks it to detach, which it does once nothing holds the device (a mount made meanwhile does)
+            string nbd = Call(new PoolRequest { Op = "attach", Name = id }).Path!;
+            return new Attachment(nbd, () => Call(new PoolRequest { Op = "detach", Name = id }));
+        }
         string file = DeviceFile(id);
         // a loop device still bound to the file (its filesystem alive in another mount namespace, or detached lazily
         // but still in use) is the one to mount again: a second loop device would be a second, independent instance
@@ -128,7 +135,7 @@ public sealed class ThinDriver : IDriver
         foreach (var bound in Posix.LoopDevicesOf(file))
             if (Posix.TryOpenAt(FileDescriptor.Cwd, bound, Posix.O_RDWR, 0, out var held) == 0)
             {
-                if (Posix.LoopDevicesOf(file).Contains(bound)) return new Attachment(bound, held!);
+                if (Posix.LoopDevicesOf(file).Contains(bound)) return new Attachment(bound, held!.Dispose);
                 held!.Dispose(); // it was detached meanwhile and may serve another file now
             }
         int err = Posix.TryOpenAt(FileDescriptor.Cwd, file, Posix.O_RDWR, 0, out var backing);
@@ -139,15 +146,30 @@ public sealed class ThinDriver : IDriver
         using (backing)
         {
             var (path, fd) = Posix.AttachLoop(backing!, file, Posix.LO_FLAGS_AUTOCLEAR | Posix.LO_FLAGS_DIRECT_IO);
-            return new Attachment(path, fd);
+            return new Attachment(path, fd.Dispose);
         }
     }
 
-    sealed class Attachment(string device, FileDescriptor fd) : IDisposable
+    /// <summary>A device attached to the kernel, held until disposed: a loop device with autoclear (it goes once nothing
+    /// else holds it) or an nbd device (detached by the server once nothing holds it).</summary>
+    sealed class Attachment(string device, Action release) : IDisposable
     {
+        int _released;
         public string Device => device;
-        public void Dispose() => fd.Dispose(); // autoclear: the loop device goes once nothing else holds it
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0) release();
+        }
     }
+
+    /// <summary>Whether devices reach the kernel through its nbd module (thin.attach=nbd, or auto where /dev/nbd* exist)
+    /// rather than the FUSE export and a loop device.</summary>
+    public bool UsesKernelNbd => _options.Attach switch
+    {
+        "nbd" => true,
+        "fuse" => false,
+        _ => File.Exists("/sys/block/nbd0/size"),
+    };
 
     // ---- IDriver ----
 
@@ -338,10 +360,19 @@ public sealed class ThinDriver : IDriver
         lock (_attaching) _attaching[id] = attached.Device;
         return new Prepared(() =>
         {
-            lock (_attaching) _attaching.Remove(id);
-            attached.Dispose();
+            bool mounted;
+            lock (_attaching)
+            {
+                _attaching.Remove(id);
+                mounted = _mounted.Remove(id);
+            }
+            // a loop device's descriptor is let go either way (the mount holds the device); an nbd device stays attached
+            // while mounted, and is detached after the unmount (Unmounted), or now if the mount failed
+            if (!UsesKernelNbd || !mounted) attached.Dispose();
         });
     }
+
+    readonly HashSet<string> _mounted = new(StringComparer.Ordinal);
 
     sealed class Prepared(Action done) : IDisposable
     {
@@ -353,9 +384,13 @@ public sealed class ThinDriver : IDriver
     /// dm.xfs_nospace_max_retries=0 lesson). ENOSPC from the device is what a full pool sends.</summary>
     public void Mounted(string id)
     {
-        if (_options.FileSystem != "xfs") return;
         string? device;
-        lock (_attaching) device = _attaching.GetValueOrDefault(id);
+        lock (_attaching)
+        {
+            device = _attaching.GetValueOrDefault(id);
+            _mounted.Add(id);
+        }
+        if (_options.FileSystem != "xfs") return;
         if (device is null) return;
         string dir = $"/sys/fs/xfs/{Path.GetFileName(device)}/error/metadata/ENOSPC";
         File.WriteAllText(Path.Combine(dir, "max_retries"), "0");
@@ -379,6 +414,12 @@ public sealed class ThinDriver : IDriver
             // a filesystem that cannot write (its pool full, or shut down) loses what it could not write either way;
             // the unmount goes on
         }
+    }
+
+    /// <summary>After the store unmounted a layer: an nbd device is detached at once (a loop device went by itself).</summary>
+    public void Unmounted(string id)
+    {
+        if (UsesKernelNbd && PoolExists) Call(new PoolRequest { Op = "detach", Name = id });
     }
 
     public bool OwnsMountPoint(string path, out string? layerId)

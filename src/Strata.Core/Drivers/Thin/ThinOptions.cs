@@ -10,7 +10,7 @@ public sealed record ThinOptions
 {
     public const string Prefix = "thin.";
     static readonly string[] Known =
-        ["basesize", "fs", "blocksize", "datasize", "metadatasize", "datadev", "metadatadev", "min_free_space", "blkdiscard", "mkfsarg", "mountopt"];
+        ["basesize", "fs", "blocksize", "datasize", "metadatasize", "datadev", "metadatadev", "min_free_space", "blkdiscard", "mkfsarg", "mountopt", "attach"];
 
     /// <summary>Size of the base device every layer starts from (each layer's filesystem has this size, unless a
     /// container's size= grows it). Default 10G.</summary>
@@ -33,6 +33,9 @@ public sealed record ThinOptions
     public bool BlkDiscard { get; init; } = true;
     /// <summary>Extra mkfs arguments, split on spaces.</summary>
     public IReadOnlyList<string> MkfsArgs { get; init; } = [];
+    /// <summary>How devices reach the kernel: auto (its nbd module where /dev/nbd* exist, else the FUSE export and a
+    /// loop device), nbd or fuse.</summary>
+    public string Attach { get; init; } = "auto";
     /// <summary>Extra mount options, comma-separated.</summary>
     public IReadOnlyList<string> MountOptions { get; init; } = [];
 
@@ -69,6 +72,8 @@ public sealed record ThinOptions
         if (Get("blkdiscard") is { } bd)
             o = o with { BlkDiscard = bd is "true" or "1" ? true : bd is "false" or "0" ? false : throw StrataException.Invalid($"thin.blkdiscard '{bd}' must be true or false") };
         if (Get("mkfsarg") is { } mk) o = o with { MkfsArgs = mk.Split(' ', StringSplitOptions.RemoveEmptyEntries) };
+        if (Get("attach") is { } at)
+            o = o with { Attach = at is "auto" or "nbd" or "fuse" ? at : throw StrataException.Invalid($"thin.attach '{at}' must be auto, nbd or fuse") };
         if (Get("mountopt") is { } mo)
         {
             var opts = mo.Split(',', StringSplitOptions.RemoveEmptyEntries);
