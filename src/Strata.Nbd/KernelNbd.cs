@@ -48,6 +48,14 @@ public sealed partial class KernelNbd : IDisposable
             }
             finally
             {
+                // the kernel's NBD_DO_IT returns once the connection is closed after its disconnect request
+                try
+                {
+                    ours.Shutdown(SocketShutdown.Both);
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                {
+                }
                 device.Dispose();
             }
         }) { IsBackground = true, Name = $"nbd-serve {path}" };

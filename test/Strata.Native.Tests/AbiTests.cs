@@ -26,6 +26,7 @@ public sealed class AbiTests(ITestOutputHelper output)
         #include <linux/dqblk_xfs.h>
         #include <linux/loop.h>
         #include <linux/fuse.h>
+        #include <linux/nbd.h>
         #include <signal.h>
         #include <stdio.h>
         #define P(name, value) printf("%s=%lld\n", name, (long long)(value))
@@ -100,6 +101,10 @@ public sealed class AbiTests(ITestOutputHelper output)
           P("fuse_kstatfs_bsize", offsetof(struct fuse_kstatfs, bsize)); P("fuse_kstatfs_frsize", offsetof(struct fuse_kstatfs, frsize));
           P("fuse_kstatfs_files", offsetof(struct fuse_kstatfs, files));
           P("FUSE_ASYNC_DIO", FUSE_ASYNC_DIO); P("FUSE_MAX_PAGES", FUSE_MAX_PAGES); P("FOPEN_PARALLEL_DIRECT_WRITES", FOPEN_PARALLEL_DIRECT_WRITES);
+          P("NBD_SET_SOCK", NBD_SET_SOCK); P("NBD_SET_BLKSIZE", NBD_SET_BLKSIZE); P("NBD_DO_IT", NBD_DO_IT);
+          P("NBD_CLEAR_SOCK", NBD_CLEAR_SOCK); P("NBD_CLEAR_QUE", NBD_CLEAR_QUE); P("NBD_SET_SIZE_BLOCKS", NBD_SET_SIZE_BLOCKS);
+          P("NBD_DISCONNECT", NBD_DISCONNECT); P("NBD_SET_TIMEOUT", NBD_SET_TIMEOUT); P("NBD_SET_FLAGS", NBD_SET_FLAGS);
+          P("NBD_FLAG_SEND_TRIM", NBD_FLAG_SEND_TRIM);
           return 0;
         }
         """;
@@ -237,6 +242,17 @@ public sealed class AbiTests(ITestOutputHelper output)
         Same(c, "FUSE_ASYNC_DIO", 1 << 15);
         Same(c, "FUSE_MAX_PAGES", 1 << 22);
         Same(c, "FOPEN_PARALLEL_DIRECT_WRITES", 1 << 6);
+        // Strata.Nbd.KernelNbd's ioctls and flags (private there, restated from its code)
+        Same(c, "NBD_SET_SOCK", 0xAB00);
+        Same(c, "NBD_SET_BLKSIZE", 0xAB01);
+        Same(c, "NBD_DO_IT", 0xAB03);
+        Same(c, "NBD_CLEAR_SOCK", 0xAB04);
+        Same(c, "NBD_CLEAR_QUE", 0xAB05);
+        Same(c, "NBD_SET_SIZE_BLOCKS", 0xAB07);
+        Same(c, "NBD_DISCONNECT", 0xAB08);
+        Same(c, "NBD_SET_TIMEOUT", 0xAB09);
+        Same(c, "NBD_SET_FLAGS", 0xAB0A);
+        Same(c, "NBD_FLAG_SEND_TRIM", 32);
     }
 
     static Dictionary<string, long> Compile()

@@ -168,6 +168,19 @@ if thin layer mount c && c=$(printf '%s\n' "$out" | tail -1) && [ -d "$c" ]; the
   thin info && printf '%s\n' "$out" | grep -q '^ Attached Devices: 1$' && pass "thin: info shows 1 attached device" || fail "thin: info does not show 1 attached device"
   thin layer unmount c && pass "thin: layer unmount c" || fail "thin: layer unmount c"
 else fail "thin: layer mount c"; fi
+# the pool server killed (SIGKILL) under a mounted container: the next command cleans up, the layer mounts again
+if thin layer mount c && c=$(printf '%s\n' "$out" | tail -1); then
+  echo synced >"$c/synced" && sync -f "$c/synced"
+  pid=$(cat "$troot/thin/server.pid")
+  echo "\$ kill -KILL $pid (the pool server)"; kill -KILL "$pid"
+  for _ in $(seq 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+  thin layer ls && pass "thin: a command runs after the pool server was killed" || fail "thin: no command runs after the pool server was killed"
+  if awk -v p="$troot/thin/mnt/" 'index($2, p) == 1 { found = 1 } END { exit !found }' /proc/mounts; then fail "thin: the dead server's mounts are still there"
+  else pass "thin: the dead server's mounts are gone"; fi
+  if thin layer mount c && c=$(printf '%s\n' "$out" | tail -1) && [ "$(cat "$c/synced" 2>&1)" = synced ]; then pass "thin: the layer mounts again with what was synced"
+  else fail "thin: the layer does not mount again with what was synced"; fi
+  thin layer unmount c || fail "thin: layer unmount c after the restart"
+else fail "thin: layer mount c (for the kill test)"; fi
 thin layer rm c image && pass "thin: layer rm c image" || fail "thin: layer rm c image"
 if thin pool check && printf '%s\n' "$out" | tail -1 | grep -qx clean; then pass "thin: pool check is clean"; else fail "thin: pool check is not clean"; fi
 connected=$(ls /sys/block/nbd*/pid 2>/dev/null | wc -l)
