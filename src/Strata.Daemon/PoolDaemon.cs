@@ -73,6 +73,7 @@ public static class PoolDaemon
             {
                 "attach" => kernel.Attach(request.Name),
                 "detach" => kernel.Detach(request.Name),
+                "attached" => kernel.Attached(request.Name),
                 _ => PoolClient.Execute(dir.Pool, request, (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count),
             });
             context.Response.ContentType = "application/json";
@@ -104,6 +105,7 @@ public static class PoolDaemon
             }
             finally
             {
+                kernel.Dispose(); // devices given to the kernel let go of the pool before its last commit
                 fuse?.Dispose();
                 await server.DisposeAsync();
                 if (File.Exists(options.NbdSocket)) File.Delete(options.NbdSocket);
@@ -114,15 +116,23 @@ public static class PoolDaemon
         return 0;
     }
 
-    /// <summary>Devices this server gave to the kernel's nbd module, by name. A detach of a device still in use (its
-    /// filesystem alive in another mount namespace) waits, retried every second, instead of pulling it away.</summary>
+    /// <summary>Devices this server gave to the kernel's nbd module, by name, with a count of holders (each attach is
+    /// one; each detach lets one go). A device is disconnected when it has no holder and nothing has it open (a mounted
+    /// filesystem claims it); one still open (its filesystem alive in another mount namespace) is checked again every
+    /// second. A device the kernel stopped serving (its connection failed) is replaced at the next attach.</summary>
     sealed class KernelAttachments : IDisposable
     {
+        sealed class Entry(KernelNbd nbd)
+        {
+            public KernelNbd Nbd { get; } = nbd;
+            public int Holders { get; set; } = 1;
+        }
+
         readonly ThinPool _pool;
         readonly Action<string>? _log;
-        readonly Dictionary<string, KernelNbd> _byName = new(StringComparer.Ordinal);
-        readonly HashSet<string> _detachWanted = new(StringComparer.Ordinal);
+        readonly Dictionary<string, Entry> _byName = new(StringComparer.Ordinal);
         readonly Timer _retry;
+        bool _disposed;
 
         public KernelAttachments(ThinPool pool, Action<string>? log)
         {
@@ -146,14 +156,20 @@ public static class PoolDaemon
                 if (name is null) throw StrataException.Invalid("attach needs a device name");
                 lock (_byName)
                 {
+                    ObjectDisposedException.ThrowIf(_disposed, this);
                     if (_byName.TryGetValue(name, out var had))
                     {
-                        _detachWanted.Remove(name);
-                        return new PoolReply { Path = had.Path };
+                        if (had.Nbd.Alive)
+                        {
+                            had.Holders++;
+                            return new PoolReply { Path = had.Nbd.Path };
+                        }
+                        _byName.Remove(name);
+                        had.Nbd.Dispose();
                     }
                     if (!KernelNbd.Available) throw StrataException.Unsupported("this kernel has no nbd devices (modprobe nbd)");
                     var attached = KernelNbd.Attach(_pool.OpenDevice(name), _pool.ReadOnlyReason is not null, m => _log?.Invoke("nbd: " + m));
-                    _byName[name] = attached;
+                    _byName[name] = new Entry(attached);
                     return new PoolReply { Path = attached.Path };
                 }
             }
@@ -163,20 +179,25 @@ public static class PoolDaemon
             }
         }
 
+        /// <summary>The device a name is attached to (null: none), without taking a hold.</summary>
+        public PoolReply Attached(string? name)
+        {
+            lock (_byName)
+                return name is not null && _byName.TryGetValue(name, out var e) && e.Nbd.Alive ? new PoolReply { Path = e.Nbd.Path } : new PoolReply();
+        }
+
         public PoolReply Detach(string? name)
         {
             if (name is null) return new PoolReply { Error = "detach needs a device name", Kind = ErrorKind.InvalidArgument };
             lock (_byName)
             {
-                if (!_byName.TryGetValue(name, out var attached)) return new PoolReply();
-                if (attached.InUse())
+                if (!_byName.TryGetValue(name, out var e)) return new PoolReply();
+                if (e.Holders > 0) e.Holders--;
+                if (e.Holders == 0 && (!e.Nbd.Alive || !e.Nbd.InUse()))
                 {
-                    _detachWanted.Add(name);
-                    return new PoolReply();
+                    _byName.Remove(name);
+                    e.Nbd.Dispose();
                 }
-                _byName.Remove(name);
-                _detachWanted.Remove(name);
-                attached.Dispose();
                 return new PoolReply();
             }
         }
@@ -184,12 +205,11 @@ public static class PoolDaemon
         void Retry()
         {
             lock (_byName)
-                foreach (var name in _detachWanted.ToList())
-                    if (_byName.TryGetValue(name, out var attached) && !attached.InUse())
+                foreach (var (name, e) in _byName.ToList())
+                    if (e.Holders == 0 && (!e.Nbd.Alive || !e.Nbd.InUse()))
                     {
                         _byName.Remove(name);
-                        _detachWanted.Remove(name);
-                        attached.Dispose();
+                        e.Nbd.Dispose();
                     }
         }
 
@@ -198,7 +218,8 @@ public static class PoolDaemon
             _retry.Dispose();
             lock (_byName)
             {
-                foreach (var attached in _byName.Values) attached.Dispose();
+                _disposed = true;
+                foreach (var e in _byName.Values) e.Nbd.Dispose();
                 _byName.Clear();
             }
         }

@@ -23,7 +23,12 @@ public sealed partial class KernelNbd : IDisposable
     readonly Thread _doIt;
     readonly Thread _serve;
     readonly Socket _ours;
+    readonly int _number;
+    volatile int _doItError;
     int _disposed;
+
+    /// <summary>Whether the kernel still serves the device (NBD_DO_IT has not returned: no disconnect, the socket alive).</summary>
+    public bool Alive => _doIt.IsAlive;
 
     /// <summary>The device node, e.g. /dev/nbd3.</summary>
     public string Path { get; }
@@ -31,9 +36,10 @@ public sealed partial class KernelNbd : IDisposable
     /// <summary>Whether this kernel has the nbd module loaded (its devices exist).</summary>
     public static bool Available => File.Exists("/sys/block/nbd0/size");
 
-    KernelNbd(string path, FileDescriptor fd, Socket ours, IBlockDevice device, bool readOnly, Action<string>? log)
+    KernelNbd(string path, int number, FileDescriptor fd, Socket ours, IBlockDevice device, bool readOnly, Action<string>? log)
     {
         Path = path;
+        _number = number;
         _fd = fd;
         _ours = ours;
         _serve = new Thread(() =>
@@ -61,7 +67,7 @@ public sealed partial class KernelNbd : IDisposable
         }) { IsBackground = true, Name = $"nbd-serve {path}" };
         _doIt = new Thread(() =>
         {
-            ioctl_plain(fd, NBD_DO_IT, 0); // returns at disconnect (or when the socket dies)
+            _doItError = ioctl_plain(fd, NBD_DO_IT, 0); // returns at disconnect (or when the socket dies)
             ioctl_plain(fd, NBD_CLEAR_QUE, 0);
             ioctl_plain(fd, NBD_CLEAR_SOCK, 0);
         }) { IsBackground = true, Name = $"nbd-do-it {path}" };
@@ -72,56 +78,98 @@ public sealed partial class KernelNbd : IDisposable
 
     static int ioctl_plain(FileDescriptor fd, ulong request, nint arg) => ioctl_raw(fd.Value, request, arg) < 0 ? Errno.Last : 0;
 
-    /// <summary>Connects <paramref name="device"/> (which the attachment owns from here) to the first free /dev/nbdN.</summary>
+    /// <summary>nbd device numbers this process has claimed and not yet released (the sysfs pid file appears only once
+    /// NBD_DO_IT runs, and the kernel lets the task that claimed a device claim it again).</summary>
+    static readonly HashSet<int> s_claimed = [];
+
+    /// <summary>Connects <paramref name="device"/> (which the attachment owns from here) to the first free /dev/nbdN, and
+    /// returns once the kernel serves it (NBD_DO_IT running).</summary>
     public static KernelNbd Attach(IBlockDevice device, bool readOnly, Action<string>? log = null)
     {
+        bool deviceOwned = false; // once an attachment owns the device, it disposes it
         try
         {
             for (int n = 0; File.Exists($"/sys/block/nbd{n}/size"); n++)
             {
                 if (File.Exists($"/sys/block/nbd{n}/pid")) continue; // connected
+                lock (s_claimed)
+                    if (!s_claimed.Add(n)) continue;
                 string path = $"/dev/nbd{n}";
-                if (Posix.TryOpenAt(FileDescriptor.Cwd, path, Posix.O_RDWR, 0, out var fd) != 0) continue;
-                var (kernelEnd, ourEnd) = Posix.SocketPair();
-                Socket? ours = null;
+                bool handedOver = false;
                 try
                 {
-                    Check(ioctl_plain(fd!, NBD_SET_BLKSIZE, BlockSize), "NBD_SET_BLKSIZE", path);
-                    Check(ioctl_plain(fd!, NBD_SET_SIZE_BLOCKS, (nint)(device.Size / BlockSize)), "NBD_SET_SIZE_BLOCKS", path);
-                    Check(ioctl_plain(fd!, NBD_SET_TIMEOUT, 0), "NBD_SET_TIMEOUT", path);
-                    ulong flags = FlagHasFlags | FlagSendFlush | FlagSendFua | FlagSendTrim | FlagSendWriteZeroes | (readOnly ? FlagReadOnly : 0);
-                    Check(ioctl_plain(fd!, NBD_SET_FLAGS, (nint)flags), "NBD_SET_FLAGS", path);
-                    int err = ioctl_plain(fd!, NBD_SET_SOCK, kernelEnd);
-                    if (err == Errno.EBUSY)
+                    if (Posix.TryOpenAt(FileDescriptor.Cwd, path, Posix.O_RDWR, 0, out var fd) != 0) continue;
+                    var (kernelEnd, ourEnd) = Posix.SocketPair();
+                    SafeSocketHandle? handle = null;
+                    try
                     {
-                        fd!.Dispose();
-                        continue; // taken meanwhile
+                        // the socket first: it claims the device for this task (EBUSY: another task is setting it up;
+                        // EINVAL: it was set up through netlink), so nothing below touches someone else's device
+                        int err = ioctl_plain(fd!, NBD_SET_SOCK, kernelEnd);
+                        if (err is Errno.EBUSY or Errno.EINVAL)
+                        {
+                            fd!.Dispose();
+                            Posix.CloseRaw(ourEnd);
+                            continue;
+                        }
+                        Check(err, "NBD_SET_SOCK", path);
+                        Check(ioctl_plain(fd!, NBD_SET_BLKSIZE, BlockSize), "NBD_SET_BLKSIZE", path);
+                        Check(ioctl_plain(fd!, NBD_SET_SIZE_BLOCKS, (nint)(device.Size / BlockSize)), "NBD_SET_SIZE_BLOCKS", path);
+                        Check(ioctl_plain(fd!, NBD_SET_TIMEOUT, 0), "NBD_SET_TIMEOUT", path);
+                        ulong flags = FlagHasFlags | FlagSendFlush | FlagSendFua | FlagSendTrim | FlagSendWriteZeroes | (readOnly ? FlagReadOnly : 0);
+                        Check(ioctl_plain(fd!, NBD_SET_FLAGS, (nint)flags), "NBD_SET_FLAGS", path);
+                        handle = new SafeSocketHandle(ourEnd, ownsHandle: true);
+                        var ours = new Socket(handle);
+                        var attached = new KernelNbd(path, n, fd!, ours, device, readOnly, log);
+                        handedOver = deviceOwned = true; // from here the attachment owns the descriptors, the device and the claim
+                        attached._serve.Start();
+                        attached._doIt.Start();
+                        attached.WaitServing();
+                        return attached;
                     }
-                    Check(err, "NBD_SET_SOCK", path);
-                    ours = new Socket(new SafeSocketHandle(ourEnd, ownsHandle: true));
-                    var attached = new KernelNbd(path, fd!, ours, device, readOnly, log);
-                    attached._serve.Start();
-                    attached._doIt.Start();
-                    return attached;
-                }
-                catch
-                {
-                    fd!.Dispose();
-                    if (ours is null) Posix.CloseRaw(ourEnd);
-                    else ours.Dispose();
-                    throw;
+                    catch when (!handedOver)
+                    {
+                        ioctl_plain(fd!, NBD_CLEAR_SOCK, 0);
+                        fd!.Dispose();
+                        if (handle is null) Posix.CloseRaw(ourEnd);
+                        else handle.Dispose();
+                        throw;
+                    }
+                    finally
+                    {
+                        Posix.CloseRaw(kernelEnd); // the kernel holds its own reference once NBD_SET_SOCK took it
+                    }
                 }
                 finally
                 {
-                    Posix.CloseRaw(kernelEnd); // the kernel holds its own reference once NBD_SET_SOCK took it
+                    if (!handedOver)
+                        lock (s_claimed) s_claimed.Remove(n);
                 }
             }
             throw StrataException.InUse("every /dev/nbd device is connected (load the nbd module with more: modprobe nbd nbds_max=N)");
         }
-        catch
+        catch (Exception) when (!deviceOwned)
         {
             device.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Waits until the kernel serves the device (NBD_DO_IT shows its pid in sysfs); if NBD_DO_IT failed, disposes
+    /// the attachment and throws.</summary>
+    void WaitServing()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        string pid = $"/sys/block/{System.IO.Path.GetFileName(Path)}/pid";
+        while (!File.Exists(pid))
+        {
+            if (!_doIt.IsAlive || DateTime.UtcNow > deadline)
+            {
+                string why = _doItError is { } e && e != 0 ? new ErrnoException(e, "NBD_DO_IT", Path).Message : $"{Path} did not start serving";
+                Dispose();
+                throw new StrataException(ErrorKind.Io, why);
+            }
+            Thread.Sleep(1);
         }
     }
 
@@ -144,11 +192,20 @@ public sealed partial class KernelNbd : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        ioctl_plain(_fd, NBD_DISCONNECT, 0);
-        if (!_doIt.Join(TimeSpan.FromSeconds(10))) _ours.Shutdown(SocketShutdown.Both);
-        _doIt.Join(TimeSpan.FromSeconds(10));
+        if (_doIt.IsAlive) ioctl_plain(_fd, NBD_DISCONNECT, 0);
+        if (_doIt.ThreadState != ThreadState.Unstarted && !_doIt.Join(TimeSpan.FromSeconds(10)))
+            try
+            {
+                _ours.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+            }
+        bool doItEnded = _doIt.ThreadState == ThreadState.Unstarted || _doIt.Join(TimeSpan.FromSeconds(10));
         _ours.Dispose();
-        _serve.Join(TimeSpan.FromSeconds(10));
+        if (_serve.ThreadState != ThreadState.Unstarted) _serve.Join(TimeSpan.FromSeconds(10));
+        if (!doItEnded) return; // the thread still uses the descriptor's number: never close it under it (nor release the claim)
         _fd.Dispose();
+        lock (s_claimed) s_claimed.Remove(_number);
     }
 }

@@ -211,7 +211,7 @@ public sealed class ThinDriver : IDriver
         string dir = MountDir(source);
         if (source == BaseDevice) return Take().Device!;
         if (MountTable.IsMountPoint(dir)) return Frozen(dir, Take).Device!;
-        if (!PoolExists || Posix.LoopDevicesOf(DeviceFile(source)).Count == 0) return Take().Device!;
+        if (!PoolExists || !AttachedElsewhere(source)) return Take().Device!;
         // its filesystem lives on elsewhere (another mount namespace holds it): reach it through a mount of the same
         // loop device (the same filesystem instance) to freeze it
         string scratch = Path.Combine(_mnt, ".freeze-" + id);
@@ -232,6 +232,14 @@ public sealed class ThinDriver : IDriver
         {
             Directory.Delete(scratch);
         }
+    }
+
+    /// <summary>Whether a device is attached to the kernel (a loop device over its file, or an nbd device of the server)
+    /// though not mounted here: its filesystem may be alive in another mount namespace.</summary>
+    bool AttachedElsewhere(string id)
+    {
+        if (!UsesKernelNbd) return Posix.LoopDevicesOf(DeviceFile(id)).Count > 0;
+        return _server.ServerAlive() && Call(new PoolRequest { Op = "attached", Name = id }).Path is not null;
     }
 
     /// <summary>Runs <paramref name="work"/> with the filesystem mounted at <paramref name="dir"/> frozen (its journal
@@ -356,6 +364,7 @@ public sealed class ThinDriver : IDriver
     public IDisposable? PrepareMount(string id)
     {
         LayerStore.MakeDir(MountDir(id), 0x1C0);
+        bool nbd = UsesKernelNbd;
         var attached = Attach(id);
         lock (_attaching) _attaching[id] = attached.Device;
         return new Prepared(() =>
@@ -368,7 +377,7 @@ public sealed class ThinDriver : IDriver
             }
             // a loop device's descriptor is let go either way (the mount holds the device); an nbd device stays attached
             // while mounted, and is detached after the unmount (Unmounted), or now if the mount failed
-            if (!UsesKernelNbd || !mounted) attached.Dispose();
+            if (!nbd || !mounted) attached.Dispose();
         });
     }
 
@@ -419,7 +428,8 @@ public sealed class ThinDriver : IDriver
     /// <summary>After the store unmounted a layer: an nbd device is detached at once (a loop device went by itself).</summary>
     public void Unmounted(string id)
     {
-        if (UsesKernelNbd && PoolExists) Call(new PoolRequest { Op = "detach", Name = id });
+        // a server that is gone took its nbd devices with it
+        if (UsesKernelNbd && PoolExists && _server.ServerAlive()) Call(new PoolRequest { Op = "detach", Name = id });
     }
 
     public bool OwnsMountPoint(string path, out string? layerId)
