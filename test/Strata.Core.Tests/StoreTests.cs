@@ -97,7 +97,7 @@ public sealed class StoreTests(ITestOutputHelper output) : IDisposable
         var ex = Assert.Throws<StrataException>(() => LayerStore.Open(new StoreOptions { Root = Root, Driver = "overlay" }));
         Assert.Contains("was created with driver 'vfs', not 'overlay'", ex.Message);
         ex = Assert.Throws<StrataException>(() => LayerStore.Open(new StoreOptions { Root = Root, Driver = "zfs" }));
-        Assert.Contains("unknown driver 'zfs' (available: overlay, vfs, thin)", ex.Message);
+        Assert.Contains("unknown driver 'zfs' (available: overlay, vfs, thin, btrfs)", ex.Message);
         using var again = LayerStore.Open(new StoreOptions { Root = Root });
         Assert.Equal("vfs", again.Driver.Name);
     }

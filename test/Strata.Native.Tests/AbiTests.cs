@@ -27,6 +27,8 @@ public sealed class AbiTests(ITestOutputHelper output)
         #include <linux/loop.h>
         #include <linux/fuse.h>
         #include <linux/nbd.h>
+        #include <linux/btrfs.h>
+        #include <linux/magic.h>
         #include <signal.h>
         #include <stdio.h>
         #define P(name, value) printf("%s=%lld\n", name, (long long)(value))
@@ -105,6 +107,17 @@ public sealed class AbiTests(ITestOutputHelper output)
           P("NBD_CLEAR_SOCK", NBD_CLEAR_SOCK); P("NBD_CLEAR_QUE", NBD_CLEAR_QUE); P("NBD_SET_SIZE_BLOCKS", NBD_SET_SIZE_BLOCKS);
           P("NBD_DISCONNECT", NBD_DISCONNECT); P("NBD_SET_TIMEOUT", NBD_SET_TIMEOUT); P("NBD_SET_FLAGS", NBD_SET_FLAGS);
           P("NBD_FLAG_SEND_TRIM", NBD_FLAG_SEND_TRIM);
+          P("BTRFS_IOC_SUBVOL_CREATE", BTRFS_IOC_SUBVOL_CREATE); P("BTRFS_IOC_SNAP_DESTROY", BTRFS_IOC_SNAP_DESTROY);
+          P("BTRFS_IOC_SNAP_CREATE_V2", BTRFS_IOC_SNAP_CREATE_V2); P("BTRFS_IOC_SUBVOL_GETFLAGS", BTRFS_IOC_SUBVOL_GETFLAGS);
+          P("BTRFS_IOC_SUBVOL_SETFLAGS", BTRFS_IOC_SUBVOL_SETFLAGS); P("BTRFS_IOC_FS_INFO", BTRFS_IOC_FS_INFO);
+          P("BTRFS_IOC_QGROUP_LIMIT", BTRFS_IOC_QGROUP_LIMIT); P("BTRFS_SUBVOL_RDONLY", BTRFS_SUBVOL_RDONLY);
+          P("BTRFS_QGROUP_LIMIT_MAX_EXCL", BTRFS_QGROUP_LIMIT_MAX_EXCL); P("BTRFS_SUPER_MAGIC", BTRFS_SUPER_MAGIC);
+          P("BTRFS_FIRST_FREE_OBJECTID", 256);
+          P("sizeof_btrfs_vol_args", sizeof(struct btrfs_ioctl_vol_args)); P("sizeof_btrfs_vol_args_v2", sizeof(struct btrfs_ioctl_vol_args_v2));
+          P("btrfs_v2_flags", offsetof(struct btrfs_ioctl_vol_args_v2, flags)); P("btrfs_v2_name", offsetof(struct btrfs_ioctl_vol_args_v2, name));
+          P("sizeof_btrfs_qgroup_limit_args", sizeof(struct btrfs_ioctl_qgroup_limit_args));
+          P("btrfs_qgroup_max_excl", offsetof(struct btrfs_ioctl_qgroup_limit_args, lim.max_excl));
+          P("sizeof_btrfs_fs_info_args", sizeof(struct btrfs_ioctl_fs_info_args)); P("btrfs_fs_info_fsid", offsetof(struct btrfs_ioctl_fs_info_args, fsid));
           return 0;
         }
         """;
@@ -242,6 +255,25 @@ public sealed class AbiTests(ITestOutputHelper output)
         Same(c, "FUSE_ASYNC_DIO", 1 << 15);
         Same(c, "FUSE_MAX_PAGES", 1 << 22);
         Same(c, "FOPEN_PARALLEL_DIRECT_WRITES", 1 << 6);
+        Same(c, "BTRFS_IOC_SUBVOL_CREATE", (long)Posix.BTRFS_IOC_SUBVOL_CREATE);
+        Same(c, "BTRFS_IOC_SNAP_DESTROY", (long)Posix.BTRFS_IOC_SNAP_DESTROY);
+        Same(c, "BTRFS_IOC_SNAP_CREATE_V2", (long)Posix.BTRFS_IOC_SNAP_CREATE_V2);
+        Same(c, "BTRFS_IOC_SUBVOL_GETFLAGS", (long)Posix.BTRFS_IOC_SUBVOL_GETFLAGS);
+        Same(c, "BTRFS_IOC_SUBVOL_SETFLAGS", (long)Posix.BTRFS_IOC_SUBVOL_SETFLAGS);
+        Same(c, "BTRFS_IOC_FS_INFO", (long)Posix.BTRFS_IOC_FS_INFO);
+        Same(c, "BTRFS_IOC_QGROUP_LIMIT", (long)Posix.BTRFS_IOC_QGROUP_LIMIT);
+        Same(c, "BTRFS_SUBVOL_RDONLY", (long)Posix.BTRFS_SUBVOL_RDONLY);
+        Same(c, "BTRFS_QGROUP_LIMIT_MAX_EXCL", (long)Posix.BTRFS_QGROUP_LIMIT_MAX_EXCL);
+        Same(c, "BTRFS_SUPER_MAGIC", Posix.BTRFS_SUPER_MAGIC);
+        Same(c, "BTRFS_FIRST_FREE_OBJECTID", (long)Posix.BtrfsSubvolumeRootInode);
+        Same(c, "sizeof_btrfs_vol_args", Marshal.SizeOf<Posix.BtrfsVolArgs>());
+        Same(c, "sizeof_btrfs_vol_args_v2", Marshal.SizeOf<Posix.BtrfsVolArgsV2>());
+        Same(c, "btrfs_v2_flags", Marshal.OffsetOf<Posix.BtrfsVolArgsV2>(nameof(Posix.BtrfsVolArgsV2.Flags)).ToInt64());
+        Same(c, "btrfs_v2_name", Marshal.OffsetOf<Posix.BtrfsVolArgsV2>("Name").ToInt64());
+        Same(c, "sizeof_btrfs_qgroup_limit_args", Marshal.SizeOf<Posix.BtrfsQgroupLimitArgs>());
+        Same(c, "btrfs_qgroup_max_excl", Marshal.OffsetOf<Posix.BtrfsQgroupLimitArgs>(nameof(Posix.BtrfsQgroupLimitArgs.MaxExclusive)).ToInt64());
+        Same(c, "sizeof_btrfs_fs_info_args", Marshal.SizeOf<Posix.BtrfsFsInfoArgs>());
+        Same(c, "btrfs_fs_info_fsid", Marshal.OffsetOf<Posix.BtrfsFsInfoArgs>("Fsid").ToInt64());
         // Strata.Nbd.KernelNbd's ioctls and flags (private there, restated from its code)
         Same(c, "NBD_SET_SOCK", 0xAB00);
         Same(c, "NBD_SET_BLKSIZE", 0xAB01);

@@ -1,3 +1,4 @@
+using Strata.Core.Drivers.Btrfs;
 using Strata.Core.Drivers.Overlay;
 using Strata.Core.Drivers.Thin;
 using Strata.Core.Drivers.Vfs;
@@ -12,16 +13,19 @@ public static class DriverRegistry
         ["overlay"] = (root, options) => new OverlayDriver(root, options),
         ["vfs"] = (root, options) => new VfsDriver(root, options),
         ["thin"] = (root, options) => new ThinDriver(root, options),
+        ["btrfs"] = (root, options) => new BtrfsDriver(root, options),
     };
 
     public static IReadOnlyCollection<string> Names => Factories.Keys;
 
     /// <summary>The driver a new store at <paramref name="root"/> gets: the first that works there, in order
-    /// of preference: overlay when the kernel mounts it on that filesystem (<see cref="OverlayProbe"/>),
-    /// else vfs, which works everywhere.</summary>
+    /// of preference: btrfs when the root is on btrfs (native snapshots, nothing to mount), overlay when the
+    /// kernel mounts it on that filesystem (<see cref="OverlayProbe"/>), else vfs, which works everywhere.
+    /// Options for overlay (overlay.*) ask for overlay.</summary>
     public static string Probe(string root, IReadOnlyDictionary<string, string> options)
     {
         options.TryGetValue("overlay.mount_program", out var program);
+        if (program is null && BtrfsDriver.IsBtrfs(root)) return "btrfs";
         return OverlayDriver.CanLiveAt(root) && OverlayProbe.Run(Path.Combine(root, "tmp"), program).Supported ? "overlay" : "vfs";
     }
 
