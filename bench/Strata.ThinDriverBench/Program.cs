@@ -7,6 +7,8 @@ using Strata.OverlayBench;
 // Usage: Strata.ThinDriverBench SCENARIO --dir DIR [options]
 //   copyup     --dir DIR [--reps 5] [--size-mib 1024]
 //   containers --dir DIR --tar ROOTFS.tar [-n 100] [--block 10] [--warmup 5]
+//   layers     --dir DIR --tar ROOTFS.tar --drivers btrfs,overlay,vfs [-n 1000] [--vfs-n 20] [--warmup 5]
+//              (create + remove of N read-only child layers of a rootfs layer, per driver, on DIR's filesystem)
 // Both scenarios run the thin driver and the overlay driver side by side in one process, on stores in DIR (an empty
 // directory on the filesystem to measure), alternating which goes first. Everything made is left in DIR; the script
 // removes it (and stops the thin pool's server, which the stores stop themselves when they close).
@@ -36,6 +38,7 @@ try
     {
         "copyup" => Bench.CopyUp(dir, Int("reps", 5), Int("size-mib", 1024)),
         "containers" => Bench.Containers(dir, Need("tar"), Int("n", 100), Int("block", 10), Int("warmup", 5)),
+        "layers" => Bench.Layers(dir, Need("tar"), Need("drivers").Split(','), Int("n", 1000), Int("vfs-n", 20), Int("warmup", 5)),
         _ => throw new ArgumentException($"unknown scenario '{args[0]}'"),
     };
 }
@@ -204,6 +207,62 @@ static class Bench
         double thinP50 = Stats.Percentile(totals["thin"].Order().ToArray(), 50), overlayP50 = Stats.Percentile(totals["overlay"].Order().ToArray(), 50);
         Out.Line($"ratio thin / overlay (p50): {Out.F(thinP50 / overlayP50, 1)}x");
         Out.Line($"goal thin p50 < 100 ms: {(thinP50 < 100 ? "met" : "MISSED")} ({Out.F(thinP50, 1)} ms)");
+        return 0;
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // create + remove of N layers on a rootfs layer, per driver (btrfs vs overlay vs vfs with reflinks)
+    // ------------------------------------------------------------------------------------------
+
+    public static int Layers(string dir, string tar, string[] drivers, int n, int vfsN, int warmup)
+    {
+        var rows = new List<(string Driver, List<double> Create, List<double> Remove, List<double> Total)>();
+        foreach (var driver in drivers)
+        {
+            int count = driver == "vfs" ? vfsN : n;
+            using var store = Open(Path.Combine(dir, driver + "-store"), driver);
+            foreach (var (k, v) in store.Status()) Out.Line($"   {k}: {v}");
+            using (var f = File.OpenRead(tar)) CreateBase(store, "base", f, tar);
+            for (int w = 0; w < warmup; w++)
+            {
+                store.Create($"warm{w}", "base");
+                store.Remove($"warm{w}");
+            }
+            var create = new List<double>();
+            var remove = new List<double>();
+            var total = new List<double>();
+            Posix.SyncFileSystem(dir);
+            for (int i = 0; i < count; i++)
+            {
+                string id = $"l{i:D4}";
+                long t0 = Stopwatch.GetTimestamp();
+                store.Create(id, "base");
+                long t1 = Stopwatch.GetTimestamp();
+                store.Remove(id);
+                long t2 = Stopwatch.GetTimestamp();
+                create.Add(Stats.Ms(t1 - t0));
+                remove.Add(Stats.Ms(t2 - t1));
+                total.Add(Stats.Ms(t2 - t0));
+            }
+            rows.Add((driver, create, remove, total));
+            Out.Raw($"{driver}: create+remove", total);
+        }
+        Out.Line("");
+        Out.Line($"create + remove of a read-only child of the rootfs layer ({n} for btrfs and overlay, {vfsN} for vfs), on {FileSystems.Name(dir)}:");
+        Out.PercentileHeader();
+        foreach (var (driver, create, remove, total) in rows)
+        {
+            Out.PercentileRow($"{driver} create+remove", total);
+            Out.PercentileRow($"  {driver} create", create);
+            Out.PercentileRow($"  {driver} remove", remove);
+        }
+        if (rows.FirstOrDefault(r => r.Driver == "btrfs") is { Total: { Count: > 0 } btrfs })
+        {
+            double p50 = Stats.Percentile(btrfs.Order().ToArray(), 50);
+            foreach (var (driver, _, _, total) in rows.Where(r => r.Driver != "btrfs"))
+                Out.Line($"ratio {driver} / btrfs (p50): {Out.F(Stats.Percentile(total.Order().ToArray(), 50) / p50, 1)}x");
+            Out.Line($"goal btrfs p50 < 5 ms: {(p50 < 5 ? "met" : "MISSED")} ({Out.F(p50, 2)} ms)");
+        }
         return 0;
     }
 
