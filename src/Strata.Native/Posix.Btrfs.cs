@@ -51,7 +51,7 @@ public static unsafe partial class Posix
 
     static void BtrfsName(string name, byte* into, int max)
     {
-        var bytes = System.Text.Encoding.UTF8.GetBytes(name);
+        var bytes = PathEncoding.Encode(name); // names read from a directory keep their exact bytes
         if (bytes.Length > max || bytes.Contains((byte)0) || bytes.Contains((byte)'/')) throw StrataException.Invalid($"'{name}' is not a subvolume name");
         for (int i = 0; i < bytes.Length; i++) into[i] = bytes[i];
         into[bytes.Length] = 0;
@@ -94,10 +94,11 @@ public static unsafe partial class Posix
     }
 
     /// <summary>Limits the exclusive space of the subvolume open as <paramref name="subvolume"/> (its own qgroup, 0/id).</summary>
-    public static void BtrfsLimitExclusive(FileDescriptor subvolume, ulong bytes, string pathForErrors)
+    /// <summary>0, or the errno (ENOTCONN: quotas are off on this filesystem).</summary>
+    public static int TryBtrfsLimitExclusive(FileDescriptor subvolume, ulong bytes)
     {
         var args = new BtrfsQgroupLimitArgs { QgroupId = 0, Flags = BTRFS_QGROUP_LIMIT_MAX_EXCL, MaxExclusive = bytes };
-        if (ioctl_ptr(subvolume, BTRFS_IOC_QGROUP_LIMIT, &args) < 0) throw Errno.Error("BTRFS_IOC_QGROUP_LIMIT", pathForErrors);
+        return ioctl_ptr(subvolume, BTRFS_IOC_QGROUP_LIMIT, &args) < 0 ? Errno.Last : 0;
     }
 
     /// <summary>The filesystem's UUID (its fsid), as btrfs prints it.</summary>

@@ -19,13 +19,14 @@ public static class DriverRegistry
     public static IReadOnlyCollection<string> Names => Factories.Keys;
 
     /// <summary>The driver a new store at <paramref name="root"/> gets: the first that works there, in order
-    /// of preference: btrfs when the root is on btrfs (native snapshots, nothing to mount), overlay when the
+    /// of preference: btrfs when the root is on btrfs and a scratch subvolume can be made, snapshotted and deleted there
+    /// (native snapshots, nothing to mount), overlay when the
     /// kernel mounts it on that filesystem (<see cref="OverlayProbe"/>), else vfs, which works everywhere.
     /// Options for overlay (overlay.*) ask for overlay.</summary>
     public static string Probe(string root, IReadOnlyDictionary<string, string> options)
     {
         options.TryGetValue("overlay.mount_program", out var program);
-        if (program is null && BtrfsDriver.IsBtrfs(root)) return "btrfs";
+        if (program is null && BtrfsDriver.IsBtrfs(root) && BtrfsDriver.Works(root)) return "btrfs";
         return OverlayDriver.CanLiveAt(root) && OverlayProbe.Run(Path.Combine(root, "tmp"), program).Supported ? "overlay" : "vfs";
     }
 

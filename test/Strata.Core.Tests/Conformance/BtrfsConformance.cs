@@ -59,6 +59,8 @@ public sealed class BtrfsConformance(BtrfsFixture fixture) : DriverConformance, 
             File.WriteAllText(Path.Combine(dir, "inner", "deeper", "f"), "x");
             Directory.CreateDirectory(Path.Combine(dir, "plain", "dir"));
             Shell.Run("btrfs", "subvolume", "create", Path.Combine(dir, "plain", "dir", "nested")).Check("btrfs subvolume create");
+            // a name that is not UTF-8 (byte 0xFF): deleted by its exact bytes
+            Shell.Run("bash", "-c", $"btrfs subvolume create '{dir}'/$'\\xff-latin1'").Check("btrfs subvolume create (non-UTF-8 name)");
         }
         finally
         {
@@ -100,6 +102,15 @@ public sealed class BtrfsConformance(BtrfsFixture fixture) : DriverConformance, 
             File.WriteAllText(Path.Combine(d, "f"), "container"); // the child is writable
         });
         Store.Remove("c");
+        // without children the layer takes a diff again (the store allows it), so it must be writable again
+        Store.Create("src", null);
+        Edit("src", d => File.WriteAllText(Path.Combine(d, "applied"), "later"));
+        var tar = new MemoryStream();
+        Store.Diff("src", null, tar);
+        tar.Position = 0;
+        Store.ApplyDiff("image", tar);
+        Assert.Equal("later", View("image", d => File.ReadAllText(Path.Combine(d, "applied"))));
+        Store.Remove("src");
         Store.Remove("image"); // a read-only subvolume goes too
         Assert.Empty(Store.Driver.List());
     }

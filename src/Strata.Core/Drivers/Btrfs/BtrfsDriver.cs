@@ -53,40 +53,60 @@ public sealed class BtrfsDriver : IDriver
             if (options.Kind != LayerKind.ReadWrite) throw StrataException.Invalid("size= applies to read-write (container) layers only");
             size = ByteSize.Parse(sizeText, "size");
             if (size <= 0) throw StrataException.Invalid($"size '{sizeText}' must be larger than zero");
-            if (QuotaState() is { } whyNot) throw StrataException.Unsupported($"size= is not supported here: {whyNot}");
         }
         using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        if (parent is null)
+        FileDescriptor? source = parent is null ? null : Posix.Open(Dir(parent), Posix.O_RDONLY | Posix.O_DIRECTORY);
+        using (source)
         {
-            Posix.BtrfsSubvolumeCreate(dir, id, Dir(id));
-            Posix.ChmodAt(FileDescriptor.Cwd, Dir(id), 0x1ED);
-        }
-        else
-        {
-            using var source = Posix.Open(Dir(parent), Posix.O_RDONLY | Posix.O_DIRECTORY);
-            // a read-only layer is complete once it has a child: freeze it in btrfs too
-            if (File.Exists(Path.Combine(_readOnly, parent)) && (Posix.BtrfsGetSubvolumeFlags(source, Dir(parent)) & Posix.BTRFS_SUBVOL_RDONLY) == 0)
-                Posix.BtrfsSetSubvolumeFlags(source, Posix.BTRFS_SUBVOL_RDONLY, Dir(parent));
-            Posix.BtrfsSnapshot(source, dir, id, readOnly: false, Dir(id));
-        }
-        try
-        {
-            if (size is { } bytes)
+            // the subvolume or snapshot is on disk when the ioctl returns (btrfs commits a transaction for it)
+            if (source is null) Posix.BtrfsSubvolumeCreate(dir, id, Dir(id));
+            else Posix.BtrfsSnapshot(source, dir, id, readOnly: false, Dir(id));
+            try
             {
                 using var subvolume = Posix.Open(Dir(id), Posix.O_RDONLY | Posix.O_DIRECTORY);
-                Posix.BtrfsLimitExclusive(subvolume, (ulong)bytes, Dir(id));
+                if (source is null)
+                {
+                    Posix.Fchmod(subvolume, 0x1ED, Dir(id));
+                    Posix.Fsync(subvolume, Dir(id));
+                }
+                if (size is { } bytes)
+                {
+                    int err = Posix.TryBtrfsLimitExclusive(subvolume, (ulong)bytes);
+                    if (err == Errno.ENOTCONN) throw StrataException.Unsupported($"size= is not supported here: btrfs quotas are off on this filesystem ({Uuid()}): enable them with `btrfs quota enable` on its mount point");
+                    if (err != 0) throw new ErrnoException(err, "BTRFS_IOC_QGROUP_LIMIT", Dir(id));
+                }
+                if (options.Kind == LayerKind.ReadOnly) AtomicFile.Write(Path.Combine(_readOnly, id), []);
+                Posix.FsyncDirectory(_subvolumes); // the new subvolume's name on disk before the store records the layer
             }
-            if (options.Kind == LayerKind.ReadOnly) AtomicFile.Write(Path.Combine(_readOnly, id), [], durable: false);
-            Posix.FsyncDirectory(_subvolumes); // the new subvolume's name on disk before the store records the layer
-        }
-        catch
-        {
-            Remove(id);
-            throw;
+            catch
+            {
+                try
+                {
+                    Remove(id);
+                }
+                catch (StrataException)
+                {
+                    // left for the store's sweep: the first error is the one to report
+                }
+                throw;
+            }
+            // a read-only layer is complete once it has a child: freeze it in btrfs too (after the snapshot, so a failed
+            // child leaves its parent as it was; ApplyDiff, allowed again once the children are gone, thaws it)
+            if (source is not null && File.Exists(Path.Combine(_readOnly, parent!)) && (Posix.BtrfsGetSubvolumeFlags(source, Dir(parent!)) & Posix.BTRFS_SUBVOL_RDONLY) == 0)
+                Posix.BtrfsSetSubvolumeFlags(source, Posix.BTRFS_SUBVOL_RDONLY, Dir(parent!));
         }
     }
 
-    /// <summary>Null when btrfs quotas are on for this filesystem (qgroups exist in sysfs), else why size= cannot work.</summary>
+    /// <summary>Lets a layer be written again (its read-only flag off), for an ApplyDiff the store allows only on a layer
+    /// without children.</summary>
+    internal void MakeWritable(string id)
+    {
+        using var subvolume = Posix.Open(Dir(id), Posix.O_RDONLY | Posix.O_DIRECTORY);
+        if ((Posix.BtrfsGetSubvolumeFlags(subvolume, Dir(id)) & Posix.BTRFS_SUBVOL_RDONLY) != 0)
+            Posix.BtrfsSetSubvolumeFlags(subvolume, 0, Dir(id));
+    }
+
+    /// <summary>Null when btrfs quotas are on for this filesystem (qgroups show in sysfs), else why size= cannot work.</summary>
     string? QuotaState()
     {
         string uuid = Uuid();
@@ -104,41 +124,77 @@ public sealed class BtrfsDriver : IDriver
     public void Remove(string id)
     {
         File.Delete(Path.Combine(_readOnly, id));
-        if (!Posix.TryLstat(Dir(id), out _)) return;
         using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        DeleteSubvolume(dir, _subvolumes, id);
+        if (Posix.TryOpenAt(dir, id, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var subvolume) != 0) return;
+        DeleteSubvolume(dir, id, subvolume!, Dir(id));
     }
 
-    static void DeleteSubvolume(FileDescriptor parentDir, string parentPath, string name)
+    /// <summary>Deletes the subvolume <paramref name="name"/> of the directory <paramref name="parent"/>, open as
+    /// <paramref name="subvolume"/> (which this disposes). Everything goes through descriptors opened without following
+    /// symlinks, so a tree that changes meanwhile cannot point the walk elsewhere.</summary>
+    static void DeleteSubvolume(FileDescriptor parent, string name, FileDescriptor subvolume, string path)
     {
-        string path = Path.Combine(parentPath, name);
-        using (var subvolume = Posix.Open(path, Posix.O_RDONLY | Posix.O_DIRECTORY))
+        using (subvolume)
         {
             // its read-only flag would keep the names of nested subvolumes in it from going
             if ((Posix.BtrfsGetSubvolumeFlags(subvolume, path) & Posix.BTRFS_SUBVOL_RDONLY) != 0)
                 Posix.BtrfsSetSubvolumeFlags(subvolume, 0, path);
+            int err = Posix.TryBtrfsSubvolumeDelete(parent, name);
+            if (err == Errno.ENOTEMPTY)
+            {
+                DeleteNested(subvolume, path, Posix.Fstat(subvolume).MountId);
+                err = Posix.TryBtrfsSubvolumeDelete(parent, name);
+            }
+            if (err != 0) throw new ErrnoException(err, "BTRFS_IOC_SNAP_DESTROY", path);
         }
-        int err = Posix.TryBtrfsSubvolumeDelete(parentDir, name);
-        if (err == Errno.ENOTEMPTY)
-        {
-            DeleteNested(path);
-            err = Posix.TryBtrfsSubvolumeDelete(parentDir, name);
-        }
-        if (err != 0 && err != Errno.ENOENT) throw new ErrnoException(err, "BTRFS_IOC_SNAP_DESTROY", path);
     }
 
-    /// <summary>Finds the subvolumes below <paramref name="path"/> (directories whose inode is a subvolume root's) and deletes them.</summary>
-    static void DeleteNested(string path)
+    /// <summary>Finds the subvolumes below the directory <paramref name="dir"/> (directories whose inode is a subvolume
+    /// root's, on the same mount) and deletes them.</summary>
+    static void DeleteNested(FileDescriptor dir, string path, ulong mountId)
     {
-        using var dir = Posix.Open(path, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        var self = Posix.Lstat(path);
         foreach (var e in Posix.ReadDir(dir, path))
         {
-            if (e.Type != 4 /* DT_DIR */) continue;
-            string child = Path.Combine(path, e.Name);
-            if (!Posix.TryLstat(child, out var st) || st.MountId != self.MountId) continue; // a mount: not ours to walk
-            if (st.Inode == Posix.BtrfsSubvolumeRootInode) DeleteSubvolume(dir, path, e.Name);
-            else DeleteNested(child);
+            if (e.Type != 4 /* DT_DIR */ || e.Name is "." or "..") continue;
+            if (Posix.TryOpenAt(dir, e.Name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var child) != 0) continue;
+            string childPath = Path.Combine(path, e.Name);
+            var st = Posix.Fstat(child!);
+            if (st.MountId != mountId)
+            {
+                child!.Dispose(); // a mount: not ours to walk
+                continue;
+            }
+            if (st.Inode == Posix.BtrfsSubvolumeRootInode) DeleteSubvolume(dir, e.Name, child!, childPath);
+            else
+                using (child) DeleteNested(child!, childPath, mountId);
+        }
+    }
+
+    /// <summary>Whether the btrfs driver works at <paramref name="root"/>: a subvolume made, snapshotted and both deleted
+    /// in its tmp/ (deleting needs CAP_SYS_ADMIN in the filesystem's namespace, or user_subvol_rm_allowed).</summary>
+    public static bool Works(string root)
+    {
+        string tmp = Path.Combine(root, "tmp");
+        string a = $"btrfs-probe-{Guid.NewGuid():N}", b = a + "-snap";
+        try
+        {
+            LayerStore.MakeDir(tmp, 0x1C0);
+            using var dir = Posix.Open(tmp, Posix.O_RDONLY | Posix.O_DIRECTORY);
+            Posix.BtrfsSubvolumeCreate(dir, a, Path.Combine(tmp, a));
+            try
+            {
+                using (var src = Posix.Open(Path.Combine(tmp, a), Posix.O_RDONLY | Posix.O_DIRECTORY)) Posix.BtrfsSnapshot(src, dir, b, readOnly: false, Path.Combine(tmp, b));
+                return Posix.TryBtrfsSubvolumeDelete(dir, b) == 0;
+            }
+            finally
+            {
+                Posix.TryBtrfsSubvolumeDelete(dir, b);
+                Posix.TryBtrfsSubvolumeDelete(dir, a);
+            }
+        }
+        catch (StrataException)
+        {
+            return false;
         }
     }
 
@@ -171,7 +227,22 @@ public sealed class BtrfsDriver : IDriver
 
     public void Cleanup() { }
 
-    public IDiffer Differ(IDiffer generic) => generic;
+    public IDiffer Differ(IDiffer generic) => new BtrfsDiffer(this, generic);
 
     public void Dispose() { }
+}
+
+/// <summary>The generic differ, except that applying a diff first lifts the layer's read-only flag: the store applies
+/// only to a layer without children, and one that had a child (now gone) still carries the flag.</summary>
+sealed class BtrfsDiffer(BtrfsDriver driver, IDiffer generic) : IDiffer
+{
+    public List<Strata.Archive.Change> Changes(string id, string? against) => generic.Changes(id, against);
+    public Strata.Archive.DiffResult Diff(string id, string? against, Stream output) => generic.Diff(id, against, output);
+    public long DiffSize(string id, string? against) => generic.DiffSize(id, against);
+
+    public long ApplyDiff(string id, Stream diff)
+    {
+        driver.MakeWritable(id);
+        return generic.ApplyDiff(id, diff);
+    }
 }
