@@ -10,7 +10,7 @@ namespace Strata.Nbd.Tests;
 /// may close its own connection, none may take the server down or disturb a well-behaved client working on
 /// another connection meanwhile. Seeds are fixed.
 /// </summary>
-public sealed class FuzzTests : IAsyncDisposable
+public sealed class FuzzTests : IAsyncLifetime
 {
     readonly TempRoot _temp = new();
     readonly ThinPool _pool;
@@ -27,7 +27,11 @@ public sealed class FuzzTests : IAsyncDisposable
 
     string Socket => _temp.Combine("nbd.sock");
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    /// <summary>(xunit 2 calls IAsyncLifetime's, not IAsyncDisposable's: as an IAsyncDisposable this never ran, and every
+    /// test left its temp directory and a listening socket behind.)</summary>
+    public async Task DisposeAsync()
     {
         await _server.DisposeAsync();
         _pool.Dispose();

@@ -12,7 +12,7 @@ namespace Strata.Nbd.Tests;
 /// and a burst of requests followed by DISC all answered before the server hangs up.
 /// </summary>
 [Collection(Alone.Name)]
-public sealed class ProtocolTests : IAsyncDisposable
+public sealed class ProtocolTests : IAsyncLifetime
 {
     const int BlockSize = 64 * 1024;
     readonly TempRoot _temp = new();
@@ -29,7 +29,11 @@ public sealed class ProtocolTests : IAsyncDisposable
         _server.ListenUnix(_temp.Combine("nbd.sock"));
     }
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    /// <summary>(xunit 2 calls IAsyncLifetime's, not IAsyncDisposable's: as an IAsyncDisposable this never ran, and every
+    /// test left its temp directory and a listening socket behind.)</summary>
+    public async Task DisposeAsync()
     {
         await _server.DisposeAsync();
         _pool.Dispose();
