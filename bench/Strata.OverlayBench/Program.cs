@@ -17,18 +17,9 @@ if (args.Length < 1 || args[0] is "-h" or "--help")
     Console.Error.WriteLine("usage: Strata.OverlayBench containers|diff|copyup --dir DIR [--tar FILE] [-n N] [--vfs N] [--reps N] [--block N] [--warmup N] [--floor 0|1] [--size-mib N]");
     return args.Length < 1 ? 2 : 0;
 }
-var opts = new Dictionary<string, string>(StringComparer.Ordinal);
-for (int i = 1; i < args.Length; i++)
-{
-    if (!args[i].StartsWith('-') || i + 1 >= args.Length)
-    {
-        Console.Error.WriteLine($"unexpected argument '{args[i]}'");
-        return 2;
-    }
-    opts[args[i].TrimStart('-')] = args[++i];
-}
-int Int(string key, int def) => opts.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : def;
-string Need(string key) => opts.TryGetValue(key, out var v) ? v : throw new ArgumentException($"--{key} is required");
+if (BenchArgs.Parse(args) is not { } a) return 2;
+int Int(string key, int def) => a.Int(key, def);
+string Need(string key) => a.Need(key);
 
 try
 {

@@ -68,7 +68,7 @@ public static class Scenarios
             // warm-up (JIT, the store's overlay probe, the dentry cache of the base tree): made and removed, not counted
             for (int w = 0; w < warmup; w++)
             {
-                StrataOne(store, $"warm{w:D3}", null);
+                Cycle.CreateMountUnmount(store, $"warm{w:D3}", null);
                 store.Remove($"warm{w:D3}");
                 FloorOne(baseDiff, Path.Combine(floorRoot, $"warm{w:D3}"), caps.FeatureOptions, fsopen: false);
                 FloorOne(baseDiff, Path.Combine(floorRoot, $"warmnew{w:D3}"), caps.FeatureOptions, fsopen: true);
@@ -92,7 +92,7 @@ public static class Scenarios
                     v.Cpu.Start();
                     for (int i = from; i < to; i++)
                     {
-                        if (v == strata) v.Total.Add(StrataOne(store, $"c{i:D4}", phases));
+                        if (v == strata) v.Total.Add(Cycle.CreateMountUnmount(store, $"c{i:D4}", phases));
                         else if (v == record) v.Total.Add(RecordOne(recordFile, recordBytes));
                         else v.Total.Add(FloorOne(baseDiff, Path.Combine(floorRoot, $"{(v == floor2 ? "m" : "f")}{i:D4}"), caps.FeatureOptions, fsopen: v == floorNew));
                     }
@@ -160,25 +160,6 @@ public static class Scenarios
     /// <summary>A marker for syscall traces (strace -f): a failed statx of /.strata-bench-mark/WHAT, outside any timed region.</summary>
     static void Mark(string what) => Posix.TryLstat("/.strata-bench-mark/" + what.Replace(' ', '_'), out _);
 
-    /// <summary>One Strata container: Create (a read-write child of base) + Mount + Unmount; returns ms.</summary>
-    static double StrataOne(LayerStore store, string id, Dictionary<string, List<double>>? phases)
-    {
-        long t0 = Stopwatch.GetTimestamp();
-        store.Create(id, "base", LayerKind.ReadWrite);
-        long t1 = Stopwatch.GetTimestamp();
-        store.Mount(id);
-        long t2 = Stopwatch.GetTimestamp();
-        store.Unmount(id);
-        long t3 = Stopwatch.GetTimestamp();
-        if (phases is not null)
-        {
-            phases["create"].Add(Stats.Ms(t1 - t0));
-            phases["mount"].Add(Stats.Ms(t2 - t1));
-            phases["unmount"].Add(Stats.Ms(t3 - t2));
-        }
-        return Stats.Ms(t3 - t0);
-    }
-
     static double RecordOne(string file, byte[] content)
     {
         long t0 = Stopwatch.GetTimestamp();
@@ -243,14 +224,14 @@ public static class Scenarios
         Out.Line($"== vfs driver on the same filesystem: {count} containers (each a copy of the whole base tree), after one unmeasured warm-up");
         using var store = OpenStore(Path.Combine(dir, "vfs-store"), "vfs");
         using (var f = File.OpenRead(tar)) CreateBase(store, "base", f, tar);
-        StrataOne(store, "warm", null);
+        Cycle.CreateMountUnmount(store, "warm", null);
         store.Remove("warm");
         var phases = new Dictionary<string, List<double>> { ["create"] = [], ["mount"] = [], ["unmount"] = [] };
         var total = new List<double>();
         var cpu = new ForeignCpu();
         var before = Disk.Settled(dir);
         cpu.Start();
-        for (int i = 0; i < count; i++) total.Add(StrataOne(store, $"v{i:D3}", phases));
+        for (int i = 0; i < count; i++) total.Add(Cycle.CreateMountUnmount(store, $"v{i:D3}", phases));
         cpu.Stop();
         var after = Disk.Settled(dir);
         Out.Raw("strata vfs: create+mount+unmount", total);

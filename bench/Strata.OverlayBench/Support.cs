@@ -213,3 +213,56 @@ public sealed class GeneratedTar : Stream
     public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
+
+/// <summary>A bench program's arguments: the scenario, then --key value pairs.</summary>
+public sealed class BenchArgs
+{
+    readonly Dictionary<string, string> _opts = new(StringComparer.Ordinal);
+
+    BenchArgs(string scenario) => Scenario = scenario;
+
+    public string Scenario { get; }
+
+    /// <summary>Parses SCENARIO --key value...; null (after saying why on stderr) when they do not parse.</summary>
+    public static BenchArgs? Parse(string[] args)
+    {
+        var parsed = new BenchArgs(args[0]);
+        for (int i = 1; i < args.Length; i++)
+        {
+            if (!args[i].StartsWith('-') || i + 1 >= args.Length)
+            {
+                Console.Error.WriteLine($"unexpected argument '{args[i]}'");
+                return null;
+            }
+            parsed._opts[args[i].TrimStart('-')] = args[++i];
+        }
+        return parsed;
+    }
+
+    public int Int(string key, int def) => _opts.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : def;
+
+    public string Need(string key) => _opts.TryGetValue(key, out var v) ? v : throw new ArgumentException($"--{key} is required");
+}
+
+public static class Cycle
+{
+    /// <summary>One container: Create (a read-write child of base) + Mount + Unmount; returns ms, and each phase's ms
+    /// into <paramref name="phases"/> (create, mount, unmount) when given.</summary>
+    public static double CreateMountUnmount(Strata.Core.LayerStore store, string id, Dictionary<string, List<double>>? phases)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        store.Create(id, "base", Strata.Core.LayerKind.ReadWrite);
+        long t1 = Stopwatch.GetTimestamp();
+        store.Mount(id);
+        long t2 = Stopwatch.GetTimestamp();
+        store.Unmount(id);
+        long t3 = Stopwatch.GetTimestamp();
+        if (phases is not null)
+        {
+            phases["create"].Add(Stats.Ms(t1 - t0));
+            phases["mount"].Add(Stats.Ms(t2 - t1));
+            phases["unmount"].Add(Stats.Ms(t3 - t2));
+        }
+        return Stats.Ms(t3 - t0);
+    }
+}

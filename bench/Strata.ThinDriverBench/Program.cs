@@ -9,26 +9,17 @@ using Strata.OverlayBench;
 //   containers --dir DIR --tar ROOTFS.tar [-n 100] [--block 10] [--warmup 5]
 //   layers     --dir DIR --tar ROOTFS.tar --drivers btrfs,overlay,vfs [-n 1000] [--vfs-n 20] [--warmup 5]
 //              (create + remove of N read-only child layers of a rootfs layer, per driver, on DIR's filesystem)
-// Both scenarios run the thin driver and the overlay driver side by side in one process, on stores in DIR (an empty
+// copyup and containers run the thin driver and the overlay driver side by side in one process, on stores in DIR (an empty
 // directory on the filesystem to measure), alternating which goes first. Everything made is left in DIR; the script
 // removes it (and stops the thin pool's server, which the stores stop themselves when they close).
 if (args.Length < 1 || args[0] is "-h" or "--help")
 {
-    Console.Error.WriteLine("usage: Strata.ThinDriverBench copyup|containers --dir DIR [--tar FILE] [-n N] [--reps N] [--block N] [--warmup N] [--size-mib N]");
+    Console.Error.WriteLine("usage: Strata.ThinDriverBench copyup|containers|layers --dir DIR [--tar FILE] [--drivers D,D] [-n N] [--vfs-n N] [--reps N] [--block N] [--warmup N] [--size-mib N]");
     return args.Length < 1 ? 2 : 0;
 }
-var opts = new Dictionary<string, string>(StringComparer.Ordinal);
-for (int i = 1; i < args.Length; i++)
-{
-    if (!args[i].StartsWith('-') || i + 1 >= args.Length)
-    {
-        Console.Error.WriteLine($"unexpected argument '{args[i]}'");
-        return 2;
-    }
-    opts[args[i].TrimStart('-')] = args[++i];
-}
-int Int(string key, int def) => opts.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : def;
-string Need(string key) => opts.TryGetValue(key, out var v) ? v : throw new ArgumentException($"--{key} is required");
+if (BenchArgs.Parse(args) is not { } a) return 2;
+int Int(string key, int def) => a.Int(key, def);
+string Need(string key) => a.Need(key);
 
 try
 {
@@ -169,7 +160,7 @@ static class Bench
         for (int w = 0; w < warmup; w++)
             foreach (var store in new[] { overlay, thin })
             {
-                One(store, $"warm{w}", null);
+                Cycle.CreateMountUnmount(store, $"warm{w}", null);
                 store.Remove($"warm{w}");
             }
         Out.Line($"== {warmup} warm-up containers per driver (not counted); then {n} per driver in blocks of {block}, the drivers alternating per block;");
@@ -183,7 +174,7 @@ static class Bench
                 string name = store.Driver.Name;
                 Posix.SyncFileSystem(dir);
                 cpu[name].Start();
-                for (int i = from; i < to; i++) totals[name].Add(One(store, $"c{i:D4}", phases[name]));
+                for (int i = from; i < to; i++) totals[name].Add(Cycle.CreateMountUnmount(store, $"c{i:D4}", phases[name]));
                 cpu[name].Stop();
             }
         }
@@ -266,21 +257,4 @@ static class Bench
         return 0;
     }
 
-    static double One(LayerStore store, string id, Dictionary<string, List<double>>? phases)
-    {
-        long t0 = Stopwatch.GetTimestamp();
-        store.Create(id, "base", LayerKind.ReadWrite);
-        long t1 = Stopwatch.GetTimestamp();
-        store.Mount(id);
-        long t2 = Stopwatch.GetTimestamp();
-        store.Unmount(id);
-        long t3 = Stopwatch.GetTimestamp();
-        if (phases is not null)
-        {
-            phases["create"].Add(Stats.Ms(t1 - t0));
-            phases["mount"].Add(Stats.Ms(t2 - t1));
-            phases["unmount"].Add(Stats.Ms(t3 - t2));
-        }
-        return Stats.Ms(t3 - t0);
-    }
 }

@@ -47,24 +47,6 @@ public sealed class OverlayQuotaTests(XfsQuotaFixture fixture, ITestOutputHelper
         return true;
     }
 
-    /// <summary>Writes <paramref name="bytes"/> to a new file; returns the errno that stopped it (0 if none).</summary>
-    static int Write(string path, long bytes)
-    {
-        using var fd = Posix.Open(path, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4);
-        var chunk = new byte[1 << 20];
-        new Random(1).NextBytes(chunk);
-        try
-        {
-            for (long done = 0; done < bytes; done += chunk.Length) Posix.WriteAll(fd, chunk, path);
-            Posix.Fsync(fd, path);
-            return 0;
-        }
-        catch (ErrnoException ex)
-        {
-            return ex.Errno;
-        }
-    }
-
     [XfsQuotaFact]
     public void AContainerCannotWriteMoreThanItsSize()
     {
@@ -79,11 +61,11 @@ public sealed class OverlayQuotaTests(XfsQuotaFixture fixture, ITestOutputHelper
         string dir = store.Mount("c"), other = store.Mount("free");
         try
         {
-            Assert.Equal(0, Write(Path.Combine(dir, "first"), 25 << 20));
-            int err = Write(Path.Combine(dir, "second"), 50 << 20);
+            Assert.Equal(0, FillFile.Write(Path.Combine(dir, "first"), 25 << 20));
+            int err = FillFile.Write(Path.Combine(dir, "second"), 50 << 20);
             Assert.True(err is Errno.EDQUOT or Errno.ENOSPC, $"writing 75 MiB into a 50 MiB container ended with errno {err}");
             // the limit is the container's own: a sibling without one writes on
-            Assert.Equal(0, Write(Path.Combine(other, "big"), 80 << 20));
+            Assert.Equal(0, FillFile.Write(Path.Combine(other, "big"), 80 << 20));
         }
         finally
         {
@@ -97,7 +79,7 @@ public sealed class OverlayQuotaTests(XfsQuotaFixture fixture, ITestOutputHelper
         string d2 = store.Mount("c2");
         try
         {
-            Assert.Equal(0, Write(Path.Combine(d2, "first"), 40 << 20));
+            Assert.Equal(0, FillFile.Write(Path.Combine(d2, "first"), 40 << 20));
         }
         finally
         {
@@ -112,7 +94,7 @@ public sealed class OverlayQuotaTests(XfsQuotaFixture fixture, ITestOutputHelper
         using var store = Open(fixture.WithQuota!.MountPoint);
         store.Create("base", null);
         string baseDir = store.Mount("base");
-        Assert.Equal(0, Write(Path.Combine(baseDir, "big"), 60 << 20));
+        Assert.Equal(0, FillFile.Write(Path.Combine(baseDir, "big"), 60 << 20));
         store.Unmount("base");
         store.Create("c", "base", LayerKind.ReadWrite, storageOptions: Size50M);
         string dir = store.Mount("c");

@@ -20,24 +20,6 @@ public sealed class ThinTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    /// <summary>Writes <paramref name="bytes"/> to a new file and fsyncs it; returns the errno that stopped it (0 if none).</summary>
-    static int Write(string path, long bytes)
-    {
-        using var fd = Posix.Open(path, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4);
-        var chunk = new byte[1 << 20];
-        new Random(1).NextBytes(chunk);
-        try
-        {
-            for (long done = 0; done < bytes; done += chunk.Length) Posix.WriteAll(fd, chunk, path);
-            Posix.Fsync(fd, path);
-            return 0;
-        }
-        catch (ErrnoException ex)
-        {
-            return ex.Errno;
-        }
-    }
-
     [Theory]
     [InlineData("ext4", "32M")]
     [InlineData("xfs", "320M")]
@@ -57,11 +39,11 @@ public sealed class ThinTests : IDisposable
             long total = new DriveInfo(dir).TotalSize, freeTotal = new DriveInfo(other).TotalSize;
             Assert.True(total > freeTotal + (10L << 20), $"the grown filesystem has {total} bytes, the base-sized one {freeTotal}");
             Assert.True(total <= expected, $"the filesystem ({total} bytes) is larger than its device ({expected})");
-            Assert.Equal(0, Write(Path.Combine(dir, "first"), (expected - baseBytes) / 2 + (8L << 20)));
-            int err = Write(Path.Combine(dir, "second"), expected);
+            Assert.Equal(0, FillFile.Write(Path.Combine(dir, "first"), (expected - baseBytes) / 2 + (8L << 20)));
+            int err = FillFile.Write(Path.Combine(dir, "second"), expected);
             Assert.Equal(Errno.ENOSPC, err);
             // the limit is the container's own: its sibling is as big as the base, no more
-            Assert.Equal(Errno.ENOSPC, Write(Path.Combine(other, "big"), baseBytes + (1L << 20)));
+            Assert.Equal(Errno.ENOSPC, FillFile.Write(Path.Combine(other, "big"), baseBytes + (1L << 20)));
         }
         finally
         {
@@ -141,7 +123,7 @@ public sealed class ThinTests : IDisposable
         string dir = store.Mount("c");
         try
         {
-            Assert.Equal(0, Write(Path.Combine(dir, "big"), 48L << 20));
+            Assert.Equal(0, FillFile.Write(Path.Combine(dir, "big"), 48L << 20));
         }
         finally
         {
@@ -168,7 +150,7 @@ public sealed class ThinTests : IDisposable
         string dir = store.Mount("c");
         try
         {
-            Assert.Equal(0, Write(Path.Combine(dir, "big"), 32L << 20));
+            Assert.Equal(0, FillFile.Write(Path.Combine(dir, "big"), 32L << 20));
         }
         finally
         {

@@ -134,38 +134,21 @@ public sealed class BtrfsQuotaConformance(BtrfsQuotaFixture fixture) : DriverCon
 
     protected override string StoreParent(TempRoot temp) => fixture.Fs.MountPoint;
 
-    static int Write(string path, long bytes)
-    {
-        using var fd = Posix.Open(path, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4);
-        var chunk = new byte[1 << 20];
-        new Random(1).NextBytes(chunk);
-        try
-        {
-            for (long done = 0; done < bytes; done += chunk.Length) Posix.WriteAll(fd, chunk, path);
-            Posix.Fsync(fd, path);
-            return 0;
-        }
-        catch (ErrnoException ex)
-        {
-            return ex.Errno;
-        }
-    }
-
     [Fact]
     public void AContainerCannotWriteMoreThanItsSize()
     {
         Assert.StartsWith("enabled", Store.Status().First(p => p.Key == "Quotas").Value);
         Store.Create("base", null);
-        Edit("base", d => Assert.Equal(0, Write(Path.Combine(d, "image-data"), 60 << 20))); // shared: not the container's
+        Edit("base", d => Assert.Equal(0, FillFile.Write(Path.Combine(d, "image-data"), 60 << 20))); // shared: not the container's
         Store.Create("c", "base", LayerKind.ReadWrite, storageOptions: new Dictionary<string, string> { ["size"] = "50M" });
         Store.Create("free", "base", LayerKind.ReadWrite);
         string dir = Store.Mount("c"), other = Store.Mount("free");
         try
         {
-            Assert.Equal(0, Write(Path.Combine(dir, "first"), 25 << 20));
-            int err = Write(Path.Combine(dir, "second"), 50 << 20);
+            Assert.Equal(0, FillFile.Write(Path.Combine(dir, "first"), 25 << 20));
+            int err = FillFile.Write(Path.Combine(dir, "second"), 50 << 20);
             Assert.True(err is Errno.EDQUOT or Errno.ENOSPC, $"writing 75 MiB into a 50 MiB container ended with errno {err}");
-            Assert.Equal(0, Write(Path.Combine(other, "big"), 80 << 20)); // a sibling without size writes on
+            Assert.Equal(0, FillFile.Write(Path.Combine(other, "big"), 80 << 20)); // a sibling without size writes on
         }
         finally
         {
