@@ -317,20 +317,13 @@ public static partial class Commands
     static List<KeyValuePair<string, string>> PoolStatusLines(PoolDirectory dir)
     {
         var s = dir.Pool.Status();
-        long bs = s.BlockSize, dataTotal = (long)s.DataBlocks * bs, dataUsed = (long)s.DataBlocksUsed * bs;
-        long metaTotal = (long)s.MetadataBlocks * 4096, metaUsed = (long)s.MetadataBlocksUsed * 4096;
         return
         [
             new("Pool Directory", dir.Path),
-            new("Pool Blocksize", ByteSize.Format(bs)),
+            new("Pool Blocksize", ByteSize.Format(s.BlockSize)),
             new("Data file", dir.Layout.Data),
             new("Metadata file", dir.Layout.Metadata),
-            new("Data Space Used", ByteSize.Format(dataUsed)),
-            new("Data Space Total", ByteSize.Format(dataTotal)),
-            new("Data Space Available", ByteSize.Format(s.DataBytesAvailable)),
-            new("Metadata Space Used", ByteSize.Format(metaUsed)),
-            new("Metadata Space Total", ByteSize.Format(metaTotal)),
-            new("Metadata Space Available", ByteSize.Format(metaTotal - metaUsed)),
+            .. Strata.Core.Drivers.Thin.ThinDriver.SpaceLines(s),
             new("Thin Devices", s.Devices.ToString(CultureInfo.InvariantCulture)),
             new("Transaction", s.Transaction.ToString(CultureInfo.InvariantCulture)),
             new("Needs Check", s.NeedsCheck ? "true" : "false"),

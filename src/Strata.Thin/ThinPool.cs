@@ -44,7 +44,13 @@ public sealed record ThinDeviceInfo(string Name, uint Id, long Size, ulong Mappe
 /// <summary>What <see cref="ThinPool.Status"/> reports: the fields Docker's devicemapper printed.</summary>
 public sealed record PoolStatus(
     uint BlockSize, ulong DataBlocks, ulong DataBlocksUsed, ulong DataBlocksFree, long DataBytesAvailable,
-    ulong MetadataBlocks, ulong MetadataBlocksUsed, int Devices, ulong Transaction, bool NeedsCheck, string? ReadOnlyReason);
+    ulong MetadataBlocks, ulong MetadataBlocksUsed, int Devices, ulong Transaction, bool NeedsCheck, string? ReadOnlyReason)
+{
+    public long DataBytes => (long)DataBlocks * BlockSize;
+    public long DataBytesUsed => (long)DataBlocksUsed * BlockSize;
+    public long MetadataBytes => (long)MetadataBlocks * MetadataBlock.Size;
+    public long MetadataBytesUsed => (long)MetadataBlocksUsed * MetadataBlock.Size;
+}
 
 /// <summary>
 /// A thin pool: one data store cut into fixed-size blocks (64 KiB to 1 GiB, a power of two) and one metadata

@@ -316,7 +316,7 @@ public sealed class ThinDriver : IDriver
     {
         if (_options.MinFreeSpacePercent == 0) return;
         var status = Call(new PoolRequest { Op = "status" }).Status!;
-        long total = (long)status.DataBlocks * status.BlockSize;
+        long total = status.DataBytes;
         if (status.DataBytesAvailable * 100 < total * _options.MinFreeSpacePercent)
             throw new StrataException(ErrorKind.NoSpace,
                 $"thin pool {_home} has {ByteSize.Format(status.DataBytesAvailable)} of {ByteSize.Format(total)} available, below thin.min_free_space={_options.MinFreeSpacePercent}%: remove layers or grow the pool");
@@ -499,15 +499,8 @@ public sealed class ThinDriver : IDriver
         pairs.Add(new(layout.Metadata.StartsWith("/dev/", StringComparison.Ordinal) ? "Metadata device" : "Metadata file", layout.Metadata));
         var reply = Call(new PoolRequest { Op = "status" });
         var s = reply.Status!;
-        long total = (long)s.DataBlocks * s.BlockSize, used = (long)s.DataBlocksUsed * s.BlockSize;
-        long metaTotal = (long)s.MetadataBlocks * MetadataBlockBytes, metaUsed = (long)s.MetadataBlocksUsed * MetadataBlockBytes;
-        pairs.Add(new("Data Space Used", ByteSize.Format(used)));
-        pairs.Add(new("Data Space Total", ByteSize.Format(total)));
-        pairs.Add(new("Data Space Available", ByteSize.Format(s.DataBytesAvailable)));
-        pairs.Add(new("Metadata Space Used", ByteSize.Format(metaUsed)));
-        pairs.Add(new("Metadata Space Total", ByteSize.Format(metaTotal)));
-        pairs.Add(new("Metadata Space Available", ByteSize.Format(metaTotal - metaUsed)));
-        pairs.Add(new("Thin Pool Minimum Free Space", ByteSize.Format(total * _options.MinFreeSpacePercent / 100)));
+        pairs.AddRange(SpaceLines(s));
+        pairs.Add(new("Thin Pool Minimum Free Space", ByteSize.Format(s.DataBytes * _options.MinFreeSpacePercent / 100)));
         pairs.Add(new("Deferred Removal Enabled", "true"));
         pairs.Add(new("Deferred Deleted Device Count", reply.DeferredDeletes.ToString(CultureInfo.InvariantCulture)));
         pairs.Add(new("Attached Devices", reply.OpenFiles.ToString(CultureInfo.InvariantCulture)));
@@ -515,7 +508,16 @@ public sealed class ThinDriver : IDriver
         return pairs;
     }
 
-    const long MetadataBlockBytes = 4096;
+    /// <summary>A pool's data and metadata space as `docker info` printed devicemapper's (also `strata pool info`).</summary>
+    public static IEnumerable<KeyValuePair<string, string>> SpaceLines(PoolStatus s) =>
+    [
+        new("Data Space Used", ByteSize.Format(s.DataBytesUsed)),
+        new("Data Space Total", ByteSize.Format(s.DataBytes)),
+        new("Data Space Available", ByteSize.Format(s.DataBytesAvailable)),
+        new("Metadata Space Used", ByteSize.Format(s.MetadataBytesUsed)),
+        new("Metadata Space Total", ByteSize.Format(s.MetadataBytes)),
+        new("Metadata Space Available", ByteSize.Format(s.MetadataBytes - s.MetadataBytesUsed)),
+    ];
 
     public IReadOnlyDictionary<string, string> Metadata(string id)
     {
