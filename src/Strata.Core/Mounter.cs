@@ -153,7 +153,7 @@ public static class Mounter
                 : o));
             if (Fits(relative))
             {
-                RunIn(cwd, "mount", "-n", "-t", "overlay", "-o", relative, spec.Source, target);
+                ExternalTool.Run("mount", ["-n", "-t", "overlay", "-o", relative, spec.Source, target], cwd);
                 return;
             }
         }
@@ -162,18 +162,6 @@ public static class Mounter
     }
 
     static bool Fits(string data) => System.Text.Encoding.UTF8.GetByteCount(data) <= MaxMountData;
-
-    static void RunIn(string cwd, string program, params string[] args)
-    {
-        var psi = new ProcessStartInfo(program) { UseShellExecute = false, WorkingDirectory = cwd, RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0)
-            throw new StrataException(ErrorKind.Io, $"{program} failed (exit {p.ExitCode}): {stderr.Result.Trim().Replace('\n', ' ')}");
-    }
 
     static void RunMountProgram(MountSpec spec, string target)
     {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Strata.Native;
 using Strata.Thin;
@@ -560,36 +559,13 @@ static class FileSystemTools
             : new List<string> { "-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1" };
         args.AddRange(extra);
         args.Add(device);
-        Run("mkfs." + fs, args, fs == "xfs" ? "xfsprogs" : "e2fsprogs");
+        ExternalTool.Run("mkfs." + fs, args, package: fs == "xfs" ? "xfsprogs" : "e2fsprogs");
     }
 
     public static void Grow(string fs, string device, string? mountPoint)
     {
-        if (fs == "xfs") Run("xfs_growfs", ["-d", mountPoint ?? throw new ArgumentNullException(nameof(mountPoint))], "xfsprogs");
-        else Run("resize2fs", ["-f", device], "e2fsprogs"); // -f: no e2fsck first; the filesystem was unmounted cleanly
+        if (fs == "xfs") ExternalTool.Run("xfs_growfs", ["-d", mountPoint ?? throw new ArgumentNullException(nameof(mountPoint))], package: "xfsprogs");
+        else ExternalTool.Run("resize2fs", ["-f", device], package: "e2fsprogs"); // -f: no e2fsck first; the filesystem was unmounted cleanly
     }
 
-    static void Run(string program, IReadOnlyList<string> args, string package)
-    {
-        var psi = new ProcessStartInfo(program) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        Process p;
-        try
-        {
-            p = Process.Start(psi)!;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            throw StrataException.Unsupported($"{program} is missing: install the Debian package {package}");
-        }
-        using (p)
-        {
-            p.StandardInput.Close();
-            var stderr = p.StandardError.ReadToEndAsync();
-            p.StandardOutput.ReadToEnd();
-            p.WaitForExit();
-            if (p.ExitCode != 0)
-                throw new StrataException(ErrorKind.Io, $"{program} {string.Join(' ', args)} failed (exit {p.ExitCode}): {stderr.Result.Trim().Replace('\n', ' ')}");
-        }
-    }
 }
