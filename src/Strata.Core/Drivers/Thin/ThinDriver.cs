@@ -40,11 +40,15 @@ public sealed class ThinDriver : IDriver
         LayerStore.MakeDir(_home, 0x1C0);
         LayerStore.MakeDir(_mnt, 0x1C0);
         _server = new PoolServer(_home);
+        UsesKernelNbd = _options.Attach switch
+        {
+            "nbd" => true,
+            "fuse" => false,
+            _ => File.Exists("/sys/block/nbd0/size"),
+        };
     }
 
     public string Name => "thin";
-
-    public ThinOptions Options => _options;
 
     string MountDir(string id) => Path.Combine(_mnt, id);
 
@@ -161,14 +165,14 @@ public sealed class ThinDriver : IDriver
         }
     }
 
-    /// <summary>Whether devices reach the kernel through its nbd module (thin.attach=nbd, or auto where /dev/nbd* exist)
-    /// rather than the FUSE export and a loop device.</summary>
-    public bool UsesKernelNbd => _options.Attach switch
-    {
-        "nbd" => true,
-        "fuse" => false,
-        _ => File.Exists("/sys/block/nbd0/size"),
-    };
+    /// <summary>Whether devices reach the kernel through its nbd module (thin.attach=nbd, or auto where /dev/nbd* exist
+    /// when the store opens) rather than the FUSE export and a loop device.</summary>
+    public bool UsesKernelNbd { get; }
+
+    /// <summary>Whether something is mounted on <paramref name="dir"/> in this mount namespace (statx mount ids: no
+    /// read of the mount table on the create and remove paths).</summary>
+    bool MountedHere(string dir) =>
+        Posix.TryLstat(dir, out var st) && Posix.TryLstat(Path.GetDirectoryName(dir)!, out var parent) && st.MountId != parent.MountId;
 
     // ---- IDriver ----
 
@@ -209,7 +213,7 @@ public sealed class ThinDriver : IDriver
         PoolReply Take() => Call(new PoolRequest { Op = "snapshot", Source = source, Name = id });
         string dir = MountDir(source);
         if (source == BaseDevice) return Take().Device!;
-        if (MountTable.IsMountPoint(dir)) return Frozen(dir, Take).Device!;
+        if (MountedHere(dir)) return Frozen(dir, Take).Device!;
         if (!PoolExists || !AttachedElsewhere(source)) return Take().Device!;
         // its filesystem lives on elsewhere (another mount namespace holds it): reach it through a mount of the same
         // loop device (the same filesystem instance) to freeze it
@@ -327,7 +331,7 @@ public sealed class ThinDriver : IDriver
     public void Remove(string id)
     {
         string dir = MountDir(id);
-        if (MountTable.IsMountPoint(dir)) Mounter.Unmount(dir, detach: true); // a leftover: the store removes unmounted layers only
+        if (MountedHere(dir)) Mounter.Unmount(dir, detach: true); // a leftover: the store removes unmounted layers only
         if (Directory.Exists(dir)) Directory.Delete(dir);
         if (!PoolExists) return;
         try
@@ -363,10 +367,9 @@ public sealed class ThinDriver : IDriver
     public IDisposable? PrepareMount(string id)
     {
         LayerStore.MakeDir(MountDir(id), 0x1C0);
-        bool nbd = UsesKernelNbd;
         var attached = Attach(id);
         lock (_attaching) _attaching[id] = attached.Device;
-        return new Prepared(() =>
+        return new Attachment(attached.Device, () =>
         {
             bool mounted;
             lock (_attaching)
@@ -376,16 +379,11 @@ public sealed class ThinDriver : IDriver
             }
             // a loop device's descriptor is let go either way (the mount holds the device); an nbd device stays attached
             // while mounted, and is detached after the unmount (Unmounted), or now if the mount failed
-            if (!nbd || !mounted) attached.Dispose();
+            if (!UsesKernelNbd || !mounted) attached.Dispose();
         });
     }
 
     readonly HashSet<string> _mounted = new(StringComparer.Ordinal);
-
-    sealed class Prepared(Action done) : IDisposable
-    {
-        public void Dispose() => done();
-    }
 
     /// <summary>xfs retries a failed metadata write forever by default, which hangs a filesystem (and whoever waits
     /// on it) once the pool is full; give up at once instead, shutting down that one filesystem (Docker's
@@ -412,7 +410,7 @@ public sealed class ThinDriver : IDriver
     public void Unmounting(string id)
     {
         string dir = MountDir(id);
-        if (!Posix.TryLstat(dir, out var st) || !Posix.TryLstat(_mnt, out var parent) || st.MountId == parent.MountId) return;
+        if (!MountedHere(dir)) return;
         try
         {
             Posix.SyncFileSystem(dir);
