@@ -365,7 +365,7 @@ public static class Scenarios
             var after = Disk.Settled(dir);
             string upperFile = Path.Combine(store.Metadata(id)["UpperDir"], "blob");
             long upper = Disk.Allocated(upperFile);
-            Check(path, gen.Chunk, data, offset, size);
+            GeneratedTar.Check(path, gen.Chunk, data, offset, size);
             long a0 = Stopwatch.GetTimestamp();
             using (var again = Posix.Open(path, Posix.O_WRONLY))
             {
@@ -391,19 +391,4 @@ public static class Scenarios
         return 0;
     }
 
-    /// <summary>What the mount shows: the written bytes at the offset, the original data around them.</summary>
-    static void Check(string path, byte[] chunk, byte[] written, long offset, long size)
-    {
-        using var fd = Posix.Open(path, Posix.O_RDONLY);
-        var got = new byte[written.Length];
-        var want = new byte[written.Length];
-        if (Posix.Pread(fd, got, offset, path) != got.Length || !got.AsSpan().SequenceEqual(written))
-            throw new InvalidOperationException($"{path}: the written bytes are not there");
-        foreach (long at in new[] { 0, offset - got.Length, offset + got.Length, size - got.Length })
-        {
-            GeneratedTar.Expected(chunk, at, want);
-            if (Posix.Pread(fd, got, at, path) != got.Length || !got.AsSpan().SequenceEqual(want))
-                throw new InvalidOperationException($"{path}: the data at {at} is not the lower file's");
-        }
-    }
 }

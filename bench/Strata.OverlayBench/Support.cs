@@ -167,6 +167,22 @@ public sealed class GeneratedTar : Stream
 
     public byte[] Chunk => _chunk;
 
+    /// <summary>What the mount shows: the written bytes at the offset, the original data around them.</summary>
+    public static void Check(string path, byte[] chunk, byte[] written, long offset, long size)
+    {
+        using var fd = Posix.Open(path, Posix.O_RDONLY);
+        var got = new byte[written.Length];
+        var want = new byte[written.Length];
+        if (Posix.Pread(fd, got, offset, path) != got.Length || !got.AsSpan().SequenceEqual(written))
+            throw new InvalidOperationException($"{path}: the written bytes are not there");
+        foreach (long at in new[] { 0, offset - got.Length, offset + got.Length, size - got.Length })
+        {
+            GeneratedTar.Expected(chunk, at, want);
+            if (Posix.Pread(fd, got, at, path) != got.Length || !got.AsSpan().SequenceEqual(want))
+                throw new InvalidOperationException($"{path}: the data at {at} is not the generated file's");
+        }
+    }
+
     static byte Byte(byte[] chunk, long o)
     {
         int mib = (int)(o >> 20), at = (int)(o & ((1 << 20) - 1));

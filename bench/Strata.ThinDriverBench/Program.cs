@@ -103,7 +103,7 @@ static class Bench
                 long allocated = store.Driver.Name == "thin"
                     ? ThinData(store) - dataBefore
                     : Disk.Allocated(Path.Combine(store.Metadata(id)["UpperDir"], "blob"));
-                Check(path, gen.Chunk, data, offset, size);
+                GeneratedTar.Check(path, gen.Chunk, data, offset, size);
                 rows[store.Driver.Name].Add((Stats.Ms(t1 - t0), Stats.Ms(t2 - t1), Stats.Ms(t3 - t2), Stats.Ms(t4 - t0), allocated, before.FreeBytes - after.FreeBytes));
                 store.Unmount(id);
                 store.Remove(id);
@@ -126,20 +126,6 @@ static class Bench
         return 0;
     }
 
-    static void Check(string path, byte[] chunk, byte[] written, long offset, long size)
-    {
-        using var fd = Posix.Open(path, Posix.O_RDONLY);
-        var got = new byte[written.Length];
-        var want = new byte[written.Length];
-        if (Posix.Pread(fd, got, offset, path) != got.Length || !got.AsSpan().SequenceEqual(written))
-            throw new InvalidOperationException($"{path}: the written bytes are not there");
-        foreach (long at in new[] { 0, offset - got.Length, offset + got.Length, size - got.Length })
-        {
-            GeneratedTar.Expected(chunk, at, want);
-            if (Posix.Pread(fd, got, at, path) != got.Length || !got.AsSpan().SequenceEqual(want))
-                throw new InvalidOperationException($"{path}: the data at {at} is not the image's");
-        }
-    }
 
     // ------------------------------------------------------------------------------------------
     // create + mount + unmount of N containers, thin against overlay
