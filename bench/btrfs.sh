@@ -37,13 +37,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 rootfs=$("$bench_repo/bench/rootfs.sh")
-proj="$bench_repo/bench/Strata.ThinDriverBench/Strata.ThinDriverBench.csproj"
-if ! log=$(dotnet build "$proj" -c Release -nologo -v quiet 2>&1); then
-  echo "$log" >&2
-  echo "$0: building $proj failed" >&2
-  exit 1
-fi
-cp -a "$bench_repo/bench/Strata.ThinDriverBench/bin/Release/net10.0/." "$work/bin/"
+bench_build_dotnet Strata.ThinDriverBench "$work/bin"
 truncate -s 16G "$work/btrfs.img"
 mkfs.btrfs -q -f "$work/btrfs.img"
 dev=$(losetup --find --show --direct-io=on "$work/btrfs.img")

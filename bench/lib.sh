@@ -33,6 +33,18 @@ bench_strata_snapshot() {
   echo "$dir/strata"
 }
 
+# bench_build_dotnet NAME DIR: builds bench/NAME/NAME.csproj (Release) and copies the build into DIR, so that a rebuild
+# by someone else mid-run cannot change what is measured; exits with the build log when the build fails.
+bench_build_dotnet() {
+  local proj="$bench_repo/bench/$1/$1.csproj" log
+  if ! log=$(dotnet build "$proj" -c Release -nologo -v quiet 2>&1); then
+    echo "$log" >&2
+    echo "$0: building $proj failed" >&2
+    exit 1
+  fi
+  cp -a "$bench_repo/bench/$1/bin/Release/net10.0/." "$2/"
+}
+
 # bench_machine: one line describing the machine and the source revision measured.
 bench_machine() {
   local mem rev dirty

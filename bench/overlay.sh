@@ -97,14 +97,7 @@ trap 'exit 130' INT TERM
 if [ -n "$tarfile" ]; then rootfs="$tarfile"; else rootfs=$("$bench_repo/bench/rootfs.sh"); fi
 work=$(mktemp -d /var/tmp/strata-bench-overlay.XXXXXX)
 
-# build, then run a copy of the build, so that a rebuild by someone else mid-run cannot change what is measured
-proj="$bench_repo/bench/Strata.OverlayBench/Strata.OverlayBench.csproj"
-if ! log=$(dotnet build "$proj" -c Release -nologo -v quiet 2>&1); then
-  echo "$log" >&2
-  echo "$0: building $proj failed" >&2
-  exit 1
-fi
-cp -a "$bench_repo/bench/Strata.OverlayBench/bin/Release/net10.0/." "$work/bin/"
+bench_build_dotnet Strata.OverlayBench "$work/bin"
 bench_bin="$work/bin/Strata.OverlayBench.dll"
 cat "$rootfs" >/dev/null
 

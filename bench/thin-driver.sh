@@ -52,13 +52,7 @@ trap 'exit 130' INT TERM
 
 strata=$(bench_strata_snapshot "$work/strata-bin")
 export STRATA_BIN="$strata" # the thin driver starts its pool server with it
-proj="$bench_repo/bench/Strata.ThinDriverBench/Strata.ThinDriverBench.csproj"
-if ! log=$(dotnet build "$proj" -c Release -nologo -v quiet 2>&1); then
-  echo "$log" >&2
-  echo "$0: building $proj failed" >&2
-  exit 1
-fi
-cp -a "$bench_repo/bench/Strata.ThinDriverBench/bin/Release/net10.0/." "$work/bin/"
+bench_build_dotnet Strata.ThinDriverBench "$work/bin"
 echo "== thin driver benchmarks in $work ($(findmnt -n -o FSTYPE -T "$work"))"
 echo "== $(bench_machine)"
 echo "== dotnet $(dotnet --version); fio $(fio --version)"
