@@ -173,4 +173,49 @@ public sealed class ContainerStoreTests : IDisposable
         Assert.DoesNotContain(id + "-init", LayerIds());
         Assert.Contains(fresh.Id, LayerIds());
     }
+
+    [Fact]
+    public void AnImageRemovalRacingAContainerCreateNeverLeavesAContainerWithoutItsImage()
+    {
+        // issue 17 item 4: through `strata serve` both ran at once, and the container outlived its image's config blob
+        for (int round = 0; round < 40; round++)
+        {
+            string name = $"race:{round}", tar = _temp.Combine($"race{round}.tar");
+            File.WriteAllBytes(tar, new LayerTar().Dir("etc/").File("etc/round", round.ToString()).Bytes()); // an image of its own
+            new ImageImporter(_containers.Images).Import(tar, new ImageImporter.Options { Name = name });
+            using var start = new Barrier(2);
+            Exception? createError = null, removeError = null;
+            var create = new Thread(() =>
+            {
+                start.SignalAndWait();
+                try { _containers.Create(name, $"c{round}"); }
+                catch (Exception ex) { createError = ex; }
+            });
+            var remove = new Thread(() =>
+            {
+                start.SignalAndWait();
+                if (round % 2 == 0) Thread.SpinWait(2000 * (round % 7));
+                try { _containers.Images.Remove(name, _containers.UsersOf); }
+                catch (Exception ex) { removeError = ex; }
+            });
+            create.Start();
+            remove.Start();
+            create.Join();
+            remove.Join();
+            // exactly one wins, and the loser's error is a clear one
+            Assert.True((createError is null) != (removeError is null), $"round {round}: create {createError?.Message ?? "ok"}, remove {removeError?.Message ?? "ok"}");
+            if (createError is not null) Assert.Equal(ErrorKind.NotFound, Assert.IsType<StrataException>(createError).Kind);
+            if (removeError is not null) Assert.Equal(ErrorKind.InUse, Assert.IsType<StrataException>(removeError).Kind);
+            foreach (var c in _containers.List())
+            {
+                Assert.NotNull(_containers.Config(c)); // the config blob is still there
+                Assert.True(_containers.Images.TryGet(c.ImageId, out _), $"round {round}: container {c.Name} outlived image {c.ImageId}");
+            }
+            if (createError is null)
+            {
+                _containers.Remove($"c{round}");
+                _containers.Images.Remove(name, _containers.UsersOf);
+            }
+        }
+    }
 }

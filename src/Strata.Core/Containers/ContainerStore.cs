@@ -70,11 +70,18 @@ public sealed class ContainerStore
         }
     }
 
+    /// <summary>Makes a container of an image. The image is held throughout (<see cref="ImageStore.Using{T}"/>), so that an
+    /// image removal either sees the new container's record and is refused, or runs before and the create finds no image.
+    /// Lock order: the image store, then this one (never the reverse).</summary>
     public Container Create(string imageReference, string? name)
     {
-        var image = Images.Get(imageReference);
         if (name is not null && !LayerId.IsValid(name) /* the same rules as layer ids */)
             throw StrataException.Invalid($"invalid container name '{(name.Length > 64 ? name[..64] + "..." : name)}': use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters");
+        return Images.Using(imageReference, image => Create(image, imageReference, name));
+    }
+
+    Container Create(ImageRecord image, string imageReference, string? name)
+    {
         string id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
         lock (_lock)
         {

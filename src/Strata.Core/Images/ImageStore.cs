@@ -59,6 +59,14 @@ public sealed class ImageStore
         lock (_lock) return Find(Load(), reference) ?? throw StrataException.NotFound($"image {reference} does not exist");
     }
 
+    /// <summary>Runs <paramref name="action"/> on image <paramref name="reference"/> while holding the image store: no
+    /// other image command (a removal above all) runs meanwhile, so whatever the action builds on the image, or opens
+    /// of it, cannot lose the image's layers and blobs half-way. Keep the action short: image commands wait for it.</summary>
+    public T Using<T>(string reference, Func<ImageRecord, T> action)
+    {
+        lock (_lock) return action(Find(Load(), reference) ?? throw StrataException.NotFound($"image {reference} does not exist"));
+    }
+
     public bool TryGet(string reference, out ImageRecord? image)
     {
         lock (_lock) image = Find(Load(), reference);
