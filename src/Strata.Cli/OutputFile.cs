@@ -1,6 +1,9 @@
+using Strata.Core;
+
 namespace Strata.Cli;
 
-/// <summary>Binary output to stdout or to a file that appears only when complete (temp + rename).</summary>
+/// <summary>Binary output to stdout or to the file of -o (see <see cref="OutputTarget"/>: a regular file appears only when
+/// complete, a device or FIFO is written into as it is).</summary>
 static class OutputFile
 {
     public static T Write<T>(string? path, Func<Stream, T> produce) => Write(path, produce, _ => true);
@@ -15,21 +18,9 @@ static class OutputFile
                 ?? throw new StrataException(ErrorKind.InvalidArgument, "refusing to write a tar to a terminal; use -o FILE or redirect stdout");
             return produce(stdout);
         }
-        string full = Io.Current.FullPath(path);
-        string tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
-        try
-        {
-            T result;
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1))
-                result = produce(fs);
-            if (complete(result)) File.Move(tmp, full, overwrite: true);
-            else File.Delete(tmp);
-            return result;
-        }
-        catch
-        {
-            File.Delete(tmp);
-            throw;
-        }
+        using var target = OutputTarget.Open(Io.Current.FullPath(path));
+        T result = produce(target.Stream);
+        if (complete(result)) target.Commit();
+        return result;
     }
 }

@@ -89,6 +89,19 @@ public static unsafe partial class Posix
 
     public static bool TryLstat(string path, out FileStat stat) => TryLstatAt(FileDescriptor.Cwd, path, out stat) == 0;
 
+    /// <summary>statx following symlinks all the way; returns errno (0 on success).</summary>
+    public static int TryStat(string path, out FileStat stat)
+    {
+        StatxBuf b;
+        if (statx(FileDescriptor.Cwd, path, 0, STATX_BASIC_STATS | STATX_MNT_ID, &b) < 0)
+        {
+            stat = default;
+            return Errno.Last;
+        }
+        stat = Convert(in b);
+        return 0;
+    }
+
     /// <summary>fstat through statx(AT_EMPTY_PATH).</summary>
     public static FileStat Fstat(FileDescriptor fd)
     {

@@ -19,16 +19,38 @@ public sealed class ImageExporter(ImageStore images)
 {
     public void Export(string reference, string path, ExportFormat format, Action<ImportProgress>? progress = null)
     {
-        var image = images.Get(reference);
+        // the blobs are opened while the image is held, so that an image removal racing the export cannot take them
+        // from under it; the bytes are then written with nothing held
+        var files = images.Using(reference, image => Files(image, reference, format));
+        try
+        {
+            long total = files.Sum(f => f.Bytes?.Length ?? f.Blob!.Size), done = 0;
+            void Report(long n) => progress?.Invoke(new("exporting", done += n, total));
+            if (format == ExportFormat.Oci && !path.EndsWith(".tar", StringComparison.Ordinal) && !OutputTarget.IsSpecial(path)) WriteDirectory(path, files, Report);
+            else WriteTar(path, files, Report);
+        }
+        finally
+        {
+            foreach (var f in files) f.Blob?.Fd.Dispose();
+        }
+    }
+
+    /// <summary>One file of the output: bytes made here, or a blob of the store opened for reading.</summary>
+    sealed record OutputEntry(string Name, byte[]? Bytes, OpenBlob? Blob);
+
+    sealed record OpenBlob(FileDescriptor Fd, long Size);
+
+    List<OutputEntry> Files(ImageRecord image, string reference, ExportFormat format)
+    {
         string name = image.Names.FirstOrDefault(n => n == ImageName.TryNormalize(reference)) ?? image.Names.FirstOrDefault() ?? "";
         var manifestDigest = Digest.Parse(image.Manifest);
         var manifest = OciJson.Decode(images.Blobs.Read(manifestDigest), OciJson.Default.ImageManifest, $"manifest {manifestDigest}");
         var blobs = new List<Digest> { manifestDigest, image.Config };
         blobs.AddRange(manifest.Layers.Select(l => Digest.Parse(l.Digest)));
-        var files = new List<(string Name, byte[]? Bytes, Digest? Blob)>
+        var files = new List<OutputEntry>
         {
-            ("oci-layout", """{"imageLayoutVersion":"1.0.0"}"""u8.ToArray(), null),
-            ("index.json", Index(image, manifestDigest, name), null),
+            new("oci-layout", """{"imageLayoutVersion":"1.0.0"}"""u8.ToArray(), null),
+            new("index.json", Index(image, manifestDigest, name), null),
         };
         if (format == ExportFormat.DockerArchive)
         {
@@ -38,13 +60,22 @@ public sealed class ImageExporter(ImageStore images)
                 ["RepoTags"] = name.Length > 0 ? new JsonArray(JsonValue.Create(name)) : null,
                 ["Layers"] = new JsonArray(manifest.Layers.Select(l => (JsonNode)JsonValue.Create("blobs/sha256/" + Digest.Parse(l.Digest).Hex)).ToArray()),
             });
-            files.Add(("manifest.json", OciJson.Bytes(entry), null));
+            files.Add(new("manifest.json", OciJson.Bytes(entry), null));
         }
-        foreach (var d in blobs.Distinct()) files.Add(("blobs/sha256/" + d.Hex, null, d));
-        long total = files.Sum(f => f.Bytes?.Length ?? images.Blobs.Size(f.Blob!.Value)), done = 0;
-        void Report(long n) => progress?.Invoke(new("exporting", done += n, total));
-        if (format == ExportFormat.Oci && !path.EndsWith(".tar", StringComparison.Ordinal)) WriteDirectory(path, files, Report);
-        else WriteTar(path, files, Report);
+        try
+        {
+            foreach (var d in blobs.Distinct())
+            {
+                var fd = Posix.Open(images.Blobs.PathOf(d), Posix.O_RDONLY);
+                files.Add(new("blobs/sha256/" + d.Hex, null, new OpenBlob(fd, Posix.Fstat(fd).Size)));
+            }
+        }
+        catch
+        {
+            foreach (var f in files) f.Blob?.Fd.Dispose();
+            throw;
+        }
+        return files;
     }
 
     byte[] Index(ImageRecord image, Digest manifest, string name)
@@ -73,13 +104,15 @@ public sealed class ImageExporter(ImageStore images)
         return JsonSerializer.SerializeToUtf8Bytes(index, OciJson.Default.ImageIndex);
     }
 
-    void WriteDirectory(string path, List<(string Name, byte[]? Bytes, Digest? Blob)> files, Action<long> report)
+    void WriteDirectory(string path, List<OutputEntry> files, Action<long> report)
     {
         string full = Path.GetFullPath(path);
+        if (Posix.TryLstat(full, out var link) && link.IsSymlink) throw StrataException.Invalid($"{full} is a symbolic link; name the directory itself");
+        OutputTarget.CheckParent(full);
         if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
             throw StrataException.Exists($"{full} exists and is not empty; export into a new directory");
         if (File.Exists(full)) throw StrataException.Exists($"{full} exists and is not a directory");
-        string tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        string tmp = OutputTarget.TempBeside(full);
         try
         {
             Directory.CreateDirectory(Path.Combine(tmp, "blobs", "sha256"));
@@ -89,8 +122,8 @@ public sealed class ImageExporter(ImageStore images)
                 if (bytes is not null) File.WriteAllBytes(to, bytes);
                 else
                 {
-                    File.Copy(images.Blobs.PathOf(blob!.Value), to);
-                    report(new FileInfo(to).Length);
+                    CopyBlob(blob!, to);
+                    report(blob!.Size);
                 }
             }
             if (Directory.Exists(full)) Directory.Delete(full);
@@ -103,42 +136,53 @@ public sealed class ImageExporter(ImageStore images)
         }
     }
 
-    void WriteTar(string path, List<(string Name, byte[]? Bytes, Digest? Blob)> files, Action<long> report)
+    void WriteTar(string path, List<OutputEntry> files, Action<long> report)
     {
-        string full = Path.GetFullPath(path);
-        string tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        using var output = OutputTarget.Open(path);
+        using (var tar = new TarWriter(output.Stream))
+        {
+            var mtime = new UnixTime(0, 0);
+            foreach (var dir in new[] { "blobs/", "blobs/sha256/" })
+                tar.WriteHeader(new TarEntry { Name = dir, Type = TarEntryType.Directory, Mode = 0x1ED, Mtime = mtime });
+            foreach (var (name, bytes, blob) in files)
+            {
+                if (bytes is not null)
+                {
+                    tar.WriteHeader(new TarEntry { Name = name, Type = TarEntryType.Regular, Mode = 0x1A4, Size = bytes.Length, Mtime = mtime });
+                    tar.WriteData(bytes);
+                    tar.Pad(bytes.Length);
+                    continue;
+                }
+                tar.WriteHeader(new TarEntry { Name = name, Type = TarEntryType.Regular, Mode = 0x1A4, Size = blob!.Size, Mtime = mtime });
+                tar.WriteFileData(blob.Fd, blob.Size, name);
+                report(blob.Size);
+            }
+            tar.Finish();
+        }
+        output.Commit();
+    }
+
+    /// <summary>A blob into a new file: copy_file_range (shared extents where the filesystem can), else read and write.</summary>
+    static void CopyBlob(OpenBlob blob, string to)
+    {
+        using var dest = Posix.Open(to, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4);
+        long done = Posix.CopyFileRange(blob.Fd, dest, 0, blob.Size);
+        if (done == blob.Size) return;
+        done = Math.Max(done, 0);
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(1 << 20);
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1))
-            using (var tar = new TarWriter(fs))
+            while (done < blob.Size)
             {
-                var mtime = new UnixTime(0, 0);
-                foreach (var dir in new[] { "blobs/", "blobs/sha256/" })
-                    tar.WriteHeader(new TarEntry { Name = dir, Type = TarEntryType.Directory, Mode = 0x1ED, Mtime = mtime });
-                foreach (var (name, bytes, blob) in files)
-                {
-                    if (bytes is not null)
-                    {
-                        tar.WriteHeader(new TarEntry { Name = name, Type = TarEntryType.Regular, Mode = 0x1A4, Size = bytes.Length, Mtime = mtime });
-                        tar.WriteData(bytes);
-                        tar.Pad(bytes.Length);
-                        continue;
-                    }
-                    string from = images.Blobs.PathOf(blob!.Value);
-                    using var fd = Posix.Open(from, Posix.O_RDONLY);
-                    long size = new FileInfo(from).Length;
-                    tar.WriteHeader(new TarEntry { Name = name, Type = TarEntryType.Regular, Mode = 0x1A4, Size = size, Mtime = mtime });
-                    tar.WriteFileData(fd, size, name);
-                    report(size);
-                }
-                tar.Finish();
+                int n = Posix.Pread(blob.Fd, buffer.AsSpan(0, (int)Math.Min(buffer.Length, blob.Size - done)), done, to);
+                if (n == 0) throw new StrataException(ErrorKind.Io, $"blob for {to} shrank to {done} bytes while it was exported");
+                Posix.PwriteAll(dest, buffer.AsSpan(0, n), done, to);
+                done += n;
             }
-            File.Move(tmp, full, overwrite: true);
         }
-        catch
+        finally
         {
-            File.Delete(tmp);
-            throw;
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 }
