@@ -17,7 +17,7 @@ if (route.Forwardable)
     }
     catch (Exception ex) when (ex is HttpRequestException or IOException)
     {
-        Console.Error.WriteLine($"strata: lost the connection to the daemon at {route.Socket} ({ex.Message})");
+        Console.Error.WriteLine(Strata.StrataException.OneLine($"strata: lost the connection to the daemon at {route.Socket} ({ex.Message})"));
         return ExitCodes.Failure;
     }
 }

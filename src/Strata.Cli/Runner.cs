@@ -11,7 +11,7 @@ static class Runner
         var err = Io.Current.Err;
         if (parsed.Errors.Count > 0)
         {
-            err.WriteLine($"strata: {parsed.Errors[0].Message} (see 'strata --help')");
+            err.WriteLine($"strata: {StrataException.OneLine(parsed.Errors[0].Message)} (see 'strata --help')");
             return ExitCodes.Usage;
         }
         try
@@ -30,7 +30,7 @@ static class Runner
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            err.WriteLine($"strata: {ex.Message}");
+            err.WriteLine($"strata: {StrataException.OneLine(ex.Message)}");
             return ExitCodes.Failure;
         }
     }

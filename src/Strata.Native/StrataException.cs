@@ -20,7 +20,33 @@ public enum ErrorKind
 /// can be shown to a user as it is.</summary>
 public class StrataException : Exception
 {
-    public StrataException(ErrorKind kind, string message, Exception? inner = null) : base(message, inner) => Kind = kind;
+    public StrataException(ErrorKind kind, string message, Exception? inner = null) : base(OneLine(message), inner) => Kind = kind;
+
+    /// <summary>The message as one line whatever it quotes: names and paths come from users and archives, so control
+    /// characters in them (a newline in <c>--name</c>) are shown escaped, as <c>\n</c>, <c>\t</c>, <c>\x1b</c>, <c>\u2028</c>.</summary>
+    public static string OneLine(string message)
+    {
+        int i = 0;
+        while (i < message.Length && !NeedsEscape(message[i])) i++;
+        if (i == message.Length) return message;
+        var sb = new System.Text.StringBuilder(message.Length + 8).Append(message, 0, i);
+        for (; i < message.Length; i++)
+        {
+            char c = message[i];
+            if (!NeedsEscape(c)) sb.Append(c);
+            else sb.Append(c switch
+            {
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                < (char)0x100 => $"\\x{(int)c:x2}",
+                _ => $"\\u{(int)c:x4}",
+            });
+        }
+        return sb.ToString();
+    }
+
+    static bool NeedsEscape(char c) => c < 0x20 || c is (>= (char)0x7f and <= (char)0x9f) or '\u2028' or '\u2029';
 
     public ErrorKind Kind { get; }
 

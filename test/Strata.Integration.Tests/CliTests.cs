@@ -133,4 +133,42 @@ public sealed class CliTests : IDisposable
         Assert.DoesNotContain("\"bad\"", listing);
         Assert.Equal(["base"], Directory.GetDirectories(_temp.Combine("store", "vfs")).Select(Path.GetFileName));
     }
+
+    [Fact]
+    public void ANewlineInANameIsEchoedEscapedOnOneLine()
+    {
+        // issue 17 item 10: names reach errors as given; a newline in one made the one-line error two lines
+        string src = _temp.Dir("nl");
+        File.WriteAllText(Path.Combine(src, "f"), "x");
+        Shell.Run("tar", "-C", src, "-cf", _temp.Combine("nl.tar"), ".").Check("tar");
+        _cli.Ok("--driver", "vfs", "image", "import", _temp.Combine("nl.tar"), "--name", "img:1", "-q");
+        _cli.Ok("container", "create", "img:1", "--name", "c1");
+        _cli.Ok("pool", "create", "--data-size", "64M", "--metadata-size", "8M");
+        string bad = "a\nb\u001b[31m";
+        var cases = new[]
+        {
+            new[] { "image", "import", _temp.Combine("nl.tar"), "--name", bad, "-q" },
+            ["image", "tag", "img:1", bad],
+            ["image", "inspect", bad],
+            ["image", "rm", bad],
+            ["container", "create", "img:1", "--name", bad],
+            ["container", "inspect", bad],
+            ["container", "rm", bad],
+            ["layer", "create", bad],
+            ["layer", "inspect", bad],
+            ["layer", "apply", bad, "-i", _temp.Combine("nl.tar")],
+            ["pool", "device", "create", bad, "--size", "1M"],
+            ["pool", "device", "rm", bad],
+            ["pool", "device", "snapshot", bad, "s"],
+            [bad],
+        };
+        foreach (var args in cases)
+        {
+            var r = _cli.Run(args);
+            string what = string.Join(' ', args).Replace("\n", "\\n");
+            Assert.NotEqual(0, r.ExitCode);
+            Assert.True(r.Stderr.EndsWith('\n') && r.Stderr.Count(c => c == '\n') == 1 && !r.Stderr.Contains('\u001b'), $"{what}: {r.Stderr.Replace("\n", "<NL>")}");
+            Assert.StartsWith("strata: ", r.Stderr);
+        }
+    }
 }
