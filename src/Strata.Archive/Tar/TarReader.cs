@@ -8,12 +8,22 @@ namespace Strata.Archive.Tar;
 /// A streaming, validating tar reader (ustar, PAX and GNU long names). Every header's checksum and
 /// numeric fields are checked; a stream that ends inside a header or inside an entry's data is
 /// reported as truncated. Errors are <see cref="ErrorKind.Corrupt"/> <see cref="StrataException"/>s.
+/// What a tar can make the reader hold is bounded: the extended headers before one member (their
+/// number and bytes); input past a bound is refused, before it is read, as
+/// <see cref="ErrorKind.InvalidArgument"/> naming the limit.
 /// </summary>
 public sealed class TarReader : IDisposable
 {
     /// <summary>Largest member we accept (8 TiB); anything larger is a corrupt or hostile header.</summary>
     public const long MaxEntrySize = 1L << 43;
-    const int MaxMetaSize = 1 << 20;
+    /// <summary>Most data bytes of the extended headers (PAX 'x' and 'g', GNU 'L' and 'K') before one member, all
+    /// together. Go's archive/tar caps one such header at 1 MiB (maxSpecialFileSize) and keeps only the last PAX
+    /// header; this reader merges consecutive ones, so the cap is on the whole run.</summary>
+    public const int MaxExtendedHeaderBytes = 1 << 20;
+    /// <summary>Most extended headers before one member: writers put at most one of each kind there.</summary>
+    public const int MaxExtendedHeaders = 16;
+    /// <summary>Holds a whole extended header, which is parsed in place.</summary>
+    const int BufferSize = MaxExtendedHeaderBytes;
 
     readonly Stream _stream;
     byte[] _buf;
@@ -24,7 +34,7 @@ public sealed class TarReader : IDisposable
     public TarReader(Stream stream)
     {
         _stream = stream;
-        _buf = ArrayPool<byte>.Shared.Rent(1 << 20);
+        _buf = ArrayPool<byte>.Shared.Rent(BufferSize);
     }
 
     /// <summary>Offset in the stream of the next unread byte (for error messages).</summary>
@@ -37,6 +47,8 @@ public sealed class TarReader : IDisposable
         SkipRest();
         string? longName = null, longLink = null;
         Dictionary<string, byte[]>? pax = null;
+        int metaHeaders = 0;
+        long metaBytes = 0;
         while (true)
         {
             long headerAt = _consumed;
@@ -57,21 +69,28 @@ public sealed class TarReader : IDisposable
             }
             var entry = ParseHeader(block, headerAt, out byte type, out long dataSize);
             Advance(TarFormat.BlockSize);
-            switch (type)
+            if (type is (byte)'x' or (byte)'g' or (byte)'L' or (byte)'K')
             {
-                case (byte)'x':
-                    pax ??= new Dictionary<string, byte[]>(StringComparer.Ordinal);
-                    ParsePax(ReadMeta(dataSize, headerAt), pax, headerAt);
-                    continue;
-                case (byte)'g':
-                    ReadMeta(dataSize, headerAt);
-                    continue;
-                case (byte)'L':
-                    longName = TarFormat.ReadString(ReadMeta(dataSize, headerAt));
-                    continue;
-                case (byte)'K':
-                    longLink = TarFormat.ReadString(ReadMeta(dataSize, headerAt));
-                    continue;
+                // bounded before the data is read: a run of extended headers is all held (or skipped) for one member
+                if (++metaHeaders > MaxExtendedHeaders) throw Limit(headerAt, $"more than {MaxExtendedHeaders} extended headers before one member");
+                metaBytes += dataSize;
+                if (metaBytes > MaxExtendedHeaderBytes)
+                    throw Limit(headerAt, $"extended headers before one member exceed the limit of 1 MiB ({metaBytes} bytes)");
+                var data = type == 'g' ? default : ReadMeta((int)dataSize);
+                switch (type)
+                {
+                    case (byte)'x':
+                        ParsePax(data, pax ??= new Dictionary<string, byte[]>(StringComparer.Ordinal), headerAt);
+                        break;
+                    case (byte)'L':
+                        longName = TarFormat.ReadString(data);
+                        break;
+                    case (byte)'K':
+                        longLink = TarFormat.ReadString(data);
+                        break;
+                }
+                Skip(type == 'g' ? dataSize + Pad(dataSize) : Pad(dataSize));
+                continue;
             }
             if (longName is not null) entry.Name = longName;
             if (longLink is not null) entry.LinkName = longLink;
@@ -116,15 +135,19 @@ public sealed class TarReader : IDisposable
 
     void SkipRest()
     {
-        long skip = _remaining + _padding;
-        while (skip > 0)
+        Skip(_remaining + _padding);
+        _remaining = _padding = 0;
+    }
+
+    void Skip(long count)
+    {
+        while (count > 0)
         {
             if (_pos == _len && !FillSome()) throw Truncated();
-            int n = (int)Math.Min(skip, _len - _pos);
+            int n = (int)Math.Min(count, _len - _pos);
             Advance(n);
-            skip -= n;
+            count -= n;
         }
-        _remaining = _padding = 0;
     }
 
     /// <summary>Checks one header block's checksum (a zero block, the end marker, passes).</summary>
@@ -193,36 +216,23 @@ public sealed class TarReader : IDisposable
         return null;
     }
 
-    long Number(ReadOnlySpan<byte> b, int off, int len, long at, string field) =>
+    static long Number(ReadOnlySpan<byte> b, int off, int len, long at, string field) =>
         TarFormat.TryReadNumber(b.Slice(off, len), out long v) ? v : throw Corrupt(at, $"{field} field is not a number or is out of range");
 
-    uint Id(long v, long at, string field) => v is >= 0 and <= uint.MaxValue ? (uint)v : throw Corrupt(at, $"{field} {v} is out of range");
+    static uint Id(long v, long at, string field) => v is >= 0 and <= uint.MaxValue ? (uint)v : throw Corrupt(at, $"{field} {v} is out of range");
 
-    byte[] ReadMeta(long size, long at)
+    /// <summary>An extended header's data, in place in the buffer (valid until the next read).</summary>
+    ReadOnlySpan<byte> ReadMeta(int size)
     {
-        if (size > MaxMetaSize) throw Corrupt(at, $"extended header of {size} bytes is too large");
-        var data = new byte[size];
-        int got = 0;
-        while (got < size)
-        {
-            if (_pos == _len && !FillSome()) throw Truncated();
-            int n = (int)Math.Min(size - got, _len - _pos);
-            _buf.AsSpan(_pos, n).CopyTo(data.AsSpan(got));
-            Advance(n);
-            got += n;
-        }
-        long pad = Pad(size);
-        while (pad > 0)
-        {
-            if (_pos == _len && !FillSome()) throw Truncated();
-            int n = (int)Math.Min(pad, _len - _pos);
-            Advance(n);
-            pad -= n;
-        }
+        Fill(size, allowCleanEof: false);
+        var data = _buf.AsSpan(_pos, size);
+        Advance(size);
         return data;
     }
 
-    void ParsePax(ReadOnlySpan<byte> data, Dictionary<string, byte[]> into, long at)
+    /// <summary>Folds PAX records into <paramref name="into"/> (a later record wins). Only the keywords this reader
+    /// uses are kept, so what a header holds for the member is bounded by what the member can carry.</summary>
+    static void ParsePax(ReadOnlySpan<byte> data, Dictionary<string, byte[]> into, long at)
     {
         while (data.Length > 0)
         {
@@ -232,12 +242,18 @@ public sealed class TarReader : IDisposable
             var rec = data[(sp + 1)..(len - 1)];
             int eq = rec.IndexOf((byte)'=');
             if (eq <= 0) throw Corrupt(at, "malformed PAX record");
-            into[PathEncoding.Decode(rec[..eq])] = rec[(eq + 1)..].ToArray();
+            var keyword = rec[..eq];
+            if (keyword.StartsWith("GNU.sparse."u8)) throw Unsupported(at, "GNU sparse members are not supported");
+            if (keyword.StartsWith(XattrPrefix) || keyword.SequenceEqual("path"u8) || keyword.SequenceEqual("linkpath"u8) || keyword.SequenceEqual("size"u8)
+                || keyword.SequenceEqual("uid"u8) || keyword.SequenceEqual("gid"u8) || keyword.SequenceEqual("mtime"u8))
+                into[PathEncoding.Decode(keyword)] = rec[(eq + 1)..].ToArray();
             data = data[len..];
         }
     }
 
-    void ApplyPax(TarEntry e, Dictionary<string, byte[]> pax, long at)
+    static ReadOnlySpan<byte> XattrPrefix => "SCHILY.xattr."u8;
+
+    static void ApplyPax(TarEntry e, Dictionary<string, byte[]> pax, long at)
     {
         foreach (var (key, value) in pax)
         {
@@ -253,21 +269,17 @@ public sealed class TarReader : IDisposable
                 case "gid": e.Gid = Id(PaxLong(value, at, key), at, key); break;
                 case "mtime": e.Mtime = PaxTime(value, at); break;
                 default:
-                    if (key.StartsWith("SCHILY.xattr.", StringComparison.Ordinal))
-                        (e.Xattrs ??= []).Add(new(TarFormat.DecodeXattrName(key["SCHILY.xattr.".Length..]), value));
-                    else if (key.StartsWith("GNU.sparse.", StringComparison.Ordinal))
-                        throw Unsupported(at, "GNU sparse members are not supported");
+                    (e.Xattrs ??= []).Add(new(TarFormat.DecodeXattrName(key[XattrPrefix.Length..]), value));
                     break;
             }
         }
         e.Xattrs?.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
-        pax.Clear();
     }
 
-    long PaxLong(byte[] v, long at, string key) =>
+    static long PaxLong(byte[] v, long at, string key) =>
         long.TryParse(v, System.Globalization.NumberStyles.None, null, out long r) ? r : throw Corrupt(at, $"PAX {key} is not a number");
 
-    UnixTime PaxTime(byte[] v, long at)
+    static UnixTime PaxTime(byte[] v, long at)
     {
         var s = Encoding.ASCII.GetString(v);
         int dot = s.IndexOf('.');
@@ -332,6 +344,8 @@ public sealed class TarReader : IDisposable
         (_consumed == 0 ? NotATar(0, _buf.AsSpan(_pos, _len - _pos)) : null) ?? StrataException.Corrupt($"tar: archive is truncated at byte {_consumed}");
 
     static StrataException Corrupt(long at, string what) => StrataException.Corrupt($"tar: {what} (header at byte {at})");
+
+    static StrataException Limit(long at, string what) => StrataException.Invalid($"tar: {what} (header at byte {at})");
 
     static StrataException Unsupported(long at, string what) => StrataException.Unsupported($"tar: {what} (header at byte {at})");
 
