@@ -7,7 +7,7 @@ namespace Strata.Archive.Tests;
 
 /// <summary>
 /// What a tar can make the reader read and hold before it yields a member: extended headers (PAX 'x' and 'g',
-/// GNU 'L' and 'K') are bounded, and input past a bound is refused with one
+/// GNU 'L' and 'K'), names, link targets and xattrs are bounded, and input past a bound is refused with one
 /// InvalidArgument line that names the limit — before the reader reads or allocates what lies beyond it.
 /// </summary>
 public class TarLimitTests
@@ -188,5 +188,44 @@ public class TarLimitTests
         Assert.Equal("f", Assert.Single(Apply.ReadAll(sixteen)).Name);
         var seventeen = RawTar.Concat([.. Enumerable.Repeat(empty, 17), RawTar.Header("f"), RawTar.End]);
         Refused(() => Apply.ReadAll(seventeen), "more than 16 extended headers before one member (header at byte 8192)");
+    }
+
+    [Fact]
+    public void NamesAndLinkTargetsLongerThanPathMax_AreRefused()
+    {
+        string ok = string.Join('/', Enumerable.Repeat(new string('d', 254), 16)) + "/" + new string('f', 16); // 4096 bytes
+        string tooLong = ok + "g";
+        Assert.Equal(4096, ok.Length);
+        var longOk = RawTar.Concat(Pax(("path", ok), ("linkpath", ok)), RawTar.Header("s", (byte)'2', link: "t"), RawTar.End);
+        Assert.Equal((ok, ok), Apply.ReadAll(longOk).Select(e => (e.Name, e.LinkName)).Single());
+
+        Refused(() => Apply.ReadAll(RawTar.Concat(Pax(("path", tooLong)), RawTar.Header("f"), RawTar.End)),
+            "member name of 4097 bytes exceeds the limit of 4096 bytes (Linux's PATH_MAX)");
+        Refused(() => Apply.ReadAll(RawTar.Concat(Pax(("linkpath", tooLong)), RawTar.Header("s", (byte)'2', link: "t"), RawTar.End)),
+            "link target of 4097 bytes exceeds the limit of 4096 bytes");
+        Refused(() => Apply.ReadAll(RawTar.Concat(Meta('L', Encoding.ASCII.GetBytes(tooLong + "\0")), RawTar.Header("f"), RawTar.End)),
+            "member name of 4097 bytes exceeds the limit");
+        Refused(() => Apply.ReadAll(RawTar.Concat(Meta('K', Encoding.ASCII.GetBytes(tooLong)), RawTar.Header("s", (byte)'2', link: "t"), RawTar.End)),
+            "link target of 4097 bytes exceeds the limit");
+    }
+
+    [Fact]
+    public void XattrsBeyondWhatLinuxCanHold_AreRefused()
+    {
+        static byte[] WithXattrs(params (string Name, int Size)[] xattrs)
+        {
+            var rec = new List<byte>();
+            foreach (var (name, size) in xattrs) TarFormat.AppendPaxRecord(rec, "SCHILY.xattr." + name, new byte[size]);
+            return RawTar.Concat(Meta('x', rec.ToArray()), RawTar.Header("f"), RawTar.End);
+        }
+        var largest = Assert.Single(Apply.ReadAll(WithXattrs(("user." + new string('n', 250), 65536))).Single().Xattrs!);
+        Assert.Equal(65536, largest.Value.Length);
+
+        Refused(() => Apply.ReadAll(WithXattrs(("user.big", 65537))), "xattr 'user.big' of 65537 bytes exceeds the limit of 64 KiB (Linux's XATTR_SIZE_MAX)");
+        Refused(() => Apply.ReadAll(WithXattrs(("user." + new string('n', 251), 1))), "xattr name of 256 bytes exceeds the limit of 255 bytes (Linux's XATTR_NAME_MAX)");
+        Refused(() => Apply.ReadAll(WithXattrs(("", 1))), "xattr with an empty name");
+        // 300 names of 250 bytes: more than a file's xattr names may take together
+        var many = Enumerable.Range(0, 300).Select(i => ($"user.{i:D3}" + new string('n', 242), 0)).ToArray();
+        Refused(() => Apply.ReadAll(WithXattrs(many)), "xattr names of 75300 bytes exceed the limit of 64 KiB (Linux's XATTR_LIST_MAX)");
     }
 }

@@ -32,11 +32,13 @@ internal static class TarFormat
         return sum;
     }
 
-    public static string ReadString(ReadOnlySpan<byte> field)
+    public static string ReadString(ReadOnlySpan<byte> field) => PathEncoding.Decode(UntilNul(field));
+
+    /// <summary>A NUL-terminated field's bytes before the NUL (all of them when there is none).</summary>
+    public static ReadOnlySpan<byte> UntilNul(ReadOnlySpan<byte> field)
     {
         int nul = field.IndexOf((byte)0);
-        if (nul >= 0) field = field[..nul];
-        return PathEncoding.Decode(field);
+        return nul >= 0 ? field[..nul] : field;
     }
 
     /// <summary>Parses an octal or base-256 numeric field; false when it is neither.</summary>

@@ -9,8 +9,8 @@ namespace Strata.Archive.Tar;
 /// numeric fields are checked; a stream that ends inside a header or inside an entry's data is
 /// reported as truncated. Errors are <see cref="ErrorKind.Corrupt"/> <see cref="StrataException"/>s.
 /// What a tar can make the reader hold is bounded: the extended headers before one member (their
-/// number and bytes); input past a bound is refused, before it is read, as
-/// <see cref="ErrorKind.InvalidArgument"/> naming the limit.
+/// number and bytes), names, link targets and xattrs; input past a bound is refused, before it is
+/// read, as <see cref="ErrorKind.InvalidArgument"/> naming the limit.
 /// </summary>
 public sealed class TarReader : IDisposable
 {
@@ -22,6 +22,11 @@ public sealed class TarReader : IDisposable
     public const int MaxExtendedHeaderBytes = 1 << 20;
     /// <summary>Most extended headers before one member: writers put at most one of each kind there.</summary>
     public const int MaxExtendedHeaders = 16;
+    /// <summary>Longest member name or link target, in bytes: Linux's PATH_MAX (no longer one can be created).</summary>
+    public const int MaxPathBytes = 4096;
+    /// <summary>Linux's xattr limits: a name (XATTR_NAME_MAX), a value (XATTR_SIZE_MAX), and a file's names together,
+    /// each with its NUL (XATTR_LIST_MAX). setxattr refuses more, so a tar that carries more cannot be applied.</summary>
+    public const int MaxXattrName = 255, MaxXattrValue = 1 << 16, MaxXattrNames = 1 << 16;
     /// <summary>Holds a whole extended header, which is parsed in place.</summary>
     const int BufferSize = MaxExtendedHeaderBytes;
 
@@ -83,10 +88,10 @@ public sealed class TarReader : IDisposable
                         ParsePax(data, pax ??= new Dictionary<string, byte[]>(StringComparer.Ordinal), headerAt);
                         break;
                     case (byte)'L':
-                        longName = TarFormat.ReadString(data);
+                        longName = PathField(TarFormat.UntilNul(data), headerAt, "member name");
                         break;
                     case (byte)'K':
-                        longLink = TarFormat.ReadString(data);
+                        longLink = PathField(TarFormat.UntilNul(data), headerAt, "link target");
                         break;
                 }
                 Skip(type == 'g' ? dataSize + Pad(dataSize) : Pad(dataSize));
@@ -230,6 +235,13 @@ public sealed class TarReader : IDisposable
         return data;
     }
 
+    /// <summary>A name from a GNU long-name header or a PAX record, refused past <see cref="MaxPathBytes"/>.</summary>
+    static string PathField(ReadOnlySpan<byte> value, long at, string what)
+    {
+        if (value.Length > MaxPathBytes) throw Limit(at, $"{what} of {value.Length} bytes exceeds the limit of {MaxPathBytes} bytes (Linux's PATH_MAX)");
+        return PathEncoding.Decode(value);
+    }
+
     /// <summary>Folds PAX records into <paramref name="into"/> (a later record wins). Only the keywords this reader
     /// uses are kept, so what a header holds for the member is bounded by what the member can carry.</summary>
     static void ParsePax(ReadOnlySpan<byte> data, Dictionary<string, byte[]> into, long at)
@@ -255,12 +267,13 @@ public sealed class TarReader : IDisposable
 
     static void ApplyPax(TarEntry e, Dictionary<string, byte[]> pax, long at)
     {
+        int xattrNames = 0;
         foreach (var (key, value) in pax)
         {
             switch (key)
             {
-                case "path": e.Name = PathEncoding.Decode(value); break;
-                case "linkpath": e.LinkName = PathEncoding.Decode(value); break;
+                case "path": e.Name = PathField(value, at, "member name"); break;
+                case "linkpath": e.LinkName = PathField(value, at, "link target"); break;
                 case "size":
                     e.Size = PaxLong(value, at, key);
                     if (e.Size > MaxEntrySize) throw Corrupt(at, $"declared size {e.Size} is larger than any member can be");
@@ -269,10 +282,20 @@ public sealed class TarReader : IDisposable
                 case "gid": e.Gid = Id(PaxLong(value, at, key), at, key); break;
                 case "mtime": e.Mtime = PaxTime(value, at); break;
                 default:
-                    (e.Xattrs ??= []).Add(new(TarFormat.DecodeXattrName(key[XattrPrefix.Length..]), value));
+                    string name = TarFormat.DecodeXattrName(key[XattrPrefix.Length..]);
+                    int nameBytes = PathEncoding.GetByteCount(name);
+                    if (nameBytes == 0) throw Limit(at, "xattr with an empty name");
+                    if (nameBytes > MaxXattrName)
+                        throw Limit(at, $"xattr name of {nameBytes} bytes exceeds the limit of {MaxXattrName} bytes (Linux's XATTR_NAME_MAX)");
+                    if (value.Length > MaxXattrValue)
+                        throw Limit(at, $"xattr '{name}' of {value.Length} bytes exceeds the limit of 64 KiB (Linux's XATTR_SIZE_MAX)");
+                    xattrNames += nameBytes + 1;
+                    (e.Xattrs ??= []).Add(new(name, value));
                     break;
             }
         }
+        if (xattrNames > MaxXattrNames)
+            throw Limit(at, $"xattr names of {xattrNames} bytes exceed the limit of 64 KiB (Linux's XATTR_LIST_MAX)");
         e.Xattrs?.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
     }
 
