@@ -40,12 +40,13 @@ sealed class ApplySession : IDisposable
     readonly Func<string, FileStat?>? _below;
     /// <summary>Paths named by members of this tar (duplicates are refused).</summary>
     readonly HashSet<string> _seen = new(StringComparer.Ordinal);
-    /// <summary>Paths this layer put in place, named or implied; an opaque directory keeps exactly these.</summary>
-    readonly HashSet<string> _created = new(StringComparer.Ordinal);
+    /// <summary>Paths this layer put in place, named or implied (an ancestor that holds a new member is part of this
+    /// layer even when the tar does not name it, so an opaque marker later in the tar must keep it); an opaque
+    /// directory keeps exactly these.</summary>
+    readonly PathTree _created = new();
     readonly HashSet<string> _symlinks = new(StringComparer.Ordinal);
     readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _symlinkLookup;
     readonly List<(string Path, UnixTime Mtime)> _dirTimes = [];
-    string? _lastParent;
     string? _cachedDir;
     FileDescriptor? _cachedFd;
 
@@ -78,13 +79,6 @@ sealed class ApplySession : IDisposable
             throw Fail(path, $"carries xattr '{reserved}', which belongs to the overlay driver, not to layer content");
         var dir = OpenParent(parent, path, create: true)!;
         _created.Add(path);
-        // an ancestor that holds a new member is part of this layer even when the tar does not name it,
-        // so an opaque marker later in the tar must keep it (and hide only its lower children)
-        if (parent != _lastParent)
-        {
-            foreach (var ancestor in LayerPath.Ancestors(path)) _created.Add(ancestor);
-            _lastParent = parent;
-        }
         switch (e.Type)
         {
             case TarEntryType.Directory: ApplyDirectory(dir, path, name, e); break;
@@ -351,7 +345,8 @@ sealed class ApplySession : IDisposable
     }
 
     /// <summary>The directory that will hold <paramref name="member"/>, resolved inside the root (cached: tars are ordered
-    /// by directory). With <paramref name="create"/>, missing directories are made (0755, root-owned) as tar does.</summary>
+    /// by directory). With <paramref name="create"/>, missing directories are made (0755, root-owned) as tar does; the
+    /// caller marks what it puts there as created, and with it the directories made.</summary>
     FileDescriptor? OpenParent(string dirPath, string member, bool create)
     {
         if (dirPath.Length == 0) return _root;
@@ -390,7 +385,6 @@ sealed class ApplySession : IDisposable
         string name = LayerPath.Base(dirPath);
         int err = Posix.TryMkdirAt(up ?? _root, name, 0x1ED /* 0755 */);
         if (err != 0 && err != Errno.EEXIST) throw new ErrnoException(err, "mkdir", LayerPath.Display(dirPath));
-        _created.Add(dirPath);
         if (err == 0 && _format == WhiteoutFormat.Overlay && _below?.Invoke(dirPath) is { IsDirectory: true } lower)
         {
             // an upper directory hides the attributes of the one below: keep them, as copy-up does

@@ -36,12 +36,5 @@ public static class LayerPath
     /// <summary>Shown form: absolute from the layer root, as `docker diff` prints it.</summary>
     public static string Display(string path) => "/" + path;
 
-    /// <summary>Every proper ancestor of a path, nearest first ("a/b/c" → "a/b", "a").</summary>
-    public static IEnumerable<string> Ancestors(string path)
-    {
-        for (int i = path.LastIndexOf('/'); i > 0; i = path.LastIndexOf('/', i - 1))
-            yield return path[..i];
-    }
-
     internal static string Shorten(string s) => s.Length <= 200 ? s : s[..200] + "...";
 }

@@ -228,4 +228,26 @@ public class TarLimitTests
         var many = Enumerable.Range(0, 300).Select(i => ($"user.{i:D3}" + new string('n', 242), 0)).ToArray();
         Refused(() => Apply.ReadAll(WithXattrs(many)), "xattr names of 75300 bytes exceed the limit of 64 KiB (Linux's XATTR_LIST_MAX)");
     }
+
+    [Fact]
+    public void MembersDeepInDistinctDirectories_CostTheApplierMemoryPerComponent_NotAWholePathPerAncestor()
+    {
+        // A member in a directory 1,000 deep implies 1,000 ancestors, and an opaque marker later in the tar must keep
+        // them. Held as whole paths they take a quadratic 2 MB per member (a few dozen bytes of gzip), 17 MB here.
+        using var tmp = new TempRoot();
+        string target = tmp.Dir("target");
+        string chain = string.Join('/', Enumerable.Repeat("d", 1000));
+        var tar = new TarBuilder();
+        for (int i = 0; i < 8; i++)
+        {
+            Directory.CreateDirectory(Path.Combine(target, $"c{i}", chain)); // as a layer below would have them
+            tar.File($"c{i}/{chain}/f", "x");
+        }
+        var bytes = tar.Bytes();
+        long allocated = GC.GetAllocatedBytesForCurrentThread();
+        Apply.Tar(bytes, target);
+        allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+        Assert.Equal("x", File.ReadAllText(Path.Combine(target, "c7", chain, "f")));
+        Assert.InRange(allocated, 0, 4 * MiB);
+    }
 }
