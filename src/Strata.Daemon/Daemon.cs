@@ -17,6 +17,8 @@ public sealed record DaemonOptions
     /// <summary>Where dockerd looks for plugin sockets.</summary>
     public string PluginDir { get; init; } = "/run/docker/plugins";
     public LogLevel LogLevel { get; init; } = LogLevel.Information;
+    /// <summary>Where the log goes too, besides stderr (tests read it from here).</summary>
+    public ILoggerProvider? AlsoLogTo { get; init; }
     /// <summary>Name of the control socket in the store root, where the CLI sends its commands.</summary>
     public string? ControlSocket { get; init; }
     /// <summary>Maps the control socket's endpoints (the CLI's command tree lives in the CLI).</summary>
@@ -49,6 +51,7 @@ public static class StrataDaemon
             o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
         });
         builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        if (options.AlsoLogTo is { } also) builder.Logging.AddProvider(also);
         builder.Logging.SetMinimumLevel(options.LogLevel);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         await using var app = builder.Build();

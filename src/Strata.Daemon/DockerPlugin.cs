@@ -31,11 +31,11 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
             foreach (var opt in r.Opts ?? [])
             {
                 int eq = opt.IndexOf('=');
-                if (eq <= 0) throw StrataException.Invalid($"storage option '{opt}' is not KEY=VALUE");
+                if (eq <= 0) throw StrataException.Invalid($"storage option '{RequestBody.Quote(opt)}' is not KEY=VALUE");
                 string key = opt[..eq], value = opt[(eq + 1)..];
                 if (key == "strata.driver") driver = value;
                 else if (key.Contains('.')) driverOptions[key] = value;
-                else throw StrataException.Invalid($"storage option '{key}' is a layer option; give it per container (docker run --storage-opt {key}=...)");
+                else throw StrataException.Invalid($"storage option '{RequestBody.Quote(key)}' is a layer option; give it per container (docker run --storage-opt {RequestBody.Quote(key)}=...)");
             }
             if ((r.UIDMaps?.Count ?? 0) > 0 || (r.GIDMaps?.Count ?? 0) > 0)
                 throw StrataException.Unsupported("user namespace remapping (userns-remap) is not supported by strata yet");
@@ -108,9 +108,13 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
         });
         app.MapPost("/GraphDriver.ApplyDiff", async context =>
         {
-            string id = context.Request.Query["id"].ToString(), parent = context.Request.Query["parent"].ToString();
             try
             {
+                // the tar is the body: the layer and its parent travel in the query
+                var query = context.Request.Query;
+                if (query["id"] is not [{ Length: > 0 } id]) throw RequestBody.Malformed("the query names no layer id, or more than one");
+                if (query["parent"].Count > 1) throw RequestBody.Malformed("the query names more than one parent");
+                string parent = query["parent"].ToString();
                 long size = await Task.Run(() => host.Use(store =>
                 {
                     // dockerd names the parent it expects the layer to have; applying onto another would be a wrong layer
@@ -131,7 +135,7 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
 
     /// <summary>A JSON endpoint: the request body decoded (an empty body is an empty request), the work run off
     /// the request thread (store calls block on disk and mounts), the reply written, or {"Err"} on failure.</summary>
-    void Post<TRequest>(WebApplication app, string method, Func<TRequest, object> handle, JsonTypeInfo<TRequest> type) where TRequest : class, new()
+    void Post<TRequest>(WebApplication app, string method, Func<TRequest, object> handle, JsonTypeInfo<TRequest> type) where TRequest : class, IPluginRequest, new()
     {
         app.MapPost("/GraphDriver." + method, async context =>
         {
@@ -150,19 +154,19 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
         });
     }
 
-    async Task<T?> Read<T>(HttpContext context, JsonTypeInfo<T> type) where T : class, new()
+    /// <summary>The request, checked (<see cref="IPluginRequest.Check"/>); an empty body or null is the empty request.
+    /// Null when it is malformed, after answering so.</summary>
+    async Task<T?> Read<T>(HttpContext context, JsonTypeInfo<T> type) where T : class, IPluginRequest, new()
     {
         try
         {
-            using var buffer = new MemoryStream();
-            await context.Request.Body.CopyToAsync(buffer);
-            if (buffer.Length == 0) return new T();
-            buffer.Position = 0;
-            return JsonSerializer.Deserialize(buffer, type) ?? new T();
+            var request = await RequestBody.ReadJsonAsync(context.Request.Body, type, context.RequestAborted) ?? new T();
+            request.Check();
+            return request;
         }
-        catch (JsonException ex)
+        catch (StrataException ex)
         {
-            await Fail(context, context.Request.Path, StrataException.Invalid($"malformed request: {ex.Message}"));
+            await Fail(context, context.Request.Path, ex);
             return null;
         }
     }
@@ -171,7 +175,8 @@ public sealed class DockerPlugin(StoreHost host, ILogger logger)
     {
         // Strata's own errors and the system's (no space, I/O error) speak for themselves; anything else is a bug
         bool expected = ex is StrataException or IOException or UnauthorizedAccessException;
-        string message = expected ? ex.Message : $"internal error: {ex.Message}";
+        // dockerd shows Err as one line, and the log keeps one line per event: a message that quotes a request cannot break either
+        string message = (expected ? ex.Message : $"internal error: {ex.Message}").ReplaceLineEndings(" ");
         if (expected) logger.LogWarning("{Method} failed: {Message}", method, message);
         else logger.LogError(ex, "{Method} failed", method);
         context.Response.StatusCode = 500;

@@ -5,14 +5,32 @@ namespace Strata.Daemon;
 // Requests and replies of the graphdriver plugin protocol, named as moby's Go structs name their fields
 // (daemon/graphdriver/proxy.go); Go decodes case-insensitively and leaves out empty fields.
 
-public sealed class Empty;
+/// <summary>A request body after parsing. JSON may set any field to null whatever its C# type says, and a field
+/// it leaves out keeps its default: <see cref="Check"/> refuses what the endpoints cannot use, as
+/// <see cref="RequestBody.Malformed"/>, before any of it reaches the store.</summary>
+public interface IPluginRequest
+{
+    void Check();
+}
 
-public sealed class InitRequest
+public sealed class Empty : IPluginRequest
+{
+    public void Check() { }
+}
+
+public sealed class InitRequest : IPluginRequest
 {
     public string? Home { get; set; }
     public List<string>? Opts { get; set; }
     public List<IdMap>? UIDMaps { get; set; }
     public List<IdMap>? GIDMaps { get; set; }
+
+    public void Check()
+    {
+        if (Opts?.IndexOf(null!) is >= 0 and var opt) throw RequestBody.Malformed($"Opts[{opt}] is null");
+        if (UIDMaps?.IndexOf(null!) is >= 0 and var uid) throw RequestBody.Malformed($"UIDMaps[{uid}] is null");
+        if (GIDMaps?.IndexOf(null!) is >= 0 and var gid) throw RequestBody.Malformed($"GIDMaps[{gid}] is null");
+    }
 }
 
 public sealed class IdMap
@@ -22,12 +40,20 @@ public sealed class IdMap
     [JsonPropertyName("size")] public long Size { get; set; }
 }
 
-public sealed class LayerRequest
+public sealed class LayerRequest : IPluginRequest
 {
     public string ID { get; set; } = "";
     public string? Parent { get; set; }
     public string? MountLabel { get; set; }
     public Dictionary<string, string>? StorageOpt { get; set; }
+
+    public void Check()
+    {
+        if (ID is null) throw RequestBody.Malformed("ID is null");
+        if (ID.Length == 0) throw RequestBody.Malformed("ID is missing");
+        foreach (var (key, value) in StorageOpt ?? [])
+            if (value is null) throw RequestBody.Malformed($"StorageOpt '{RequestBody.Quote(key)}' is null");
+    }
 }
 
 public sealed record PluginActivation(List<string> Implements);

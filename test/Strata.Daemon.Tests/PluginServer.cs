@@ -15,6 +15,7 @@ sealed class PluginServer : IDisposable
     readonly CancellationTokenSource _stop = new();
     readonly Task _run;
     readonly SocketsHttpHandler _handler;
+    readonly ErrorLog _errors = new();
 
     public PluginServer(TempRoot temp, string driver, IReadOnlyDictionary<string, string>? driverOptions = null)
     {
@@ -27,6 +28,7 @@ sealed class PluginServer : IDisposable
             DockerPlugin = "strata-test",
             PluginDir = plugins,
             LogLevel = LogLevel.Warning,
+            AlsoLogTo = _errors,
         }, _stop.Token));
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!Answers())
@@ -65,6 +67,9 @@ sealed class PluginServer : IDisposable
             return false;
         }
     }
+
+    /// <summary>What the daemon logged as an error or with an exception (a stack trace), one string each.</summary>
+    public List<string> Errors() => _errors.Entries();
 
     /// <summary>A POST as it is (synchronous: the daemon answers from other threads).</summary>
     public HttpResponseMessage Post(string path, HttpContent? content) =>
@@ -126,4 +131,29 @@ sealed class PluginServer : IDisposable
             _handler.Dispose();
         }
     }
+}
+
+/// <summary>Keeps the log entries that are errors or carry an exception.</summary>
+sealed class ErrorLog : ILoggerProvider, ILogger
+{
+    readonly List<string> _entries = [];
+
+    public List<string> Entries()
+    {
+        lock (_entries) return [.. _entries];
+    }
+
+    public ILogger CreateLogger(string categoryName) => this;
+
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        if (logLevel < LogLevel.Error && exception is null) return;
+        lock (_entries) _entries.Add($"{logLevel}: {formatter(state, exception)} {exception}");
+    }
+
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+    public void Dispose() { }
 }
