@@ -55,27 +55,27 @@ public static class PoolDaemon
         using var kernel = new KernelAttachments(dir.Pool, options.Log);
         app.MapPost("/v1/pool", async context =>
         {
-            PoolRequest? request;
+            PoolReply reply;
             try
             {
-                request = await JsonSerializer.DeserializeAsync(context.Request.Body, PoolWireJson.Default.PoolRequest, context.RequestAborted);
+                // a malformed call is answered like any refused one: a reply with the error, kind and one line
+                var request = await RequestBody.ReadJsonAsync(context.Request.Body, PoolWireJson.Default.PoolRequest, context.RequestAborted)
+                    ?? throw RequestBody.Malformed("the body holds no call");
+                if (request.Op is null) throw RequestBody.Malformed("Op is null");
+                reply = await Task.Run(() => request.Op switch
+                {
+                    "attach" => kernel.Attach(request.Name),
+                    "detach" => kernel.Detach(request.Name),
+                    "attached" => kernel.Attached(request.Name),
+                    _ => PoolClient.Execute(dir.Pool, request, (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count),
+                });
             }
-            catch (JsonException)
+            catch (StrataException ex)
             {
-                request = null;
+                reply = new PoolReply { Error = ex.Message, Kind = ex.Kind };
             }
-            if (request is null)
-            {
-                context.Response.StatusCode = 400;
-                return;
-            }
-            var reply = await Task.Run(() => request.Op switch
-            {
-                "attach" => kernel.Attach(request.Name),
-                "detach" => kernel.Detach(request.Name),
-                "attached" => kernel.Attached(request.Name),
-                _ => PoolClient.Execute(dir.Pool, request, (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count),
-            });
+            // errors quote the call's strings ("unknown pool call 'x'"), which may hold line breaks
+            if (reply.Error is { } error) reply = reply with { Error = error.ReplaceLineEndings(" ") };
             context.Response.ContentType = "application/json";
             await JsonSerializer.SerializeAsync(context.Response.Body, reply, PoolWireJson.Default.PoolReply, context.RequestAborted);
         });

@@ -1,14 +1,15 @@
 using System.Text;
 using System.Text.Json;
 using Strata.Testing;
+using Strata.Thin;
 
 namespace Strata.Daemon.Tests;
 
 /// <summary>
-/// Request bodies dockerd never sends — nulls, wrong JSON types, missing fields, bodies that are not objects or
-/// are empty or huge — on every endpoint of the plugin. Each must be refused with one InvalidArgument line (Err
-/// says "malformed request: ..."), the daemon must log no error or stack trace for it, change nothing, and go on
-/// serving.
+/// Request bodies dockerd and the CLI never send — nulls, wrong JSON types, missing fields, bodies that are not
+/// objects or are empty or huge — on every endpoint of the plugin and of the pool's control socket. Each must be
+/// refused with one InvalidArgument line (the plugin's Err says "malformed request: ..."), the daemon must log
+/// no error or stack trace for it, change nothing, and go on serving.
 /// </summary>
 public sealed class HostileRequestTests : IDisposable
 {
@@ -112,5 +113,44 @@ public sealed class HostileRequestTests : IDisposable
         string huge = "{\"ID\":\"" + new string('a', 2 << 20) + "\"}";
         Assert.Equal("malformed request: the body is larger than 1 MiB", plugin.Err("Create", huge));
         Assert.Empty(plugin.Errors());
+    }
+
+    [Fact]
+    public void ThePoolControlSocketRefusesMalformedCallsInOneLine()
+    {
+        using var pool = new PoolServer(_temp);
+        string[] bodies =
+        [
+            .. NotAnObject, "", "null", "{}",
+            """{"Op":null}""", """{"Op":5}""", """{"Op":{}}""", """{"Name":"d"}""", """{"Op":"create\nfile"}""",
+            """{"Op":"create","Name":5,"Size":1048576}""", """{"Op":"create","Name":"d","Size":"1G"}""",
+            """{"Op":"create","Name":"d","Size":null}""", """{"Op":"create","Name":"d","Size":1.5}""",
+            """{"Op":"create","Name":null,"Size":1048576}""", """{"Op":"delete","Name":"d","Defer":"yes"}""",
+            """{"Op":"delete","Name":"d","Defer":null}""", """{"Op":"snapshot","Name":"s","Source":[]}""",
+            """{"Op":"snapshot","Name":"s","Source":null}""", """{"Op":"resize","Name":null,"Size":1}""",
+            """{"Op":"attach","Name":null}""", """{"Op":"detach","Name":5}""", """{"Op":"attached","Name":[]}""",
+        ];
+        var wrong = new List<string>();
+        foreach (var body in bodies)
+        {
+            var (status, text) = pool.Call(body);
+            PoolReply? reply = null;
+            try
+            {
+                reply = JsonSerializer.Deserialize(text, PoolWireJson.Default.PoolReply);
+            }
+            catch (JsonException)
+            {
+            }
+            if (status != 200 || reply is not { Kind: ErrorKind.InvalidArgument, Error: { } error } || error.Contains('\n'))
+                wrong.Add($"{body} -> {status} {text}");
+        }
+        Assert.True(wrong.Count == 0, $"{wrong.Count} answered wrongly:\n{string.Join('\n', wrong)}");
+        var (hugeStatus, hugeText) = pool.Call("{\"Op\":\"create\",\"Name\":\"" + new string('a', 2 << 20) + "\"}");
+        Assert.Equal((200, "malformed request: the body is larger than 1 MiB"), (hugeStatus, JsonSerializer.Deserialize(hugeText, PoolWireJson.Default.PoolReply)!.Error));
+        Assert.Equal([], pool.Reply("""{"Op":"devices"}""").Names!); // nothing was made
+        pool.Reply("""{"Op":"create","Name":"d","Size":1048576}""");
+        Assert.Equal(["d"], pool.Reply("""{"Op":"devices"}""").Names!);
+        Assert.Empty(pool.Log());
     }
 }
