@@ -48,7 +48,8 @@ static class Control
                 {
                 }
             }
-            if (args is null)
+            // JSON's null is a valid string element to the parser, but no argument: the command line parser would crash on it
+            if (args is null || Array.IndexOf(args, null) >= 0)
             {
                 context.Response.StatusCode = 400;
                 return;

@@ -165,6 +165,63 @@ public sealed class DaemonTests : IDisposable
         Assert.DoesNotContain("fail", serve.Log(), StringComparison.OrdinalIgnoreCase);
     }
 
+    [Fact]
+    public void MalformedControlRequestsAreRefusedWithoutAStackTrace()
+    {
+        // the CLI never sends these; anything else on the socket may: each is a 400, and the daemon logs no crash
+        using var serve = Serve();
+        using var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, ct) =>
+            {
+                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                await s.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Store, "strata.sock")), ct);
+                return new NetworkStream(s, ownsSocket: true);
+            },
+        };
+        using var http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(60) };
+        static byte[] Framed(string json)
+        {
+            var bytes = Encoding.UTF8.GetBytes(json);
+            var body = new byte[4 + bytes.Length];
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(body, bytes.Length);
+            bytes.CopyTo(body, 4);
+            return body;
+        }
+        var bodies = new Dictionary<string, byte[]>
+        {
+            ["a null argument"] = Framed("""["layer",null]"""),
+            ["only a null argument"] = Framed("[null]"),
+            ["a number argument"] = Framed("""["layer",5]"""),
+            ["an object argument"] = Framed("""["layer",{}]"""),
+            ["null"] = Framed("null"),
+            ["an object"] = Framed("""{"args":["info"]}"""),
+            ["a string"] = Framed("\"info\""),
+            ["broken JSON"] = Framed("""["info" """),
+            ["a length past the arguments"] = [0, 0, 1, 0, (byte)'[', (byte)']'],
+            ["a zero length"] = [0, 0, 0, 0],
+            ["a negative length"] = [0xFF, 0xFF, 0xFF, 0xFF],
+            ["an empty body"] = [],
+        };
+        var wrong = new List<string>();
+        foreach (var (what, body) in bodies)
+        {
+            try
+            {
+                using var response = http.Send(new HttpRequestMessage(HttpMethod.Post, "http://strata/v1/command") { Content = new ByteArrayContent(body) });
+                if ((int)response.StatusCode != 400) wrong.Add($"{what}: {(int)response.StatusCode}");
+            }
+            catch (HttpRequestException ex)
+            {
+                wrong.Add($"{what}: {ex.Message} {ex.InnerException?.Message}");
+            }
+        }
+        Assert.True(wrong.Count == 0, string.Join('\n', wrong) + "\n" + serve.Log());
+        Assert.StartsWith("Storage Driver: overlay", _cli.Ok("info")); // still serving
+        Assert.DoesNotContain("Exception", serve.Log());
+        Assert.DoesNotContain("fail", serve.Log(), StringComparison.OrdinalIgnoreCase);
+    }
+
     [OthersCanRunStrataFact]
     public void AUserTheDaemonDoesNotServeIsToldSoInOneLine()
     {
