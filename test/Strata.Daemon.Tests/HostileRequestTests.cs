@@ -107,6 +107,28 @@ public sealed class HostileRequestTests : IDisposable
     }
 
     [Fact]
+    public void ApplyDiffOfALayerWithExtendedHeadersPastTheLimitIsRefusedInOneLine()
+    {
+        // the reader's limits reach dockerd as an Err: 20 xattrs of 60 KiB make one PAX header of 1.2 MB, gzip-compressed
+        using var plugin = new PluginServer(_temp, "vfs");
+        plugin.Ok("Create", """{"ID":"x"}""");
+        var gz = new MemoryStream();
+        using (var z = new System.IO.Compression.GZipStream(gz, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+        using (var tar = new Strata.Archive.Tar.TarWriter(z))
+        {
+            var xattrs = Enumerable.Range(0, 20).Select(i => new KeyValuePair<string, byte[]>($"user.{i}", new byte[60 << 10])).ToList();
+            tar.WriteHeader(new Strata.Archive.Tar.TarEntry { Name = "f", Type = Strata.Archive.Tar.TarEntryType.Regular, Xattrs = xattrs });
+            tar.Finish();
+        }
+        using var response = plugin.Post("GraphDriver.ApplyDiff?id=x", new ByteArrayContent(gz.ToArray()));
+        string err = JsonDocument.Parse(PluginServer.Text(response)).RootElement.GetProperty("Err").GetString()!;
+        Assert.StartsWith("tar: extended headers before one member exceed the limit of 1 MiB (", err);
+        Assert.DoesNotContain('\n', err);
+        Assert.False(plugin.Ok("Exists", """{"ID":"x"}""").GetProperty("Exists").GetBoolean()); // the store drops a failed apply's layer
+        Assert.Empty(plugin.Errors());
+    }
+
+    [Fact]
     public void APluginRequestBodyPastTheLimitIsRefusedBeforeItIsAllRead()
     {
         using var plugin = new PluginServer(_temp, "vfs");
