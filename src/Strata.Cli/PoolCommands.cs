@@ -32,9 +32,14 @@ public static partial class Commands
     static PoolDirectory? Served(ParseResult r) =>
         Io.Current.Pool is { } served && served.Path == Path.TrimEndingDirectorySeparator(PoolDir(r)) ? served : null;
 
-    /// <summary>The pool a command works on: the server's, or opened for this command (and closed, committing, after it).</summary>
-    static PoolLease OpenPool(ParseResult r, TimeSpan? commitInterval = null) =>
-        Served(r) is { } served ? new PoolLease(served, owned: false) : new PoolLease(PoolDirectory.Open(PoolDir(r), commitInterval), owned: true);
+    /// <summary>The pool a command works on: the server's, or opened for this command (and closed, committing, after it).
+    /// What is wrong with its superblocks (a transaction lost to a damaged one) goes to stderr first, every time.</summary>
+    static PoolLease OpenPool(ParseResult r, TimeSpan? commitInterval = null)
+    {
+        var lease = Served(r) is { } served ? new PoolLease(served, owned: false) : new PoolLease(PoolDirectory.Open(PoolDir(r), commitInterval), owned: true);
+        foreach (var problem in lease.Pool.SuperblockProblems()) Io.Current.Err.WriteLine($"strata: warning: {problem}");
+        return lease;
+    }
 
     sealed class PoolLease(PoolDirectory dir, bool owned) : IDisposable
     {
@@ -98,14 +103,14 @@ public static partial class Commands
         pool.Subcommands.Add(create);
 
         var format = FormatOption();
-        var info = new Command("info", "Show the pool's space (like `docker info` for devicemapper)") { format };
+        var info = new Command("info", "Show the pool's space (like `docker info` for devicemapper); exit 1 while a lost transaction is unacknowledged") { format };
         info.SetAction(r =>
         {
             using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
-            var lines = PoolStatusLines(lease.Dir);
+            var lines = PoolStatusLines(lease.Dir, out var status);
             if (IsJson(r, format)) WriteJson(lines.ToDictionary(l => l.Key, l => (object)l.Value));
             else foreach (var (k, v) in lines) Io.Current.Out.WriteLine($"{k}: {v}");
-            return 0;
+            return status.LostTransaction != 0 ? ExitCodes.Failure : ExitCodes.Ok;
         });
         pool.Subcommands.Add(info);
 
@@ -116,7 +121,7 @@ public static partial class Commands
         });
         pool.Subcommands.Add(check);
 
-        var repair = new Command("repair", "Rebuild the data reference counts from the mapping trees (reclaiming leaked blocks) and clear needs_check");
+        var repair = new Command("repair", "Rebuild the data reference counts from the mapping trees (reclaiming leaked blocks), clear needs_check, rewrite both superblocks (acknowledging a lost transaction)");
         repair.SetAction(r =>
         {
             RequireNotServed(r, "repair");
@@ -314,9 +319,9 @@ public static partial class Commands
     }
 
     /// <summary>The pool's status lines, with the names Docker's devicemapper driver printed.</summary>
-    static List<KeyValuePair<string, string>> PoolStatusLines(PoolDirectory dir)
+    static List<KeyValuePair<string, string>> PoolStatusLines(PoolDirectory dir, out PoolStatus s)
     {
-        var s = dir.Pool.Status();
+        s = dir.Pool.Status();
         return
         [
             new("Pool Directory", dir.Path),
@@ -328,6 +333,8 @@ public static partial class Commands
             new("Transaction", s.Transaction.ToString(CultureInfo.InvariantCulture)),
             new("Needs Check", s.NeedsCheck ? "true" : "false"),
             new("Read Only", s.ReadOnlyReason ?? "false"),
+            new("Lost Transaction", s.LostTransaction == 0 ? "none" : s.LostTransaction.ToString(CultureInfo.InvariantCulture)),
+            new("Superblock", s.SuperblockProblems is { Count: > 0 } problems ? string.Join("; ", problems) : "clean"),
             new("Autoextend", dir.Layout.AutoextendThreshold >= 100 ? "off" : $"{dir.Layout.AutoextendPercent}% at {dir.Layout.AutoextendThreshold}% used"
                 + (dir.Layout.MaxDataSize > 0 ? $", data up to {ByteSize.Format(dir.Layout.MaxDataSize)}" : "")
                 + (dir.Layout.MaxMetadataSize > 0 ? $", metadata up to {ByteSize.Format(dir.Layout.MaxMetadataSize)}" : "")),

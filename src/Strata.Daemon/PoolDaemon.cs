@@ -43,6 +43,7 @@ public static class PoolDaemon
     public static async Task<int> RunAsync(PoolDaemonOptions options, CancellationToken stop = default)
     {
         using var dir = PoolDirectory.Open(options.Pool);
+        foreach (var problem in dir.Pool.SuperblockProblems()) options.Log?.Invoke($"warning: {problem}");
         string control = Path.Combine(dir.Path, options.ControlSocket);
         StrataDaemon.PrepareSocket(control, "the pool's control socket");
         StrataDaemon.PrepareSocket(options.NbdSocket, "NBD");

@@ -13,6 +13,9 @@ public sealed record CheckReport(ulong Transaction, int Devices, ulong MappedBlo
     public int MetadataBlocksUsed => Referenced.Count;
 
     internal IReadOnlyCollection<ulong> Referenced { get; init; } = [];
+
+    /// <summary>The errors that <see cref="ThinPool.Repair"/> does not fix (it refuses while there are any).</summary>
+    internal IReadOnlyList<string> Unrepairable { get; init; } = [];
 }
 
 /// <summary>
@@ -29,19 +32,26 @@ public static class PoolChecker
     {
         var errors = new List<string>();
         var leaks = new List<string>();
-        void Error(string e)
+        var unrepairable = new List<string>();
+        void Error(string e, bool repairable = false)
         {
+            if (!repairable && unrepairable.Count < MaxReported) unrepairable.Add(e);
             if (errors.Count < MaxReported) errors.Add(e);
             else if (errors.Count == MaxReported) errors.Add("(more errors not listed)");
         }
-        var sb = ThinPool.ReadSuperblock(metadata);
+        // the superblocks as open reads them: a damaged slot and a lost transaction are repair's to acknowledge
+        var slots = SuperblockSlots.Read(metadata);
+        var sb = slots.Current;
+        if (slots.Damage is { } damage) Error(damage, repairable: true);
+        if (sb.LostTransaction != 0) Error(SuperblockSlots.LostMessage(sb.LostTransaction), repairable: true);
+        if (slots.Lost != 0 && slots.Lost != sb.LostTransaction) Error(SuperblockSlots.LostMessage(slots.Lost), repairable: true);
         var meta = new MetadataSpace(metadata, sb.MetadataBlocks);
         var roles = new Dictionary<ulong, string>();
         bool Claim(ulong block, string role)
         {
             if (block < 2 || block >= sb.MetadataBlocks)
             {
-                Error($"{role} is metadata block {block}, outside the metadata (2..{sb.MetadataBlocks - 1})");
+                Error($"{role} is metadata block {block}, outside the metadata (2..{sb.MetadataBlocks - 1})", repairable: role == "data reference counts");
                 return false;
             }
             if (roles.TryGetValue(block, out var other) && other != role)
@@ -143,7 +153,7 @@ public static class PoolChecker
         }
         catch (StrataException ex)
         {
-            Error($"data reference counts: {ex.Message}");
+            Error($"data reference counts: {ex.Message}", repairable: true);
         }
 
         void ClaimRefBlocks(ulong top)
@@ -168,9 +178,9 @@ public static class PoolChecker
             {
                 if (leaks.Count < MaxReported) leaks.Add($"data block {b} is counted {have} times but no device maps it");
             }
-            else Error($"data block {b} is counted {have} times but mapped {want} times");
+            else Error($"data block {b} is counted {have} times but mapped {want} times", repairable: true);
         }
-        return new CheckReport(sb.Transaction, devices.Count, mappedTotal, errors, leaks) { Referenced = roles.Keys.ToList() };
+        return new CheckReport(sb.Transaction, devices.Count, mappedTotal, errors, leaks) { Referenced = roles.Keys.ToList(), Unrepairable = unrepairable };
     }
 
     static ulong[] Pointers(ReadOnlySpan<byte> block)

@@ -44,7 +44,8 @@ public sealed record ThinDeviceInfo(string Name, uint Id, long Size, ulong Mappe
 /// <summary>What <see cref="ThinPool.Status"/> reports: the fields Docker's devicemapper printed.</summary>
 public sealed record PoolStatus(
     uint BlockSize, ulong DataBlocks, ulong DataBlocksUsed, ulong DataBlocksFree, long DataBytesAvailable,
-    ulong MetadataBlocks, ulong MetadataBlocksUsed, int Devices, ulong Transaction, bool NeedsCheck, string? ReadOnlyReason)
+    ulong MetadataBlocks, ulong MetadataBlocksUsed, int Devices, ulong Transaction, bool NeedsCheck, string? ReadOnlyReason,
+    ulong LostTransaction = 0, IReadOnlyList<string>? SuperblockProblems = null)
 {
     public long DataBytes => (long)DataBlocks * BlockSize;
     public long DataBytesUsed => (long)DataBlocksUsed * BlockSize;
@@ -100,17 +101,19 @@ public sealed partial class ThinPool : IDisposable
     bool _belowLowWater;
     bool _lostTransaction; // Fail() threw away writes that were not committed: a flush must say so
     volatile Exception? _flushFailed; // a data flush ahead of a commit failed: the next commit fails with it
+    string? _slotDamage; // what is wrong with the superblock slot the pool did not open at, until a commit rewrites it
     readonly object _spaceSignal = new();
 
     /// <summary>Raised (on the thread pool) when the free data blocks drop below the low-water mark; again only
     /// after they have been above it.</summary>
     public event Action<PoolStatus>? LowWater;
 
-    ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed, bool rebuildCounts = false)
+    ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed, bool rebuildCounts = false, string? slotDamage = null)
     {
         _data = data;
         _metaStore = metadata;
         _options = options;
+        _slotDamage = slotDamage;
         Load(committed, rebuildCounts);
         if (options.CommitInterval > TimeSpan.Zero) _timer = new Timer(_ => BackgroundCommit(), null, options.CommitInterval, options.CommitInterval);
     }
@@ -145,24 +148,31 @@ public sealed partial class ThinPool : IDisposable
         return new ThinPool(data, metadata, options ?? new PoolOptions(), sb);
     }
 
-    /// <summary>Opens a pool at its last commit.</summary>
-    public static ThinPool Open(IBlockStore data, IBlockStore metadata, PoolOptions? options = null) =>
-        new(data, metadata, options ?? new PoolOptions(), ReadSuperblock(metadata));
-
-    internal static Superblock ReadSuperblock(IBlockStore metadata)
+    /// <summary>Opens a pool at its last commit. A transaction lost to a damaged superblock (see
+    /// <see cref="SuperblockSlots"/>) is recorded, and the next commit carries the record on, until a repair;
+    /// <see cref="SuperblockProblems"/> says what open found.</summary>
+    public static ThinPool Open(IBlockStore data, IBlockStore metadata, PoolOptions? options = null)
     {
-        if (metadata.Length < 2 * MetadataBlock.Size) throw StrataException.Corrupt($"{metadata.Name} is too small to hold a pool's metadata");
-        var buffer = new byte[MetadataBlock.Size];
-        Superblock? best = null;
+        var slots = SuperblockSlots.Read(metadata);
+        var sb = slots.Lost != 0 && slots.Current.LostTransaction == 0 ? slots.Current with { LostTransaction = slots.Lost } : slots.Current;
+        return new(data, metadata, options ?? new PoolOptions(), sb, slotDamage: slots.Damage);
+    }
+
+    internal static Superblock ReadSuperblock(IBlockStore metadata) => SuperblockSlots.Read(metadata).Current;
+
+    /// <summary>What is wrong with the superblocks, one line each (none: nothing): a damaged slot (until the next commit
+    /// rewrites it) and a transaction lost to one (until a repair acknowledges it).</summary>
+    public IReadOnlyList<string> SuperblockProblems()
+    {
+        lock (_lock) return SuperblockProblemsLocked();
+    }
+
+    List<string> SuperblockProblemsLocked()
+    {
         var problems = new List<string>();
-        for (ulong slot = 0; slot < 2; slot++)
-        {
-            metadata.Read((long)slot * MetadataBlock.Size, buffer);
-            var sb = Superblock.TryRead(buffer, slot, out var problem);
-            if (sb is null) problems.Add(problem!);
-            else if (best is null || sb.Transaction > best.Transaction) best = sb;
-        }
-        return best ?? throw StrataException.Corrupt($"{metadata.Name} holds no valid pool superblock ({string.Join("; ", problems)})");
+        if (_slotDamage is { } damage) problems.Add(damage);
+        if (_committed.LostTransaction != 0) problems.Add(SuperblockSlots.LostMessage(_committed.LostTransaction));
+        return problems;
     }
 
     /// <summary>Builds the in-memory view of the committed transaction <paramref name="sb"/>.</summary>
@@ -226,24 +236,28 @@ public sealed partial class ThinPool : IDisposable
     }
 
     /// <summary>
-    /// Repairs what can be rebuilt from the mapping trees: the data reference counts (reclaiming leaked blocks)
-    /// and the needs_check flag, in a new commit. Damaged trees or a damaged device table are not guessed at:
+    /// Repairs what can be rebuilt from the mapping trees: the data reference counts (reclaiming leaked blocks),
+    /// the needs_check flag, and the superblocks (both slots rewritten; a lost transaction acknowledged). Damaged trees or a damaged device table are not guessed at:
     /// that is refused, with the check's findings.
     /// </summary>
     public static CheckReport Repair(IBlockStore data, IBlockStore metadata)
     {
         var before = PoolChecker.Check(metadata);
-        var structural = before.Errors.Where(e => !e.StartsWith("data block ", StringComparison.Ordinal) && !e.StartsWith("data reference counts", StringComparison.Ordinal)).ToList();
+        var structural = before.Unrepairable;
         if (structural.Count > 0)
             throw StrataException.Corrupt($"the pool's trees or device table are damaged, which repair does not rebuild ({structural.Count} problem(s), first: {structural[0]})");
         var sb = ReadSuperblock(metadata);
-        using (var pool = new ThinPool(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero }, sb with { Flags = sb.Flags & ~Superblock.NeedsCheckFlag }, rebuildCounts: true))
+        var repaired = sb with { Flags = sb.Flags & ~Superblock.NeedsCheckFlag, LostTransaction = 0 };
+        using (var pool = new ThinPool(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero }, repaired, rebuildCounts: true))
         {
+            // twice, so that both slots hold the repaired pool: a later fallback to the older one finds nothing the
+            // repair acknowledged (a lost transaction) or cleared (needs_check) coming back
             lock (pool._lock)
-            {
-                pool._dirty = true;
-                pool.CommitLocked();
-            }
+                for (int slot = 0; slot < 2; slot++)
+                {
+                    pool._dirty = true;
+                    pool.CommitLocked();
+                }
         }
         return PoolChecker.Check(metadata);
     }
@@ -1142,6 +1156,7 @@ public sealed partial class ThinPool : IDisposable
             _metaStore.Write((long)sb.Slot * MetadataBlock.Size, buffer);
             _metaStore.Flush();
             _committed = sb;
+            _slotDamage = null; // the slot the pool did not open at is the one just written
         }
         catch (MetadataFullException ex)
         {
@@ -1183,6 +1198,7 @@ public sealed partial class ThinPool : IDisposable
         flagged.Write(buffer);
         _metaStore.Write((long)flagged.Slot * MetadataBlock.Size, buffer);
         _metaStore.Flush();
+        _slotDamage = null;
         _lostTransaction |= _dirty;
         Load(flagged);
         _readOnly = $"{why}; it is back at its last commit with needs_check set (grow the metadata, then `strata pool repair`)";
@@ -1210,7 +1226,7 @@ public sealed partial class ThinPool : IDisposable
     {
         long available = Math.Min((long)_space.Free * BlockSize, RoomOnDisk(_data)); // free blocks of a sparse file still need disk
         return new PoolStatus(BlockSize, _space.Blocks, _space.Used, _space.Free, available, _meta.Blocks, _meta.Used, _devices.Count, _meta.Transaction,
-                _committed.NeedsCheck, _readOnly);
+                _committed.NeedsCheck, _readOnly, _committed.LostTransaction, SuperblockProblemsLocked());
     }
 
     public void Dispose()

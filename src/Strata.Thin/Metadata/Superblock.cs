@@ -13,9 +13,11 @@ namespace Strata.Thin.Metadata;
 /// 44  u32  flags (1: needs_check) 88  u32  next device id
 /// 48  u32  data block size        92  u32  reserved
 /// 52  u32  metadata block size    96  16 bytes  pool uuid
-/// 56  u64  data blocks
+/// 56  u64  data blocks           112 u64  lost transaction (0: none; see <see cref="SuperblockSlots"/>)
 /// 64  u64  metadata blocks
 /// </code>
+/// Every field lies in the first 512 bytes, with the checksum: a disk that writes a sector atomically never tears a
+/// superblock (the rest of the block is zeros in every version).
 /// </summary>
 sealed record Superblock
 {
@@ -32,6 +34,9 @@ sealed record Superblock
     public ulong RefIndex { get; init; }
     public uint NextDeviceId { get; init; }
     public Guid Uuid { get; init; }
+    /// <summary>A transaction that a damaged superblock made the pool fall back from, carried by every commit until a
+    /// repair acknowledges the loss (0: none).</summary>
+    public ulong LostTransaction { get; init; }
 
     public bool NeedsCheck => (Flags & NeedsCheckFlag) != 0;
 
@@ -53,6 +58,7 @@ sealed record Superblock
         BinaryPrimitives.WriteUInt64LittleEndian(block[80..], RefIndex);
         BinaryPrimitives.WriteUInt32LittleEndian(block[88..], NextDeviceId);
         Uuid.TryWriteBytes(block[96..112]);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[112..], LostTransaction);
         MetadataBlock.Seal(block);
     }
 
@@ -76,10 +82,12 @@ sealed record Superblock
             RefIndex = BinaryPrimitives.ReadUInt64LittleEndian(block[80..]),
             NextDeviceId = BinaryPrimitives.ReadUInt32LittleEndian(block[88..]),
             Uuid = new Guid(block[96..112]),
+            LostTransaction = BinaryPrimitives.ReadUInt64LittleEndian(block[112..]),
         };
         if (sb.Slot != slot) { problem = $"superblock {slot} holds transaction {sb.Transaction}, which belongs in slot {sb.Slot}"; return null; }
         if (sb.DataBlockSize < ThinPool.MinBlockSize || sb.DataBlockSize > ThinPool.MaxBlockSize || !uint.IsPow2(sb.DataBlockSize))
         { problem = $"superblock {slot} has an invalid data block size {sb.DataBlockSize}"; return null; }
+        if (sb.LostTransaction > sb.Transaction) { problem = $"superblock {slot} records transaction {sb.LostTransaction} as lost, after its own {sb.Transaction}"; return null; }
         if (sb.MetadataBlocks < 8 || sb.DeviceTable >= sb.MetadataBlocks || sb.RefIndex >= sb.MetadataBlocks)
         { problem = $"superblock {slot} points outside the metadata"; return null; }
         return sb;

@@ -502,6 +502,7 @@ public sealed class ThinDriver : IDriver
         pairs.Add(new("Deferred Deleted Device Count", reply.DeferredDeletes.ToString(CultureInfo.InvariantCulture)));
         pairs.Add(new("Attached Devices", reply.OpenFiles.ToString(CultureInfo.InvariantCulture)));
         if (s.ReadOnlyReason is { } why) pairs.Add(new("Pool Read Only", why));
+        if (s.SuperblockProblems is { Count: > 0 } problems) pairs.Add(new("Pool Superblock", string.Join("; ", problems)));
         return pairs;
     }
 
