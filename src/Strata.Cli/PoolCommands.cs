@@ -52,11 +52,11 @@ public static partial class Commands
         }
     }
 
-    /// <summary>Runs <paramref name="read"/> on the pool's committed metadata: of the served pool (committed first,
+    /// <summary>Runs <paramref name="read"/> on the pool's data store and committed metadata: of the served pool (committed first,
     /// IO paused meanwhile), or of the stores opened under the pool's lock without loading the pool (check and dump
     /// must work on a pool too damaged to open).</summary>
-    static T ReadMetadata<T>(ParseResult r, Func<IBlockStore, T> read) =>
-        Served(r) is { } served ? served.Pool.ReadCommitted(read) : PoolDirectory.WithStores(PoolDir(r), (_, metadata) => read(metadata));
+    static T ReadMetadata<T>(ParseResult r, Func<IBlockStore, IBlockStore, T> read) =>
+        Served(r) is { } served ? served.Pool.ReadCommitted(metadata => read(served.Data, metadata)) : PoolDirectory.WithStores(PoolDir(r), read);
 
     /// <summary>Refuses a change of the stores that needs the pool closed (repair, restore) while a server owns it.</summary>
     static void RequireNotServed(ParseResult r, string what)

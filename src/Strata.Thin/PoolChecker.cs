@@ -19,16 +19,26 @@ public sealed record CheckReport(ulong Transaction, int Devices, ulong MappedBlo
 }
 
 /// <summary>
-/// Walks a pool's committed metadata from its superblock without trusting any of it: every block's checksum,
-/// kind and number; every tree's key order, key bounds and leaf depth; that no metadata block serves two roles
-/// (a node shared between trees is fine, a node that is also a count block is not); each device's mapped count;
-/// and that the stored data reference counts equal the references the trees hold.
+/// Walks a pool's committed metadata from its superblock without trusting any of it: the superblock slots (see
+/// <see cref="SuperblockSlots"/>); that the stores hold the pool the superblock describes (the same test open makes,
+/// <see cref="ThinPool.StoreProblems"/>); every block's checksum, kind and number; every tree's key order, key
+/// bounds and leaf depth; that no metadata block serves two roles (a node shared between trees is fine, a node that
+/// is also a count block is not); each device's mapped count; and that the stored data reference counts equal the
+/// references the trees hold. It reads what open reads with the same code (superblock choice, device table, node
+/// and count decoding), so what open refuses, check reports; it never throws for what it finds, and reads no
+/// block past the end of a store cut short.
 /// </summary>
 public static class PoolChecker
 {
     const int MaxReported = 100;
 
-    public static CheckReport Check(IBlockStore metadata)
+    /// <summary>Checks the pool on <paramref name="data"/> and <paramref name="metadata"/>.</summary>
+    public static CheckReport Check(IBlockStore data, IBlockStore metadata) => Run(data, metadata);
+
+    /// <summary>Checks the metadata alone: everything but whether the data store is as large as the pool.</summary>
+    public static CheckReport Check(IBlockStore metadata) => Run(null, metadata);
+
+    static CheckReport Run(IBlockStore? data, IBlockStore metadata)
     {
         var errors = new List<string>();
         var leaks = new List<string>();
@@ -40,18 +50,34 @@ public static class PoolChecker
             else if (errors.Count == MaxReported) errors.Add("(more errors not listed)");
         }
         // the superblocks as open reads them: a damaged slot and a lost transaction are repair's to acknowledge
-        var slots = SuperblockSlots.Read(metadata);
+        SuperblockSlots slots;
+        try
+        {
+            slots = SuperblockSlots.Read(metadata);
+        }
+        catch (StrataException ex)
+        {
+            Error(ex.Message);
+            return new CheckReport(0, 0, 0, errors, leaks) { Unrepairable = unrepairable };
+        }
         var sb = slots.Current;
         if (slots.Damage is { } damage) Error(damage, repairable: true);
         if (sb.LostTransaction != 0) Error(SuperblockSlots.LostMessage(sb.LostTransaction), repairable: true);
         if (slots.Lost != 0 && slots.Lost != sb.LostTransaction) Error(SuperblockSlots.LostMessage(slots.Lost), repairable: true);
-        var meta = new MetadataSpace(metadata, sb.MetadataBlocks);
+        foreach (var problem in ThinPool.StoreProblems(sb, data, metadata)) Error(problem);
+        // a metadata store cut short: the blocks past its end are reported where something points at them, never read
+        ulong readable = Math.Min(sb.MetadataBlocks, (ulong)metadata.Length / MetadataBlock.Size);
         var roles = new Dictionary<ulong, string>();
         bool Claim(ulong block, string role)
         {
             if (block < 2 || block >= sb.MetadataBlocks)
             {
                 Error($"{role} is metadata block {block}, outside the metadata (2..{sb.MetadataBlocks - 1})", repairable: role == "data reference counts");
+                return false;
+            }
+            if (block >= readable)
+            {
+                Error($"{role} is metadata block {block}, past the end of {metadata.Name}");
                 return false;
             }
             if (roles.TryGetValue(block, out var other) && other != role)
@@ -83,16 +109,17 @@ public static class PoolChecker
         var buffer = new byte[MetadataBlock.Size];
         foreach (var d in devices)
         {
-            ulong mapped = 0;
-            if (d.Root != 0) mapped = WalkTree(d, d.Root, 0, ulong.MaxValue, out _);
+            ulong mapped = 0, lastKey = 0;
+            if (d.Root != 0) mapped = WalkTree(d, d.Root, 0, ulong.MaxValue, ref lastKey, out _);
             if (mapped != d.Mapped) Error($"device {d.Name} records {d.Mapped} mapped blocks; its tree maps {mapped}");
-            if (mapped > 0 && LastKey(d.Root) * sb.DataBlockSize >= d.Size)
+            if (mapped > 0 && lastKey * sb.DataBlockSize >= d.Size)
                 Error($"device {d.Name} maps blocks past its size of {d.Size} bytes");
             mappedTotal += mapped;
         }
 
-        // returns the entries the subtree maps (counting shared subtrees in full, as each device sees them)
-        ulong WalkTree(DeviceRecord d, ulong block, ulong low, ulong high, out int depth)
+        // returns the entries the subtree maps (counting shared subtrees in full, as each device sees them); lastKey
+        // becomes the highest key it maps
+        ulong WalkTree(DeviceRecord d, ulong block, ulong low, ulong high, ref ulong lastKey, out int depth)
         {
             depth = 0;
             if (!Claim(block, "mapping tree node")) return 0;
@@ -116,6 +143,7 @@ public static class PoolChecker
                 if (node.Leaf)
                 {
                     count++;
+                    lastKey = Math.Max(lastKey, key);
                     if (!first) continue;
                     ulong data = node.Values[i];
                     if (data >= sb.DataBlocks) Error($"device {d.Name}: block {key} maps to data block {data}, past the pool's {sb.DataBlocks}");
@@ -123,7 +151,7 @@ public static class PoolChecker
                 }
                 else
                 {
-                    count += WalkTree(d, node.Values[i], i == 0 ? low : key, next, out int childDepth);
+                    count += WalkTree(d, node.Values[i], i == 0 ? low : key, next, ref lastKey, out int childDepth);
                     if (i == 0) depth = childDepth + 1;
                     else if (childDepth + 1 != depth) Error($"device {d.Name}: node {block} has children of different depths");
                 }
@@ -131,25 +159,14 @@ public static class PoolChecker
             return count;
         }
 
-        ulong LastKey(ulong root)
-        {
-            ulong b = root;
-            for (int guard = 0; guard < 64; guard++)
-            {
-                metadata.Read((long)b * MetadataBlock.Size, buffer);
-                var node = Node.Decode(buffer, b);
-                if (node.Leaf) return node.Keys[node.Count - 1];
-                b = node.Values[node.Count - 1];
-            }
-            return 0;
-        }
-
-        // stored counts, and their blocks' roles
+        // stored counts, and their blocks' roles; counts that cannot be read are reported once, not compared
         var stored = new DataSpace(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DataBlocks);
+        bool countsRead = false;
         try
         {
             stored.Load(sb.RefIndex);
             ClaimRefBlocks(sb.RefIndex);
+            countsRead = true;
         }
         catch (StrataException ex)
         {
@@ -158,19 +175,18 @@ public static class PoolChecker
 
         void ClaimRefBlocks(ulong top)
         {
-            if (top == 0) return;
-            Claim(top, "data reference index");
+            if (top == 0 || !Claim(top, "data reference index")) return;
             metadata.Read((long)top * MetadataBlock.Size, buffer);
             var indexes = Pointers(buffer);
             foreach (ulong index in indexes.Where(p => p != 0))
             {
-                Claim(index, "data reference index");
+                if (!Claim(index, "data reference index")) continue;
                 metadata.Read((long)index * MetadataBlock.Size, buffer);
                 foreach (ulong counts in Pointers(buffer).Where(p => p != 0)) Claim(counts, "data reference counts");
             }
         }
 
-        for (ulong b = 0; b < sb.DataBlocks; b++)
+        for (ulong b = 0; countsRead && b < sb.DataBlocks; b++)
         {
             uint have = stored.Refs(b), want = actualRefs.GetValueOrDefault(b);
             if (have == want) continue;

@@ -24,6 +24,7 @@ public sealed partial class ThinPool
     public static void DumpXml(IBlockStore metadata, Stream output)
     {
         var sb = ReadSuperblock(metadata);
+        if (StoreProblems(sb, null, metadata).FirstOrDefault() is { } problem) throw StrataException.Corrupt($"{problem}; run `strata pool check`");
         var meta = new MetadataSpace(metadata, sb.MetadataBlocks);
         var tree = new MappingTree(meta, new DataSpace(meta, sb.DataBlocks));
         var (devices, _) = DeviceTable.Load(meta, sb.DeviceTable);

@@ -175,13 +175,21 @@ public sealed partial class ThinPool : IDisposable
         return problems;
     }
 
+    /// <summary>Why the stores cannot hold the pool <paramref name="sb"/> describes, one line each (none: they can):
+    /// what open refuses and check reports. A null <paramref name="data"/> leaves the data store out.</summary>
+    internal static IEnumerable<string> StoreProblems(Superblock sb, IBlockStore? data, IBlockStore metadata)
+    {
+        if (data is not null && (ulong)data.Length / sb.DataBlockSize < sb.DataBlocks)
+            yield return $"{data.Name} is {data.Length} bytes, smaller than the pool's {sb.DataBlocks} blocks of {sb.DataBlockSize} bytes";
+        if ((ulong)metadata.Length / MetadataBlock.Size < sb.MetadataBlocks)
+            yield return $"{metadata.Name} is {metadata.Length} bytes, smaller than the pool's {sb.MetadataBlocks} metadata blocks of {MetadataBlock.Size} bytes";
+    }
+
     /// <summary>Builds the in-memory view of the committed transaction <paramref name="sb"/>.</summary>
     void Load(Superblock sb, bool rebuildCounts = false)
     {
-        if ((ulong)_data.Length / sb.DataBlockSize < sb.DataBlocks)
-            throw StrataException.Corrupt($"{_data.Name} is {_data.Length} bytes, smaller than the pool's {sb.DataBlocks} blocks of {sb.DataBlockSize}");
-        if ((ulong)_metaStore.Length / MetadataBlock.Size < sb.MetadataBlocks)
-            throw StrataException.Corrupt($"{_metaStore.Name} is {_metaStore.Length} bytes, smaller than the pool's {sb.MetadataBlocks} metadata blocks");
+        if (StoreProblems(sb, _data, _metaStore).ToList() is { Count: > 0 } problems)
+            throw StrataException.Corrupt(string.Join("; ", problems) + "; run `strata pool check`");
         var meta = new MetadataSpace(_metaStore, sb.MetadataBlocks) { Transaction = sb.Transaction };
         var space = new DataSpace(meta, sb.DataBlocks);
         var (records, tableBlocks) = DeviceTable.Load(meta, sb.DeviceTable);
@@ -242,10 +250,10 @@ public sealed partial class ThinPool : IDisposable
     /// </summary>
     public static CheckReport Repair(IBlockStore data, IBlockStore metadata)
     {
-        var before = PoolChecker.Check(metadata);
+        var before = PoolChecker.Check(data, metadata);
         var structural = before.Unrepairable;
         if (structural.Count > 0)
-            throw StrataException.Corrupt($"the pool's trees or device table are damaged, which repair does not rebuild ({structural.Count} problem(s), first: {structural[0]})");
+            throw StrataException.Corrupt($"the pool has damage that repair does not rebuild (it rebuilds reference counts and superblocks, not trees, the device table or stores cut short): {structural.Count} problem(s), first: {structural[0]}");
         var sb = ReadSuperblock(metadata);
         var repaired = sb with { Flags = sb.Flags & ~Superblock.NeedsCheckFlag, LostTransaction = 0 };
         using (var pool = new ThinPool(data, metadata, new PoolOptions { CommitInterval = TimeSpan.Zero }, repaired, rebuildCounts: true))
@@ -259,7 +267,7 @@ public sealed partial class ThinPool : IDisposable
                     pool.CommitLocked();
                 }
         }
-        return PoolChecker.Check(metadata);
+        return PoolChecker.Check(data, metadata);
     }
 
     /// <summary>Counts the references of a tree's nodes at open; a node seen before (shared) is not walked again.</summary>

@@ -101,6 +101,12 @@ public sealed class PoolCliTests : IDisposable
         f.WriteByte((byte)(b ^ 0x10));
     }
 
+    static void Truncate(string file, long length)
+    {
+        using var f = File.Open(file, FileMode.Open, FileAccess.Write);
+        f.SetLength(length);
+    }
+
     /// <summary>One byte of the newest superblock flipped: the pool falls back to the transaction before, which is
     /// right, and says so (open on stderr, info and check with exit 1) until `pool repair` acknowledges the loss.</summary>
     [Fact]
@@ -132,6 +138,54 @@ public sealed class PoolCliTests : IDisposable
         Assert.Equal(0, after.ExitCode);
         Assert.Equal("", after.Stderr);
         Assert.Contains("Lost Transaction: none", after.Stdout);
+    }
+
+    /// <summary>Stores cut short: check reports each problem on a line of its own and exits 1, never with a stack
+    /// trace and never calling clean a pool that `info` (which opens it) refuses; dump and repair refuse in one line.</summary>
+    [Fact]
+    public void CheckReportsTruncatedStoresAndNeverCallsThemClean()
+    {
+        string pool = _temp.Combine("p"), metadata = Path.Combine(pool, "metadata"), data = Path.Combine(pool, "data");
+        _cli.Ok("pool", "--pool", pool, "create", "--data-size", "64M", "--metadata-size", "1M");
+        for (int i = 0; i < 6; i++)
+        {
+            _cli.Ok("pool", "--pool", pool, "device", "create", $"d{i}", "--size", "8M");
+            var r = _cli.Run(new byte[200_000], "pool", "--pool", pool, "device", "write", $"d{i}", "--offset", (i * 300_000).ToString());
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            _cli.Ok("pool", "--pool", pool, "device", "snapshot", $"d{i}", $"s{i}");
+        }
+        Assert.EndsWith("clean", _cli.Ok("pool", "--pool", pool, "check"));
+        string saved = _temp.Combine("metadata.saved");
+        File.Copy(metadata, saved);
+
+        // dump reads the metadata alone: a short data store does not stop it (thin_dump's way: the metadata is what
+        // one saves from a damaged pool)
+        void AssertReported(string what, string fragment, bool dumps = false)
+        {
+            var check = _cli.Run("pool", "--pool", pool, "check");
+            Assert.True(check.ExitCode == 1, $"{what}: check exited {check.ExitCode}: {check.Stdout}{check.Stderr}");
+            Assert.Contains("error: ", check.Stdout);
+            Assert.Contains(fragment, check.Stdout);
+            Assert.DoesNotContain("clean", check.Stdout.Split('\n').Last(l => l.Length > 0));
+            Assert.Equal("", check.Stderr);
+            foreach (var args in dumps ? new[] { new[] { "info" }, ["repair"] } : [["info"], ["dump", "--xml"], ["repair"]])
+            {
+                var r = _cli.Run(["pool", "--pool", pool, .. args]);
+                Assert.True(r.ExitCode != 0, $"{what}: pool {args[0]} succeeded");
+                Assert.True(r.Stderr.StartsWith("strata: ", StringComparison.Ordinal) && r.Stderr.Count(c => c == '\n') == 1, $"{what}: pool {args[0]}: {r.Stderr}");
+            }
+        }
+        foreach (long length in new long[] { 8192, 12345, 20480, 65536 })
+        {
+            File.Copy(saved, metadata, overwrite: true);
+            Truncate(metadata, length);
+            AssertReported($"metadata cut to {length}", $"{metadata} is {length} bytes");
+        }
+        File.Copy(saved, metadata, overwrite: true);
+        Assert.EndsWith("clean", _cli.Ok("pool", "--pool", pool, "check"));
+        Truncate(data, 1 << 20);
+        AssertReported("data cut to 1 MiB", $"{data} is {1 << 20} bytes", dumps: true);
+        Assert.Contains("<superblock", _cli.Ok("pool", "--pool", pool, "dump", "--xml"));
     }
 
     /// <summary>Real processes on real files: `pool device write` killed with SIGKILL at random moments,

@@ -119,6 +119,7 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
     public void Read(ulong block, Span<byte> buffer, BlockKind kind)
     {
         CheckBlock(block);
+        CheckStored(block);
         store.Read((long)block * MetadataBlock.Size, buffer[..MetadataBlock.Size]);
         MetadataBlock.Validate(buffer, block, kind);
     }
@@ -134,6 +135,14 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
         if (block < 2 || block >= Blocks) throw StrataException.Corrupt($"metadata block {block} is outside the metadata (blocks 2..{Blocks - 1})");
     }
 
+    /// <summary>A block of the metadata that its store, cut short, no longer holds (open refuses such a store; check
+    /// reads one anyway, and must not read past its end).</summary>
+    void CheckStored(ulong block)
+    {
+        if ((long)(block + 1) * MetadataBlock.Size > store.Length)
+            throw StrataException.Corrupt($"metadata block {block} is past the end of {store.Name} ({store.Length} bytes)");
+    }
+
     // ---- tree nodes ----
 
     public Node Load(ulong block)
@@ -141,6 +150,7 @@ sealed class MetadataSpace(IBlockStore store, ulong blocks)
         if (_nodes.TryGetValue(block, out var node)) return node;
         var buffer = new byte[MetadataBlock.Size];
         CheckBlock(block);
+        CheckStored(block);
         store.Read((long)block * MetadataBlock.Size, buffer);
         node = Node.Decode(buffer, block);
         _nodes[block] = node;
