@@ -22,6 +22,7 @@ namespace Strata.Cli;
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(JsonNode))]
 [JsonSerializable(typeof(JsonObject))]
+[JsonSerializable(typeof(JsonArray))]
 [JsonSerializable(typeof(string[][]))]
 [JsonSerializable(typeof(string[]))]
 [JsonSerializable(typeof(string))]

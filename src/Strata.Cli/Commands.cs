@@ -208,16 +208,23 @@ public static partial class Commands
             using var lease = OpenStore(r);
             var store = lease.Store;
             var layers = store.List();
+            var broken = store.Broken(); // data gone under the store (a thin layer's device deleted with --force)
             if (IsJson(r, format))
             {
-                WriteJson(layers);
+                WriteJson(new System.Text.Json.Nodes.JsonArray([.. layers.Select(l =>
+                {
+                    var node = System.Text.Json.JsonSerializer.SerializeToNode(l, CliJson.Default.Layer)!;
+                    if (broken.Contains(l.Id)) node["Broken"] = true;
+                    return node;
+                })]));
                 return 0;
             }
             var table = new Table().NoBorder().HideRowSeparators();
-            foreach (var h in new[] { "ID", "PARENT", "KIND", "SIZE", "MOUNTS", "CREATED" }) table.AddColumn(new TableColumn(h).PadLeft(0).PadRight(3));
+            foreach (var h in new[] { "ID", "PARENT", "KIND", "SIZE", "MOUNTS", "CREATED", "STATUS" }) table.AddColumn(new TableColumn(h).PadLeft(0).PadRight(3));
             foreach (var l in layers)
                 table.AddRow(Markup.Escape(l.Id), Markup.Escape(l.Parent ?? "-"), l.Kind == LayerKind.ReadWrite ? "rw" : "ro",
-                    Bytes(l.Size), l.Mounts.ToString(CultureInfo.InvariantCulture), l.Created.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture));
+                    Bytes(l.Size), l.Mounts.ToString(CultureInfo.InvariantCulture), l.Created.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),
+                    broken.Contains(l.Id) ? "broken" : "ok");
             Io.Current.Ansi.Write(table);
             return 0;
         });

@@ -208,29 +208,35 @@ public static partial class Commands
         device.Subcommands.Add(snapshot);
 
         var names = new Argument<string[]>("NAME") { Description = "Devices to delete", Arity = ArgumentArity.OneOrMore };
-        var rm = new Command("rm", "Delete devices; blocks no other device uses are freed") { names };
+        var force = new Option<bool>("--force") { Description = "Delete (rm) or write into (write, resize) a device that its owner holds (a thin layer's device: the layer breaks)" };
+        var rm = new Command("rm", "Delete devices; blocks no other device uses are freed. A device with an owner (a thin layer's) is refused (exit 5) without --force") { names, force };
         rm.SetAction(r =>
         {
             using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
             foreach (var n in r.GetValue(names)!)
             {
-                lease.Pool.DeleteDevice(n);
+                lease.Pool.DeleteDevice(n, force: r.GetValue(force));
                 Io.Current.Out.WriteLine(n);
             }
             return 0;
         });
         device.Subcommands.Add(rm);
 
-        var resize = new Command("resize", "Grow a device") { name, size };
-        resize.SetAction(r => WithPool(r, p => p.ResizeDevice(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"))));
+        var resize = new Command("resize", "Grow a device (one with an owner only with --force)") { name, size, force };
+        resize.SetAction(r => WithPool(r, p =>
+        {
+            RequireUnheld(p, r.GetValue(name)!, "resizing it under its owner", r.GetValue(force));
+            return p.ResizeDevice(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"));
+        }));
         device.Subcommands.Add(resize);
 
         var offset = new Option<string>("--offset") { Description = "Byte offset in the device (default 0)", DefaultValueFactory = _ => "0" };
-        var write = new Command("write", "Write stdin (or -i FILE) into a device at --offset, then flush; prints the bytes written") { name, offset, InputOption };
+        var write = new Command("write", "Write stdin (or -i FILE) into a device at --offset, then flush; prints the bytes written (into a device with an owner only with --force)") { name, offset, InputOption, force };
         write.SetAction(r =>
         {
             using var input = OpenInput(r.GetValue(InputOption));
             using var lease = OpenPool(r);
+            RequireUnheld(lease.Pool, r.GetValue(name)!, "writing into it under its owner would corrupt what the owner keeps there", r.GetValue(force));
             using var dev = lease.Pool.OpenDevice(r.GetValue(name)!);
             long at = ByteSize.Parse(r.GetValue(offset)!, "offset"), total = 0;
             var buffer = new byte[1 << 20];
@@ -284,20 +290,29 @@ public static partial class Commands
                 {
                     ["Name"] = d.Name, ["Id"] = (long)d.Id, ["Size"] = d.Size, ["MappedBlocks"] = (long)d.Mapped,
                     ["ExclusiveBlocks"] = (long)d.Exclusive, ["SharedBlocks"] = (long)d.Shared, ["Origin"] = (long)d.Origin,
-                    ["Created"] = d.Created.ToString("o", CultureInfo.InvariantCulture),
+                    ["Created"] = d.Created.ToString("o", CultureInfo.InvariantCulture), ["Owner"] = d.Owner ?? "",
                 }).ToList());
                 return 0;
             }
-            var table = Table("NAME", "ID", "SIZE", "MAPPED", "EXCLUSIVE", "SHARED", "CREATED");
+            var table = Table("NAME", "ID", "SIZE", "MAPPED", "EXCLUSIVE", "SHARED", "CREATED", "OWNER");
             foreach (var d in devices)
                 table.AddRow(Markup.Escape(d.Name), d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * lease.Pool.BlockSize),
-                    Bytes((long)d.Exclusive * lease.Pool.BlockSize), Bytes((long)d.Shared * lease.Pool.BlockSize), When(d.Created));
+                    Bytes((long)d.Exclusive * lease.Pool.BlockSize), Bytes((long)d.Shared * lease.Pool.BlockSize), When(d.Created), Markup.Escape(d.Owner ?? "-"));
             Io.Current.Ansi.Write(table);
             return 0;
         });
         device.Subcommands.Add(ls);
         pool.Subcommands.Add(device);
         return pool;
+    }
+
+    /// <summary>Refuses (InUse, naming the owner) to change a device that its owner holds, unless forced: the pool
+    /// refuses deleting one itself; writes and resizes are the CLI's to refuse, as the owner's own IO goes through the
+    /// same pool calls.</summary>
+    static void RequireUnheld(ThinPool pool, string name, string why, bool force)
+    {
+        if (pool.DeviceInfo(name).Owner is { } owner && !force)
+            throw StrataException.InUse($"thin device {name} is held by {owner}: {why} (--force does it all the same)");
     }
 
     static int WithPool(ParseResult r, Func<ThinPool, ThinDeviceInfo> change)

@@ -92,7 +92,7 @@ public static class PoolChecker
         List<DeviceRecord> devices = [];
         try
         {
-            (devices, var tableBlocks) = DeviceTable.Load(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DeviceTable);
+            (devices, var tableBlocks) = DeviceTable.Load(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DeviceTable, sb.Format);
             foreach (ulong b in tableBlocks) Claim(b, "device table");
         }
         catch (StrataException ex)

@@ -15,6 +15,10 @@ public sealed record PoolRequest
     public long Size { get; init; }
     /// <summary>delete: mark an open device for deletion when its last user closes it, instead of refusing.</summary>
     public bool Defer { get; init; }
+    /// <summary>create, snapshot: who holds the new device; delete: who asks (a held device is deleted only by its owner).</summary>
+    public string? Owner { get; init; }
+    /// <summary>delete: delete a device that someone else holds all the same.</summary>
+    public bool Force { get; init; }
 }
 
 /// <summary>No server took the call (nothing listens on the socket): the request never ran, so it may be run elsewhere.</summary>
@@ -139,9 +143,9 @@ public sealed class PoolClient : IDisposable
             string Name() => request.Name ?? throw StrataException.Invalid($"pool call '{request.Op}' needs a name");
             return request.Op switch
             {
-                "create" => new PoolReply { Device = pool.CreateDevice(Name(), request.Size) },
-                "snapshot" => new PoolReply { Device = pool.Snapshot(request.Source ?? throw StrataException.Invalid("snapshot needs a source"), Name()) },
-                "delete" => new PoolReply { Deleted = pool.DeleteDevice(Name(), request.Defer), DeferredDeletes = pool.DeferredDeletes },
+                "create" => new PoolReply { Device = pool.CreateDevice(Name(), request.Size, request.Owner) },
+                "snapshot" => new PoolReply { Device = pool.Snapshot(request.Source ?? throw StrataException.Invalid("snapshot needs a source"), Name(), request.Owner) },
+                "delete" => new PoolReply { Deleted = pool.DeleteDevice(Name(), request.Defer, request.Owner, request.Force), DeferredDeletes = pool.DeferredDeletes },
                 "resize" => new PoolReply { Device = pool.ResizeDevice(Name(), request.Size) },
                 "device" => new PoolReply { Device = pool.DeviceInfo(Name()) },
                 "devices" => new PoolReply { Names = pool.DeviceNames().ToList() },

@@ -27,7 +27,7 @@ public sealed partial class ThinPool
         if (StoreProblems(sb, null, metadata).FirstOrDefault() is { } problem) throw StrataException.Corrupt($"{problem}; run `strata pool check`");
         var meta = new MetadataSpace(metadata, sb.MetadataBlocks);
         var tree = new MappingTree(meta, new DataSpace(meta, sb.DataBlocks));
-        var (devices, _) = DeviceTable.Load(meta, sb.DeviceTable);
+        var (devices, _) = DeviceTable.Load(meta, sb.DeviceTable, sb.Format);
         using var w = XmlWriter.Create(output, new XmlWriterSettings { Indent = true, IndentChars = "  ", OmitXmlDeclaration = true, NewLineChars = "\n", Encoding = new System.Text.UTF8Encoding(false) });
         w.WriteStartElement("superblock");
         w.WriteAttributeString("uuid", "");

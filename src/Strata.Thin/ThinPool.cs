@@ -38,8 +38,10 @@ public sealed record PoolOptions
     public bool DiscardFreed { get; init; } = true;
 }
 
-/// <summary>A thin device as <see cref="ThinPool.Devices"/> lists it (counts in pool blocks).</summary>
-public sealed record ThinDeviceInfo(string Name, uint Id, long Size, ulong Mapped, ulong Exclusive, ulong Shared, uint Origin, DateTimeOffset Created);
+/// <summary>A thin device as <see cref="ThinPool.Devices"/> lists it (counts in pool blocks); <see cref="Owner"/>: who
+/// holds it (null: nobody; see <see cref="ThinPool.DeleteDevice"/>).</summary>
+public sealed record ThinDeviceInfo(string Name, uint Id, long Size, ulong Mapped, ulong Exclusive, ulong Shared, uint Origin, DateTimeOffset Created,
+    string? Owner = null);
 
 /// <summary>What <see cref="ThinPool.Status"/> reports: the fields Docker's devicemapper printed.</summary>
 public sealed record PoolStatus(
@@ -192,7 +194,7 @@ public sealed partial class ThinPool : IDisposable
             throw StrataException.Corrupt(string.Join("; ", problems) + "; run `strata pool check`");
         var meta = new MetadataSpace(_metaStore, sb.MetadataBlocks) { Transaction = sb.Transaction };
         var space = new DataSpace(meta, sb.DataBlocks);
-        var (records, tableBlocks) = DeviceTable.Load(meta, sb.DeviceTable);
+        var (records, tableBlocks) = DeviceTable.Load(meta, sb.DeviceTable, sb.Format);
         foreach (var d in records) CountTree(meta, d.Root);
         if (!rebuildCounts) space.Load(sb.RefIndex);
         else
@@ -296,6 +298,14 @@ public sealed partial class ThinPool : IDisposable
         return name;
     }
 
+    static string? CheckOwner(string? owner)
+    {
+        if (owner is null) return null;
+        if (Encoding.UTF8.GetByteCount(owner) is 0 or > DeviceTable.MaxOwner || owner.Any(char.IsControl))
+            throw StrataException.Invalid($"invalid device owner '{(owner.Length > 64 ? owner[..64] + "..." : owner)}': 1 to {DeviceTable.MaxOwner} bytes of text, no control characters");
+        return owner;
+    }
+
     DeviceRecord Find(string name) =>
         _devices.TryGetValue(name, out var d) ? d : throw StrataException.NotFound($"thin device {name} does not exist");
 
@@ -337,14 +347,16 @@ public sealed partial class ThinPool : IDisposable
         }
     }
 
-    public ThinDeviceInfo CreateDevice(string name, long size)
+    /// <summary>A new, empty device; <paramref name="owner"/> names who holds it (see <see cref="DeleteDevice"/>).</summary>
+    public ThinDeviceInfo CreateDevice(string name, long size, string? owner = null)
     {
         CheckName(name);
+        CheckOwner(owner);
         if (size <= 0) throw StrataException.Invalid($"a device's size must be positive, not {size}");
         return Exclusive(() =>
         {
             if (_devices.ContainsKey(name)) throw StrataException.Exists($"thin device {name} already exists");
-            var d = new DeviceRecord { Id = NextId(), Name = name, Size = (ulong)size, CreatedTransaction = _meta.Transaction + 1, CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
+            var d = new DeviceRecord { Id = NextId(), Name = name, Size = (ulong)size, CreatedTransaction = _meta.Transaction + 1, CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), Owner = owner };
             _devices[name] = d;
             _byId[d.Id] = d;
             return Info(d);
@@ -360,10 +372,12 @@ public sealed partial class ThinPool : IDisposable
         return id;
     }
 
-    /// <summary>A new device sharing every block of <paramref name="source"/> as it is now: O(1).</summary>
-    public ThinDeviceInfo Snapshot(string source, string name)
+    /// <summary>A new device sharing every block of <paramref name="source"/> as it is now: O(1). It is held by
+    /// <paramref name="owner"/>, not by the source's owner.</summary>
+    public ThinDeviceInfo Snapshot(string source, string name, string? owner = null)
     {
         CheckName(name);
+        CheckOwner(owner);
         return Exclusive(() =>
         {
             var origin = Find(source);
@@ -372,23 +386,26 @@ public sealed partial class ThinPool : IDisposable
             var d = new DeviceRecord
             {
                 Id = NextId(), Name = name, Size = origin.Size, Root = origin.Root, Mapped = origin.Mapped, Origin = origin.Id,
-                CreatedTransaction = _meta.Transaction + 1, CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+                CreatedTransaction = _meta.Transaction + 1, CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), Owner = owner,
             };
             _devices[name] = d;
             _byId[d.Id] = d;
-            return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, d.Mapped, 0, d.Mapped, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs));
+            return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, d.Mapped, 0, d.Mapped, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs), d.Owner);
         });
     }
-
-    public void DeleteDevice(string name) => DeleteDevice(name, deferIfOpen: false);
 
     /// <summary>Deletes a device, or, when it is open and <paramref name="deferIfOpen"/>, marks it for deletion when its
     /// last user closes it (device-mapper's deferred removal): it cannot be opened again meanwhile, and
     /// <see cref="DeferredDeletes"/> counts it. The mark lives in memory only: a device a crash leaves marked is
-    /// still there after the pool reopens, and its owner deletes it then. Returns whether it was deleted now.</summary>
-    public bool DeleteDevice(string name, bool deferIfOpen) => Exclusive(() =>
+    /// still there after the pool reopens, and its owner deletes it then. Returns whether it was deleted now.
+    /// A device with an owner (the thin driver's layers: "layer ID") is deleted only by a caller naming that
+    /// <paramref name="owner"/>, or with <paramref name="force"/>; anyone else is refused (InUse, naming the owner),
+    /// as lvremove refuses a volume in use: deleting a layer's device under the store would break the layer.</summary>
+    public bool DeleteDevice(string name, bool deferIfOpen = false, string? owner = null, bool force = false) => Exclusive(() =>
     {
         var d = Find(name);
+        if (d.Owner is not null && d.Owner != owner && !force)
+            throw StrataException.InUse($"thin device {name} is held by {d.Owner}: remove it through its owner (--force deletes the device all the same, breaking {d.Owner})");
         if (_openDevices.GetValueOrDefault(d.Id) > 0)
         {
             if (!deferIfOpen) throw StrataException.InUse($"thin device {name} is open");
@@ -463,7 +480,7 @@ public sealed partial class ThinPool : IDisposable
         lock (_lock)
         {
             var d = Find(name);
-            return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, d.Mapped, 0, 0, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs));
+            return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, d.Mapped, 0, 0, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs), d.Owner);
         }
     }
 
@@ -496,7 +513,7 @@ public sealed partial class ThinPool : IDisposable
                     }
             }
         }
-        return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, total, exclusive, total - exclusive, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs));
+        return new ThinDeviceInfo(d.Name, d.Id, (long)d.Size, total, exclusive, total - exclusive, d.Origin, DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs), d.Owner);
     }
 
     /// <summary>Opens a device for IO; it cannot be deleted while open.</summary>
@@ -1159,7 +1176,7 @@ public sealed partial class ThinPool : IDisposable
                 _meta.Write(node.Block, buffer);
             }
             _metaStore.Flush();
-            var sb = _committed with { Transaction = next, DeviceTable = table, RefIndex = refIndex, DataBlocks = _space.Blocks, MetadataBlocks = _meta.Blocks };
+            var sb = _committed with { Transaction = next, Format = Superblock.Version, DeviceTable = table, RefIndex = refIndex, DataBlocks = _space.Blocks, MetadataBlocks = _meta.Blocks };
             sb.Write(buffer);
             _metaStore.Write((long)sb.Slot * MetadataBlock.Size, buffer);
             _metaStore.Flush();

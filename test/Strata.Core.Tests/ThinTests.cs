@@ -209,4 +209,48 @@ public sealed class ThinTests : IDisposable
         Assert.Equal("0", status["Deferred Deleted Device Count"]);
         Assert.Equal(Path.Combine(store.Root, "thin", "data"), status["Data file"]);
     }
+
+    /// <summary>Each layer's device is held by its layer in the pool, so a `pool device rm` on it is refused; deleted all
+    /// the same (--force), the layer is broken: listed as such, every use of it fails with one clear error, its child
+    /// (a device of its own) goes on working, and removing it works.</summary>
+    [Fact]
+    public void ALayersDeviceIsHeldByItsLayerAndForcingItsDeletionLeavesTheLayerBroken()
+    {
+        using (var store = Open())
+        {
+            store.Create("image", null);
+            store.Create("c1", "image", LayerKind.ReadWrite);
+            Assert.Empty(store.Broken());
+        }
+        using (var dir = Strata.Thin.PoolDirectory.Open(_temp.Combine("store", "thin"), TimeSpan.Zero))
+        {
+            Assert.Equal("layer image", dir.Pool.DeviceInfo("image").Owner);
+            Assert.Equal("layer c1", dir.Pool.DeviceInfo("c1").Owner);
+            Assert.NotNull(dir.Pool.DeviceInfo(Strata.Core.Drivers.Thin.ThinDriver.BaseDevice).Owner);
+            var refused = Assert.Throws<StrataException>(() => dir.Pool.DeleteDevice("image"));
+            Assert.Equal(ErrorKind.InUse, refused.Kind);
+            Assert.Contains("layer image", refused.Message);
+            dir.Pool.DeleteDevice("image", force: true);
+        }
+        using (var store = Open())
+        {
+            Assert.Equal(["image"], store.Broken());
+            Assert.Contains(new KeyValuePair<string, string>("Broken Layers", "1"), store.Status());
+            foreach (var use in new Action[] { () => store.Create("c2", "image"), () => store.Metadata("image"), () => store.Mount("image") })
+            {
+                var ex = Assert.Throws<StrataException>(use);
+                Assert.Equal(ErrorKind.Corrupt, ex.Kind);
+                Assert.StartsWith("layer image is broken: ", ex.Message);
+            }
+            Assert.Equal(0, store.Inspect("image").Mounts);
+            Assert.False(store.Exists("c2"));
+            string c1 = store.Mount("c1");
+            Assert.True(Directory.Exists(c1));
+            store.Unmount("c1");
+            store.Remove("c1");
+            store.Remove("image");
+            Assert.Empty(store.Broken());
+            Assert.Contains(new KeyValuePair<string, string>("Broken Layers", "0"), store.Status());
+        }
+    }
 }

@@ -208,4 +208,40 @@ public sealed class ThinDriverTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain("\nc ", "\n" + cli.Ok("pool", "device", "ls"));
         Assert.Equal("clean", cli.Ok("pool", "check").Split('\n').Last());
     }
+
+    /// <summary>`strata pool device rm` of a layer's device is refused (exit 5, naming the layer), as lvremove refuses
+    /// an open volume; --force removes it, and the store then shows that layer as broken (layer ls, info) and refuses
+    /// to use it with a one-line error, while its child, a device of its own, goes on working.</summary>
+    [Fact]
+    public void RemovingALayersDeviceFromThePoolIsRefusedAndForceLeavesTheLayerBroken()
+    {
+        var cli = Store("thin.basesize=64M");
+        cli.Ok("layer", "create", "image");
+        cli.Ok("layer", "create", "c1", "--parent", "image", "--rw");
+        var rm = cli.Run("pool", "device", "rm", "image");
+        Assert.True(rm.ExitCode == 5, $"pool device rm of a layer's device: exit {rm.ExitCode}: {rm.Stderr}");
+        Assert.Equal(1, rm.Stderr.Count(c => c == '\n'));
+        Assert.Contains("layer image", rm.Stderr);
+        Assert.Contains("\nimage ", "\n" + cli.Ok("pool", "device", "ls"));
+        var write = cli.Run(new byte[512], "pool", "device", "write", "c1"); // into a mounted filesystem's device, behind its back
+        Assert.True(write.ExitCode == 5 && write.Stderr.Contains("layer c1"), $"pool device write into a layer's device: exit {write.ExitCode}: {write.Stderr}");
+
+        Assert.Equal("image", cli.Ok("pool", "device", "rm", "--force", "image"));
+        Assert.Equal("clean", cli.Ok("pool", "check").Split('\n').Last());
+        var row = cli.Ok("layer", "ls").Split('\n').Single(l => l.StartsWith("image ", StringComparison.Ordinal));
+        Assert.Contains("broken", row);
+        Assert.Equal("1", Info(cli)["Broken Layers"]);
+        foreach (var args in new[] { new[] { "layer", "mount", "image" }, ["layer", "create", "c2", "--parent", "image"], ["layer", "diff", "image", "-o", _temp.Combine("image.tar")] })
+        {
+            var r = cli.Run(args);
+            Assert.True(r.ExitCode == 1, $"{string.Join(' ', args)}: exit {r.ExitCode}: {r.Stderr}");
+            Assert.Equal("strata: layer image is broken", string.Join(':', r.Stderr.Split(':').Take(2)));
+            Assert.Equal(1, r.Stderr.Count(c => c == '\n'));
+        }
+        string c1 = cli.Ok("layer", "mount", "c1");
+        Assert.True(Directory.Exists(c1));
+        cli.Ok("layer", "unmount", "c1");
+        cli.Ok("layer", "rm", "c1", "image");
+        Assert.Equal("0", Info(cli)["Broken Layers"]);
+    }
 }

@@ -17,26 +17,33 @@ sealed class DeviceRecord
     public uint Origin { get; init; }
     public ulong CreatedTransaction { get; init; }
     public long CreatedUnixMs { get; init; }
+    /// <summary>Who holds the device (e.g. "layer abc" for the thin driver's layers), or null: deleting it is refused to
+    /// anyone else unless forced. Text for people; the pool does not interpret it.</summary>
+    public string? Owner { get; init; }
 }
 
 /// <summary>
 /// The device table: every device's record, rewritten whole to new metadata blocks at a commit that changed it
 /// (it is small: thousands of devices fit in a few blocks). A chain of Devices blocks, each header's extra field
-/// naming the next. An entry, little-endian:
+/// naming the next. An entry, little-endian, as format 2 writes it:
 /// <code>
 ///  0 u32 id   4 u32 origin   8 u64 size (bytes)   16 u64 root   24 u64 mapped blocks
-/// 32 u64 created transaction   40 i64 created (unix ms)   48 u8 name length   49 name (UTF-8, 1..128 bytes)
+/// 32 u64 created transaction   40 i64 created (unix ms)   48 u8 name length   49 u8 owner length (0: none)
+/// 50 name (UTF-8, 1..128 bytes), then owner (UTF-8, 0..128 bytes)
 /// </code>
+/// Format 1 (superblock version 1) had no owner: its name started at 49.
 /// </summary>
 static class DeviceTable
 {
-    const int Fixed = 49;
+    const int Fixed = 50;
     public const int MaxName = 128;
+    public const int MaxOwner = 128;
 
-    /// <summary>The records of the table starting at <paramref name="first"/>, and the blocks it takes (each
-    /// counted as used in <paramref name="meta"/>).</summary>
-    public static (List<DeviceRecord> Devices, List<ulong> Blocks) Load(MetadataSpace meta, ulong first)
+    /// <summary>The records of the table starting at <paramref name="first"/>, written in <paramref name="format"/> (the
+    /// superblock's), and the blocks it takes (each counted as used in <paramref name="meta"/>).</summary>
+    public static (List<DeviceRecord> Devices, List<ulong> Blocks) Load(MetadataSpace meta, ulong first, uint format)
     {
+        int fixedSize = format >= 2 ? Fixed : Fixed - 1;
         var devices = new List<DeviceRecord>();
         var buffer = new byte[MetadataBlock.Size];
         var seen = new HashSet<ulong>();
@@ -50,11 +57,13 @@ static class DeviceTable
             int count = MetadataBlock.Count(buffer), at = MetadataBlock.HeaderSize;
             for (int i = 0; i < count; i++)
             {
-                if (at + Fixed > MetadataBlock.Size) throw StrataException.Corrupt($"device table block {b} overflows");
+                if (at + fixedSize > MetadataBlock.Size) throw StrataException.Corrupt($"device table block {b} overflows");
                 var e = buffer.AsSpan(at);
-                int nameLength = e[48];
-                if (nameLength is 0 or > MaxName || at + Fixed + nameLength > MetadataBlock.Size)
+                int nameLength = e[48], ownerLength = format >= 2 ? e[49] : 0;
+                if (nameLength is 0 or > MaxName || at + fixedSize + nameLength > MetadataBlock.Size)
                     throw StrataException.Corrupt($"device table block {b} has an entry with a bad name length");
+                if (ownerLength > MaxOwner || at + fixedSize + nameLength + ownerLength > MetadataBlock.Size)
+                    throw StrataException.Corrupt($"device table block {b} has an entry with a bad owner length");
                 devices.Add(new DeviceRecord
                 {
                     Id = BinaryPrimitives.ReadUInt32LittleEndian(e),
@@ -64,16 +73,17 @@ static class DeviceTable
                     Mapped = BinaryPrimitives.ReadUInt64LittleEndian(e[24..]),
                     CreatedTransaction = BinaryPrimitives.ReadUInt64LittleEndian(e[32..]),
                     CreatedUnixMs = BinaryPrimitives.ReadInt64LittleEndian(e[40..]),
-                    Name = Encoding.UTF8.GetString(e.Slice(Fixed, nameLength)),
+                    Name = Encoding.UTF8.GetString(e.Slice(fixedSize, nameLength)),
+                    Owner = ownerLength == 0 ? null : Encoding.UTF8.GetString(e.Slice(fixedSize + nameLength, ownerLength)),
                 });
-                at += Fixed + nameLength;
+                at += fixedSize + nameLength + ownerLength;
             }
             b = MetadataBlock.Extra(buffer);
         }
         return (devices, chain);
     }
 
-    /// <summary>Writes the table to new blocks and returns them, first first (none for no devices).</summary>
+    /// <summary>Writes the table to new blocks, in format 2, and returns them, first first (none for no devices).</summary>
     public static List<ulong> Write(MetadataSpace meta, IReadOnlyCollection<DeviceRecord> devices, ulong transaction)
     {
         var blocks = new List<(byte[] Buffer, ulong Block, int Count)>();
@@ -83,7 +93,8 @@ static class DeviceTable
         foreach (var d in devices.OrderBy(d => d.Id))
         {
             var name = Encoding.UTF8.GetBytes(d.Name);
-            if (current is null || at + Fixed + name.Length > MetadataBlock.Size)
+            var owner = d.Owner is null ? [] : Encoding.UTF8.GetBytes(d.Owner);
+            if (current is null || at + Fixed + name.Length + owner.Length > MetadataBlock.Size)
             {
                 if (current is not null) blocks.Add((current, currentBlock, count));
                 current = new byte[MetadataBlock.Size];
@@ -100,8 +111,10 @@ static class DeviceTable
             BinaryPrimitives.WriteUInt64LittleEndian(e[32..], d.CreatedTransaction);
             BinaryPrimitives.WriteInt64LittleEndian(e[40..], d.CreatedUnixMs);
             e[48] = (byte)name.Length;
+            e[49] = (byte)owner.Length;
             name.CopyTo(e[Fixed..]);
-            at += Fixed + name.Length;
+            owner.CopyTo(e[(Fixed + name.Length)..]);
+            at += Fixed + name.Length + owner.Length;
             count++;
         }
         if (current is not null) blocks.Add((current, currentBlock, count));

@@ -9,23 +9,27 @@ namespace Strata.Thin.Metadata;
 /// (transaction in the header):
 /// <code>
 /// 32  u64  magic "STRATHIN"       72  u64  device table root (0: none)
-/// 40  u32  format version (1)     80  u64  data reference-count index root (0: all free)
+/// 40  u32  format version (2)     80  u64  data reference-count index root (0: all free)
 /// 44  u32  flags (1: needs_check) 88  u32  next device id
 /// 48  u32  data block size        92  u32  reserved
 /// 52  u32  metadata block size    96  16 bytes  pool uuid
 /// 56  u64  data blocks           112 u64  lost transaction (0: none; see <see cref="SuperblockSlots"/>)
 /// 64  u64  metadata blocks
 /// </code>
-/// Every field lies in the first 512 bytes, with the checksum: a disk that writes a sector atomically never tears a
+/// Format 2 added device owners to the device table (<see cref="DeviceTable"/>); a format 1 pool is read as it is and
+/// written as format 2 from its next commit on (older Strata then refuses it, by its version). Every field lies in
+/// the first 512 bytes, with the checksum: a disk that writes a sector atomically never tears a
 /// superblock (the rest of the block is zeros in every version).
 /// </summary>
 sealed record Superblock
 {
     public const ulong Magic = 0x4E49_4854_4152_5453; // "STRATHIN" read little-endian
-    public const uint Version = 1;
+    public const uint Version = 2;
     public const uint NeedsCheckFlag = 1;
 
     public ulong Transaction { get; init; }
+    /// <summary>The format the transaction was written in (1 or <see cref="Version"/>): how its device table reads.</summary>
+    public uint Format { get; init; } = Version;
     public uint Flags { get; init; }
     public uint DataBlockSize { get; init; }
     public ulong DataBlocks { get; init; }
@@ -48,7 +52,7 @@ sealed record Superblock
         block.Clear();
         MetadataBlock.WriteHeader(block, BlockKind.Superblock, 0, Slot, Transaction);
         BinaryPrimitives.WriteUInt64LittleEndian(block[32..], Magic);
-        BinaryPrimitives.WriteUInt32LittleEndian(block[40..], Version);
+        BinaryPrimitives.WriteUInt32LittleEndian(block[40..], Format);
         BinaryPrimitives.WriteUInt32LittleEndian(block[44..], Flags);
         BinaryPrimitives.WriteUInt32LittleEndian(block[48..], DataBlockSize);
         BinaryPrimitives.WriteUInt32LittleEndian(block[52..], MetadataBlock.Size);
@@ -69,11 +73,12 @@ sealed record Superblock
         if (problem is not null) return null;
         if (BinaryPrimitives.ReadUInt64LittleEndian(block[32..]) != Magic) { problem = $"superblock {slot} has no Strata magic"; return null; }
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]);
-        if (version != Version) { problem = $"superblock {slot} is format version {version}; this Strata reads version {Version}"; return null; }
+        if (version is 0 or > Version) { problem = $"superblock {slot} is format version {version}; this Strata reads versions 1 to {Version}"; return null; }
         if (BinaryPrimitives.ReadUInt32LittleEndian(block[52..]) != MetadataBlock.Size) { problem = $"superblock {slot} has another metadata block size"; return null; }
         var sb = new Superblock
         {
             Transaction = MetadataBlock.Transaction(block),
+            Format = version,
             Flags = BinaryPrimitives.ReadUInt32LittleEndian(block[44..]),
             DataBlockSize = BinaryPrimitives.ReadUInt32LittleEndian(block[48..]),
             DataBlocks = BinaryPrimitives.ReadUInt64LittleEndian(block[56..]),

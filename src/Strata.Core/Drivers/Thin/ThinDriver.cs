@@ -18,12 +18,22 @@ namespace Strata.Core.Drivers.Thin;
 /// itself when its filesystem is unmounted (or a command dies between attach and mount), so no attach state is
 /// kept anywhere. A device still open when its layer is removed (its filesystem held by a mount namespace elsewhere)
 /// is deleted when the last user lets go (deferred removal), not refused as busy.
+///
+/// Every device the driver makes carries an owner in the pool ("layer ID", or the driver itself for the base), so
+/// that `strata pool device rm` on the same pool refuses it, naming the layer, as lvremove refuses a volume in use;
+/// the pool only compares the text. A device deleted all the same (--force) leaves its layer broken: the store lists
+/// it so, and every use of it fails with one line saying so (<see cref="OnLayerDevice"/>); removing it works.
 /// </summary>
 public sealed class ThinDriver : IDriver
 {
     /// <summary>The device every layer without parent starts from, and its name while mkfs makes it.</summary>
     public const string BaseDevice = "strata-base", BaseStaging = "strata-base.new";
     const string SizeOption = "size";
+    /// <summary>The owner the pool records for the base device and its staging device.</summary>
+    const string BaseOwner = "the thin driver (the base of its layers)";
+
+    /// <summary>The owner the pool records for layer <paramref name="id"/>'s device.</summary>
+    static string OwnerOf(string id) => $"layer {id}";
 
     readonly string _home;
     readonly string _mnt;
@@ -71,10 +81,10 @@ public sealed class ThinDriver : IDriver
         }
         var names = Call(new PoolRequest { Op = "devices" }).Names ?? [];
         // left by a crash mid-mkfs, or between the base's snapshot and this delete
-        if (names.Contains(BaseStaging)) Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true });
+        if (names.Contains(BaseStaging)) Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true, Owner = BaseOwner });
         if (!names.Contains(BaseDevice))
         {
-            Call(new PoolRequest { Op = "create", Name = BaseStaging, Size = _options.BaseSize });
+            Call(new PoolRequest { Op = "create", Name = BaseStaging, Size = _options.BaseSize, Owner = BaseOwner });
             try
             {
                 using (var attached = Attach(BaseStaging))
@@ -83,11 +93,11 @@ public sealed class ThinDriver : IDriver
                     EmptyRoot(attached.Device);
                 }
                 // the base appears whole or not at all: a snapshot of the formatted device, made in one commit
-                Call(new PoolRequest { Op = "snapshot", Source = BaseStaging, Name = BaseDevice });
+                Call(new PoolRequest { Op = "snapshot", Source = BaseStaging, Name = BaseDevice, Owner = BaseOwner });
             }
             finally
             {
-                Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true });
+                Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true, Owner = BaseOwner });
             }
         }
         _ready = true;
@@ -188,7 +198,7 @@ public sealed class ThinDriver : IDriver
         }
         EnsureReady();
         RequireFreeSpace();
-        var origin = Snapshot(parent ?? BaseDevice, id);
+        var origin = parent is null ? Snapshot(BaseDevice, id) : OnLayerDevice(parent, () => Snapshot(parent, id));
         try
         {
             if (size is { } bytes && bytes != origin.Size)
@@ -201,8 +211,24 @@ public sealed class ThinDriver : IDriver
         }
         catch
         {
-            Call(new PoolRequest { Op = "delete", Name = id, Defer = true });
+            Call(new PoolRequest { Op = "delete", Name = id, Defer = true, Owner = OwnerOf(id) });
             throw;
+        }
+    }
+
+    /// <summary>Runs <paramref name="call"/> on layer <paramref name="id"/>'s device; a device that is gone (deleted from
+    /// the pool under the store: `strata pool device rm --force`) makes the call fail saying the layer is broken.</summary>
+    T OnLayerDevice<T>(string id, Func<T> call)
+    {
+        try
+        {
+            return call();
+        }
+        catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
+        {
+            // not in the filter: it runs before the failed call lets go of the pool (its lock), and Exists opens it again
+            if (Exists(id)) throw;
+            throw StrataException.Corrupt($"layer {id} is broken: its thin device is gone from pool {_home} (deleted with `strata pool device rm --force`?); `strata layer rm {id}` removes the layer");
         }
     }
 
@@ -210,7 +236,7 @@ public sealed class ThinDriver : IDriver
     /// moment of the snapshot, so the copy is a clean filesystem (journal flushed), not a crash image.</summary>
     ThinDeviceInfo Snapshot(string source, string id)
     {
-        PoolReply Take() => Call(new PoolRequest { Op = "snapshot", Source = source, Name = id });
+        PoolReply Take() => Call(new PoolRequest { Op = "snapshot", Source = source, Name = id, Owner = OwnerOf(id) });
         string dir = MountDir(source);
         if (source == BaseDevice) return Take().Device!;
         if (MountedHere(dir)) return Frozen(dir, Take).Device!;
@@ -336,7 +362,7 @@ public sealed class ThinDriver : IDriver
         if (!PoolExists) return;
         try
         {
-            Call(new PoolRequest { Op = "delete", Name = id, Defer = true });
+            Call(new PoolRequest { Op = "delete", Name = id, Defer = true, Owner = OwnerOf(id) });
         }
         catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
         {
@@ -367,7 +393,7 @@ public sealed class ThinDriver : IDriver
     public IDisposable? PrepareMount(string id)
     {
         LayerStore.MakeDir(MountDir(id), 0x1C0);
-        var attached = Attach(id);
+        var attached = OnLayerDevice(id, () => Attach(id));
         lock (_attaching) _attaching[id] = attached.Device;
         return new Attachment(attached.Device, () =>
         {
@@ -519,7 +545,7 @@ public sealed class ThinDriver : IDriver
 
     public IReadOnlyDictionary<string, string> Metadata(string id)
     {
-        var d = Call(new PoolRequest { Op = "device", Name = id }).Device!;
+        var d = OnLayerDevice(id, () => Call(new PoolRequest { Op = "device", Name = id }).Device!);
         return new Dictionary<string, string>
         {
             ["DeviceName"] = d.Name,

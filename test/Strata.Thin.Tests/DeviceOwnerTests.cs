@@ -1,0 +1,74 @@
+using System.IO.Compression;
+
+namespace Strata.Thin.Tests;
+
+/// <summary>Device owners: a device made for someone (the thin driver's layers) is deleted only by that owner or
+/// by force; the owner persists (format 2 of the device table), and a pool written before owners existed (format 1)
+/// opens, checks clean and moves to format 2 at its next commit.</summary>
+public sealed class DeviceOwnerTests
+{
+    const int Bs = (int)ThinPool.MinBlockSize;
+    static readonly PoolOptions NoTimer = new() { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 };
+
+    static string Errors(CheckReport report) => string.Join("; ", report.Errors.Concat(report.Leaks));
+
+    [Fact]
+    public void AHeldDeviceIsDeletedOnlyByItsOwnerOrByForce()
+    {
+        var data = new MemoryBlockStore(64L * Bs, "data");
+        var metadata = new MemoryBlockStore(1 << 20, "metadata");
+        using (var pool = ThinPool.Create(data, metadata, options: NoTimer))
+        {
+            pool.CreateDevice("base", 8L * Bs, owner: "the driver");
+            pool.Snapshot("base", "img", owner: "layer img");
+            pool.Snapshot("img", "copy"); // a snapshot is its maker's, not its origin's owner's
+            pool.Snapshot("img", "other", owner: "layer other");
+        }
+        using (var pool = ThinPool.Open(data, metadata, NoTimer))
+        {
+            Assert.Equal(["the driver", "layer img", null, "layer other"], pool.Devices().Select(d => d.Owner));
+            Assert.Equal("layer img", pool.DeviceInfo("img").Owner);
+            var refused = Assert.Throws<StrataException>(() => pool.DeleteDevice("img"));
+            Assert.Equal(ErrorKind.InUse, refused.Kind);
+            Assert.Contains("held by layer img", refused.Message);
+            Assert.Equal(ErrorKind.InUse, Assert.Throws<StrataException>(() => pool.DeleteDevice("img", owner: "layer other")).Kind);
+            Assert.Equal(4, pool.DeviceNames().Count);
+            pool.DeleteDevice("copy");
+            Assert.True(pool.DeleteDevice("img", owner: "layer img"));
+            Assert.True(pool.DeleteDevice("other", force: true));
+            Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => pool.CreateDevice("x", Bs, owner: "bad\nowner")).Kind);
+            Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => pool.CreateDevice("x", Bs, owner: new string('o', 129))).Kind);
+        }
+        Assert.True(PoolChecker.Check(data, metadata).Clean, Errors(PoolChecker.Check(data, metadata)));
+    }
+
+    [Fact]
+    public void APoolWrittenBeforeOwnersOpensAndMovesToTheNewFormatAtItsNextCommit()
+    {
+        // metadata written by Strata 050a1ba (format 1): devices a (4 blocks), s (its snapshot, one block rewritten)
+        // and empty; see Fixtures/format1-metadata.gz
+        var image = new MemoryStream();
+        using (var gz = new GZipStream(File.OpenRead(Path.Combine(AppContext.BaseDirectory, "Fixtures", "format1-metadata.gz")), CompressionMode.Decompress))
+            gz.CopyTo(image);
+        var metadata = new MemoryBlockStore(image.Length, "metadata");
+        metadata.Write(0, image.ToArray());
+        var data = new MemoryBlockStore(4L << 20, "data");
+        Assert.Equal(1u, ThinPool.ReadSuperblock(metadata).Format);
+        Assert.True(PoolChecker.Check(data, metadata).Clean, Errors(PoolChecker.Check(data, metadata)));
+        using (var pool = ThinPool.Open(data, metadata, NoTimer))
+        {
+            Assert.Equal(["a", "s", "empty"], pool.DeviceNames());
+            Assert.Equal([4UL, 4UL, 0UL], pool.Devices().Select(d => d.Mapped));
+            Assert.All(pool.Devices(), d => Assert.Null(d.Owner));
+            pool.CreateDevice("held", Bs, owner: "layer held");
+        }
+        Assert.Equal(Strata.Thin.Metadata.Superblock.Version, ThinPool.ReadSuperblock(metadata).Format);
+        Assert.True(PoolChecker.Check(data, metadata).Clean, Errors(PoolChecker.Check(data, metadata)));
+        using (var pool = ThinPool.Open(data, metadata, NoTimer))
+        {
+            Assert.Equal(["a", "s", "empty", "held"], pool.DeviceNames());
+            Assert.Equal([null, null, null, "layer held"], pool.Devices().Select(d => d.Owner));
+            Assert.Equal(ErrorKind.InUse, Assert.Throws<StrataException>(() => pool.DeleteDevice("held")).Kind);
+        }
+    }
+}
