@@ -166,14 +166,15 @@ public static partial class Commands
         });
         pool.Subcommands.Add(dump);
 
-        var restore = new Command("restore", "Replace the pool's metadata by thin_dump's XML (devices are named by their ids); the data store stays as it is") { xml, InputOption };
+        var restoreForce = new Option<bool>("--force") { Description = "Restore over devices that an owner holds (a thin store's layers, which break)" };
+        var restore = new Command("restore", "Replace the pool's metadata by thin_dump's XML (devices are named by their ids); the data store stays as it is") { xml, InputOption, restoreForce };
         restore.SetAction(r =>
         {
             RequireNotServed(r, "restore the metadata of");
             using var input = OpenInput(r.GetValue(InputOption));
             PoolDirectory.WithStores(PoolDir(r), (data, metadata) =>
             {
-                ThinPool.RestoreXml(data, metadata, input);
+                ThinPool.RestoreXml(data, metadata, input, r.GetValue(restoreForce));
                 return 0;
             });
             return 0;

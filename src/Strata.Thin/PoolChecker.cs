@@ -99,8 +99,6 @@ public static class PoolChecker
         {
             Error($"device table: {ex.Message}");
         }
-        foreach (var dup in devices.GroupBy(d => d.Id).Where(g => g.Count() > 1)) Error($"device id {dup.Key} is used {dup.Count()} times");
-        foreach (var dup in devices.GroupBy(d => d.Name).Where(g => g.Count() > 1)) Error($"device name {dup.Key} is used {dup.Count()} times");
 
         // the trees: each node read once however many trees share it
         var actualRefs = new Dictionary<ulong, uint>();

@@ -91,10 +91,14 @@ public sealed partial class ThinPool
     /// describes (its block size, and the data blocks each device maps; the data store is used as it is, so
     /// restored mappings find their data where they left it). Devices are named by their ids. Validated whole
     /// before anything is written: a mapping past the data store, a block mapped twice in one device, or a
-    /// malformed document is an error that leaves the metadata untouched.
+    /// malformed document is an error that leaves the metadata untouched. Devices held by an owner now (see
+    /// <see cref="DeleteDevice"/>) would all go: that is refused unless <paramref name="force"/>; a pool whose device
+    /// table cannot be read is restored all the same (restore is how one recovers it).
     /// </summary>
-    public static void RestoreXml(IBlockStore data, IBlockStore metadata, Stream xml)
+    public static void RestoreXml(IBlockStore data, IBlockStore metadata, Stream xml, bool force = false)
     {
+        if (!force && HeldDevices(metadata).FirstOrDefault() is { } held)
+            throw StrataException.InUse($"thin device {held.Name} is held by {held.Owner}, and a restore replaces every device: it would break {held.Owner} (and any other owner's devices); --force restores all the same");
         var (blockSize, dataBlocks, devices) = ParseXml(xml);
         if ((ulong)data.Length / blockSize < dataBlocks)
             throw StrataException.Invalid($"the XML describes {dataBlocks} data blocks of {blockSize} bytes; {data.Name} holds only {(ulong)data.Length / blockSize}");
@@ -127,6 +131,23 @@ public sealed partial class ThinPool
             pool._dirty = true;
             pool.CommitLocked();
         }
+    }
+
+    /// <summary>The devices with an owner in the committed metadata; none when it cannot be read.</summary>
+    static IEnumerable<DeviceRecord> HeldDevices(IBlockStore metadata)
+    {
+        List<DeviceRecord> devices;
+        try
+        {
+            var sb = ReadSuperblock(metadata);
+            if (StoreProblems(sb, null, metadata).Any()) return [];
+            (devices, _) = DeviceTable.Load(new MetadataSpace(metadata, sb.MetadataBlocks), sb.DeviceTable, sb.Format);
+        }
+        catch (StrataException)
+        {
+            return [];
+        }
+        return devices.Where(d => d.Owner is not null);
     }
 
     static (uint BlockSize, ulong DataBlocks, SortedDictionary<uint, SortedDictionary<ulong, ulong>> Devices) ParseXml(Stream xml)

@@ -114,6 +114,30 @@ public sealed class DamagedStoreTests(ITestOutputHelper output) : IDisposable
         Assert.Contains(report.Errors, e => e.Contains($"metadata block {last}") && e.Contains("checksum"));
     }
 
+    /// <summary>A device table naming one device twice (checksums intact: as a faulty writer or a hand edit would
+    /// leave it) is Corrupt to open, as check says, not an unhandled ArgumentException.</summary>
+    [Fact]
+    public void ADeviceTableNamingADeviceTwiceIsCorrupt()
+    {
+        var data = new MemoryBlockStore(64L * Bs, "data");
+        var metadata = new MemoryBlockStore(1 << 20, "metadata");
+        using (var pool = ThinPool.Create(data, metadata, options: NoTimer))
+        {
+            pool.CreateDevice("d1", Bs);
+            pool.CreateDevice("d2", Bs);
+        }
+        var buffer = new byte[4096];
+        ulong table = PoolChecker.Check(metadata).Referenced.Single(b => { metadata.Read((long)b * 4096, buffer); return buffer[4] == 4; });
+        metadata.Read((long)table * 4096, buffer);
+        int second = buffer.AsSpan(32).IndexOf("d2"u8) + 32;
+        buffer[second + 1] = (byte)'1';
+        Strata.Thin.Metadata.MetadataBlock.Seal(buffer);
+        metadata.Write((long)table * 4096, buffer);
+        Assert.Contains(PoolChecker.Check(data, metadata).Errors, e => e.Contains("d1"));
+        var ex = Assert.Throws<StrataException>(() => ThinPool.Open(data, metadata, NoTimer).Dispose());
+        Assert.Equal(ErrorKind.Corrupt, ex.Kind);
+    }
+
     /// <summary>Random damage, seeded: a store cut at a random length, or random bytes of the metadata flipped.
     /// Whatever check says clean must open and read.</summary>
     [Theory]

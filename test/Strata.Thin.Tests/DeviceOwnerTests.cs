@@ -71,4 +71,26 @@ public sealed class DeviceOwnerTests
             Assert.Equal(ErrorKind.InUse, Assert.Throws<StrataException>(() => pool.DeleteDevice("held")).Kind);
         }
     }
+
+    /// <summary>A restore replaces every device: over held ones (a thin store's layers) it would break them all, so it
+    /// is refused as a delete of them would be, unless forced.</summary>
+    [Fact]
+    public void ARestoreOverHeldDevicesIsRefused()
+    {
+        var data = new MemoryBlockStore(64L * Bs, "data");
+        var metadata = new MemoryBlockStore(1 << 20, "metadata");
+        using (var pool = ThinPool.Create(data, metadata, options: NoTimer))
+        {
+            pool.CreateDevice("free", Bs);
+            pool.CreateDevice("img", Bs, owner: "layer img");
+        }
+        var dump = new MemoryStream();
+        ThinPool.DumpXml(metadata, dump);
+        var ex = Assert.Throws<StrataException>(() => ThinPool.RestoreXml(data, metadata, new MemoryStream(dump.ToArray())));
+        Assert.Equal(ErrorKind.InUse, ex.Kind);
+        Assert.Contains("layer img", ex.Message);
+        using (var pool = ThinPool.Open(data, metadata, NoTimer)) Assert.Equal(["free", "img"], pool.DeviceNames()); // untouched
+        ThinPool.RestoreXml(data, metadata, new MemoryStream(dump.ToArray()), force: true);
+        using (var pool = ThinPool.Open(data, metadata, NoTimer)) Assert.Equal(["1", "2"], pool.DeviceNames());
+    }
 }

@@ -48,6 +48,8 @@ static class DeviceTable
         var buffer = new byte[MetadataBlock.Size];
         var seen = new HashSet<ulong>();
         var chain = new List<ulong>();
+        var ids = new HashSet<uint>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
         for (ulong b = first; b != 0;)
         {
             if (!seen.Add(b)) throw StrataException.Corrupt($"the device table loops back to metadata block {b}");
@@ -64,7 +66,7 @@ static class DeviceTable
                     throw StrataException.Corrupt($"device table block {b} has an entry with a bad name length");
                 if (ownerLength > MaxOwner || at + fixedSize + nameLength + ownerLength > MetadataBlock.Size)
                     throw StrataException.Corrupt($"device table block {b} has an entry with a bad owner length");
-                devices.Add(new DeviceRecord
+                var d = new DeviceRecord
                 {
                     Id = BinaryPrimitives.ReadUInt32LittleEndian(e),
                     Origin = BinaryPrimitives.ReadUInt32LittleEndian(e[4..]),
@@ -75,7 +77,10 @@ static class DeviceTable
                     CreatedUnixMs = BinaryPrimitives.ReadInt64LittleEndian(e[40..]),
                     Name = Encoding.UTF8.GetString(e.Slice(fixedSize, nameLength)),
                     Owner = ownerLength == 0 ? null : Encoding.UTF8.GetString(e.Slice(fixedSize + nameLength, ownerLength)),
-                });
+                };
+                if (!ids.Add(d.Id)) throw StrataException.Corrupt($"the device table holds device id {d.Id} twice");
+                if (!names.Add(d.Name)) throw StrataException.Corrupt($"the device table holds device name {d.Name} twice");
+                devices.Add(d);
                 at += fixedSize + nameLength + ownerLength;
             }
             b = MetadataBlock.Extra(buffer);
