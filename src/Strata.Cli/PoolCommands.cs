@@ -146,8 +146,14 @@ public static partial class Commands
                 }
                 else OutputFile.Write(path, s => { dump(s); return 0; });
             }
+            // a dump of a pool that fell back from a lost transaction says so, as open does
+            void Warn(IEnumerable<string> problems)
+            {
+                foreach (var problem in problems) Io.Current.Err.WriteLine($"strata: warning: {problem}");
+            }
             if (Served(r) is { } served)
             {
+                Warn(served.Pool.SuperblockProblems());
                 // into memory under the pool's pause, out after it: IO waits for the reading, not for a slow reader
                 var xml = served.Pool.ReadCommitted(metadata =>
                 {
@@ -159,6 +165,7 @@ public static partial class Commands
             }
             else PoolDirectory.WithStores(PoolDir(r), (_, metadata) =>
             {
+                Warn(ThinPool.ReadSuperblockProblems(metadata));
                 Write(s => ThinPool.DumpXml(metadata, s));
                 return 0;
             });

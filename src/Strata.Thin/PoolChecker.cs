@@ -61,9 +61,7 @@ public static class PoolChecker
             return new CheckReport(0, 0, 0, errors, leaks) { Unrepairable = unrepairable };
         }
         var sb = slots.Current;
-        if (slots.Damage is { } damage) Error(damage, repairable: true);
-        if (sb.LostTransaction != 0) Error(SuperblockSlots.LostMessage(sb.LostTransaction), repairable: true);
-        if (slots.Lost != 0 && slots.Lost != sb.LostTransaction) Error(SuperblockSlots.LostMessage(slots.Lost), repairable: true);
+        foreach (var problem in slots.Problems()) Error(problem, repairable: true);
         foreach (var problem in ThinPool.StoreProblems(sb, data, metadata)) Error(problem);
         // a metadata store cut short: the blocks past its end are reported where something points at them, never read
         ulong readable = Math.Min(sb.MetadataBlocks, (ulong)metadata.Length / MetadataBlock.Size);

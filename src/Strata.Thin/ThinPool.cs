@@ -162,6 +162,10 @@ public sealed partial class ThinPool : IDisposable
 
     internal static Superblock ReadSuperblock(IBlockStore metadata) => SuperblockSlots.Read(metadata).Current;
 
+    /// <summary>What is wrong with the superblocks on <paramref name="metadata"/>, one line each, read without opening the
+    /// pool (as dump does): a damaged slot, a lost transaction.</summary>
+    public static IReadOnlyList<string> ReadSuperblockProblems(IBlockStore metadata) => SuperblockSlots.Read(metadata).Problems();
+
     /// <summary>What is wrong with the superblocks, one line each (none: nothing): a damaged slot (until the next commit
     /// rewrites it) and a transaction lost to one (until a repair acknowledges it).</summary>
     public IReadOnlyList<string> SuperblockProblems()

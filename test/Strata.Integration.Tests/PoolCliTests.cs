@@ -131,6 +131,9 @@ public sealed class PoolCliTests : IDisposable
         Assert.Equal(0, made.ExitCode);
         Assert.Contains($"transaction {newest} was lost", made.Stderr);
         Assert.Equal(1, _cli.Run("pool", "--pool", pool, "check").ExitCode); // a commit since does not make it go away
+        var dump = _cli.Run("pool", "--pool", pool, "dump", "--xml");
+        Assert.Equal(0, dump.ExitCode);
+        Assert.Contains($"strata: warning: transaction {newest} was lost", dump.Stderr);
 
         Assert.EndsWith("clean", _cli.Ok("pool", "--pool", pool, "repair"));
         Assert.EndsWith("clean", _cli.Ok("pool", "--pool", pool, "check"));

@@ -57,6 +57,17 @@ sealed record SuperblockSlots(Superblock Current, string? Damage, ulong Lost)
             : $"{damage}; its header says transaction {said}, which cannot be right (it held {c - 1} or {c + 1}): counted as a loss of {c + 1}", c + 1);
     }
 
+    /// <summary>What is wrong, one line each: the damaged slot, a transaction the current superblock records as lost,
+    /// and one lost now.</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        if (Damage is not null) problems.Add(Damage);
+        if (Current.LostTransaction != 0) problems.Add(LostMessage(Current.LostTransaction));
+        if (Lost != 0 && Lost != Current.LostTransaction) problems.Add(LostMessage(Lost));
+        return problems;
+    }
+
     /// <summary>The one line that reports a lost transaction.</summary>
     public static string LostMessage(ulong lost) =>
         $"transaction {lost} was lost: a damaged superblock made the pool fall back to transaction {lost - 1}, and what {lost} did (devices made or removed, snapshots, flushed writes) is gone; `strata pool repair` acknowledges the loss";
