@@ -251,8 +251,9 @@ public sealed partial class ThinPool : IDisposable
 
     /// <summary>
     /// Repairs what can be rebuilt from the mapping trees: the data reference counts (reclaiming leaked blocks),
-    /// the needs_check flag, and the superblocks (both slots rewritten; a lost transaction acknowledged). Damaged trees or a damaged device table are not guessed at:
-    /// that is refused, with the check's findings.
+    /// the needs_check flag, and the superblocks (both slots rewritten; a lost transaction acknowledged). Damaged
+    /// trees, a damaged device table or a store cut short are not guessed at: that is refused, with the check's
+    /// findings.
     /// </summary>
     public static CheckReport Repair(IBlockStore data, IBlockStore metadata)
     {
