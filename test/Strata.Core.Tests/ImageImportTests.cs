@@ -12,142 +12,8 @@ namespace Strata.Core.Tests;
 /// chain ids name; bad ones fail with one clear line of the right kind and leave nothing behind: no image
 /// record, no new layer, no blob no image refers to, an empty tmp/.
 /// </summary>
-public sealed class ImageImportTests : IDisposable
+public sealed class ImageImportTests : ImageImportFixture
 {
-    readonly TempRoot _temp = new();
-    readonly LayerStore _layers;
-    readonly ImageStore _images;
-
-    public ImageImportTests()
-    {
-        _layers = LayerStore.Open(new StoreOptions { Root = Root, Driver = "vfs" });
-        _images = ContainerStore.For(_layers).Images;
-    }
-
-    string Root => _temp.Combine("store");
-
-    public void Dispose()
-    {
-        _layers.Dispose();
-        _temp.Dispose();
-    }
-
-    // ---- images to build ----
-
-    static readonly byte[] BaseTar = new LayerTar()
-        .Dir("bin/").File("bin/sh", "#!sh")
-        .Dir("etc/").File("etc/os-release", "ID=base\n").File("etc/hostname", "base")
-        .Dir("tmp/").File("tmp/gone", "deleted by the layer above")
-        .Bytes();
-
-    static readonly byte[] TopTar = new LayerTar()
-        .Whiteout("tmp/gone")
-        .File("etc/os-release", "ID=top\n")
-        .Dir("app/").File("app/run", "run")
-        .Bytes();
-
-    static ImageSpec TwoLayers(Action<JsonObject>? editConfig = null, Action<JsonObject>? editManifest = null, LayerSpec? top = null) =>
-        new(new LayerSpec(BaseTar), top ?? new LayerSpec(TopTar)) { EditConfig = editConfig, EditManifest = editManifest };
-
-    static string OtherArchitecture => Platform.Host.Architecture == "s390x" ? "riscv64" : "s390x";
-
-    string Input(string name, byte[] data)
-    {
-        string path = _temp.Combine("in", name);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllBytes(path, data);
-        return path;
-    }
-
-    string Layout(OciBuilder oci) => oci.WriteDir(_temp.Combine("in", "layout-" + Guid.NewGuid().ToString("N")));
-
-    List<ImageRecord> Import(string path, string? name = null, Platform? platform = null) =>
-        new ImageImporter(_images).Import(path, new ImageImporter.Options { Name = name, Platform = platform });
-
-    // ---- what a store holds ----
-
-    List<string> LayerIds() => _layers.List().Select(l => l.Id).Order(StringComparer.Ordinal).ToList();
-
-    List<string> BlobNames() => Directory.GetFiles(_images.Blobs.Directory).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList()!;
-
-    List<string> ImageIds() => _images.List().Select(i => i.Id).Order(StringComparer.Ordinal).ToList();
-
-    /// <summary>Every blob an image refers to: configs, manifests, and the layers the manifests list.</summary>
-    HashSet<string> ReferencedBlobs()
-    {
-        var used = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var image in _images.List())
-        {
-            used.Add(image.Config.Hex);
-            var manifest = Digest.Parse(image.Manifest);
-            used.Add(manifest.Hex);
-            var m = OciJson.Decode(_images.Blobs.Read(manifest), OciJson.Default.ImageManifest, "manifest");
-            foreach (var l in m.Layers) used.Add(Digest.Parse(l.Digest).Hex);
-        }
-        return used;
-    }
-
-    void AssertClean()
-    {
-        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(Root, "tmp")));
-        var referenced = ReferencedBlobs();
-        Assert.All(BlobNames(), b => Assert.True(referenced.Contains(b), $"blob {b} is left that no image refers to"));
-        // every image's blobs and layers are there
-        foreach (var b in ReferencedBlobs()) Assert.True(File.Exists(Path.Combine(_images.Blobs.Directory, b)), $"blob {b} is missing");
-        foreach (var i in _images.List()) Assert.All(i.Layers, l => Assert.True(_layers.Exists(l), $"layer {l} of {i.Id} is missing"));
-    }
-
-    /// <summary>The import fails with <paramref name="kind"/> and a one-line message containing <paramref name="fragment"/>,
-    /// and the store is as it was: the same images, layers and blobs, and nothing in tmp/.</summary>
-    StrataException Fails(string path, ErrorKind kind, string fragment, string? name = null, Platform? platform = null)
-    {
-        var layers = LayerIds();
-        var blobs = BlobNames();
-        var images = ImageIds();
-        var ex = Assert.Throws<StrataException>(() => Import(path, name, platform));
-        Assert.True(kind == ex.Kind, $"expected {kind}, got {ex.Kind}: {ex.Message}");
-        Assert.Contains(fragment, ex.Message);
-        Assert.DoesNotContain('\n', ex.Message);
-        Assert.Equal(images, ImageIds());
-        Assert.Equal(layers, LayerIds());
-        Assert.Equal(blobs, BlobNames());
-        AssertClean();
-        return ex;
-    }
-
-    /// <summary>Mounts a layer, hands its tree to <paramref name="check"/>, unmounts it.</summary>
-    void InTree(string layer, Action<string> check)
-    {
-        string tree = _layers.Mount(layer);
-        try
-        {
-            check(tree);
-        }
-        finally
-        {
-            _layers.Unmount(layer);
-        }
-    }
-
-    static void AssertTwoLayerTree(string tree)
-    {
-        Assert.Equal("#!sh", File.ReadAllText(Path.Combine(tree, "bin/sh")));
-        Assert.Equal("ID=top\n", File.ReadAllText(Path.Combine(tree, "etc/os-release")));
-        Assert.Equal("base", File.ReadAllText(Path.Combine(tree, "etc/hostname")));
-        Assert.Equal("run", File.ReadAllText(Path.Combine(tree, "app/run")));
-        Assert.True(Directory.Exists(Path.Combine(tree, "tmp")));
-        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(tree, "tmp")));
-    }
-
-    void AssertImported(ImageRecord image, BuiltImage built)
-    {
-        Assert.Equal(built.ConfigDigest, image.Id);
-        Assert.Equal(built.ChainIds, image.Layers);
-        Assert.Null(_layers.Inspect(image.Layers[0]).Parent);
-        for (int i = 1; i < image.Layers.Count; i++) Assert.Equal(image.Layers[i - 1], _layers.Inspect(image.Layers[i]).Parent);
-        Assert.All(image.Layers, l => Assert.Equal(LayerKind.ReadOnly, _layers.Inspect(l).Kind));
-    }
-
     // ---- good images ----
 
     [Fact]
@@ -164,10 +30,10 @@ public sealed class ImageImportTests : IDisposable
         Assert.Equal(built.ManifestDigest, image.Manifest);
         Assert.Equal(MediaTypes.OciManifest, image.ManifestMediaType);
         Assert.Equal(Platform.Host.ToString(), image.Platform);
-        Assert.Equal(image.Id, _images.Get("x:1").Id);
+        Assert.Equal(image.Id, Images.Get("x:1").Id);
         // the very bytes that came in are kept, for export
         foreach (var d in built.LayerDigests.Append(built.ConfigDigest).Append(built.ManifestDigest))
-            Assert.Equal(oci.Read(d), _images.Blobs.Read(Digest.Parse(d)));
+            Assert.Equal(oci.Read(d), Images.Blobs.Read(Digest.Parse(d)));
         Assert.Equal(built.ChainIds.Order(StringComparer.Ordinal), LayerIds());
         InTree(image.TopLayer, AssertTwoLayerTree);
         InTree(image.Layers[0], tree => Assert.Equal("deleted by the layer above", File.ReadAllText(Path.Combine(tree, "tmp/gone"))));
@@ -217,7 +83,7 @@ public sealed class ImageImportTests : IDisposable
         var built = new BuiltImage(new JsonObject(), id, "", [], spec.Layers.Select(l => l.DiffId).ToList());
         AssertImported(image, built);
         // a docker-archive has no manifest: the store writes one over the layer tars as they came
-        var manifest = OciJson.Decode(_images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
+        var manifest = OciJson.Decode(Images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
         Assert.Equal(id, manifest.Config.Digest);
         Assert.Equal(spec.Layers.Select(l => l.DiffId), manifest.Layers.Select(l => l.Digest));
         Assert.All(manifest.Layers, l => Assert.Equal(MediaTypes.OciLayer, l.MediaType));
@@ -236,12 +102,12 @@ public sealed class ImageImportTests : IDisposable
         string diffId = Blob.DigestOf(tar);
         Assert.Equal([diffId[7..]], image.Layers);
         Assert.Equal(["rootfs:1"], image.Names);
-        var config = JsonNode.Parse(_images.Blobs.Read(image.Config))!;
+        var config = JsonNode.Parse(Images.Blobs.Read(image.Config))!;
         Assert.Equal(diffId, Assert.Single(config["rootfs"]!["diff_ids"]!.AsArray())!.GetValue<string>());
         Assert.Equal("layers", config["rootfs"]!["type"]!.GetValue<string>());
         Assert.Equal(Platform.Host.Os, config["os"]!.GetValue<string>());
         Assert.Equal(Platform.Host.Architecture, config["architecture"]!.GetValue<string>());
-        var manifest = OciJson.Decode(_images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
+        var manifest = OciJson.Decode(Images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
         Assert.Equal(gzip ? MediaTypes.OciLayerGzip : MediaTypes.OciLayer, Assert.Single(manifest.Layers).MediaType);
         InTree(image.TopLayer, tree =>
         {
@@ -271,7 +137,7 @@ public sealed class ImageImportTests : IDisposable
         AssertImported(picked, other);
         Assert.Equal($"linux/{OtherArchitecture}", picked.Platform);
         InTree(picked.TopLayer, tree => Assert.Equal(OtherArchitecture, File.ReadAllText(Path.Combine(tree, "arch"))));
-        Assert.Equal(2, _images.List().Count);
+        Assert.Equal(2, Images.List().Count);
         AssertClean();
     }
 
@@ -513,7 +379,7 @@ public sealed class ImageImportTests : IDisposable
         oci.Files[name] = "pwned"u8.ToArray();
         Fails(Input("oci.tar", oci.Archive()), ErrorKind.Corrupt, $"archive entry '{name}' points outside the image");
         Assert.False(File.Exists(Path.Combine(Root, "evil")));
-        Assert.False(File.Exists(_temp.Combine("evil")));
+        Assert.False(File.Exists(Temp.Combine("evil")));
     }
 
     [Fact]
@@ -570,7 +436,7 @@ public sealed class ImageImportTests : IDisposable
     [MemberData(nameof(Escapes))]
     public void ALayerThatTriesToEscapeIsRefusedAndTheHostIsUntouched(string how)
     {
-        string outside = _temp.Dir("outside");
+        string outside = Temp.Dir("outside");
         string sentinel = Path.Combine(outside, "sentinel");
         File.WriteAllText(sentinel, "untouched");
         string up = string.Concat(Enumerable.Repeat("../", 24));
@@ -598,7 +464,7 @@ public sealed class ImageImportTests : IDisposable
     [Fact]
     public void ARootfsTarThatTriesToEscapeIsRefused()
     {
-        string outside = _temp.Dir("outside");
+        string outside = Temp.Dir("outside");
         var tar = new LayerTar().Symlink("evil", outside).File("evil/new", "pwned").Bytes();
         Fails(Input("rootfs.tar", Blob.Gzip(tar)), ErrorKind.InvalidArgument, "writes through symlink 'evil'");
         Assert.Empty(Directory.GetFileSystemEntries(outside));
@@ -644,15 +510,15 @@ public sealed class ImageImportTests : IDisposable
         var a = first.Add(TwoLayers());
         first.Top(OciBuilder.Named(a.Descriptor, "first"));
         var imageA = Assert.Single(Import(Layout(first)));
-        var baseLayer = _layers.Inspect(imageA.Layers[0]);
+        var baseLayer = Layers.Inspect(imageA.Layers[0]);
 
         var second = new OciBuilder();
         var b = second.Add(new ImageSpec(new LayerSpec(BaseTar), new LayerSpec(new LayerTar().File("b", "b").Bytes())));
         second.Top(OciBuilder.Named(b.Descriptor, "second"));
         var imageB = Assert.Single(Import(Layout(second)));
         Assert.Equal(imageA.Layers[0], imageB.Layers[0]);
-        Assert.Equal(baseLayer.Created, _layers.Inspect(imageB.Layers[0]).Created); // not made again
-        Assert.Equal(3, _layers.List().Count);
+        Assert.Equal(baseLayer.Created, Layers.Inspect(imageB.Layers[0]).Created); // not made again
+        Assert.Equal(3, Layers.List().Count);
 
         // a third image on the same base whose own layer is bad: the base stays, with what it holds
         var third = new OciBuilder();
@@ -662,8 +528,8 @@ public sealed class ImageImportTests : IDisposable
         });
         third.Top(OciBuilder.Named(c.Descriptor, "third"));
         Fails(Layout(third), ErrorKind.Corrupt, "not the diff id");
-        Assert.Equal(baseLayer.Created, _layers.Inspect(imageA.Layers[0]).Created);
-        Assert.True(_images.Blobs.Exists(Digest.Parse(a.LayerDigests[0])));
+        Assert.Equal(baseLayer.Created, Layers.Inspect(imageA.Layers[0]).Created);
+        Assert.True(Images.Blobs.Exists(Digest.Parse(a.LayerDigests[0])));
         InTree(imageA.TopLayer, AssertTwoLayerTree);
         InTree(imageB.TopLayer, tree => Assert.Equal("b", File.ReadAllText(Path.Combine(tree, "b"))));
     }
@@ -680,7 +546,7 @@ public sealed class ImageImportTests : IDisposable
         var docker = new DockerArchiveBuilder();
         docker.Add(TwoLayers(editConfig: c => c["rootfs"]!["diff_ids"]![1] = Blob.DigestOf("wrong"u8.ToArray())), "second:1");
         Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, "not the diff id");
-        Assert.False(_images.Blobs.Exists(Digest.Parse(Blob.DigestOf(BaseTar))));
+        Assert.False(Images.Blobs.Exists(Digest.Parse(Blob.DigestOf(BaseTar))));
         InTree(imageA.TopLayer, AssertTwoLayerTree);
 
         // and the good one reuses the base layer
@@ -688,12 +554,12 @@ public sealed class ImageImportTests : IDisposable
         good.Add(TwoLayers(top: new LayerSpec(new LayerTar().File("d", "d").Bytes())), "second:1");
         var imageB = Assert.Single(Import(Input("good.tar", good.Archive())));
         Assert.Equal(imageA.Layers[0], imageB.Layers[0]);
-        Assert.Equal(3, _layers.List().Count);
+        Assert.Equal(3, Layers.List().Count);
         AssertClean();
 
         // a failed import that brings the very blob an image has does not take it
         Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, "not the diff id");
-        Assert.True(_images.Blobs.Exists(Digest.Parse(Blob.DigestOf(BaseTar))));
+        Assert.True(Images.Blobs.Exists(Digest.Parse(Blob.DigestOf(BaseTar))));
         InTree(imageB.TopLayer, tree => Assert.Equal("d", File.ReadAllText(Path.Combine(tree, "d"))));
     }
 
@@ -712,6 +578,6 @@ public sealed class ImageImportTests : IDisposable
         Assert.Equal(["x:1", "x:2"], again.Names);
         Assert.Equal(layers, LayerIds());
         Assert.Equal(blobs, BlobNames());
-        Assert.Single(_images.List());
+        Assert.Single(Images.List());
     }
 }
