@@ -267,10 +267,27 @@ sealed class DockerArchiveBuilder
     /// <summary>The archive, manifest.json last as docker writes it; <paramref name="extra"/> entries go first.</summary>
     public byte[] Archive(params KeyValuePair<string, byte[]>[] extra)
     {
+        var files = extra.Concat(Files.OrderBy(f => f.Key, StringComparer.Ordinal)).ToList();
+        files.Add(new("manifest.json", Manifest()));
+        return Blob.Tar(files);
+    }
+
+    /// <summary>The archive extracted into directory <paramref name="path"/>.</summary>
+    public string WriteDir(string path)
+    {
+        foreach (var (name, data) in Files.Append(new("manifest.json", Manifest())))
+        {
+            string to = Path.Combine(path, name);
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            File.WriteAllBytes(to, data);
+        }
+        return path;
+    }
+
+    byte[] Manifest()
+    {
         var manifest = (JsonArray)_manifest.DeepClone();
         EditManifest?.Invoke(manifest);
-        var files = extra.Concat(Files.OrderBy(f => f.Key, StringComparer.Ordinal)).ToList();
-        files.Add(new("manifest.json", Blob.Json(manifest)));
-        return Blob.Tar(files);
+        return Blob.Json(manifest);
     }
 }

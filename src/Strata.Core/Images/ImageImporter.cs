@@ -2,6 +2,7 @@ using System.IO.Compression;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Strata.Archive;
+using Strata.Native;
 
 namespace Strata.Core.Images;
 
@@ -35,10 +36,10 @@ public sealed class ImageImporter(ImageStore images)
         using var scope = images.BeginImport();
         if (Directory.Exists(path))
         {
-            if (!File.Exists(Path.Combine(path, "oci-layout")))
-                throw StrataException.Invalid($"{path} is a directory but not an OCI image layout (it has no oci-layout file)");
             using var dir = new DirectorySource(path);
-            return Finish(ImportOci(dir, options, scope), name, scope);
+            if (dir.Has("oci-layout")) return Finish(ImportOci(dir, options, scope), name, scope);
+            if (dir.Has("manifest.json")) return Finish(ImportDocker(dir, options, scope), name, scope);
+            throw StrataException.Invalid($"{path} is a directory but not an OCI image layout (it has no oci-layout file) nor an extracted docker-archive (no manifest.json)");
         }
         if (!File.Exists(path)) throw StrataException.NotFound($"{path} does not exist");
         HashSet<string> names;
@@ -131,12 +132,16 @@ public sealed class ImageImporter(ImageStore images)
 
     static string BlobPath(Digest d) => "blobs/sha256/" + d.Hex;
 
-    byte[] ReadBlob(ImageSource source, Digest digest, long size, string what)
+    /// <summary>A JSON document's blob, read whole: no more than its descriptor says, and never more than <see cref="ImageSource.MaxDocument"/>.</summary>
+    static byte[] ReadBlob(ImageSource source, Digest digest, long size, string what)
     {
         string path = BlobPath(digest);
-        if (!source.Has(path)) throw StrataException.Corrupt($"{what} is missing from the image (no {path})");
-        var bytes = source.ReadAll(path);
-        if (bytes.Length != size && size != 0) throw StrataException.Corrupt($"{what} has {bytes.Length} bytes, not {size} as its descriptor says");
+        if (size > ImageSource.MaxDocument)
+            throw StrataException.Corrupt($"{what} is {size} bytes by its descriptor, more than a JSON document of an image may be ({ImageSource.MaxDocument})");
+        byte[] bytes;
+        using (var s = source.TryOpen(path) ?? throw StrataException.Corrupt($"{what} is missing from the image (no {path})"))
+            bytes = ConfinedFile.ReadAtMost(s, size) ?? throw StrataException.Corrupt($"{what} has more than the {size} bytes its descriptor says");
+        if (bytes.Length != size) throw StrataException.Corrupt($"{what} has {bytes.Length} bytes, not {size} as its descriptor says");
         if (Digest.Of(bytes) != digest) throw StrataException.Corrupt($"{what} has digest {Digest.Of(bytes)}, not {digest} as its descriptor says");
         return bytes;
     }
@@ -158,8 +163,8 @@ public sealed class ImageImporter(ImageStore images)
             var layers = e.Layers.Select(l =>
             {
                 string p = ImageSource.Clean(l, "layer path");
-                if (!source.Has(p)) throw StrataException.Corrupt($"layer {p} is missing from the archive");
-                return new LayerBlob(p, null, source.Length(p), null, null);
+                using var s = source.TryOpen(p) ?? throw StrataException.Corrupt($"layer {p} is missing from the archive");
+                return new LayerBlob(p, null, s.Length, null, null);
             }).ToList();
             var names = (e.RepoTags ?? []).Select(ImageName.TryNormalize).OfType<string>().ToList();
             result.Add(Build(source, config, configDigest, layers, names, null, options, scope));
@@ -170,9 +175,13 @@ public sealed class ImageImporter(ImageStore images)
     /// <summary>A rootfs tar as `docker import` takes it: one layer, and a config with nothing but that layer.</summary>
     Pending ImportRootfs(string path, Options options, ImageStore.ImportScope scope)
     {
-        long total = new FileInfo(path).Length;
-        using var source = new DirectorySource(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var layer = new LayerBlob(Path.GetFileName(path), null, total, null, null);
+        // the file the user named, wherever a symlink of theirs leads
+        string real = Posix.RealPath(path);
+        using var source = new DirectorySource(Path.GetDirectoryName(real)!);
+        string name = Path.GetFileName(real);
+        long total;
+        using (var s = source.Open(name)) total = s.Length;
+        var layer = new LayerBlob(name, null, total, null, null);
         return Build(source, null, default, [layer], [], null, options, scope);
     }
 

@@ -4,24 +4,35 @@ using Strata.Native;
 
 namespace Strata.Core.Images;
 
-/// <summary>The named files of an image archive or layout: an OCI layout directory read in place, or a tar
-/// (oci-archive, docker-archive) staged file by file into the store's tmp/ (such archives keep their
-/// index at the end, so they cannot be read in one pass).</summary>
+/// <summary>The named files of an image archive or layout: a directory (an OCI layout, an extracted docker-archive)
+/// read in place, or a tar (oci-archive, docker-archive) staged file by file into the store's tmp/ (such archives
+/// keep their index at the end, so they cannot be read in one pass). Every file is a regular file inside the
+/// image, and a JSON document is read with a bound on the bytes read.</summary>
 abstract class ImageSource : IDisposable
 {
-    public abstract bool Has(string path);
-    public abstract Stream Open(string path);
-    public abstract long Length(string path);
+    /// <summary>The most a JSON document of an image (oci-layout, index, manifest, config) may hold.</summary>
+    public const long MaxDocument = 64 << 20;
+
+    /// <summary>The file, or null when the image has none of that name; a file that is not a regular file inside the
+    /// image is an error.</summary>
+    public abstract Stream? TryOpen(string path);
+
+    protected abstract StrataException Missing(string path);
+
+    public Stream Open(string path) => TryOpen(path) ?? throw Missing(path);
+
+    public bool Has(string path)
+    {
+        using var s = TryOpen(path);
+        return s is not null;
+    }
+
     public virtual void Dispose() { }
 
-    public byte[] ReadAll(string path, long max = 64 << 20)
+    public byte[] ReadAll(string path, long max = MaxDocument)
     {
-        if (!Has(path)) throw StrataException.Corrupt($"{path} is missing from the image");
-        if (Length(path) > max) throw StrataException.Corrupt($"{path} is {Length(path)} bytes, more than a JSON document of an image may be");
         using var s = Open(path);
-        using var ms = new MemoryStream();
-        s.CopyTo(ms);
-        return ms.ToArray();
+        return ConfinedFile.ReadAtMost(s, max) ?? throw StrataException.Corrupt($"{path} is more than {max} bytes, more than a JSON document of an image may be");
     }
 
     /// <summary>A path from the image's own JSON, made relative and checked to stay inside the image.</summary>
@@ -39,23 +50,39 @@ abstract class ImageSource : IDisposable
     }
 }
 
-sealed class DirectorySource(string root) : ImageSource
+/// <summary>A directory read in place. Its files are opened by the kernel's path resolution below the directory
+/// (openat2 RESOLVE_BENEATH): a symlink may lead elsewhere inside it (`docker save` links a repeated layer), never
+/// out of it; and only regular files are read (a FIFO would block the import, a device never end it).</summary>
+sealed class DirectorySource : ImageSource
 {
-    string Full(string path) => Path.Combine(root, Clean(path, "path"));
-    public override bool Has(string path) => File.Exists(Full(path));
-    public override long Length(string path) => new FileInfo(Full(path)).Length;
+    readonly string _root;
+    readonly FileDescriptor _dir;
 
-    public override Stream Open(string path)
+    public DirectorySource(string root)
     {
-        try
-        {
-            return new FileStream(Full(path), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
-        }
-        catch (FileNotFoundException)
-        {
-            throw StrataException.Corrupt($"{path} is missing from the image layout {root}");
-        }
+        if (!Posix.HasOpenAt2) throw StrataException.Unsupported("this kernel lacks openat2(2) (Linux 5.6+), which reading an image directory safely needs");
+        _root = root;
+        _dir = Posix.Open(root, Posix.O_PATH | Posix.O_DIRECTORY);
     }
+
+    public override Stream? TryOpen(string path)
+    {
+        string rel = Clean(path, "path");
+        int err = ConfinedFile.TryOpen(_dir, rel, Posix.RESOLVE_BENEATH, out var file, out var kind);
+        return err switch
+        {
+            0 when file is not null => file,
+            0 => throw StrataException.Corrupt($"{rel} in {_root} is a {ConfinedFile.Describe(kind)}, not a regular file"),
+            Errno.ENOENT or Errno.ENOTDIR => null,
+            Errno.EXDEV => throw StrataException.Corrupt($"{rel} in {_root} is a symlink that leads out of the image, or passes through one"),
+            Errno.ELOOP => throw StrataException.Corrupt($"{rel} in {_root}: its symlinks loop or nest too deeply"),
+            _ => throw new ErrnoException(err, "open", Path.Combine(_root, rel)),
+        };
+    }
+
+    protected override StrataException Missing(string path) => StrataException.Corrupt($"{path} is missing from the image {_root}");
+
+    public override void Dispose() => _dir.Dispose();
 }
 
 /// <summary>A tar archive's regular files, staged under a directory of the store's tmp/ (swept at open);
@@ -172,10 +199,11 @@ sealed class StagedSource : ImageSource
         }
     }
 
-    string Staged(string path) => _files.TryGetValue(Clean(path, "path"), out var f) ? f : throw StrataException.Corrupt($"{path} is missing from the archive");
-    public override bool Has(string path) => _files.ContainsKey(Clean(path, "path"));
-    public override long Length(string path) => new FileInfo(Staged(path)).Length;
-    public override Stream Open(string path) => new FileStream(Staged(path), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+    // the staged files are the store's own regular files
+    public override Stream? TryOpen(string path) =>
+        _files.TryGetValue(Clean(path, "path"), out var f) ? new FileStream(f, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan) : null;
+
+    protected override StrataException Missing(string path) => StrataException.Corrupt($"{path} is missing from the archive");
 
     public override void Dispose() => FileTree.Remove(_dir);
 }
