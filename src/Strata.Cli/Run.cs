@@ -184,14 +184,19 @@ public static partial class Commands
         return (uid.Value, gid ?? 0);
     }
 
+    /// <summary>The lines of a file of the image (absent: none). The image made it: it may be a FIFO (which would keep
+    /// the run waiting for a writer) or a device (/dev/zero has no end), and is read with a bound.</summary>
     static string[] ReadInRoot(string rootfs, string path)
     {
+        const long Max = 16 << 20;
         using var root = Posix.Open(rootfs, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        if (Posix.TryOpenAt2(root, path, Posix.O_RDONLY, Posix.RESOLVE_IN_ROOT | Posix.RESOLVE_NO_MAGICLINKS, out var fd) != 0) return [];
-        using (fd)
-        using (var s = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd!.DangerousGetHandle(), ownsHandle: false), FileAccess.Read))
-        using (var reader = new StreamReader(s))
-            return reader.ReadToEnd().Split('\n');
+        if (Core.ConfinedFile.TryOpen(root, path, Posix.RESOLVE_IN_ROOT, out var file, out var kind) != 0) return [];
+        if (file is null) throw StrataException.Corrupt($"the image's /{path} is a {Core.ConfinedFile.Describe(kind)}, not a regular file");
+        using (file)
+        {
+            var bytes = Core.ConfinedFile.ReadAtMost(file, Max) ?? throw StrataException.Corrupt($"the image's /{path} is more than {Max} bytes");
+            return Encoding.UTF8.GetString(bytes).Split('\n');
+        }
     }
 
     static void Exec(string file, params string[] args)

@@ -262,6 +262,28 @@ public abstract class ImageTests(ITestOutputHelper output) : IDisposable
     }
 
     [ToolsFact("umoci", "runc")]
+    public void RunRefusesAnImageWhosePasswdOrGroupIsNotARegularFile()
+    {
+        string layout = _temp.Combine("layout");
+        Images.BuildBase(layout, "img", _temp.Path);
+        // a FIFO would keep the user lookup waiting for a writer, /dev/zero would feed it without end
+        Images.Change(layout, "img", "fifo", _temp.Path, rootfs => Images.Sh(rootfs, "mkfifo etc/passwd"));
+        Images.Change(layout, "img", "zero", _temp.Path, rootfs => Images.Sh(rootfs, "echo 'someone:x:1000:1000::/:/bin/sh' > etc/passwd; mknod etc/group c 1 5"));
+        Images.Umoci("config", "--image", $"{layout}:fifo", "--config.user", "someone");
+        Images.Umoci("config", "--image", $"{layout}:zero", "--config.user", "someone:staff");
+        var s = NewStore();
+        s.Ok("image", "import", layout, "-q");
+
+        var fifo = s.Run("run", "--rm", "strata/image:fifo", "true");
+        Assert.True(fifo.ExitCode != 0, fifo.Stderr);
+        Assert.Contains("the image's /etc/passwd is a fifo, not a regular file", fifo.Stderr);
+        var zero = s.Run("run", "--rm", "strata/image:zero", "true");
+        Assert.True(zero.ExitCode != 0, zero.Stderr);
+        Assert.Contains("the image's /etc/group is a character device, not a regular file", zero.Stderr);
+        Assert.Equal(0, s.Json("container", "ls", "--format", "json").GetArrayLength());
+    }
+
+    [ToolsFact("umoci", "runc")]
     public void RunWritesOnlyToTheContainerLayer()
     {
         string layout = _temp.Combine("layout");
