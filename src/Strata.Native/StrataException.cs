@@ -22,33 +22,31 @@ public class StrataException : Exception
 {
     public StrataException(ErrorKind kind, string message, Exception? inner = null) : base(OneLine(message), inner) => Kind = kind;
 
-    /// <summary>The message as one line whatever it quotes: names and paths come from users and archives, so control
-    /// characters in them (a newline in <c>--name</c>) are shown escaped, as <c>\n</c>, <c>\t</c>, <c>\x1b</c>, <c>\u2028</c>.</summary>
+    public ErrorKind Kind { get; }
+
+    /// <summary>The message with line breaks and other control characters escaped (\n, \u001b): names and values from
+    /// outside (an archive member, a digest in a manifest) go into messages, and must not break the one line.</summary>
     public static string OneLine(string message)
     {
-        int i = 0;
-        while (i < message.Length && !NeedsEscape(message[i])) i++;
-        if (i == message.Length) return message;
-        var sb = new System.Text.StringBuilder(message.Length + 8).Append(message, 0, i);
-        for (; i < message.Length; i++)
+        if (!message.AsSpan().ContainsAny(Breaks)) return message;
+        var text = new System.Text.StringBuilder(message.Length + 16);
+        foreach (char c in message)
         {
-            char c = message[i];
-            if (!NeedsEscape(c)) sb.Append(c);
-            else sb.Append(c switch
+            switch (c)
             {
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                < (char)0x100 => $"\\x{(int)c:x2}",
-                _ => $"\\u{(int)c:x4}",
-            });
+                case '\n': text.Append("\\n"); break;
+                case '\r': text.Append("\\r"); break;
+                case '\t': text.Append("\\t"); break;
+                case var _ when Breaks.Contains(c): text.Append("\\u").Append(((int)c).ToString("x4", System.Globalization.CultureInfo.InvariantCulture)); break;
+                default: text.Append(c); break;
+            }
         }
-        return sb.ToString();
+        return text.ToString();
     }
 
-    static bool NeedsEscape(char c) => c < 0x20 || c is (>= (char)0x7f and <= (char)0x9f) or '\u2028' or '\u2029';
-
-    public ErrorKind Kind { get; }
+    /// <summary>C0 and C1 controls, DEL, and the Unicode line and paragraph separators.</summary>
+    static readonly System.Buffers.SearchValues<char> Breaks = System.Buffers.SearchValues.Create(
+        string.Concat(Enumerable.Range(0, 0x20).Concat(Enumerable.Range(0x7f, 0x21)).Select(c => (char)c)) + "\u2028\u2029");
 
     public static StrataException NotFound(string message) => new(ErrorKind.NotFound, message);
     public static StrataException Exists(string message) => new(ErrorKind.AlreadyExists, message);
