@@ -75,12 +75,12 @@ public sealed class ImageImporter(ImageStore images)
 
     List<Pending> ImportOci(ImageSource source, Options options, ImageStore.ImportScope scope)
     {
-        var layout = OciJson.Decode(source.ReadAll("oci-layout"), OciJson.Default.OciLayout, "oci-layout");
+        var layout = OciJson.ReadLayout(source.ReadAll("oci-layout"));
         if (layout.ImageLayoutVersion is not { } version)
             throw StrataException.Corrupt("oci-layout has no imageLayoutVersion");
         if (!version.StartsWith("1.", StringComparison.Ordinal))
             throw StrataException.Unsupported($"oci-layout: image layout version '{version}' is not supported (only 1.x)");
-        var index = OciJson.Decode(source.ReadAll("index.json"), OciJson.Default.ImageIndex, "index.json");
+        var index = OciJson.ReadIndex(source.ReadAll("index.json"), "index.json");
         var chosen = new List<(Descriptor Manifest, string? Name)>();
         var platform = options.Platform ?? Platform.Host;
         // entries that say their platform are one image's variants: only the chosen platform's is imported
@@ -100,7 +100,9 @@ public sealed class ImageImporter(ImageStore images)
         {
             var digest = Digest.Parse(descriptor.Digest, "manifest digest");
             var bytes = ReadBlob(source, digest, descriptor.Size, $"manifest {digest}");
-            var manifest = OciJson.Decode(bytes, OciJson.Default.ImageManifest, $"manifest {digest}");
+            if (OciJson.KindOf(bytes) == DocumentKind.Index)
+                throw StrataException.Corrupt($"manifest {digest} is an image index, not the manifest its descriptor says ({descriptor.MediaType ?? "no media type"})");
+            var manifest = OciJson.ReadManifest(bytes, $"manifest {digest}");
             if (manifest.MediaType is { } mt && !MediaTypes.IsManifest(mt)) throw StrataException.Unsupported($"manifest {digest} has media type '{mt}'");
             var configDigest = Digest.Parse(manifest.Config.Digest, "config digest");
             var config = ReadBlob(source, configDigest, manifest.Config.Size, $"config {configDigest}");
@@ -121,7 +123,10 @@ public sealed class ImageImporter(ImageStore images)
         if (!MediaTypes.IsIndex(d.MediaType)) return d;
         if (depth > 4) throw StrataException.Corrupt("image indexes nest too deeply");
         var digest = Digest.Parse(d.Digest, "index digest");
-        var nested = OciJson.Decode(ReadBlob(source, digest, d.Size, $"index {digest}"), OciJson.Default.ImageIndex, $"index {digest}");
+        var bytes = ReadBlob(source, digest, d.Size, $"index {digest}");
+        if (OciJson.KindOf(bytes) == DocumentKind.Manifest)
+            throw StrataException.Corrupt($"index {digest} is an image manifest, not the index its descriptor says ({d.MediaType})");
+        var nested = OciJson.ReadIndex(bytes, $"index {digest}");
         if (nested.Manifests.Count == 0) throw StrataException.Corrupt($"index {digest} lists no manifest");
         var match = nested.Manifests.FirstOrDefault(m => platform.Matches(m.Platform))
             ?? throw StrataException.NotFound($"the image has no manifest for platform {platform} (it has {string.Join(", ", nested.Manifests.Select(m => m.Platform?.ToString() ?? "?"))}); choose one with --platform");
@@ -148,7 +153,7 @@ public sealed class ImageImporter(ImageStore images)
 
     List<Pending> ImportDocker(ImageSource source, Options options, ImageStore.ImportScope scope)
     {
-        var entries = OciJson.Decode(source.ReadAll("manifest.json"), OciJson.Default.ListDockerArchiveEntry, "manifest.json");
+        var entries = OciJson.ReadDockerManifest(source.ReadAll("manifest.json"));
         if (entries.Count == 0) throw StrataException.Corrupt("manifest.json lists no image");
         var result = new List<Pending>();
         foreach (var e in entries)
@@ -192,11 +197,12 @@ public sealed class ImageImporter(ImageStore images)
 
     Pending Build(ImageSource source, byte[]? config, Digest configDigest, List<LayerBlob> blobs, List<string> names, (byte[] Bytes, string MediaType)? manifest, Options options, ImageStore.ImportScope scope)
     {
-        ImageConfig? parsed = config is null ? null : OciJson.Decode(config, OciJson.Default.ImageConfig, $"config {configDigest}");
+        ImageConfig? parsed = config is null ? null : OciJson.ReadConfig(config, $"config {configDigest}");
         var diffIds = parsed?.RootFs?.DiffIds?.Select(d => Digest.Parse(d, "diff_id")).ToList();
         if (parsed is not null && (diffIds is null || diffIds.Count != blobs.Count))
             throw StrataException.Corrupt($"config {configDigest} lists {diffIds?.Count ?? 0} layer diff id(s) for {blobs.Count} layer(s)");
-        long total = blobs.Sum(b => b.Size), done = 0;
+        // for progress only: descriptors' sizes are checked as the blobs are read, and may add up past long.MaxValue
+        long total = blobs.Aggregate(0L, (sum, b) => sum > long.MaxValue - b.Size ? long.MaxValue : sum + b.Size), done = 0;
         var stored = new List<(Digest Digest, long Size, string MediaType)>();
         foreach (var b in blobs)
         {

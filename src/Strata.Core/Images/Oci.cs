@@ -125,6 +125,17 @@ public sealed record ImageConfig
     [JsonPropertyName("created")] public string? Created { get; init; }
     [JsonPropertyName("config")] public ProcessConfig? Config { get; init; }
     [JsonPropertyName("rootfs")] public RootFs? RootFs { get; init; }
+    [JsonPropertyName("history")] public List<HistoryEntry>? History { get; init; }
+}
+
+/// <summary>One step of how an image was made; read only to check its types.</summary>
+public sealed record HistoryEntry
+{
+    [JsonPropertyName("created")] public string? Created { get; init; }
+    [JsonPropertyName("created_by")] public string? CreatedBy { get; init; }
+    [JsonPropertyName("author")] public string? Author { get; init; }
+    [JsonPropertyName("comment")] public string? Comment { get; init; }
+    [JsonPropertyName("empty_layer")] public bool? EmptyLayer { get; init; }
 }
 
 public sealed record ProcessConfig
@@ -162,8 +173,20 @@ public sealed partial class OciJson : JsonSerializerContext
         }
         catch (JsonException ex)
         {
-            throw StrataException.Corrupt($"{what} is not valid JSON ({ex.Message.Split('.')[0]})");
+            throw StrataException.Corrupt($"{what} is not valid JSON ({Reason(ex)})");
         }
+    }
+
+    /// <summary>The parser's complaint in a few words, with the path of the value it was at.</summary>
+    static string Reason(JsonException ex)
+    {
+        string message = ex.Message;
+        int cut = message.IndexOf(" Path: ", StringComparison.Ordinal);
+        if (cut >= 0) message = message[..cut];
+        message = message.TrimEnd('.');
+        // the type it names is the one holding the value, not the value's: the path says more
+        if (message.StartsWith("The JSON value could not be converted to ", StringComparison.Ordinal)) return $"{ex.Path ?? "$"} has the wrong type";
+        return ex.Path is null or "$" ? message : $"{message} at {ex.Path}";
     }
 
     /// <summary>A document built as nodes, compact UTF-8 (what <c>JsonSerializer</c> writes for it, without reflection).</summary>
