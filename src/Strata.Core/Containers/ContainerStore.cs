@@ -237,6 +237,8 @@ public sealed class ContainerStore
         string name = ImageName.Normalize(newName);
         var c = Get(reference);
         var image = Images.Get(c.ImageId);
+        if (image.Layers.Count >= ImageStore.MaxLayers)
+            throw StrataException.Invalid($"image {c.Image} has {image.Layers.Count} layers, the most an image may have; a commit would add one more");
         string tmp = Path.Combine(Layers.Root, "tmp", "commit-" + Guid.NewGuid().ToString("N"));
         using var scope = Images.BeginImport(); // keeps what the commit adds from collection until the image is recorded
         try

@@ -95,7 +95,7 @@ public sealed class ImageImporter(ImageStore images)
             chosen.Add((manifest, refName));
         }
         if (chosen.Count == 0) throw StrataException.Corrupt("index.json lists no image");
-        var result = new List<Pending>();
+        var plans = new List<Plan>();
         foreach (var (descriptor, refName) in chosen.DistinctBy(c => (c.Manifest.Digest, c.Name)))
         {
             var digest = Digest.Parse(descriptor.Digest, "manifest digest");
@@ -104,6 +104,7 @@ public sealed class ImageImporter(ImageStore images)
                 throw StrataException.Corrupt($"manifest {digest} is an image index, not the manifest its descriptor says ({descriptor.MediaType ?? "no media type"})");
             var manifest = OciJson.ReadManifest(bytes, $"manifest {digest}");
             if (manifest.MediaType is { } mt && !MediaTypes.IsManifest(mt)) throw StrataException.Unsupported($"manifest {digest} has media type '{mt}'");
+            CheckDepth(manifest.Layers.Count, $"manifest {digest}");
             var configDigest = Digest.Parse(manifest.Config.Digest, "config digest");
             var config = ReadBlob(source, configDigest, manifest.Config.Size, $"config {configDigest}");
             var layers = manifest.Layers.Select(l =>
@@ -112,9 +113,16 @@ public sealed class ImageImporter(ImageStore images)
                 return new LayerBlob(BlobPath(d), d, l.Size, MediaTypes.Layer(l.MediaType, $"layer {d}"), l.MediaType!);
             }).ToList();
             var names = refName is not null && ImageName.TryNormalize(refName) is { } n ? new List<string> { n } : [];
-            result.Add(Build(source, config, configDigest, layers, names, (bytes, descriptor.MediaType ?? manifest.MediaType ?? MediaTypes.OciManifest), options, scope));
+            plans.Add(Plan.Of(config, configDigest, layers, names, (bytes, descriptor.MediaType ?? manifest.MediaType ?? MediaTypes.OciManifest)));
         }
-        return result;
+        return plans.Select(p => Build(source, p, options, scope)).ToList();
+    }
+
+    /// <summary>Refuses an image with more layers than <see cref="ImageStore.MaxLayers"/>, before anything of it is read.</summary>
+    static void CheckDepth(int layers, string what)
+    {
+        if (layers > ImageStore.MaxLayers)
+            throw StrataException.Invalid($"{what} has {layers} layers, more than the {ImageStore.MaxLayers} an image may have");
     }
 
     /// <summary>The manifest to import for an index entry: itself, or the host's (or asked-for) platform's entry of a nested index.</summary>
@@ -155,7 +163,8 @@ public sealed class ImageImporter(ImageStore images)
     {
         var entries = OciJson.ReadDockerManifest(source.ReadAll("manifest.json"));
         if (entries.Count == 0) throw StrataException.Corrupt("manifest.json lists no image");
-        var result = new List<Pending>();
+        for (int i = 0; i < entries.Count; i++) CheckDepth(entries[i].Layers.Count, $"manifest.json: [{i}]");
+        var plans = new List<Plan>();
         foreach (var e in entries)
         {
             string configPath = ImageSource.Clean(e.Config, "config path");
@@ -172,9 +181,9 @@ public sealed class ImageImporter(ImageStore images)
                 return new LayerBlob(p, null, s.Length, null, null);
             }).ToList();
             var names = (e.RepoTags ?? []).Select(ImageName.TryNormalize).OfType<string>().ToList();
-            result.Add(Build(source, config, configDigest, layers, names, null, options, scope));
+            plans.Add(Plan.Of(config, configDigest, layers, names, null));
         }
-        return result;
+        return plans.Select(p => Build(source, p, options, scope)).ToList();
     }
 
     /// <summary>A rootfs tar as `docker import` takes it: one layer, and a config with nothing but that layer.</summary>
@@ -187,7 +196,7 @@ public sealed class ImageImporter(ImageStore images)
         long total;
         using (var s = source.Open(name)) total = s.Length;
         var layer = new LayerBlob(name, null, total, null, null);
-        return Build(source, null, default, [layer], [], null, options, scope);
+        return Build(source, Plan.Of(null, default, [layer], [], null), options, scope);
     }
 
     // ---- the common part ----
@@ -195,12 +204,23 @@ public sealed class ImageImporter(ImageStore images)
     /// <summary>A layer blob to import: where it is, and what its descriptor says (null: nothing, take what it is).</summary>
     sealed record LayerBlob(string Path, Digest? Digest, long Size, LayerCompression? Compression, string? MediaType);
 
-    Pending Build(ImageSource source, byte[]? config, Digest configDigest, List<LayerBlob> blobs, List<string> names, (byte[] Bytes, string MediaType)? manifest, Options options, ImageStore.ImportScope scope)
+    /// <summary>An image to build, read and checked whole before anything of any image of the archive is stored:
+    /// its config (null: a rootfs tar's, made up), the config's diff ids, its layer blobs, names and manifest.</summary>
+    sealed record Plan(byte[]? Config, ImageConfig? Parsed, List<Digest>? DiffIds, Digest ConfigDigest, List<LayerBlob> Layers, List<string> Names, (byte[] Bytes, string MediaType)? Manifest)
     {
-        ImageConfig? parsed = config is null ? null : OciJson.ReadConfig(config, $"config {configDigest}");
-        var diffIds = parsed?.RootFs?.DiffIds?.Select(d => Digest.Parse(d, "diff_id")).ToList();
-        if (parsed is not null && (diffIds is null || diffIds.Count != blobs.Count))
-            throw StrataException.Corrupt($"config {configDigest} lists {diffIds?.Count ?? 0} layer diff id(s) for {blobs.Count} layer(s)");
+        public static Plan Of(byte[]? config, Digest configDigest, List<LayerBlob> layers, List<string> names, (byte[] Bytes, string MediaType)? manifest)
+        {
+            ImageConfig? parsed = config is null ? null : OciJson.ReadConfig(config, $"config {configDigest}");
+            var diffIds = parsed?.RootFs?.DiffIds?.Select(d => Digest.Parse(d, "diff_id")).ToList();
+            if (parsed is not null && (diffIds is null || diffIds.Count != layers.Count))
+                throw StrataException.Corrupt($"config {configDigest} lists {diffIds?.Count ?? 0} layer diff id(s) for {layers.Count} layer(s)");
+            return new Plan(config, parsed, diffIds, configDigest, layers, names, manifest);
+        }
+    }
+
+    Pending Build(ImageSource source, Plan plan, Options options, ImageStore.ImportScope scope)
+    {
+        var (config, parsed, diffIds, configDigest, blobs, names, manifest) = plan;
         // for progress only: descriptors' sizes are checked as the blobs are read, and may add up past long.MaxValue
         long total = blobs.Aggregate(0L, (sum, b) => sum > long.MaxValue - b.Size ? long.MaxValue : sum + b.Size), done = 0;
         var stored = new List<(Digest Digest, long Size, string MediaType)>();

@@ -35,6 +35,10 @@ public sealed record ImageRecord
 public sealed class ImageStore
 {
     public const string LayerLabel = "strata.image-layer";
+
+    /// <summary>The most layers an image may have, whatever the driver: Docker's (moby's layer store, maxLayerDepth),
+    /// so that with a container's init layer and its own a chain is at most 127 deep, what every driver mounts.</summary>
+    public const int MaxLayers = 125;
     readonly object _lock = new();
     readonly string _index;
 
