@@ -217,9 +217,19 @@ public sealed class ContainerStore
                 {
                     // in use: the next sweep takes it
                 }
-            // then the shared init layers no container is over any more
-            foreach (var l in Layers.List().Where(l => l.Labels.ContainsKey(InitLabel) && l.Mounts == 0))
-                RemoveInitLayer(l.Id);
+            // then the shared init layers no container is over any more: children counted from one listing (asking
+            // the store per init layer is a listing each)
+            var layers = Layers.List();
+            var parents = layers.Select(l => l.Parent).OfType<string>().ToHashSet(StringComparer.Ordinal);
+            foreach (var l in layers.Where(l => l.Labels.ContainsKey(InitLabel) && l.Mounts == 0 && !parents.Contains(l.Id)))
+                try
+                {
+                    Layers.Remove(l.Id);
+                }
+                catch (StrataException)
+                {
+                    // in use: the next sweep takes it
+                }
         }
     }
 
