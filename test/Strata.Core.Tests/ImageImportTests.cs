@@ -564,6 +564,30 @@ public sealed class ImageImportTests : ImageImportFixture
     }
 
     [Fact]
+    public void ALayerBlobThatIsNotItsDiffIdIsRefusedEvenWhenTheLayerExists()
+    {
+        var first = new OciBuilder();
+        var a = first.Add(TwoLayers());
+        first.Top(OciBuilder.Named(a.Descriptor, "first"));
+        var imageA = Assert.Single(Import(Layout(first)));
+
+        // the layers' diff ids are those of the stored layers, but the second blob holds another tar: reusing the
+        // layer would record an image whose blob is not its layer (an export would hand out the wrong tar)
+        var other = new LayerTar().File("other", "other").Bytes();
+        var docker = new DockerArchiveBuilder();
+        docker.Add(TwoLayers(), "second:1");
+        var top = docker.Files.Keys.Single(k => docker.Files[k] == TopTar);
+        docker.Files[top] = other;
+        Fails(Input("image.tar", docker.Archive()), ErrorKind.Corrupt, $"unpacks to a tar with digest {Blob.DigestOf(other)}, not the diff id {a.DiffIds[1]}");
+
+        var oci = new OciBuilder();
+        var b = oci.Add(TwoLayers(editConfig: c => c["rootfs"]!["diff_ids"]![1] = a.DiffIds[1], top: new LayerSpec(other)));
+        oci.Top(b.Descriptor);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"layer {b.LayerDigests[1]} unpacks to a tar with digest {Blob.DigestOf(other)}, not the diff id {a.DiffIds[1]}");
+        InTree(imageA.TopLayer, AssertTwoLayerTree);
+    }
+
+    [Fact]
     public void ImportingTheSameImageAgainAddsNothing()
     {
         var oci = new OciBuilder();

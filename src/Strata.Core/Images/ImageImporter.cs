@@ -247,7 +247,11 @@ public sealed class ImageImporter(ImageStore images)
             {
                 diffId = diffIds[i];
                 id = ChainOf(below, diffId).Hex;
-                contentSize += Layers.Inspect(id).Size;
+                var layer = Layers.Inspect(id);
+                // the layer is known to unpack from the blob it was made from; another blob must be shown to unpack to it,
+                // or the image would be recorded with a blob that is not its layer
+                if (layer.Labels.GetValueOrDefault(ImageStore.LayerLabel) != digest.ToString()) CheckDiffId(digest, MediaTypes.Layer(mediaType), diffId);
+                contentSize += layer.Size;
             }
             else
             {
@@ -346,6 +350,25 @@ public sealed class ImageImporter(ImageStore images)
         }
         scope.Created(id);
         return (diffId, id);
+    }
+
+    /// <summary>Refuses a stored layer blob unless its tar, decompressed and read to the end, has digest <paramref name="diffId"/>.</summary>
+    void CheckDiffId(Digest blob, LayerCompression compression, Digest diffId)
+    {
+        Digest actual;
+        try
+        {
+            using var raw = Blobs.Open(blob);
+            using var tar = compression == LayerCompression.Gzip ? new GZipStream(raw, CompressionMode.Decompress) : raw;
+            using var hashing = new HashingStream(tar);
+            actual = hashing.Finish();
+        }
+        catch (InvalidDataException ex)
+        {
+            throw StrataException.Corrupt($"layer {blob}: gzip: {ex.Message}");
+        }
+        if (actual != diffId)
+            throw StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {diffId} its config lists");
     }
 
     LayerCompression Sniff(Digest blob)
