@@ -121,6 +121,64 @@ public sealed class ImageJsonTests : ImageImportFixture
         Fails(Layout(oci), edit.Contains("mediaType") ? ErrorKind.Unsupported : ErrorKind.Corrupt, fragment);
     }
 
+    public static TheoryData<string, ErrorKind, string> LyingTypesAndSizes => new()
+    {
+        { "index.json mediaType", ErrorKind.Unsupported, $"index.json has media type '{MediaTypes.OciManifest}', not an index's" },
+        { "entry mediaType", ErrorKind.Unsupported, "has media type 'text/plain' in the index that names it, not a manifest's" },
+        { "config mediaType", ErrorKind.Unsupported, $"config has media type '{MediaTypes.OciLayer}', not an image config's" },
+        { "config os", ErrorKind.Corrupt, ": os is missing or null" },
+        { "config architecture", ErrorKind.Corrupt, ": architecture is missing or null" },
+        { "rootfs type", ErrorKind.Unsupported, ": rootfs.type is 'squashfs', not 'layers'" },
+        { "long media type", ErrorKind.Unsupported, $"has unknown media type '{new string('x', 80)}...'" },
+    };
+
+    [Theory]
+    [MemberData(nameof(LyingTypesAndSizes))]
+    public void AMediaTypeOrFieldThatIsNotAnImagesIsRefused(string edit, ErrorKind kind, string fragment)
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers(
+            editConfig: c =>
+            {
+                if (edit == "config os") c.Remove("os");
+                if (edit == "config architecture") c["architecture"] = null;
+                if (edit == "rootfs type") c["rootfs"]!["type"] = "squashfs";
+            },
+            editManifest: m =>
+            {
+                if (edit == "config mediaType") m["config"]!["mediaType"] = MediaTypes.OciLayer;
+                if (edit == "long media type") m["layers"]![1]!["mediaType"] = new string('x', 10_000);
+            }));
+        var entry = (JsonObject)built.Descriptor.DeepClone();
+        if (edit == "entry mediaType") entry["mediaType"] = "text/plain";
+        oci.Top(entry);
+        if (edit == "index.json mediaType")
+        {
+            var index = JsonNode.Parse(oci.Files["index.json"])!;
+            index["mediaType"] = MediaTypes.OciManifest;
+            oci.Files["index.json"] = Blob.Json(index);
+        }
+        Fails(Layout(oci), kind, fragment);
+    }
+
+    [Fact]
+    public void ABlobTheStoreHasIsRefusedUnderADescriptorOfAnotherSize()
+    {
+        var oci = new OciBuilder();
+        var built = oci.Add(TwoLayers());
+        oci.Top(built.Descriptor);
+        Import(Layout(oci));
+
+        // the same layer blobs, now under descriptors that say other sizes: the stored copies must not make them right
+        foreach (long size in new[] { 0L, 1L, long.MaxValue })
+        {
+            var lying = new OciBuilder();
+            var again = lying.Add(TwoLayers(editManifest: m => m["layers"]![1]!["size"] = size));
+            lying.Top(again.Descriptor);
+            Fails(Layout(lying), ErrorKind.Corrupt, $"layer {built.LayerDigests[1]} has {oci.Read(built.LayerDigests[1]).Length} bytes, not {size} as its descriptor says");
+        }
+    }
+
     [Fact]
     public void AnIndexEntryThatSaysIndexButNamesAManifestIsRefused()
     {

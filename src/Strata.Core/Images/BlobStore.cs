@@ -53,8 +53,12 @@ public sealed class BlobStore
         if (expected is { } e) scope?.UseBlob(e);
         if (expected is { } known && Exists(known))
         {
-            // already here (a shared base layer): the stored copy was verified when it came
-            return (known, Size(known));
+            // already here (a shared base layer): the stored copy was verified when it came, but the descriptor that
+            // names it now may lie about its size, and would be kept as it is (an export would hand the lie out)
+            long stored = Size(known);
+            if (expectedSize is { } claimed && claimed != stored)
+                throw StrataException.Corrupt($"{what} has {stored} bytes, not {claimed} as its descriptor says");
+            return (known, stored);
         }
         string tmp = Path.Combine(_tmp, "blob-" + Guid.NewGuid().ToString("N"));
         try

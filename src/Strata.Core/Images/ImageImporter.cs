@@ -79,7 +79,7 @@ public sealed class ImageImporter(ImageStore images)
         if (layout.ImageLayoutVersion is not { } version)
             throw StrataException.Corrupt("oci-layout has no imageLayoutVersion");
         if (!version.StartsWith("1.", StringComparison.Ordinal))
-            throw StrataException.Unsupported($"oci-layout: image layout version '{version}' is not supported (only 1.x)");
+            throw StrataException.Unsupported($"oci-layout: image layout version '{OciJson.Shown(version)}' is not supported (only 1.x)");
         var index = OciJson.ReadIndex(source.ReadAll("index.json"), "index.json");
         var chosen = new List<(Descriptor Manifest, string? Name)>();
         var platform = options.Platform ?? Platform.Host;
@@ -99,11 +99,13 @@ public sealed class ImageImporter(ImageStore images)
         foreach (var (descriptor, refName) in chosen.DistinctBy(c => (c.Manifest.Digest, c.Name)))
         {
             var digest = Digest.Parse(descriptor.Digest, "manifest digest");
+            if (descriptor.MediaType is { } declared && !MediaTypes.IsManifest(declared))
+                throw StrataException.Unsupported($"manifest {digest} has media type '{OciJson.Shown(declared)}' in the index that names it, not a manifest's");
             var bytes = ReadBlob(source, digest, descriptor.Size, $"manifest {digest}");
             if (OciJson.KindOf(bytes) == DocumentKind.Index)
                 throw StrataException.Corrupt($"manifest {digest} is an image index, not the manifest its descriptor says ({descriptor.MediaType ?? "no media type"})");
             var manifest = OciJson.ReadManifest(bytes, $"manifest {digest}");
-            if (manifest.MediaType is { } mt && !MediaTypes.IsManifest(mt)) throw StrataException.Unsupported($"manifest {digest} has media type '{mt}'");
+            if (manifest.MediaType is { } mt && !MediaTypes.IsManifest(mt)) throw StrataException.Unsupported($"manifest {digest} has media type '{OciJson.Shown(mt)}'");
             CheckDepth(manifest.Layers.Count, $"manifest {digest}");
             var configDigest = Digest.Parse(manifest.Config.Digest, "config digest");
             var config = ReadBlob(source, configDigest, manifest.Config.Size, $"config {configDigest}");

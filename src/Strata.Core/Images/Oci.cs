@@ -29,7 +29,7 @@ public static class MediaTypes
         OciLayer or DockerLayer or "application/vnd.oci.image.layer.nondistributable.v1.tar" => LayerCompression.None,
         OciLayerGzip or DockerLayerGzip or "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => LayerCompression.Gzip,
         OciLayerZstd => throw StrataException.Unsupported($"{what} is zstd-compressed (tar+zstd), which is not supported yet; recompress with gzip (skopeo copy --dest-compress-format gzip)"),
-        _ => throw StrataException.Unsupported($"{what} has unknown media type '{t}'"),
+        _ => throw StrataException.Unsupported($"{what} has unknown media type '{OciJson.Shown(t)}'"),
     };
 }
 

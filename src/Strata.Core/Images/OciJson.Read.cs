@@ -17,6 +17,8 @@ public sealed partial class OciJson
     {
         var index = Decode(json, Default.ImageIndex, what);
         SchemaVersion(index.SchemaVersion, what);
+        if (index.MediaType is { } type && !MediaTypes.IsIndex(type))
+            throw StrataException.Unsupported($"{what} has media type '{Shown(type)}', not an index's");
         var manifests = index.Manifests ?? throw Missing(what, "manifests");
         for (int i = 0; i < manifests.Count; i++) Check(manifests[i], what, $"manifests[{i}]");
         return index;
@@ -27,6 +29,8 @@ public sealed partial class OciJson
         var manifest = Decode(json, Default.ImageManifest, what);
         SchemaVersion(manifest.SchemaVersion, what);
         Check(manifest.Config, what, "config");
+        if (manifest.Config.MediaType is { } type && !MediaTypes.IsConfig(type))
+            throw StrataException.Unsupported($"{what}: config has media type '{Shown(type)}', not an image config's (an artifact that is not an image?)");
         var layers = manifest.Layers ?? throw Missing(what, "layers");
         for (int i = 0; i < layers.Count; i++) Check(layers[i], what, $"layers[{i}]");
         return manifest;
@@ -35,6 +39,10 @@ public sealed partial class OciJson
     public static ImageConfig ReadConfig(ReadOnlySpan<byte> json, string what)
     {
         var config = Decode(json, Default.ImageConfig, what);
+        if (config.Os is null) throw Missing(what, "os");
+        if (config.Architecture is null) throw Missing(what, "architecture");
+        if (config.RootFs?.Type is { } type && type != "layers")
+            throw StrataException.Unsupported($"{what}: rootfs.type is '{Shown(type)}', not 'layers'");
         NoNulls(config.RootFs?.DiffIds, what, "rootfs.diff_ids");
         NoNulls(config.History, what, "history");
         if (config.Config is { } process)
@@ -124,6 +132,9 @@ public sealed partial class OciJson
         foreach (var (k, v) in map)
             if (v is null) throw Null(what, $"{path}['{k}']");
     }
+
+    /// <summary>A value from outside as a message shows it: at most 80 characters (the message escapes what would break its line).</summary>
+    internal static string Shown(string? text) => text is null ? "null" : text.Length <= 80 ? text : text[..80] + "...";
 
     static StrataException Missing(string what, string path) => StrataException.Corrupt($"{what}: {path} is missing or null");
 
