@@ -588,6 +588,24 @@ public sealed class ImageImportTests : ImageImportFixture
     }
 
     [Fact]
+    public void AnIndexOfManyNamesRecordsEachOnceAndTheLastEntryForANameTakesIt()
+    {
+        var oci = new OciBuilder();
+        var a = oci.Add(TwoLayers());
+        var b = oci.Add(new ImageSpec(new LayerSpec(BaseTar)));
+        // one image under 500 names, then another that takes one of them (as a later `docker load` would)
+        var entries = Enumerable.Range(0, 500).Select(i => OciBuilder.Named(a.Descriptor, $"example.com/a:{i}")).Append(OciBuilder.Named(b.Descriptor, "example.com/a:7")).ToArray();
+        oci.Top(entries);
+        var images = Import(Layout(oci));
+        Assert.Equal(2, images.Count);
+        var imageA = Images.Get(a.ConfigDigest);
+        Assert.Equal(Enumerable.Range(0, 500).Where(i => i != 7).Select(i => $"example.com/a:{i}"), imageA.Names);
+        Assert.Equal(["example.com/a:7"], Images.Get(b.ConfigDigest).Names);
+        Assert.Equal(2, Images.List().Count);
+        AssertClean();
+    }
+
+    [Fact]
     public void ImportingTheSameImageAgainAddsNothing()
     {
         var oci = new OciBuilder();

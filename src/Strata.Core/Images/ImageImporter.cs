@@ -64,7 +64,7 @@ public sealed class ImageImporter(ImageStore images)
     {
         if (name.Length > 0 && pending.Count != 1)
             throw StrataException.Invalid($"the archive holds {pending.Count} images; --name can name only one");
-        var added = pending.Select(p => images.Add(p.Record with { Names = name.Length > 0 ? [name] : p.Record.Names })).ToList();
+        var added = images.Add(pending.Select(p => p.Record with { Names = name.Length > 0 ? [name] : p.Record.Names }).ToList());
         scope.Complete();
         return added;
     }
