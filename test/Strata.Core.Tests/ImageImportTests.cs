@@ -606,6 +606,23 @@ public sealed class ImageImportTests : ImageImportFixture
     }
 
     [Fact]
+    public void OneManifestNamedTwiceIsOneImageThatNameCanName()
+    {
+        var oci = new OciBuilder();
+        var a = oci.Add(TwoLayers());
+        oci.Top(OciBuilder.Named(a.Descriptor, "x:1"), OciBuilder.Named(a.Descriptor, "x:2"));
+        string layout = Layout(oci);
+        Assert.Equal(["x:1", "x:2"], Assert.Single(Import(layout)).Names);
+        Assert.Equal(["x:1", "x:2", "y:1"], Assert.Single(Import(layout, "y:1")).Names);
+
+        // the same manifest under two sizes: one of them lies
+        var lying = (JsonObject)a.Descriptor.DeepClone();
+        lying["size"] = lying["size"]!.GetValue<int>() + 1;
+        oci.Top(a.Descriptor, lying);
+        Fails(Layout(oci), ErrorKind.Corrupt, $"manifest {a.ManifestDigest} is named with sizes");
+    }
+
+    [Fact]
     public void ImportingTheSameImageAgainAddsNothing()
     {
         var oci = new OciBuilder();

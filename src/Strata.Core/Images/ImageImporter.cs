@@ -96,11 +96,18 @@ public sealed class ImageImporter(ImageStore images)
         }
         if (chosen.Count == 0) throw StrataException.Corrupt("index.json lists no image");
         var plans = new List<Plan>();
-        foreach (var (descriptor, refName) in chosen.DistinctBy(c => (c.Manifest.Digest, c.Name)))
+        // one image per manifest, however many entries name it (each read once: an index may repeat one many times)
+        foreach (var entriesOfOne in chosen.GroupBy(c => c.Manifest.Digest, StringComparer.Ordinal))
         {
+            var descriptor = entriesOfOne.First().Manifest;
             var digest = Digest.Parse(descriptor.Digest, "manifest digest");
-            if (descriptor.MediaType is { } declared && !MediaTypes.IsManifest(declared))
-                throw StrataException.Unsupported($"manifest {digest} has media type '{OciJson.Shown(declared)}' in the index that names it, not a manifest's");
+            foreach (var (other, _) in entriesOfOne)
+            {
+                if (other.MediaType is { } declared && !MediaTypes.IsManifest(declared))
+                    throw StrataException.Unsupported($"manifest {digest} has media type '{OciJson.Shown(declared)}' in the index that names it, not a manifest's");
+                if (other.Size != descriptor.Size)
+                    throw StrataException.Corrupt($"manifest {digest} is named with sizes {descriptor.Size} and {other.Size}");
+            }
             var bytes = ReadBlob(source, digest, descriptor.Size, $"manifest {digest}");
             if (OciJson.KindOf(bytes) == DocumentKind.Index)
                 throw StrataException.Corrupt($"manifest {digest} is an image index, not the manifest its descriptor says ({descriptor.MediaType ?? "no media type"})");
@@ -114,7 +121,7 @@ public sealed class ImageImporter(ImageStore images)
                 var d = Digest.Parse(l.Digest, "layer digest");
                 return new LayerBlob(BlobPath(d), d, l.Size, MediaTypes.Layer(l.MediaType, $"layer {d}"), l.MediaType!);
             }).ToList();
-            var names = refName is not null && ImageName.TryNormalize(refName) is { } n ? new List<string> { n } : [];
+            var names = entriesOfOne.Select(c => c.Name is null ? null : ImageName.TryNormalize(c.Name)).OfType<string>().Distinct(StringComparer.Ordinal).ToList();
             plans.Add(Plan.Of(config, configDigest, layers, names, (bytes, descriptor.MediaType ?? manifest.MediaType ?? MediaTypes.OciManifest)));
         }
         return plans.Select(p => Build(source, p, options, scope)).ToList();
@@ -167,11 +174,16 @@ public sealed class ImageImporter(ImageStore images)
         if (entries.Count == 0) throw StrataException.Corrupt("manifest.json lists no image");
         for (int i = 0; i < entries.Count; i++) CheckDepth(entries[i].Layers.Count, $"manifest.json: [{i}]");
         var plans = new List<Plan>();
+        var configs = new Dictionary<string, (byte[] Bytes, Digest Digest)>(StringComparer.Ordinal); // each read once
         foreach (var e in entries)
         {
             string configPath = ImageSource.Clean(e.Config, "config path");
-            var config = source.ReadAll(configPath);
-            var configDigest = Digest.Of(config);
+            if (!configs.TryGetValue(configPath, out var read))
+            {
+                var bytes = source.ReadAll(configPath);
+                configs[configPath] = read = (bytes, Digest.Of(bytes));
+            }
+            var (config, configDigest) = read;
             // docker names the config by its digest: a config that is not what its name says was altered
             string expected = Path.GetFileName(configPath).Replace(".json", "", StringComparison.Ordinal);
             if (expected.Length == 64 && expected.All(Uri.IsHexDigit) && expected != configDigest.Hex)
