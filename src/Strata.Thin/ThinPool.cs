@@ -1167,6 +1167,7 @@ public sealed partial class ThinPool : IDisposable
     {
         if (!_dirty && _flushFailed is null) return;
         ulong next = _meta.Transaction + 1;
+        bool upgrading = _committed.Format < Superblock.Version;
         try
         {
             SyncData(); // the new data first (writes in place too); fails with an earlier failed flush
@@ -1217,6 +1218,14 @@ public sealed partial class ThinPool : IDisposable
             foreach (ulong b in released) _data.Discard((long)b * bs, bs); // best effort: the space goes back to the host
         if (released.Count > 0) lock (_spaceSignal) Monitor.PulseAll(_spaceSignal);
         _meta.TrimCache(65536);
+        if (upgrading)
+        {
+            // the first commit in a newer format commits again, so that the other slot leaves the older format too:
+            // an older Strata then finds no superblock it reads and refuses the pool, instead of opening it at the
+            // older slot and rolling back (and overwriting) what this commit did
+            _dirty = true;
+            CommitLocked();
+        }
     }
 
     /// <summary>The metadata cannot take this transaction: the pool goes back to its last commit, read-only,

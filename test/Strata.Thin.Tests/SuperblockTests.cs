@@ -93,4 +93,19 @@ public sealed class SuperblockTests
         }
         Assert.True(PoolChecker.Check(metadata).Clean, Errors(PoolChecker.Check(metadata)));
     }
+
+    [Fact]
+    public void ASlotInANewerFormatIsRefusedNotFallenBackFrom()
+    {
+        // a newer Strata's commit in slot 1 (transaction 3): falling back to slot 0 would lose it and later overwrite it
+        var (data, metadata) = PoolAtTransaction3(out _);
+        var block = Slot(metadata, 1);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(block.AsSpan(40), Strata.Thin.Metadata.Superblock.Version + 1);
+        Strata.Thin.Metadata.MetadataBlock.Seal(block);
+        metadata.Write(4096, block);
+        var refused = Assert.Throws<StrataException>(() => ThinPool.Open(data, metadata, NoTimer));
+        Assert.Equal(ErrorKind.Unsupported, refused.Kind);
+        Assert.Contains("newer Strata", refused.Message);
+        Assert.Equal(block, Slot(metadata, 1)); // untouched
+    }
 }

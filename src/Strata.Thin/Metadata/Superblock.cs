@@ -17,7 +17,8 @@ namespace Strata.Thin.Metadata;
 /// 64  u64  metadata blocks
 /// </code>
 /// Format 2 added device owners to the device table (<see cref="DeviceTable"/>); a format 1 pool is read as it is and
-/// written as format 2 from its next commit on (older Strata then refuses it, by its version). Every field lies in
+/// written as format 2 from its next commit on, in both slots (older Strata then refuses it, by its version; and a slot
+/// in a format newer than this Strata's makes open refuse the pool rather than fall back to the other slot). Every field lies in
 /// the first 512 bytes, with the checksum: a disk that writes a sector atomically never tears a
 /// superblock (the rest of the block is zeros in every version).
 /// </summary>
@@ -64,6 +65,15 @@ sealed record Superblock
         Uuid.TryWriteBytes(block[96..112]);
         BinaryPrimitives.WriteUInt64LittleEndian(block[112..], LostTransaction);
         MetadataBlock.Seal(block);
+    }
+
+    /// <summary>The format version of a sound superblock (checksum, number, magic) that a newer Strata wrote, else 0: a slot
+    /// this Strata cannot read but must not take for damage and fall back from.</summary>
+    public static uint NewerFormat(ReadOnlySpan<byte> block, ulong slot)
+    {
+        if (MetadataBlock.Problem(block, slot, BlockKind.Superblock) is not null || BinaryPrimitives.ReadUInt64LittleEndian(block[32..]) != Magic) return 0;
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]);
+        return version > Version ? version : 0;
     }
 
     /// <summary>The superblock in slot <paramref name="slot"/>, or null with the reason it is not usable.</summary>

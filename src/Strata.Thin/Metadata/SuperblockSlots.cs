@@ -38,6 +38,8 @@ sealed record SuperblockSlots(Superblock Current, string? Damage, ulong Lost)
             blocks[slot] = new byte[MetadataBlock.Size];
             metadata.Read((long)slot * MetadataBlock.Size, blocks[slot]);
             read[slot] = Superblock.TryRead(blocks[slot], (ulong)slot, out problems[slot]);
+            if (read[slot] is null && Superblock.NewerFormat(blocks[slot], (ulong)slot) is > 0 and var newer)
+                throw StrataException.Unsupported($"{metadata.Name} was written by a newer Strata (superblock format {newer}; this one reads 1 to {Superblock.Version}): refusing to open it at an older transaction");
         }
         var current = read[0] is { } s0 && (read[1] is null || s0.Transaction > read[1]!.Transaction) ? s0
             : read[1] ?? throw StrataException.Corrupt($"{metadata.Name} holds no valid pool superblock ({problems[0]}; {problems[1]})");
