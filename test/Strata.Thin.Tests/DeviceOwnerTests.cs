@@ -37,8 +37,12 @@ public sealed class DeviceOwnerTests
             Assert.True(pool.DeleteDevice("img", owner: "layer img"));
             Assert.True(pool.DeleteDevice("other", force: true));
             Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => pool.CreateDevice("x", Bs, owner: "bad\nowner")).Kind);
-            Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => pool.CreateDevice("x", Bs, owner: new string('o', 129))).Kind);
+            Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => pool.CreateDevice("x", Bs, owner: new string('o', 256))).Kind);
+            // the thin driver's owner for a layer with the longest id (128 characters)
+            pool.CreateDevice(new string('d', 128), Bs, owner: "layer " + new string('l', 128));
         }
+        using (var pool = ThinPool.Open(data, metadata, NoTimer))
+            Assert.Equal("layer " + new string('l', 128), pool.DeviceInfo(new string('d', 128)).Owner);
         Assert.True(PoolChecker.Check(data, metadata).Clean, Errors(PoolChecker.Check(data, metadata)));
     }
 

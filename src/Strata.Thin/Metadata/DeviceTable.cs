@@ -29,7 +29,7 @@ sealed class DeviceRecord
 /// <code>
 ///  0 u32 id   4 u32 origin   8 u64 size (bytes)   16 u64 root   24 u64 mapped blocks
 /// 32 u64 created transaction   40 i64 created (unix ms)   48 u8 name length   49 u8 owner length (0: none)
-/// 50 name (UTF-8, 1..128 bytes), then owner (UTF-8, 0..128 bytes)
+/// 50 name (UTF-8, 1..128 bytes), then owner (UTF-8, 0..255 bytes)
 /// </code>
 /// Format 1 (superblock version 1) had no owner: its name started at 49.
 /// </summary>
@@ -37,7 +37,7 @@ static class DeviceTable
 {
     const int Fixed = 50;
     public const int MaxName = 128;
-    public const int MaxOwner = 128;
+    public const int MaxOwner = 255; // "layer " and a layer id of up to 128 bytes fit
 
     /// <summary>The records of the table starting at <paramref name="first"/>, written in <paramref name="format"/> (the
     /// superblock's), and the blocks it takes (each counted as used in <paramref name="meta"/>).</summary>
