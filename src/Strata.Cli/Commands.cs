@@ -214,7 +214,7 @@ public static partial class Commands
                 WriteJson(new System.Text.Json.Nodes.JsonArray([.. layers.Select(l =>
                 {
                     var node = System.Text.Json.JsonSerializer.SerializeToNode(l, CliJson.Default.Layer)!;
-                    if (broken.Contains(l.Id)) node["Broken"] = true;
+                    if (broken?.Contains(l.Id) == true) node["Broken"] = true;
                     return node;
                 })]));
                 return 0;
@@ -224,7 +224,7 @@ public static partial class Commands
             foreach (var l in layers)
                 table.AddRow(Markup.Escape(l.Id), Markup.Escape(l.Parent ?? "-"), l.Kind == LayerKind.ReadWrite ? "rw" : "ro",
                     Bytes(l.Size), l.Mounts.ToString(CultureInfo.InvariantCulture), l.Created.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),
-                    broken.Contains(l.Id) ? "broken" : "ok");
+                    broken is null ? "unknown" : broken.Contains(l.Id) ? "broken" : "ok");
             Io.Current.Ansi.Write(table);
             return 0;
         });

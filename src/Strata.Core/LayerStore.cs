@@ -431,19 +431,28 @@ public sealed class LayerStore : IDisposable, ILayerMounter
         };
         pairs.AddRange(Driver.Status());
         lock (_lock) pairs.Add(new("Layers", _layers.Count.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-        pairs.Add(new("Broken Layers", Broken().Count.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        pairs.Add(new("Broken Layers", Broken()?.Count.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unknown (the driver cannot list its layers)"));
         return pairs;
     }
 
     /// <summary>Layers whose record is here but whose data the driver no longer holds (deleted under the store, e.g. a
     /// thin layer's device by `strata pool device rm --force`): using one fails; removing it works. A layer is in both
     /// listings of records taken around the driver's listing, so one made or removed meanwhile is never counted (data
-    /// is made before its record, and deleted after it).</summary>
-    public IReadOnlySet<string> Broken()
+    /// is made before its record, and deleted after it). Null when the driver cannot list what it holds (a thin pool
+    /// that does not open): the records are still listed, their state unknown.</summary>
+    public IReadOnlySet<string>? Broken()
     {
         HashSet<string> before;
         lock (_lock) before = _layers.Values.Where(l => !l.Incomplete).Select(l => l.Id).ToHashSet(StringComparer.Ordinal);
-        var held = Driver.List().ToHashSet(StringComparer.Ordinal);
+        HashSet<string> held;
+        try
+        {
+            held = Driver.List().ToHashSet(StringComparer.Ordinal);
+        }
+        catch (StrataException)
+        {
+            return null;
+        }
         lock (_lock) before.RemoveWhere(id => held.Contains(id) || !_layers.ContainsKey(id));
         return before;
     }

@@ -220,7 +220,7 @@ public sealed class ThinTests : IDisposable
         {
             store.Create("image", null);
             store.Create("c1", "image", LayerKind.ReadWrite);
-            Assert.Empty(store.Broken());
+            Assert.Empty(store.Broken()!);
         }
         using (var dir = Strata.Thin.PoolDirectory.Open(_temp.Combine("store", "thin"), TimeSpan.Zero))
         {
@@ -249,7 +249,7 @@ public sealed class ThinTests : IDisposable
             store.Unmount("c1");
             store.Remove("c1");
             store.Remove("image");
-            Assert.Empty(store.Broken());
+            Assert.Empty(store.Broken()!);
             Assert.Contains(new KeyValuePair<string, string>("Broken Layers", "0"), store.Status());
         }
     }
