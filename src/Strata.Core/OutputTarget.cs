@@ -8,8 +8,9 @@ namespace Strata.Core;
 /// write theirs. An existing character or block device, FIFO or socket is written into as it is (a socket is
 /// connected to), never replaced. A regular file, new or existing, appears only when complete: the bytes go to a temp
 /// file beside it, renamed over it by <see cref="Commit"/>, and a target that is never committed is left as it was.
-/// A symbolic link is followed only to such a special file (<c>/dev/stdout</c>): renaming over it would replace the
-/// link, writing through it would replace a file elsewhere, both silently, so a link to a regular file is refused.
+/// A symbolic link is followed only to such a special file (<c>/dev/stdout</c>) or, for this process's own descriptors
+/// (<c>/dev/stdout</c> sent to a file), to the file it has open: anywhere else renaming over a link would replace the
+/// link, and writing through it would replace a file elsewhere, both silently, so a link to a regular file is refused.
 /// The parent directory must exist: nothing is created that the user did not name.
 /// </summary>
 public sealed class OutputTarget : IDisposable
@@ -42,15 +43,25 @@ public sealed class OutputTarget : IDisposable
         if (err == 0 && st.Kind is not (FileKind.Regular or FileKind.Directory))
             return new OutputTarget(full, null, OpenSpecial(full, st.Kind));
         if (Posix.TryLstat(full, out var link) && link.IsSymlink)
+        {
+            // a descriptor of this process (-o /dev/stdout with stdout sent to a file): its file is the caller's to
+            // give, written as tar -f writes it, truncated and in place
+            if (err == 0 && st.IsRegular && IsDescriptorLink(full)) return new OutputTarget(full, null, new FileStream(full, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, 1));
             throw StrataException.Invalid(err == 0
                 ? $"{full} is a symbolic link to a {(st.IsDirectory ? "directory" : "regular file")}; name the file itself to replace it"
                 : $"{full} is a symbolic link to nothing; name the file itself");
+        }
         if (err == 0 && st.IsDirectory) throw StrataException.Invalid($"{full} is a directory");
         CheckParent(full);
         string temp = TempBeside(full);
         var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1);
         return new OutputTarget(full, temp, stream);
     }
+
+    /// <summary>Whether <paramref name="full"/> names an open descriptor of this process: /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N.</summary>
+    static bool IsDescriptorLink(string full) =>
+        full is "/dev/stdout" or "/dev/stderr" || full.StartsWith("/dev/fd/", StringComparison.Ordinal) || full.StartsWith("/proc/self/fd/", StringComparison.Ordinal)
+        || full.StartsWith($"/proc/{Environment.ProcessId}/fd/", StringComparison.Ordinal);
 
     /// <summary>Fails unless the directory that would hold <paramref name="full"/> exists (outputs never create parents).</summary>
     public static void CheckParent(string full)

@@ -125,4 +125,13 @@ public sealed class OutputTests : IDisposable
         Assert.Equal(Expected(), File.ReadAllBytes(file)); // a failed command leaves the old file
         Assert.Empty(Directory.GetFiles(_temp.Path, "*.tmp-*"));
     }
+
+    [Fact]
+    public void DevStdoutSentToAFileGetsTheBytes()
+    {
+        string file = _temp.Combine("stdout.tar");
+        File.WriteAllText(file, new string('x', 100_000));
+        Shell.Sh($"'{Cli.Binary}' --root '{Store}' layer diff app -o /dev/stdout > '{file}'").Check("layer diff -o /dev/stdout");
+        Assert.Equal(Expected(), File.ReadAllBytes(file));
+    }
 }
