@@ -246,11 +246,22 @@ public sealed class ContainerStore
     {
         string name = ImageName.Normalize(newName);
         var c = Get(reference);
-        var image = Images.Get(c.ImageId);
+        using var scope = Images.BeginImport(); // keeps what the commit uses and adds from collection until the image is recorded
+        // the old image's blobs and layers, which the new image reuses, are marked used while the image is held: a
+        // `container rm` and `image rm` of the old image during the commit cannot collect them from under it
+        var (image, old) = Images.Using(c.ImageId, image =>
+        {
+            var manifestDigest = Digest.Parse(image.Manifest);
+            var manifest = OciJson.Decode(Images.Blobs.Read(manifestDigest), OciJson.Default.ImageManifest, "manifest");
+            scope.UseBlob(manifestDigest);
+            scope.UseBlob(image.Config);
+            foreach (var l in manifest.Layers) scope.UseBlob(Digest.Parse(l.Digest));
+            foreach (var id in image.Layers) scope.UseLayer(id);
+            return (image, manifest);
+        });
         if (image.Layers.Count >= ImageStore.MaxLayers)
             throw StrataException.Invalid($"image {c.Image} has {image.Layers.Count} layers, the most an image may have; a commit would add one more");
         string tmp = Path.Combine(Layers.Root, "tmp", "commit-" + Guid.NewGuid().ToString("N"));
-        using var scope = Images.BeginImport(); // keeps what the commit adds from collection until the image is recorded
         try
         {
             // the diff once, to a gzip blob, hashing both the tar (diff id) and the blob
@@ -285,7 +296,6 @@ public sealed class ContainerStore
             if (config["history"] is not JsonArray history) config["history"] = history = [];
             history.Add((JsonNode)new JsonObject { ["created"] = now, ["created_by"] = $"strata container commit {c.Name}", ["comment"] = message });
             var (configDigest, configSize) = Images.Blobs.Put(OciJson.Bytes(config), "config", scope);
-            var old = OciJson.Decode(Images.Blobs.Read(Digest.Parse(image.Manifest)), OciJson.Default.ImageManifest, "manifest");
             var manifest = new ImageManifest
             {
                 MediaType = MediaTypes.OciManifest,
