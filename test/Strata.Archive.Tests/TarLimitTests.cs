@@ -191,22 +191,14 @@ public class TarLimitTests
     }
 
     [Fact]
-    public void NamesAndLinkTargetsLongerThanPathMax_AreRefused()
+    public void NamesAndLinkTargetsLongerThanPathMax_AreReadAsGoReadsThem()
     {
-        string ok = string.Join('/', Enumerable.Repeat(new string('d', 254), 16)) + "/" + new string('f', 16); // 4096 bytes
-        string tooLong = ok + "g";
-        Assert.Equal(4096, ok.Length);
-        var longOk = RawTar.Concat(Pax(("path", ok), ("linkpath", ok)), RawTar.Header("s", (byte)'2', link: "t"), RawTar.End);
-        Assert.Equal((ok, ok), Apply.ReadAll(longOk).Select(e => (e.Name, e.LinkName)).Single());
-
-        Refused(() => Apply.ReadAll(RawTar.Concat(Pax(("path", tooLong)), RawTar.Header("f"), RawTar.End)),
-            "member name of 4097 bytes exceeds the limit of 4096 bytes (Linux's PATH_MAX)");
-        Refused(() => Apply.ReadAll(RawTar.Concat(Pax(("linkpath", tooLong)), RawTar.Header("s", (byte)'2', link: "t"), RawTar.End)),
-            "link target of 4097 bytes exceeds the limit of 4096 bytes");
-        Refused(() => Apply.ReadAll(RawTar.Concat(Meta('L', Encoding.ASCII.GetBytes(tooLong + "\0")), RawTar.Header("f"), RawTar.End)),
-            "member name of 4097 bytes exceeds the limit");
-        Refused(() => Apply.ReadAll(RawTar.Concat(Meta('K', Encoding.ASCII.GetBytes(tooLong)), RawTar.Header("s", (byte)'2', link: "t"), RawTar.End)),
-            "link target of 4097 bytes exceeds the limit");
+        // the applier creates paths deeper than PATH_MAX a component at a time: only the extended headers' bound applies
+        string deep = string.Join('/', Enumerable.Repeat(new string('d', 254), 40)) + "/f"; // 10,202 bytes
+        var tar = RawTar.Concat(Pax(("path", deep), ("linkpath", deep)), RawTar.Header("s", (byte)'2', link: "t"), RawTar.End);
+        Assert.Equal((deep, deep), Apply.ReadAll(tar).Select(e => (e.Name, e.LinkName)).Single());
+        var gnu = RawTar.Concat(Meta('L', Encoding.ASCII.GetBytes(deep + "\0")), RawTar.Header("f"), RawTar.End);
+        Assert.Equal(deep, Apply.ReadAll(gnu).Single().Name);
     }
 
     [Fact]

@@ -9,7 +9,7 @@ namespace Strata.Archive.Tar;
 /// numeric fields are checked; a stream that ends inside a header or inside an entry's data is
 /// reported as truncated. Errors are <see cref="ErrorKind.Corrupt"/> <see cref="StrataException"/>s.
 /// What a tar can make the reader hold is bounded: the extended headers before one member (their
-/// number and bytes), names, link targets and xattrs; input past a bound is refused, before it is
+/// number and bytes) and xattrs; input past a bound is refused, before it is
 /// read, as <see cref="ErrorKind.InvalidArgument"/> naming the limit.
 /// </summary>
 public sealed class TarReader : IDisposable
@@ -22,8 +22,6 @@ public sealed class TarReader : IDisposable
     public const int MaxExtendedHeaderBytes = 1 << 20;
     /// <summary>Most extended headers before one member: writers put at most one of each kind there.</summary>
     public const int MaxExtendedHeaders = 16;
-    /// <summary>Longest member name or link target, in bytes: Linux's PATH_MAX (no longer one can be created).</summary>
-    public const int MaxPathBytes = 4096;
     /// <summary>Linux's xattr limits: a name (XATTR_NAME_MAX), a value (XATTR_SIZE_MAX), and a file's names together,
     /// each with its NUL (XATTR_LIST_MAX). setxattr refuses more, so a tar that carries more cannot be applied.</summary>
     public const int MaxXattrName = 255, MaxXattrValue = 1 << 16, MaxXattrNames = 1 << 16;
@@ -88,10 +86,10 @@ public sealed class TarReader : IDisposable
                         ParsePax(data, pax ??= new Dictionary<string, byte[]>(StringComparer.Ordinal), headerAt);
                         break;
                     case (byte)'L':
-                        longName = PathField(TarFormat.UntilNul(data), headerAt, "member name");
+                        longName = PathEncoding.Decode(TarFormat.UntilNul(data));
                         break;
                     case (byte)'K':
-                        longLink = PathField(TarFormat.UntilNul(data), headerAt, "link target");
+                        longLink = PathEncoding.Decode(TarFormat.UntilNul(data));
                         break;
                 }
                 Skip(type == 'g' ? dataSize + Pad(dataSize) : Pad(dataSize));
@@ -235,13 +233,6 @@ public sealed class TarReader : IDisposable
         return data;
     }
 
-    /// <summary>A name from a GNU long-name header or a PAX record, refused past <see cref="MaxPathBytes"/>.</summary>
-    static string PathField(ReadOnlySpan<byte> value, long at, string what)
-    {
-        if (value.Length > MaxPathBytes) throw Limit(at, $"{what} of {value.Length} bytes exceeds the limit of {MaxPathBytes} bytes (Linux's PATH_MAX)");
-        return PathEncoding.Decode(value);
-    }
-
     /// <summary>Folds PAX records into <paramref name="into"/> (a later record wins). Only the keywords this reader
     /// uses are kept, so what a header holds for the member is bounded by what the member can carry.</summary>
     static void ParsePax(ReadOnlySpan<byte> data, Dictionary<string, byte[]> into, long at)
@@ -272,8 +263,8 @@ public sealed class TarReader : IDisposable
         {
             switch (key)
             {
-                case "path": e.Name = PathField(value, at, "member name"); break;
-                case "linkpath": e.LinkName = PathField(value, at, "link target"); break;
+                case "path": e.Name = PathEncoding.Decode(value); break;
+                case "linkpath": e.LinkName = PathEncoding.Decode(value); break;
                 case "size":
                     e.Size = PaxLong(value, at, key);
                     if (e.Size > MaxEntrySize) throw Corrupt(at, $"declared size {e.Size} is larger than any member can be");
