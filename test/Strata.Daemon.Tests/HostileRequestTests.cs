@@ -101,7 +101,7 @@ public sealed class HostileRequestTests : IDisposable
     public void AnErrThatQuotesTheRequestIsStillOneLine()
     {
         using var plugin = new PluginServer(_temp, "vfs");
-        Assert.StartsWith("invalid layer id 'a b'", plugin.Err("Create", """{"ID":"a\nb"}"""));
+        Assert.StartsWith("invalid layer id 'a\\nb'", plugin.Err("Create", """{"ID":"a\nb"}"""));
         Assert.Equal("storage option 'a?b' is not KEY=VALUE", plugin.Err("Init", """{"Opts":["a\nb"]}"""));
         Assert.Equal("malformed request: StorageOpt 'a?b' is null", plugin.Err("Create", """{"ID":"c","StorageOpt":{"a\rb":null}}"""));
     }

@@ -11,7 +11,7 @@ namespace Strata.Daemon.Tests;
 sealed class PoolServer : IDisposable
 {
     readonly CancellationTokenSource _stop = new();
-    readonly Task _run;
+    readonly Task _run = Task.CompletedTask;
     readonly SocketsHttpHandler _handler;
     readonly List<string> _log = [];
 
@@ -19,21 +19,29 @@ sealed class PoolServer : IDisposable
     {
         Pool = temp.Combine("pool");
         using (PoolDirectory.Create(Pool, 64 << 20, 8 << 20, ThinPool.DefaultBlockSize)) { }
-        var started = new TaskCompletionSource();
-        _run = Task.Run(() => PoolDaemon.RunAsync(new PoolDaemonOptions
+        // a child that a parallel test forks holds a copy of the pool lock's descriptor until it execs: a start that
+        // finds the pool locked is tried again
+        for (int attempt = 0; ; attempt++)
         {
-            Pool = Pool,
-            NbdSocket = temp.Combine("nbd.sock"),
-            Started = (_, _) => started.TrySetResult(),
-            Log = line =>
+            var started = new TaskCompletionSource();
+            _run = Task.Run(() => PoolDaemon.RunAsync(new PoolDaemonOptions
             {
-                lock (_log) _log.Add(line);
-            },
-        }, _stop.Token));
-        if (Task.WaitAny([started.Task, _run], TimeSpan.FromSeconds(60)) != 0)
-        {
-            if (_run.IsCompleted) _run.GetAwaiter().GetResult(); // its failure, as it was
-            throw new TimeoutException("the pool server did not start");
+                Pool = Pool,
+                NbdSocket = temp.Combine("nbd.sock"),
+                Started = (_, _) => started.TrySetResult(),
+                Log = line =>
+                {
+                    lock (_log) _log.Add(line);
+                },
+            }, _stop.Token));
+            if (Task.WaitAny([started.Task, _run], TimeSpan.FromSeconds(60)) == 0) break;
+            if (!_run.IsCompleted) throw new TimeoutException("the pool server did not start");
+            if (attempt < 20 && _run.Exception?.GetBaseException() is StrataException { Kind: ErrorKind.InUse })
+            {
+                Thread.Sleep(100);
+                continue;
+            }
+            _run.GetAwaiter().GetResult(); // its failure, as it was
         }
         Socket = Path.Combine(Pool, "strata.sock");
         _handler = new SocketsHttpHandler
