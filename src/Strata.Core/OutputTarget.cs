@@ -39,14 +39,19 @@ public sealed class OutputTarget : IDisposable
     public static OutputTarget Open(string path)
     {
         string full = Path.GetFullPath(path);
-        int err = Posix.TryStat(full, out var st);
+        // the kind is judged on the object itself (an O_PATH descriptor), which is then opened through that descriptor:
+        // a FIFO swapped for something else between the look and the open cannot redirect the bytes
+        int err = Posix.TryOpenAt(FileDescriptor.Cwd, full, Posix.O_PATH, 0, out var found);
+        using var pinned = found;
+        var st = pinned is null ? default : Posix.Fstat(pinned);
         if (err == 0 && st.Kind is not (FileKind.Regular or FileKind.Directory))
-            return new OutputTarget(full, null, OpenSpecial(full, st.Kind));
+            return new OutputTarget(full, null, OpenSpecial(full, st.Kind == FileKind.Socket ? full : $"/proc/self/fd/{pinned!.Value}", st.Kind));
         if (Posix.TryLstat(full, out var link) && link.IsSymlink)
         {
             // a descriptor of this process (-o /dev/stdout with stdout sent to a file): its file is the caller's to
             // give, written as tar -f writes it, truncated and in place
-            if (err == 0 && st.IsRegular && IsDescriptorLink(full)) return new OutputTarget(full, null, new FileStream(full, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, 1));
+            if (err == 0 && st.IsRegular && IsDescriptorLink(full))
+                return new OutputTarget(full, null, new FileStream($"/proc/self/fd/{pinned!.Value}", FileMode.Create, FileAccess.Write, FileShare.ReadWrite, 1));
             throw StrataException.Invalid(err == 0
                 ? $"{full} is a symbolic link to a {(st.IsDirectory ? "directory" : "regular file")}; name the file itself to replace it"
                 : $"{full} is a symbolic link to nothing; name the file itself");
@@ -76,14 +81,16 @@ public sealed class OutputTarget : IDisposable
     /// <summary>A fresh name beside <paramref name="full"/> for staging it.</summary>
     public static string TempBeside(string full) => $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
 
-    static Stream OpenSpecial(string full, FileKind kind)
+    /// <summary>Opens the special file <paramref name="full"/> for writing, through <paramref name="through"/> (its pinned descriptor's
+    /// /proc link; a socket is connected to by its path).</summary>
+    static Stream OpenSpecial(string full, string through, FileKind kind)
     {
         if (kind == FileKind.Socket)
         {
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             try
             {
-                socket.Connect(new UnixDomainSocketEndPoint(full));
+                socket.Connect(new UnixDomainSocketEndPoint(through));
             }
             catch (SocketException ex)
             {
@@ -93,7 +100,14 @@ public sealed class OutputTarget : IDisposable
             return new NetworkStream(socket, FileAccess.Write, ownsSocket: true);
         }
         // as it is: FileMode.Open has neither O_CREAT nor O_TRUNC (a FIFO waits for its reader here, as with tar -f)
-        return new FileStream(full, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
+        try
+        {
+            return new FileStream(through, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new StrataException(ex is UnauthorizedAccessException ? ErrorKind.PermissionDenied : ErrorKind.Io, $"open {full} for writing: {ex.Message}");
+        }
     }
 
     /// <summary>Makes the output final: a regular file is renamed into place; a special file has had its bytes.</summary>
