@@ -489,10 +489,11 @@ public sealed partial class ThinPool : IDisposable
         }
     }
 
-    /// <summary>The devices' names, by id: no tree is walked (<see cref="Devices"/> counts blocks).</summary>
+    /// <summary>The devices' names, by id: no tree is walked (<see cref="Devices"/> counts blocks). A device marked for
+    /// deferred deletion is left out: it cannot be opened again, and goes with its last close.</summary>
     public IReadOnlyList<string> DeviceNames()
     {
-        lock (_lock) return _devices.Values.OrderBy(d => d.Id).Select(d => d.Name).ToList();
+        lock (_lock) return _devices.Values.Where(d => !_deferredDeletes.Contains(d.Id)).OrderBy(d => d.Id).Select(d => d.Name).ToList();
     }
 
     /// <summary>A device's counts; exclusive blocks are those no other device can see (every node on the path

@@ -104,4 +104,23 @@ public sealed class DeviceOwnerTests
         ThinPool.RestoreXml(data, metadata, new MemoryStream(dump.ToArray()), force: true);
         using (var pool = ThinPool.Open(data, metadata, NoTimer)) Assert.Equal(["1", "2"], pool.DeviceNames());
     }
+
+    [Fact]
+    public void ADeviceWhoseDeletionIsDeferredIsNoLongerListedByName()
+    {
+        // the thin driver lists its layers by device name: a layer removed while its loop device still closes is gone
+        var data = new MemoryBlockStore(64L * Bs, "data");
+        var metadata = new MemoryBlockStore(1 << 20, "metadata");
+        using var pool = ThinPool.Create(data, metadata, options: NoTimer);
+        pool.CreateDevice("a", Bs);
+        pool.CreateDevice("b", Bs);
+        using (pool.OpenDevice("a"))
+        {
+            Assert.False(pool.DeleteDevice("a", deferIfOpen: true));
+            Assert.Equal(["b"], pool.DeviceNames());
+            Assert.Equal(1, pool.DeferredDeletes);
+        }
+        Assert.Equal(["b"], pool.DeviceNames());
+        Assert.Equal(0, pool.DeferredDeletes);
+    }
 }
