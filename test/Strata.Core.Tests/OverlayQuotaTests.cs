@@ -32,25 +32,24 @@ public sealed class XfsQuotaFixture : IDisposable
 }
 
 /// <summary>Per-container size limits (size= on a read-write layer) with xfs project quotas.</summary>
-public sealed class OverlayQuotaTests(XfsQuotaFixture fixture, ITestOutputHelper output) : IClassFixture<XfsQuotaFixture>
+public sealed class OverlayQuotaTests(XfsQuotaFixture fixture) : IClassFixture<XfsQuotaFixture>
 {
     static readonly Dictionary<string, string> Size50M = new() { ["size"] = "50M" };
 
     LayerStore Open(string parent) =>
         LayerStore.Open(new StoreOptions { Root = Path.Combine(parent, "store-" + Guid.NewGuid().ToString("N")[..8]), Driver = "overlay" });
 
-    bool Skip(bool needQuota = true)
+    /// <summary>Reports the test as skipped, with the reason, when the fixture could not make its xfs.</summary>
+    void SkipWithoutXfs(bool needQuota = true)
     {
         var (fs, why) = needQuota ? (fixture.WithQuota, fixture.WhyNotWith) : (fixture.WithoutQuota, fixture.WhyNotWithout);
-        if (fs is not null) return false;
-        output.WriteLine($"SKIPPED: {why}");
-        return true;
+        Skip.If(fs is null, why);
     }
 
     [XfsQuotaFact]
     public void AContainerCannotWriteMoreThanItsSize()
     {
-        if (Skip()) return;
+        SkipWithoutXfs();
         using var store = Open(fixture.WithQuota!.MountPoint);
         Assert.Contains(store.Status(), p => p.Key == "Size Limits" && p.Value == "xfs project quotas");
         store.Create("base", null);
@@ -90,7 +89,7 @@ public sealed class OverlayQuotaTests(XfsQuotaFixture fixture, ITestOutputHelper
     [XfsQuotaFact]
     public void CopyUpCountsAgainstTheContainer()
     {
-        if (Skip()) return;
+        SkipWithoutXfs();
         using var store = Open(fixture.WithQuota!.MountPoint);
         store.Create("base", null);
         string baseDir = store.Mount("base");
@@ -119,10 +118,10 @@ public sealed class OverlayQuotaTests(XfsQuotaFixture fixture, ITestOutputHelper
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void WithoutProjectQuotasSizeIsAClearError()
     {
-        if (Skip(needQuota: false)) return;
+        SkipWithoutXfs(needQuota: false);
         const string why = "project quotas are not enabled on this xfs (mount it with -o prjquota; the kernel needs CONFIG_XFS_QUOTA)";
         using var store = Open(fixture.WithoutQuota!.MountPoint);
         Assert.Contains(store.Status(), p => p.Key == "Size Limits" && p.Value == $"no ({why})");

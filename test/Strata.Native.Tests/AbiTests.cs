@@ -7,7 +7,7 @@ namespace Strata.Native.Tests;
 
 /// <summary>Checks every struct layout, flag and ioctl number we hard-code against the C headers of
 /// this machine, by compiling and running a tiny C program (STYLE.md practice 5).</summary>
-public sealed class AbiTests(ITestOutputHelper output)
+public sealed class AbiTests
 {
     const string Program = """
         #define _GNU_SOURCE
@@ -122,14 +122,10 @@ public sealed class AbiTests(ITestOutputHelper output)
         }
         """;
 
-    [Fact]
+    [SkippableFact]
     public void LayoutsAndConstantsMatchTheCHeaders()
     {
-        if (!Shell.Has("cc"))
-        {
-            output.WriteLine("SKIPPED: no C compiler (test.sh installs gcc)");
-            return;
-        }
+        Skip.IfNot(Shell.Has("cc"), "no C compiler (test.sh installs gcc)");
         using var temp = new TempRoot();
         File.WriteAllText(temp.Combine("abi.c"), Program);
         Shell.Run("cc", "-o", temp.Combine("abi"), temp.Combine("abi.c")).Check("cc");
@@ -208,14 +204,10 @@ public sealed class AbiTests(ITestOutputHelper output)
 
     /// <summary>The loop ioctls and structs, FIFREEZE, signals, and the FUSE message layouts Strata.Fuse writes by
     /// offset (its constants are private there, so the offsets it uses are restated here from its code).</summary>
-    [Fact]
+    [SkippableFact]
     public void LoopFreezeAndFuseLayoutsMatchTheCHeaders()
     {
-        if (!Shell.Has("cc"))
-        {
-            output.WriteLine("SKIPPED: no C compiler (test.sh installs gcc)");
-            return;
-        }
+        Skip.IfNot(Shell.Has("cc"), "no C compiler (test.sh installs gcc)");
         var c = Compile();
         Same(c, "LOOP_CONFIGURE", (long)Posix.LOOP_CONFIGURE);
         Same(c, "LOOP_CLR_FD", (long)Posix.LOOP_CLR_FD);

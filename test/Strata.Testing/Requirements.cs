@@ -19,8 +19,9 @@ public static class Requirements
     public static string? XfsQuota => s_xfsQuota.Value;
 }
 
-/// <summary>A fact that needs xfs project quotas; skipped (with the reason) on machines without them.</summary>
-public sealed class XfsQuotaFactAttribute : FactAttribute
+/// <summary>A fact that needs xfs project quotas; skipped (with the reason) on machines without them, and skippable at run
+/// time (<c>Skip.If</c>) when making the filesystem fails.</summary>
+public sealed class XfsQuotaFactAttribute : SkippableFactAttribute
 {
     public XfsQuotaFactAttribute()
     {
