@@ -8,10 +8,13 @@ namespace Strata.Core;
 /// machine crash the file may be stale or empty (for state that a crash makes moot anyway).</summary>
 public static class AtomicFile
 {
+    /// <summary>A fresh name beside <paramref name="path"/> for staging it.</summary>
+    public static string TempBeside(string path) => $"{path}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+
     public static void Write(string path, ReadOnlySpan<byte> content, bool durable = true)
     {
         string dir = Path.GetDirectoryName(path)!;
-        string tmp = $"{path}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        string tmp = TempBeside(path);
         using (var fd = Posix.Open(tmp, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x180 /* 0600 */))
         {
             Posix.WriteAll(fd, content, tmp);

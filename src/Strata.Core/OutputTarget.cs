@@ -58,7 +58,7 @@ public sealed class OutputTarget : IDisposable
         }
         if (err == 0 && st.IsDirectory) throw StrataException.Invalid($"{full} is a directory");
         CheckParent(full);
-        string temp = TempBeside(full);
+        string temp = AtomicFile.TempBeside(full);
         var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1);
         return new OutputTarget(full, temp, stream);
     }
@@ -77,9 +77,6 @@ public sealed class OutputTarget : IDisposable
         if (err != 0) throw new ErrnoException(err, "stat", dir);
         if (!st.IsDirectory) throw StrataException.Invalid($"{dir} is not a directory");
     }
-
-    /// <summary>A fresh name beside <paramref name="full"/> for staging it.</summary>
-    public static string TempBeside(string full) => $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
 
     /// <summary>Opens the special file <paramref name="full"/> for writing, through <paramref name="through"/> (its pinned descriptor's
     /// /proc link; a socket is connected to by its path).</summary>

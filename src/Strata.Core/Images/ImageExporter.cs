@@ -112,7 +112,7 @@ public sealed class ImageExporter(ImageStore images)
         if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
             throw StrataException.Exists($"{full} exists and is not empty; export into a new directory");
         if (File.Exists(full)) throw StrataException.Exists($"{full} exists and is not a directory");
-        string tmp = OutputTarget.TempBeside(full);
+        string tmp = AtomicFile.TempBeside(full);
         try
         {
             Directory.CreateDirectory(Path.Combine(tmp, "blobs", "sha256"));
@@ -122,7 +122,8 @@ public sealed class ImageExporter(ImageStore images)
                 if (bytes is not null) File.WriteAllBytes(to, bytes);
                 else
                 {
-                    CopyBlob(blob!, to);
+                    using (var dest = Posix.Open(to, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4))
+                        Drivers.Vfs.TreeCopy.CopyRange(blob!.Fd, dest, 0, blob.Size, to);
                     report(blob!.Size);
                 }
             }
@@ -160,29 +161,5 @@ public sealed class ImageExporter(ImageStore images)
             tar.Finish();
         }
         output.Commit();
-    }
-
-    /// <summary>A blob into a new file: copy_file_range (shared extents where the filesystem can), else read and write.</summary>
-    static void CopyBlob(OpenBlob blob, string to)
-    {
-        using var dest = Posix.Open(to, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x1A4);
-        long done = Posix.CopyFileRange(blob.Fd, dest, 0, blob.Size);
-        if (done == blob.Size) return;
-        done = Math.Max(done, 0);
-        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(1 << 20);
-        try
-        {
-            while (done < blob.Size)
-            {
-                int n = Posix.Pread(blob.Fd, buffer.AsSpan(0, (int)Math.Min(buffer.Length, blob.Size - done)), done, to);
-                if (n == 0) throw new StrataException(ErrorKind.Io, $"blob for {to} shrank to {done} bytes while it was exported");
-                Posix.PwriteAll(dest, buffer.AsSpan(0, n), done, to);
-                done += n;
-            }
-        }
-        finally
-        {
-            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
-        }
     }
 }

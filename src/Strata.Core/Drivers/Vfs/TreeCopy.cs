@@ -108,7 +108,9 @@ public sealed class TreeCopy
         if (end < size) Posix.Ftruncate(d, size, path);
     }
 
-    static void CopyRange(FileDescriptor s, FileDescriptor d, long offset, long length, string path)
+    /// <summary>[offset, offset+length) of <paramref name="s"/> into <paramref name="d"/>: copy_file_range (shared extents where the
+    /// filesystem can), else read and write.</summary>
+    internal static void CopyRange(FileDescriptor s, FileDescriptor d, long offset, long length, string path)
     {
         long done = Posix.CopyFileRange(s, d, offset, length);
         if (done < 0 && done != -Errno.EXDEV && done != -Errno.EINVAL && done != -Errno.ENOSYS && done != -Errno.EOPNOTSUPP)
