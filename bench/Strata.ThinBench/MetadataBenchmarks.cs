@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Engines;
 using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.ThinBench;
 

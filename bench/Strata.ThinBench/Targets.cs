@@ -1,5 +1,6 @@
 using Strata.Native;
 using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.ThinBench;
 

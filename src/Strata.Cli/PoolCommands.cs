@@ -3,6 +3,7 @@ using System.Globalization;
 using Spectre.Console;
 using Strata.Core;
 using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.Cli;
 

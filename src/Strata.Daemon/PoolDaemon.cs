@@ -7,6 +7,7 @@ using Strata.Native;
 using Strata.Fuse;
 using Strata.Nbd;
 using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.Daemon;
 
@@ -53,7 +54,7 @@ public static class PoolDaemon
         options.Control?.Invoke(app, dir);
         var exports = new PoolExports(dir.Pool);
         FuseExport? fuse = null;
-        using var kernel = new KernelAttachments(dir.Pool, options.Log);
+        using var kernel = new KernelAttachments(exports, options.Log);
         app.MapPost("/v1/pool", async context =>
         {
             PoolReply reply;
@@ -63,13 +64,19 @@ public static class PoolDaemon
                 var request = await RequestBody.ReadJsonAsync(context.Request.Body, PoolWireJson.Default.PoolRequest, context.RequestAborted)
                     ?? throw RequestBody.Malformed("the body holds no call");
                 if (request.Op is null) throw RequestBody.Malformed("Op is null");
+                string Name() => request.Name ?? throw StrataException.Invalid($"pool call '{request.Op}' needs a name");
                 reply = await Task.Run(() => request.Op switch
                 {
-                    "attach" => kernel.Attach(request.Name),
-                    "detach" => kernel.Detach(request.Name),
-                    "attached" => kernel.Attached(request.Name),
+                    "attach" => new PoolReply { Path = kernel.Attach(Name()) },
+                    "detach" => Detached(Name()),
+                    "attached" => new PoolReply { Path = kernel.Attached(Name()) },
                     _ => PoolClient.Execute(dir.Pool, request, (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count),
                 });
+                PoolReply Detached(string name)
+                {
+                    kernel.Detach(name);
+                    return new PoolReply();
+                }
             }
             catch (StrataException ex)
             {

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Text;
 using Strata.Native;
-using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.Fuse;
 

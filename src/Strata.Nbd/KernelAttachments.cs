@@ -1,4 +1,5 @@
-using Strata.Thin;
+using Strata.Block;
+using Strata.Native;
 
 namespace Strata.Nbd;
 
@@ -14,15 +15,15 @@ public sealed class KernelAttachments : IDisposable
         public int Holders { get; set; } = 1;
     }
 
-    readonly ThinPool _pool;
+    readonly IBlockExports _exports;
     readonly Action<string>? _log;
     readonly Dictionary<string, Entry> _byName = new(StringComparer.Ordinal);
     readonly Timer _retry;
     bool _disposed;
 
-    public KernelAttachments(ThinPool pool, Action<string>? log)
+    public KernelAttachments(IBlockExports exports, Action<string>? log)
     {
-        _pool = pool;
+        _exports = exports;
         _log = log;
         _retry = new Timer(_ => Retry(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
@@ -35,56 +36,50 @@ public sealed class KernelAttachments : IDisposable
         }
     }
 
-    public PoolReply Attach(string? name)
+    /// <summary>Gives device <paramref name="name"/> to the kernel (or takes one more hold on the kernel device it
+    /// already has) and returns the kernel block device's path (/dev/nbdN).</summary>
+    public string Attach(string name)
     {
-        try
+        lock (_byName)
         {
-            if (name is null) throw StrataException.Invalid("attach needs a device name");
-            lock (_byName)
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_byName.TryGetValue(name, out var had))
             {
-                ObjectDisposedException.ThrowIf(_disposed, this);
-                if (_byName.TryGetValue(name, out var had))
+                if (had.Nbd.Alive)
                 {
-                    if (had.Nbd.Alive)
-                    {
-                        had.Holders++;
-                        return new PoolReply { Path = had.Nbd.Path };
-                    }
-                    _byName.Remove(name);
-                    had.Nbd.Dispose();
+                    had.Holders++;
+                    return had.Nbd.Path;
                 }
-                if (!KernelNbd.Available) throw StrataException.Unsupported("this kernel has no nbd devices (modprobe nbd)");
-                var attached = KernelNbd.Attach(_pool.OpenDevice(name), _pool.ReadOnlyReason is not null, m => _log?.Invoke("nbd: " + m));
-                _byName[name] = new Entry(attached);
-                return new PoolReply { Path = attached.Path };
+                _byName.Remove(name);
+                had.Nbd.Dispose();
             }
-        }
-        catch (StrataException ex)
-        {
-            return new PoolReply { Error = ex.Message, Kind = ex.Kind };
+            if (!KernelNbd.Available) throw StrataException.Unsupported("this kernel has no nbd devices (modprobe nbd)");
+            var device = _exports.Open(name) ?? throw StrataException.NotFound($"device {name} does not exist");
+            var attached = KernelNbd.Attach(device, _exports.ReadOnly(name), m => _log?.Invoke("nbd: " + m));
+            _byName[name] = new Entry(attached);
+            return attached.Path;
         }
     }
 
-    /// <summary>The device a name is attached to (null: none), without taking a hold.</summary>
-    public PoolReply Attached(string? name)
+    /// <summary>The kernel device a name is attached to (null: none), without taking a hold.</summary>
+    public string? Attached(string name)
     {
         lock (_byName)
-            return name is not null && _byName.TryGetValue(name, out var e) && e.Nbd.Alive ? new PoolReply { Path = e.Nbd.Path } : new PoolReply();
+            return _byName.TryGetValue(name, out var e) && e.Nbd.Alive ? e.Nbd.Path : null;
     }
 
-    public PoolReply Detach(string? name)
+    /// <summary>Lets one hold go; the device is disconnected once it has no holder and nothing has it open.</summary>
+    public void Detach(string name)
     {
-        if (name is null) return new PoolReply { Error = "detach needs a device name", Kind = ErrorKind.InvalidArgument };
         lock (_byName)
         {
-            if (!_byName.TryGetValue(name, out var e)) return new PoolReply();
+            if (!_byName.TryGetValue(name, out var e)) return;
             if (e.Holders > 0) e.Holders--;
             if (e.Holders == 0 && (!e.Nbd.Alive || !e.Nbd.InUse()))
             {
                 _byName.Remove(name);
                 e.Nbd.Dispose();
             }
-            return new PoolReply();
         }
     }
 

@@ -1,6 +1,6 @@
 using System.Net.Sockets;
 using Strata.Native;
-using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.Nbd;
 

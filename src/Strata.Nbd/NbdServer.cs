@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Strata.Native;
-using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.Nbd;
 

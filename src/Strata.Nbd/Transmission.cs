@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
-using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.Nbd;
 

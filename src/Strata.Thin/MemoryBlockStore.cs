@@ -1,3 +1,5 @@
+using Strata.Block;
+
 namespace Strata.Thin;
 
 /// <summary>A block store in memory, sparse (pages never written read as zeros and take no memory), for

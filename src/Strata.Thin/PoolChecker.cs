@@ -1,5 +1,6 @@
 using Strata.Native;
 using Strata.Thin.Metadata;
+using Strata.Block;
 
 namespace Strata.Thin;
 

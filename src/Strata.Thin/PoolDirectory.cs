@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Strata.Native;
+using Strata.Block;
 
 namespace Strata.Thin;
 

@@ -1,3 +1,5 @@
+using Strata.Block;
+
 namespace Strata.Thin;
 
 /// <summary>An open thin device of a <see cref="ThinPool"/>: its IO goes through the pool. Disposing it closes it

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Xml;
 using Strata.Native;
 using Strata.Thin.Metadata;
+using Strata.Block;
 
 namespace Strata.Thin;
 

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using Strata.Native;
 using Strata.Thin.Metadata;
+using Strata.Block;
 
 namespace Strata.Thin;
 

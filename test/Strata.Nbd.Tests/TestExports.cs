@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using Strata.Thin;
+using Strata.Block;
 
 namespace Strata.Nbd.Tests;
 

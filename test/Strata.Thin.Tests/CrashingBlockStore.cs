@@ -1,3 +1,5 @@
+using Strata.Block;
+
 namespace Strata.Thin.Tests;
 
 /// <summary>

@@ -1,5 +1,6 @@
 using Strata.Native;
 using Xunit.Abstractions;
+using Strata.Block;
 
 namespace Strata.Thin.Tests;
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Strata.Native;
 using Strata.Testing;
 using Xunit.Abstractions;
+using Strata.Block;
 
 namespace Strata.Thin.Tests;
 

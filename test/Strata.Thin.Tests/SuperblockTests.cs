@@ -1,3 +1,5 @@
+using Strata.Block;
+
 namespace Strata.Thin.Tests;
 
 /// <summary>The two superblock slots: falling back to the older slot when the newer one is damaged is right, but it

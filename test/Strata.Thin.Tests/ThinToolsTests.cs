@@ -1,6 +1,7 @@
 using System.Xml.Linq;
 using Strata.Native;
 using Strata.Testing;
+using Strata.Block;
 
 namespace Strata.Thin.Tests;
 

@@ -1,5 +1,6 @@
 using System.Collections;
 using Strata.Native;
+using Strata.Block;
 
 namespace Strata.Thin.Metadata;
 

@@ -1,4 +1,5 @@
 using Strata.Native;
+using Strata.Block;
 
 namespace Strata.Thin.Metadata;
 

@@ -1,4 +1,4 @@
-namespace Strata.Thin;
+namespace Strata.Block;
 
 /// <summary>
 /// A disk as its users see it: <see cref="Size"/> bytes read and written at any offset and length, from many

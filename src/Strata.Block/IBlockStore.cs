@@ -1,4 +1,4 @@
-namespace Strata.Thin;
+namespace Strata.Block;
 
 /// <summary>
 /// What a pool keeps its data or its metadata on: a file (sparse by default), a block device, or memory.

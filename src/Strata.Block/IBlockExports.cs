@@ -1,4 +1,4 @@
-namespace Strata.Thin;
+namespace Strata.Block;
 
 /// <summary>Block devices by name, as a server exports them to the kernel or to clients (the NBD server, the FUSE
 /// export): each open is one user's handle, held until disposed.</summary>
