@@ -53,20 +53,17 @@ public sealed class OverlayOnXfsConformance(XfsReflinkFixture fixture, Xunit.Abs
 
     protected override bool CopyUpKeepsHardlinks => false;
 
+    /// <summary>On the xfs or not at all: a class named for xfs never runs on the machine's own filesystem instead.</summary>
     protected override string StoreParent(Strata.Testing.TempRoot temp)
     {
-        if (fixture.Fs is null)
-        {
-            output.WriteLine($"on {temp.Path} instead of xfs: {fixture.WhyNot}");
-            return temp.Path;
-        }
+        Skip.If(fixture.Fs is null, $"no xfs with reflink=1 here: {fixture.WhyNot}");
+        output.WriteLine($"on xfs at {fixture.Fs!.MountPoint}");
         return fixture.Fs.MountPoint;
     }
 
-    [Fact]
+    [SkippableFact]
     public void RunsOnXfs()
     {
-        if (fixture.Fs is null) throw new InvalidOperationException($"no xfs loop filesystem: {fixture.WhyNot}");
         Assert.Contains(Store.Status(), p => p.Key == "Backing Filesystem" && p.Value == "xfs");
     }
 }

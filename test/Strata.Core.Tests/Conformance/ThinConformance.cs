@@ -15,4 +15,11 @@ public sealed class ThinXfsConformance : DriverConformance
     protected override string DriverName => "thin";
 
     protected override IReadOnlyDictionary<string, string> DriverOptions => new Dictionary<string, string> { ["thin.basesize"] = "512M", ["thin.fs"] = "xfs" };
+
+    /// <summary>With xfs on the devices or not at all.</summary>
+    protected override string StoreParent(Strata.Testing.TempRoot temp)
+    {
+        Skip.If(!Strata.Testing.Shell.Has("mkfs.xfs"), "mkfs.xfs is not installed (test.sh installs xfsprogs)");
+        return temp.Path;
+    }
 }
