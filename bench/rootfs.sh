@@ -4,12 +4,13 @@
 # STRATA_BENCH_CACHE) and reused when present; prints the tar's path, size and entry count.
 # Usage: bench/rootfs.sh            (build or reuse; last line of stdout is the tar's path)
 #        bench/rootfs.sh --rebuild  (throw the cached tar away first)
-# Env: MIRROR (default http://deb.debian.org/debian), SUITE (default bookworm).
+# Env: MIRROR (a Debian mirror URL; unset: debootstrap's own default mirror), SUITE (default bookworm).
 set -euo pipefail
 
 cache="${STRATA_BENCH_CACHE:-/var/cache/strata-bench}"
 suite="${SUITE:-bookworm}"
-mirror="${MIRROR:-http://deb.debian.org/debian}"
+mirror=("${MIRROR:-}") # passed to debootstrap only when set
+[ -n "${mirror[0]}" ] || mirror=()
 out="$cache/rootfs-$suite-minbase.tar"
 
 if [ "$(id -u)" != 0 ]; then echo "$0: run as root (debootstrap, device nodes, owners)" >&2; exit 1; fi
@@ -35,8 +36,8 @@ if [ ! -s "$out" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   fi
   work=$(mktemp -d "$cache/build.XXXXXX")
-  echo "debootstrap --variant=minbase $suite $work/root $mirror ..." >&2
-  debootstrap --variant=minbase "$suite" "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+  echo "debootstrap --variant=minbase $suite $work/root${mirror[*]:+ ${mirror[*]}} ..." >&2
+  debootstrap --variant=minbase "$suite" "$work/root" "${mirror[@]}" >"$work/debootstrap.log" 2>&1 || {
     tail -n 30 "$work/debootstrap.log" >&2
     echo "$0: debootstrap failed" >&2
     exit 1
