@@ -33,6 +33,8 @@ public sealed record CreateOptions(LayerKind Kind, IReadOnlyDictionary<string, s
 /// </list>
 /// <see cref="Differ"/> picks how the layer's changesets are made: drivers that can diff without
 /// comparing whole trees return their own <see cref="IDiffer"/>, the others the generic one.
+/// Optional behaviour is a capability interface a driver may also implement: <see cref="IMountHooks"/>,
+/// <see cref="IRecoveringDriver"/>.
 /// </summary>
 public interface IDriver : IDisposable
 {
@@ -54,25 +56,37 @@ public interface IDriver : IDisposable
     void Cleanup();
     /// <summary>The differ to use, given the generic one (<see cref="NaiveDiffer"/>) to return or fall back on.</summary>
     IDiffer Differ(IDiffer generic);
+}
 
+/// <summary>
+/// Optional capability (moby's pattern): a driver whose mounts need work of its own around the store's mount(2)
+/// and umount2 (thin: a block device to attach before and detach after, a filesystem to tune and to sync). The
+/// store calls these, with the layer's id lock held, only when it actually mounts or unmounts a layer (its first
+/// user comes or its last goes); drivers whose <see cref="IDriver.Mount"/> needs nothing more do not implement it.
+/// </summary>
+public interface IMountHooks
+{
     /// <summary>Readies a layer for the mount the store is about to make of it (thin: attaches its device to a loop
-    /// device, which <see cref="Mount"/> then names); the handle is disposed once the mount is made or has failed.
-    /// Most drivers have nothing to do.</summary>
-    IDisposable? PrepareMount(string id) => null;
+    /// device, which <see cref="IDriver.Mount"/> then names); the handle is disposed once the mount is made or has failed.</summary>
+    IDisposable? PrepareMount(string id);
 
     /// <summary>Called after the store mounted a layer (thin: tunes the filesystem's error handling).</summary>
-    void Mounted(string id) { }
+    void Mounted(string id);
 
     /// <summary>Called before the store unmounts a layer for its last user (thin: makes the filesystem durable on its
     /// device, since a copy of the mount in another mount namespace would keep it alive past the unmount).</summary>
-    void Unmounting(string id) { }
+    void Unmounting(string id);
 
     /// <summary>Called after the store unmounted a layer (thin: detaches its nbd device).</summary>
-    void Unmounted(string id) { }
+    void Unmounted(string id);
+}
 
+/// <summary>Optional capability: a driver with state of its own to repair when a store opens.</summary>
+public interface IRecoveringDriver
+{
     /// <summary>Start-up repair of the driver's own state, before the store reconciles mounts with its counts (thin:
     /// detaches the mounts of a pool server that was killed). What it did goes in <paramref name="swept"/>.</summary>
-    void Recover(List<string> swept) { }
+    void Recover(List<string> swept);
 }
 
 /// <summary>

@@ -291,7 +291,7 @@ public sealed class LayerStore : IDisposable, ILayerMounter
                 throw StrataException.Corrupt($"layer record {file} names layer '{layer.Id}'; move it away to open the store");
             layers.Add(layer);
         }
-        driver.Recover(swept);
+        if (driver is IRecoveringDriver recovering) recovering.Recover(swept);
         LoadMountCounts(root, layers, swept);
         ReconcileMounts(root, driver, layers, swept);
         string tmp = Path.Combine(root, "tmp");
@@ -793,13 +793,14 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     /// <summary>Mounts a layer for its first user: the driver readies it, describes the mount, and hears when it is made.</summary>
     MountSpec Perform(string id)
     {
-        using var prepared = Driver.PrepareMount(id);
+        var hooks = Driver as IMountHooks;
+        using var prepared = hooks?.PrepareMount(id);
         var spec = Driver.Mount(id);
         if (spec.IsPlainDirectory) return spec;
         Mounter.Mount(spec, _legacyMounts);
         try
         {
-            Driver.Mounted(id);
+            hooks?.Mounted(id);
         }
         catch
         {
@@ -813,9 +814,10 @@ public sealed class LayerStore : IDisposable, ILayerMounter
     void Undo(string id, MountSpec spec, bool detach)
     {
         if (spec.IsPlainDirectory) return;
-        Driver.Unmounting(id);
+        var hooks = Driver as IMountHooks;
+        hooks?.Unmounting(id);
         Mounter.Unmount(spec.TreePath, detach);
-        Driver.Unmounted(id);
+        hooks?.Unmounted(id);
     }
 
     StrataException MountedError(string id, int mounts, string action)

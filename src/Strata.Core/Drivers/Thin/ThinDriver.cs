@@ -24,7 +24,7 @@ namespace Strata.Core.Drivers.Thin;
 /// the pool only compares the text. A device deleted all the same (--force) leaves its layer broken: the store lists
 /// it so, and every use of it fails with one line saying so (<see cref="OnLayerDevice"/>); removing it works.
 /// </summary>
-public sealed class ThinDriver : IDriver
+public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
 {
     /// <summary>The device every layer without parent starts from, and its name while mkfs makes it.</summary>
     public const string BaseDevice = "strata-base", BaseStaging = "strata-base.new";
