@@ -1,3 +1,5 @@
+using Strata.Archive;
+
 namespace Strata.Daemon;
 
 /// <summary>
@@ -6,10 +8,8 @@ namespace Strata.Daemon;
 /// nobody, holding the store's shared lock and its layers' pins all the while. Every write checks the
 /// request's abort token first and throws <see cref="OperationCanceledException"/> once it fires.
 /// </summary>
-public sealed class ClientStream(Stream inner, CancellationToken aborted) : Stream
+public sealed class ClientStream(Stream inner, CancellationToken aborted) : WriteOnlyStream
 {
-    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
     public override void Write(ReadOnlySpan<byte> data)
     {
         aborted.ThrowIfCancellationRequested();
@@ -35,13 +35,4 @@ public sealed class ClientStream(Stream inner, CancellationToken aborted) : Stre
         aborted.ThrowIfCancellationRequested();
         return inner.FlushAsync(ct);
     }
-
-    public override bool CanRead => false;
-    public override bool CanSeek => false;
-    public override bool CanWrite => true;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 }

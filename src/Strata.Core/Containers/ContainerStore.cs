@@ -355,13 +355,11 @@ public sealed class ContainerStore
 }
 
 /// <summary>Hashes what is written through it.</summary>
-sealed class DigestWriter(Stream inner) : Stream
+sealed class DigestWriter(Stream inner) : WriteOnlyStream
 {
     readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
 
     public Digest Digest() => Images.Digest.From(_hash);
-
-    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
 
     public override void Write(ReadOnlySpan<byte> data)
     {
@@ -376,15 +374,6 @@ sealed class DigestWriter(Stream inner) : Stream
         if (disposing) _hash.Dispose();
         base.Dispose(disposing);
     }
-
-    public override bool CanRead => false;
-    public override bool CanSeek => false;
-    public override bool CanWrite => true;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
