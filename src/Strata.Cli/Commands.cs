@@ -18,7 +18,7 @@ public static partial class Commands
 
     static readonly Option<string?> DriverOption = new("--driver")
     {
-        Description = "Storage driver: overlay or vfs (default: the store's own, or probed for a new store: overlay where the kernel mounts it, else vfs)",
+        Description = $"Storage driver: {string.Join(", ", Core.Drivers.DriverRegistry.Names)} (default: the store's own, or probed for a new store: btrfs on btrfs, overlay where the kernel mounts it, else vfs)",
         Recursive = true,
     };
 
