@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Strata.Native;
 
 namespace Strata.Core;
@@ -165,19 +164,8 @@ public static class Mounter
 
     static void RunMountProgram(MountSpec spec, string target)
     {
-        var psi = new ProcessStartInfo(spec.Source) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardInput = true };
-        psi.ArgumentList.Add("-o");
-        psi.ArgumentList.Add(string.Join(',', spec.Options));
-        psi.ArgumentList.Add(target);
-        Process p;
-        try
-        {
-            p = Process.Start(psi)!;
-        }
-        catch (System.ComponentModel.Win32Exception ex)
-        {
-            throw StrataException.Unsupported($"cannot run mount program {spec.Source}: {ex.Message}");
-        }
+        var p = ExternalTool.Start(spec.Source, ["-o", string.Join(',', spec.Options), target], ExternalTool.Redirect.Input | ExternalTool.Redirect.Error,
+            why => StrataException.Unsupported($"cannot run mount program {spec.Source}: {why}"));
         using (p)
         {
             var stderr = new System.Text.StringBuilder();
