@@ -131,7 +131,7 @@ public static partial class Commands
                 PluginDir = r.GetValue(pluginDir)!,
                 LogLevel = level,
                 ControlSocket = Control.SocketName,
-                Control = Control.MapStore,
+                Control = (call, store) => Control.Run(call, store, null),
             }).GetAwaiter().GetResult();
             return 0;
         });

@@ -21,8 +21,9 @@ public sealed record DaemonOptions
     public ILoggerProvider? AlsoLogTo { get; init; }
     /// <summary>Name of the control socket in the store root, where the CLI sends its commands.</summary>
     public string? ControlSocket { get; init; }
-    /// <summary>Maps the control socket's endpoints (the CLI's command tree lives in the CLI).</summary>
-    public Action<WebApplication, StoreHost>? Control { get; init; }
+    /// <summary>Runs one command that came in on the control socket, on the daemon's store, and returns its exit code
+    /// (the CLI's command tree lives in the CLI; <see cref="ControlServer"/> serves the socket).</summary>
+    public Func<ControlCall, LayerStore, int>? Control { get; init; }
 }
 
 /// <summary>
@@ -58,7 +59,7 @@ public static class StrataDaemon
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("strata");
         foreach (var s in host.Use(store => store.Swept)) log.LogInformation("start-up sweep: {What}", s);
         new DockerPlugin(host, log).Map(app);
-        options.Control?.Invoke(app, host);
+        if (options.Control is { } run) ControlServer.Map(app, call => host.Use(store => run(call, store)));
         try
         {
             await Hosting.StartPrivateAsync(app, sockets, stop); // sockets private from their first moment
