@@ -57,8 +57,9 @@ public sealed class UserLookupTests : IDisposable
         var ex = Assert.Throws<StrataException>(() => Resolve("nobody"));
         Assert.Equal(ErrorKind.NotFound, ex.Kind);
         Assert.Equal("user 'nobody' is not in the image's /etc/passwd", ex.Message);
-        // a number must be in the file too: its line gives the primary group
-        Assert.Equal(ErrorKind.NotFound, Assert.Throws<StrataException>(() => Resolve("4242")).Kind);
+        // a number need not be there (then its group is 0, or the one given)
+        Assert.Equal((4242u, 0u), Resolve("4242"));
+        Assert.Equal((4242u, 50u), Resolve("4242:staff"));
         Assert.Equal(ErrorKind.NotFound, Assert.Throws<StrataException>(() => Resolve("root", passwd: null)).Kind);
     }
 

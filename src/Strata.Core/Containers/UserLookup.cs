@@ -7,9 +7,10 @@ namespace Strata.Core.Containers;
 /// <summary>
 /// An image's User (the OCI config's <c>User</c>, Docker's USER: <c>uid</c>, <c>uid:gid</c>, <c>name</c> or
 /// <c>name:group</c>, empty for root) as the numeric ids a runtime needs, looked up in the container's own
-/// <c>/etc/passwd</c> and <c>/etc/group</c>, never the host's. A user must be in the passwd file (a number too:
-/// its line gives the primary group); a group given by number is taken as is; lines with too few fields are
-/// skipped; a user's line whose uid is not a number is corrupt. The files are the image's and so untrusted: read inside the rootfs, regular files only, bounded.
+/// <c>/etc/passwd</c> and <c>/etc/group</c>, never the host's. A user given by name must be in the passwd file; the
+/// user's line there gives the primary group (a uid with no line: group 0); a group given by number is taken as
+/// is. Lines with too few fields are skipped; a user's line whose uid is not a number is corrupt. The files are
+/// the image's and so untrusted: read inside the rootfs, regular files only, bounded.
 /// </summary>
 public static class UserLookup
 {
