@@ -7,7 +7,7 @@ namespace Strata.Thin;
 /// <summary>
 /// The pool's API for its device table: create, snapshot, delete (now, or deferred to the last close), resize,
 /// list, open and close devices. Invariants: every change of the table runs alone (the gate taken for writing:
-/// no IO in flight) under the metadata lock and is committed before it returns (<see cref="Exclusive"/>); a
+/// no IO in flight) under the metadata lock and is committed before it returns (<see cref="Exclusive{T}"/>); a
 /// device is deleted only when no one has it open, and one marked for deferred deletion cannot be opened again
 /// (the mark is in memory only); names and owners are checked before anything changes; reads of the table take
 /// the metadata lock.

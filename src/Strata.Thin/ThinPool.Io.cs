@@ -12,9 +12,9 @@ namespace Strata.Thin;
 /// store; a write takes the lock of its virtual block's stripe first (stripes in ascending order for a run), so
 /// two writes to one block do not interleave their read-modify-write. Copy-on-write: a block another device or
 /// the last commit can see is never written in place; the write goes to a fresh block, which is mapped only
-/// once its data is written (a failed write gives the block back). Out of data space, a write commits once
-/// (blocks freed since the last commit come free), then waits up to <see cref="PoolOptions.NoSpaceTimeout"/>,
-/// without the gate, for room, and fails with NoSpace.
+/// once its data is written (a failed write gives the block back). Out of data space, a write commits once if
+/// blocks freed since the last commit wait for one, then waits up to <see cref="PoolOptions.NoSpaceTimeout"/>,
+/// without the gate, for room, and then fails with NoSpace.
 /// </summary>
 public sealed partial class ThinPool
 {
