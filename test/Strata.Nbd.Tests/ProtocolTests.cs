@@ -8,8 +8,9 @@ namespace Strata.Nbd.Tests;
 /// <summary>
 /// The replies a structured-reply client gets, chunk by chunk (the real clients in the integration tests only
 /// say whether the bytes came out right): reads as OFFSET_DATA and OFFSET_HOLE chunks that tile the range,
-/// errors as ERROR chunks, FAST_ZERO refused where zeroing is slow, ENOSPC at once when the pool is full,
-/// and a burst of requests followed by DISC all answered before the server hangs up.
+/// errors as ERROR chunks, and a burst of requests followed by DISC all answered before the server hangs up,
+/// over a memory device ("mem"); and over a thin device ("vol"), FAST_ZERO refused where zeroing is slow,
+/// ENOSPC at once when the pool is full, and no allocation per request on the whole path.
 /// </summary>
 [Collection(Alone.Name)]
 public sealed class ProtocolTests : IAsyncLifetime
@@ -17,6 +18,7 @@ public sealed class ProtocolTests : IAsyncLifetime
     const int BlockSize = 64 * 1024;
     readonly TempRoot _temp = new();
     readonly ThinPool _pool;
+    readonly MemoryExports _memory = new();
     readonly NbdServer _server;
 
     public ProtocolTests()
@@ -25,7 +27,8 @@ public sealed class ProtocolTests : IAsyncLifetime
         _pool = ThinPool.Create(new MemoryBlockStore(64L * BlockSize), new MemoryBlockStore(8 << 20),
             options: new PoolOptions { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 });
         _pool.CreateDevice("vol", 16 << 20);
-        _server = new NbdServer(new TestExports(_pool));
+        _memory.Add("mem", 16 << 20, BlockSize);
+        _server = new NbdServer(new TestExports(_pool, _memory));
         _server.ListenUnix(_temp.Combine("nbd.sock"));
     }
 
@@ -42,8 +45,8 @@ public sealed class ProtocolTests : IAsyncLifetime
 
     sealed record Chunk(ushort Flags, ushort Type, ulong Cookie, byte[] Payload);
 
-    /// <summary>A client that negotiated structured replies, then EXPORT_NAME vol.</summary>
-    Socket Connect()
+    /// <summary>A client that negotiated structured replies, then EXPORT_NAME <paramref name="export"/>.</summary>
+    Socket Connect(string export = "vol")
     {
         var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { ReceiveTimeout = 20_000 };
         s.Connect(new UnixDomainSocketEndPoint(_temp.Combine("nbd.sock")));
@@ -53,7 +56,7 @@ public sealed class ProtocolTests : IAsyncLifetime
         var reply = new byte[20];
         TestExports.ReadExactly(s, reply);
         Assert.Equal(1u, BinaryPrimitives.ReadUInt32BigEndian(reply.AsSpan(12))); // ACK
-        s.Send(Option(1, "vol"u8.ToArray()));
+        s.Send(Option(1, System.Text.Encoding.UTF8.GetBytes(export)));
         TestExports.ReadExactly(s, new byte[10]);
         return s;
     }
@@ -110,7 +113,7 @@ public sealed class ProtocolTests : IAsyncLifetime
     [Fact]
     public void AReadOverDataAndHolesComesAsDataAndHoleChunksThatTileIt()
     {
-        using var s = Connect();
+        using var s = Connect("mem");
         var pattern = new byte[BlockSize];
         new Random(3).NextBytes(pattern);
         Send(s, 1, 0, 1, BlockSize, BlockSize, pattern); // block 1
@@ -193,7 +196,7 @@ public sealed class ProtocolTests : IAsyncLifetime
     [Fact]
     public void RequestsSentBeforeDiscAreAllAnswered()
     {
-        using var s = Connect();
+        using var s = Connect("mem");
         var data = new byte[4096];
         for (ulong i = 1; i <= 200; i++)
         {
