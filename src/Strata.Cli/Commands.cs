@@ -80,9 +80,9 @@ public static partial class Commands
         }
     }
 
-    /// <summary>How a parsed command line is sent to a daemon: the control socket of the store or pool it names
-    /// (`strata serve` owns a store, `strata pool serve` a pool), whether it
-    /// may run inside a daemon that owns that store (everything but `serve`, `run`, help and version), whether it
+    /// <summary>How a parsed command line is sent to a daemon: the control socket of the store it names (`strata serve`
+    /// owns a store), whether it may run inside a daemon that owns that store (everything but `serve`, `run`, `pool`,
+    /// help and version), whether it
     /// reads stdin, and the files of -i and -o, which the client reads and writes itself (they are the
     /// caller's files, under the caller's permissions and working directory).</summary>
     internal static Route Route(ParseResult r)
@@ -93,14 +93,8 @@ public static partial class Commands
         string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
         bool reads = command.Name is "apply" or "restore" or "write";
-        if (IsPoolCommand(r))
-        {
-            string pool = Path.TrimEndingDirectorySeparator(Path.GetFullPath(r.GetValue(PoolOption) ?? Path.Combine(r.GetValue(RootOption)!, "thin")));
-            // the pool as this process resolved it (STRATA_ROOT is this process's, not the server's) goes with the
-            // command, so that the server runs it on the pool whose socket it came in on
-            string[]? pin = r.GetResult(PoolOption) is null ? ["--pool", pool] : null;
-            return new Route(Path.Combine(pool, Control.SocketName), $"pool {pool}", forwardable, reads, input, output, pin);
-        }
+        // pool commands run here, and reach a pool's server through its typed calls (PoolCommands), not as command lines
+        if (IsPoolCommand(r)) forwardable = false;
         string root = Path.GetFullPath(r.GetValue(RootOption)!);
         return new Route(Path.Combine(root, Control.SocketName), $"store {root}", forwardable, reads, input, output);
     }

@@ -3,13 +3,14 @@ using System.Globalization;
 using Spectre.Console;
 using Strata.Core;
 using Strata.Thin;
-using Strata.Block;
+using Strata.Thin.Service;
 
 namespace Strata.Cli;
 
 /// <summary>`strata pool ...`: thin pools and their devices. A pool lives in a directory (--pool, default
-/// ROOT/thin); each command opens it, makes one call, and closes it (committing) — or, while `strata pool
-/// serve` owns the pool, runs inside that server on its open pool (sent over POOL/strata.sock).</summary>
+/// ROOT/thin); each command makes its calls on the pool's <see cref="IPoolService"/>: the server's while `strata pool
+/// serve` owns the pool (through POOL/strata.sock), else the pool opened here for the command, under its lock, and
+/// closed (committing) after it.</summary>
 public static partial class Commands
 {
     static readonly Option<string?> PoolOption = new("--pool")
@@ -21,7 +22,8 @@ public static partial class Commands
     static string PoolDir(ParseResult r) =>
         Io.Current.FullPath(r.GetValue(PoolOption) ?? Path.Combine(r.GetValue(RootOption)!, "thin"));
 
-    /// <summary>Whether a parsed command is one of `strata pool ...` (sent to the pool's server, not the store's).</summary>
+    /// <summary>Whether a parsed command is one of `strata pool ...` (which reach a pool's server through its service,
+    /// never as command lines).</summary>
     internal static bool IsPoolCommand(ParseResult r)
     {
         for (var c = r.CommandResult; c is not null; c = c.Parent as System.CommandLine.Parsing.CommandResult)
@@ -29,40 +31,45 @@ public static partial class Commands
         return false;
     }
 
-    /// <summary>The served pool, when this command runs inside the server that owns the pool it names.</summary>
-    static PoolDirectory? Served(ParseResult r) =>
-        Io.Current.Pool is { } served && served.Path == Path.TrimEndingDirectorySeparator(PoolDir(r)) ? served : null;
-
-    /// <summary>The pool a command works on: the server's, or opened for this command (and closed, committing, after it).
-    /// What is wrong with its superblocks (a transaction lost to a damaged one) goes to stderr first, every time.</summary>
-    static PoolLease OpenPool(ParseResult r, TimeSpan? commitInterval = null)
+    /// <summary>The server that owns the pool, when one answers on its control socket.</summary>
+    static RemotePool? Server(ParseResult r)
     {
-        var lease = Served(r) is { } served ? new PoolLease(served, owned: false) : new PoolLease(PoolDirectory.Open(PoolDir(r), commitInterval), owned: true);
-        foreach (var problem in lease.Pool.SuperblockProblems()) Io.Current.Err.WriteLine($"strata: warning: {problem}");
-        return lease;
+        var server = RemotePool.ForPool(PoolDir(r));
+        if (server.Answers()) return server;
+        server.Dispose();
+        return null;
     }
 
-    sealed class PoolLease(PoolDirectory dir, bool owned) : IDisposable
+    /// <summary>The pool a command works on: its server's, or opened for this command. What is wrong with its superblocks
+    /// (a transaction lost to a damaged one) goes to stderr first, every time. <paramref name="load"/>: false leaves a
+    /// pool opened here unloaded until a call needs it (check and dump must work on a pool too damaged to load), and
+    /// prints nothing.</summary>
+    static IPoolService OpenPool(ParseResult r, TimeSpan? commitInterval = null, bool load = true)
     {
-        public PoolDirectory Dir => dir;
-        public ThinPool Pool => dir.Pool;
-
-        public void Dispose()
-        {
-            if (owned) dir.Dispose();
-        }
+        IPoolService pool = Server(r) is { } server ? server : LocalPool.Open(PoolDir(r), commitInterval, load);
+        if (load)
+            try
+            {
+                Warn(pool.SuperblockProblems());
+            }
+            catch
+            {
+                pool.Dispose();
+                throw;
+            }
+        return pool;
     }
 
-    /// <summary>Runs <paramref name="read"/> on the pool's data store and committed metadata: of the served pool (committed first,
-    /// IO paused meanwhile), or of the stores opened under the pool's lock without loading the pool (check and dump
-    /// must work on a pool too damaged to open).</summary>
-    static T ReadMetadata<T>(ParseResult r, Func<IBlockStore, IBlockStore, T> read) =>
-        Served(r) is { } served ? served.Pool.ReadCommitted(metadata => read(served.Data, metadata)) : PoolDirectory.WithStores(PoolDir(r), read);
+    static void Warn(IEnumerable<string> problems)
+    {
+        foreach (var problem in problems) Io.Current.Err.WriteLine($"strata: warning: {problem}");
+    }
 
     /// <summary>Refuses a change of the stores that needs the pool closed (repair, restore) while a server owns it.</summary>
     static void RequireNotServed(ParseResult r, string what)
     {
-        if (Served(r) is not null)
+        using var server = Server(r);
+        if (server is not null)
             throw StrataException.InUse($"cannot {what} pool {PoolDir(r)} while `strata pool serve` owns it: stop the server (SIGTERM) first");
     }
 
@@ -83,7 +90,8 @@ public static partial class Commands
         var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize, threshold, percent, maxData, maxMeta, noSpace };
         create.SetAction(r =>
         {
-            if (Served(r) is not null) throw StrataException.Exists($"{PoolDir(r)} already holds a pool");
+            using (var server = Server(r))
+                if (server is not null) throw StrataException.Exists($"{PoolDir(r)} already holds a pool");
             long bs = ByteSize.Parse(r.GetValue(blockSize)!, "block size");
             if (bs is < ThinPool.MinBlockSize or > ThinPool.MaxBlockSize || !long.IsPow2(bs))
                 throw StrataException.Invalid($"block size {r.GetValue(blockSize)} must be a power of two from 64K to 1G");
@@ -107,8 +115,8 @@ public static partial class Commands
         var info = new Command("info", "Show the pool's space (like `docker info` for devicemapper); exit 1 while a lost transaction is unacknowledged") { format };
         info.SetAction(r =>
         {
-            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
-            var lines = PoolStatusLines(lease.Dir, out var status);
+            using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
+            var lines = PoolStatusLines(service.Status(), out var status);
             if (IsJson(r, format)) WriteJson(lines.ToDictionary(l => l.Key, l => (object)l.Value));
             else foreach (var (k, v) in lines) Io.Current.Out.WriteLine($"{k}: {v}");
             return status.LostTransaction != 0 ? ExitCodes.Failure : ExitCodes.Ok;
@@ -118,7 +126,8 @@ public static partial class Commands
         var check = new Command("check", "Check every metadata block, tree and reference count; exit 0 when clean, 1 with a report");
         check.SetAction(r =>
         {
-            return Report(ReadMetadata(r, PoolChecker.Check));
+            using var service = OpenPool(r, load: false);
+            return Report(service.Check());
         });
         pool.Subcommands.Add(check);
 
@@ -128,7 +137,7 @@ public static partial class Commands
             RequireNotServed(r, "repair");
             var report = PoolDirectory.WithStores(PoolDir(r), ThinPool.Repair);
             Io.Current.Out.WriteLine("repaired");
-            return Report(report);
+            return Report(PoolCheck.From(report));
         });
         pool.Subcommands.Add(repair);
 
@@ -147,29 +156,10 @@ public static partial class Commands
                 }
                 else OutputFile.Write(path, s => { dump(s); return 0; });
             }
+            using var service = OpenPool(r, load: false);
             // a dump of a pool that fell back from a lost transaction says so, as open does
-            void Warn(IEnumerable<string> problems)
-            {
-                foreach (var problem in problems) Io.Current.Err.WriteLine($"strata: warning: {problem}");
-            }
-            if (Served(r) is { } served)
-            {
-                Warn(served.Pool.SuperblockProblems());
-                // into memory under the pool's pause, out after it: IO waits for the reading, not for a slow reader
-                var xml = served.Pool.ReadCommitted(metadata =>
-                {
-                    var ms = new MemoryStream();
-                    ThinPool.DumpXml(metadata, ms);
-                    return ms;
-                });
-                Write(s => s.Write(xml.GetBuffer(), 0, (int)xml.Length));
-            }
-            else PoolDirectory.WithStores(PoolDir(r), (_, metadata) =>
-            {
-                Warn(ThinPool.ReadSuperblockProblems(metadata));
-                Write(s => ThinPool.DumpXml(metadata, s));
-                return 0;
-            });
+            Warn(service.SuperblockProblems());
+            Write(service.Dump);
             return 0;
         });
         pool.Subcommands.Add(dump);
@@ -207,7 +197,7 @@ public static partial class Commands
         var name = new Argument<string>("NAME") { Description = "Device name" };
         var size = new Option<string>("--size") { Description = "Virtual size (e.g. 10G)", Required = true };
         var dcreate = new Command("create", "Create a thin device (nothing is allocated until it is written)") { name, size };
-        dcreate.SetAction(r => WithPool(r, p => p.CreateDevice(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"))));
+        dcreate.SetAction(r => WithPool(r, p => p.Create(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"))));
         device.Subcommands.Add(dcreate);
 
         var source = new Argument<string>("SOURCE") { Description = "Device to snapshot" };
@@ -221,10 +211,10 @@ public static partial class Commands
         var rm = new Command("rm", "Delete devices; blocks no other device uses are freed. A device with an owner (a thin layer's) is refused (exit 5) without --force") { names, force };
         rm.SetAction(r =>
         {
-            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
+            using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
             foreach (var n in r.GetValue(names)!)
             {
-                lease.Pool.DeleteDevice(n, force: r.GetValue(force));
+                service.Delete(n, force: r.GetValue(force));
                 Io.Current.Out.WriteLine(n);
             }
             return 0;
@@ -235,7 +225,7 @@ public static partial class Commands
         resize.SetAction(r => WithPool(r, p =>
         {
             RequireUnheld(p, r.GetValue(name)!, "resizing it under its owner", r.GetValue(force));
-            return p.ResizeDevice(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"));
+            return p.Resize(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"));
         }));
         device.Subcommands.Add(resize);
 
@@ -244,19 +234,9 @@ public static partial class Commands
         write.SetAction(r =>
         {
             using var input = OpenInput(r.GetValue(InputOption));
-            using var lease = OpenPool(r);
-            RequireUnheld(lease.Pool, r.GetValue(name)!, "writing into it under its owner would corrupt what the owner keeps there", r.GetValue(force));
-            using var dev = lease.Pool.OpenDevice(r.GetValue(name)!);
-            long at = ByteSize.Parse(r.GetValue(offset)!, "offset"), total = 0;
-            var buffer = new byte[1 << 20];
-            int n;
-            while ((n = input.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false)) > 0)
-            {
-                if (at + total + n > dev.Size) throw StrataException.Invalid($"the input runs past the end of device {dev.Name} ({dev.Size} bytes)");
-                dev.Write(at + total, buffer.AsSpan(0, n));
-                total += n;
-            }
-            dev.Flush();
+            using var service = OpenPool(r);
+            RequireUnheld(service, r.GetValue(name)!, "writing into it under its owner would corrupt what the owner keeps there", r.GetValue(force));
+            long total = service.Write(r.GetValue(name)!, ByteSize.Parse(r.GetValue(offset)!, "offset"), input);
             Io.Current.Out.WriteLine(total.ToString(CultureInfo.InvariantCulture));
             return 0;
         });
@@ -266,21 +246,14 @@ public static partial class Commands
         var read = new Command("read", "Read a device's bytes from --offset to stdout (or -o FILE)") { name, offset, length, OutputOption };
         read.SetAction(r =>
         {
-            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
-            using var dev = lease.Pool.OpenDevice(r.GetValue(name)!);
+            using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
+            var dev = service.Device(r.GetValue(name)!);
             long at = ByteSize.Parse(r.GetValue(offset)!, "offset");
             long count = r.GetValue(length) is { } l ? ByteSize.Parse(l, "length") : Math.Max(0, dev.Size - at);
-            if (at < 0 || at > dev.Size || count > dev.Size - at) throw StrataException.Invalid($"{count} bytes at {at} are outside device {dev.Name} ({dev.Size} bytes)");
+            DeviceRange.Require(dev.Name, dev.Size, at, count);
             OutputFile.Write(r.GetValue(OutputOption), s =>
             {
-                var buffer = new byte[1 << 20];
-                for (long done = 0; done < count;)
-                {
-                    int n = (int)Math.Min(buffer.Length, count - done);
-                    dev.Read(at + done, buffer.AsSpan(0, n));
-                    s.Write(buffer, 0, n);
-                    done += n;
-                }
+                service.Read(dev.Name, at, count, s);
                 return 0;
             });
             return 0;
@@ -291,8 +264,8 @@ public static partial class Commands
         var ls = new Command("ls", "List devices with their mapped, exclusive and shared blocks (like thin_ls)") { lsFormat };
         ls.SetAction(r =>
         {
-            using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
-            var devices = lease.Pool.Devices();
+            using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
+            var devices = service.Devices();
             if (IsJson(r, lsFormat))
             {
                 WriteJson(devices.Select(d => new Dictionary<string, object>
@@ -303,10 +276,11 @@ public static partial class Commands
                 }).ToList());
                 return 0;
             }
+            long blockSize = service.Status().Status.BlockSize;
             var table = Table("NAME", "ID", "SIZE", "MAPPED", "EXCLUSIVE", "SHARED", "CREATED", "OWNER");
             foreach (var d in devices)
-                table.AddRow(Markup.Escape(d.Name), d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * lease.Pool.BlockSize),
-                    Bytes((long)d.Exclusive * lease.Pool.BlockSize), Bytes((long)d.Shared * lease.Pool.BlockSize), When(d.Created), Markup.Escape(d.Owner ?? "-"));
+                table.AddRow(Markup.Escape(d.Name), d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * blockSize),
+                    Bytes((long)d.Exclusive * blockSize), Bytes((long)d.Shared * blockSize), When(d.Created), Markup.Escape(d.Owner ?? "-"));
             Io.Current.Ansi.Write(table);
             return 0;
         });
@@ -318,21 +292,21 @@ public static partial class Commands
     /// <summary>Refuses (InUse, naming the owner) to change a device that its owner holds, unless forced: the pool
     /// refuses deleting one itself; writes and resizes are the CLI's to refuse, as the owner's own IO goes through the
     /// same pool calls.</summary>
-    static void RequireUnheld(ThinPool pool, string name, string why, bool force)
+    static void RequireUnheld(IPoolService pool, string name, string why, bool force)
     {
-        if (pool.DeviceInfo(name).Owner is { } owner && !force)
+        if (pool.Device(name).Owner is { } owner && !force)
             throw StrataException.InUse($"thin device {name} is held by {owner}: {why} (--force does it all the same)");
     }
 
-    static int WithPool(ParseResult r, Func<ThinPool, ThinDeviceInfo> change)
+    static int WithPool(ParseResult r, Func<IPoolService, ThinDeviceInfo> change)
     {
-        using var lease = OpenPool(r, commitInterval: TimeSpan.Zero);
-        var d = change(lease.Pool);
+        using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
+        var d = change(service);
         Io.Current.Out.WriteLine(d.Name);
         return 0;
     }
 
-    static int Report(CheckReport report)
+    static int Report(PoolCheck report)
     {
         var o = Io.Current.Out;
         o.WriteLine($"transaction {report.Transaction}: {report.Devices} device(s), {report.MappedBlocks} mapped block(s), {report.MetadataBlocksUsed} metadata block(s)");
@@ -343,15 +317,16 @@ public static partial class Commands
     }
 
     /// <summary>The pool's status lines, with the names Docker's devicemapper driver printed.</summary>
-    static List<KeyValuePair<string, string>> PoolStatusLines(PoolDirectory dir, out PoolStatus s)
+    static List<KeyValuePair<string, string>> PoolStatusLines(PoolInfo info, out PoolStatus s)
     {
-        s = dir.Pool.Status();
+        s = info.Status;
+        var layout = info.Layout;
         return
         [
-            new("Pool Directory", dir.Path),
+            new("Pool Directory", info.Directory),
             new("Pool Blocksize", ByteSize.Format(s.BlockSize)),
-            new("Data file", dir.Layout.Data),
-            new("Metadata file", dir.Layout.Metadata),
+            new("Data file", layout.Data),
+            new("Metadata file", layout.Metadata),
             .. Strata.Core.Drivers.Thin.ThinDriver.SpaceLines(s),
             new("Thin Devices", s.Devices.ToString(CultureInfo.InvariantCulture)),
             new("Transaction", s.Transaction.ToString(CultureInfo.InvariantCulture)),
@@ -359,10 +334,10 @@ public static partial class Commands
             new("Read Only", s.ReadOnlyReason ?? "false"),
             new("Lost Transaction", s.LostTransaction == 0 ? "none" : s.LostTransaction.ToString(CultureInfo.InvariantCulture)),
             new("Superblock", s.SuperblockProblems is { Count: > 0 } problems ? string.Join("; ", problems) : "clean"),
-            new("Autoextend", dir.Layout.AutoextendThreshold >= 100 ? "off" : $"{dir.Layout.AutoextendPercent}% at {dir.Layout.AutoextendThreshold}% used"
-                + (dir.Layout.MaxDataSize > 0 ? $", data up to {ByteSize.Format(dir.Layout.MaxDataSize)}" : "")
-                + (dir.Layout.MaxMetadataSize > 0 ? $", metadata up to {ByteSize.Format(dir.Layout.MaxMetadataSize)}" : "")),
-            new("No Space Timeout", dir.Layout.NoSpaceTimeoutMs == 0 ? "0 (fail at once)" : $"{dir.Layout.NoSpaceTimeoutMs / 1000} s"),
+            new("Autoextend", layout.AutoextendThreshold >= 100 ? "off" : $"{layout.AutoextendPercent}% at {layout.AutoextendThreshold}% used"
+                + (layout.MaxDataSize > 0 ? $", data up to {ByteSize.Format(layout.MaxDataSize)}" : "")
+                + (layout.MaxMetadataSize > 0 ? $", metadata up to {ByteSize.Format(layout.MaxMetadataSize)}" : "")),
+            new("No Space Timeout", layout.NoSpaceTimeoutMs == 0 ? "0 (fail at once)" : $"{layout.NoSpaceTimeoutMs / 1000} s"),
         ];
     }
 
@@ -378,8 +353,6 @@ public static partial class Commands
             NbdSocket = socketPath,
             NbdTcp = endpoint,
             Fuse = fuse,
-            ControlSocket = Control.SocketName,
-            Control = Control.MapPool,
             Started = (dir, where) =>
             {
                 io.Out.WriteLine($"serving pool {dir.Path} on {where}");

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -7,6 +6,7 @@ using Strata.Native;
 using Strata.Fuse;
 using Strata.Nbd;
 using Strata.Thin;
+using Strata.Thin.Service;
 using Strata.Block;
 
 namespace Strata.Daemon;
@@ -22,10 +22,8 @@ public sealed record PoolDaemonOptions
     public IPEndPoint? NbdTcp { get; init; }
     /// <summary>Also show every device as a file in this directory, a FUSE mount of the server's own (null: do not).</summary>
     public string? Fuse { get; init; }
-    /// <summary>Name of the control socket in the pool directory, where the CLI sends its pool commands.</summary>
-    public string ControlSocket { get; init; } = "strata.sock";
-    /// <summary>Maps the control socket's endpoints (the CLI's command tree lives in the CLI).</summary>
-    public Action<WebApplication, PoolDirectory>? Control { get; init; }
+    /// <summary>Name of the control socket in the pool directory, where the pool's calls come in (<see cref="PoolWire"/>).</summary>
+    public string ControlSocket { get; init; } = PoolWire.SocketName;
     /// <summary>Called once the pool is served, with the NBD addresses (a URI template with NAME for the device).</summary>
     public Action<PoolDirectory, string>? Started { get; init; }
     /// <summary>Where the server's one-line notices go (a connection dropped for garbage, a failed request).</summary>
@@ -34,8 +32,9 @@ public sealed record PoolDaemonOptions
 
 /// <summary>
 /// `strata pool serve`: owns one thin pool (its lock, for as long as it runs), exports every device over NBD,
-/// and takes the CLI's pool commands on the control socket POOL/strata.sock (DESIGN decision 8), so that
-/// devices can be created, snapshotted, listed and removed while clients use others. On SIGTERM or SIGINT
+/// and takes the pool's calls (<see cref="IPoolService"/>, from the CLI and the thin driver) on the control socket
+/// POOL/strata.sock (DESIGN decision 8), so that devices can be created, snapshotted, listed and removed while clients
+/// use others, and given to the kernel's nbd module. On SIGTERM or SIGINT
 /// it stops taking commands, closes the NBD connections (finishing the requests in flight), commits the
 /// pool and removes its sockets.
 /// </summary>
@@ -51,41 +50,14 @@ public static class PoolDaemon
         var builder = Hosting.Builder([control]);
         builder.Logging.ClearProviders();
         await using var app = builder.Build();
-        options.Control?.Invoke(app, dir);
         var exports = new PoolExports(dir.Pool);
         FuseExport? fuse = null;
         using var kernel = new KernelAttachments(exports, options.Log);
-        app.MapPost("/v1/pool", async context =>
+        var served = new ServedPool(new LocalPool(dir), kernel, () => (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count);
+        app.MapPost(PoolWire.Endpoint, context =>
         {
-            PoolReply reply;
-            try
-            {
-                // a malformed call is answered like any refused one: a reply with the error, kind and one line
-                var request = await RequestBody.ReadJsonAsync(context.Request.Body, PoolWireJson.Default.PoolRequest, context.RequestAborted)
-                    ?? throw RequestBody.Malformed("the body holds no call");
-                if (request.Op is null) throw RequestBody.Malformed("Op is null");
-                string Name() => request.Name ?? throw StrataException.Invalid($"pool call '{request.Op}' needs a name");
-                reply = await Task.Run(() => request.Op switch
-                {
-                    "attach" => new PoolReply { Path = kernel.Attach(Name()) },
-                    "detach" => Detached(Name()),
-                    "attached" => new PoolReply { Path = kernel.Attached(Name()) },
-                    _ => PoolClient.Execute(dir.Pool, request, (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count),
-                });
-                PoolReply Detached(string name)
-                {
-                    kernel.Detach(name);
-                    return new PoolReply();
-                }
-            }
-            catch (StrataException ex)
-            {
-                reply = new PoolReply { Error = ex.Message, Kind = ex.Kind };
-            }
-            // errors quote the call's strings ("unknown pool call 'x'"), which may hold line breaks
-            if (reply.Error is { } error) reply = reply with { Error = error.ReplaceLineEndings(" ") };
-            context.Response.ContentType = "application/json";
-            await JsonSerializer.SerializeAsync(context.Response.Body, reply, PoolWireJson.Default.PoolReply, context.RequestAborted);
+            context.Response.ContentType = "application/octet-stream";
+            return PoolDispatcher.ServeAsync(served, context.Request.Body, context.Response.Body, context.RequestAborted);
         });
         var server = new NbdServer(exports, m => options.Log?.Invoke("nbd: " + m));
         try
@@ -153,5 +125,28 @@ public static class PoolDaemon
         /// <summary>Devices have no read-only mark of their own yet; a pool that went read-only (metadata full, a
         /// failed commit, needs_check) exports every device read-only, so clients see it at connect.</summary>
         public bool ReadOnly(string name) => pool.ReadOnlyReason is not null;
+    }
+
+    /// <summary>The server's pool service: the pool it has open, with its kernel attachments and the device files its
+    /// exports have open (each attached device holds one).</summary>
+    sealed class ServedPool(LocalPool pool, KernelAttachments kernel, Func<int> openFiles) : IPoolService
+    {
+        public ThinDeviceInfo Create(string name, long size, string? owner = null) => pool.Create(name, size, owner);
+        public ThinDeviceInfo Snapshot(string source, string name, string? owner = null) => pool.Snapshot(source, name, owner);
+        public bool Delete(string name, bool defer = false, string? owner = null, bool force = false) => pool.Delete(name, defer, owner, force);
+        public ThinDeviceInfo Resize(string name, long size) => pool.Resize(name, size);
+        public ThinDeviceInfo Device(string name) => pool.Device(name);
+        public IReadOnlyList<string> DeviceNames() => pool.DeviceNames();
+        public IReadOnlyList<ThinDeviceInfo> Devices() => pool.Devices();
+        public PoolInfo Status() => pool.Status() with { OpenFiles = openFiles() };
+        public IReadOnlyList<string> SuperblockProblems() => pool.SuperblockProblems();
+        public string Attach(string name) => kernel.Attach(name);
+        public void Detach(string name) => kernel.Detach(name);
+        public string? Attached(string name) => kernel.Attached(name);
+        public void Read(string name, long offset, long length, Stream to) => pool.Read(name, offset, length, to);
+        public long Write(string name, long offset, Stream from) => pool.Write(name, offset, from);
+        public PoolCheck Check() => pool.Check();
+        public void Dump(Stream to) => pool.Dump(to);
+        public void Dispose() { }
     }
 }

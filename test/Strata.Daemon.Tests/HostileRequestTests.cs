@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Strata.Testing;
 using Strata.Thin;
+using Strata.Thin.Service;
 
 namespace Strata.Daemon.Tests;
 
@@ -141,38 +142,33 @@ public sealed class HostileRequestTests : IDisposable
     public void ThePoolControlSocketRefusesMalformedCallsInOneLine()
     {
         using var pool = new PoolServer(_temp);
-        string[] bodies =
+        string[] calls =
         [
-            .. NotAnObject, "", "null", "{}",
-            """{"Op":null}""", """{"Op":5}""", """{"Op":{}}""", """{"Name":"d"}""", """{"Op":"create\nfile"}""",
+            .. NotAnObject, "null", "{}",
+            """{"Op":null}""", """{"Op":5}""", """{"Op":{}}""", """{"Name":"d"}""", """{"Op":"create\nfile"}""", """{"Op":"nothing"}""",
             """{"Op":"create","Name":5,"Size":1048576}""", """{"Op":"create","Name":"d","Size":"1G"}""",
-            """{"Op":"create","Name":"d","Size":null}""", """{"Op":"create","Name":"d","Size":1.5}""",
+            """{"Op":"create","Name":"d","Size":null}""", """{"Op":"create","Name":"d","Size":1.5}""", """{"Op":"create","Name":"d"}""",
             """{"Op":"create","Name":null,"Size":1048576}""", """{"Op":"delete","Name":"d","Defer":"yes"}""",
             """{"Op":"delete","Name":"d","Defer":null}""", """{"Op":"snapshot","Name":"s","Source":[]}""",
             """{"Op":"snapshot","Name":"s","Source":null}""", """{"Op":"resize","Name":null,"Size":1}""",
             """{"Op":"attach","Name":null}""", """{"Op":"detach","Name":5}""", """{"Op":"attached","Name":[]}""",
+            """{"Op":"read","Name":"d","Offset":0}""", """{"Op":"write","Name":"d","Offset":"0"}""",
         ];
+        // and bodies whose framing is wrong: empty, a length cut short, a call of no bytes, fewer bytes than the length says
+        byte[][] bodies = [.. calls.Select(PoolServer.Framed), [], [0, 0], [0, 0, 0, 0], [0, 0, 0, 9, (byte)'{', (byte)'}']];
         var wrong = new List<string>();
         foreach (var body in bodies)
         {
-            var (status, text) = pool.Call(body);
-            PoolReply? reply = null;
-            try
-            {
-                reply = JsonSerializer.Deserialize(text, PoolWireJson.Default.PoolReply);
-            }
-            catch (JsonException)
-            {
-            }
-            if (status != 200 || reply is not { Kind: ErrorKind.InvalidArgument, Error: { } error } || error.Contains('\n'))
-                wrong.Add($"{body} -> {status} {text}");
+            var (status, reply) = pool.Call(body);
+            if (status != 200 || PoolServer.ErrorOf(reply) is not { Kind: ErrorKind.InvalidArgument, Message: { } error } || error.Contains('\n'))
+                wrong.Add($"{Convert.ToHexString(body.AsSpan(0, Math.Min(body.Length, 80)))} -> {status} {Encoding.UTF8.GetString(reply)}");
         }
         Assert.True(wrong.Count == 0, $"{wrong.Count} answered wrongly:\n{string.Join('\n', wrong)}");
-        var (hugeStatus, hugeText) = pool.Call("{\"Op\":\"create\",\"Name\":\"" + new string('a', 2 << 20) + "\"}");
-        Assert.Equal((200, "malformed request: the body is larger than 1 MiB"), (hugeStatus, JsonSerializer.Deserialize(hugeText, PoolWireJson.Default.PoolReply)!.Error));
-        Assert.Equal([], pool.Reply("""{"Op":"devices"}""").Names!); // nothing was made
-        pool.Reply("""{"Op":"create","Name":"d","Size":1048576}""");
-        Assert.Equal(["d"], pool.Reply("""{"Op":"devices"}""").Names!);
+        var (hugeStatus, hugeReply) = pool.Call(PoolServer.Framed("{\"Op\":\"create\",\"Name\":\"" + new string('a', 2 << 20) + "\"}"));
+        Assert.Equal((200, "malformed request: the call is larger than 1 MiB"), (hugeStatus, PoolServer.ErrorOf(hugeReply)?.Message));
+        Assert.Equal([], pool.Value(new DeviceNamesCall())); // nothing was made
+        pool.Value(new CreateCall("d", 1 << 20));
+        Assert.Equal(["d"], pool.Value(new DeviceNamesCall()));
         Assert.Empty(pool.Log());
     }
 }

@@ -1,13 +1,16 @@
+using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using Strata.Testing;
 using Strata.Thin;
+using Strata.Thin.Service;
 
 namespace Strata.Daemon.Tests;
 
 /// <summary>`strata pool serve` run in this process on a fresh pool of sparse files, and an HTTP client on its
-/// control socket speaking as <see cref="PoolClient"/> does (a POST of JSON to /v1/pool), but with any body.</summary>
+/// control socket speaking as <see cref="RemotePool"/> does (a POST to /v1/pool, see <see cref="PoolWire"/>), but with
+/// any body.</summary>
 sealed class PoolServer : IDisposable
 {
     readonly CancellationTokenSource _stop = new();
@@ -66,20 +69,45 @@ sealed class PoolServer : IDisposable
         lock (_log) return [.. _log];
     }
 
-    /// <summary>One call with <paramref name="body"/> as it is: the status code and the reply's text.</summary>
-    public (int Status, string Reply) Call(byte[] body)
+    /// <summary>One call with <paramref name="body"/> as it is: the status code and the reply's bytes.</summary>
+    public (int Status, byte[] Reply) Call(byte[] body)
     {
         using var response = Http.Send(new HttpRequestMessage(HttpMethod.Post, "v1/pool") { Content = new ByteArrayContent(body) });
-        return ((int)response.StatusCode, new StreamReader(response.Content.ReadAsStream()).ReadToEnd());
+        using var reply = new MemoryStream();
+        response.Content.ReadAsStream().CopyTo(reply);
+        return ((int)response.StatusCode, reply.ToArray());
     }
 
-    public (int Status, string Reply) Call(string json) => Call(Encoding.UTF8.GetBytes(json));
-
-    public PoolReply Reply(string json)
+    /// <summary>A request body holding <paramref name="json"/> as its call: its length, then its bytes.</summary>
+    public static byte[] Framed(string json)
     {
-        var (status, text) = Call(json);
-        Assert.True(status == 200, $"{json}: {status} {text}");
-        return JsonSerializer.Deserialize(text, PoolWireJson.Default.PoolReply)!;
+        byte[] bytes = Encoding.UTF8.GetBytes(json);
+        var body = new byte[4 + bytes.Length];
+        BinaryPrimitives.WriteInt32BigEndian(body, bytes.Length);
+        bytes.CopyTo(body, 4);
+        return body;
+    }
+
+    /// <summary>The error a reply holds when it is one error frame and nothing else (null: it is not).</summary>
+    public static PoolError? ErrorOf(byte[] reply)
+    {
+        if (reply.Length < 5 || reply[0] != 3 || BinaryPrimitives.ReadInt32BigEndian(reply.AsSpan(1)) != reply.Length - 5) return null;
+        try
+        {
+            return JsonSerializer.Deserialize(reply.AsSpan(5), PoolServiceJson.Default.PoolError);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>A typed call, as <see cref="RemotePool"/> makes it.</summary>
+    public T Value<T>(PoolCall<T> call)
+    {
+        var (status, reply) = Call(PoolWire.EncodeCall(call));
+        Assert.True(status == 200, $"{PoolWire.NameOf(call)}: {status}");
+        return PoolWire.ReadReply(new MemoryStream(reply), call, null);
     }
 
     public void Dispose()

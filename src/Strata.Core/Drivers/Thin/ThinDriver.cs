@@ -1,6 +1,7 @@
 using System.Globalization;
 using Strata.Native;
 using Strata.Thin;
+using Strata.Thin.Service;
 
 namespace Strata.Core.Drivers.Thin;
 
@@ -11,13 +12,14 @@ namespace Strata.Core.Drivers.Thin;
 /// pool block (64 KiB), not per file. Layout under the store root:
 /// <code>
 /// thin/                  the store's pool (`strata pool` commands on this root see it): pool.json, data, metadata
-/// thin/dev/&lt;id&gt;          the pool server's FUSE export: one file per device (see <see cref="PoolServer"/>)
+/// thin/dev/&lt;id&gt;          the pool server's FUSE export: one file per device (see <see cref="PoolProcess"/>)
 /// thin/mnt/&lt;id&gt;/         where the store mounts layer &lt;id&gt;; thin/mnt/.grow-&lt;id&gt; while size= grows one
 /// </code>
-/// A mount attaches the device's file to a loop device with direct IO and autoclear: the loop device goes away by
-/// itself when its filesystem is unmounted (or a command dies between attach and mount), so no attach state is
-/// kept anywhere. A device still open when its layer is removed (its filesystem held by a mount namespace elsewhere)
-/// is deleted when the last user lets go (deferred removal), not refused as busy.
+/// A mount attaches the device to the kernel (<see cref="KernelDevices"/>: a loop device over its file with autoclear,
+/// or the server's nbd device), so no attach state is kept anywhere; the pool and its base device are made on first
+/// use (<see cref="ThinBase"/>); calls on the pool go to its server, or to the pool opened for the call
+/// (<see cref="PerCallPool"/>). A device still open when its layer is removed (its filesystem held by a mount
+/// namespace elsewhere) is deleted when the last user lets go (deferred removal), not refused as busy.
 ///
 /// Every device the driver makes carries an owner in the pool ("layer ID", or the driver itself for the base), so
 /// that `strata pool device rm` on the same pool refuses it, naming the layer, as lvremove refuses a volume in use;
@@ -29,8 +31,6 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
     /// <summary>The device every layer without parent starts from, and its name while mkfs makes it.</summary>
     public const string BaseDevice = "strata-base", BaseStaging = "strata-base.new";
     const string SizeOption = "size";
-    /// <summary>The owner the pool records for the base device and its staging device.</summary>
-    const string BaseOwner = "the thin driver (the base of its layers)";
 
     /// <summary>The owner the pool records for layer <paramref name="id"/>'s device.</summary>
     static string OwnerOf(string id) => $"layer {id}";
@@ -38,9 +38,11 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
     readonly string _home;
     readonly string _mnt;
     readonly ThinOptions _options;
-    readonly PoolServer _server;
+    readonly PerCallPool _pool;
+    readonly PoolProcess _server;
+    readonly KernelDevices _kernel;
+    readonly ThinBase _base;
     readonly Dictionary<string, string> _attaching = new(StringComparer.Ordinal);
-    bool _ready;
 
     public ThinDriver(string root, IReadOnlyDictionary<string, string> options)
     {
@@ -49,135 +51,29 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         _mnt = Path.Combine(_home, "mnt");
         LayerStore.MakeDir(_home, 0x1C0);
         LayerStore.MakeDir(_mnt, 0x1C0);
-        _server = new PoolServer(_home);
-        UsesKernelNbd = _options.Attach switch
+        _pool = new PerCallPool(_home);
+        _server = new PoolProcess(_home, _pool.Server);
+        bool nbd = _options.Attach switch
         {
             "nbd" => true,
             "fuse" => false,
             _ => File.Exists("/sys/block/nbd0/size"),
         };
+        _kernel = new KernelDevices(_home, _pool, _server, nbd);
+        _base = new ThinBase(_home, _mnt, _options, _pool, _kernel);
     }
 
     public string Name => "thin";
 
     string MountDir(string id) => Path.Combine(_mnt, id);
 
-    string DeviceFile(string id) => Path.Combine(_server.DeviceDir, id);
+    string DeviceFile(string id) => _kernel.DeviceFile(id);
 
     bool PoolExists => PoolDirectory.Exists(_home);
 
-    PoolReply Call(PoolRequest request) => _server.Call(request);
-
-    // ---- the pool and its base device ----
-
-    /// <summary>Makes the pool (on first use) and the base device with its filesystem (once per pool).</summary>
-    void EnsureReady()
-    {
-        if (_ready) return;
-        if (!PoolExists)
-        {
-            var poolOptions = new PoolOptions { AutoextendThreshold = 100, DiscardFreed = _options.BlkDiscard };
-            using var _ = PoolDirectory.Create(_home, _options.DataSize, _options.MetadataSize, _options.BlockSize, _options.DataDevice, _options.MetadataDevice, poolOptions);
-        }
-        var names = Call(new PoolRequest { Op = "devices" }).Names ?? [];
-        // left by a crash mid-mkfs, or between the base's snapshot and this delete
-        if (names.Contains(BaseStaging)) Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true, Owner = BaseOwner });
-        if (!names.Contains(BaseDevice))
-        {
-            Call(new PoolRequest { Op = "create", Name = BaseStaging, Size = _options.BaseSize, Owner = BaseOwner });
-            try
-            {
-                using (var attached = Attach(BaseStaging))
-                {
-                    FileSystemTools.Make(_options.FileSystem, attached.Device, _options.MkfsArgs);
-                    EmptyRoot(attached.Device);
-                }
-                // the base appears whole or not at all: a snapshot of the formatted device, made in one commit
-                Call(new PoolRequest { Op = "snapshot", Source = BaseStaging, Name = BaseDevice, Owner = BaseOwner });
-            }
-            finally
-            {
-                Call(new PoolRequest { Op = "delete", Name = BaseStaging, Defer = true, Owner = BaseOwner });
-            }
-        }
-        _ready = true;
-    }
-
-    /// <summary>A layer without parent starts empty: mkfs.ext4's lost+found goes (e2fsck makes it again should it need
-    /// one), and the root gets mode 0755.</summary>
-    void EmptyRoot(string device)
-    {
-        string dir = Path.Combine(_mnt, ".base");
-        LayerStore.MakeDir(dir, 0x1C0);
-        try
-        {
-            Mount(device, dir);
-            try
-            {
-                string lostFound = Path.Combine(dir, "lost+found");
-                if (Directory.Exists(lostFound)) Directory.Delete(lostFound);
-                Posix.ChmodAt(FileDescriptor.Cwd, dir, 0x1ED);
-            }
-            finally
-            {
-                UnmountScratch(dir);
-            }
-        }
-        finally
-        {
-            Directory.Delete(dir);
-        }
-    }
-
-    /// <summary>A loop device over a device's file in the FUSE export, with direct IO and autoclear: it lives while the
-    /// returned handle, or a mount made before the handle is disposed, holds it.</summary>
-    Attachment Attach(string id)
-    {
-        _server.EnsureRunning(fuse: !UsesKernelNbd);
-        if (UsesKernelNbd)
-        {
-            // the server gives the device to the kernel's nbd module (the same device again if it still holds it);
-            // letting go asks it to detach, which it does once nothing holds the device (a mount made meanwhile does)
-            string nbd = Call(new PoolRequest { Op = "attach", Name = id }).Path!;
-            return new Attachment(nbd, () => Call(new PoolRequest { Op = "detach", Name = id }));
-        }
-        string file = DeviceFile(id);
-        // a loop device still bound to the file (its filesystem alive in another mount namespace, or detached lazily
-        // but still in use) is the one to mount again: a second loop device would be a second, independent instance
-        // of the same filesystem on the same blocks, and the two would corrupt it
-        foreach (var bound in Posix.LoopDevicesOf(file))
-            if (Posix.TryOpenAt(FileDescriptor.Cwd, bound, Posix.O_RDWR, 0, out var held) == 0)
-            {
-                if (Posix.LoopDevicesOf(file).Contains(bound)) return new Attachment(bound, held!.Dispose);
-                held!.Dispose(); // it was detached meanwhile and may serve another file now
-            }
-        int err = Posix.TryOpenAt(FileDescriptor.Cwd, file, Posix.O_RDWR, 0, out var backing);
-        if (err == Errno.ENOENT && !_server.ExportMounted)
-            throw StrataException.Unsupported($"{_server.DeviceDir} is not the pool server's FUSE export: a `strata pool serve` without --fuse owns pool {_home}; stop it and the thin driver starts its own");
-        if (err == Errno.ENOENT) throw StrataException.NotFound($"thin device {id} does not exist in pool {_home}");
-        if (err != 0) throw new ErrnoException(err, "open", file);
-        using (backing)
-        {
-            var (path, fd) = Posix.AttachLoop(backing!, file, Posix.LO_FLAGS_AUTOCLEAR | Posix.LO_FLAGS_DIRECT_IO);
-            return new Attachment(path, fd.Dispose);
-        }
-    }
-
-    /// <summary>A device attached to the kernel, held until disposed: a loop device with autoclear (it goes once nothing
-    /// else holds it) or an nbd device (detached by the server once nothing holds it).</summary>
-    sealed class Attachment(string device, Action release) : IDisposable
-    {
-        int _released;
-        public string Device => device;
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _released, 1) == 0) release();
-        }
-    }
-
     /// <summary>Whether devices reach the kernel through its nbd module (thin.attach=nbd, or auto where /dev/nbd* exist
     /// when the store opens) rather than the FUSE export and a loop device.</summary>
-    public bool UsesKernelNbd { get; }
+    public bool UsesKernelNbd => _kernel.UsesKernelNbd;
 
     /// <summary>Whether something is mounted on <paramref name="dir"/> in this mount namespace (statx mount ids: no
     /// read of the mount table on the create and remove paths).</summary>
@@ -196,7 +92,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
             if (options.Kind != LayerKind.ReadWrite) throw StrataException.Invalid("size= applies to read-write (container) layers only");
             size = ByteSize.Parse(sizeText, "size");
         }
-        EnsureReady();
+        _base.EnsureReady();
         RequireFreeSpace();
         var origin = parent is null ? Snapshot(BaseDevice, id) : OnLayerDevice(parent, () => Snapshot(parent, id));
         try
@@ -205,13 +101,13 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
             {
                 if (bytes < origin.Size)
                     throw StrataException.Invalid($"size {sizeText} is smaller than the layer's filesystem ({ByteSize.Format(origin.Size)}, thin.basesize or its parent's size): thin devices grow, never shrink");
-                Call(new PoolRequest { Op = "resize", Name = id, Size = bytes });
+                _pool.Resize(id, bytes);
                 Grow(id);
             }
         }
         catch
         {
-            Call(new PoolRequest { Op = "delete", Name = id, Defer = true, Owner = OwnerOf(id) });
+            _pool.Delete(id, defer: true, owner: OwnerOf(id));
             throw;
         }
     }
@@ -236,21 +132,21 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
     /// moment of the snapshot, so the copy is a clean filesystem (journal flushed), not a crash image.</summary>
     ThinDeviceInfo Snapshot(string source, string id)
     {
-        PoolReply Take() => Call(new PoolRequest { Op = "snapshot", Source = source, Name = id, Owner = OwnerOf(id) });
+        ThinDeviceInfo Take() => _pool.Snapshot(source, id, OwnerOf(id));
         string dir = MountDir(source);
-        if (source == BaseDevice) return Take().Device!;
-        if (MountedHere(dir)) return Frozen(dir, Take).Device!;
-        if (!PoolExists || !AttachedElsewhere(source)) return Take().Device!;
+        if (source == BaseDevice) return Take();
+        if (MountedHere(dir)) return Frozen(dir, Take);
+        if (!PoolExists || !_kernel.AttachedElsewhere(source)) return Take();
         // its filesystem lives on elsewhere (another mount namespace holds it): reach it through a mount of the same
         // loop device (the same filesystem instance) to freeze it
         string scratch = Path.Combine(_mnt, ".freeze-" + id);
         LayerStore.MakeDir(scratch, 0x1C0);
         try
         {
-            using (var attached = Attach(source)) Mount(attached.Device, scratch);
+            using (var attached = _kernel.Attach(source)) FileSystemTools.Mount(_options, attached.Device, scratch);
             try
             {
-                return Frozen(scratch, Take).Device!;
+                return Frozen(scratch, Take);
             }
             finally
             {
@@ -261,14 +157,6 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         {
             Directory.Delete(scratch);
         }
-    }
-
-    /// <summary>Whether a device is attached to the kernel (a loop device over its file, or an nbd device of the server)
-    /// though not mounted here: its filesystem may be alive in another mount namespace.</summary>
-    bool AttachedElsewhere(string id)
-    {
-        if (!UsesKernelNbd) return Posix.LoopDevicesOf(DeviceFile(id)).Count > 0;
-        return _server.ServerAlive() && Call(new PoolRequest { Op = "attached", Name = id }).Path is not null;
     }
 
     /// <summary>Runs <paramref name="work"/> with the filesystem mounted at <paramref name="dir"/> frozen (its journal
@@ -292,18 +180,11 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
 
     string FrozenMarker => Path.Combine(_home, "frozen");
 
-    /// <summary>Unmounts a scratch mount of the driver's own after making what it wrote durable.</summary>
-    static void UnmountScratch(string dir)
-    {
-        Posix.SyncFileSystem(dir);
-        Mounter.Unmount(dir);
-    }
-
     /// <summary>Grows a layer's filesystem to its device's new size: ext4 offline (resize2fs on the unmounted device:
     /// the snapshot's filesystem was cleanly unmounted), xfs online (xfs_growfs needs it mounted).</summary>
     void Grow(string id)
     {
-        using var attached = Attach(id);
+        using var attached = _kernel.Attach(id);
         if (_options.FileSystem != "xfs")
         {
             FileSystemTools.Grow(_options.FileSystem, attached.Device, null);
@@ -313,14 +194,14 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         LayerStore.MakeDir(dir, 0x1C0);
         try
         {
-            Mount(attached.Device, dir);
+            FileSystemTools.Mount(_options, attached.Device, dir);
             try
             {
                 FileSystemTools.Grow(_options.FileSystem, attached.Device, dir);
             }
             finally
             {
-                UnmountScratch(dir);
+                FileSystemTools.UnmountScratch(dir);
             }
         }
         finally
@@ -329,22 +210,10 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         }
     }
 
-    void Mount(string device, string target) =>
-        Mounter.Mount(new MountSpec(_options.FileSystem, device, MountOptions()) { Target = target });
-
-    List<string> MountOptions()
-    {
-        // ext4: the inode tables of a fresh filesystem read as zeros on a thin device already, so the background
-        // thread that zeroes them would only copy blocks up in every layer. xfs: snapshots share the UUID.
-        var options = new List<string> { _options.FileSystem == "xfs" ? "nouuid" : "noinit_itable" };
-        options.AddRange(_options.MountOptions);
-        return options;
-    }
-
     void RequireFreeSpace()
     {
         if (_options.MinFreeSpacePercent == 0) return;
-        var status = Call(new PoolRequest { Op = "status" }).Status!;
+        var status = _pool.Status().Status;
         long total = status.DataBytes;
         if (status.DataBytesAvailable * 100 < total * _options.MinFreeSpacePercent)
             throw new StrataException(ErrorKind.NoSpace,
@@ -362,7 +231,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         if (!PoolExists) return;
         try
         {
-            Call(new PoolRequest { Op = "delete", Name = id, Defer = true, Owner = OwnerOf(id) });
+            _pool.Delete(id, defer: true, owner: OwnerOf(id));
         }
         catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
         {
@@ -374,7 +243,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         if (!PoolExists) return false;
         try
         {
-            Call(new PoolRequest { Op = "device", Name = id });
+            _pool.Device(id);
             return true;
         }
         catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
@@ -387,13 +256,13 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
     {
         string source;
         lock (_attaching) source = _attaching.GetValueOrDefault(id) ?? Posix.LoopDevicesOf(DeviceFile(id)).FirstOrDefault() ?? DeviceFile(id);
-        return new MountSpec(_options.FileSystem, source, MountOptions()) { Target = MountDir(id) };
+        return new MountSpec(_options.FileSystem, source, FileSystemTools.MountOptions(_options)) { Target = MountDir(id) };
     }
 
     public IDisposable? PrepareMount(string id)
     {
         LayerStore.MakeDir(MountDir(id), 0x1C0);
-        var attached = OnLayerDevice(id, () => Attach(id));
+        var attached = OnLayerDevice(id, () => _kernel.Attach(id));
         lock (_attaching) _attaching[id] = attached.Device;
         return new Attachment(attached.Device, () =>
         {
@@ -449,11 +318,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
     }
 
     /// <summary>After the store unmounted a layer: an nbd device is detached at once (a loop device went by itself).</summary>
-    public void Unmounted(string id)
-    {
-        // a server that is gone took its nbd devices with it
-        if (UsesKernelNbd && PoolExists && _server.ServerAlive()) Call(new PoolRequest { Op = "detach", Name = id });
-    }
+    public void Unmounted(string id) => _kernel.Detached(id);
 
     public bool OwnsMountPoint(string path, out string? layerId)
     {
@@ -500,7 +365,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
     public IReadOnlyCollection<string> List()
     {
         if (!PoolExists) return [];
-        return (Call(new PoolRequest { Op = "devices" }).Names ?? []).Where(n => n is not (BaseDevice or BaseStaging)).ToList();
+        return _pool.DeviceNames().Where(n => n is not (BaseDevice or BaseStaging)).ToList();
     }
 
     public IReadOnlyList<KeyValuePair<string, string>> Status()
@@ -520,8 +385,8 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         var layout = PoolDirectory.ReadLayout(_home);
         pairs.Add(new(layout.Data.StartsWith("/dev/", StringComparison.Ordinal) ? "Data device" : "Data file", layout.Data));
         pairs.Add(new(layout.Metadata.StartsWith("/dev/", StringComparison.Ordinal) ? "Metadata device" : "Metadata file", layout.Metadata));
-        var reply = Call(new PoolRequest { Op = "status" });
-        var s = reply.Status!;
+        var reply = _pool.Status();
+        var s = reply.Status;
         pairs.AddRange(SpaceLines(s));
         pairs.Add(new("Thin Pool Minimum Free Space", ByteSize.Format(s.DataBytes * _options.MinFreeSpacePercent / 100)));
         pairs.Add(new("Deferred Removal Enabled", "true"));
@@ -545,7 +410,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
 
     public IReadOnlyDictionary<string, string> Metadata(string id)
     {
-        var d = OnLayerDevice(id, () => Call(new PoolRequest { Op = "device", Name = id }).Device!);
+        var d = OnLayerDevice(id, () => _pool.Device(id));
         return new Dictionary<string, string>
         {
             ["DeviceName"] = d.Name,
@@ -567,30 +432,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         }
         finally
         {
-            _server.Dispose();
+            _pool.Dispose();
         }
     }
-}
-
-/// <summary>mkfs and grow for the filesystems the thin driver puts on its devices.</summary>
-static class FileSystemTools
-{
-    public static void Make(string fs, string device, IReadOnlyList<string> extra)
-    {
-        // nodiscard / -K: a new thin device has nothing to discard. lazy_itable_init: unwritten inode tables read as
-        // zeros on a thin device, so mkfs need not write them (and no layer copies them up later).
-        var args = fs == "xfs"
-            ? new List<string> { "-q", "-K" }
-            : new List<string> { "-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1" };
-        args.AddRange(extra);
-        args.Add(device);
-        ExternalTool.Run("mkfs." + fs, args, package: fs == "xfs" ? "xfsprogs" : "e2fsprogs");
-    }
-
-    public static void Grow(string fs, string device, string? mountPoint)
-    {
-        if (fs == "xfs") ExternalTool.Run("xfs_growfs", ["-d", mountPoint ?? throw new ArgumentNullException(nameof(mountPoint))], package: "xfsprogs");
-        else ExternalTool.Run("resize2fs", ["-f", device], package: "e2fsprogs"); // -f: no e2fsck first; the filesystem was unmounted cleanly
-    }
-
 }

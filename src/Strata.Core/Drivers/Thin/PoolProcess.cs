@@ -1,85 +1,36 @@
 using System.Diagnostics;
 using Strata.Native;
-using Strata.Thin;
+using Strata.Thin.Service;
 
 namespace Strata.Core.Drivers.Thin;
 
 /// <summary>
-/// The thin driver's way to its pool. The devices a store mounts live on in the kernel after the command that
-/// mounted them ends, so the pool must be served by a process that outlives it: `strata pool serve` with its
-/// FUSE export (<c>thin/dev/&lt;device&gt;</c>, which loop devices attach to), started on demand, detached from
-/// the caller (its own session), logging to <c>thin/server.log</c>, its pid in <c>thin/server.pid</c>. While a
-/// server owns the pool (its flock on <c>thin/pool.lock</c>), calls go through its control socket; while none
-/// does, they run on the pool opened in this process for the call, which is cheaper than starting a server just to
-/// create or remove a device. A server this driver started is stopped when the store closes with no device attached.
+/// The background `strata pool serve` process that owns the thin driver's pool. The devices a store mounts live on in
+/// the kernel after the command that mounted them ends, so the pool must be served by a process that outlives it:
+/// one with its FUSE export (<c>thin/dev/&lt;device&gt;</c>, which loop devices attach to), started on demand, detached
+/// from the caller (its own session), logging to <c>thin/server.log</c>, its pid in <c>thin/server.pid</c>. Calls
+/// reach it through <see cref="PerCallPool"/>; this class only starts, watches and stops it. A server this driver
+/// started is stopped when the store closes with no device attached.
 /// </summary>
-sealed class PoolServer : IDisposable
+sealed class PoolProcess(string dir, RemotePool server)
 {
     static readonly TimeSpan StartWait = TimeSpan.FromSeconds(30);
 
-    readonly string _dir;
-    readonly string _pidFile;
-    PoolClient? _client;
-
-    public PoolServer(string dir)
-    {
-        _dir = dir;
-        _pidFile = Path.Combine(dir, "server.pid");
-        DeviceDir = Path.Combine(dir, "dev");
-    }
+    readonly string _pidFile = Path.Combine(dir, "server.pid");
 
     /// <summary>Where the server's FUSE export shows the devices.</summary>
-    public string DeviceDir { get; }
+    public string DeviceDir { get; } = Path.Combine(dir, "dev");
 
-    string ControlSocket => Path.Combine(_dir, "strata.sock");
-    string NbdSocket => Path.Combine(_dir, "nbd.sock");
+    string NbdSocket => Path.Combine(dir, "nbd.sock");
 
     /// <summary>Whether some process holds the pool's lock (a server, or a `strata pool` command of its own).</summary>
-    public bool IsServed()
+    bool IsLocked()
     {
-        string file = Path.Combine(_dir, "pool.lock");
+        string file = Path.Combine(dir, "pool.lock");
         if (!File.Exists(file)) return false;
         using var fd = Posix.Open(file, Posix.O_RDWR);
         if (!Posix.TryLockExclusive(fd, file)) return true;
         return false; // closing the descriptor drops the lock we just took
-    }
-
-    /// <summary>One call on the pool: through the server when one answers, else on the pool opened for the call. The
-    /// pool's lock alone does not tell: a process forked elsewhere in this one holds a copy of our descriptors (and so
-    /// of the lock) until it execs, and a server holds it a moment before its socket answers; so a locked pool is
-    /// retried until either the lock or an answering socket shows up.</summary>
-    public PoolReply Call(PoolRequest request)
-    {
-        var deadline = DateTime.UtcNow + StartWait;
-        while (true)
-        {
-            if (File.Exists(ControlSocket) && TryRemote(request) is { } reply) return reply;
-            try
-            {
-                using var dir = PoolDirectory.Open(_dir, commitInterval: TimeSpan.Zero);
-                reply = PoolClient.Execute(dir.Pool, request);
-                if (reply.Error is { } error) throw new StrataException(reply.Kind, error);
-                return reply;
-            }
-            catch (StrataException ex) when (ex.Kind == ErrorKind.InUse && DateTime.UtcNow < deadline)
-            {
-                Thread.Sleep(2);
-            }
-        }
-    }
-
-    /// <summary>The server's answer; null when no server answers on the socket (a leftover of one that was killed).</summary>
-    PoolReply? TryRemote(PoolRequest request)
-    {
-        var client = _client ??= new PoolClient(ControlSocket);
-        try
-        {
-            return client.Call(request);
-        }
-        catch (PoolUnreachableException)
-        {
-            return null; // nothing ran: the call may go to the pool opened here
-        }
     }
 
     /// <summary>Starts a server unless one answers already, and waits until it answers.</summary>
@@ -89,18 +40,18 @@ sealed class PoolServer : IDisposable
         int? started = null;
         while (true)
         {
-            if (File.Exists(ControlSocket) && TryRemote(new PoolRequest { Op = "status" }) is not null) return;
-            if (started is null && !IsServed()) started = Start(fuse);
+            if (server.Answers()) return;
+            if (started is null && !IsLocked()) started = Start(fuse);
             if (started is { } pid && !Posix.IsRunning(pid))
-                throw new StrataException(ErrorKind.Io, $"the pool server for {_dir} did not start{LastLogLine()}");
-            if (DateTime.UtcNow > deadline) throw new StrataException(ErrorKind.Io, $"the pool server for {_dir} did not answer within {StartWait.TotalSeconds:0} s{LastLogLine()}");
+                throw new StrataException(ErrorKind.Io, $"the pool server for {dir} did not start{LastLogLine()}");
+            if (DateTime.UtcNow > deadline) throw new StrataException(ErrorKind.Io, $"the pool server for {dir} did not answer within {StartWait.TotalSeconds:0} s{LastLogLine()}");
             Thread.Sleep(2);
         }
     }
 
     string LastLogLine()
     {
-        string log = Path.Combine(_dir, "server.log");
+        string log = Path.Combine(dir, "server.log");
         try
         {
             var last = File.ReadLines(log).LastOrDefault(l => l.Trim().Length > 0);
@@ -112,25 +63,17 @@ sealed class PoolServer : IDisposable
         }
     }
 
-    /// <summary>The strata executable that serves pools: $STRATA_BIN, else this process when it is strata.</summary>
-    static string Executable()
-    {
-        if (Environment.GetEnvironmentVariable("STRATA_BIN") is { Length: > 0 } bin) return bin;
-        if (Environment.ProcessPath is { } self && Path.GetFileName(self) == "strata") return self;
-        throw StrataException.Unsupported("the thin driver serves its pool with `strata pool serve`, and this process is not strata: set STRATA_BIN to the strata executable");
-    }
-
     int Start(bool fuse)
     {
-        string log = Path.Combine(_dir, "server.log");
+        string log = Path.Combine(dir, "server.log");
         // in / so that it pins no filesystem the caller happened to be in
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = false, RedirectStandardError = false, WorkingDirectory = "/" };
         // through a shell only to send the server's output to its log (a pipe of ours would outlive us); it takes a
         // session of its own, so the terminal's signals to this command do not reach it
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add($"exec \"$0\" pool serve --new-session --pool \"$1\" --socket \"$2\" {(fuse ? "--fuse \"$3\" " : "")}>>\"$4\" 2>&1 </dev/null");
-        psi.ArgumentList.Add(Executable());
-        psi.ArgumentList.Add(_dir);
+        psi.ArgumentList.Add(StrataExecutable.Path("the thin driver serves its pool with `strata pool serve`"));
+        psi.ArgumentList.Add(dir);
         psi.ArgumentList.Add(NbdSocket);
         psi.ArgumentList.Add(DeviceDir);
         psi.ArgumentList.Add(log);
@@ -154,8 +97,7 @@ sealed class PoolServer : IDisposable
 
     /// <summary>Whether a server serves the pool: one answers on the control socket, or the one this driver started
     /// still runs (it may be starting). The pool's lock alone would also count a `strata pool` command.</summary>
-    public bool ServerAlive() =>
-        StartedPid() is not null || File.Exists(ControlSocket) && TryRemote(new PoolRequest { Op = "status" }) is not null;
+    public bool ServerAlive() => StartedPid() is not null || server.Answers();
 
     /// <summary>Whether the server's FUSE export is mounted where the devices are looked for.</summary>
     public bool ExportMounted => Posix.FileSystemType(DeviceDir) == FuseSuperMagic;
@@ -170,7 +112,7 @@ sealed class PoolServer : IDisposable
         try
         {
             string cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
-            return cmdline.Contains("pool\0serve\0", StringComparison.Ordinal) && cmdline.Contains(_dir, StringComparison.Ordinal) ? pid : null;
+            return cmdline.Contains("pool\0serve\0", StringComparison.Ordinal) && cmdline.Contains(dir, StringComparison.Ordinal) ? pid : null;
         }
         catch (IOException)
         {
@@ -191,7 +133,7 @@ sealed class PoolServer : IDisposable
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
             while (true)
             {
-                if (TryRemote(new PoolRequest { Op = "status" }) is not { } status) break;
+                var status = server.Status();
                 if (status.OpenFiles == 0 && status.DeferredDeletes == 0) break;
                 if (DateTime.UtcNow > deadline) return;
                 Thread.Sleep(2);
@@ -199,7 +141,7 @@ sealed class PoolServer : IDisposable
         }
         catch (StrataException)
         {
-            // it does not answer: stop it all the same
+            // it does not answer (PoolUnreachableException), or fails: stop it all the same
         }
         Stop(pid);
     }
@@ -222,6 +164,4 @@ sealed class PoolServer : IDisposable
         }
         File.Delete(_pidFile);
     }
-
-    public void Dispose() => _client?.Dispose();
 }
