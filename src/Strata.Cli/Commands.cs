@@ -92,7 +92,7 @@ public static partial class Commands
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
         string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
-        bool reads = command.Name is "apply" or "restore" or "write";
+        bool reads = command.Name is "apply"; // the forwardable commands that read stdin
         // pool commands run here, and reach a pool's server through its typed calls (PoolCommands), not as command lines
         if (IsPoolCommand(r)) forwardable = false;
         string root = Path.GetFullPath(r.GetValue(RootOption)!);
@@ -125,7 +125,7 @@ public static partial class Commands
                 PluginDir = r.GetValue(pluginDir)!,
                 LogLevel = level,
                 ControlSocket = Control.SocketName,
-                Control = (call, store) => Control.Run(call, store, null),
+                Control = Control.Run,
             }).GetAwaiter().GetResult();
             return 0;
         });
@@ -361,4 +361,4 @@ public static partial class Commands
 }
 
 /// <summary>See <see cref="Commands.Route"/>.</summary>
-sealed record Route(string Socket, string Owner, bool Forwardable, bool ReadsInput, string? InputFile, string? OutputFile, string[]? ExtraArgs = null);
+sealed record Route(string Socket, string Owner, bool Forwardable, bool ReadsInput, string? InputFile, string? OutputFile);

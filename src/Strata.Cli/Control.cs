@@ -1,7 +1,6 @@
 using System.Net.Http.Headers;
 using System.Net.Sockets;
 using System.Text;
-using Microsoft.AspNetCore.Builder;
 using Strata.Archive;
 using Strata.Core;
 using Strata.Daemon;
@@ -19,12 +18,9 @@ static class Control
 {
     public const string SocketName = "strata.sock";
 
-    /// <summary>`strata pool serve`: pool commands run on the served pool.</summary>
-    public static void MapPool(WebApplication app, Strata.Thin.PoolDirectory pool) => ControlServer.Map(app, call => Run(call, null, pool));
-
     /// <summary>Runs one command that came in on the control socket, with <see cref="Io"/> made from the call, on the
-    /// daemon's <paramref name="store"/> or served <paramref name="pool"/>.</summary>
-    public static int Run(ControlCall call, LayerStore? store, Strata.Thin.PoolDirectory? pool)
+    /// daemon's <paramref name="store"/>.</summary>
+    public static int Run(ControlCall call, LayerStore store)
     {
         bool tty = call.Width is not null;
         using var outw = new StreamWriter(call.Stdout, new UTF8Encoding(false), 1 << 16) { AutoFlush = false };
@@ -37,7 +33,6 @@ static class Control
             In = () => call.Input,
             Cwd = call.Cwd,
             Store = store,
-            Pool = pool,
             OutIsTerminal = tty,
             Width = call.Width,
             FilesAtClient = call.FilesAtClient,
@@ -49,8 +44,8 @@ static class Control
         return result;
     }
 
-    /// <summary>Sends a command to the daemon that owns the store or pool <paramref name="route"/> names; null when none answers
-    /// there (then the command runs in this process, which takes the store's or pool's lock itself).</summary>
+    /// <summary>Sends a command to the daemon that owns the store <paramref name="route"/> names; null when none answers
+    /// there (then the command runs in this process, which takes the store's lock itself).</summary>
     public static int? TryForward(Route route, string[] args, Stream? stdout = null, Stream? stderr = null)
     {
         string socket = route.Socket;
@@ -73,7 +68,7 @@ static class Control
             },
         };
         using var http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
-        byte[] head = ControlProtocol.RequestHead(route.ExtraArgs is { } extra ? [.. args, .. extra] : args);
+        byte[] head = ControlProtocol.RequestHead(args);
         using var input = !route.ReadsInput ? null
             : route.InputFile is { } file ? Commands.OpenFile(Path.GetFullPath(file))
             : Console.OpenStandardInput(1 << 20);

@@ -27,8 +27,6 @@ sealed class Io
     public required string Cwd { get; init; }
     /// <summary>The daemon's store, when the command runs inside the daemon.</summary>
     public Core.LayerStore? Store { get; init; }
-    /// <summary>The served pool, when the command runs inside `strata pool serve`.</summary>
-    public Thin.PoolDirectory? Pool { get; init; }
     public required bool OutIsTerminal { get; init; }
     /// <summary>Whether stderr is a terminal (progress displays go there).</summary>
     public bool ErrIsTerminal { get; init; }
