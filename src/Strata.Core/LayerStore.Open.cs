@@ -28,7 +28,6 @@ public sealed record StoreOptions
 
 public sealed partial class LayerStore
 {
-    const uint PrivateDir = 0x1C0; // 0700: layer trees hold setuid binaries and device nodes
 
     public static LayerStore Open(StoreOptions options)
     {
@@ -54,9 +53,9 @@ public sealed partial class LayerStore
     {
         var records = new LayerRecords(Path.Combine(root, "layers"));
         var counts = new MountCounts(Path.Combine(root, "mounts"));
-        MakeDir(records.Directory, PrivateDir);
-        MakeDir(Path.Combine(root, "tmp"), PrivateDir);
-        MakeDir(counts.Directory, PrivateDir);
+        MakeDir(records.Directory, Modes.OwnerOnly);
+        MakeDir(Path.Combine(root, "tmp"), Modes.OwnerOnly);
+        MakeDir(counts.Directory, Modes.OwnerOnly);
         var (driverName, driverOptions, isNew) = DriverChoice.Choose(root, records, options.Driver, options.DriverOptions, options.ReconfigureIfEmpty);
         var driver = DriverRegistry.Create(driverName, root, driverOptions);
         try

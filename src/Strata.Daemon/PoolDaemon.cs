@@ -102,7 +102,7 @@ public static class PoolDaemon
     {
         if (MountTable.IsMountPoint(dir)) Posix.TryUnmount(dir, Posix.MNT_DETACH);
         Directory.CreateDirectory(dir);
-        Posix.ChmodAt(FileDescriptor.Cwd, dir, 0x1C0);
+        Posix.ChmodAt(FileDescriptor.Cwd, dir, Modes.OwnerOnly);
     }
 
     /// <summary>Exports every device of a pool by its name, including devices made while serving.</summary>

@@ -224,7 +224,7 @@ public sealed class AbiTests
         Same(c, "FITHAW", (long)Posix.FITHAW);
         Same(c, "SIGTERM", Posix.SIGTERM);
         Same(c, "SIGKILL", Posix.SIGKILL);
-        // Strata.Fuse.FuseExport: headers 40 and 16 bytes; entry_out 128 (attr at 40), attr_out 104 (attr at 16),
+        // Strata.Fuse.FuseWire: headers 40 and 16 bytes; entry_out 128 (attr at 40), attr_out 104 (attr at 16),
         // attr 88 (mode at 60, nlink 64, blksize 80), init_out 64 (max_write at 20, max_pages 28), open_out 16,
         // write_in 40 (data after it), kstatfs 80 (files at 24, bsize 40, frsize 48)
         Same(c, "sizeof_fuse_in_header", 40);

@@ -46,7 +46,7 @@ public sealed class ContainerStore
     {
         Images = images;
         _dir = Path.Combine(images.Layers.Root, "containers");
-        LayerStore.MakeDir(_dir, 0x1C0);
+        LayerStore.MakeDir(_dir, Modes.OwnerOnly);
     }
 
     public ImageStore Images { get; }

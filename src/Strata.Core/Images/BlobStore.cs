@@ -18,7 +18,7 @@ public sealed class BlobStore
     {
         Directory = Path.Combine(root, "images", "blobs", "sha256");
         _tmp = Path.Combine(root, "tmp");
-        LayerStore.MakeDir(Directory, 0x1C0);
+        LayerStore.MakeDir(Directory, Modes.OwnerOnly);
     }
 
     public string Directory { get; }

@@ -99,7 +99,7 @@ sealed class StagedSource : ImageSource
         var staged = new StagedSource(Path.Combine(tmp, "import-" + Guid.NewGuid().ToString("N")));
         try
         {
-            LayerStore.MakeDir(staged._dir, 0x1C0);
+            LayerStore.MakeDir(staged._dir, Modes.OwnerOnly);
             using var file = OpenFile(tarPath);
             using var input = LayerInput.Open(file);
             using var tar = new TarReader(input);

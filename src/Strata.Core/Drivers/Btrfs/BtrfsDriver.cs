@@ -32,9 +32,9 @@ public sealed class BtrfsDriver : IDriver
         _home = Path.Combine(root, "btrfs");
         _subvolumes = Path.Combine(_home, "subvolumes");
         _readOnly = Path.Combine(_home, "readonly");
-        LayerStore.MakeDir(_home, 0x1C0);
-        LayerStore.MakeDir(_subvolumes, 0x1C0);
-        LayerStore.MakeDir(_readOnly, 0x1C0);
+        LayerStore.MakeDir(_home, Modes.OwnerOnly);
+        LayerStore.MakeDir(_subvolumes, Modes.OwnerOnly);
+        LayerStore.MakeDir(_readOnly, Modes.OwnerOnly);
     }
 
     public string Name => "btrfs";
@@ -178,7 +178,7 @@ public sealed class BtrfsDriver : IDriver
         string a = $"btrfs-probe-{Guid.NewGuid():N}", b = a + "-snap";
         try
         {
-            LayerStore.MakeDir(tmp, 0x1C0);
+            LayerStore.MakeDir(tmp, Modes.OwnerOnly);
             using var dir = Posix.Open(tmp, Posix.O_RDONLY | Posix.O_DIRECTORY);
             Posix.BtrfsSubvolumeCreate(dir, a, Path.Combine(tmp, a));
             try

@@ -48,9 +48,9 @@ public sealed class OverlayDriver : IDriver
                 throw StrataException.Invalid($"{MountProgramOption}: '{program}' is not an absolute path (e.g. /usr/bin/fuse-overlayfs)");
             _mountProgram = program;
         }
-        LayerStore.MakeDir(_home, 0x1C0 /* 0700 */);
-        LayerStore.MakeDir(_links, 0x1C0);
-        LayerStore.MakeDir(_tmp, 0x1C0);
+        LayerStore.MakeDir(_home, Modes.OwnerOnly);
+        LayerStore.MakeDir(_links, Modes.OwnerOnly);
+        LayerStore.MakeDir(_tmp, Modes.OwnerOnly);
         // a probe that failed (say, a full disk) is retried on next use rather than remembered
         _caps = new Lazy<OverlayCapabilities>(() => OverlayProbe.Run(_tmp, _mountProgram), LazyThreadSafetyMode.PublicationOnly);
         _quota = new Lazy<(ProjectQuota?, string)>(() => (ProjectQuota.TryOpen(_home, out var why), why), LazyThreadSafetyMode.ExecutionAndPublication);
@@ -132,8 +132,8 @@ public sealed class OverlayDriver : IDriver
             }
             if (parent is not null)
             {
-                Posix.MkdirAt(FileDescriptor.Cwd, Path.Combine(staging, "work"), 0x1C0);
-                Posix.MkdirAt(FileDescriptor.Cwd, Path.Combine(staging, "merged"), 0x1C0);
+                Posix.MkdirAt(FileDescriptor.Cwd, Path.Combine(staging, "work"), Modes.OwnerOnly);
+                Posix.MkdirAt(FileDescriptor.Cwd, Path.Combine(staging, "merged"), Modes.OwnerOnly);
                 // no temp file needed: the whole staging directory appears at once, by rename
                 string lower = Path.Combine(staging, "lower");
                 using var fd = Posix.Open(lower, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x180);

@@ -43,7 +43,7 @@ public static class OverlayProbe
         if (fs is "overlayfs")
             return caps with { WhyNot = "the store is itself on overlayfs, which cannot be an upper layer; put the store on ext4, xfs or btrfs" };
         string dir = Path.Combine(scratchParent, $"overlay-probe.{Guid.NewGuid():N}");
-        Posix.MkdirAt(FileDescriptor.Cwd, dir, 0x1C0);
+        Posix.MkdirAt(FileDescriptor.Cwd, dir, Modes.OwnerOnly);
         try
         {
             string lower = Path.Combine(dir, "lower"), upper = Path.Combine(dir, "upper"),
@@ -143,7 +143,7 @@ public static class OverlayProbe
         int err = Posix.TryRenameAt(FileDescriptor.Cwd, Path.Combine(merged, "renamed"), FileDescriptor.Cwd, Path.Combine(merged, "renamed2"));
         if (err == 0 && Posix.LgetXattrs(Path.Combine(upper, "renamed2")).Any(x => x.Key == "trusted.overlay.redirect"))
             return "the kernel records directory renames as redirects (redirect_dir is forced on)";
-        Posix.ChmodAt(FileDescriptor.Cwd, Path.Combine(merged, "chmodded"), 0x1C0);
+        Posix.ChmodAt(FileDescriptor.Cwd, Path.Combine(merged, "chmodded"), Modes.OwnerOnly);
         if (Posix.LgetXattrs(Path.Combine(upper, "chmodded")).Any(x => x.Key == "trusted.overlay.metacopy"))
             return "the kernel copies up metadata only (metacopy is forced on)";
         // an index keeps copied-up hardlinks joined, so the upper dir alone no longer says which names changed

@@ -56,7 +56,7 @@ sealed class ThinBase(string home, string mnt, ThinOptions options, IPoolService
     void EmptyRoot(string device)
     {
         string dir = Path.Combine(mnt, ".base");
-        LayerStore.MakeDir(dir, 0x1C0);
+        LayerStore.MakeDir(dir, Modes.OwnerOnly);
         try
         {
             FileSystemTools.Mount(options, device, dir);

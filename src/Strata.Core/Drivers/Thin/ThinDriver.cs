@@ -49,8 +49,8 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         _options = ThinOptions.Parse(options);
         _home = Path.Combine(root, "thin");
         _mnt = Path.Combine(_home, "mnt");
-        LayerStore.MakeDir(_home, 0x1C0);
-        LayerStore.MakeDir(_mnt, 0x1C0);
+        LayerStore.MakeDir(_home, Modes.OwnerOnly);
+        LayerStore.MakeDir(_mnt, Modes.OwnerOnly);
         _pool = new PerCallPool(_home);
         _server = new PoolProcess(_home, _pool.Server);
         bool nbd = _options.Attach switch
@@ -140,7 +140,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         // its filesystem lives on elsewhere (another mount namespace holds it): reach it through a mount of the same
         // loop device (the same filesystem instance) to freeze it
         string scratch = Path.Combine(_mnt, ".freeze-" + id);
-        LayerStore.MakeDir(scratch, 0x1C0);
+        LayerStore.MakeDir(scratch, Modes.OwnerOnly);
         try
         {
             using (var attached = _kernel.Attach(source)) FileSystemTools.Mount(_options, attached.Device, scratch);
@@ -191,7 +191,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
             return;
         }
         string dir = Path.Combine(_mnt, ".grow-" + id);
-        LayerStore.MakeDir(dir, 0x1C0);
+        LayerStore.MakeDir(dir, Modes.OwnerOnly);
         try
         {
             FileSystemTools.Mount(_options, attached.Device, dir);
@@ -261,7 +261,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
 
     public IDisposable? PrepareMount(string id)
     {
-        LayerStore.MakeDir(MountDir(id), 0x1C0);
+        LayerStore.MakeDir(MountDir(id), Modes.OwnerOnly);
         var attached = OnLayerDevice(id, () => _kernel.Attach(id));
         lock (_attaching) _attaching[id] = attached.Device;
         return new Attachment(attached.Device, () =>

@@ -24,8 +24,8 @@ public sealed class VfsDriver : IDriver
         DriverOptions.RefuseAll("vfs", options);
         _home = Path.Combine(root, "vfs");
         _tmp = Path.Combine(root, "tmp");
-        LayerStore.MakeDir(_home, 0x1C0 /* 0700 */);
-        LayerStore.MakeDir(_tmp, 0x1C0 /* 0700 */);
+        LayerStore.MakeDir(_home, Modes.OwnerOnly);
+        LayerStore.MakeDir(_tmp, Modes.OwnerOnly);
         _reflink = new Lazy<bool>(ProbeReflink);
     }
 
