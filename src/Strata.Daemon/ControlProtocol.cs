@@ -76,11 +76,11 @@ public static class ControlProtocol
         var buffer = new byte[1 << 16];
         while (true)
         {
-            if (!ReadExactly(frames, header)) throw new StrataException(ErrorKind.Io, $"the daemon at {socket} ended the command without an exit code");
+            if (!ReadFull(frames, header)) throw new StrataException(ErrorKind.Io, $"the daemon at {socket} ended the command without an exit code");
             int length = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(1));
             if (header[0] == Exit)
             {
-                if (length != 4 || !ReadExactly(frames, buffer.AsSpan(0, 4))) throw new StrataException(ErrorKind.Io, "malformed reply from the daemon");
+                if (length != 4 || !ReadFull(frames, buffer.AsSpan(0, 4))) throw new StrataException(ErrorKind.Io, "malformed reply from the daemon");
                 return BinaryPrimitives.ReadInt32BigEndian(buffer);
             }
             var target = header[0] == Stderr ? stderr : stdout;
@@ -108,17 +108,9 @@ public static class ControlProtocol
         }
     }
 
-    static bool ReadExactly(Stream s, Span<byte> buffer)
-    {
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            int n = s.Read(buffer[done..]);
-            if (n == 0) return false;
-            done += n;
-        }
-        return true;
-    }
+
+    /// <summary>Whether the stream filled the whole buffer before it ended.</summary>
+    static bool ReadFull(Stream s, Span<byte> buffer) => s.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false) == buffer.Length;
 
     /// <summary>Writes everything given to it as frames of one channel on a reply body. It never closes the body:
     /// disposing it ends nothing, and it may be written again after.</summary>

@@ -124,14 +124,14 @@ public static class PoolWire
     public static PoolCall ReadCall(Stream body)
     {
         Span<byte> prefix = stackalloc byte[4];
-        if (!ReadFully(body, prefix)) throw Malformed("the body holds no call");
+        if (!ReadFull(body, prefix)) throw Malformed("the body holds no call");
         uint length = BinaryPrimitives.ReadUInt32BigEndian(prefix);
         if (length == 0) throw Malformed("the call is empty");
         if (length > MaxCallBytes) throw Malformed("the call is larger than 1 MiB");
         var json = ArrayPool<byte>.Shared.Rent((int)length);
         try
         {
-            if (!ReadFully(body, json.AsSpan(0, (int)length))) throw Malformed("the body ends inside the call");
+            if (!ReadFull(body, json.AsSpan(0, (int)length))) throw Malformed("the body ends inside the call");
             return JsonSerializer.Deserialize(json.AsSpan(0, (int)length), PoolServiceJson.Default.PoolCall) ?? throw Malformed("the call is null");
         }
         catch (Exception ex) when (ex is JsonException or NotSupportedException)
@@ -175,13 +175,13 @@ public static class PoolWire
         {
             while (true)
             {
-                if (!ReadFully(body, header)) throw new EndOfStreamException("the reply ends before its result");
+                if (!ReadFull(body, header)) throw new EndOfStreamException("the reply ends before its result");
                 uint length = BinaryPrimitives.ReadUInt32BigEndian(header[1..]);
                 switch (header[0])
                 {
                     case DataFrame when data is not null && length <= MaxDataFrame:
                         buffer ??= ArrayPool<byte>.Shared.Rent(MaxDataFrame);
-                        if (!ReadFully(body, buffer.AsSpan(0, (int)length))) throw new EndOfStreamException("the reply ends inside a data frame");
+                        if (!ReadFull(body, buffer.AsSpan(0, (int)length))) throw new EndOfStreamException("the reply ends inside a data frame");
                         data.Write(buffer, 0, (int)length);
                         break;
                     case ValueFrame when length <= MaxReplyBytes:
@@ -206,7 +206,7 @@ public static class PoolWire
     static byte[] ReadPayload(Stream body, uint length)
     {
         var payload = new byte[length];
-        if (!ReadFully(body, payload)) throw new EndOfStreamException("the reply ends inside its result");
+        if (!ReadFull(body, payload)) throw new EndOfStreamException("the reply ends inside its result");
         return payload;
     }
 
@@ -219,23 +219,13 @@ public static class PoolWire
         body.Write(payload);
     }
 
-    static bool ReadFully(Stream s, Span<byte> buffer)
-    {
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            int n = s.Read(buffer[done..]);
-            if (n == 0) return false;
-            done += n;
-        }
-        return true;
-    }
+
+    /// <summary>Whether the stream filled the whole buffer before it ended.</summary>
+    static bool ReadFull(Stream s, Span<byte> buffer) => s.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false) == buffer.Length;
 
     /// <summary>Sends what is written as data frames; never closes the reply.</summary>
-    sealed class DataFrames(Stream body) : Stream
+    sealed class DataFrames(Stream body) : WriteOnlyStream
     {
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
         public override void Write(ReadOnlySpan<byte> data)
         {
             while (data.Length > 0)
@@ -247,13 +237,5 @@ public static class PoolWire
         }
 
         public override void Flush() => body.Flush();
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }

@@ -1,4 +1,4 @@
-namespace Strata.Archive;
+namespace Strata;
 
 /// <summary>Base of the forward-only, write-only streams that pass bytes along (framing, hashing, watching for a
 /// client that hung up): everything but <see cref="Write(ReadOnlySpan{byte})"/> and <see cref="Flush"/> is fixed,
