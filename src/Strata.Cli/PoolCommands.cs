@@ -31,22 +31,22 @@ public static partial class Commands
         return false;
     }
 
-    /// <summary>The server that owns the pool, when one answers on its control socket.</summary>
-    static RemotePool? Server(ParseResult r)
+    /// <summary>Whether a server that owns the pool answers on its control socket.</summary>
+    static bool Served(ParseResult r)
     {
-        var server = RemotePool.ForPool(PoolDir(r));
-        if (server.Answers()) return server;
-        server.Dispose();
-        return null;
+        using var server = RemotePool.ForPool(PoolDir(r));
+        return server.Answers();
     }
 
-    /// <summary>The pool a command works on: its server's, or opened for this command. What is wrong with its superblocks
+    /// <summary>The pool a command works on: its server's (each call through the server while it answers, else on the
+    /// pool opened for that call: a server that stops meanwhile, as the thin driver's idle one does, fails nothing), or
+    /// opened for this command. A command waits for its server as long as it takes. What is wrong with its superblocks
     /// (a transaction lost to a damaged one) goes to stderr first, every time. <paramref name="load"/>: false leaves a
     /// pool opened here unloaded until a call needs it (check and dump must work on a pool too damaged to load), and
     /// prints nothing.</summary>
     static IPoolService OpenPool(ParseResult r, TimeSpan? commitInterval = null, bool load = true)
     {
-        IPoolService pool = Server(r) is { } server ? server : LocalPool.Open(PoolDir(r), commitInterval, load);
+        IPoolService pool = Served(r) ? new PerCallPool(PoolDir(r), callTimeout: null) : LocalPool.Open(PoolDir(r), commitInterval, load);
         if (load)
             try
             {
@@ -68,8 +68,7 @@ public static partial class Commands
     /// <summary>Refuses a change of the stores that needs the pool closed (repair, restore) while a server owns it.</summary>
     static void RequireNotServed(ParseResult r, string what)
     {
-        using var server = Server(r);
-        if (server is not null)
+        if (Served(r))
             throw StrataException.InUse($"cannot {what} pool {PoolDir(r)} while `strata pool serve` owns it: stop the server (SIGTERM) first");
     }
 
@@ -90,8 +89,7 @@ public static partial class Commands
         var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize, threshold, percent, maxData, maxMeta, noSpace };
         create.SetAction(r =>
         {
-            using (var server = Server(r))
-                if (server is not null) throw StrataException.Exists($"{PoolDir(r)} already holds a pool");
+            if (Served(r)) throw StrataException.Exists($"{PoolDir(r)} already holds a pool");
             long bs = ByteSize.Parse(r.GetValue(blockSize)!, "block size");
             if (bs is < ThinPool.MinBlockSize or > ThinPool.MaxBlockSize || !long.IsPow2(bs))
                 throw StrataException.Invalid($"block size {r.GetValue(blockSize)} must be a power of two from 64K to 1G");
@@ -148,7 +146,7 @@ public static partial class Commands
             string? path = r.GetValue(OutputOption);
             void Write(Action<Stream> dump)
             {
-                if (path is null && !Io.Current.FilesAtClient)
+                if (path is null)
                 {
                     var ms = new MemoryStream();
                     dump(ms);

@@ -28,7 +28,6 @@ public sealed record StoreOptions
 
 public sealed partial class LayerStore
 {
-
     public static LayerStore Open(StoreOptions options)
     {
         string root = Path.GetFullPath(options.Root);

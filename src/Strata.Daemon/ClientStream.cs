@@ -1,5 +1,3 @@
-using Strata.Archive;
-
 namespace Strata.Daemon;
 
 /// <summary>

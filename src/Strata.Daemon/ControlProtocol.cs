@@ -1,14 +1,12 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Strata.Archive;
 
 namespace Strata.Daemon;
 
 /// <summary>
 /// The wire format of the control socket (DESIGN decision 8), shared by its server (<see cref="ControlServer"/>)
-/// and its client (the CLI). One HTTP POST to <see cref="Path"/> per command, on &lt;root&gt;/strata.sock (a pool's
-/// POOL/strata.sock).
+/// and its client (the CLI). One HTTP POST to <see cref="Path"/> per command, on &lt;root&gt;/strata.sock.
 /// Request body: the arguments, as a JSON array of strings prefixed by their length (4 bytes, big-endian, 1 to
 /// <see cref="MaxArgs"/>), then the command's input (stdin, or the file of -i, which the client opens).
 /// Request headers: <see cref="CwdHeader"/> (the client's working directory), <see cref="WidthHeader"/> (the
@@ -107,7 +105,6 @@ public static class ControlProtocol
             return false;
         }
     }
-
 
     /// <summary>Whether the stream filled the whole buffer before it ended.</summary>
     static bool ReadFull(Stream s, Span<byte> buffer) => s.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false) == buffer.Length;

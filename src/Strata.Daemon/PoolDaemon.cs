@@ -54,10 +54,19 @@ public static class PoolDaemon
         FuseExport? fuse = null;
         using var kernel = new KernelAttachments(exports, options.Log);
         var served = new ServedPool(new LocalPool(dir), kernel, () => (Volatile.Read(ref fuse)?.OpenFiles ?? 0) + kernel.Count);
-        app.MapPost(PoolWire.Endpoint, context =>
+        app.MapPost(PoolWire.Endpoint, async context =>
         {
             context.Response.ContentType = "application/octet-stream";
-            return PoolDispatcher.ServeAsync(served, context.Request.Body, context.Response.Body, context.RequestAborted);
+            try
+            {
+                await PoolDispatcher.ServeAsync(served, context.Request.Body, context.Response.Body, context.RequestAborted);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // not a refused call (those are answered): a bug or a dropped connection; the client sees the connection fail
+                options.Log?.Invoke(StrataException.OneLine($"a pool call failed: {ex.GetType().Name}: {ex.Message}"));
+                throw;
+            }
         });
         var server = new NbdServer(exports, m => options.Log?.Invoke("nbd: " + m));
         try

@@ -5,7 +5,7 @@ using System.Text.Json.Serialization.Metadata;
 namespace Strata.Daemon;
 
 /// <summary>
-/// A JSON request body as the daemon's endpoints take it (the plugin's, the pool's control socket): read whole up
+/// A JSON request body as the daemon's endpoints take it (the Docker plugin's): read whole up
 /// to <see cref="MaxBytes"/>, then parsed; an empty body and JSON null give null. Broken JSON, a value that is not
 /// the request type (not an object, a field of the wrong JSON type) and a body past the limit are
 /// <see cref="Malformed"/>. Parsing does not make fields non-null whatever their C# type says: callers check them.

@@ -141,7 +141,7 @@ public sealed class HostileRequestTests : IDisposable
     [Fact]
     public void ThePoolControlSocketRefusesMalformedCallsInOneLine()
     {
-        using var pool = new PoolServer(_temp);
+        using var pool = new ServedTestPool(_temp);
         string[] calls =
         [
             .. NotAnObject, "null", "{}",
@@ -155,17 +155,17 @@ public sealed class HostileRequestTests : IDisposable
             """{"Op":"read","Name":"d","Offset":0}""", """{"Op":"write","Name":"d","Offset":"0"}""",
         ];
         // and bodies whose framing is wrong: empty, a length cut short, a call of no bytes, fewer bytes than the length says
-        byte[][] bodies = [.. calls.Select(PoolServer.Framed), [], [0, 0], [0, 0, 0, 0], [0, 0, 0, 9, (byte)'{', (byte)'}']];
+        byte[][] bodies = [.. calls.Select(ServedTestPool.Framed), [], [0, 0], [0, 0, 0, 0], [0, 0, 0, 9, (byte)'{', (byte)'}']];
         var wrong = new List<string>();
         foreach (var body in bodies)
         {
             var (status, reply) = pool.Call(body);
-            if (status != 200 || PoolServer.ErrorOf(reply) is not { Kind: ErrorKind.InvalidArgument, Message: { } error } || error.Contains('\n'))
+            if (status != 200 || ServedTestPool.ErrorOf(reply) is not { Kind: ErrorKind.InvalidArgument, Message: { } error } || error.Contains('\n'))
                 wrong.Add($"{Convert.ToHexString(body.AsSpan(0, Math.Min(body.Length, 80)))} -> {status} {Encoding.UTF8.GetString(reply)}");
         }
         Assert.True(wrong.Count == 0, $"{wrong.Count} answered wrongly:\n{string.Join('\n', wrong)}");
-        var (hugeStatus, hugeReply) = pool.Call(PoolServer.Framed("{\"Op\":\"create\",\"Name\":\"" + new string('a', 2 << 20) + "\"}"));
-        Assert.Equal((200, "malformed request: the call is larger than 1 MiB"), (hugeStatus, PoolServer.ErrorOf(hugeReply)?.Message));
+        var (hugeStatus, hugeReply) = pool.Call(ServedTestPool.Framed("{\"Op\":\"create\",\"Name\":\"" + new string('a', 2 << 20) + "\"}"));
+        Assert.Equal((200, "malformed request: the call is larger than 1 MiB"), (hugeStatus, ServedTestPool.ErrorOf(hugeReply)?.Message));
         Assert.Equal([], pool.Value(new DeviceNamesCall())); // nothing was made
         pool.Value(new CreateCall("d", 1 << 20));
         Assert.Equal(["d"], pool.Value(new DeviceNamesCall()));

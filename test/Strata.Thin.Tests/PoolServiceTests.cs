@@ -91,6 +91,60 @@ public sealed class PoolServiceTests : IDisposable
         }
         Assert.Equal(local, remote);
         Assert.Contains(local, l => l.StartsWith("write past the end: InvalidArgument: the input runs past the end of device a", StringComparison.Ordinal));
+        Assert.Contains(local, l => l.StartsWith("write at the largest offset: InvalidArgument: the input runs past the end of device a", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void AServerOfAnotherVersionIsSaidSoInOneLine()
+    {
+        // a server that has no endpoint of this version's protocol (an older strata's, still running after an upgrade)
+        using var server = new TestServer(_temp, "old", endpoint: "/v1/pool");
+        using var pool = new RemotePool(server.Socket);
+        var ex = Assert.Throws<StrataException>(() => pool.DeviceNames());
+        Assert.Equal(ErrorKind.Unsupported, ex.Kind);
+        Assert.Contains("speaks another version of the pool's protocol", ex.Message);
+        Assert.DoesNotContain('\n', ex.Message);
+    }
+
+    [Fact]
+    public void TheCallersOwnStreamsFailWithTheirOwnErrorsNotTheServers()
+    {
+        using var server = new TestServer(_temp, "streams");
+        using var pool = new RemotePool(server.Socket);
+        pool.Create("d", 1 << 20);
+        // the output of a read fails (a full disk, a closed pipe): that error, not "the pool server failed"
+        var output = Assert.Throws<IOException>(() => pool.Read("d", 0, 1 << 20, new FailingStream("No space left on device")));
+        Assert.Equal("No space left on device", output.Message);
+        // the input of a write fails
+        var input = Assert.Throws<IOException>(() => pool.Write("d", 0, new FailingStream("Input/output error")));
+        Assert.Equal("Input/output error", input.Message);
+        Assert.Equal("d", pool.Device("d").Name); // the server took both in its stride
+    }
+
+    [Fact]
+    public void APerCallPoolRunsACallHereWhenNoServerTakesIt()
+    {
+        using (PoolDirectory.Create(_temp.Combine("gone"), 64 << 20, 8 << 20, ThinPool.DefaultBlockSize)) { }
+        File.WriteAllText(Path.Combine(_temp.Combine("gone"), PoolWire.SocketName), ""); // left by a server that is gone
+        using (var pool = new PerCallPool(_temp.Combine("gone"), callTimeout: null))
+            Assert.Equal("d", pool.Create("d", 1 << 20).Name);
+        using var local = LocalPool.Open(_temp.Combine("gone"), TimeSpan.Zero);
+        Assert.Equal(["d"], local.DeviceNames());
+    }
+
+    /// <summary>A stream whose every read and write fails with an IO error.</summary>
+    sealed class FailingStream(string message) : Stream
+    {
+        public override int Read(byte[] buffer, int offset, int count) => throw new IOException(message);
+        public override void Write(byte[] buffer, int offset, int count) => throw new IOException(message);
+        public override void Flush() { }
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 
     [Fact]
@@ -136,6 +190,7 @@ public sealed class PoolServiceTests : IDisposable
         Step("write", () => pool.Write("a", 65536 - 7, new MemoryStream(pattern)));
         Step("write past the end", () => pool.Write("a", (4 << 20) - 10, new MemoryStream(new byte[8 << 20])));
         Step("write missing", () => pool.Write("nope", 0, new MemoryStream(pattern)));
+        Step("write at the largest offset", () => pool.Write("a", long.MaxValue - 5, new MemoryStream(new byte[10])));
         Step("snapshot", () => pool.Snapshot("a", "s", "layer s"));
         Step("snapshot missing", () => pool.Snapshot("nope", "t"));
         Step("read", () => Hash(to => pool.Read("s", 65536 - 7, pattern.Length, to)));
@@ -187,7 +242,7 @@ public sealed class PoolServiceTests : IDisposable
         readonly PoolDirectory _dir;
         readonly WebApplication _app;
 
-        public TestServer(TempRoot temp, string name)
+        public TestServer(TempRoot temp, string name, string endpoint = PoolWire.Endpoint)
         {
             using (PoolDirectory.Create(temp.Combine(name), 64 << 20, 8 << 20, ThinPool.DefaultBlockSize)) { }
             _dir = PoolDirectory.Open(temp.Combine(name), TimeSpan.Zero);
@@ -202,7 +257,7 @@ public sealed class PoolServiceTests : IDisposable
             });
             _app = builder.Build();
             var service = new LocalPool(_dir);
-            _app.MapPost(PoolWire.Endpoint, context => PoolDispatcher.ServeAsync(service, context.Request.Body, context.Response.Body, context.RequestAborted));
+            _app.MapPost(endpoint, context => PoolDispatcher.ServeAsync(service, context.Request.Body, context.Response.Body, context.RequestAborted));
             _app.StartAsync().GetAwaiter().GetResult();
         }
 

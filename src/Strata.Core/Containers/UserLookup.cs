@@ -40,7 +40,7 @@ public static class UserLookup
             if (f.Length < 4) continue;
             if ((uid is null && f[0] == u) || (uid is { } x && f[2] == x.ToString(CultureInfo.InvariantCulture)))
             {
-                uid ??= uint.TryParse(f[2], NumberStyles.None, CultureInfo.InvariantCulture, out var named) ? named
+                uid ??= uint.TryParse(f[2], NumberStyles.Integer, CultureInfo.InvariantCulture, out var named) ? named
                     : throw StrataException.Corrupt($"the image's /etc/passwd gives user '{u}' the uid '{f[2]}', which is not a number");
                 gid = uint.TryParse(f[3], out var pg) ? pg : null;
                 break;

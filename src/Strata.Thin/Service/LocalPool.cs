@@ -111,7 +111,7 @@ public sealed class LocalPool : IPoolService
             int n;
             while ((n = from.ReadAtLeast(buffer.AsSpan(0, 1 << 20), 1 << 20, throwOnEndOfStream: false)) > 0)
             {
-                if (offset + total + n > dev.Size) throw StrataException.Invalid($"the input runs past the end of device {dev.Name} ({dev.Size} bytes)");
+                if (n > dev.Size - offset - total) throw StrataException.Invalid($"the input runs past the end of device {dev.Name} ({dev.Size} bytes)");
                 dev.Write(offset + total, buffer.AsSpan(0, n));
                 total += n;
             }

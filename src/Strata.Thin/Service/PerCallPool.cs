@@ -7,13 +7,15 @@ namespace Strata.Thin.Service;
 /// remove a device. The pool's lock alone does not tell which: a process forked elsewhere in this one holds a copy of
 /// its descriptors (and so of the lock) until it execs, and a server holds it a moment before its socket answers; so a
 /// locked pool is tried again until either the lock or an answering socket shows up, for up to <see cref="LockWait"/>.
+/// A server that goes away between two calls (the thin driver stops its idle server) costs nothing: the next call runs
+/// here. <paramref name="callTimeout"/>: how long a server may take for a short call (null: as long as it takes).
 /// </summary>
-public sealed class PerCallPool(string dir) : IPoolService
+public sealed class PerCallPool(string dir, TimeSpan? callTimeout) : IPoolService
 {
     static readonly TimeSpan LockWait = TimeSpan.FromSeconds(30);
 
     /// <summary>The pool's server, when one runs.</summary>
-    public RemotePool Server { get; } = RemotePool.ForPool(dir);
+    public RemotePool Server { get; } = RemotePool.ForPool(dir, callTimeout);
 
     T Call<T>(Func<IPoolService, T> call)
     {

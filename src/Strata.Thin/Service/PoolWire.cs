@@ -95,7 +95,10 @@ public sealed partial class PoolServiceJson : JsonSerializerContext;
 public static class PoolWire
 {
     public const string SocketName = "strata.sock";
-    public const string Endpoint = "/v1/pool";
+    /// <summary>v2: the typed calls and framed replies described here. v1 (a JSON request with an Op string and a JSON
+    /// reply) was spoken before; a server or client of that version answers or is answered 404, which the client turns
+    /// into one line saying so (<see cref="RemotePool"/>).</summary>
+    public const string Endpoint = "/v2/pool";
     /// <summary>Largest call taken: calls are a few hundred bytes; a client must not make the server hold more.</summary>
     public const int MaxCallBytes = 1 << 20;
     /// <summary>Largest data frame written.</summary>

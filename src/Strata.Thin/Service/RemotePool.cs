@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.ExceptionServices;
 using System.Text.Json;
 
 namespace Strata.Thin.Service;
@@ -11,18 +12,23 @@ public sealed class PoolUnreachableException(string message, Exception inner) : 
 /// <see cref="IPoolService"/> on a pool that `strata pool serve` owns, through its control socket
 /// (POOL/<see cref="PoolWire.SocketName"/>; <see cref="PoolWire"/> describes the protocol): one POST per call. The
 /// server's errors come back as its <see cref="StrataException"/> (same kind, same message); a call no server took
-/// throws <see cref="PoolUnreachableException"/>. Calls that stream (read, write, dump) and check take as long as
-/// they take; the others get <see cref="CallTimeout"/>.
+/// throws <see cref="PoolUnreachableException"/>. A failure of the caller's own streams (the output of a read or a dump,
+/// the input of a write) is thrown as it is, not blamed on the server. Calls that stream (read, write, dump), check and
+/// the device listing take as long as they take; the others get the call timeout given (none: they wait as long as the
+/// server takes, as a command does).
 /// </summary>
 public sealed class RemotePool : IPoolService
 {
-    static readonly TimeSpan CallTimeout = TimeSpan.FromMinutes(5);
+    /// <summary>What the thin driver gives a server for a call: a stuck server fails the command instead of hanging it.</summary>
+    public static readonly TimeSpan DriverCallTimeout = TimeSpan.FromMinutes(5);
 
     readonly HttpClient _http;
+    readonly TimeSpan? _callTimeout;
 
-    public RemotePool(string controlSocket)
+    public RemotePool(string controlSocket, TimeSpan? callTimeout = null)
     {
         Socket = controlSocket;
+        _callTimeout = callTimeout;
         var handler = new SocketsHttpHandler
         {
             ConnectCallback = async (_, ct) =>
@@ -44,7 +50,7 @@ public sealed class RemotePool : IPoolService
     }
 
     /// <summary>The control socket of the pool in <paramref name="poolDir"/>.</summary>
-    public static RemotePool ForPool(string poolDir) => new(Path.Combine(poolDir, PoolWire.SocketName));
+    public static RemotePool ForPool(string poolDir, TimeSpan? callTimeout = null) => new(Path.Combine(poolDir, PoolWire.SocketName), callTimeout);
 
     public string Socket { get; }
 
@@ -75,7 +81,7 @@ public sealed class RemotePool : IPoolService
 
     public IReadOnlyList<string> DeviceNames() => Call(new DeviceNamesCall());
 
-    public IReadOnlyList<ThinDeviceInfo> Devices() => Call(new DevicesCall());
+    public IReadOnlyList<ThinDeviceInfo> Devices() => Call(new DevicesCall(), bounded: false);
 
     public PoolInfo Status() => Call(new StatusCall());
 
@@ -98,15 +104,26 @@ public sealed class RemotePool : IPoolService
     T Call<T>(PoolCall<T> call, Stream? input = null, Stream? output = null, bool bounded = true)
     {
         string op = PoolWire.NameOf(call);
-        using var timeout = bounded ? new CancellationTokenSource(CallTimeout) : null;
-        using var message = new HttpRequestMessage(HttpMethod.Post, "http://strata" + PoolWire.Endpoint) { Content = new CallContent(PoolWire.EncodeCall(call), input) };
+        using var timeout = bounded && _callTimeout is { } limit ? new CancellationTokenSource(limit) : null;
+        using var message = new HttpRequestMessage(HttpMethod.Post, "http://strata" + PoolWire.Endpoint)
+        {
+            Content = new CallContent(PoolWire.EncodeCall(call), input is null ? null : new CallersStream(input)),
+        };
         try
         {
             using var response = _http.Send(message, HttpCompletionOption.ResponseHeadersRead, timeout?.Token ?? default);
+            if (response.StatusCode == HttpStatusCode.NotFound)
+                throw new StrataException(ErrorKind.Unsupported,
+                    $"the pool server at {Socket} speaks another version of the pool's protocol (it has no {PoolWire.Endpoint}): it runs another strata; stop it (SIGTERM) once nothing uses its devices, and the next call starts one of this version");
             if (!response.IsSuccessStatusCode)
                 throw new StrataException(ErrorKind.Io, $"the pool server at {Socket} refused the call ({(int)response.StatusCode})");
             using var body = response.Content.ReadAsStream();
-            return PoolWire.ReadReply(body, call, output);
+            return PoolWire.ReadReply(body, call, output is null ? null : new CallersStream(output));
+        }
+        catch (Exception ex) when (CallersFailure(ex) is { } own)
+        {
+            ExceptionDispatchInfo.Throw(own); // the caller's stream failed (a closed pipe, a full disk): its own error
+            throw;
         }
         catch (HttpRequestException ex) when (ex.InnerException is SocketException { SocketErrorCode: SocketError.AccessDenied })
         {
@@ -122,7 +139,7 @@ public sealed class RemotePool : IPoolService
         }
         catch (OperationCanceledException ex) when (timeout?.IsCancellationRequested == true)
         {
-            throw new StrataException(ErrorKind.Io, $"the pool server at {Socket} did not answer a '{op}' call within {CallTimeout.TotalMinutes:0} minutes", ex);
+            throw new StrataException(ErrorKind.Io, $"the pool server at {Socket} did not answer a '{op}' call within {_callTimeout!.Value.TotalMinutes:0} minutes", ex);
         }
         catch (EndOfStreamException ex)
         {
@@ -139,6 +156,58 @@ public sealed class RemotePool : IPoolService
     }
 
     public void Dispose() => _http.Dispose();
+
+    /// <summary>The failure of a caller's stream that <paramref name="ex"/> carries (HttpClient wraps what its content
+    /// throws), if that is what it is.</summary>
+    static Exception? CallersFailure(Exception? ex)
+    {
+        for (; ex is not null; ex = ex.InnerException)
+            if (ex is CallersStreamException own) return own.InnerException;
+        return null;
+    }
+
+    sealed class CallersStreamException(Exception inner) : Exception(inner.Message, inner);
+
+    /// <summary>The caller's input or output, whose failures are marked as the caller's own.</summary>
+    sealed class CallersStream(Stream inner) : Stream
+    {
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            try
+            {
+                return inner.Read(buffer);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or StrataException)
+            {
+                throw new CallersStreamException(ex);
+            }
+        }
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            try
+            {
+                inner.Write(buffer);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or StrataException)
+            {
+                throw new CallersStreamException(ex);
+            }
+        }
+
+        public override void Flush() => inner.Flush();
+        public override bool CanRead => inner.CanRead;
+        public override bool CanSeek => false;
+        public override bool CanWrite => inner.CanWrite;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+    }
 
     /// <summary>A request body: the call, then the input of a write (sent chunked, as it is read).</summary>
     sealed class CallContent(byte[] head, Stream? input) : HttpContent

@@ -51,7 +51,7 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
         _mnt = Path.Combine(_home, "mnt");
         LayerStore.MakeDir(_home, Modes.OwnerOnly);
         LayerStore.MakeDir(_mnt, Modes.OwnerOnly);
-        _pool = new PerCallPool(_home);
+        _pool = new PerCallPool(_home, RemotePool.DriverCallTimeout);
         _server = new PoolProcess(_home, _pool.Server);
         bool nbd = _options.Attach switch
         {

@@ -9,16 +9,16 @@ using Strata.Thin.Service;
 namespace Strata.Daemon.Tests;
 
 /// <summary>`strata pool serve` run in this process on a fresh pool of sparse files, and an HTTP client on its
-/// control socket speaking as <see cref="RemotePool"/> does (a POST to /v1/pool, see <see cref="PoolWire"/>), but with
+/// control socket speaking as <see cref="RemotePool"/> does (a POST to its endpoint, see <see cref="PoolWire"/>), but with
 /// any body.</summary>
-sealed class PoolServer : IDisposable
+sealed class ServedTestPool : IDisposable
 {
     readonly CancellationTokenSource _stop = new();
     readonly Task _run = Task.CompletedTask;
     readonly SocketsHttpHandler _handler;
     readonly List<string> _log = [];
 
-    public PoolServer(TempRoot temp)
+    public ServedTestPool(TempRoot temp)
     {
         Pool = temp.Combine("pool");
         using (PoolDirectory.Create(Pool, 64 << 20, 8 << 20, ThinPool.DefaultBlockSize)) { }
@@ -72,7 +72,7 @@ sealed class PoolServer : IDisposable
     /// <summary>One call with <paramref name="body"/> as it is: the status code and the reply's bytes.</summary>
     public (int Status, byte[] Reply) Call(byte[] body)
     {
-        using var response = Http.Send(new HttpRequestMessage(HttpMethod.Post, "v1/pool") { Content = new ByteArrayContent(body) });
+        using var response = Http.Send(new HttpRequestMessage(HttpMethod.Post, PoolWire.Endpoint.TrimStart('/')) { Content = new ByteArrayContent(body) });
         using var reply = new MemoryStream();
         response.Content.ReadAsStream().CopyTo(reply);
         return ((int)response.StatusCode, reply.ToArray());
