@@ -6,6 +6,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+command -v go >/dev/null || { echo "run.sh: go is missing (apt-get install golang-go)" >&2; exit 1; }
+[ -d /usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite ] ||
+  { echo "run.sh: containerd's Go sources are missing (apt-get install golang-github-containerd-containerd-dev)" >&2; exit 1; }
 if [ -z "${STRATA_BIN:-}" ]; then
   "$repo/strata" --version >/dev/null # builds .build/strata when it is missing or stale
   STRATA_BIN="$repo/.build/strata/strata"
