@@ -185,7 +185,7 @@ public sealed class Snapshotter
         SnapshotRecord record;
         lock (_lock)
         {
-            record = Get(key);
+            record = Get(key, checkBusy: false);
             if (record.Kind == SnapshotKind.Committed)
                 throw StrataException.InUse($"snapshot '{SnapshotLimits.Shorten(key)}' is committed; only active snapshots and views have mounts");
         }
@@ -267,7 +267,7 @@ public sealed class Snapshotter
     public SnapshotInfo Stat(string key)
     {
         SnapshotLimits.ValidateKey(key);
-        lock (_lock) return Get(key).Info();
+        lock (_lock) return Get(key, checkBusy: false).Info();
     }
 
     /// <summary>Changes a snapshot's labels (the only mutable part), as containerd's Update: with no
@@ -307,7 +307,7 @@ public sealed class Snapshotter
     public IReadOnlyList<SnapshotInfo> Walk(Func<SnapshotInfo, bool>? filter = null)
     {
         List<SnapshotInfo> all;
-        lock (_lock) all = _byKey.Values.Where(r => !_busy.Contains(r.Key)).Select(r => r.Info()).ToList();
+        lock (_lock) all = _byKey.Values.Select(r => r.Info()).ToList();
         all.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
         return filter is null ? all : all.Where(filter).ToList();
     }
@@ -317,7 +317,7 @@ public sealed class Snapshotter
     {
         SnapshotLimits.ValidateKey(key);
         SnapshotRecord record;
-        lock (_lock) record = Get(key);
+        lock (_lock) record = Get(key, checkBusy: false);
         return SnapshotMounts.DiskUsage(SnapshotMounts.OwnDirectory(_store.Driver.Mount(record.Layer)));
     }
 
@@ -367,10 +367,11 @@ public sealed class Snapshotter
         }
     }
 
-    /// <summary>A visible snapshot (under the lock); one with work in flight is refused.</summary>
-    SnapshotRecord Get(string key, string what = "snapshot")
+    /// <summary>A visible snapshot (under the lock). One with a change in flight (a Commit, a Remove) is refused to
+    /// callers that would change it or build on it; reads see it as it is until the change lands.</summary>
+    SnapshotRecord Get(string key, string what = "snapshot", bool checkBusy = true)
     {
-        if (_busy.Contains(key)) throw StrataException.InUse($"{what} '{SnapshotLimits.Shorten(key)}' is being changed");
+        if (checkBusy && _busy.Contains(key)) throw StrataException.InUse($"{what} '{SnapshotLimits.Shorten(key)}' is being changed");
         return _byKey.TryGetValue(key, out var r) ? r : throw StrataException.NotFound($"{what} '{SnapshotLimits.Shorten(key)}' does not exist");
     }
 

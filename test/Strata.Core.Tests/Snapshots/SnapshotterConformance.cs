@@ -18,9 +18,12 @@ public abstract class SnapshotterConformance : IDisposable
 
     protected abstract string DriverName { get; }
 
+    /// <summary>Where to put the store: a directory on the filesystem under test.</summary>
+    protected virtual string StoreParent(TempRoot temp) => temp.Path;
+
     protected SnapshotterConformance()
     {
-        _root = Temp.Combine("store");
+        _root = Path.Combine(StoreParent(Temp), "store-" + Guid.NewGuid().ToString("N")[..8]);
         Store = LayerStore.Open(new StoreOptions { Root = _root, Driver = DriverName });
         Snapshots = Snapshotter.Open(Store);
     }
@@ -28,6 +31,8 @@ public abstract class SnapshotterConformance : IDisposable
     public void Dispose()
     {
         Store.Dispose();
+        foreach (var mount in Strata.Testing.Mounts.Under(_root).OrderByDescending(m => m.Length)) Shell.Run("umount", "-l", mount);
+        Shell.Run("rm", "-rf", "--one-file-system", _root);
         Temp.Dispose();
     }
 
@@ -316,6 +321,15 @@ public abstract class SnapshotterConformance : IDisposable
 public sealed class VfsSnapshotterConformance : SnapshotterConformance
 {
     protected override string DriverName => "vfs";
+}
+
+/// <summary>btrfs: a snapshot's layer is a subvolume, handed to containerd as a bind.</summary>
+public sealed class BtrfsSnapshotterConformance(Strata.Core.Tests.Conformance.BtrfsFixture fixture)
+    : SnapshotterConformance, IClassFixture<Strata.Core.Tests.Conformance.BtrfsFixture>
+{
+    protected override string DriverName => "btrfs";
+
+    protected override string StoreParent(TempRoot temp) => fixture.Fs.MountPoint;
 }
 
 public sealed class OverlaySnapshotterConformance : SnapshotterConformance
