@@ -308,6 +308,41 @@ public abstract class SnapshotterConformance : IDisposable
         Assert.Equal(["base-c", "same"], Snapshots.Walk().Select(i => i.Name));
     }
 
+    [Fact]
+    public void RemovingAParentWhileChildrenArePreparedLeavesAConsistentStore()
+    {
+        for (int round = 0; round < 10; round++)
+        {
+            Snapshots.Prepare($"p{round}", null);
+            Snapshots.Commit($"p{round}-c", $"p{round}");
+            int prepared = 0;
+            bool removed = false;
+            Parallel.For(0, 5, i =>
+            {
+                try
+                {
+                    if (i == 0)
+                    {
+                        Snapshots.Remove($"p{round}-c");
+                        removed = true;
+                    }
+                    else
+                    {
+                        Snapshots.Prepare($"c{round}-{i}", $"p{round}-c");
+                        Interlocked.Increment(ref prepared);
+                    }
+                }
+                catch (StrataException ex) when (ex.Kind is ErrorKind.InUse or ErrorKind.NotFound)
+                {
+                }
+            });
+            Assert.True(removed != (prepared > 0), $"round {round}: removed={removed}, children={prepared}");
+            var infos = Snapshots.Walk();
+            Assert.All(infos, i => Assert.True(i.Parent is null || infos.Any(p => p.Name == i.Parent)));
+            Assert.Equal(infos.Count, Store.List().Count);
+        }
+    }
+
     sealed class InfoComparer : IEqualityComparer<SnapshotInfo>
     {
         public bool Equals(SnapshotInfo? a, SnapshotInfo? b) =>
