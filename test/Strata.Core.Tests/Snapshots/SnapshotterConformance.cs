@@ -86,6 +86,7 @@ public abstract class SnapshotterConformance : IDisposable
         Assert.Equal("1", active.Labels["a"]);
         Assert.Equal(Describe(mounts), Describe(Snapshots.Mounts("default/1/base")));
         Assert.Equal(["rbind", "rw"], Assert.Single(mounts).Options);
+        Assert.Equal(0x1EDu /* 0755, containerd's RootPermission */, Posix.Lstat(WritableDir(mounts)).Permissions);
         File.WriteAllText(Path.Combine(WritableDir(mounts), "hello"), "world");
 
         Snapshots.Commit("default/2/sha256:base", "default/1/base", Labels(("containerd.io/snapshot/x", "y")));
