@@ -1,0 +1,382 @@
+// containerd's snapshotter contract (snapshots/snapshotter.go) over an open LayerStore: the storage side that the
+// gRPC frontend only translates.
+using Strata.Native;
+
+namespace Strata.Core.Snapshots;
+
+/// <summary>
+/// Snapshots as containerd sees them, each backed by a layer of the <see cref="LayerStore"/>. Vocabulary (containerd's):
+/// <list type="bullet">
+/// <item><b>key</b>: the name a client gives a snapshot, any string up to <see cref="SnapshotLimits.MaxKeyBytes"/>
+/// (containerd's metadata store sends "NAMESPACE/SEQ/KEY"). Keys are never file names: each snapshot has a record
+/// (<see cref="SnapshotRecord"/>, <c>ROOT/snapshots/&lt;id&gt;.json</c>) mapping its key to a layer id of Strata's own.</item>
+/// <item><b>name</b>: the key a committed snapshot is known by (given to <see cref="Commit"/>).</item>
+/// <item><b>parent</b>: the key of a committed snapshot whose tree a new one starts from; none for an empty tree.</item>
+/// <item>kinds: <b>Active</b> (from <see cref="Prepare"/>: writable, to be committed or removed), <b>View</b> (from
+/// <see cref="View"/>: read-only, never committed), <b>Committed</b> (immutable; the only kind that may be a parent).</item>
+/// <item><b>labels</b>: a client's key/value pairs, up to <see cref="SnapshotLimits.MaxLabelBytes"/> a pair, stored as given.</item>
+/// </list>
+/// Mounts are described, not performed: containerd mounts them itself (<see cref="SnapshotMounts"/>).
+/// Errors are <see cref="StrataException"/>s: NotFound, AlreadyExists, InvalidArgument, and InUse for what containerd
+/// calls FailedPrecondition (a snapshot with children, a Commit of what is not active, Mounts of a committed one).
+/// Invariants: a snapshot is visible exactly when its record exists; its layer is made before the record is written
+/// and removed after the record is deleted, so a crash leaves at most an unreferenced layer (named <c>snap-*</c>),
+/// which opening and <see cref="Cleanup"/> remove. A committed snapshot with children cannot be removed. The remote-
+/// snapshot protocol: a Prepare labelled <c>containerd.io/snapshot.ref=CHAINID</c> whose chain the store holds as an
+/// image layer (<c>strata image import</c> names image layers by chain id) commits a snapshot named CHAINID over that
+/// layer without copying (<see cref="SnapshotRecord.Borrowed"/>) and answers AlreadyExists. Safe for calls from many
+/// threads: one lock guards the index, and keys with work in flight are reserved so other calls on them are refused.
+/// </summary>
+public sealed class Snapshotter
+{
+    /// <summary>The label containerd's unpacker puts on a layer's Prepare: the chain id the layer will be committed as.</summary>
+    public const string SnapshotRefLabel = "containerd.io/snapshot.ref";
+
+    const string LayerPrefix = "snap-";
+
+    readonly object _lock = new();
+    readonly LayerStore _store;
+    readonly SnapshotRecords _records;
+    readonly Dictionary<string, SnapshotRecord> _byKey = new(StringComparer.Ordinal);
+    readonly Dictionary<string, int> _children = new(StringComparer.Ordinal);
+    readonly HashSet<string> _busy = new(StringComparer.Ordinal);
+    readonly HashSet<string> _making = new(StringComparer.Ordinal);
+
+    /// <summary>What opening cleaned: leftover temp records, unreferenced layers, records whose borrowed layer is gone.</summary>
+    public IReadOnlyList<string> Swept { get; }
+
+    Snapshotter(LayerStore store, SnapshotRecords records, List<string> swept)
+    {
+        _store = store;
+        _records = records;
+        Swept = swept;
+    }
+
+    /// <summary>The snapshots of <paramref name="store"/>: reads their records and removes what a crash left.</summary>
+    public static Snapshotter Open(LayerStore store)
+    {
+        if (store.Driver is IMountHooks)
+            throw StrataException.Unsupported($"the snapshotter does not serve {store.Driver.Name} stores yet (their mounts need a device attached)");
+        var records = new SnapshotRecords(Path.Combine(store.Root, "snapshots"));
+        LayerStore.MakeDir(records.Directory, Modes.OwnerOnly);
+        var swept = new List<string>();
+        var s = new Snapshotter(store, records, swept);
+        foreach (var r in records.ReadAll(swept))
+        {
+            if (!store.Exists(r.Layer))
+            {
+                if (!r.Borrowed) throw StrataException.Corrupt($"snapshot '{SnapshotLimits.Shorten(r.Key)}' names layer {r.Layer}, which the store does not have");
+                records.Delete(r.Id); // the image layer it borrowed was removed with its image
+                swept.Add($"snapshot '{SnapshotLimits.Shorten(r.Key)}' (its image layer {r.Layer} is gone)");
+                continue;
+            }
+            if (!s._byKey.TryAdd(r.Key, r))
+                throw StrataException.Corrupt($"snapshot records {r.Id} and {s._byKey[r.Key].Id} have one key '{SnapshotLimits.Shorten(r.Key)}'");
+        }
+        foreach (var r in s._byKey.Values)
+            if (r.Parent is not null) s._children[r.Parent] = s._children.GetValueOrDefault(r.Parent) + 1;
+        swept.AddRange(s.Cleanup().Select(id => $"unreferenced snapshot layer {id}"));
+        return s;
+    }
+
+    /// <summary>A new active snapshot <paramref name="key"/> over committed <paramref name="parent"/> (or empty), and the
+    /// mounts that show it writable. With <see cref="SnapshotRefLabel"/> naming a chain the store holds: AlreadyExists,
+    /// after committing a snapshot of that name over the store's layer.</summary>
+    public IReadOnlyList<MountSpec> Prepare(string key, string? parent, IReadOnlyDictionary<string, string>? labels = null) =>
+        Create(key, parent, labels, SnapshotKind.Active);
+
+    /// <summary>A new read-only view <paramref name="key"/> of committed <paramref name="parent"/> (or of the empty tree).</summary>
+    public IReadOnlyList<MountSpec> View(string key, string? parent, IReadOnlyDictionary<string, string>? labels = null) =>
+        Create(key, parent, labels, SnapshotKind.View);
+
+    IReadOnlyList<MountSpec> Create(string key, string? parent, IReadOnlyDictionary<string, string>? labels, SnapshotKind kind)
+    {
+        SnapshotLimits.ValidateKey(key);
+        if (parent is { Length: 0 }) parent = null;
+        if (parent is not null) SnapshotLimits.ValidateKey(parent, "parent");
+        SnapshotLimits.ValidateLabels(labels);
+        SnapshotRecord? below = null;
+        string id = LayerPrefix + Guid.NewGuid().ToString("N");
+        lock (_lock)
+        {
+            ThrowIfTaken(key);
+            if (parent is not null)
+            {
+                below = Get(parent, "parent snapshot");
+                if (below.Kind != SnapshotKind.Committed)
+                    throw StrataException.Invalid($"parent snapshot '{SnapshotLimits.Shorten(parent)}' is not committed");
+            }
+            if (kind == SnapshotKind.Active && labels?.GetValueOrDefault(SnapshotRefLabel) is { Length: > 0 } target)
+                TryBorrowLayer(target, below, labels);
+            _busy.Add(key);
+            _making.Add(id);
+            if (parent is not null) _children[parent] = _children.GetValueOrDefault(parent) + 1; // pins the parent
+        }
+        bool published = false, layerMade = false;
+        try
+        {
+            _store.Create(id, below?.Layer, kind == SnapshotKind.Active ? LayerKind.ReadWrite : LayerKind.ReadOnly);
+            layerMade = true;
+            var now = DateTimeOffset.UtcNow;
+            var record = new SnapshotRecord
+            {
+                Id = id, Key = key, Layer = id, Kind = kind, Parent = parent, Created = now, Updated = now,
+                Labels = labels is null ? [] : new Dictionary<string, string>(labels),
+            };
+            var mounts = MountsOf(record);
+            _records.Write(record);
+            lock (_lock)
+            {
+                _byKey[key] = record;
+                _busy.Remove(key);
+                _making.Remove(id);
+            }
+            published = true;
+            return mounts;
+        }
+        finally
+        {
+            if (!published)
+            {
+                if (layerMade) TryRemoveLayer(id);
+                lock (_lock)
+                {
+                    _busy.Remove(key);
+                    _making.Remove(id);
+                    if (parent is not null) _children[parent]--;
+                }
+            }
+        }
+    }
+
+    /// <summary>The remote-snapshot protocol: when the store holds <paramref name="target"/>'s chain as an image layer
+    /// over the layer of <paramref name="below"/>, commits a snapshot named <paramref name="target"/> over it and throws
+    /// AlreadyExists (containerd then Stats the target and skips the layer's download and unpack). Called under the lock.</summary>
+    void TryBorrowLayer(string target, SnapshotRecord? below, IReadOnlyDictionary<string, string> labels)
+    {
+        SnapshotLimits.ValidateKey(target, $"label {SnapshotRefLabel}");
+        if (_byKey.TryGetValue(target, out var existing) && existing.Kind == SnapshotKind.Committed)
+            throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists");
+        if (_busy.Contains(target) || existing is not null) return;
+        // containerd's metadata store may pass the target namespaced ("NS/SEQ/sha256:..."): the chain id is the last part
+        string chain = target[(target.LastIndexOf('/') + 1)..];
+        if (!chain.StartsWith("sha256:", StringComparison.Ordinal)) return;
+        string layerId = chain["sha256:".Length..];
+        if (layerId.Length != 64 || !layerId.All(char.IsAsciiHexDigitLower) || !_store.Exists(layerId)) return;
+        var layer = _store.Inspect(layerId);
+        if (layer.Kind != LayerKind.ReadOnly || layer.Parent != below?.Layer) return;
+        var now = DateTimeOffset.UtcNow;
+        var record = new SnapshotRecord
+        {
+            Id = "ref-" + Guid.NewGuid().ToString("N"), Key = target, Layer = layerId, Kind = SnapshotKind.Committed,
+            Parent = below?.Key, Created = now, Updated = now, Borrowed = true,
+            Labels = new Dictionary<string, string>(labels),
+        };
+        _records.Write(record);
+        _byKey[target] = record;
+        if (below is not null) _children[below.Key] = _children.GetValueOrDefault(below.Key) + 1;
+        throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists: the store holds layer {layerId}");
+    }
+
+    /// <summary>The mounts of an active snapshot or a view (what Prepare or View returned).</summary>
+    public IReadOnlyList<MountSpec> Mounts(string key)
+    {
+        SnapshotLimits.ValidateKey(key);
+        SnapshotRecord record;
+        lock (_lock)
+        {
+            record = Get(key, checkBusy: false);
+            if (record.Kind == SnapshotKind.Committed)
+                throw StrataException.InUse($"snapshot '{SnapshotLimits.Shorten(key)}' is committed; only active snapshots and views have mounts");
+        }
+        return MountsOf(record);
+    }
+
+    /// <summary>Makes active snapshot <paramref name="key"/> committed snapshot <paramref name="name"/> with
+    /// <paramref name="labels"/>; its data stays where it is, and <paramref name="key"/> is gone.</summary>
+    public void Commit(string name, string key, IReadOnlyDictionary<string, string>? labels = null)
+    {
+        SnapshotLimits.ValidateKey(name, "name");
+        SnapshotLimits.ValidateKey(key);
+        SnapshotLimits.ValidateLabels(labels);
+        SnapshotRecord record;
+        lock (_lock)
+        {
+            record = Get(key);
+            if (record.Kind != SnapshotKind.Active)
+                throw StrataException.InUse($"snapshot '{SnapshotLimits.Shorten(key)}' is a {record.Kind.ToString().ToLowerInvariant()} snapshot; only an active one can be committed");
+            ThrowIfTaken(name);
+            _busy.Add(key);
+            _busy.Add(name);
+        }
+        try
+        {
+            Posix.SyncFileSystem(_store.Root); // the data a committed record stands for is on disk first
+            var now = DateTimeOffset.UtcNow;
+            var committed = record with
+            {
+                Key = name, Kind = SnapshotKind.Committed, Created = now, Updated = now,
+                Labels = labels is null ? [] : new Dictionary<string, string>(labels),
+            };
+            _records.Write(committed); // the same file: key and kind change in one rename
+            lock (_lock)
+            {
+                _byKey.Remove(key);
+                _byKey[name] = committed;
+            }
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                _busy.Remove(key);
+                _busy.Remove(name);
+            }
+        }
+    }
+
+    /// <summary>Removes a snapshot of any kind; one with children is refused (InUse). Its own layer goes with it (if that
+    /// fails, the layer is left unreferenced for <see cref="Cleanup"/>); a borrowed image layer stays.</summary>
+    public void Remove(string key)
+    {
+        SnapshotLimits.ValidateKey(key);
+        SnapshotRecord record;
+        lock (_lock)
+        {
+            record = Get(key);
+            int children = _children.GetValueOrDefault(key);
+            if (children > 0) throw StrataException.InUse($"snapshot '{SnapshotLimits.Shorten(key)}' has {children} child snapshot(s); remove them first");
+            _busy.Add(key);
+        }
+        try
+        {
+            _records.Delete(record.Id);
+            lock (_lock)
+            {
+                _byKey.Remove(key);
+                if (record.Parent is not null && --_children[record.Parent] == 0) _children.Remove(record.Parent);
+            }
+        }
+        finally
+        {
+            lock (_lock) _busy.Remove(key);
+        }
+        if (!record.Borrowed) TryRemoveLayer(record.Layer);
+    }
+
+    public SnapshotInfo Stat(string key)
+    {
+        SnapshotLimits.ValidateKey(key);
+        lock (_lock) return Get(key, checkBusy: false).Info();
+    }
+
+    /// <summary>Changes a snapshot's labels (the only mutable part), as containerd's Update: with no
+    /// <paramref name="fieldPaths"/>, or with <c>labels</c>, the labels become <paramref name="info"/>'s; with
+    /// <c>labels.KEY</c>, that label is set to <paramref name="info"/>'s value or removed if it has none. Any other
+    /// path is InvalidArgument. Returns the updated info.</summary>
+    public SnapshotInfo Update(SnapshotInfo info, IReadOnlyList<string>? fieldPaths = null)
+    {
+        SnapshotLimits.ValidateKey(info.Name);
+        var given = info.Labels ?? new Dictionary<string, string>();
+        lock (_lock)
+        {
+            var record = Get(info.Name);
+            var labels = new Dictionary<string, string>(record.Labels);
+            if (fieldPaths is null || fieldPaths.Count == 0) labels = new Dictionary<string, string>(given);
+            else
+                foreach (var path in fieldPaths)
+                {
+                    if (path == "labels") labels = new Dictionary<string, string>(given);
+                    else if (path.StartsWith("labels.", StringComparison.Ordinal) && path.Length > "labels.".Length)
+                    {
+                        string label = path["labels.".Length..];
+                        if (given.TryGetValue(label, out var value)) labels[label] = value;
+                        else labels.Remove(label);
+                    }
+                    else throw StrataException.Invalid($"cannot update field '{SnapshotLimits.Shorten(path)}' of a snapshot: only labels and labels.KEY");
+                }
+            SnapshotLimits.ValidateLabels(labels);
+            var updated = record with { Labels = labels, Updated = DateTimeOffset.UtcNow };
+            _records.Write(updated); // under the lock: writes to one record stay ordered
+            _byKey[info.Name] = updated;
+            return updated.Info();
+        }
+    }
+
+    /// <summary>Every snapshot's info (those <paramref name="filter"/> accepts), ordered by key.</summary>
+    public IReadOnlyList<SnapshotInfo> Walk(Func<SnapshotInfo, bool>? filter = null)
+    {
+        List<SnapshotInfo> all;
+        lock (_lock) all = _byKey.Values.Select(r => r.Info()).ToList();
+        all.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+        return filter is null ? all : all.Where(filter).ToList();
+    }
+
+    /// <summary>Bytes and inodes of the snapshot's own layer (for overlay its upper dir; for full copies the whole tree).</summary>
+    public SnapshotUsage Usage(string key)
+    {
+        SnapshotLimits.ValidateKey(key);
+        SnapshotRecord record;
+        lock (_lock) record = Get(key, checkBusy: false);
+        return SnapshotMounts.DiskUsage(SnapshotMounts.OwnDirectory(_store.Driver.Mount(record.Layer)));
+    }
+
+    /// <summary>Removes snapshot layers no record refers to (left by a crash or by a removal that failed), children
+    /// before parents; returns their ids. Layers of other users of the store are never touched.</summary>
+    public IReadOnlyList<string> Cleanup()
+    {
+        var removed = new List<string>();
+        for (bool progress = true; progress;)
+        {
+            progress = false;
+            HashSet<string> referenced, making;
+            lock (_lock)
+            {
+                referenced = _byKey.Values.Select(r => r.Layer).ToHashSet(StringComparer.Ordinal);
+                making = [.. _making];
+            }
+            var layers = _store.List();
+            var parents = layers.Where(l => l.Parent is not null).Select(l => l.Parent!).ToHashSet(StringComparer.Ordinal);
+            foreach (var l in layers)
+            {
+                if (!l.Id.StartsWith(LayerPrefix, StringComparison.Ordinal) || referenced.Contains(l.Id) || making.Contains(l.Id) || parents.Contains(l.Id)) continue;
+                lock (_lock)
+                    if (_making.Contains(l.Id) || _byKey.Values.Any(r => r.Layer == l.Id)) continue;
+                if (TryRemoveLayer(l.Id))
+                {
+                    removed.Add(l.Id);
+                    progress = true;
+                }
+            }
+        }
+        return removed;
+    }
+
+    IReadOnlyList<MountSpec> MountsOf(SnapshotRecord record) => SnapshotMounts.For(_store.Driver.Mount(record.Layer), record.Kind);
+
+    bool TryRemoveLayer(string id)
+    {
+        try
+        {
+            _store.Remove(id);
+            return true;
+        }
+        catch (StrataException)
+        {
+            return false; // left unreferenced: the next Cleanup or open retries
+        }
+    }
+
+    /// <summary>A visible snapshot (under the lock). One with a change in flight (a Commit, a Remove) is refused to
+    /// callers that would change it or build on it; reads see it as it is until the change lands.</summary>
+    SnapshotRecord Get(string key, string what = "snapshot", bool checkBusy = true)
+    {
+        if (checkBusy && _busy.Contains(key)) throw StrataException.InUse($"{what} '{SnapshotLimits.Shorten(key)}' is being changed");
+        return _byKey.TryGetValue(key, out var r) ? r : throw StrataException.NotFound($"{what} '{SnapshotLimits.Shorten(key)}' does not exist");
+    }
+
+    void ThrowIfTaken(string key)
+    {
+        if (_byKey.ContainsKey(key) || _busy.Contains(key)) throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(key)}' already exists");
+    }
+}
