@@ -99,12 +99,19 @@ public static partial class Commands
         return new Route(Path.Combine(root, Control.SocketName), $"store {root}", forwardable, reads, input, output);
     }
 
+    const string DefaultSnapshotterSocket = "/run/strata/snapshotter.sock";
+
     static Command Serve()
     {
         var plugin = new Option<string>("--docker-plugin") { Description = "Serve Docker's graphdriver plugin protocol under this name (dockerd --experimental -s NAME)", DefaultValueFactory = _ => "strata" };
         var pluginDir = new Option<string>("--plugin-dir") { Description = "Directory of plugin sockets dockerd searches", DefaultValueFactory = _ => "/run/docker/plugins" };
+        var snapshotter = new Option<string?>("--snapshotter-socket")
+        {
+            Description = $"Also serve containerd's snapshot service (a proxy plugin) on this unix socket (0600; without a path: {DefaultSnapshotterSocket})",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
         var logLevel = new Option<string>("--log-level") { Description = "debug, info, warn or error", DefaultValueFactory = _ => "info" };
-        var cmd = new Command("serve", "Run the Strata daemon: own the store and serve it to dockerd (stops on SIGTERM/SIGINT)") { plugin, pluginDir, logLevel };
+        var cmd = new Command("serve", "Run the Strata daemon: own the store and serve it to dockerd, and to containerd with --snapshotter-socket (stops on SIGTERM/SIGINT)") { plugin, pluginDir, snapshotter, logLevel };
         cmd.SetAction(r =>
         {
             var level = r.GetValue(logLevel) switch
@@ -126,6 +133,7 @@ public static partial class Commands
                 LogLevel = level,
                 ControlSocket = Control.SocketName,
                 Control = Control.Run,
+                SnapshotterSocket = r.GetResult(snapshotter) is null ? null : Io.Current.FullPath(r.GetValue(snapshotter) ?? DefaultSnapshotterSocket),
             }).GetAwaiter().GetResult();
             return 0;
         });

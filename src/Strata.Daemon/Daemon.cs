@@ -19,6 +19,8 @@ public sealed record DaemonOptions
     public LogLevel LogLevel { get; init; } = LogLevel.Information;
     /// <summary>Where the log goes too, besides stderr (tests read it from here).</summary>
     public ILoggerProvider? AlsoLogTo { get; init; }
+    /// <summary>Serve containerd's snapshot service (its proxy plugin protocol) on this unix socket (null: do not).</summary>
+    public string? SnapshotterSocket { get; init; }
     /// <summary>Name of the control socket in the store root, where the CLI sends its commands.</summary>
     public string? ControlSocket { get; init; }
     /// <summary>Runs one command that came in on the control socket, on the daemon's store, and returns its exit code
@@ -42,9 +44,17 @@ public static class StrataDaemon
         using var host = new StoreHost(options.Store);
         string? control = options.ControlSocket is { } c ? Path.Combine(host.Root, c) : null;
         if (control is not null) PrepareSocket(control, "the control socket");
+        string? snapshotter = options.SnapshotterSocket;
+        if (snapshotter is not null) PrepareSocket(snapshotter, "containerd's snapshotter");
         string[] sockets = [.. new[] { socket, control }.OfType<string>()];
+        string[] grpcSockets = snapshotter is null ? [] : [snapshotter];
 
-        var builder = Hosting.Builder(sockets);
+        var builder = Hosting.Builder(sockets, grpcSockets);
+        if (snapshotter is not null)
+        {
+            builder.Services.AddGrpc();
+            builder.Services.AddSingleton(new Snapshotter.SnapshotterHost(host));
+        }
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -60,9 +70,12 @@ public static class StrataDaemon
         foreach (var s in host.Use(store => store.Swept)) log.LogInformation("start-up sweep: {What}", s);
         new DockerPlugin(host, log).Map(app);
         if (options.Control is { } run) ControlServer.Map(app, call => host.Use(store => run(call, store)));
+        if (snapshotter is not null) app.MapGrpcService<Snapshotter.SnapshotsService>();
         try
         {
-            await Hosting.StartPrivateAsync(app, sockets, stop); // sockets private from their first moment
+            await Hosting.StartPrivateAsync(app, [.. sockets, .. grpcSockets], stop); // sockets private from their first moment
+            if (snapshotter is not null)
+                log.LogInformation("serving store {Root} (driver {Driver}) to containerd as a snapshotter on {Socket}", host.Root, host.Use(store => store.Driver.Name), snapshotter);
             if (socket is not null)
             {
                 log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", host.Root, host.Use(store => store.Driver.Name), options.DockerPlugin, socket);
@@ -82,6 +95,7 @@ public static class StrataDaemon
             {
                 if (socket is not null) File.Delete(socket);
                 if (control is not null) File.Delete(control);
+                if (snapshotter is not null) File.Delete(snapshotter);
                 log.LogInformation("stopped; store {Root} released", host.Root);
             }
         }

@@ -14,8 +14,9 @@ static class Hosting
     /// directory, and configuration is not watched for changes: by default both are the working directory (/ under
     /// systemd), watched recursively, and the watcher then walks into freshly mounted layers and keeps their
     /// unmounts busy. Requests in flight get 60 s to finish at shutdown; tars stream through synchronous readers
-    /// and writers, with no body size limit.</summary>
-    public static WebApplicationBuilder Builder(IEnumerable<string> sockets)
+    /// and writers, with no body size limit. <paramref name="grpcSockets"/> speak HTTP/2 alone (gRPC's cleartext
+    /// prior knowledge: a unix socket has no TLS to negotiate it).</summary>
+    public static WebApplicationBuilder Builder(IEnumerable<string> sockets, IEnumerable<string>? grpcSockets = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -28,6 +29,7 @@ static class Hosting
             k.AllowSynchronousIO = true;
             k.Limits.MaxRequestBodySize = null;
             foreach (var s in sockets) k.ListenUnixSocket(s);
+            foreach (var s in grpcSockets ?? []) k.ListenUnixSocket(s, o => o.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2);
         });
         return builder;
     }

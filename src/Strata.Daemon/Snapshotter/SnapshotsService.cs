@@ -1,0 +1,174 @@
+using Google.Protobuf.WellKnownTypes;
+using ProtoEmpty = Google.Protobuf.WellKnownTypes.Empty; // Strata.Daemon has an Empty of its own (the plugin protocol)
+using Grpc.Core;
+using Strata.Core;
+using Strata.Core.Snapshots;
+using Api = Strata.Daemon.Snapshotter.Api;
+
+namespace Strata.Daemon.Snapshotter;
+
+/// <summary>
+/// containerd's snapshot service (its proxy plugin protocol, <c>containerd.services.snapshots.v1.Snapshots</c>) over the
+/// daemon's store: a thin adapter that turns each RPC into one <see cref="Core.Snapshots.Snapshotter"/> call and its
+/// <see cref="StrataException"/> into the gRPC status containerd maps back to its error classes, once, here
+/// (<see cref="StatusOf"/>). The snapshotter name in requests is containerd's name for this plugin and is not checked.
+/// Calls run on the thread pool: the store's calls are synchronous.
+/// </summary>
+public sealed class SnapshotsService(SnapshotterHost host) : Api.Snapshots.SnapshotsBase
+{
+    public override Task<Api.PrepareSnapshotResponse> Prepare(Api.PrepareSnapshotRequest request, ServerCallContext context) => Run(s =>
+    {
+        var reply = new Api.PrepareSnapshotResponse();
+        reply.Mounts.Add(s.Prepare(request.Key, Parent(request.Parent), request.Labels).Select(ToApi));
+        return reply;
+    });
+
+    public override Task<Api.ViewSnapshotResponse> View(Api.ViewSnapshotRequest request, ServerCallContext context) => Run(s =>
+    {
+        var reply = new Api.ViewSnapshotResponse();
+        reply.Mounts.Add(s.View(request.Key, Parent(request.Parent), request.Labels).Select(ToApi));
+        return reply;
+    });
+
+    public override Task<Api.MountsResponse> Mounts(Api.MountsRequest request, ServerCallContext context) => Run(s =>
+    {
+        var reply = new Api.MountsResponse();
+        reply.Mounts.Add(s.Mounts(request.Key).Select(ToApi));
+        return reply;
+    });
+
+    public override Task<ProtoEmpty> Commit(Api.CommitSnapshotRequest request, ServerCallContext context) => Run(s =>
+    {
+        s.Commit(request.Name, request.Key, request.Labels);
+        return new ProtoEmpty();
+    });
+
+    public override Task<ProtoEmpty> Remove(Api.RemoveSnapshotRequest request, ServerCallContext context) => Run(s =>
+    {
+        s.Remove(request.Key);
+        return new ProtoEmpty();
+    });
+
+    public override Task<Api.StatSnapshotResponse> Stat(Api.StatSnapshotRequest request, ServerCallContext context) =>
+        Run(s => new Api.StatSnapshotResponse { Info = ToApi(s.Stat(request.Key)) });
+
+    public override Task<Api.UpdateSnapshotResponse> Update(Api.UpdateSnapshotRequest request, ServerCallContext context) => Run(s =>
+    {
+        var info = request.Info ?? throw StrataException.Invalid("an update needs the snapshot's info");
+        var given = new SnapshotInfo(info.Name, Parent(info.Parent), SnapshotKind.Active, DateTimeOffset.MinValue, DateTimeOffset.MinValue,
+            new Dictionary<string, string>(info.Labels));
+        return new Api.UpdateSnapshotResponse { Info = ToApi(s.Update(given, request.UpdateMask?.Paths)) };
+    });
+
+    /// <summary>Every snapshot that one of the filters (containerd's syntax, see <see cref="SnapshotFilter"/>) matches, in
+    /// batches, as containerd's own service streams them.</summary>
+    public override async Task List(Api.ListSnapshotsRequest request, IServerStreamWriter<Api.ListSnapshotsResponse> responseStream, ServerCallContext context)
+    {
+        var infos = await Run(s =>
+        {
+            var filter = SnapshotFilter.Parse(request.Filters);
+            return s.Walk(filter.Matches);
+        });
+        const int Batch = 100;
+        for (int i = 0; i < infos.Count || i == 0; i += Batch)
+        {
+            var reply = new Api.ListSnapshotsResponse();
+            reply.Info.Add(infos.Skip(i).Take(Batch).Select(ToApi));
+            await responseStream.WriteAsync(reply, context.CancellationToken);
+            if (infos.Count == 0) break;
+        }
+    }
+
+    public override Task<Api.UsageResponse> Usage(Api.UsageRequest request, ServerCallContext context) => Run(s =>
+    {
+        var usage = s.Usage(request.Key);
+        return new Api.UsageResponse { Size = usage.Bytes, Inodes = usage.Inodes };
+    });
+
+    public override Task<ProtoEmpty> Cleanup(Api.CleanupRequest request, ServerCallContext context) => Run(s =>
+    {
+        s.Cleanup();
+        return new ProtoEmpty();
+    });
+
+    /// <summary>containerd sends an empty string for "no parent".</summary>
+    static string? Parent(string parent) => parent.Length == 0 ? null : parent;
+
+    Task<T> Run<T>(Func<Core.Snapshots.Snapshotter, T> call) => Task.Run(() =>
+    {
+        try
+        {
+            return host.Use(call);
+        }
+        catch (StrataException ex)
+        {
+            throw new RpcException(new Status(StatusOf(ex.Kind), ex.Message));
+        }
+    });
+
+    /// <summary>The one translation of the store's error kinds into the status codes containerd's errdefs map back.</summary>
+    public static StatusCode StatusOf(ErrorKind kind) => kind switch
+    {
+        ErrorKind.NotFound => StatusCode.NotFound,
+        ErrorKind.AlreadyExists => StatusCode.AlreadyExists,
+        ErrorKind.InUse => StatusCode.FailedPrecondition,
+        ErrorKind.ReadOnly => StatusCode.FailedPrecondition,
+        ErrorKind.InvalidArgument => StatusCode.InvalidArgument,
+        ErrorKind.NoSpace => StatusCode.ResourceExhausted,
+        ErrorKind.Unsupported => StatusCode.Unimplemented,
+        ErrorKind.PermissionDenied => StatusCode.PermissionDenied,
+        ErrorKind.Io => StatusCode.Unavailable,
+        _ => StatusCode.Internal,
+    };
+
+    static Api.Mount ToApi(MountSpec m)
+    {
+        var mount = new Api.Mount { Type = m.Type, Source = m.Source, Target = m.Target ?? "" };
+        mount.Options.Add(m.Options);
+        return mount;
+    }
+
+    static Api.Info ToApi(SnapshotInfo i)
+    {
+        var info = new Api.Info
+        {
+            Name = i.Name,
+            Parent = i.Parent ?? "",
+            Kind = i.Kind switch
+            {
+                SnapshotKind.View => Api.Kind.View,
+                SnapshotKind.Active => Api.Kind.Active,
+                SnapshotKind.Committed => Api.Kind.Committed,
+                _ => Api.Kind.Unknown,
+            },
+            CreatedAt = Timestamp.FromDateTimeOffset(i.Created),
+            UpdatedAt = Timestamp.FromDateTimeOffset(i.Updated),
+        };
+        foreach (var (k, v) in i.Labels) info.Labels[k] = v;
+        return info;
+    }
+}
+
+/// <summary>The daemon's snapshotter: one per open store, made again when dockerd's Init reopens the store with another
+/// driver, used under the store host's shared lock like every request.</summary>
+public sealed class SnapshotterHost(StoreHost host)
+{
+    readonly object _lock = new();
+    LayerStore? _store;
+    Core.Snapshots.Snapshotter? _snapshotter;
+
+    public T Use<T>(Func<Core.Snapshots.Snapshotter, T> work) => host.Use(store =>
+    {
+        Core.Snapshots.Snapshotter s;
+        lock (_lock)
+        {
+            if (!ReferenceEquals(store, _store))
+            {
+                _snapshotter = Core.Snapshots.Snapshotter.Open(store);
+                _store = store;
+            }
+            s = _snapshotter!;
+        }
+        return work(s);
+    });
+}
