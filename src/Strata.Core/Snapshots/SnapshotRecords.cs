@@ -12,7 +12,7 @@ namespace Strata.Core.Snapshots;
 /// the snapshot's own (<see cref="Id"/> == <see cref="Layer"/>) unless <see cref="Borrowed"/>: a committed layer the
 /// store had already (an image layer found by chain id), which removing the snapshot leaves in place.
 /// </summary>
-public sealed record SnapshotRecord
+sealed record SnapshotRecord
 {
     public required string Id { get; init; }
     public required string Key { get; init; }

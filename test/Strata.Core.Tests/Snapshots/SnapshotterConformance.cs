@@ -261,6 +261,25 @@ public abstract class SnapshotterConformance : IDisposable
     }
 
     [Fact]
+    public void AnUnreadableRecordKeepsTheSnapshotsFromOpening()
+    {
+        Snapshots.Prepare("a", null);
+        string dir = Path.Combine(Store.Root, "snapshots");
+        string record = Assert.Single(Directory.GetFiles(dir));
+        string saved = File.ReadAllText(record);
+        File.WriteAllText(record, "{\"Id\":");
+        Assert.Equal(ErrorKind.Corrupt, Assert.Throws<StrataException>(Reopen).Kind);
+        File.WriteAllText(record, saved.Replace("\"Key\": \"a\"", "\"Key\": \"\""));
+        Assert.Equal(ErrorKind.Corrupt, Assert.Throws<StrataException>(() => Snapshotter.Open(Store)).Kind);
+        File.Move(record, Path.Combine(dir, "snap-other.json"));
+        Assert.Equal(ErrorKind.Corrupt, Assert.Throws<StrataException>(() => Snapshotter.Open(Store)).Kind);
+        File.Move(Path.Combine(dir, "snap-other.json"), record);
+        File.WriteAllText(record, saved);
+        Snapshots = Snapshotter.Open(Store);
+        Assert.Equal(SnapshotKind.Active, Snapshots.Stat("a").Kind);
+    }
+
+    [Fact]
     public void ImportedChainIsAlreadyThere()
     {
         string chain = new('a', 64), chain2 = new('b', 64);
