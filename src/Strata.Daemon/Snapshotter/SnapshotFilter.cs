@@ -10,7 +10,7 @@ namespace Strata.Daemon.Snapshotter;
 /// of which must match. A selector is a field path, optionally an operator and a value: <c>name</c>, <c>parent</c>,
 /// <c>kind</c> (view, active, committed) or <c>labels.KEY</c> (a key with dots or other characters quoted:
 /// <c>labels."containerd.io/gc.root"</c>); operators <c>==</c>, <c>!=</c> and <c>~=</c> (a regular expression); a path
-/// alone asks that the field be present and not empty. Values may be quoted ("..." with backslash escapes) or bare.
+/// alone asks that the field be present. Values may be quoted ("..." with backslash escapes) or bare.
 /// Anything else is InvalidArgument, naming the filter.
 /// </summary>
 public sealed class SnapshotFilter
@@ -31,22 +31,25 @@ public sealed class SnapshotFilter
 
     sealed record Selector(string[] Path, string? Op, string? Value, Regex? Pattern)
     {
+        /// <summary>As containerd's snapshot adaptor and selector: name, parent and kind are always present (an absent
+        /// parent is ""), a label is present when it is set; == needs the field present, != compares "" for an absent
+        /// one, ~= matches the value ("" when absent).</summary>
         public bool Matches(SnapshotInfo info)
         {
             string? field = Path switch
             {
                 ["name"] => info.Name,
-                ["parent"] => info.Parent,
+                ["parent"] => info.Parent ?? "",
                 ["kind"] => info.Kind.ToString().ToLowerInvariant(),
                 ["labels", var key] => info.Labels.GetValueOrDefault(key),
                 _ => null,
             };
             return Op switch
             {
-                null => !string.IsNullOrEmpty(field),
-                "==" => field == Value,
-                "!=" => field != Value,
-                _ => field is not null && Pattern!.IsMatch(field),
+                null => field is not null,
+                "==" => field is not null && field == Value,
+                "!=" => (field ?? "") != Value,
+                _ => Pattern!.IsMatch(field ?? ""),
             };
         }
     }

@@ -1,0 +1,52 @@
+using System.Diagnostics;
+using Strata.Testing;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>containerd's own snapshotter conformance suite (snapshots/testsuite, containerd 1.6 from Debian's
+/// golang-github-containerd-containerd-dev) through containerd's proxy client against `strata serve
+/// --snapshotter-socket`, one daemon per test (test/containerd/run.sh and snapshotter_test.go). Every test of the suite
+/// must pass, except Rename, which containerd 1.6 skips itself.</summary>
+public sealed class ContainerdSnapshotterTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    static readonly string[] SuiteTests =
+    [
+        "Basic", "StatActive", "StatComitted", "TransitivityTest", "PreareViewFailingtest", "Update", "Remove", "Walk",
+        "LayerFileupdate", "RemoveDirectoryInLowerLayer", "Chown", "DirectoryPermissionOnCommit", "RemoveIntermediateSnapshot",
+        "DeletedFilesInChildSnapshot", "MoveFileFromLowerLayer", "ViewReadonly", "StatInWalk", "CloseTwice", "RootPermission",
+        "128LayersMount",
+    ];
+
+    [SkippableTheory]
+    [InlineData("overlay")]
+    [InlineData("vfs")]
+    public void ContainerdsSuitePasses(string driver)
+    {
+        Skip.If(!Shell.Has("go"), "go is not installed (test.sh installs golang-go)");
+        Skip.If(!Directory.Exists("/usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite"),
+            "containerd's Go sources are not installed (test.sh installs golang-github-containerd-containerd-dev)");
+        string repo = RepositoryRoot();
+        var psi = new ProcessStartInfo(Path.Combine(repo, "test/containerd/run.sh")) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(driver);
+        psi.Environment["STRATA_BIN"] = Cli.Binary;
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        string log = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        log += err.Result;
+        var failed = SuiteTests.Where(t => !log.Contains($"--- PASS: TestStrataSnapshotter/{t} ", StringComparison.Ordinal)).ToList();
+        if (p.ExitCode != 0 || failed.Count > 0)
+        {
+            foreach (var line in log.Split('\n').Where(l => !l.Contains("level=", StringComparison.Ordinal)).TakeLast(200)) output.WriteLine(line);
+        }
+        Assert.True(p.ExitCode == 0, $"containerd's suite failed on {driver} (exit {p.ExitCode}); not passed: {string.Join(", ", failed)}");
+        Assert.Empty(failed); // a suite that skipped itself (no STRATA_BIN, not root) passes nothing
+    }
+
+    static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Strata.slnx"))) return dir.FullName;
+        throw new InvalidOperationException($"no Strata.slnx above {AppContext.BaseDirectory}");
+    }
+}
