@@ -50,23 +50,7 @@ static class Control
     {
         string socket = route.Socket;
         if (!File.Exists(socket)) return null;
-        using var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                try
-                {
-                    await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
-                    return new NetworkStream(s, ownsSocket: true);
-                }
-                catch
-                {
-                    s.Dispose();
-                    throw;
-                }
-            },
-        };
+        using var handler = Strata.Native.UnixSocketHttp.Handler(socket);
         using var http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
         byte[] head = ControlProtocol.RequestHead(args);
         using var input = !route.ReadsInput ? null

@@ -37,15 +37,7 @@ sealed class PluginServer : IDisposable
             if (DateTime.UtcNow > deadline) throw new TimeoutException("the daemon did not start");
             Thread.Sleep(50);
         }
-        _handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(Socket), ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        };
+        _handler = Strata.Native.UnixSocketHttp.Handler(Socket);
         Http = new HttpClient(_handler) { BaseAddress = new Uri("http://plugin/"), Timeout = TimeSpan.FromSeconds(60) };
     }
 

@@ -47,15 +47,7 @@ sealed class ServedTestPool : IDisposable
             _run.GetAwaiter().GetResult(); // its failure, as it was
         }
         Socket = Path.Combine(Pool, "strata.sock");
-        _handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(Socket), ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        };
+        _handler = Strata.Native.UnixSocketHttp.Handler(Socket);
         Http = new HttpClient(_handler) { BaseAddress = new Uri("http://strata/"), Timeout = TimeSpan.FromSeconds(60) };
     }
 

@@ -49,23 +49,7 @@ public sealed class SnapshotterPlumbingTests : IAsyncLifetime
     static GrpcChannel UnixChannel(string socket) =>
         GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions
         {
-            HttpHandler = new SocketsHttpHandler
-            {
-                ConnectCallback = async (_, token) =>
-                {
-                    var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                    try
-                    {
-                        await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), token);
-                        return new NetworkStream(s, ownsSocket: true);
-                    }
-                    catch
-                    {
-                        s.Dispose();
-                        throw;
-                    }
-                },
-            },
+            HttpHandler = Strata.Native.UnixSocketHttp.Handler(socket),
         });
 
     [Fact]

@@ -170,15 +170,7 @@ public sealed class DaemonTests : IDisposable
     {
         // the CLI never sends these; anything else on the socket may: each is a 400, and the daemon logs no crash
         using var serve = Serve();
-        using var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(Path.Combine(Store, "strata.sock")), ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        };
+        using var handler = Strata.Native.UnixSocketHttp.Handler(Path.Combine(Store, "strata.sock"));
         using var http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(60) };
         static byte[] Framed(string json)
         {

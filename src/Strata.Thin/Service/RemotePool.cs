@@ -29,23 +29,7 @@ public sealed class RemotePool : IPoolService
     {
         Socket = controlSocket;
         _callTimeout = callTimeout;
-        var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                try
-                {
-                    await s.ConnectAsync(new UnixDomainSocketEndPoint(controlSocket), ct);
-                    return new NetworkStream(s, ownsSocket: true);
-                }
-                catch
-                {
-                    s.Dispose();
-                    throw;
-                }
-            },
-        };
+        var handler = Strata.Native.UnixSocketHttp.Handler(controlSocket);
         _http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
     }
 
