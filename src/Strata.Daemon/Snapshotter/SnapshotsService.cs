@@ -1,6 +1,7 @@
 using Google.Protobuf.WellKnownTypes;
 using ProtoEmpty = Google.Protobuf.WellKnownTypes.Empty; // Strata.Daemon has an Empty of its own (the plugin protocol)
 using Grpc.Core;
+using Microsoft.Extensions.Logging;
 using Strata.Core;
 using Strata.Core.Snapshots;
 using Api = Strata.Daemon.Snapshotter.Api;
@@ -14,12 +15,21 @@ namespace Strata.Daemon.Snapshotter;
 /// (<see cref="StatusOf"/>). The snapshotter name in requests is containerd's name for this plugin and is not checked.
 /// Calls run on the thread pool: the store's calls are synchronous.
 /// </summary>
-public sealed class SnapshotsService(SnapshotterHost host) : Api.Snapshots.SnapshotsBase
+public sealed class SnapshotsService(SnapshotterHost host, ILogger<SnapshotsService> log) : Api.Snapshots.SnapshotsBase
 {
     public override Task<Api.PrepareSnapshotResponse> Prepare(Api.PrepareSnapshotRequest request, ServerCallContext context) => Run(s =>
     {
         var reply = new Api.PrepareSnapshotResponse();
-        reply.Mounts.Add(s.Prepare(request.Key, Parent(request.Parent), request.Labels).Select(ToApi));
+        try
+        {
+            reply.Mounts.Add(s.Prepare(request.Key, Parent(request.Parent), request.Labels).Select(ToApi));
+        }
+        catch (StrataException ex) when (ex.Kind == ErrorKind.AlreadyExists && request.Labels.ContainsKey(Core.Snapshots.Snapshotter.SnapshotRefLabel))
+        {
+            // the remote-snapshot answer: containerd skips this layer's download and unpack
+            log.LogInformation("prepare {Key}: AlreadyExists ({Message})", request.Key, ex.Message);
+            throw;
+        }
         return reply;
     });
 
