@@ -34,7 +34,7 @@ public sealed record CreateOptions(LayerKind Kind, IReadOnlyDictionary<string, s
 /// <see cref="Differ"/> picks how the layer's changesets are made: drivers that can diff without
 /// comparing whole trees return their own <see cref="IDiffer"/>, the others the generic one.
 /// Optional behaviour is a capability interface a driver may also implement: <see cref="IMountHooks"/>,
-/// <see cref="IRecoveringDriver"/>.
+/// <see cref="IRecoveringDriver"/>, <see cref="IBlockLayers"/>.
 /// </summary>
 public interface IDriver : IDisposable
 {
@@ -79,6 +79,29 @@ public interface IMountHooks
 
     /// <summary>Called after the store unmounted a layer (thin: detaches its nbd device).</summary>
     void Unmounted(string id);
+}
+
+/// <summary>Optional capability: a driver whose layers are block devices holding a filesystem (thin), for clients that
+/// mount layers themselves (containerd's snapshotter protocol): the device has to be attached to the kernel for as
+/// long as the client may mount it, which the store's own mounts (<see cref="IMountHooks"/>) do not cover.</summary>
+public interface IBlockLayers
+{
+    /// <summary>Attaches layer <paramref name="id"/>'s device (the same kernel device again when it is attached
+    /// already, so two mounts of it are one filesystem instance) and describes the mount of its filesystem, without
+    /// target. The device stays attached while the handle, or a mount made of it, lives.</summary>
+    AttachedLayer Attach(string id);
+
+    /// <summary>Bytes of pool space layer <paramref name="id"/>'s device maps, shared blocks included (what containerd's
+    /// devmapper snapshotter reports as a snapshot's usage).</summary>
+    long MappedBytes(string id);
+}
+
+/// <summary>A layer's block device attached for a client's mount: <see cref="Mount"/> names the device; disposing lets
+/// go of it (a mount made meanwhile keeps it attached until unmounted).</summary>
+public sealed class AttachedLayer(MountSpec mount, IDisposable hold) : IDisposable
+{
+    public MountSpec Mount => mount;
+    public void Dispose() => hold.Dispose();
 }
 
 /// <summary>Optional capability: a driver with state of its own to repair when a store opens.</summary>

@@ -58,6 +58,20 @@ public sealed partial class LayerStore
         }
     }
 
+    /// <summary>Attaches a layer's block device for a client that mounts it itself (containerd), on drivers whose layers
+    /// are devices (<see cref="IBlockLayers"/>); the store counts no mount: the client's mount, or the returned
+    /// handle, keeps the device attached. Removing the layer meanwhile is deferred by the driver until both let go.</summary>
+    public AttachedLayer AttachForClient(string id)
+    {
+        LayerId.Validate(id);
+        if (Driver is not IBlockLayers block) throw StrataException.Unsupported($"the {Driver.Name} driver's layers are not block devices");
+        lock (IdLock(id))
+        {
+            Inspect(id);
+            return block.Attach(id);
+        }
+    }
+
     /// <summary>
     /// Releases what the store holds for itself (the driver's resources) when its owner shuts down, or
     /// dockerd does (Docker's Cleanup). Layers mounted for users stay mounted and counted: a container

@@ -49,11 +49,13 @@ public static class StrataDaemon
         string[] sockets = [.. new[] { socket, control }.OfType<string>()];
         string[] grpcSockets = snapshotter is null ? [] : [snapshotter];
 
+        // declared after the store host: disposed before it, letting go of the devices it holds attached first
+        using var snapshots = snapshotter is null ? null : new Snapshotter.SnapshotterHost(host);
         var builder = Hosting.Builder(sockets, grpcSockets);
-        if (snapshotter is not null)
+        if (snapshots is not null)
         {
             builder.Services.AddGrpc();
-            builder.Services.AddSingleton(new Snapshotter.SnapshotterHost(host));
+            builder.Services.AddSingleton(snapshots);
         }
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
@@ -89,6 +91,7 @@ public static class StrataDaemon
             try
             {
                 await app.StopAsync(CancellationToken.None); // in-flight requests finish first
+                snapshots?.Dispose();
                 host.Use(store => store.Cleanup());
             }
             finally

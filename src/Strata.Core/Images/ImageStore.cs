@@ -30,7 +30,8 @@ public sealed record ImageRecord
 /// share its layers) and labelled <see cref="LayerLabel"/>; a layer no image uses is removed when the
 /// last image that used it goes, and blobs nothing refers to with it. A record is written only once
 /// everything it refers to is in place, so a failed or interrupted import leaves no visible image
-/// (its leftovers go at the next removal or open).
+/// (its leftovers go at the next removal or open). An image layer lent to containerd's snapshotter (<see cref="Lend"/>)
+/// stays while a snapshot uses it, even after its image is removed.
 /// </summary>
 public sealed class ImageStore
 {
@@ -268,10 +269,37 @@ public sealed class ImageStore
         }
     }
 
+    /// <summary>Lends image layer <paramref name="layer"/> to another user of the store (containerd's snapshotter: a
+    /// snapshot made of it): under the lock that collection takes, <paramref name="record"/> persists the loan, so the
+    /// layer is either collected before or kept after. False when the store has no such image layer.</summary>
+    public bool Lend(string layer, Action record)
+    {
+        lock (_lock)
+        {
+            if (!Layers.Exists(layer) || !Layers.Inspect(layer).Labels.ContainsKey(LayerLabel)) return false;
+            record();
+            return true;
+        }
+    }
+
+    /// <summary>After a loan of <paramref name="layer"/> ended: when no image uses the layer any more (its image was removed
+    /// while the layer was lent), collects it and what it alone kept.</summary>
+    public void Returned(string layer)
+    {
+        lock (_lock)
+        {
+            var images = Load();
+            if (!images.Any(i => i.Layers.Contains(layer))) Collect(images);
+        }
+    }
+
     void Collect(List<ImageRecord> images)
     {
         var usedLayers = images.SelectMany(i => i.Layers).Concat(_imports.SelectMany(s => s.UsedLayers.Concat(s.CreatedLayers))).ToHashSet(StringComparer.Ordinal);
-        RemoveUnused(Layers.List, usedLayers, id =>
+        // layers lent to containerd's snapshots, read from their records so that a CLI without the daemon sees them
+        // too; when one does not parse (null), no layer is collected
+        var lent = Snapshots.SnapshotRecords.LayersIn(Layers.Root);
+        if (lent is not null) RemoveUnused(Layers.List, usedLayers.Union(lent).ToHashSet(StringComparer.Ordinal), id =>
         {
             try
             {

@@ -9,7 +9,8 @@ namespace Strata.Core.Snapshots;
 /// mounts where it likes): a layer that is a plain directory (vfs, btrfs, overlay without parent) is a <c>bind</c>
 /// with <c>rbind</c> and <c>rw</c> or <c>ro</c>; an active overlay snapshot is the driver's overlay mount (lowerdir,
 /// upperdir, workdir); a view over overlay reads its parent's chain alone (lowerdir only, or a read-only bind of the
-/// parent's directory when the chain is one directory), so nothing is written to its own upper dir.
+/// parent's directory when the chain is one directory), so nothing is written to its own upper dir. A block layer
+/// (thin) is its filesystem's mount of the device (<see cref="ForDevice"/>).
 /// </summary>
 static class SnapshotMounts
 {
@@ -26,6 +27,11 @@ static class SnapshotMounts
         options.Add("ro");
         return [new MountSpec("overlay", "overlay", options)];
     }
+
+    /// <summary>The mount of a layer's filesystem on its block device (<see cref="IBlockLayers"/>), as containerd's
+    /// devmapper snapshotter returns it: <c>{ext4|xfs, /dev/..., options}</c>, read-only unless active.</summary>
+    public static IReadOnlyList<MountSpec> ForDevice(MountSpec device, SnapshotKind kind) =>
+        [new MountSpec(device.Type, device.Source, [.. device.Options.Where(o => o is not ("ro" or "rw")), kind == SnapshotKind.Active ? "rw" : "ro"])];
 
     /// <summary>The directory holding the layer's own data: the bind's source or the overlay's upper dir.</summary>
     public static string OwnDirectory(MountSpec layer) =>

@@ -1,5 +1,7 @@
 // containerd's snapshotter contract (snapshots/snapshotter.go) over an open LayerStore: the storage side that the
 // gRPC frontend only translates.
+using Strata.Core.Containers;
+using Strata.Core.Images;
 using Strata.Native;
 
 namespace Strata.Core.Snapshots;
@@ -16,18 +18,25 @@ namespace Strata.Core.Snapshots;
 /// <see cref="View"/>: read-only, never committed), <b>Committed</b> (immutable; the only kind that may be a parent).</item>
 /// <item><b>labels</b>: a client's key/value pairs, up to <see cref="SnapshotLimits.MaxLabelBytes"/> a pair, stored as given.</item>
 /// </list>
-/// Mounts are described, not performed: containerd mounts them itself (<see cref="SnapshotMounts"/>).
+/// Mounts are described, not performed: containerd mounts them itself (<see cref="SnapshotMounts"/>). On drivers whose
+/// layers are block devices (thin, <see cref="IBlockLayers"/>) the mount names the device, which stays attached from
+/// the first Mounts (or Prepare, View) until the snapshot is committed or removed or the snapshotter is disposed; a
+/// device containerd has mounted stays attached by its mount after that (and so across a restart of the daemon).
 /// Errors are <see cref="StrataException"/>s: NotFound, AlreadyExists, InvalidArgument, and InUse for what containerd
 /// calls FailedPrecondition (a snapshot with children, a Commit of what is not active, Mounts of a committed one).
 /// Invariants: a snapshot is visible exactly when its record exists; its layer is made before the record is written
 /// and removed after the record is deleted, so a crash leaves at most an unreferenced layer (named <c>snap-*</c>),
 /// which opening and <see cref="Cleanup"/> remove. A committed snapshot with children cannot be removed. The remote-
-/// snapshot protocol: a Prepare labelled <c>containerd.io/snapshot.ref=CHAINID</c> whose chain the store holds as an
-/// image layer (<c>strata image import</c> names image layers by chain id) commits a snapshot named CHAINID over that
-/// layer without copying (<see cref="SnapshotRecord.Borrowed"/>) and answers AlreadyExists. Safe for calls from many
-/// threads: one lock guards the index, and keys with work in flight are reserved so other calls on them are refused.
+/// snapshot protocol: a Prepare labelled <c>containerd.io/snapshot.ref=CHAINID</c> whose chain the store holds already
+/// commits a snapshot named CHAINID over that layer without copying (<see cref="SnapshotRecord.Borrowed"/>) and answers
+/// AlreadyExists, so containerd skips the layer's download and unpack. The chain is found as an image layer
+/// (<c>strata image import</c> names them by chain id; lent by the <see cref="ImageStore"/>, which keeps it while lent)
+/// or as a layer an earlier pull unpacked (a committed snapshot named <c>NS/N/CHAINID</c>: another containerd
+/// namespace). Several records may so share a layer; it goes with the last of them (an image layer goes back to the
+/// image store). Safe for calls from many threads: one lock guards the index, and keys with work in flight are
+/// reserved so other calls on them are refused.
 /// </summary>
-public sealed class Snapshotter
+public sealed class Snapshotter : IDisposable
 {
     /// <summary>The label containerd's unpacker puts on a layer's Prepare: the chain id the layer will be committed as.</summary>
     public const string SnapshotRefLabel = "containerd.io/snapshot.ref";
@@ -36,7 +45,10 @@ public sealed class Snapshotter
 
     readonly object _lock = new();
     readonly LayerStore _store;
+    readonly ImageStore _images;
     readonly SnapshotRecords _records;
+    readonly Dictionary<string, int> _layerUsers = new(StringComparer.Ordinal);
+    readonly Dictionary<string, AttachedLayer> _attached = new(StringComparer.Ordinal); // its own lock: attaches are slow
     readonly Dictionary<string, SnapshotRecord> _byKey = new(StringComparer.Ordinal);
     readonly Dictionary<string, int> _children = new(StringComparer.Ordinal);
     readonly HashSet<string> _busy = new(StringComparer.Ordinal);
@@ -48,6 +60,7 @@ public sealed class Snapshotter
     Snapshotter(LayerStore store, SnapshotRecords records, List<string> swept)
     {
         _store = store;
+        _images = ContainerStore.For(store).Images;
         _records = records;
         Swept = swept;
     }
@@ -55,8 +68,6 @@ public sealed class Snapshotter
     /// <summary>The snapshots of <paramref name="store"/>: reads their records and removes what a crash left.</summary>
     public static Snapshotter Open(LayerStore store)
     {
-        if (store.Driver is IMountHooks)
-            throw StrataException.Unsupported($"the snapshotter does not serve {store.Driver.Name} stores yet (their mounts need a device attached)");
         var records = new SnapshotRecords(Path.Combine(store.Root, "snapshots"));
         LayerStore.MakeDir(records.Directory, Modes.OwnerOnly);
         var swept = new List<string>();
@@ -74,7 +85,10 @@ public sealed class Snapshotter
                 throw StrataException.Corrupt($"snapshot records {r.Id} and {s._byKey[r.Key].Id} have one key '{SnapshotLimits.Shorten(r.Key)}'");
         }
         foreach (var r in s._byKey.Values)
+        {
             if (r.Parent is not null) s._children[r.Parent] = s._children.GetValueOrDefault(r.Parent) + 1;
+            s._layerUsers[r.Layer] = s._layerUsers.GetValueOrDefault(r.Layer) + 1;
+        }
         swept.AddRange(s.Cleanup().Select(id => $"unreferenced snapshot layer {id}"));
         return s;
     }
@@ -113,6 +127,7 @@ public sealed class Snapshotter
             if (parent is not null) _children[parent] = _children.GetValueOrDefault(parent) + 1; // pins the parent
         }
         bool published = false, layerMade = false;
+        AttachedLayer? attached = null;
         try
         {
             _store.Create(id, below?.Layer, kind == SnapshotKind.Active ? LayerKind.ReadWrite : LayerKind.ReadOnly);
@@ -123,11 +138,20 @@ public sealed class Snapshotter
                 Id = id, Key = key, Layer = id, Kind = kind, Parent = parent, Created = now, Updated = now,
                 Labels = labels is null ? [] : new Dictionary<string, string>(labels),
             };
-            var mounts = MountsOf(record);
+            IReadOnlyList<MountSpec> mounts;
+            if (_store.Driver is IBlockLayers)
+            {
+                attached = _store.AttachForClient(id);
+                mounts = SnapshotMounts.ForDevice(attached.Mount, kind);
+            }
+            else mounts = MountsOf(record);
             _records.Write(record);
+            lock (_attached)
+                if (attached is not null) _attached[id] = attached;
             lock (_lock)
             {
                 _byKey[key] = record;
+                _layerUsers[id] = 1;
                 _busy.Remove(key);
                 _making.Remove(id);
             }
@@ -138,6 +162,7 @@ public sealed class Snapshotter
         {
             if (!published)
             {
+                attached?.Dispose();
                 if (layerMade) TryRemoveLayer(id);
                 lock (_lock)
                 {
@@ -149,33 +174,48 @@ public sealed class Snapshotter
         }
     }
 
-    /// <summary>The remote-snapshot protocol: when the store holds <paramref name="target"/>'s chain as an image layer
-    /// over the layer of <paramref name="below"/>, commits a snapshot named <paramref name="target"/> over it and throws
-    /// AlreadyExists (containerd then Stats the target and skips the layer's download and unpack). Called under the lock.</summary>
+    /// <summary>The remote-snapshot protocol: when the store holds <paramref name="target"/>'s chain over the layer of
+    /// <paramref name="below"/> (an image layer, or a layer an earlier pull unpacked in another containerd namespace),
+    /// commits a snapshot named <paramref name="target"/> over it and throws AlreadyExists; containerd then finds it by
+    /// its label and parent (a Walk) and skips the layer's download and unpack. Called under the lock.</summary>
     void TryBorrowLayer(string target, SnapshotRecord? below, IReadOnlyDictionary<string, string> labels)
     {
         SnapshotLimits.ValidateKey(target, $"label {SnapshotRefLabel}");
-        if (_byKey.TryGetValue(target, out var existing) && existing.Kind == SnapshotKind.Committed)
-            throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists");
-        if (_busy.Contains(target) || existing is not null) return;
-        // containerd's metadata store may pass the target namespaced ("NS/SEQ/sha256:..."): the chain id is the last part
+        if (_byKey.TryGetValue(target, out var existing))
+        {
+            // containerd looks for the answer with this label and parent: only such a snapshot may answer for it
+            if (existing.Kind == SnapshotKind.Committed && existing.Parent == below?.Key && existing.Labels.GetValueOrDefault(SnapshotRefLabel) == target)
+                throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists");
+            return;
+        }
+        if (_busy.Contains(target)) return;
+        // containerd names committed layers by chain id; its metadata store prefixes "NS/SEQ/" to the names it sends
         string chain = target[(target.LastIndexOf('/') + 1)..];
         if (!chain.StartsWith("sha256:", StringComparison.Ordinal)) return;
-        string layerId = chain["sha256:".Length..];
-        if (layerId.Length != 64 || !layerId.All(char.IsAsciiHexDigitLower) || !_store.Exists(layerId)) return;
-        var layer = _store.Inspect(layerId);
-        if (layer.Kind != LayerKind.ReadOnly || layer.Parent != below?.Layer) return;
+        string hex = chain["sha256:".Length..];
+        if (hex.Length != 64 || !hex.All(char.IsAsciiHexDigitLower)) return;
+        string? under = below?.Layer;
+        bool OnParent(string layer) => _store.Exists(layer) && _store.Inspect(layer).Parent == under;
+        bool image = OnParent(hex) && _store.Inspect(hex).Kind == LayerKind.ReadOnly;
+        string? layer = image ? hex : _byKey.Values.FirstOrDefault(r => r.Kind == SnapshotKind.Committed
+            && (r.Key == chain || r.Key.EndsWith("/" + chain, StringComparison.Ordinal)) && OnParent(r.Layer))?.Layer;
+        if (layer is null) return;
         var now = DateTimeOffset.UtcNow;
         var record = new SnapshotRecord
         {
-            Id = "ref-" + Guid.NewGuid().ToString("N"), Key = target, Layer = layerId, Kind = SnapshotKind.Committed,
+            Id = "ref-" + Guid.NewGuid().ToString("N"), Key = target, Layer = layer, Kind = SnapshotKind.Committed,
             Parent = below?.Key, Created = now, Updated = now, Borrowed = true,
             Labels = new Dictionary<string, string>(labels),
         };
-        _records.Write(record);
+        if (image)
+        {
+            if (!_images.Lend(layer, () => _records.Write(record))) return; // its image went meanwhile
+        }
+        else _records.Write(record);
         _byKey[target] = record;
+        _layerUsers[layer] = _layerUsers.GetValueOrDefault(layer) + 1;
         if (below is not null) _children[below.Key] = _children.GetValueOrDefault(below.Key) + 1;
-        throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists: the store holds layer {layerId}");
+        throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists: the store holds its layer {layer}");
     }
 
     /// <summary>The mounts of an active snapshot or a view (what Prepare or View returned).</summary>
@@ -224,6 +264,7 @@ public sealed class Snapshotter
                 _byKey.Remove(key);
                 _byKey[name] = committed;
             }
+            Detach(record.Layer); // nothing mounts a committed snapshot; a mount still made of it holds the device
         }
         finally
         {
@@ -235,8 +276,9 @@ public sealed class Snapshotter
         }
     }
 
-    /// <summary>Removes a snapshot of any kind; one with children is refused (InUse). Its own layer goes with it (if that
-    /// fails, the layer is left unreferenced for <see cref="Cleanup"/>); a borrowed image layer stays.</summary>
+    /// <summary>Removes a snapshot of any kind; one with children is refused (InUse). Its layer goes with the last snapshot
+    /// that uses it (if that fails, the layer is left unreferenced for <see cref="Cleanup"/>); an image layer goes back
+    /// to the image store, which removes it if its image is gone.</summary>
     public void Remove(string key)
     {
         SnapshotLimits.ValidateKey(key);
@@ -248,6 +290,7 @@ public sealed class Snapshotter
             if (children > 0) throw StrataException.InUse($"snapshot '{SnapshotLimits.Shorten(key)}' has {children} child snapshot(s); remove them first");
             _busy.Add(key);
         }
+        bool last = false;
         try
         {
             _records.Delete(record.Id);
@@ -255,13 +298,21 @@ public sealed class Snapshotter
             {
                 _byKey.Remove(key);
                 if (record.Parent is not null && --_children[record.Parent] == 0) _children.Remove(record.Parent);
+                if (--_layerUsers[record.Layer] == 0)
+                {
+                    _layerUsers.Remove(record.Layer);
+                    last = true;
+                }
             }
         }
         finally
         {
             lock (_lock) _busy.Remove(key);
         }
-        if (!record.Borrowed) TryRemoveLayer(record.Layer);
+        if (!last) return;
+        Detach(record.Layer);
+        if (record.Layer.StartsWith(LayerPrefix, StringComparison.Ordinal)) TryRemoveLayer(record.Layer);
+        else _images.Returned(record.Layer);
     }
 
     public SnapshotInfo Stat(string key)
@@ -318,6 +369,7 @@ public sealed class Snapshotter
         SnapshotLimits.ValidateKey(key);
         SnapshotRecord record;
         lock (_lock) record = Get(key, checkBusy: false);
+        if (_store.Driver is IBlockLayers block) return new SnapshotUsage(block.MappedBytes(record.Layer), 0); // as containerd's devmapper
         return SnapshotMounts.DiskUsage(SnapshotMounts.OwnDirectory(_store.Driver.Mount(record.Layer)));
     }
 
@@ -332,7 +384,7 @@ public sealed class Snapshotter
             HashSet<string> referenced, making;
             lock (_lock)
             {
-                referenced = _byKey.Values.Select(r => r.Layer).ToHashSet(StringComparer.Ordinal);
+                referenced = [.. _layerUsers.Keys];
                 making = [.. _making];
             }
             var layers = _store.List();
@@ -341,7 +393,7 @@ public sealed class Snapshotter
             {
                 if (!l.Id.StartsWith(LayerPrefix, StringComparison.Ordinal) || referenced.Contains(l.Id) || making.Contains(l.Id) || parents.Contains(l.Id)) continue;
                 lock (_lock)
-                    if (_making.Contains(l.Id) || _byKey.Values.Any(r => r.Layer == l.Id)) continue;
+                    if (_making.Contains(l.Id) || _layerUsers.ContainsKey(l.Id)) continue;
                 if (TryRemoveLayer(l.Id))
                 {
                     removed.Add(l.Id);
@@ -352,7 +404,40 @@ public sealed class Snapshotter
         return removed;
     }
 
-    IReadOnlyList<MountSpec> MountsOf(SnapshotRecord record) => SnapshotMounts.For(_store.Driver.Mount(record.Layer), record.Kind);
+    /// <summary>The mounts of a published snapshot: on block layers, its device attached (once: later calls name the
+    /// same device), unless the snapshot went meanwhile.</summary>
+    IReadOnlyList<MountSpec> MountsOf(SnapshotRecord record)
+    {
+        if (_store.Driver is not IBlockLayers) return SnapshotMounts.For(_store.Driver.Mount(record.Layer), record.Kind);
+        lock (_attached)
+        {
+            if (!_attached.TryGetValue(record.Layer, out var attached))
+            {
+                lock (_lock)
+                    if (!_layerUsers.ContainsKey(record.Layer))
+                        throw StrataException.NotFound($"snapshot '{SnapshotLimits.Shorten(record.Key)}' does not exist");
+                _attached[record.Layer] = attached = _store.AttachForClient(record.Layer); // Remove detaches after us
+            }
+            return SnapshotMounts.ForDevice(attached.Mount, record.Kind);
+        }
+    }
+
+    /// <summary>Lets go of a layer's device if this snapshotter holds it attached.</summary>
+    void Detach(string layer)
+    {
+        lock (_attached)
+            if (_attached.Remove(layer, out var attached)) attached.Dispose();
+    }
+
+    /// <summary>Lets go of every device held attached (mounts made of them keep theirs).</summary>
+    public void Dispose()
+    {
+        lock (_attached)
+        {
+            foreach (var a in _attached.Values) a.Dispose();
+            _attached.Clear();
+        }
+    }
 
     bool TryRemoveLayer(string id)
     {

@@ -3,8 +3,9 @@ using Strata.Core;
 namespace Strata.Daemon.Snapshotter;
 
 /// <summary>The daemon's snapshotter: one per open store, made again when dockerd's Init reopens the store with another
-/// driver, used under the store host's shared lock like every request.</summary>
-public sealed class SnapshotterHost(StoreHost host)
+/// driver, used under the store host's shared lock like every request. Disposed before the store closes, so that the
+/// devices it holds attached (thin) are let go first (those containerd has mounted stay, held by their mounts).</summary>
+public sealed class SnapshotterHost(StoreHost host) : IDisposable
 {
     readonly object _lock = new();
     LayerStore? _store;
@@ -17,6 +18,8 @@ public sealed class SnapshotterHost(StoreHost host)
         {
             if (!ReferenceEquals(store, _store))
             {
+                _snapshotter?.Dispose();
+                _snapshotter = null;
                 _snapshotter = Core.Snapshots.Snapshotter.Open(store);
                 _store = store;
             }
@@ -24,4 +27,14 @@ public sealed class SnapshotterHost(StoreHost host)
         }
         return work(s);
     });
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _snapshotter?.Dispose();
+            _snapshotter = null;
+            _store = null;
+        }
+    }
 }

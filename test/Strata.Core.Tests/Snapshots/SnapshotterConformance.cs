@@ -21,15 +21,18 @@ public abstract class SnapshotterConformance : IDisposable
     /// <summary>Where to put the store: a directory on the filesystem under test.</summary>
     protected virtual string StoreParent(TempRoot temp) => temp.Path;
 
+    protected virtual IReadOnlyDictionary<string, string> DriverOptions => new Dictionary<string, string>();
+
     protected SnapshotterConformance()
     {
         _root = Path.Combine(StoreParent(Temp), "store-" + Guid.NewGuid().ToString("N")[..8]);
-        Store = LayerStore.Open(new StoreOptions { Root = _root, Driver = DriverName });
+        Store = LayerStore.Open(new StoreOptions { Root = _root, Driver = DriverName, DriverOptions = DriverOptions });
         Snapshots = Snapshotter.Open(Store);
     }
 
     public void Dispose()
     {
+        Snapshots.Dispose();
         Store.Dispose();
         foreach (var mount in Strata.Testing.Mounts.Under(_root).OrderByDescending(m => m.Length)) Shell.Run("umount", "-l", mount);
         Shell.Run("rm", "-rf", "--one-file-system", _root);
@@ -39,15 +42,16 @@ public abstract class SnapshotterConformance : IDisposable
     /// <summary>Closes the store and opens it and its snapshots again, as a restarted daemon would.</summary>
     protected void Reopen()
     {
+        Snapshots.Dispose();
         Store.Dispose();
-        Store = LayerStore.Open(new StoreOptions { Root = _root, Driver = DriverName });
+        Store = LayerStore.Open(new StoreOptions { Root = _root, Driver = DriverName, DriverOptions = DriverOptions });
         Snapshots = Snapshotter.Open(Store);
     }
 
-    static Dictionary<string, string> Labels(params (string Key, string Value)[] pairs) => pairs.ToDictionary(p => p.Key, p => p.Value);
+    protected static Dictionary<string, string> Labels(params (string Key, string Value)[] pairs) => pairs.ToDictionary(p => p.Key, p => p.Value);
 
     /// <summary>Where an active snapshot's writes go, without mounting: a bind's source or the overlay's upper dir.</summary>
-    static string WritableDir(IReadOnlyList<MountSpec> mounts)
+    protected static string WritableDir(IReadOnlyList<MountSpec> mounts)
     {
         var m = Assert.Single(mounts);
         return m.Type == "bind" ? m.Source : m.Options.Single(o => o.StartsWith("upperdir=", StringComparison.Ordinal))["upperdir=".Length..];
@@ -74,7 +78,7 @@ public abstract class SnapshotterConformance : IDisposable
 
     protected static string[] Describe(IReadOnlyList<MountSpec> mounts) => mounts.Select(Describe).ToArray();
 
-    static void AssertKind(ErrorKind kind, Action call) => Assert.Equal(kind, Assert.Throws<StrataException>(call).Kind);
+    protected static void AssertKind(ErrorKind kind, Action call) => Assert.Equal(kind, Assert.Throws<StrataException>(call).Kind);
 
     [Fact]
     public void PrepareCommitView()
@@ -85,9 +89,12 @@ public abstract class SnapshotterConformance : IDisposable
         Assert.Null(active.Parent);
         Assert.Equal("1", active.Labels["a"]);
         Assert.Equal(Describe(mounts), Describe(Snapshots.Mounts("default/1/base")));
-        Assert.Equal(["rbind", "rw"], Assert.Single(mounts).Options);
-        Assert.Equal(0x1EDu /* 0755, containerd's RootPermission */, Posix.Lstat(WritableDir(mounts)).Permissions);
-        File.WriteAllText(Path.Combine(WritableDir(mounts), "hello"), "world");
+        Assert.Contains("rw", Assert.Single(mounts).Options);
+        WithMounted(mounts, dir =>
+        {
+            Assert.Equal(0x1EDu /* 0755, containerd's RootPermission */, Posix.Lstat(dir).Permissions);
+            File.WriteAllText(Path.Combine(dir, "hello"), "world");
+        });
 
         Snapshots.Commit("default/2/sha256:base", "default/1/base", Labels(("containerd.io/snapshot/x", "y")));
         AssertKind(ErrorKind.NotFound, () => Snapshots.Stat("default/1/base"));
@@ -181,7 +188,7 @@ public abstract class SnapshotterConformance : IDisposable
     }
 
     [Fact]
-    public void UsageCountsTheSnapshotsOwnLayer()
+    public virtual void UsageCountsTheSnapshotsOwnLayer()
     {
         var mounts = Snapshots.Prepare("a", null);
         var empty = Snapshots.Usage("a");
@@ -283,8 +290,10 @@ public abstract class SnapshotterConformance : IDisposable
     public void ImportedChainIsAlreadyThere()
     {
         string chain = new('a', 64), chain2 = new('b', 64);
-        Store.Create(chain, null); // as `strata image import` names image layers: by chain id
-        Store.Create(chain2, chain);
+        // as `strata image import` makes image layers: named by chain id, labelled
+        var image = new Dictionary<string, string> { [Strata.Core.Images.ImageStore.LayerLabel] = "" };
+        Store.Create(chain, null, labels: image);
+        Store.Create(chain2, chain, labels: image);
         int layers = Store.List().Count;
         string target = "default/2/sha256:" + chain;
         AssertKind(ErrorKind.AlreadyExists, () => Snapshots.Prepare("default/1/extract-1", null, Labels((Snapshotter.SnapshotRefLabel, target))));
@@ -301,8 +310,59 @@ public abstract class SnapshotterConformance : IDisposable
         Reopen();
         Snapshots.Remove("ctr");
         Snapshots.Remove("sha256:" + chain2);
+        Assert.True(Store.Exists(chain)); // still lent
         Snapshots.Remove(target);
-        Assert.True(Store.Exists(chain) && Store.Exists(chain2)); // the image's layers stay
+        // returned to the image store, which collects image layers no image uses (here: none ever did)
+        Assert.False(Store.Exists(chain) || Store.Exists(chain2));
+    }
+
+    [Fact]
+    public void ALayerAnotherNamespaceUnpackedIsReused()
+    {
+        // namespace a unpacks two layers as containerd does: Prepare with the ref label, write, Commit as NS/N/CHAIN
+        string c1 = "sha256:" + new string('1', 64), c2 = "sha256:" + new string('2', 64);
+        WithMounted(Snapshots.Prepare("a/1/extract-1", null, Labels((Snapshotter.SnapshotRefLabel, c1))),
+            dir => File.WriteAllText(Path.Combine(dir, "one"), "1"));
+        Snapshots.Commit("a/2/" + c1, "a/1/extract-1");
+        Snapshots.Prepare("a/3/extract-2", "a/2/" + c1, Labels((Snapshotter.SnapshotRefLabel, c2)));
+        Snapshots.Commit("a/4/" + c2, "a/3/extract-2");
+        int layers = Store.List().Count;
+        // namespace b pulls the same image: each layer is there already
+        AssertKind(ErrorKind.AlreadyExists, () => Snapshots.Prepare("b/1/extract-1", null, Labels((Snapshotter.SnapshotRefLabel, c1))));
+        var first = Snapshots.Stat(c1);
+        Assert.Equal((SnapshotKind.Committed, (string?)null, c1), (first.Kind, first.Parent, first.Labels[Snapshotter.SnapshotRefLabel]));
+        AssertKind(ErrorKind.AlreadyExists, () => Snapshots.Prepare("b/2/extract-2", c1, Labels((Snapshotter.SnapshotRefLabel, c2))));
+        Assert.Equal(c1, Snapshots.Stat(c2).Parent);
+        // a third namespace finds what b made, as containerd looks for it: by label and parent
+        AssertKind(ErrorKind.AlreadyExists, () => Snapshots.Prepare("c/1/extract-1", null, Labels((Snapshotter.SnapshotRefLabel, c1))));
+        Assert.Equal(layers, Store.List().Count); // nothing unpacked twice
+        WithMounted(Snapshots.View("b/3/view", c2), dir => Assert.Equal("1", File.ReadAllText(Path.Combine(dir, "one"))));
+        Snapshots.Remove("b/3/view");
+        // a's snapshots go first: the layers stay for b's; then b's, and the layers go with the last
+        Snapshots.Remove("a/4/" + c2);
+        Snapshots.Remove("a/2/" + c1);
+        Assert.Equal(layers, Store.List().Count);
+        Reopen();
+        WithMounted(Snapshots.View("b/4/view", c2), dir => Assert.Equal("1", File.ReadAllText(Path.Combine(dir, "one"))));
+        Snapshots.Remove("b/4/view");
+        Snapshots.Remove(c2);
+        Snapshots.Remove(c1);
+        Assert.Empty(Snapshots.Walk());
+        Assert.Empty(Store.List());
+    }
+
+    [Fact]
+    public void AChainOnAnotherParentIsNotBorrowed()
+    {
+        string c1 = "sha256:" + new string('1', 64);
+        Snapshots.Prepare("a/1/extract", null, Labels((Snapshotter.SnapshotRefLabel, c1)));
+        Snapshots.Commit("a/2/" + c1, "a/1/extract");
+        Snapshots.Prepare("base", null);
+        Snapshots.Commit("base-c", "base");
+        // the same chain id over another parent cannot be that layer: unpacked as usual
+        var mounts = Snapshots.Prepare("b/1/extract", "base-c", Labels((Snapshotter.SnapshotRefLabel, c1)));
+        Assert.Single(mounts);
+        Assert.Equal(SnapshotKind.Active, Snapshots.Stat("b/1/extract").Kind);
     }
 
     [Fact]
@@ -411,5 +471,68 @@ public sealed class OverlaySnapshotterConformance : SnapshotterConformance
         Assert.Contains("ro", view.Options);
         Assert.Equal(2, view.Options.Single(o => o.StartsWith("lowerdir=", StringComparison.Ordinal)).Split(':').Length);
         Assert.DoesNotContain(view.Options, o => o.StartsWith("upperdir=", StringComparison.Ordinal) || o.StartsWith("workdir=", StringComparison.Ordinal));
+    }
+}
+
+/// <summary>thin: a snapshot's layer is a thin device, handed to containerd as its filesystem's mount of the device
+/// (a loop device over the pool server's FUSE export here), attached while the snapshot may be mounted.</summary>
+public sealed class ThinSnapshotterConformance : SnapshotterConformance
+{
+    protected override string DriverName => "thin";
+
+    protected override IReadOnlyDictionary<string, string> DriverOptions => new Dictionary<string, string> { ["thin.basesize"] = "512M" };
+
+    [Fact]
+    public void MountsAreWhatContainerdsDevmapperSnapshotterReturns()
+    {
+        var active = Assert.Single(Snapshots.Prepare("a", null));
+        Assert.Equal("ext4", active.Type);
+        Assert.StartsWith("/dev/loop", active.Source);
+        Assert.Equal("rw", active.Options[^1]);
+        Assert.Null(active.Target);
+        Assert.Equal(Describe(active), Describe(Assert.Single(Snapshots.Mounts("a")))); // the same device again
+        WithMounted([active], dir => File.WriteAllText(Path.Combine(dir, "f"), "x"));
+        Snapshots.Commit("a-c", "a");
+        var view = Assert.Single(Snapshots.View("v", "a-c"));
+        Assert.Equal("ro", view.Options[^1]);
+        Assert.StartsWith("/dev/loop", view.Source);
+    }
+
+    [Fact]
+    public void AMountedSnapshotKeepsItsDeviceAcrossARestart()
+    {
+        var mounts = Snapshots.Prepare("a", null);
+        string target = Temp.Dir("held");
+        var m = Assert.Single(mounts);
+        Shell.Run("mount", "-t", m.Type, "-o", string.Join(',', m.Options), m.Source, target).Check("mount");
+        try
+        {
+            File.WriteAllText(Path.Combine(target, "before"), "1");
+            Reopen(); // the daemon restarts while containerd keeps the snapshot mounted
+            Assert.Equal(m.Source, Assert.Single(Snapshots.Mounts("a")).Source);
+            File.WriteAllText(Path.Combine(target, "after"), "2");
+        }
+        finally
+        {
+            Shell.Run("umount", target).Check("umount");
+        }
+        Snapshots.Commit("a-c", "a");
+        WithMounted(Snapshots.View("v", "a-c"), dir => Assert.Equal(["after", "before"], Directory.GetFiles(dir).Select(Path.GetFileName).Order()));
+    }
+
+    /// <summary>thin counts what the device maps, as containerd's devmapper; inodes are not counted.</summary>
+    [Fact]
+    public override void UsageCountsTheSnapshotsOwnLayer()
+    {
+        var mounts = Snapshots.Prepare("a", null);
+        long empty = Snapshots.Usage("a").Bytes;
+        WithMounted(mounts, dir =>
+        {
+            File.WriteAllBytes(Path.Combine(dir, "big"), new byte[4 << 20].Select((_, i) => (byte)(i | 1)).ToArray());
+            Posix.SyncFileSystem(dir);
+        });
+        var used = Snapshots.Usage("a");
+        Assert.True(used.Bytes >= empty + (4 << 20), $"{empty} -> {used.Bytes} bytes");
+        Assert.Equal(0, used.Inodes);
     }
 }

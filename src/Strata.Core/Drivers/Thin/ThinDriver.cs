@@ -26,7 +26,7 @@ namespace Strata.Core.Drivers.Thin;
 /// the pool only compares the text. A device deleted all the same (--force) leaves its layer broken: the store lists
 /// it so, and every use of it fails with one line saying so (<see cref="OnLayerDevice"/>); removing it works.
 /// </summary>
-public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
+public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlockLayers
 {
     /// <summary>The device every layer without parent starts from, and its name while mkfs makes it.</summary>
     public const string BaseDevice = "strata-base", BaseStaging = "strata-base.new";
@@ -277,6 +277,16 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver
             if (!UsesKernelNbd || !mounted) attached.Dispose();
         });
     }
+
+    // ---- IBlockLayers: containerd mounts the device itself ----
+
+    public AttachedLayer Attach(string id)
+    {
+        var attached = OnLayerDevice(id, () => _kernel.Attach(id));
+        return new AttachedLayer(new MountSpec(_options.FileSystem, attached.Device, FileSystemTools.MountOptions(_options)), attached);
+    }
+
+    public long MappedBytes(string id) => (long)OnLayerDevice(id, () => _pool.Device(id)).Mapped * _options.BlockSize;
 
     readonly HashSet<string> _mounted = new(StringComparer.Ordinal);
 
