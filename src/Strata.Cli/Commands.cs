@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
 using Strata.Core;
+using Strata.Core.Snapshots;
 
 namespace Strata.Cli;
 
@@ -125,6 +126,7 @@ public static partial class Commands
             string name = r.GetValue(plugin)!;
             if (!LayerId.IsValid(name)) throw StrataException.Invalid($"invalid plugin name '{name}'");
             var all = Pairs(r.GetValue(StorageOption), "--storage-opt") ?? [];
+            string? snapshotterSocket = r.GetResult(snapshotter) is null ? null : Io.Current.FullPath(r.GetValue(snapshotter) ?? DefaultSnapshotterSocket);
             Strata.Daemon.StrataDaemon.RunAsync(new Strata.Daemon.DaemonOptions
             {
                 Store = new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = all },
@@ -132,8 +134,8 @@ public static partial class Commands
                 PluginDir = r.GetValue(pluginDir)!,
                 LogLevel = level,
                 ControlSocket = Control.SocketName,
-                Control = Control.Run,
-                SnapshotterSocket = r.GetResult(snapshotter) is null ? null : Io.Current.FullPath(r.GetValue(snapshotter) ?? DefaultSnapshotterSocket),
+                Control = (call, store) => Control.Run(call, store, snapshotterSocket),
+                SnapshotterSocket = snapshotterSocket,
             }).GetAwaiter().GetResult();
             return 0;
         });
@@ -152,6 +154,11 @@ public static partial class Commands
             var catalog = Catalog(lease);
             status.Add(new("Images", catalog.Images.List().Count.ToString(CultureInfo.InvariantCulture)));
             status.Add(new("Containers", catalog.List().Count.ToString(CultureInfo.InvariantCulture)));
+            status.Add(new("containerd Snapshotter", Io.Current.SnapshotterSocket
+                ?? (Io.Current.Store is null ? "not served (no daemon owns the store)" : "not served (strata serve --snapshotter-socket)")));
+            status.Add(new("Snapshots", Snapshotter.Count(store.Root) is { } kinds
+                ? FormattableString.Invariant($"{kinds.Values.Sum()} ({kinds.GetValueOrDefault(SnapshotKind.Active)} active, {kinds.GetValueOrDefault(SnapshotKind.Committed)} committed, {kinds.GetValueOrDefault(SnapshotKind.View)} views)")
+                : "unknown (a snapshot record does not parse)"));
             if (IsJson(r, format))
             {
                 var doc = new Dictionary<string, object>

@@ -20,7 +20,11 @@ static class Control
 
     /// <summary>Runs one command that came in on the control socket, with <see cref="Io"/> made from the call, on the
     /// daemon's <paramref name="store"/>.</summary>
-    public static int Run(ControlCall call, LayerStore store)
+    public static int Run(ControlCall call, LayerStore store) => Run(call, store, null);
+
+    /// <summary><see cref="Run(ControlCall, LayerStore)"/> in a daemon that also serves containerd's snapshotter on
+    /// <paramref name="snapshotterSocket"/> (`strata info` names it).</summary>
+    public static int Run(ControlCall call, LayerStore store, string? snapshotterSocket)
     {
         bool tty = call.Width is not null;
         using var outw = new StreamWriter(call.Stdout, new UTF8Encoding(false), 1 << 16) { AutoFlush = false };
@@ -33,6 +37,7 @@ static class Control
             In = () => call.Input,
             Cwd = call.Cwd,
             Store = store,
+            SnapshotterSocket = snapshotterSocket,
             OutIsTerminal = tty,
             Width = call.Width,
             FilesAtClient = call.FilesAtClient,

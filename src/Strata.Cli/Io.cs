@@ -27,6 +27,8 @@ sealed class Io
     public required string Cwd { get; init; }
     /// <summary>The daemon's store, when the command runs inside the daemon.</summary>
     public Core.LayerStore? Store { get; init; }
+    /// <summary>The socket on which the daemon serves containerd's snapshotter, when the command runs inside a daemon that does.</summary>
+    public string? SnapshotterSocket { get; init; }
     public required bool OutIsTerminal { get; init; }
     /// <summary>Whether stderr is a terminal (progress displays go there).</summary>
     public bool ErrIsTerminal { get; init; }

@@ -52,7 +52,10 @@ public sealed class CliTests : IDisposable
 
         var info = JsonDocument.Parse(_cli.Ok("info", "--format", "json")).RootElement;
         Assert.Equal(driver, info.GetProperty("Driver").GetString());
-        Assert.StartsWith($"Storage Driver: {driver}\n Root Dir: ", _cli.Ok("info"));
+        string text = _cli.Ok("info");
+        Assert.StartsWith($"Storage Driver: {driver}\n Root Dir: ", text);
+        Assert.Contains(" containerd Snapshotter: not served (no daemon owns the store)\n", text);
+        Assert.Contains(" Snapshots: 0 (0 active, 0 committed, 0 views)", text);
 
         _cli.Ok("layer", "rm", "copy", "app");
         _cli.Ok("layer", "rm", "base");

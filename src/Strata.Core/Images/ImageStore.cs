@@ -298,8 +298,8 @@ public sealed class ImageStore
         var usedLayers = images.SelectMany(i => i.Layers).Concat(_imports.SelectMany(s => s.UsedLayers.Concat(s.CreatedLayers))).ToHashSet(StringComparer.Ordinal);
         // layers lent to containerd's snapshots, read from their records so that a CLI without the daemon sees them
         // too; when one does not parse (null), no layer is collected
-        var lent = Snapshots.SnapshotRecords.LayersIn(Layers.Root);
-        if (lent is not null) RemoveUnused(Layers.List, usedLayers.Union(lent).ToHashSet(StringComparer.Ordinal), id =>
+        var lent = Snapshots.SnapshotRecords.Peek(Layers.Root);
+        if (lent is not null) RemoveUnused(Layers.List, usedLayers.Union(lent.Select(r => r.Layer)).ToHashSet(StringComparer.Ordinal), id =>
         {
             try
             {

@@ -51,29 +51,29 @@ sealed class SnapshotRecords(string directory)
         Posix.FsyncDirectory(directory);
     }
 
-    /// <summary>The layers the records under <paramref name="root"/> hold, read without changing anything (for image
-    /// collection, which must keep layers lent to snapshots). Null when a record does not parse: what it holds cannot be
-    /// known (opening the snapshots reports it).</summary>
-    public static IReadOnlySet<string>? LayersIn(string root)
+    /// <summary>The records of the store at <paramref name="root"/>, read without changing anything, for readers other
+    /// than the snapshotter (image collection must keep the layers they hold; `strata info` counts them). Null when one
+    /// does not parse: what it holds cannot be known (opening the snapshots reports it).</summary>
+    public static List<SnapshotRecord>? Peek(string root)
     {
         string directory = Path.Combine(root, "snapshots");
-        var layers = new HashSet<string>(StringComparer.Ordinal);
-        if (!System.IO.Directory.Exists(directory)) return layers;
+        var records = new List<SnapshotRecord>();
+        if (!System.IO.Directory.Exists(directory)) return records;
         foreach (var e in Posix.ReadDir(directory))
         {
             if (!e.Name.EndsWith(".json", StringComparison.Ordinal)) continue; // temp files of writes not yet renamed
             try
             {
                 var record = JsonSerializer.Deserialize(Posix.ReadFile(Path.Combine(directory, e.Name)), SnapshotJson.Default.SnapshotRecord);
-                if (record?.Layer is not { } layer) throw new JsonException("no layer");
-                layers.Add(layer);
+                if (record?.Layer is null) return null;
+                records.Add(record);
             }
             catch (Exception ex) when (ex is JsonException or StrataException)
             {
                 return null;
             }
         }
-        return layers;
+        return records;
     }
 
     public List<SnapshotRecord> ReadAll(List<string> swept)

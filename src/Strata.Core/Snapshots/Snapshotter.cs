@@ -93,6 +93,11 @@ public sealed class Snapshotter : IDisposable
         return s;
     }
 
+    /// <summary>How many snapshots of each kind the store at <paramref name="root"/> holds, read from their records
+    /// without opening them (for `strata info`); null when a record does not parse.</summary>
+    public static IReadOnlyDictionary<SnapshotKind, int>? Count(string root) =>
+        SnapshotRecords.Peek(root)?.GroupBy(r => r.Kind).ToDictionary(g => g.Key, g => g.Count());
+
     /// <summary>A new active snapshot <paramref name="key"/> over committed <paramref name="parent"/> (or empty), and the
     /// mounts that show it writable. With <see cref="SnapshotRefLabel"/> naming a chain the store holds: AlreadyExists,
     /// after committing a snapshot of that name over the store's layer.</summary>
