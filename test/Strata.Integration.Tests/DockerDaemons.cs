@@ -85,6 +85,16 @@ sealed class StrataServe : IDisposable
         Start();
     }
 
+    /// <summary>`strata ARGS` (a serve command line of the caller's), ready once <paramref name="socket"/> exists and it logs
+    /// that it serves.</summary>
+    public StrataServe(string[] args, string socket, string logFile)
+    {
+        _args = args;
+        _log = logFile;
+        Socket = socket;
+        Start();
+    }
+
     public string Socket { get; }
 
     public int Pid => _process?.Id ?? throw new InvalidOperationException("not running");
