@@ -446,8 +446,9 @@ public sealed class ContainerdEndToEndTests(ContainerdOnStrata stack, ITestOutpu
         }
     }
 
-    /// <summary>Runs a fact; on failure prints the state (Strata's layers and records, the logs' tails); always removes
-    /// what the fact's namespace holds and runs <paramref name="cleanup"/>.</summary>
+    /// <summary>Runs a fact; on failure prints the state (Strata's layers and records, the logs' tails); always starts
+    /// strata serve again if the fact left it stopped, removes what the fact's namespace holds and runs
+    /// <paramref name="cleanup"/>.</summary>
     void Diagnose(Action fact, string? ns = null, Action? cleanup = null)
     {
         try
@@ -502,6 +503,7 @@ public sealed class ContainerdEndToEndTests(ContainerdOnStrata stack, ITestOutpu
     {
         try
         {
+            if (!stack.Serve.IsRunning) stack.Serve.Start(); // a fact that failed while strata serve was stopped
             if (ns is not null) stack.Containerd.Purge(ns);
             cleanup?.Invoke();
         }

@@ -99,6 +99,8 @@ sealed class StrataServe : IDisposable
 
     public int Pid => _process?.Id ?? throw new InvalidOperationException("not running");
 
+    public bool IsRunning => _process is not null;
+
     public void Start()
     {
         // from / as systemd starts it

@@ -84,7 +84,11 @@ sealed class PrivateContainerd : IDisposable
         while (Run("ctr", ["--address", Socket, "version"]).ExitCode != 0)
         {
             if (_process.HasExited || DateTime.UtcNow > deadline)
+            {
+                Processes.Stop(_process, TimeSpan.FromSeconds(30));
+                _process = null;
                 throw new InvalidOperationException($"containerd did not start: {Tail()}");
+            }
             Thread.Sleep(100);
         }
     }
