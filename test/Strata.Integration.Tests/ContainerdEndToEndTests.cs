@@ -375,6 +375,7 @@ public sealed class ContainerdEndToEndTests(ContainerdOnStrata stack, ITestOutpu
         return r.Stdout;
     }
 
+    /// <summary>A row of `ctr snapshots ls`.</summary>
     sealed record SnapshotRow(string Key, string Parent, string Kind);
 
     /// <summary>`ctr snapshots ls`: KEY PARENT KIND, the parent blank for none.</summary>
@@ -383,6 +384,7 @@ public sealed class ContainerdEndToEndTests(ContainerdOnStrata stack, ITestOutpu
             .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
             .Select(f => f.Length == 3 ? new SnapshotRow(f[0], f[1], f[2]) : new SnapshotRow(f[0], "", f[^1])).ToList();
 
+    /// <summary>A row of `ctr tasks ls`.</summary>
     sealed record TaskRow(string Id, string Pid, string Status);
 
     TaskRow TaskOf(string ns, string id)
@@ -416,6 +418,7 @@ public sealed class ContainerdEndToEndTests(ContainerdOnStrata stack, ITestOutpu
 
     HashSet<string> SnapLayers() => AllLayers().Where(id => id.StartsWith("snap-", StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal);
 
+    /// <summary>What the test reads of a snapshot record of Strata's (ROOT/snapshots/ID.json).</summary>
     sealed record SnapshotRecord(string Key, string Layer, bool Borrowed);
 
     /// <summary>Strata's snapshot records (ROOT/snapshots/*.json).</summary>
