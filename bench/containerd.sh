@@ -125,27 +125,7 @@ rundir=$(mktemp -d /run/strata-bench-containerd.XXXXXX)
 
 # ---- the image: an OCI layout with one gzip layer, pushed to a private registry on loopback ----
 layout="$mnt/layout"
-mkdir -p "$layout/blobs/sha256"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
-# put_blob FILE: moves FILE into the layout's blobs by its digest; prints "sha256:HEX SIZE"
-put_blob() {
-  local hex size
-  hex=$(sha256sum "$1" | cut -d' ' -f1); size=$(stat -c %s "$1")
-  mv "$1" "$layout/blobs/sha256/$hex"
-  echo "sha256:$hex $size"
-}
-diffid="sha256:$(sha256sum "$rootfs" | cut -d' ' -f1)"
-gzip -c -n "$rootfs" >"$layout/layer.tmp"
-read -r layer_digest layer_size < <(put_blob "$layout/layer.tmp")
-arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-printf '{"created":"2026-12-07T00:00:00Z","architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/bash"]},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"2026-12-07T00:00:00Z","created_by":"bench/containerd.sh"}]}' \
-  "$arch" "$diffid" >"$layout/config.tmp"
-read -r config_digest config_size < <(put_blob "$layout/config.tmp")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' \
-  "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$layout/manifest.tmp"
-read -r manifest_digest manifest_size < <(put_blob "$layout/manifest.tmp")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bookworm"}}]}' \
-  "$manifest_digest" "$manifest_size" >"$layout/index.json"
+bench_oci_layout "$layout" "$rootfs" bookworm bench/containerd.sh
 
 port=""
 for p in $(seq 5100 5199); do

@@ -135,28 +135,8 @@ fsdesc="ext4, $(tune2fs -l "$dev" | awk -F: '{ v = $2; gsub(/^[ \t]+|[ \t]+$/, "
 
 # ---- the OCI layout: one gzip layer, built once ----
 layout="$mnt/layout"
-mkdir -p "$layout/blobs/sha256"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
-# put_blob FILE: moves FILE into the layout's blobs by its digest; prints "sha256:HEX SIZE"
-put_blob() {
-  local hex size
-  hex=$(sha256sum "$1" | cut -d' ' -f1); size=$(stat -c %s "$1")
-  mv "$1" "$layout/blobs/sha256/$hex"
-  echo "sha256:$hex $size"
-}
-diffid="sha256:$(sha256sum "$rootfs" | cut -d' ' -f1)"
-gzip -c -n "$rootfs" >"$layout/layer.tmp"
-read -r layer_digest layer_size < <(put_blob "$layout/layer.tmp")
+bench_oci_layout "$layout" "$rootfs" bench bench/images.sh
 blob="$layout/blobs/sha256/${layer_digest#sha256:}"
-arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-printf '{"created":"2026-11-21T00:00:00Z","architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/bash"]},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"2026-11-21T00:00:00Z","created_by":"bench/images.sh"}]}' \
-  "$arch" "$diffid" >"$layout/config.tmp"
-read -r config_digest config_size < <(put_blob "$layout/config.tmp")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' \
-  "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$layout/manifest.tmp"
-read -r manifest_digest manifest_size < <(put_blob "$layout/manifest.tmp")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
-  "$manifest_digest" "$manifest_size" >"$layout/index.json"
 umoci stat --image "$layout:bench" >/dev/null || { echo "$0: umoci does not accept the layout it was given" >&2; exit 1; }
 cat "$rootfs" "$blob" >/dev/null
 

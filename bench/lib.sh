@@ -107,3 +107,30 @@ bench_stop_pid() {
   if kill -0 "$pid" 2>/dev/null; then echo "   (pid $pid did not stop in ${grace}s; SIGKILL)" >&2; kill -KILL "$pid" 2>/dev/null || true; fi
   wait "$pid" 2>/dev/null || true
 }
+
+# bench_oci_layout LAYOUT ROOTFS_TAR REF_NAME CREATED_BY: makes LAYOUT an OCI image layout of one image, ref name REF_NAME,
+# with ROOTFS_TAR as its one gzip layer (gzip -n, so the same tar gives the same digests). Sets diffid, layer_digest,
+# layer_size, config_digest, config_size, manifest_digest and manifest_size.
+bench_oci_layout() {
+  local layout="$1" rootfs="$2" refname="$3" by="$4" arch
+  mkdir -p "$layout/blobs/sha256"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+  _bench_put_blob() { # FILE: moves FILE into the layout's blobs by its digest; prints "sha256:HEX SIZE"
+    local hex size
+    hex=$(sha256sum "$1" | cut -d' ' -f1); size=$(stat -c %s "$1")
+    mv "$1" "$layout/blobs/sha256/$hex"
+    echo "sha256:$hex $size"
+  }
+  diffid="sha256:$(sha256sum "$rootfs" | cut -d' ' -f1)"
+  gzip -c -n "$rootfs" >"$layout/layer.tmp"
+  read -r layer_digest layer_size < <(_bench_put_blob "$layout/layer.tmp")
+  arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+  printf '{"created":"2026-11-21T00:00:00Z","architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/bash"]},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"2026-11-21T00:00:00Z","created_by":"%s"}]}' \
+    "$arch" "$diffid" "$by" >"$layout/config.tmp"
+  read -r config_digest config_size < <(_bench_put_blob "$layout/config.tmp")
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' \
+    "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$layout/manifest.tmp"
+  read -r manifest_digest manifest_size < <(_bench_put_blob "$layout/manifest.tmp")
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$manifest_digest" "$manifest_size" "$refname" >"$layout/index.json"
+}
