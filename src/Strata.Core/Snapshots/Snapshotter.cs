@@ -247,10 +247,10 @@ public sealed class Snapshotter : IDisposable
         SnapshotRecord record;
         lock (_lock)
         {
+            ThrowIfTaken(name); // first, as containerd's CommitActive: a taken name is AlreadyExists whatever the key is
             record = Get(key);
             if (record.Kind != SnapshotKind.Active)
                 throw StrataException.InUse($"snapshot '{SnapshotLimits.Shorten(key)}' is a {record.Kind.ToString().ToLowerInvariant()} snapshot; only an active one can be committed");
-            ThrowIfTaken(name);
             _busy.Add(key);
             _busy.Add(name);
         }

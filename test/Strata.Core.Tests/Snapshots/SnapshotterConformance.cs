@@ -224,6 +224,7 @@ public abstract class SnapshotterConformance : IDisposable
         AssertKind(ErrorKind.InUse, () => Snapshots.Commit("view-c", "view"));
         AssertKind(ErrorKind.NotFound, () => Snapshots.Commit("x", "missing"));
         AssertKind(ErrorKind.AlreadyExists, () => Snapshots.Commit("view", "active"));
+        AssertKind(ErrorKind.AlreadyExists, () => Snapshots.Commit("active", "view")); // the name first, as containerd's CommitActive
         AssertKind(ErrorKind.NotFound, () => Snapshots.Stat("missing"));
         AssertKind(ErrorKind.NotFound, () => Snapshots.Mounts("missing"));
         Assert.Equal(["../../etc/passwd", "active", "view"], Snapshots.Walk().Select(i => i.Name));
