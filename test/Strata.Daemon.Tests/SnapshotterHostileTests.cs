@@ -264,6 +264,25 @@ public sealed class SnapshotterHostileTests : IAsyncLifetime
         await AssertStoreHolds(ascii[..4095] + "c", wide, mixed, "child-of-long");
     }
 
+    [Fact]
+    public async Task AnErrorQuotesWholeCharactersOfAKeyInOneLine()
+    {
+        // messages quote at most 64 characters of a key: the cut must not split a surrogate pair, and a key's line breaks
+        // must not break the message
+        string pair = new string('a', 63) + "😀" + "tail", breaks = "line1\nline2\r\nline3" + new string('x', 80);
+        foreach (var key in new[] { pair, breaks })
+        {
+            await Prepare(key);
+            string detail = await Fails(StatusCode.AlreadyExists, () => Prepare(key));
+            Assert.DoesNotContain('\uFFFD', detail);
+            await Fails(StatusCode.NotFound, () => Prepare("child", key + "-missing"));
+            await Fails(StatusCode.InvalidArgument, () => Prepare("child", key));
+        }
+        string labelDetail = await Fails(StatusCode.InvalidArgument, () => Prepare("x", labels: Labels((pair + new string('v', 5000), "v"))));
+        Assert.DoesNotContain('\uFFFD', labelDetail);
+        await AssertStoreHolds(pair, breaks);
+    }
+
     // ---- labels ----
 
     [Fact]

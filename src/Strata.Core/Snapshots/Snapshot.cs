@@ -75,5 +75,12 @@ public static class SnapshotLimits
         }
     }
 
-    internal static string Shorten(string s) => s.Length <= 64 ? s : s[..64] + "...";
+    /// <summary>A key or label as a message quotes it: its first 64 characters, never half of a surrogate pair (which
+    /// a message would carry as U+FFFD, or not at all). <see cref="StrataException"/> escapes its line breaks.</summary>
+    public static string Shorten(string s)
+    {
+        if (s.Length <= 64) return s;
+        int cut = char.IsHighSurrogate(s[63]) ? 63 : 64;
+        return s[..cut] + "...";
+    }
 }
