@@ -431,6 +431,58 @@ public sealed class SnapshotterHostileTests : IAsyncLifetime
 
     // ---- list ----
 
+    [Fact]
+    public async Task MalformedFiltersAreInvalidArgument()
+    {
+        await Prepare("a", labels: Labels(("containerd.io/gc.root", "x")));
+        await Committed("c", "c-active");
+        // what containerd's filters parser refuses, and (ours) fields a snapshot's info does not have
+        string[] filters =
+        [
+            "=", "==", "name=", "name=a", "name===a", "name!a", "name~a", "name=!a", ",", "name==a,", ",name==a", "name==a,,kind==active",
+            ".", "labels.", "name==", "name==,kind==active", "\"", "labels.\"unterminated", "name==\"unterminated", "name==\"a\nb\"",
+            "name==\"\\q\"", "name==\"\\x4\"", "name==\"\\u12\"", "name==/a/", "labels./a/==x", "name==a b", "name==a ", "kind==active\n",
+            "name\0==a", "name==a\0", "名前==a", "labels.a-b==1", "labels.\"gc\"x==1", "\u0085", "name~=(", "name~=[a-", "name~=a{2,1}",
+            "name~=\\", "name~=(a)\\1", "name~=(?=a)", "name~=(?<=a)b", "nosuchfield==x", "name.x==a", "labels.a.b==c",
+            new string('(', 10000), "name~=" + new string('(', 10000), "labels." + new string('k', 100_000) + "x=",
+            "name==a,\n" + new string('x', 100_000) + "=", "name==\"" + new string('\\', 9999) + "q\"",
+        ];
+        foreach (var filter in filters)
+        {
+            await Fails(StatusCode.InvalidArgument, () => List(filter), Escape(filter));
+            await Fails(StatusCode.InvalidArgument, () => List("name==a", filter), "second " + Escape(filter));
+        }
+        // well-formed ones still work, containerd's way: space before a token, quoted fields and values, Go's escapes,
+        // /.../ around a regular expression
+        var wellFormed = new (string Filter, string[] Names)[]
+        {
+            ("labels.\"containerd.io/gc.root\"", ["a"]), ("kind==committed", ["c"]), ("name~=^[ac]$", ["a", "c"]), ("name ==a", ["a"]),
+            (" name == a", ["a"]), ("name==\"a\"", ["a"]), ("name==\"\\x61\"", ["a"]), ("name==\"\\u0061\"", ["a"]), ("name==\"\\141\"", ["a"]),
+            ("name~=/^c$/", ["c"]), ("name~=|^c$|", ["c"]), ("name==a,kind==active", ["a"]), ("name==a, kind==active", ["a"]),
+            ("parent==\"\"", ["a", "c"]), ("labels.\"containerd.io/gc.root\"!=x", ["c"]), ("name==a=b", []), ("name==a\"", []),
+        };
+        foreach (var (filter, names) in wellFormed) Assert.True(names.SequenceEqual((await List(filter)).Select(i => i.Name)), filter);
+        await AssertStoreHolds("a", "c");
+    }
+
+    /// <summary>A regular expression that backtracks exponentially over a name, or whose repetitions multiply: List
+    /// answers (matching in linear time as Go's RE2 does, or refusing the pattern), never with an exception the service
+    /// did not expect.</summary>
+    [Fact]
+    public async Task ARegularExpressionThatBacktracksForEverGetsAnAnswer()
+    {
+        string name = new string('a', 40) + "!";
+        await Prepare(name);
+        foreach (var pattern in new[] { "^(a+)+$", "^(a|aa)+$", "^(a|a?)+$", "(.*a){20}$", "(a{1000}){1000}", "((a{100}){100}){100}" })
+        {
+            var status = await StatusOf(() => List("name~=" + pattern));
+            Assert.True(status.StatusCode is StatusCode.OK or StatusCode.InvalidArgument, $"{pattern}: {status.StatusCode} {status.Detail}");
+            if (status.StatusCode == StatusCode.OK) Assert.Empty(await List("name~=" + pattern));
+        }
+        Assert.Equal([name], (await List("name~=^(a+)+!$")).Select(i => i.Name));
+        await AssertStoreHolds(name);
+    }
+
     // ---- races ----
 
     [Fact]
