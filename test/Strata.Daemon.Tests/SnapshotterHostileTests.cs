@@ -330,6 +330,24 @@ public sealed class SnapshotterHostileTests : IAsyncLifetime
         await AssertStoreHolds("many-c");
     }
 
+    /// <summary>Snapshots whose labels are each just under the request limit: List still answers a client that takes
+    /// containerd's 16 MiB messages (one message may hold one such snapshot, not a hundred).</summary>
+    [Fact]
+    public async Task ListOfSnapshotsWithLargeLabelsFitsInContainerdsMessages()
+    {
+        var big = Enumerable.Range(0, 900).ToDictionary(i => $"l{i}", i => new string('v', 4000 - $"l{i}".Length)); // 3.6 MB
+        string[] keys = [.. Enumerable.Range(0, 6).Select(i => $"big-{i}")];
+        foreach (var key in keys) await Prepare(key, labels: big);
+        var infos = await List();
+        Assert.Equal(keys, infos.Select(i => i.Name));
+        Assert.All(infos, i => Assert.Equal(900, i.Labels.Count));
+        // and many small ones go in batches too, each snapshot once
+        string[] small = [.. Enumerable.Range(0, 150).Select(i => $"small-{i:D3}")];
+        foreach (var key in small) await Prepare(key);
+        Assert.Equal([.. keys, .. small], (await List()).Select(i => i.Name));
+        await AssertStoreHolds([.. keys, .. small]);
+    }
+
     // ---- parents ----
 
     [Fact]

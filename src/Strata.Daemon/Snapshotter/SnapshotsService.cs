@@ -71,7 +71,9 @@ public sealed class SnapshotsService(SnapshotterHost host, ILogger<SnapshotsServ
     });
 
     /// <summary>Every snapshot that one of the filters (containerd's syntax, see <see cref="SnapshotFilter"/>) matches, in
-    /// batches, as containerd's own service streams them.</summary>
+    /// batches as containerd's own service streams them (100 at most), and of <see cref="MaxListBatchBytes"/> at most
+    /// unless one snapshot alone is larger: a snapshot's labels may come near gRPC's 4 MiB request limit, and a hundred
+    /// of those in one message are past any client's limit (containerd's is 16 MiB).</summary>
     public override async Task List(Api.ListSnapshotsRequest request, IServerStreamWriter<Api.ListSnapshotsResponse> responseStream, ServerCallContext context)
     {
         var infos = await Run(s =>
@@ -79,15 +81,27 @@ public sealed class SnapshotsService(SnapshotterHost host, ILogger<SnapshotsServ
             var filter = SnapshotFilter.Parse(request.Filters);
             return s.Walk(filter.Matches);
         });
-        const int Batch = 100;
-        for (int i = 0; i < infos.Count || i == 0; i += Batch)
+        const int MaxBatch = 100;
+        var reply = new Api.ListSnapshotsResponse();
+        int bytes = 0;
+        foreach (var info in infos)
         {
-            var reply = new Api.ListSnapshotsResponse();
-            reply.Info.Add(infos.Skip(i).Take(Batch).Select(ToApi));
-            await responseStream.WriteAsync(reply, context.CancellationToken);
-            if (infos.Count == 0) break;
+            var api = ToApi(info);
+            int size = api.CalculateSize();
+            if (reply.Info.Count == MaxBatch || (reply.Info.Count > 0 && bytes + size > MaxListBatchBytes))
+            {
+                await responseStream.WriteAsync(reply, context.CancellationToken);
+                reply = new Api.ListSnapshotsResponse();
+                bytes = 0;
+            }
+            reply.Info.Add(api);
+            bytes += size;
         }
+        await responseStream.WriteAsync(reply, context.CancellationToken); // the last batch; one empty reply when none matched
     }
+
+    /// <summary>The snapshots' bytes one List message holds at most (one larger snapshot goes alone).</summary>
+    public const int MaxListBatchBytes = 1 << 20;
 
     public override Task<Api.UsageResponse> Usage(Api.UsageRequest request, ServerCallContext context) => Run(s =>
     {
