@@ -283,6 +283,57 @@ public sealed class SnapshotterHostileTests : IAsyncLifetime
         await AssertStoreHolds(pair, breaks);
     }
 
+    /// <summary>Invalid UTF-8 cannot be put in a protobuf string by a client library, so it goes as raw bytes: keys, a
+    /// label and a parent that are no UTF-8, and messages that are no protobuf (a field cut short, a wrong wire type).
+    /// Each is InvalidArgument, "malformed request", as the service's own refusals (not the Unknown of an exception from
+    /// the generated parser), and makes nothing; a well-formed message sent the same way is served.</summary>
+    [Fact]
+    public async Task ARequestThatDoesNotParseIsInvalidArgumentAndMakesNothing()
+    {
+        var invoker = _channels[0].CreateCallInvoker();
+        var raw = Marshallers.Create<byte[]>(b => b, b => b);
+        Method<byte[], byte[]> Rpc(string name) => new(MethodType.Unary, "containerd.services.snapshots.v1.Snapshots", name, raw, raw);
+        async Task<Status> Send(string name, byte[] request) =>
+            await StatusOf(() => invoker.AsyncUnaryCall(Rpc(name), null, new CallOptions(), request).ResponseAsync);
+
+        byte[] bad = [0xFF, 0xFE];
+        byte[][] prepares =
+        [
+            .. new byte[][] { [0xFF], [0xC0, 0x80], [0xED, 0xA0, 0x80], [(byte)'a', 0xE2, 0x82], [0xF4, 0x90, 0x80, 0x80] }.Select(key => StringField(2, key)),
+            [.. StringField(2, "k"u8), .. StringField(4, [.. StringField(1, bad), .. StringField(2, "v"u8)])],
+            [.. StringField(2, "k"u8), .. StringField(4, [.. StringField(1, "l"u8), .. StringField(2, bad)])],
+            [.. StringField(2, "k"u8), .. StringField(3, bad)],
+            [0x12, 0x0A, (byte)'k'], // the key's length says 10 bytes, one follows
+            [0x12], // a tag and nothing after it
+            [0x0F], // wire type 7
+        ];
+        foreach (var request in prepares)
+        {
+            var status = await Send("Prepare", request);
+            Assert.True(status.StatusCode == StatusCode.InvalidArgument && status.Detail.StartsWith("malformed request: ", StringComparison.Ordinal),
+                $"{Convert.ToHexString(request)}: {status.StatusCode} {status.Detail}");
+        }
+        foreach (var name in new[] { "View", "Mounts", "Commit", "Remove", "Stat", "Usage" })
+            Assert.Equal(StatusCode.InvalidArgument, (await Send(name, [.. StringField(2, bad)])).StatusCode);
+        Assert.Equal(StatusCode.InvalidArgument, (await Send("Update", [.. StringField(2, StringField(1, bad))])).StatusCode);
+        using (var list = invoker.AsyncServerStreamingCall(new Method<byte[], byte[]>(MethodType.ServerStreaming, "containerd.services.snapshots.v1.Snapshots", "List", raw, raw),
+            null, new CallOptions(), [.. StringField(2, bad)]))
+            Assert.Equal(StatusCode.InvalidArgument, (await StatusOf(async () => await list.ResponseStream.MoveNext())).StatusCode);
+        await AssertStoreHolds();
+        Assert.Equal(StatusCode.OK, (await Send("Prepare", [.. StringField(1, "strata"u8), .. StringField(2, "k"u8)])).StatusCode);
+        await AssertStoreHolds("k");
+    }
+
+    static byte[] StringField(int number, ReadOnlySpan<byte> value)
+    {
+        var ms = new MemoryStream();
+        var o = new CodedOutputStream(ms);
+        o.WriteTag(number, WireFormat.WireType.LengthDelimited);
+        o.WriteBytes(ByteString.CopyFrom(value));
+        o.Flush();
+        return ms.ToArray();
+    }
+
     // ---- labels ----
 
     [Fact]

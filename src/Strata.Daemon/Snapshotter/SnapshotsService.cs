@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using ProtoEmpty = Google.Protobuf.WellKnownTypes.Empty; // Strata.Daemon has an Empty of its own (the plugin protocol)
 using Grpc.Core;
@@ -13,10 +14,57 @@ namespace Strata.Daemon.Snapshotter;
 /// daemon's store: a thin adapter that turns each RPC into one <see cref="Core.Snapshots.Snapshotter"/> call and its
 /// <see cref="StrataException"/> into the gRPC status containerd maps back to its error classes, once, here
 /// (<see cref="StatusOf"/>). The snapshotter name in requests is containerd's name for this plugin and is not checked.
-/// Calls run on the thread pool: the store's calls are synchronous.
+/// Calls run on the thread pool: the store's calls are synchronous. A request that does not parse is InvalidArgument
+/// too (<see cref="BindService"/>).
 /// </summary>
+[BindServiceMethod(typeof(SnapshotsService), nameof(BindService))]
 public sealed class SnapshotsService(SnapshotterHost host, ILogger<SnapshotsService> log) : Api.Snapshots.SnapshotsBase
 {
+    const string ServiceName = "containerd.services.snapshots.v1.Snapshots";
+
+    /// <summary>What the generated <c>Snapshots.BindService</c> binds, with one difference: a request that does not parse
+    /// (a string that is not UTF-8, a field cut short: what no protobuf library sends) is refused as InvalidArgument,
+    /// "malformed request: ...", instead of escaping the generated parser as an exception the server answers with
+    /// Unknown and logs as an error with its stack. Method names and types are the generated ones (the client's); the
+    /// second parameter is the generated base, which gRPC's binder takes as the type whose methods are overridden.</summary>
+    public static void BindService(ServiceBinderBase binder, Api.Snapshots.SnapshotsBase? service)
+    {
+        binder.AddMethod(Unary("Prepare", Api.PrepareSnapshotRequest.Parser, Api.PrepareSnapshotResponse.Parser), service is null ? null : service.Prepare);
+        binder.AddMethod(Unary("View", Api.ViewSnapshotRequest.Parser, Api.ViewSnapshotResponse.Parser), service is null ? null : service.View);
+        binder.AddMethod(Unary("Mounts", Api.MountsRequest.Parser, Api.MountsResponse.Parser), service is null ? null : service.Mounts);
+        binder.AddMethod(Unary("Commit", Api.CommitSnapshotRequest.Parser, ProtoEmpty.Parser), service is null ? null : service.Commit);
+        binder.AddMethod(Unary("Remove", Api.RemoveSnapshotRequest.Parser, ProtoEmpty.Parser), service is null ? null : service.Remove);
+        binder.AddMethod(Unary("Stat", Api.StatSnapshotRequest.Parser, Api.StatSnapshotResponse.Parser), service is null ? null : service.Stat);
+        binder.AddMethod(Unary("Update", Api.UpdateSnapshotRequest.Parser, Api.UpdateSnapshotResponse.Parser), service is null ? null : service.Update);
+        binder.AddMethod(new Method<Api.ListSnapshotsRequest, Api.ListSnapshotsResponse>(MethodType.ServerStreaming, ServiceName, "List",
+            MarshallerOf(Api.ListSnapshotsRequest.Parser), MarshallerOf(Api.ListSnapshotsResponse.Parser)), service is null ? null : service.List);
+        binder.AddMethod(Unary("Usage", Api.UsageRequest.Parser, Api.UsageResponse.Parser), service is null ? null : service.Usage);
+        binder.AddMethod(Unary("Cleanup", Api.CleanupRequest.Parser, ProtoEmpty.Parser), service is null ? null : service.Cleanup);
+    }
+
+    static Method<TRequest, TResponse> Unary<TRequest, TResponse>(string name, MessageParser<TRequest> request, MessageParser<TResponse> response)
+        where TRequest : class, IMessage<TRequest> where TResponse : class, IMessage<TResponse> =>
+        new(MethodType.Unary, ServiceName, name, MarshallerOf(request), MarshallerOf(response));
+
+    static Marshaller<T> MarshallerOf<T>(MessageParser<T> parser) where T : class, IMessage<T> => Marshallers.Create<T>(
+        (message, context) =>
+        {
+            context.SetPayloadLength(message.CalculateSize());
+            message.WriteTo(context.GetBufferWriter());
+            context.Complete();
+        },
+        context =>
+        {
+            try
+            {
+                return parser.ParseFrom(context.PayloadAsReadOnlySequence());
+            }
+            catch (InvalidProtocolBufferException ex)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, "malformed request: " + StrataException.OneLine(ex.Message)));
+            }
+        });
+
     public override Task<Api.PrepareSnapshotResponse> Prepare(Api.PrepareSnapshotRequest request, ServerCallContext context) => Run(s =>
     {
         var reply = new Api.PrepareSnapshotResponse();
