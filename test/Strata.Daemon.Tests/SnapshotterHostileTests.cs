@@ -452,6 +452,21 @@ public sealed class SnapshotterHostileTests : IAsyncLifetime
         await AssertStoreHolds("committed", "active-2", "view", "active-c");
     }
 
+    /// <summary>containerd's overlay Commit looks the key up (NotFound), then storage.CommitActive creates the name's
+    /// bucket (AlreadyExists) before it checks the key's kind (FailedPrecondition): a view or a committed key onto a
+    /// taken name is AlreadyExists there.</summary>
+    [Fact(Skip = "bug in Snapshotter.Commit (not ours to change now): it checks the key's kind before the name, so a view or committed key onto a taken name is FailedPrecondition where containerd says AlreadyExists")]
+    public async Task CommitOntoATakenNameIsAlreadyExistsWhateverTheKeysKind()
+    {
+        await Committed("committed", "c-active");
+        await View("view", "committed");
+        await Fails(StatusCode.AlreadyExists, () => Commit("committed", "view"));
+        await Fails(StatusCode.AlreadyExists, () => Commit("view", "committed"));
+        await Fails(StatusCode.AlreadyExists, () => Commit("committed", "committed"));
+        await Fails(StatusCode.NotFound, () => Commit("committed", "missing"));
+        await AssertStoreHolds("committed", "view");
+    }
+
     // ---- remove ----
 
     [Fact]
@@ -622,6 +637,33 @@ public sealed class SnapshotterHostileTests : IAsyncLifetime
             left.Add(winner == 0 ? $"y-{round}" : $"x-{round}");
         }
         await AssertStoreHolds([.. expected, .. left]);
+    }
+
+    /// <summary>Cleanup (containerd's GC calls it) while two clients prepare, commit and remove: it removes only layers no
+    /// snapshot has, never one being made or one a snapshot still uses, and every call answers as it would alone.</summary>
+    [Fact]
+    public async Task CleanupRacingPreparesCommitsAndRemovesTakesNothingInUse()
+    {
+        var (one, two) = (NewClient(), NewClient());
+        Task Cleanup(Snapshots.SnapshotsClient client) => client.CleanupAsync(new CleanupRequest { Snapshotter = "strata" }).ResponseAsync;
+        var committed = new List<string>();
+        for (int round = 0; round < 30; round++)
+        {
+            string key = $"k-{round}", name = $"c-{round}";
+            var outcomes = await Task.WhenAll(StatusOf(() => Prepare(key, round > 0 ? $"c-{round - 1}" : "", client: one)), StatusOf(() => Cleanup(two)));
+            Assert.All(outcomes, s => Assert.Equal(StatusCode.OK, s.StatusCode));
+            outcomes = await Task.WhenAll(
+                StatusOf(() => Commit(name, key, client: one)),
+                StatusOf(() => Cleanup(two)),
+                StatusOf(() => View($"v-{round}", round > 0 ? $"c-{round - 1}" : "")),
+                round > 1 ? StatusOf(() => Remove($"v-{round - 1}")) : Task.FromResult(Status.DefaultSuccess));
+            Assert.All(outcomes, s => Assert.Equal(StatusCode.OK, s.StatusCode));
+            committed.Add(name);
+        }
+        await AssertStoreHolds([.. committed, "v-0", "v-29"]);
+        // every snapshot's layer is whole: a child of the last one mounts
+        Assert.NotEmpty((await Prepare("top", "c-29")).Mounts);
+        await AssertStoreHolds([.. committed, "v-0", "v-29", "top"]);
     }
 
     // ---- the remote-snapshot label ----
