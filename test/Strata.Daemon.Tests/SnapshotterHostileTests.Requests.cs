@@ -272,10 +272,10 @@ public sealed partial class SnapshotterHostileTests
         await AssertStoreHolds("committed", "active-2", "view", "active-c");
     }
 
-    /// <summary>containerd's overlay Commit looks the key up (NotFound), then storage.CommitActive creates the name's
-    /// bucket (AlreadyExists) before it checks the key's kind (FailedPrecondition): a view or a committed key onto a
-    /// taken name is AlreadyExists there.</summary>
-    [Fact(Skip = "bug in Snapshotter.Commit (not ours to change now): it checks the key's kind before the name, so a view or committed key onto a taken name is FailedPrecondition where containerd says AlreadyExists")]
+    /// <summary>containerd's storage.CommitActive (and its metadata store's Commit) creates the name's bucket
+    /// (AlreadyExists) before it checks the key's kind (FailedPrecondition): a view or a committed key onto a taken name
+    /// is AlreadyExists there.</summary>
+    [Fact(Skip = "bug in Snapshotter.Commit (not ours to change here; main's 078fd26 fixes it: unskip on merge): it checks the key's kind before the name, so a view or committed key onto a taken name is FailedPrecondition where containerd says AlreadyExists")]
     public async Task CommitOntoATakenNameIsAlreadyExistsWhateverTheKeysKind()
     {
         await Committed("committed", "c-active");
@@ -283,7 +283,6 @@ public sealed partial class SnapshotterHostileTests
         await Fails(StatusCode.AlreadyExists, () => Commit("committed", "view"));
         await Fails(StatusCode.AlreadyExists, () => Commit("view", "committed"));
         await Fails(StatusCode.AlreadyExists, () => Commit("committed", "committed"));
-        await Fails(StatusCode.NotFound, () => Commit("committed", "missing"));
         await AssertStoreHolds("committed", "view");
     }
 
@@ -414,7 +413,8 @@ public sealed partial class SnapshotterHostileTests
         await Fails(StatusCode.InvalidArgument, () => Prepare("x", labels: Labels((Ref, new string('a', 10 * 1024)))));
         await Fails(StatusCode.InvalidArgument, () => Prepare("x", labels: Labels((Ref, "a\0b"))));
         // naming a committed snapshot is the protocol's AlreadyExists; naming the new key itself is a plain Prepare
-        await Committed("committed", "c-active");
+        await Prepare("c-active");
+        await Commit("committed", "c-active", Labels((Ref, "committed"))); // as containerd commits what it unpacked
         await Fails(StatusCode.AlreadyExists, () => Prepare("x", labels: Labels((Ref, "committed"))));
         await Prepare("self", labels: Labels((Ref, "self")));
         made.AddRange(["committed", "self"]);
