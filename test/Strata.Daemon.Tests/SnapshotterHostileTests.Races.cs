@@ -113,6 +113,7 @@ public sealed partial class SnapshotterHostileTests
     {
         const string Ref = "containerd.io/snapshot.ref";
         var (one, two) = (NewClient(), NewClient());
+        await AssertStoreHolds(); // the service opens the store's snapshots (and an image store, which may sweep unused image layers) first
         for (int round = 0; round < 10; round++)
         {
             string chain = $"{round:x2}" + new string('e', 62), target = "default/9/sha256:" + chain;
