@@ -154,8 +154,8 @@ public static partial class Commands
             var catalog = Catalog(lease);
             status.Add(new("Images", catalog.Images.List().Count.ToString(CultureInfo.InvariantCulture)));
             status.Add(new("Containers", catalog.List().Count.ToString(CultureInfo.InvariantCulture)));
-            status.Add(new("containerd Snapshotter", Io.Current.SnapshotterSocket
-                ?? (Io.Current.Store is null ? "not served (no daemon owns the store)" : "not served (strata serve --snapshotter-socket)")));
+            status.Add(new("Snapshotter Socket", Io.Current.SnapshotterSocket
+                ?? (Io.Current.Store is null ? "none (no daemon owns the store)" : "none (the daemon runs without --snapshotter-socket)")));
             status.Add(new("Snapshots", Snapshotter.Count(store.Root) is { } kinds
                 ? FormattableString.Invariant($"{kinds.Values.Sum()} ({kinds.GetValueOrDefault(SnapshotKind.Active)} active, {kinds.GetValueOrDefault(SnapshotKind.Committed)} committed, {kinds.GetValueOrDefault(SnapshotKind.View)} views)")
                 : "unknown (a snapshot record does not parse)"));

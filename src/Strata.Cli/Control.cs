@@ -19,11 +19,8 @@ static class Control
     public const string SocketName = "strata.sock";
 
     /// <summary>Runs one command that came in on the control socket, with <see cref="Io"/> made from the call, on the
-    /// daemon's <paramref name="store"/>.</summary>
-    public static int Run(ControlCall call, LayerStore store) => Run(call, store, null);
-
-    /// <summary><see cref="Run(ControlCall, LayerStore)"/> in a daemon that also serves containerd's snapshotter on
-    /// <paramref name="snapshotterSocket"/> (`strata info` names it).</summary>
+    /// daemon's <paramref name="store"/>; <paramref name="snapshotterSocket"/> is where the daemon serves containerd's
+    /// snapshotter, if it does (`strata info` names it).</summary>
     public static int Run(ControlCall call, LayerStore store, string? snapshotterSocket)
     {
         bool tty = call.Width is not null;

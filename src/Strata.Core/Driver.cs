@@ -91,6 +91,11 @@ public interface IBlockLayers
     /// target. The device stays attached while the handle, or a mount made of it, lives.</summary>
     AttachedLayer Attach(string id);
 
+    /// <summary>Makes what a client's mount of layer <paramref name="id"/>'s filesystem holds durable on its device (before
+    /// the layer is committed while the client may still have it mounted); nothing to do when none is mounted here (an
+    /// unmount wrote it all).</summary>
+    void Flush(string id);
+
     /// <summary>Bytes of pool space layer <paramref name="id"/>'s device maps, shared blocks included (what containerd's
     /// devmapper snapshotter reports as a snapshot's usage).</summary>
     long MappedBytes(string id);

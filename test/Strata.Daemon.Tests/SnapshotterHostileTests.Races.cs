@@ -116,9 +116,15 @@ public sealed partial class SnapshotterHostileTests
         await AssertStoreHolds(); // the service opens the store's snapshots (and an image store, which may sweep unused image layers) first
         for (int round = 0; round < 10; round++)
         {
-            string chain = $"{round:x2}" + new string('e', 62), target = "default/9/sha256:" + chain;
-            // an image layer as `strata image import` makes one: named by its chain id, labelled as the image store's
-            _host!.Use(store => store.Create(chain, null, labels: new Dictionary<string, string> { [Strata.Core.Images.ImageStore.LayerLabel] = "" }));
+            // an image imported as `strata image import` does: its layer named by its chain id
+            string tar = _temp.Combine($"layer-{round}.tar");
+            using (var file = File.Create(tar))
+            using (var writer = new System.Formats.Tar.TarWriter(file, System.Formats.Tar.TarEntryFormat.Pax))
+                writer.WriteEntry(new System.Formats.Tar.PaxTarEntry(System.Formats.Tar.TarEntryType.RegularFile, "round")
+                    { DataStream = new MemoryStream(System.Text.Encoding.UTF8.GetBytes($"round {round}")) });
+            string chain = _host!.Use(store => new Strata.Core.Images.ImageImporter(Strata.Core.Containers.ContainerStore.For(store).Images)
+                .Import(tar, new Strata.Core.Images.ImageImporter.Options { Name = $"img:{round}" }).Single().TopLayer);
+            string target = "default/9/sha256:" + chain;
             var outcomes = await Task.WhenAll(
                 StatusOf(() => Prepare($"default/{round}/extract-a", labels: Labels((Ref, target)), client: one)),
                 StatusOf(() => Prepare($"default/{round}/extract-b", labels: Labels((Ref, target)), client: two)));
@@ -126,10 +132,8 @@ public sealed partial class SnapshotterHostileTests
             Assert.Equal(Kind.Committed, (await Stat(target)).Kind);
             await AssertStoreHolds(target);
             await Remove(target);
-            _host.Use(store =>
-            {
-                if (store.Exists(chain)) store.Remove(chain); // (an image store may collect a layer no image uses once it is returned)
-            });
+            _host.Use(store => Strata.Core.Containers.ContainerStore.For(store).Images.Remove($"img:{round}", _ => []));
+            Assert.False(_host.Use(store => store.Exists(chain))); // returned, and removed with its image
         }
         await AssertStoreHolds();
     }

@@ -54,7 +54,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(driver, info.GetProperty("Driver").GetString());
         string text = _cli.Ok("info");
         Assert.StartsWith($"Storage Driver: {driver}\n Root Dir: ", text);
-        Assert.Contains(" containerd Snapshotter: not served (no daemon owns the store)\n", text);
+        Assert.Contains(" Snapshotter Socket: none (no daemon owns the store)\n", text);
         Assert.Contains(" Snapshots: 0 (0 active, 0 committed, 0 views)", text);
 
         _cli.Ok("layer", "rm", "copy", "app");

@@ -389,6 +389,10 @@ public sealed class ContainerdEndToEndTests(ContainerdOnStrata stack, ITestOutpu
         string cri = Containerd.Log().Split('\n').Single(l => l.Contains("Start cri plugin with config", StringComparison.Ordinal));
         Assert.Contains("Snapshotter:strata ", cri);
         Assert.Contains("DisableSnapshotAnnotations:false ", cri);
+        // strata info, run inside the daemon, names the socket and counts the snapshots by kind
+        string info = Stack.Cli.Ok("info");
+        Assert.Contains($" Snapshotter Socket: {Stack.SnapshotterSocket}\n", info);
+        Assert.Matches(@" Snapshots: \d+ \(\d+ active, \d+ committed, \d+ views\)", info);
     });
 
     [ContainerdFact]

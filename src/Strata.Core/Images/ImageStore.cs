@@ -271,12 +271,13 @@ public sealed class ImageStore
 
     /// <summary>Lends image layer <paramref name="layer"/> to another user of the store (containerd's snapshotter: a
     /// snapshot made of it): under the lock that collection takes, <paramref name="record"/> persists the loan, so the
-    /// layer is either collected before or kept after. False when the store has no such image layer.</summary>
+    /// layer is either collected before or kept after. False when no image has the layer (an import still making it
+    /// may yet fail and take it away).</summary>
     public bool Lend(string layer, Action record)
     {
         lock (_lock)
         {
-            if (!Layers.Exists(layer) || !Layers.Inspect(layer).Labels.ContainsKey(LayerLabel)) return false;
+            if (!Layers.Exists(layer) || !Load().Any(i => i.Layers.Contains(layer))) return false;
             record();
             return true;
         }

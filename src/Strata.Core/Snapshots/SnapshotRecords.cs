@@ -9,8 +9,9 @@ namespace Strata.Core.Snapshots;
 /// <summary>
 /// A snapshot's persisted record. <see cref="Id"/> names its file and never changes (a Commit rewrites the same file
 /// with the new key and kind, so it is one atomic rename); <see cref="Layer"/> is the layer holding its data, which is
-/// the snapshot's own (<see cref="Id"/> == <see cref="Layer"/>) unless <see cref="Borrowed"/>: a committed layer the
-/// store had already (an image layer found by chain id), which removing the snapshot leaves in place.
+/// the snapshot's own (<see cref="Id"/> == <see cref="Layer"/>) unless <see cref="Borrowed"/>: a layer the store had
+/// already, lent to a remote-snapshot answer (an image layer, or another record's layer). Several records may use one
+/// layer; it goes with the last of them (an image layer goes back to the image store).
 /// </summary>
 sealed record SnapshotRecord
 {
@@ -36,6 +37,9 @@ sealed record SnapshotRecord
 /// </summary>
 sealed class SnapshotRecords(string directory)
 {
+    /// <summary>The records' directory under the store's root.</summary>
+    public const string DirectoryName = "snapshots";
+
     public string Directory => directory;
 
     string PathOf(string id) => Path.Combine(directory, id + ".json");
@@ -56,7 +60,7 @@ sealed class SnapshotRecords(string directory)
     /// does not parse: what it holds cannot be known (opening the snapshots reports it).</summary>
     public static List<SnapshotRecord>? Peek(string root)
     {
-        string directory = Path.Combine(root, "snapshots");
+        string directory = Path.Combine(root, DirectoryName);
         var records = new List<SnapshotRecord>();
         if (!System.IO.Directory.Exists(directory)) return records;
         foreach (var e in Posix.ReadDir(directory))
@@ -67,6 +71,10 @@ sealed class SnapshotRecords(string directory)
                 var record = JsonSerializer.Deserialize(Posix.ReadFile(Path.Combine(directory, e.Name)), SnapshotJson.Default.SnapshotRecord);
                 if (record?.Layer is null) return null;
                 records.Add(record);
+            }
+            catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
+            {
+                // removed since the listing: not a record any more
             }
             catch (Exception ex) when (ex is JsonException or StrataException)
             {

@@ -53,6 +53,7 @@ public sealed class Snapshotter : IDisposable
     readonly Dictionary<string, int> _children = new(StringComparer.Ordinal);
     readonly HashSet<string> _busy = new(StringComparer.Ordinal);
     readonly HashSet<string> _making = new(StringComparer.Ordinal);
+    readonly HashSet<string> _lending = new(StringComparer.Ordinal); // targets whose loan is being written
 
     /// <summary>What opening cleaned: leftover temp records, unreferenced layers, records whose borrowed layer is gone.</summary>
     public IReadOnlyList<string> Swept { get; }
@@ -68,7 +69,7 @@ public sealed class Snapshotter : IDisposable
     /// <summary>The snapshots of <paramref name="store"/>: reads their records and removes what a crash left.</summary>
     public static Snapshotter Open(LayerStore store)
     {
-        var records = new SnapshotRecords(Path.Combine(store.Root, "snapshots"));
+        var records = new SnapshotRecords(Path.Combine(store.Root, SnapshotRecords.DirectoryName));
         LayerStore.MakeDir(records.Directory, Modes.OwnerOnly);
         var swept = new List<string>();
         var s = new Snapshotter(store, records, swept);
@@ -102,22 +103,26 @@ public sealed class Snapshotter : IDisposable
     /// mounts that show it writable. With <see cref="SnapshotRefLabel"/> naming a chain the store holds: AlreadyExists,
     /// after committing a snapshot of that name over the store's layer.</summary>
     public IReadOnlyList<MountSpec> Prepare(string key, string? parent, IReadOnlyDictionary<string, string>? labels = null) =>
-        Create(key, parent, labels, SnapshotKind.Active);
+        Create(key, parent, labels, SnapshotKind.Active, borrow: true);
 
     /// <summary>A new read-only view <paramref name="key"/> of committed <paramref name="parent"/> (or of the empty tree).</summary>
     public IReadOnlyList<MountSpec> View(string key, string? parent, IReadOnlyDictionary<string, string>? labels = null) =>
-        Create(key, parent, labels, SnapshotKind.View);
+        Create(key, parent, labels, SnapshotKind.View, borrow: false);
 
-    IReadOnlyList<MountSpec> Create(string key, string? parent, IReadOnlyDictionary<string, string>? labels, SnapshotKind kind)
+    IReadOnlyList<MountSpec> Create(string key, string? parent, IReadOnlyDictionary<string, string>? labels, SnapshotKind kind, bool borrow)
     {
         SnapshotLimits.ValidateKey(key);
         if (parent is { Length: 0 }) parent = null;
         if (parent is not null) SnapshotLimits.ValidateKey(parent, "parent");
         SnapshotLimits.ValidateLabels(labels);
-        SnapshotRecord? below = null;
+        SnapshotRecord? below = null, loan = null;
         string id = LayerPrefix + Guid.NewGuid().ToString("N");
+        string? target = borrow ? labels?.GetValueOrDefault(SnapshotRefLabel) is { Length: > 0 } t ? t : null : null;
         lock (_lock)
         {
+            // another Prepare lending this target: its answer is this one's too, once written (waited for before
+            // anything is checked, so nothing checked changes meanwhile)
+            while (target is not null && _lending.Contains(target)) Monitor.Wait(_lock);
             ThrowIfTaken(key);
             if (parent is not null)
             {
@@ -125,12 +130,15 @@ public sealed class Snapshotter : IDisposable
                 if (below.Kind != SnapshotKind.Committed)
                     throw StrataException.Invalid($"parent snapshot '{SnapshotLimits.Shorten(parent)}' is not committed");
             }
-            if (kind == SnapshotKind.Active && labels?.GetValueOrDefault(SnapshotRefLabel) is { Length: > 0 } target)
-                TryBorrowLayer(target, below, labels);
-            _busy.Add(key);
-            _making.Add(id);
+            if (target is not null) loan = FindLoan(target, below, labels!);
+            if (loan is null)
+            {
+                _busy.Add(key);
+                _making.Add(id);
+            }
             if (parent is not null) _children[parent] = _children.GetValueOrDefault(parent) + 1; // pins the parent
         }
+        if (loan is not null) return Borrow(loan, key, parent, labels, kind);
         bool published = false, layerMade = false;
         AttachedLayer? attached = null;
         try
@@ -180,47 +188,83 @@ public sealed class Snapshotter : IDisposable
     }
 
     /// <summary>The remote-snapshot protocol: when the store holds <paramref name="target"/>'s chain over the layer of
-    /// <paramref name="below"/> (an image layer, or a layer an earlier pull unpacked in another containerd namespace),
-    /// commits a snapshot named <paramref name="target"/> over it and throws AlreadyExists; containerd then finds it by
-    /// its label and parent (a Walk) and skips the layer's download and unpack. Called under the lock.</summary>
-    void TryBorrowLayer(string target, SnapshotRecord? below, IReadOnlyDictionary<string, string> labels)
+    /// <paramref name="below"/>, the record of a committed snapshot named <paramref name="target"/> over that layer, to
+    /// be written by <see cref="Borrow"/>; reserved (the target busy, the layer used) so nothing takes either meanwhile.
+    /// The layer is an image layer (its id is the chain's, computed by Strata when it applied it), or one that
+    /// containerd's unpacker committed in another namespace: a committed snapshot named <c>NS/N/CHAIN</c> labelled with
+    /// that chain, which the unpacker does only after checking the layer's diff id. (Any client of containerd's socket
+    /// could label one so: the socket is root's.) When <paramref name="target"/> exists already as containerd looks it
+    /// up (committed, this parent, this label), throws AlreadyExists. Called under the lock.</summary>
+    SnapshotRecord? FindLoan(string target, SnapshotRecord? below, IReadOnlyDictionary<string, string> labels)
     {
         SnapshotLimits.ValidateKey(target, $"label {SnapshotRefLabel}");
+        if (_busy.Contains(target)) return null; // being made or removed: unpack as usual
         if (_byKey.TryGetValue(target, out var existing))
         {
             // containerd looks for the answer with this label and parent: only such a snapshot may answer for it
             if (existing.Kind == SnapshotKind.Committed && existing.Parent == below?.Key && existing.Labels.GetValueOrDefault(SnapshotRefLabel) == target)
                 throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists");
-            return;
+            return null;
         }
-        if (_busy.Contains(target)) return;
         // containerd names committed layers by chain id; its metadata store prefixes "NS/SEQ/" to the names it sends
         string chain = target[(target.LastIndexOf('/') + 1)..];
-        if (!chain.StartsWith("sha256:", StringComparison.Ordinal)) return;
+        if (!chain.StartsWith("sha256:", StringComparison.Ordinal)) return null;
         string hex = chain["sha256:".Length..];
-        if (hex.Length != 64 || !hex.All(char.IsAsciiHexDigitLower)) return;
+        if (hex.Length != 64 || !hex.All(char.IsAsciiHexDigitLower)) return null;
         string? under = below?.Layer;
         bool OnParent(string layer) => _store.Exists(layer) && _store.Inspect(layer).Parent == under;
         bool image = OnParent(hex) && _store.Inspect(hex).Kind == LayerKind.ReadOnly;
         string? layer = image ? hex : _byKey.Values.FirstOrDefault(r => r.Kind == SnapshotKind.Committed
-            && (r.Key == chain || r.Key.EndsWith("/" + chain, StringComparison.Ordinal)) && OnParent(r.Layer))?.Layer;
-        if (layer is null) return;
+            && (r.Key == chain || r.Key.EndsWith("/" + chain, StringComparison.Ordinal))
+            && r.Labels.GetValueOrDefault(SnapshotRefLabel) == chain && OnParent(r.Layer))?.Layer;
+        if (layer is null) return null;
+        _busy.Add(target);
+        _lending.Add(target);
+        _layerUsers[layer] = _layerUsers.GetValueOrDefault(layer) + 1;
         var now = DateTimeOffset.UtcNow;
-        var record = new SnapshotRecord
+        return new SnapshotRecord
         {
             Id = "ref-" + Guid.NewGuid().ToString("N"), Key = target, Layer = layer, Kind = SnapshotKind.Committed,
             Parent = below?.Key, Created = now, Updated = now, Borrowed = true,
             Labels = new Dictionary<string, string>(labels),
         };
-        if (image)
+    }
+
+    /// <summary>Writes and publishes the reserved <paramref name="loan"/> (an image layer lent by the image store) and
+    /// throws AlreadyExists; containerd then finds it by its label and parent (a Walk) and skips the layer's download
+    /// and unpack. When the image store no longer lends the layer (its image went meanwhile), the Prepare is made as
+    /// usual instead.</summary>
+    IReadOnlyList<MountSpec> Borrow(SnapshotRecord loan, string key, string? parent, IReadOnlyDictionary<string, string>? labels, SnapshotKind kind)
+    {
+        bool written = false;
+        try
         {
-            if (!_images.Lend(layer, () => _records.Write(record))) return; // its image went meanwhile
+            if (loan.Layer.StartsWith(LayerPrefix, StringComparison.Ordinal))
+            {
+                _records.Write(loan);
+                written = true;
+            }
+            else written = _images.Lend(loan.Layer, () => _records.Write(loan));
         }
-        else _records.Write(record);
-        _byKey[target] = record;
-        _layerUsers[layer] = _layerUsers.GetValueOrDefault(layer) + 1;
-        if (below is not null) _children[below.Key] = _children.GetValueOrDefault(below.Key) + 1;
-        throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(target)}' already exists: the store holds its layer {layer}");
+        finally
+        {
+            bool last = false;
+            lock (_lock)
+            {
+                _busy.Remove(loan.Key);
+                _lending.Remove(loan.Key);
+                Monitor.PulseAll(_lock);
+                if (written) _byKey[loan.Key] = loan; // the parent stays pinned: it is the loan's
+                else
+                {
+                    if (parent is not null) _children[parent]--;
+                    last = Unuse(loan.Layer);
+                }
+            }
+            if (last) LetGo(loan.Layer);
+        }
+        if (!written) return Create(key, parent, labels, kind, borrow: false);
+        throw StrataException.Exists($"snapshot '{SnapshotLimits.Shorten(loan.Key)}' already exists: the store holds its layer {loan.Layer}");
     }
 
     /// <summary>The mounts of an active snapshot or a view (what Prepare or View returned).</summary>
@@ -256,7 +300,10 @@ public sealed class Snapshotter : IDisposable
         }
         try
         {
-            Posix.SyncFileSystem(_store.Root); // the data a committed record stands for is on disk first
+            // the data a committed record stands for is on disk first (on a block layer containerd may still have mounted:
+            // through its mount, on the device)
+            if (_store.Driver is IBlockLayers block) block.Flush(record.Layer);
+            Posix.SyncFileSystem(_store.Root);
             var now = DateTimeOffset.UtcNow;
             var committed = record with
             {
@@ -303,21 +350,38 @@ public sealed class Snapshotter : IDisposable
             {
                 _byKey.Remove(key);
                 if (record.Parent is not null && --_children[record.Parent] == 0) _children.Remove(record.Parent);
-                if (--_layerUsers[record.Layer] == 0)
-                {
-                    _layerUsers.Remove(record.Layer);
-                    last = true;
-                }
+                last = Unuse(record.Layer);
             }
         }
         finally
         {
             lock (_lock) _busy.Remove(key);
         }
-        if (!last) return;
-        Detach(record.Layer);
-        if (record.Layer.StartsWith(LayerPrefix, StringComparison.Ordinal)) TryRemoveLayer(record.Layer);
-        else _images.Returned(record.Layer);
+        if (last) LetGo(record.Layer);
+    }
+
+    /// <summary>One record fewer uses <paramref name="layer"/>; whether it was the last. Called under the lock.</summary>
+    bool Unuse(string layer)
+    {
+        if (--_layerUsers[layer] > 0) return false;
+        _layerUsers.Remove(layer);
+        return true;
+    }
+
+    /// <summary>After the last record using <paramref name="layer"/> went: its device is let go, and the layer removed (a
+    /// snapshot's own) or given back to the image store (an image layer). The snapshot is gone either way: what fails
+    /// here is left for <see cref="Cleanup"/> or the image store's next collection.</summary>
+    void LetGo(string layer)
+    {
+        try
+        {
+            Detach(layer);
+            if (layer.StartsWith(LayerPrefix, StringComparison.Ordinal)) TryRemoveLayer(layer);
+            else _images.Returned(layer);
+        }
+        catch (StrataException)
+        {
+        }
     }
 
     public SnapshotInfo Stat(string key)
@@ -409,8 +473,8 @@ public sealed class Snapshotter : IDisposable
         return removed;
     }
 
-    /// <summary>The mounts of a published snapshot: on block layers, its device attached (once: later calls name the
-    /// same device), unless the snapshot went meanwhile.</summary>
+    /// <summary>The mounts of a published active snapshot or view: on block layers, its device attached (once: later
+    /// calls name the same device while it stays attached), unless the snapshot was committed or removed meanwhile.</summary>
     IReadOnlyList<MountSpec> MountsOf(SnapshotRecord record)
     {
         if (_store.Driver is not IBlockLayers) return SnapshotMounts.For(_store.Driver.Mount(record.Layer), record.Kind);
@@ -418,8 +482,8 @@ public sealed class Snapshotter : IDisposable
         {
             if (!_attached.TryGetValue(record.Layer, out var attached))
             {
-                lock (_lock)
-                    if (!_layerUsers.ContainsKey(record.Layer))
+                lock (_lock) // still this active snapshot or view: not committed or removed since it was read
+                    if (!_byKey.TryGetValue(record.Key, out var now) || now.Id != record.Id || now.Kind == SnapshotKind.Committed)
                         throw StrataException.NotFound($"snapshot '{SnapshotLimits.Shorten(record.Key)}' does not exist");
                 _attached[record.Layer] = attached = _store.AttachForClient(record.Layer); // Remove detaches after us
             }

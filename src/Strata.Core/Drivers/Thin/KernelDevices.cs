@@ -59,6 +59,13 @@ sealed class KernelDevices(string home, IPoolService pool, PoolProcess process, 
         if (usesKernelNbd && PoolDirectory.Exists(home) && process.ServerAlive()) pool.Detach(id);
     }
 
+    /// <summary>The kernel devices a device is attached as: loop devices over its file, or the server's nbd device.</summary>
+    public IReadOnlyList<string> AttachedAs(string id)
+    {
+        if (!usesKernelNbd) return Posix.LoopDevicesOf(DeviceFile(id));
+        return process.ServerAlive() && pool.Attached(id) is { } nbd ? [nbd] : [];
+    }
+
     /// <summary>Whether a device is attached to the kernel (a loop device over its file, or an nbd device of the server)
     /// though not mounted here: its filesystem may be alive in another mount namespace.</summary>
     public bool AttachedElsewhere(string id)

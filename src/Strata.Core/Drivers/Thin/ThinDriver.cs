@@ -286,6 +286,14 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlock
         return new AttachedLayer(new MountSpec(_options.FileSystem, attached.Device, FileSystemTools.MountOptions(_options)), attached);
     }
 
+    public void Flush(string id)
+    {
+        if (!PoolExists) return;
+        var devices = _kernel.AttachedAs(id);
+        if (devices.Count == 0) return;
+        if (MountTable.Read().FirstOrDefault(m => devices.Contains(m.Source)) is { } mounted) Posix.SyncFileSystem(mounted.MountPoint);
+    }
+
     public long MappedBytes(string id) => (long)OnLayerDevice(id, () => _pool.Device(id)).Mapped * _options.BlockSize;
 
     readonly HashSet<string> _mounted = new(StringComparer.Ordinal);
