@@ -167,7 +167,11 @@ declare -A skipped=()
 start_strata() {
   local name="$1" d="$2" parent="${3:-$mnt}" sock="$rundir/$1.sock" log="$work/$1.log" i
   mkdir "$rundir/plugins-$name" "$parent/store-$name"
-  "$strata" --root "$parent/store-$name" --driver "$d" serve --snapshotter-socket "$sock" --plugin-dir "$rundir/plugins-$name" \
+  local opts=()
+  # thin: a pool the bench's filesystem can hold (the default 100 GiB sparse data file is more than its free space,
+  # which thin.min_free_space counts)
+  [ "$d" != thin ] || opts=(--storage-opt thin.datasize=4G)
+  "$strata" --root "$parent/store-$name" --driver "$d" "${opts[@]}" serve --snapshotter-socket "$sock" --plugin-dir "$rundir/plugins-$name" \
     --docker-plugin "bench-$name" >"$log" 2>&1 &
   pid_strata[$name]=$!
   for ((i = 0; i < 600; i++)); do
