@@ -230,8 +230,8 @@ public sealed class Snapshotter : IDisposable
         };
     }
 
-    /// <summary>Writes and publishes the reserved <paramref name="loan"/> (an image layer lent by the image store) and
-    /// throws AlreadyExists; containerd then finds it by its label and parent (a Walk) and skips the layer's download
+    /// <summary>Writes and publishes the reserved <paramref name="loan"/> (an image layer, lent by the image store, or
+    /// another record's layer) and throws AlreadyExists; containerd then finds it by its label and parent (a Walk) and skips the layer's download
     /// and unpack. When the image store no longer lends the layer (its image went meanwhile), the Prepare is made as
     /// usual instead.</summary>
     IReadOnlyList<MountSpec> Borrow(SnapshotRecord loan, string key, string? parent, IReadOnlyDictionary<string, string>? labels, SnapshotKind kind)
