@@ -125,12 +125,20 @@ sealed class PoolProcess(string dir, RemotePool server)
     public void StopIfIdle()
     {
         if (StartedPid() is not { } pid) return;
-        if (Posix.LoopDevicesIn(DeviceDir).Count > 0) return; // devices in use
+        // a loop device lets go of its file a moment after its last user (autoclear runs asynchronously): one still
+        // bound but mounted nowhere here (a client just unmounted it) is waited for a while; a mounted one, or one
+        // something else keeps open past the wait, is in use and keeps the server
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
+        while (Posix.LoopDevicesIn(DeviceDir) is { Count: > 0 } bound)
+        {
+            var mounted = MountTable.Read().Select(m => m.Source).ToHashSet(StringComparer.Ordinal);
+            if (bound.Any(mounted.Contains) || DateTime.UtcNow > deadline) return;
+            Thread.Sleep(10);
+        }
         try
         {
-            // a loop device lets go of its file a moment after its last user (autoclear runs asynchronously), and a
-            // deferred deletion runs when it has
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
+            // a deferred deletion runs once the loop device has let go
+            deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
             while (true)
             {
                 var status = server.Status();
