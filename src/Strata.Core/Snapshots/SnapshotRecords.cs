@@ -57,7 +57,7 @@ sealed class SnapshotRecords(string directory)
 
     /// <summary>The records of the store at <paramref name="root"/>, read without changing anything, for readers other
     /// than the snapshotter (image collection must keep the layers they hold; `strata info` counts them). Null when one
-    /// does not parse: what it holds cannot be known (opening the snapshots reports it).</summary>
+    /// does not read as a record: what it holds cannot be known (opening the snapshots reports it).</summary>
     public static List<SnapshotRecord>? Peek(string root)
     {
         string directory = Path.Combine(root, DirectoryName);
@@ -68,15 +68,13 @@ sealed class SnapshotRecords(string directory)
             if (!e.Name.EndsWith(".json", StringComparison.Ordinal)) continue; // temp files of writes not yet renamed
             try
             {
-                var record = JsonSerializer.Deserialize(Posix.ReadFile(Path.Combine(directory, e.Name)), SnapshotJson.Default.SnapshotRecord);
-                if (record?.Layer is null) return null;
-                records.Add(record);
+                records.Add(Read(Path.Combine(directory, e.Name), e.Name));
             }
             catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
             {
                 // removed since the listing: not a record any more
             }
-            catch (Exception ex) when (ex is JsonException or StrataException)
+            catch (StrataException)
             {
                 return null;
             }
@@ -97,30 +95,36 @@ sealed class SnapshotRecords(string directory)
                 continue;
             }
             if (!e.Name.EndsWith(".json", StringComparison.Ordinal)) continue; // not ours
-            SnapshotRecord record;
-            try
-            {
-                record = JsonSerializer.Deserialize(Posix.ReadFile(file), SnapshotJson.Default.SnapshotRecord) ?? throw new JsonException("empty record");
-            }
-            catch (JsonException ex)
-            {
-                throw StrataException.Corrupt($"snapshot record {file} is unreadable ({ex.Message}); move it away to open the store");
-            }
-            if (record.Id + ".json" != e.Name || !LayerId.IsValid(record.Id) || !LayerId.IsValid(record.Layer)
-                || !Enum.IsDefined(record.Kind) || record.Labels is null)
-                throw StrataException.Corrupt($"snapshot record {file} is not a valid record for '{record.Id}'; move it away to open the store");
-            try
-            {
-                SnapshotLimits.ValidateKey(record.Key);
-                if (record.Parent is not null) SnapshotLimits.ValidateKey(record.Parent, "parent");
-            }
-            catch (StrataException ex)
-            {
-                throw StrataException.Corrupt($"snapshot record {file}: {ex.Message}; move it away to open the store");
-            }
-            records.Add(record);
+            records.Add(Read(file, e.Name));
         }
         return records;
+    }
+
+    /// <summary>One record, checked: Corrupt when it does not parse or is not a valid record named <paramref name="name"/>.</summary>
+    static SnapshotRecord Read(string file, string name)
+    {
+        SnapshotRecord record;
+        try
+        {
+            record = JsonSerializer.Deserialize(Posix.ReadFile(file), SnapshotJson.Default.SnapshotRecord) ?? throw new JsonException("empty record");
+        }
+        catch (JsonException ex)
+        {
+            throw StrataException.Corrupt($"snapshot record {file} is unreadable ({ex.Message}); move it away to open the store");
+        }
+        if (record.Id + ".json" != name || !LayerId.IsValid(record.Id) || !LayerId.IsValid(record.Layer)
+            || !Enum.IsDefined(record.Kind) || record.Labels is null)
+            throw StrataException.Corrupt($"snapshot record {file} is not a valid record for '{record.Id}'; move it away to open the store");
+        try
+        {
+            SnapshotLimits.ValidateKey(record.Key);
+            if (record.Parent is not null) SnapshotLimits.ValidateKey(record.Parent, "parent");
+        }
+        catch (StrataException ex)
+        {
+            throw StrataException.Corrupt($"snapshot record {file}: {ex.Message}; move it away to open the store");
+        }
+        return record;
     }
 }
 
