@@ -78,6 +78,9 @@ public abstract class SnapshotterConformance : IDisposable
 
     protected static string[] Describe(IReadOnlyList<MountSpec> mounts) => mounts.Select(Describe).ToArray();
 
+    /// <summary>What of a described mount a restart keeps (all of it, unless the driver says otherwise).</summary>
+    protected virtual string AcrossRestart(string mount) => mount;
+
     protected static void AssertKind(ErrorKind kind, Action call) => Assert.Equal(kind, Assert.Throws<StrataException>(call).Kind);
 
     [Fact]
@@ -242,7 +245,7 @@ public abstract class SnapshotterConformance : IDisposable
         var before = Snapshots.Walk();
         Reopen();
         Assert.Equal(before, Snapshots.Walk(), new InfoComparer());
-        Assert.Equal(Describe(active), Describe(Snapshots.Mounts("b")));
+        Assert.Equal(Describe(active).Select(AcrossRestart), Describe(Snapshots.Mounts("b")).Select(AcrossRestart));
         Assert.Empty(Snapshots.Swept);
         AssertKind(ErrorKind.InUse, () => Snapshots.Remove("a-c"));
         Snapshots.Commit("b-c", "b");
@@ -505,6 +508,9 @@ public sealed class ThinSnapshotterConformance : SnapshotterConformance
     protected override string DriverName => "thin";
 
     protected override IReadOnlyDictionary<string, string> DriverOptions => new Dictionary<string, string> { ["thin.basesize"] = "512M" };
+
+    /// <summary>A device nobody mounted is let go when the daemon stops, and may come back as another loop device.</summary>
+    protected override string AcrossRestart(string mount) => System.Text.RegularExpressions.Regex.Replace(mount, @"/dev/loop[0-9]+", "/dev/loopN");
 
     [Fact]
     public void MountsAreWhatContainerdsDevmapperSnapshotterReturns()
