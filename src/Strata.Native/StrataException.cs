@@ -54,6 +54,8 @@ public class StrataException : Exception
     public static StrataException Invalid(string message) => new(ErrorKind.InvalidArgument, message);
     public static StrataException Corrupt(string message) => new(ErrorKind.Corrupt, message);
     public static StrataException Unsupported(string message) => new(ErrorKind.Unsupported, message);
+    public static StrataException PermissionDenied(string message) => new(ErrorKind.PermissionDenied, message);
+    public static StrataException Io(string message) => new(ErrorKind.Io, message);
 }
 
 /// <summary>A failed system call: carries errno, the operation and the path it was applied to.</summary>

@@ -6,5 +6,10 @@ public static class Login
     /// <summary>Succeeds when <paramref name="registry"/> (docker.io or host[:port]) accepts <paramref name="credential"/>;
     /// a refusal is StrataException PermissionDenied naming the registry; returns the identity token the registry gave
     /// in place of the password, if any.</summary>
-    public static string? Check(string registry, RegistryCredential credential, RegistrySettings settings) => throw new NotImplementedException();
+    public static string? Check(string registry, RegistryCredential credential, RegistrySettings settings)
+    {
+        using var client = new RegistryClient(registry, settings, credential, push: true);
+        client.Ping();
+        return client.RefreshToken;
+    }
 }

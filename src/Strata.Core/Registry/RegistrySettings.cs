@@ -27,4 +27,7 @@ public sealed record RegistrySettings
     /// or with an unverified certificate: listed in insecure-registries (by name or by an address in a listed
     /// CIDR), or a loopback address (127.0.0.0/8, ::1, localhost), as dockerd does.</summary>
     public bool IsInsecure(string host) => throw new NotImplementedException();
+
+    /// <summary>The CA roots and client certificates of CertsDirectory/HOST[:PORT]/ (empty when it does not exist).</summary>
+    public (List<System.Security.Cryptography.X509Certificates.X509Certificate2> Roots, System.Security.Cryptography.X509Certificates.X509Certificate2Collection ClientCertificates) TlsFor(string host) => throw new NotImplementedException();
 }
