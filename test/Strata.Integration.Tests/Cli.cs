@@ -3,8 +3,9 @@ using System.Diagnostics;
 namespace Strata.Integration.Tests;
 
 /// <summary>Runs the real `strata` binary: the one named by STRATA_BIN (test.sh sets it to the native build that
-/// ./strata makes and users run), else the one built beside the tests.</summary>
-sealed class Cli(string root)
+/// ./strata makes and users run), else the one built beside the tests. <paramref name="environment"/>: variables set for
+/// every run (STRATA_CONFIG, DOCKER_CONFIG).</summary>
+sealed class Cli(string root, IReadOnlyDictionary<string, string>? environment = null)
 {
     public static readonly string Binary = Environment.GetEnvironmentVariable("STRATA_BIN") is { Length: > 0 } bin
         ? Path.GetFullPath(bin)
@@ -53,6 +54,7 @@ sealed class Cli(string root)
         psi.ArgumentList.Add(root);
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment.Remove("STRATA_ROOT");
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         return Process.Start(psi)!;
     }
 }
