@@ -219,6 +219,22 @@ public sealed class RegistryPullTests(RegistryImages images, ITestOutputHelper o
     }
 
     [RegistryFact]
+    public void AnImagePulledByDigestIsFoundByThatDigest()
+    {
+        string digest = JsonDocument.Parse(Shell.Run("skopeo", "inspect", "--tls-verify=false", $"docker://{images.Host}/x:1").Check("skopeo inspect").Stdout)
+            .RootElement.GetProperty("Digest").GetString()!;
+        string reference = $"{images.Host}/x@{digest}";
+        var s = NewStore();
+        Assert.Equal(reference, s.Ok("pull", "-q", reference));
+        var run = s.Run("run", "--rm", reference, "cat", "/etc/file");
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        Assert.Equal("replaced", run.Out);
+        var wrong = s.Run("pull", $"{images.Host}/x@sha256:{new string('0', 64)}");
+        Assert.NotEqual(0, wrong.ExitCode);
+        Assert.Single(wrong.Stderr.Trim().Split('\n'));
+    }
+
+    [RegistryFact]
     public void LayersTheStoreHasAreNotDownloaded()
     {
         var s = NewStore();

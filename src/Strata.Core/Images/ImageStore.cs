@@ -11,6 +11,8 @@ public sealed record ImageRecord
     /// <summary>The config's digest, as Docker's image id.</summary>
     public required string Id { get; init; }
     public List<string> Names { get; init; } = [];
+    /// <summary>repository@digest of the manifests it was pulled by (Docker's RepoDigests), as <c>strata pull</c> names them.</summary>
+    public List<string>? RepoDigests { get; set; }
     public required string Manifest { get; init; }
     public required string ManifestMediaType { get; init; }
     public required List<string> Layers { get; init; }
@@ -80,6 +82,7 @@ public sealed class ImageStore
 
     static ImageRecord? Find(List<ImageRecord> images, string reference)
     {
+        if (reference.Contains('@')) return images.FirstOrDefault(i => i.RepoDigests?.Contains(reference) == true);
         string? name = ImageName.TryNormalize(reference);
         if (name is not null && images.FirstOrDefault(i => i.Names.Contains(name)) is { } named) return named;
         string hex = reference.StartsWith("sha256:", StringComparison.Ordinal) ? reference[7..] : reference;
@@ -115,9 +118,14 @@ public sealed class ImageStore
             {
                 if (!byId.TryGetValue(image.Id, out var target))
                 {
-                    target = image with { Names = [] };
+                    target = image with { Names = [], RepoDigests = null };
                     images.Add(target);
                     byId[image.Id] = target;
+                }
+                foreach (var d in image.RepoDigests ?? [])
+                {
+                    target.RepoDigests ??= [];
+                    if (!target.RepoDigests.Contains(d)) target.RepoDigests.Add(d);
                 }
                 foreach (var name in image.Names)
                 {

@@ -124,6 +124,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         {
             Id = configDigest.ToString(),
             Names = name is null ? [] : [name],
+            RepoDigests = [$"{(reference with { Tag = null, Digest = null }).Familiar}@{digest}"],
             Manifest = manifestDigest.ToString(),
             ManifestMediaType = mediaType,
             Layers = plan.Select(p => p.Id).ToList(),
@@ -137,7 +138,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         options.Message?.Invoke($"Digest: {digest}");
         bool fresh = anything || !had;
         options.Message?.Invoke(fresh ? $"Status: Downloaded newer image for {shown}" : $"Status: Image is up to date for {shown}");
-        return new PulledImage(name ?? shown, added, digest, fresh);
+        return new PulledImage(name ?? record.RepoDigests[0], added, digest, fresh);
     }
 
     /// <summary>One layer of the image: its blob, the layer it makes (by chain id) on its parent, and what the store has.</summary>
