@@ -208,7 +208,12 @@ sealed class RegistryFaultServer : IDisposable
             await output.WriteAsync(buffer.AsMemory(0, n));
             sent += n;
         }
+        OnCut?.Invoke(); // before the connection closes: the client sees the cut only after it
     }
+
+    /// <summary>Runs when a blob answer has been cut (see <see cref="CutBlob"/>), before its connection is closed: a test
+    /// kills (and maybe restarts) the registry there, as if it died mid-blob.</summary>
+    public Action? OnCut { get; set; }
 
     /// <summary>The byte count a GET of <paramref name="path"/> is cut after, or -1 for the whole body.</summary>
     long TakeCut(string method, string path)

@@ -33,7 +33,8 @@ public sealed class RegistryClient : IDisposable
     readonly HttpClient _http;
     readonly RegistryAuth _auth;
     readonly List<Uri> _candidates;
-    readonly bool _insecure;
+    readonly bool _insecure, _plainHttp;
+    volatile bool _certificateRefused;
     readonly object _lock = new();
     Uri? _base;
     int _candidate;
@@ -44,12 +45,16 @@ public sealed class RegistryClient : IDisposable
     {
         _registry = registry;
         _settings = settings;
-        _insecure = settings.IsInsecure(registry);
+        // HTTP is allowed for insecure and loopback registries; an unverified certificate only for those configured
+        // insecure by name or range (a loopback registry that speaks TLS is verified: it is reached over HTTP only when
+        // it does not speak TLS at all)
+        _plainHttp = settings.IsInsecure(registry);
+        _insecure = _plainHttp && !IsLoopback(registry) || settings.InsecureRegistries.Contains(registry, StringComparer.OrdinalIgnoreCase);
         string host = registry == ImageReference.DefaultRegistry ? ImageReference.DefaultRegistryHost : registry;
         _candidates = [];
         if (registry == ImageReference.DefaultRegistry && !push) _candidates.AddRange(settings.Mirrors);
         _candidates.Add(new Uri($"https://{host}/"));
-        if (_insecure) _candidates.Add(new Uri($"http://{host}/"));
+        if (_plainHttp) _candidates.Add(new Uri($"http://{host}/"));
         var tls = settings.TlsFor(registry);
         var handler = new SocketsHttpHandler
         {
@@ -88,13 +93,25 @@ public sealed class RegistryClient : IDisposable
         if (errors == SslPolicyErrors.None) return true;
         // an insecure registry's own certificate is not checked (dockerd: insecure-registries skip verification)
         if (_insecure && IsRegistryHost(target)) return true;
-        if (certificate is null || errors.HasFlag(SslPolicyErrors.RemoteCertificateNameMismatch) || roots.Count == 0 || !IsRegistryHost(target)) return false;
-        using var custom = new X509Chain();
-        custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        custom.ChainPolicy.CustomTrustStore.AddRange(roots.ToArray());
-        if (chain is not null) foreach (var e in chain.ChainElements) custom.ChainPolicy.ExtraStore.Add(e.Certificate);
-        return custom.Build(certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()));
+        bool trusted = false;
+        if (certificate is not null && !errors.HasFlag(SslPolicyErrors.RemoteCertificateNameMismatch) && roots.Count > 0 && IsRegistryHost(target))
+        {
+            using var custom = new X509Chain();
+            custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+            custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            custom.ChainPolicy.CustomTrustStore.AddRange(roots.ToArray());
+            if (chain is not null) foreach (var e in chain.ChainElements) custom.ChainPolicy.ExtraStore.Add(e.Certificate);
+            trusted = custom.Build(certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()));
+        }
+        if (!trusted && IsRegistryHost(target)) _certificateRefused = true;
+        return trusted;
+    }
+
+    /// <summary>Whether host[:port] names this machine: 127.0.0.0/8, ::1 or localhost.</summary>
+    static bool IsLoopback(string registry)
+    {
+        string host = registry.StartsWith('[') ? registry[1..registry.IndexOf(']')] : registry.LastIndexOf(':') is var c and > 0 ? registry[..c] : registry;
+        return host.Equals("localhost", StringComparison.OrdinalIgnoreCase) || IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip);
     }
 
     bool IsRegistryHost(string target)
@@ -125,6 +142,8 @@ public sealed class RegistryClient : IDisposable
                 catch (HttpRequestException ex)
                 {
                     last = ex;
+                    // a registry that speaks TLS with a certificate not trusted here is not asked again over plain HTTP
+                    if (_certificateRefused) break;
                 }
             }
             throw last is HttpRequestException h ? Unreachable(h) : StrataException.Io($"{_registry}: no endpoint answers");
