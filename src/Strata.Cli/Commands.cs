@@ -48,6 +48,7 @@ public static partial class Commands
         root.Subcommands.Add(ContainerCommand());
         root.Subcommands.Add(RunCommand());
         root.Subcommands.Add(PoolCommand());
+        foreach (var c in RegistryCommands().Concat(DockerAliases())) root.Subcommands.Add(c);
         return root;
     }
 
@@ -83,7 +84,7 @@ public static partial class Commands
 
     /// <summary>How a parsed command line is sent to a daemon: the control socket of the store it names (`strata serve`
     /// owns a store), whether it may run inside a daemon that owns that store (everything but `serve`, `run`, `pool`,
-    /// help and version), whether it
+    /// `login`, `logout`, help and version), whether it
     /// reads stdin, and the files of -i and -o, which the client reads and writes itself (they are the
     /// caller's files, under the caller's permissions and working directory).</summary>
     internal static Route Route(ParseResult r)
@@ -96,6 +97,7 @@ public static partial class Commands
         bool reads = command.Name is "apply"; // the forwardable commands that read stdin
         // pool commands run here, and reach a pool's server through its typed calls (PoolCommands), not as command lines
         if (IsPoolCommand(r)) forwardable = false;
+        if (IsClientCommand(command.Name)) forwardable = false; // they use no store, and read the caller's terminal and config
         string root = Path.GetFullPath(r.GetValue(RootOption)!);
         return new Route(Path.Combine(root, Control.SocketName), $"store {root}", forwardable, reads, input, output);
     }

@@ -6,7 +6,8 @@ using Strata.Core.Images;
 
 namespace Strata.Cli;
 
-/// <summary>`strata image ...` and `strata container ...`: thin wrappers over ImageStore and ContainerStore.</summary>
+/// <summary>`strata image ...` and `strata container ...` (and their Docker names `images`, `rmi`, `ps`): thin wrappers over
+/// ImageStore and ContainerStore.</summary>
 public static partial class Commands
 {
     static ContainerStore Catalog(StoreLease lease) => ContainerStore.For(lease.Store);
@@ -16,7 +17,6 @@ public static partial class Commands
     static Command ImageCommand()
     {
         var image = new Command("image", "Import, list, inspect, tag, export and remove images");
-        var format = FormatOption();
 
         var path = new Argument<string>("PATH") { Description = "OCI layout directory, oci-archive or docker-archive tar, or a rootfs tar" };
         var name = new Option<string?>("--name") { Description = "Name the image NAME[:TAG] (default: the names in the archive)" };
@@ -37,24 +37,7 @@ public static partial class Commands
         });
         image.Subcommands.Add(import);
 
-        var ls = new Command("ls", "List images") { format };
-        ls.SetAction(r =>
-        {
-            using var lease = OpenStore(r);
-            var images = Catalog(lease).Images.List();
-            if (IsJson(r, format))
-            {
-                WriteJson(images);
-                return 0;
-            }
-            var table = Table("NAME", "ID", "LAYERS", "SIZE", "CREATED");
-            foreach (var i in images)
-                foreach (var n in i.Names.DefaultIfEmpty("<none>"))
-                    table.AddRow(Markup.Escape(n), i.ShortId, i.Layers.Count.ToString(CultureInfo.InvariantCulture), Bytes(i.Size), When(i.Created));
-            Io.Current.Ansi.Write(table);
-            return 0;
-        });
-        image.Subcommands.Add(ls);
+        image.Subcommands.Add(ImageList("ls", "List images"));
 
         var reference = new Argument<string>("IMAGE") { Description = "Image name, id or id prefix" };
         var inspect = new Command("inspect", "Show an image's record, manifest and config as JSON") { reference };
@@ -73,20 +56,7 @@ public static partial class Commands
         });
         image.Subcommands.Add(inspect);
 
-        var references = new Argument<string[]>("IMAGE") { Description = "Image names or ids", Arity = ArgumentArity.OneOrMore };
-        var rm = new Command("rm", "Remove images (refused while containers use them); layers and blobs no other image uses go too") { references };
-        rm.SetAction(r =>
-        {
-            using var lease = OpenStore(r);
-            var catalog = Catalog(lease);
-            foreach (var i in r.GetValue(references)!)
-            {
-                catalog.Images.Remove(i, catalog.UsersOf);
-                Io.Current.Out.WriteLine(i);
-            }
-            return 0;
-        });
-        image.Subcommands.Add(rm);
+        image.Subcommands.Add(ImageRemove("rm", "Remove images (refused while containers use them); layers and blobs no other image uses go too"));
 
         var target = new Argument<string>("NAME") { Description = "New name NAME[:TAG]" };
         var tag = new Command("tag", "Give an image another name") { reference, target };
@@ -125,7 +95,6 @@ public static partial class Commands
     static Command ContainerCommand()
     {
         var container = new Command("container", "Create, list, mount, diff, commit and remove containers");
-        var format = FormatOption();
         var image = new Argument<string>("IMAGE") { Description = "Image name, id or id prefix" };
         var name = new Option<string?>("--name") { Description = "Container name (default c-<short id>)" };
         var create = new Command("create", "Create a container (a read-write layer over the image); prints its id") { image, name };
@@ -137,24 +106,7 @@ public static partial class Commands
         });
         container.Subcommands.Add(create);
 
-        var ls = new Command("ls", "List containers") { format };
-        ls.SetAction(r =>
-        {
-            using var lease = OpenStore(r);
-            var catalog = Catalog(lease);
-            var list = catalog.List().Select(c => (Container: c, Layer: lease.Store.Inspect(c.Id))).ToList();
-            if (IsJson(r, format))
-            {
-                WriteJson(list.Select(x => new Dictionary<string, object> { ["Container"] = x.Container, ["Mounts"] = x.Layer.Mounts, ["Size"] = x.Layer.Size }).ToList());
-                return 0;
-            }
-            var table = Table("ID", "NAME", "IMAGE", "MOUNTS", "CREATED");
-            foreach (var (c, layer) in list)
-                table.AddRow(c.ShortId, Markup.Escape(c.Name), Markup.Escape(c.Image), layer.Mounts.ToString(CultureInfo.InvariantCulture), When(c.Created));
-            Io.Current.Ansi.Write(table);
-            return 0;
-        });
-        container.Subcommands.Add(ls);
+        container.Subcommands.Add(ContainerList("ls", "List containers"));
 
         var id = new Argument<string>("CONTAINER") { Description = "Container name, id or id prefix" };
         var inspect = new Command("inspect", "Show a container's record and its image's process config as JSON") { id };
@@ -222,6 +174,79 @@ public static partial class Commands
         });
         container.Subcommands.Add(commit);
         return container;
+    }
+
+    /// <summary>The names Docker users type for three of these commands: `strata images` (`image ls`), `strata rmi`
+    /// (`image rm`) and `strata ps` (`container ls`), the same commands under a second name.</summary>
+    static IEnumerable<Command> DockerAliases()
+    {
+        yield return ImageList("images", "List images (as `strata image ls`)");
+        yield return ImageRemove("rmi", "Remove images (as `strata image rm`)");
+        yield return ContainerList("ps", "List containers (as `strata container ls`)");
+    }
+
+    static Command ImageList(string name, string description)
+    {
+        var format = FormatOption();
+        var ls = new Command(name, description) { format };
+        ls.SetAction(r =>
+        {
+            using var lease = OpenStore(r);
+            var images = Catalog(lease).Images.List();
+            if (IsJson(r, format))
+            {
+                WriteJson(images);
+                return 0;
+            }
+            var table = Table("NAME", "ID", "LAYERS", "SIZE", "CREATED");
+            foreach (var i in images)
+                foreach (var n in i.Names.DefaultIfEmpty("<none>"))
+                    table.AddRow(Markup.Escape(n), i.ShortId, i.Layers.Count.ToString(CultureInfo.InvariantCulture), Bytes(i.Size), When(i.Created));
+            Io.Current.Ansi.Write(table);
+            return 0;
+        });
+        return ls;
+    }
+
+    static Command ImageRemove(string name, string description)
+    {
+        var references = new Argument<string[]>("IMAGE") { Description = "Image names or ids", Arity = ArgumentArity.OneOrMore };
+        var rm = new Command(name, description) { references };
+        rm.SetAction(r =>
+        {
+            using var lease = OpenStore(r);
+            var catalog = Catalog(lease);
+            foreach (var i in r.GetValue(references)!)
+            {
+                catalog.Images.Remove(i, catalog.UsersOf);
+                Io.Current.Out.WriteLine(i);
+            }
+            return 0;
+        });
+        return rm;
+    }
+
+    static Command ContainerList(string name, string description)
+    {
+        var format = FormatOption();
+        var ls = new Command(name, description) { format };
+        ls.SetAction(r =>
+        {
+            using var lease = OpenStore(r);
+            var catalog = Catalog(lease);
+            var list = catalog.List().Select(c => (Container: c, Layer: lease.Store.Inspect(c.Id))).ToList();
+            if (IsJson(r, format))
+            {
+                WriteJson(list.Select(x => new Dictionary<string, object> { ["Container"] = x.Container, ["Mounts"] = x.Layer.Mounts, ["Size"] = x.Layer.Size }).ToList());
+                return 0;
+            }
+            var table = Table("ID", "NAME", "IMAGE", "MOUNTS", "CREATED");
+            foreach (var (c, layer) in list)
+                table.AddRow(c.ShortId, Markup.Escape(c.Name), Markup.Escape(c.Image), layer.Mounts.ToString(CultureInfo.InvariantCulture), When(c.Created));
+            Io.Current.Ansi.Write(table);
+            return 0;
+        });
+        return ls;
     }
 
     static Table Table(params string[] headers)
