@@ -1,12 +1,12 @@
-using System.IO.Compression;
 using Strata.Archive.Tar;
 
 namespace Strata.Archive;
 
 /// <summary>
-/// A layer as handed over from outside: a tar, or a gzip-compressed tar (OCI <c>tar+gzip</c>,
-/// decompressed on the fly). <see cref="Open"/> reads and checks the first header before it returns,
-/// so a caller can refuse input that is not a layer at all before it changes anything. Disposing the
+/// A layer as handed over from outside: a tar, or a gzip- or zstd-compressed tar (OCI <c>tar+gzip</c>,
+/// <c>tar+zstd</c>; told apart by their first bytes, decompressed on the fly). <see cref="Open"/> reads and
+/// checks the first header before it returns, so a caller can refuse input that is not a layer at all before
+/// it changes anything. Corrupt compressed data reads as Corrupt ("gzip: ...", "zstd: ..."). Disposing the
 /// result releases the decompressor; the caller's stream stays the caller's.
 /// </summary>
 public static class LayerInput
@@ -15,21 +15,22 @@ public static class LayerInput
     {
         byte[] head = ReadUpTo(raw, TarFormat.BlockSize);
         Stream rest = raw;
-        if (head.AsSpan().StartsWith((ReadOnlySpan<byte>)[0x1f, 0x8b]))
+        if (head.AsSpan().StartsWith(DecompressedStream.GzipMagic))
+            rest = DecompressedStream.Gzip(new PrefixedStream(head, raw, ownsRest: false));
+        else if (head.AsSpan().StartsWith(DecompressedStream.ZstdMagic))
+            rest = DecompressedStream.Zstd(new PrefixedStream(head, raw, ownsRest: false));
+        try
         {
-            rest = new GZipStream(new PrefixedStream(head, raw, ownsRest: false), CompressionMode.Decompress);
-            try
-            {
-                head = ReadUpTo(rest, TarFormat.BlockSize);
-            }
-            catch (InvalidDataException ex)
-            {
-                throw StrataException.Corrupt($"gzip: {ex.Message}");
-            }
+            if (rest != raw) head = ReadUpTo(rest, TarFormat.BlockSize);
+            if (head.Length == 0) throw StrataException.Corrupt("tar: the input is empty");
+            if (head.Length < TarFormat.BlockSize) throw StrataException.Corrupt($"tar: archive is truncated at byte {head.Length}");
+            TarReader.CheckHeaderBlock(head);
         }
-        if (head.Length == 0) throw StrataException.Corrupt("tar: the input is empty");
-        if (head.Length < TarFormat.BlockSize) throw StrataException.Corrupt($"tar: archive is truncated at byte {head.Length}");
-        TarReader.CheckHeaderBlock(head);
+        catch
+        {
+            if (rest != raw) rest.Dispose(); // the decompressor's buffers; the caller's stream stays open
+            throw;
+        }
         return new PrefixedStream(head, rest, ownsRest: rest != raw);
     }
 
@@ -60,14 +61,7 @@ public static class LayerInput
                 _pos += n;
                 return n;
             }
-            try
-            {
-                return rest.Read(buffer);
-            }
-            catch (InvalidDataException ex)
-            {
-                throw StrataException.Corrupt($"gzip: {ex.Message}");
-            }
+            return rest.Read(buffer);
         }
 
         protected override void Dispose(bool disposing)

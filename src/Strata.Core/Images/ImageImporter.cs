@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Strata.Archive;
@@ -244,7 +243,7 @@ public sealed class ImageImporter(ImageStore images)
             var (digest, size) = Blobs.Put(s, b.Digest, b.Digest is null ? null : b.Size, $"layer {b.Digest?.ToString() ?? b.Path}",
                 n => options.Progress?.Invoke(new("storing layers", done += n, total)), scope);
             var compression = b.Compression ?? Sniff(digest);
-            stored.Add((digest, size, b.MediaType ?? (compression == LayerCompression.Gzip ? MediaTypes.OciLayerGzip : MediaTypes.OciLayer)));
+            stored.Add((digest, size, b.MediaType ?? LayerCodec.MediaType(compression)));
         }
         // layers, base first, each by its chain id
         var chain = new List<string>();
@@ -323,7 +322,7 @@ public sealed class ImageImporter(ImageStore images)
     {
         using var raw = Blobs.Open(blob);
         using var counted = new CountingStream(raw, progress);
-        using var tar = compression == LayerCompression.Gzip ? new GZipStream(counted, CompressionMode.Decompress) : (Stream)counted;
+        using var tar = LayerCodec.Decompress(counted, compression);
         using var hashing = new HashingStream(tar);
         Digest diffId = default;
         StrataException? mismatch = null;
@@ -335,7 +334,7 @@ public sealed class ImageImporter(ImageStore images)
                 // a rootfs tar: its diff id, and so the layer's id, is known only once it has been read; read it once
                 // to hash it, then apply it (the second read comes from the page cache)
                 using (var pre = Blobs.Open(blob))
-                using (var preTar = compression == LayerCompression.Gzip ? new GZipStream(pre, CompressionMode.Decompress) : (Stream)pre)
+                using (var preTar = LayerCodec.Decompress(pre, compression))
                 using (var preHash = new HashingStream(preTar))
                     diffId = preHash.Finish();
                 id = ChainOf(below, diffId).Hex;
@@ -353,13 +352,10 @@ public sealed class ImageImporter(ImageStore images)
                 diffId = actual;
             });
         }
-        catch (InvalidDataException ex)
-        {
-            throw StrataException.Corrupt($"layer {blob}: gzip: {ex.Message}");
-        }
         catch (StrataException ex) when (ex != mismatch && ex is not ErrnoException)
         {
-            // the applier's word on a bad tar says which member, not which of the image's layers
+            // the decompressor's or the applier's word on a bad blob says what is wrong (and which member), not which of
+            // the image's layers
             throw new StrataException(ex.Kind, $"layer {blob}: {ex.Message}", ex);
         }
         scope.Created(id);
@@ -373,13 +369,13 @@ public sealed class ImageImporter(ImageStore images)
         try
         {
             using var raw = Blobs.Open(blob);
-            using var tar = compression == LayerCompression.Gzip ? new GZipStream(raw, CompressionMode.Decompress) : raw;
+            using var tar = LayerCodec.Decompress(raw, compression);
             using var hashing = new HashingStream(tar);
             actual = hashing.Finish();
         }
-        catch (InvalidDataException ex)
+        catch (StrataException ex) when (ex is not ErrnoException)
         {
-            throw StrataException.Corrupt($"layer {blob}: gzip: {ex.Message}");
+            throw new StrataException(ex.Kind, $"layer {blob}: {ex.Message}", ex);
         }
         if (actual != diffId)
             throw StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {diffId} its config lists");
@@ -388,8 +384,8 @@ public sealed class ImageImporter(ImageStore images)
     LayerCompression Sniff(Digest blob)
     {
         using var s = Blobs.Open(blob);
-        Span<byte> head = stackalloc byte[2];
-        return s.Read(head) == 2 && head[0] == 0x1f && head[1] == 0x8b ? LayerCompression.Gzip : LayerCompression.None;
+        Span<byte> head = stackalloc byte[4];
+        return LayerCodec.Sniff(head[..s.ReadAtLeast(head, head.Length, throwOnEndOfStream: false)]);
     }
 
     static byte[] MinimalConfig(List<Digest> diffIds)

@@ -28,15 +28,17 @@ public static class MediaTypes
     {
         OciLayer or DockerLayer or "application/vnd.oci.image.layer.nondistributable.v1.tar" => LayerCompression.None,
         OciLayerGzip or DockerLayerGzip or "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => LayerCompression.Gzip,
-        OciLayerZstd => throw StrataException.Unsupported($"{what} is zstd-compressed (tar+zstd), which is not supported yet; recompress with gzip (skopeo copy --dest-compress-format gzip)"),
+        OciLayerZstd or "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => LayerCompression.Zstd,
         _ => throw StrataException.Unsupported($"{what} has unknown media type '{OciJson.Shown(t)}'"),
     };
 }
 
+/// <summary>How a layer's tar is compressed in its blob (see <see cref="LayerCodec"/>).</summary>
 public enum LayerCompression
 {
     None,
     Gzip,
+    Zstd,
 }
 
 public sealed record Platform
