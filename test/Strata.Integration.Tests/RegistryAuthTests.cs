@@ -36,7 +36,7 @@ public sealed class RegistryAuthTests(RegistryImages images, ITestOutputHelper o
     static void AssertOneLine(Cli.Result r, string contains)
     {
         Assert.NotEqual(0, r.ExitCode);
-        Assert.Single(r.Stderr.Trim().Split('\n'));
+        Errors.AssertOneLine(r);
         Assert.Contains(contains, r.Stderr);
     }
 
@@ -120,10 +120,10 @@ public sealed class RegistryAuthTests(RegistryImages images, ITestOutputHelper o
     {
         var registry = Registry(new RegistryOptions());
         string reference = registry.Push(images.Layout, "img", "killed");
-        string top = TopLayer(reference);
+        string top = Layer(reference, 0); // the big one (busybox): the cut falls inside it
 
         using var proxy = new RegistryFaultServer(registry);
-        proxy.CutBlob(top, afterBytes: 4096);
+        proxy.CutBlob("sha256:" + top, afterBytes: 4096);
         proxy.OnCut = () =>
         {
             registry.Kill();
@@ -135,7 +135,7 @@ public sealed class RegistryAuthTests(RegistryImages images, ITestOutputHelper o
         Assert.Contains(proxy.Requests, r => r.Target.Contains(top) && r.Range == "bytes=4096-");
 
         using var dying = new RegistryFaultServer(registry);
-        dying.CutBlob(top, afterBytes: 4096);
+        dying.CutBlob("sha256:" + top, afterBytes: 4096);
         dying.OnCut = registry.Kill;
         var other = NewStore(name: "dead");
         var failed = other.Run("pull", reference.Replace(registry.Host, dying.Host));
@@ -190,10 +190,14 @@ public sealed class RegistryAuthTests(RegistryImages images, ITestOutputHelper o
         AssertEmptyStore(s);
     }
 
-    static string TopLayer(string reference)
+    static string TopLayer(string reference) => Layer(reference, -1);
+
+    /// <summary>The hex digest of layer <paramref name="index"/> of the image (negative: from the top).</summary>
+    static string Layer(string reference, int index)
     {
         var raw = JsonDocument.Parse(Shell.Run("skopeo", "inspect", "--raw", "--tls-verify=false", "docker://" + reference).Check("skopeo inspect").Stdout).RootElement;
-        return raw.GetProperty("layers").EnumerateArray().Last().GetProperty("digest").GetString()!["sha256:".Length..];
+        var layers = raw.GetProperty("layers").EnumerateArray().ToList();
+        return layers[index < 0 ? layers.Count + index : index].GetProperty("digest").GetString()!["sha256:".Length..];
     }
 
     public void Dispose()

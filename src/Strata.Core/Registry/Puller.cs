@@ -33,7 +33,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
     {
         string repo = reference.Repository;
         string shown = reference.Familiar;
-        options.Message?.Invoke($"{reference.ManifestReference}: Pulling from {(reference.Registry == ImageReference.DefaultRegistry ? repo : reference.Name)}");
+        options.Message?.Invoke($"{reference.ManifestReference}: Pulling from {repo}");
         var (bytes, mediaType, digest) = client.GetManifest(repo, reference.ManifestReference, $"manifest for {shown}");
         var platform = options.Platform ?? Platform.Host;
         for (int depth = 0; MediaTypes.IsIndex(mediaType); depth++)
@@ -152,7 +152,13 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
     {
         using var source = download is not null ? download.OpenReader() : Blobs.Open(p.Blob);
         long done = 0;
-        using var counted = new CountingStream(source, n => options.Progress?.Invoke(new(p.ShortId, "Extracting", done += n, p.Size)));
+        // while the blob still downloads its line says so (as docker's, whose extraction starts after it): the bytes
+        // extracted are shown once it is whole
+        using var counted = new CountingStream(source, n =>
+        {
+            done += n;
+            if (download is null || download.Complete) options.Progress?.Invoke(new(p.ShortId, "Extracting", done, p.Size));
+        });
         using var tar = LayerCodec.Decompress(counted, p.Compression, leaveOpen: true);
         using var hashing = new HashingStream(tar);
         using var ahead = new ReadAheadStream(hashing);
@@ -375,6 +381,15 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
                 _scope.Added(digest);
             }
             _options.Progress?.Invoke(new(_layer.ShortId, "Download complete"));
+        }
+
+        /// <summary>Whether the blob is whole and verified.</summary>
+        public bool Complete
+        {
+            get
+            {
+                lock (_lock) return _verified;
+            }
         }
 
         /// <summary>Waits until the blob is whole and verified; throws what stopped it otherwise.</summary>

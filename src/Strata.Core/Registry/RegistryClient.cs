@@ -358,11 +358,7 @@ public sealed class RegistryClient : IDisposable
         }, $"v2/{repository}/manifests/{reference}");
         if (!response.IsSuccessStatusCode)
         {
-            if (response.StatusCode == HttpStatusCode.NotFound)
-            {
-                var e = Failure(response, what);
-                throw StrataException.NotFound(e.Message.Contains("MANIFEST_UNKNOWN") || e.Message.Contains("NAME_UNKNOWN") ? e.Message : $"{what}: not found in {_registry}");
-            }
+            if (response.StatusCode == HttpStatusCode.NotFound) throw Failure(response, $"{what} not found");
             throw Failure(response, what);
         }
         var bytes = ReadLimited(response, MaxManifest, what);
