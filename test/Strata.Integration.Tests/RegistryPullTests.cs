@@ -248,6 +248,24 @@ public sealed class RegistryPullTests(RegistryImages images, ITestOutputHelper o
     }
 
     [RegistryFact]
+    public void DockerHubImagesComeFromAConfiguredMirror()
+    {
+        // the local registry stands in for a mirror of Docker Hub: library/NAME there is NAME here
+        Shell.Run("skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", $"oci:{images.Layout}:img", $"docker://{images.Host}/library/mirrored:1")
+            .Check("skopeo copy to the mirror");
+        string config = _temp.Combine("mirror.json");
+        File.WriteAllText(config, $$"""{ "registry-mirrors": ["http://{{images.Host}}"] }""");
+        var s = new Cli(_temp.Combine("store"), new Dictionary<string, string> { ["STRATA_CONFIG"] = config, ["DOCKER_CONFIG"] = _temp.Combine("docker-config") });
+        var pull = s.Run("pull", "mirrored:1");
+        Assert.True(pull.ExitCode == 0, pull.Stderr);
+        Assert.Equal("docker.io/library/mirrored:1", pull.Out.Split('\n')[^1]);
+        Assert.Contains("1: Pulling from library/mirrored", pull.Stderr + pull.Stdout);
+        var run = s.Run("run", "--rm", "mirrored:1", "cat", "/etc/file");
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        Assert.Equal("replaced", run.Out);
+    }
+
+    [RegistryFact]
     public void LayersTheStoreHasAreNotDownloaded()
     {
         var s = NewStore();
