@@ -139,9 +139,10 @@ cleanup() {
     rm -rf --one-file-system "$rundir"
   fi
   [ -n "$work" ] && rm -rf --one-file-system "$work"
-  # the results file is complete once tee has read everything
+  # the results file is complete once tee has read everything: it has when it exits, at the latest when this shell
+  # exits (a trap that fires inside a redirected command keeps copies of the pipe open until then)
   exec 1>&3 3>&-
-  wait "$pid_tee" 2>/dev/null
+  for ((i = 0; i < 20; i++)); do kill -0 "$pid_tee" 2>/dev/null || break; sleep 0.1; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
