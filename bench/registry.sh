@@ -43,6 +43,7 @@
 #           skopeo  `skopeo copy oci:LAYOUT:1 docker://DST/push/N:1` (the layout's gzip blobs as they are)
 #         Each push is checked (untimed): DST serves the manifest, and DST's storage size is recorded. Goal: strata at
 #         most the fastest peer at p50.
+# After strata's warm-up pull of each image, a container of it is mounted and compared with the rootfs (diff -r).
 # Before each timed command: sync and a wait for an idle machine (at most QUIET_MAX seconds). Sides take turns in an
 # order that rotates by round. Wall time of the whole command as a user runs it (dockerd and containerd do the work in
 # the daemon, so the clients' CPU time means nothing and is not reported). strata ends a pull with syncfs(2); the peers
@@ -166,7 +167,7 @@ export DOCKER_CONFIG="$work/docker-config"
 echo '{"max-concurrent-downloads": 3, "max-concurrent-uploads": 5}' >"$work/strata-config.json"
 export STRATA_CONFIG="$work/strata-config.json"
 
-# the filesystem: layouts (2 x the gzip blobs), the split (tree + tars, removed after), SRC (3 images), DST, strata's two
+# the filesystem: layouts (2 x the gzip blobs), the split (tree, kept as the reference, + tars, removed after), SRC (3 images), DST, strata's two
 # stores, dockerd (pulled images for push + one pull), containerd, umoci's copy and bundle
 gib=$(( $(stat -c %s "$rootfs") * 14 / 1073741824 + 2 ))
 [ "$gib" -ge 8 ] || gib=8
@@ -179,7 +180,7 @@ mount "$dev" "$mnt"
 rundir=$(mktemp -d /run/strata-bench-registry.XXXXXX)
 
 # ---- the images ----
-# split_rootfs TAR DIR: DIR/layer-1.tar .. DIR/layer-5.tar, the tree of TAR in 5 layers (see the header)
+# split_rootfs TAR DIR: DIR/layer-1.tar .. DIR/layer-5.tar, the tree of TAR (left in DIR/tree) in 5 layers (see the header)
 split_rootfs() {
   local tar="$1" dir="$2" b
   mkdir -p "$dir/tree"
@@ -203,7 +204,6 @@ split_rootfs() {
     tar --numeric-owner --xattrs --xattrs-include='*' --no-recursion --verbatim-files-from -C "$dir/tree" \
       -cf "$dir/layer-$b.tar" -T "$dir/list-$b"
   done
-  rm -rf --one-file-system "$dir/tree"
 }
 # layers_layout LAYOUT REF_NAME CREATED_BY TAR...: an OCI layout of one image whose layers are the TARs (gzip -n), bottom
 # first; prints one line per layer: "DIGEST SIZE"
@@ -239,6 +239,8 @@ split_rootfs "$rootfs" "$mnt/split"
 layers_5=$(layers_layout "${layout[5]}" 1 bench/registry.sh "$mnt/split"/layer-{1,2,3,4,5}.tar)
 split_desc=""
 for b in 1 2 3 4 5; do split_desc+=" $(stat -c %s "$mnt/split/layer-$b.tar")B/$(wc -l <"$mnt/split/list-$b")"; done
+# the tree stays, as what strata's pulls are checked against
+mv "$mnt/split/tree" "$mnt/reference"
 rm -rf --one-file-system "$mnt/split"
 
 # ---- the registries: SRC (the images) and DST (pushes; emptied before each) ----
@@ -362,6 +364,17 @@ echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- the sides: OP_SIDE IMAGE runs the command measured; OP_SIDE_clean IMAGE restores the clean state after it ----
 pull_strata() { st pull "${ref[$1]}"; }
+# pull_strata_check IMAGE (after the warm-up pull): a container's mounted rootfs is the rootfs tree (diff -r: names, types,
+# contents; device nodes only by kind)
+checks=()
+pull_strata_check() {
+  local id m out
+  id=$(st container create "${ref[$1]}") && m=$(st container mount "$id") || return 1
+  out=$(diff -r --no-dereference -q "$m" "$mnt/reference" 2>&1 | grep -vE ' is a (.+) while file .* is a \1$' | head -n 5)
+  st container unmount "$id" >/dev/null && st container rm "$id" >/dev/null || return 1
+  [ -z "$out" ] || { echo "strata's pull of image $1 is not the rootfs: $out" >&2; return 1; }
+  checks+=("check: strata's pull of image $1, mounted as a container, is the rootfs tree (diff -r)")
+}
 pull_strata_clean() { st image rm "${ref[$1]}" >/dev/null && strata_empty "$mnt/store" st; }
 # strata_empty STORE CLI: no image, no layer, no blob left
 strata_empty() {
@@ -442,6 +455,9 @@ attempt() {
   fi
   t1=$EPOCHREALTIME
   [ "$round" = 0 ] || awk -v k="$op:$im:$side" -v a="$t0" -v b="$t1" 'BEGIN { printf "%s %.3f\n", k, b - a }' >>"$samples"
+  if [ "$round" = 0 ] && declare -F "${op}_${side}_check" >/dev/null; then
+    "${op}_${side}_check" "$im" </dev/null >/dev/null 2>"$work/err" || failed "checking $op of image $im by $side: $(tail -n 5 "$work/err")"
+  fi
   "${op}_${side}_clean" "$im" </dev/null >/dev/null 2>"$work/err" || failed "after $op of image $im by $side (round $round): $(tail -n 5 "$work/err")"
 }
 # rounds OP ROUNDS "IMAGES" SIDES...: one warm-up each, then ROUNDS rounds; in round r side k goes (r + k) mod n-th
@@ -485,6 +501,7 @@ if [ -n "${want[push]:-}" ]; then
   rounds push "$pushes" "1 5" "${push_sides[@]}"
 fi
 echo "== load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "${#checks[@]}" = 0 ] || printf '== %s\n' "${checks[@]}"
 
 # ---- results ----
 echo
