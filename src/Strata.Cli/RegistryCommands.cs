@@ -52,21 +52,11 @@ public static partial class Commands
             if (!all && !tagged && target.Digest is null) display?.Message("Using default tag: latest");
             using var lease = OpenStore(r);
             var pulled = new Puller(Catalog(lease).Images, RegistrySettings.Load(), new DockerCredentials()).Pull(target, options);
-            if (display is not null) PullSummary(display, target, all, pulled);
             if (!all) Io.Current.Out.WriteLine(target.ToString());
             else foreach (var image in pulled) Io.Current.Out.WriteLine(ImageReference.Parse(image.Name).ToString());
             return 0;
         });
         return cmd;
-    }
-
-    /// <summary>docker's closing lines ("Digest: ...", "Status: ..."), when the puller did not print them itself.</summary>
-    static void PullSummary(TransferDisplay display, ImageReference target, bool all, List<PulledImage> pulled)
-    {
-        if (!display.Showed("Digest: "))
-            foreach (var image in pulled) display.Message($"Digest: {image.ManifestDigest}");
-        if (!display.Showed("Status: "))
-            display.Message(pulled.Any(i => i.Downloaded) ? $"Status: Downloaded newer image for {target.Familiar}" : $"Status: Image is up to date for {target.Familiar}");
     }
 
     /// <summary>Whether a reference as typed names a tag (ImageReference reads no tag as latest).</summary>
@@ -100,7 +90,6 @@ public static partial class Commands
             var target = given ?? PushTarget(source);
             var display = Display(r);
             options = options with { Progress = display is null ? null : display.Progress, Message = display is null ? null : display.Message };
-            display?.Message($"The push refers to repository [{target.Name}]");
             var pushed = new Pusher(images, RegistrySettings.Load(), new DockerCredentials()).Push(source, target, options);
             Io.Current.Out.WriteLine(r.GetValue(QuietOption) ? target.ToString() : $"{pushed.Tag}: digest: {pushed.ManifestDigest} size: {pushed.Size.ToString(CultureInfo.InvariantCulture)}");
             return 0;
@@ -118,8 +107,7 @@ public static partial class Commands
     static LayerCompression Compression(string text) => text switch
     {
         "gzip" => LayerCompression.Gzip,
-        // by name: LayerCompression has no Zstd member until zstd layers land (issue 20)
-        "zstd" => Enum.TryParse<LayerCompression>("Zstd", out var zstd) ? zstd : throw StrataException.Unsupported("--compression zstd is not supported by this build"),
+        "zstd" => LayerCompression.Zstd,
         _ => throw StrataException.Invalid($"unknown --compression '{text}' (use gzip or zstd)"),
     };
 

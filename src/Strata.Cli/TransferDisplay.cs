@@ -24,8 +24,6 @@ sealed class TransferDisplay(TextWriter output, bool terminal, int width = 80, T
     readonly int _width = Math.Max(width, 20);
     readonly Lock _gate = new();
     readonly Dictionary<string, Blob> _blobs = []; // the current block's lines, by blob id
-    readonly List<string> _messages = [];
-    bool _lastWasMessage;
 
     /// <summary>One blob's line: its row in the block, its status and when that status began, when it was last drawn.</summary>
     sealed class Blob(int row)
@@ -41,7 +39,6 @@ sealed class TransferDisplay(TextWriter output, bool terminal, int width = 80, T
         string id = StrataException.OneLine(p.Id), status = StrataException.OneLine(p.Status);
         lock (_gate)
         {
-            _lastWasMessage = false;
             bool known = _blobs.TryGetValue(id, out var blob);
             if (blob is null) _blobs[id] = blob = new Blob(_blobs.Count);
             long now = _time.GetTimestamp();
@@ -69,25 +66,15 @@ sealed class TransferDisplay(TextWriter output, bool terminal, int width = 80, T
         }
     }
 
-    /// <summary>Prints a line that is not about one blob. The same line twice in a row is printed once (the command
-    /// and the transfer may both say "The push refers to repository [...]").</summary>
+    /// <summary>Prints a line that is not about one blob.</summary>
     public void Message(string text)
     {
         string line = StrataException.OneLine(text);
         lock (_gate)
         {
-            if (_lastWasMessage && _messages[^1] == line) return;
-            _messages.Add(line);
-            _lastWasMessage = true;
             _blobs.Clear();
             Write(line + "\n");
         }
-    }
-
-    /// <summary>Whether a message starting with <paramref name="prefix"/> has been printed.</summary>
-    public bool Showed(string prefix)
-    {
-        lock (_gate) return _messages.Any(m => m.StartsWith(prefix, StringComparison.Ordinal));
     }
 
     void Write(string text)

@@ -8,7 +8,7 @@ namespace Strata.Core;
 public sealed partial class LayerStore
 {
     /// <summary>Creates a layer, empty or as a copy of <paramref name="parent"/>, and when <paramref name="diff"/>
-    /// is given applies that OCI tar (plain or gzip) to it, all or nothing: the layer becomes visible only when complete,
+    /// is given applies that OCI tar (plain, gzip or zstd) to it, all or nothing: the layer becomes visible only when complete,
     /// and only if <paramref name="verify"/> (run after the apply) does not throw.</summary>
     public Layer Create(string id, string? parent, LayerKind kind = LayerKind.ReadOnly,
         IReadOnlyDictionary<string, string>? labels = null, IReadOnlyDictionary<string, string>? storageOptions = null,
@@ -88,7 +88,7 @@ public sealed partial class LayerStore
         }
     }
 
-    /// <summary>Applies an OCI tar (plain or gzip) onto an existing layer that has no children and is not in use
+    /// <summary>Applies an OCI tar (plain, gzip or zstd) onto an existing layer that has no children and is not in use
     /// (Docker's ApplyDiff). Input that is not a tar is refused before anything changes; once the apply has
     /// begun the record is marked incomplete, and if the apply fails, or the process dies, the layer is removed.</summary>
     public long ApplyDiff(string id, Stream diff)

@@ -266,6 +266,25 @@ public sealed class RegistryPullTests(RegistryImages images, ITestOutputHelper o
     }
 
     [RegistryFact]
+    public void APullThroughTheDaemonRunsInIt()
+    {
+        string root = _temp.Combine("served");
+        string plugins = _temp.Dir("plugins");
+        using var serve = new StrataServe(["--root", root, "serve", "--docker-plugin", "strata-pull-test", "--plugin-dir", plugins],
+            Path.Combine(plugins, "strata-pull-test.sock"), _temp.Combine("serve.log"));
+        var s = new Cli(root);
+        string reference = $"{images.Host}/x:1";
+        var pull = s.Run("pull", reference);
+        Assert.True(pull.ExitCode == 0, pull.Stderr + serve.Log());
+        Assert.Equal(reference, pull.Out);
+        Assert.Contains("Pull complete", pull.Stderr);
+        var run = s.Run("image", "ls", "--format", "json");
+        Assert.Contains(reference, run.Stdout);
+        s.Ok("image", "rm", reference);
+        Assert.Equal(0, serve.Stop());
+    }
+
+    [RegistryFact]
     public void LayersTheStoreHasAreNotDownloaded()
     {
         var s = NewStore();

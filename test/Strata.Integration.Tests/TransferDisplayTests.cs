@@ -47,8 +47,6 @@ public sealed class TransferDisplayTests
             Digest: sha256:{new string('c', 64)}
 
             """, text.ToString());
-        Assert.True(display.Showed("Digest: "));
-        Assert.False(display.Showed("Status: "));
     }
 
     [Fact]
@@ -120,19 +118,6 @@ public sealed class TransferDisplayTests
         display.Message("v1\u001b[2J: Pulling from x");
         display.Progress(new("a\u001b[1A", "Downloading\r"));
         Assert.Equal("v1\\u001b[2J: Pulling from x\na\\u001b[1A: Downloading\\r\n", text.ToString());
-    }
-
-    [Fact]
-    public void TheSameMessageTwiceInARowIsShownOnce()
-    {
-        var text = new StringWriter();
-        var display = new TransferDisplay(text, terminal: false);
-        display.Message("The push refers to repository [docker.io/library/app]");
-        display.Message("The push refers to repository [docker.io/library/app]");
-        display.Progress(new("aaaaaaaaaaaa", "Pushed"));
-        display.Message("1: digest: x");
-        display.Message("1: digest: x".Replace("1", "2"));
-        Assert.Equal("The push refers to repository [docker.io/library/app]\naaaaaaaaaaaa: Pushed\n1: digest: x\n2: digest: x\n", text.ToString());
     }
 
     [Theory]
