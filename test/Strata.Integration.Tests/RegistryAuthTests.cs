@@ -43,6 +43,9 @@ public sealed class RegistryAuthTests(RegistryImages images, ITestOutputHelper o
     /// <summary>No image, no layer, no blob, nothing in tmp/.</summary>
     void AssertEmptyStore(Cli s, string name = "store")
     {
+        // on disk first: opening the store (any command) collects what a failed pull left
+        string layers = Path.Combine(_temp.Combine(name), "layers");
+        Assert.Empty(Directory.Exists(layers) ? Directory.GetFiles(layers, "*.json") : []);
         Assert.Equal(0, JsonDocument.Parse(s.Ok("image", "ls", "--format", "json")).RootElement.GetArrayLength());
         Assert.Equal(0, JsonDocument.Parse(s.Ok("layer", "ls", "--format", "json")).RootElement.GetArrayLength());
         string root = _temp.Combine(name);

@@ -24,7 +24,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         client.Scopes.Add($"repository:{reference.Repository}:pull");
         if (!options.AllTags) return [PullOne(client, reference, options)];
         if (reference.Digest is not null) throw StrataException.Invalid("--all-tags takes a repository without a tag or digest");
-        var tags = client.ListTags(reference.Repository);
+        var tags = client.ListTags(reference.Repository).Select(t => ImageReference.Parse($"{reference.Name}:{t}").Tag!).ToList();
         if (tags.Count == 0) throw StrataException.NotFound($"{reference.Name} has no tags");
         return tags.Order(StringComparer.Ordinal).Select(t => PullOne(client, reference with { Tag = t }, options)).ToList();
     }
@@ -35,6 +35,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         string shown = reference.Familiar;
         options.Message?.Invoke($"{reference.ManifestReference}: Pulling from {repo}");
         var (bytes, mediaType, digest) = client.GetManifest(repo, reference.ManifestReference, $"manifest for {shown}");
+        var top = digest; // what the reference names: the index's digest when it is one, as docker records it
         var platform = options.Platform ?? Platform.Host;
         for (int depth = 0; MediaTypes.IsIndex(mediaType); depth++)
         {
@@ -82,6 +83,8 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
             scope.UseBlob(layers[i].Digest);
             bool haveLayer = Layers.Exists(chain.Hex);
             bool haveBlob = Blobs.Exists(layers[i].Digest);
+            if (haveBlob && Blobs.Size(layers[i].Digest) != layers[i].Size)
+                throw StrataException.Corrupt($"{shown}: layer {layers[i].Digest} is {layers[i].Size} bytes by its descriptor, but the blob with that digest has {Blobs.Size(layers[i].Digest)}");
             plan.Add(new LayerPlan(layers[i].Digest, layers[i].Size, layers[i].Compression, diffIds[i], chain.Hex, i == 0 ? null : plan[i - 1].Id, haveLayer, haveBlob));
             below = chain;
         }
@@ -103,7 +106,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
                     }
                     continue;
                 }
-                Apply(p, downloads.For(p), options);
+                Apply(p, downloads.For(p), options, scope);
             }
             downloads.WaitAll();
         }
@@ -124,7 +127,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         {
             Id = configDigest.ToString(),
             Names = name is null ? [] : [name],
-            RepoDigests = [$"{(reference with { Tag = null, Digest = null }).Familiar}@{digest}"],
+            RepoDigests = [$"{(reference with { Tag = null, Digest = null }).Familiar}@{top}"],
             Manifest = manifestDigest.ToString(),
             ManifestMediaType = mediaType,
             Layers = plan.Select(p => p.Id).ToList(),
@@ -135,10 +138,10 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         bool had = images.TryGet(configDigest.ToString(), out var existing) && existing is not null && (name is null || existing.Names.Contains(name));
         var added = images.Add(record);
         scope.Complete();
-        options.Message?.Invoke($"Digest: {digest}");
+        options.Message?.Invoke($"Digest: {top}");
         bool fresh = anything || !had;
         options.Message?.Invoke(fresh ? $"Status: Downloaded newer image for {shown}" : $"Status: Image is up to date for {shown}");
-        return new PulledImage(name ?? record.RepoDigests[0], added, digest, fresh);
+        return new PulledImage(name ?? record.RepoDigests[0], added, top, fresh);
     }
 
     /// <summary>One layer of the image: its blob, the layer it makes (by chain id) on its parent, and what the store has.</summary>
@@ -148,7 +151,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
     }
 
     /// <summary>Creates the layer of <paramref name="p"/> from its blob: the stored one, or the download as it grows.</summary>
-    void Apply(LayerPlan p, BlobDownload? download, PullOptions options)
+    void Apply(LayerPlan p, BlobDownload? download, PullOptions options, ImageStore.ImportScope scope)
     {
         using var source = download is not null ? download.OpenReader() : Blobs.Open(p.Blob);
         long done = 0;
@@ -164,6 +167,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         using var ahead = new ReadAheadStream(hashing);
         try
         {
+            if (Layers.Exists(p.Id)) return; // another pull made it meanwhile (in the daemon, pulls run side by side)
             Layers.Create(p.Id, p.Parent, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = p.Blob.ToString() }, diff: ahead, verify: () =>
             {
                 ahead.ReadToEnd(); // the tar's trailing blocks count in its digest
@@ -173,11 +177,21 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
                 if (actual != p.DiffId)
                     throw StrataException.Corrupt($"layer {p.Blob} unpacks to a tar with digest {actual}, not the diff id {p.DiffId} its config lists");
             });
+            scope.Created(p.Id); // a failure of a later layer takes it away again
+        }
+        catch (StrataException ex) when (ex.Kind == ErrorKind.AlreadyExists && Layers.Exists(p.Id))
+        {
+            // made by another pull between the look and the create: the same chain id is the same content
+            download?.Abort();
+            download?.WaitFinished();
+            return;
         }
         catch (StrataException ex) when (ex.Kind != ErrorKind.Corrupt || !ex.Message.StartsWith("layer ", StringComparison.Ordinal))
         {
-            // the blob's own failure (digest, size, registry) is the story, not what the applier made of its bytes
-            download?.WaitVerified();
+            // the blob's own failure (digest, size, registry) is the story, not what the applier made of its bytes; a
+            // download still running is stopped rather than waited for
+            if (download is not null && !download.Finished) download.Abort();
+            download?.ThrowIfFailed();
             if (ex is ErrnoException) throw;
             throw new StrataException(ex.Kind, $"layer {p.Blob}: {ex.Message}", ex);
         }
@@ -275,6 +289,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         readonly LayerPlan _layer;
         readonly PullOptions _options;
         readonly ImageStore.ImportScope _scope;
+        readonly CancellationTokenSource _abort;
         readonly CancellationToken _cancel;
         readonly string _path;
         readonly Microsoft.Win32.SafeHandles.SafeFileHandle _file;
@@ -286,7 +301,9 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
 
         public BlobDownload(Puller puller, RegistryClient client, string repo, LayerPlan layer, PullOptions options, ImageStore.ImportScope scope, CancellationToken cancel)
         {
-            (_puller, _client, _repo, _layer, _options, _scope, _cancel) = (puller, client, repo, layer, options, scope, cancel);
+            (_puller, _client, _repo, _layer, _options, _scope) = (puller, client, repo, layer, options, scope);
+            _abort = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+            _cancel = _abort.Token;
             _path = Path.Combine(puller.Tmp, $"pull-{layer.Blob.Hex[..16]}-{Guid.NewGuid():N}");
             _file = File.OpenHandle(_path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read);
         }
@@ -307,16 +324,34 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
             }
             catch (Exception ex)
             {
-                Fail(ex is StrataException or OperationCanceledException ? ex : StrataException.Io($"{What}: {RegistryClient.Describe(ex)}"));
+                Fail(ex is StrataException || _cancel.IsCancellationRequested ? ex : StrataException.Io($"{What}: {RegistryClient.Describe(ex)}"));
             }
         }
 
         public void Abandon() => Fail(new OperationCanceledException());
 
-        /// <summary>Breaks off a transfer in progress (a read blocked on the registry returns with an error).</summary>
+        /// <summary>Breaks off this download (a read blocked on the registry returns with an error).</summary>
         public void Abort()
         {
+            _abort.Cancel();
             lock (_lock) _body?.Dispose();
+        }
+
+        public bool Finished
+        {
+            get
+            {
+                lock (_lock) return _finished;
+            }
+        }
+
+        /// <summary>Waits until the download has ended, whichever way.</summary>
+        public void WaitFinished()
+        {
+            lock (_lock)
+            {
+                while (!_finished) Monitor.Wait(_lock);
+            }
         }
 
         void Fail(Exception ex)
@@ -339,15 +374,23 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
                 _cancel.ThrowIfCancellationRequested();
                 try
                 {
-                    using var body = _client.OpenBlob(_repo, _layer.Blob, _written, What);
+                    using var body = _client.OpenBlob(_repo, _layer.Blob, _written, What, _cancel);
                     lock (_lock) _body = body;
                     _options.Progress?.Invoke(new(_layer.ShortId, "Downloading", _written, size));
                     int n;
-                    while ((n = body.Read(buffer, 0, buffer.Length)) > 0)
+                    while ((n = RegistryClient.ReadIdle(body, buffer, _cancel)) > 0)
                     {
                         _cancel.ThrowIfCancellationRequested();
                         if (_written + n > size) throw StrataException.Corrupt($"{What} is larger than the {size} bytes its descriptor says");
-                        RandomAccess.Write(_file, buffer.AsSpan(0, n), _written);
+                        try
+                        {
+                            RandomAccess.Write(_file, buffer.AsSpan(0, n), _written);
+                        }
+                        catch (IOException ex)
+                        {
+                            // the disk here, not the network: not retried
+                            throw StrataException.Io($"{What}: writing {_path}: {ex.Message}");
+                        }
                         hash.AppendData(buffer, 0, n);
                         lock (_lock)
                         {
@@ -359,9 +402,9 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
                     if (_written < size) throw new IOException($"the registry's answer ended at byte {_written} of {size}");
                     break;
                 }
-                catch (Exception ex) when (ex is IOException or HttpRequestException && attempt < _puller.Attempts)
+                catch (Exception ex) when (ex is IOException or HttpRequestException && attempt < _puller.Attempts && !_cancel.IsCancellationRequested)
                 {
-                    Thread.Sleep(_puller.Backoff * (1 << Math.Min(attempt - 1, 6)));
+                    _cancel.WaitHandle.WaitOne(_puller.Backoff * (1 << Math.Min(attempt - 1, 6)));
                 }
                 catch (Exception ex) when (ex is IOException or HttpRequestException)
                 {
@@ -406,7 +449,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         {
             Exception? failure;
             lock (_lock) failure = _finished && !_verified ? _failure : null;
-            if (failure is OperationCanceledException) throw StrataException.Io($"{What}: the pull was stopped");
+            if (failure is not null and not StrataException) throw StrataException.Io($"{What}: the pull was stopped");
             if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
         }
 
@@ -440,6 +483,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         public void Dispose()
         {
             _file.Dispose();
+            _abort.Dispose();
             File.Delete(_path); // gone already when it became a blob
         }
     }

@@ -120,6 +120,10 @@ sealed class RegistryAuth(string registry, RegistryCredential? credential, Func<
         {
             throw StrataException.Io($"{registry}: cannot reach its token server {realm.GetLeftPart(UriPartial.Path)}: {RegistryClient.Describe(ex)}");
         }
+        catch (OperationCanceledException)
+        {
+            throw StrataException.Io($"{registry}: cannot reach its token server {realm.GetLeftPart(UriPartial.Path)}: timed out");
+        }
         using (response)
         {
             if (response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
@@ -133,10 +137,11 @@ sealed class RegistryAuth(string registry, RegistryCredential? credential, Func<
             {
                 using var doc = JsonDocument.Parse(body);
                 var root = doc.RootElement;
+                if (root.ValueKind != JsonValueKind.Object) throw StrataException.Invalid($"{registry}: the token server's answer is not a JSON object");
                 string? token = root.TryGetProperty("token", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()
                     : root.TryGetProperty("access_token", out var a) && a.ValueKind == JsonValueKind.String ? a.GetString() : null;
                 if (string.IsNullOrEmpty(token)) throw StrataException.Invalid($"{registry}: the token server's answer has no token");
-                int seconds = root.TryGetProperty("expires_in", out var e) && e.TryGetInt32(out var s) && s > 0 ? s : 60;
+                int seconds = root.TryGetProperty("expires_in", out var e) && e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out var s) && s > 0 ? s : 60;
                 string? refresh = root.TryGetProperty("refresh_token", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString() : null;
                 // renewed a little before the server's end of it, as the clock here and there may differ
                 return (token, DateTime.UtcNow.AddSeconds(Math.Max(seconds - 10, seconds / 2)), refresh);

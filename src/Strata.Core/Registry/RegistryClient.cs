@@ -25,6 +25,9 @@ public sealed class RegistryClient : IDisposable
 
     const int MaxRedirects = 10;
 
+    /// <summary>How long a blob's body may send nothing before the connection counts as broken (and is resumed).</summary>
+    internal static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
+
     static readonly string[] ManifestTypes =
         [MediaTypes.OciIndex, MediaTypes.OciManifest, MediaTypes.DockerManifestList, MediaTypes.DockerManifest];
 
@@ -72,7 +75,7 @@ public sealed class RegistryClient : IDisposable
         };
         _http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
         _http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("strata", "1"));
-        _auth = new RegistryAuth(registry, credential, r => _http.Send(r, HttpCompletionOption.ResponseContentRead));
+        _auth = new RegistryAuth(registry, credential, r => _http.Send(r, HttpCompletionOption.ResponseHeadersRead));
     }
 
     /// <summary>The registry as its references name it.</summary>
@@ -145,8 +148,15 @@ public sealed class RegistryClient : IDisposable
                     // a registry that speaks TLS with a certificate not trusted here is not asked again over plain HTTP
                     if (_certificateRefused) break;
                 }
+                catch (OperationCanceledException ex)
+                {
+                    last = ex; // the connect timeout
+                }
             }
-            throw last is HttpRequestException h ? Unreachable(h) : StrataException.Io($"{_registry}: no endpoint answers");
+            _candidate = 0; // all are asked again next time
+            // the caller (Send) retries, then reports it
+            if (last is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(last);
+            throw StrataException.Io($"{_registry}: no endpoint answers");
         }
     }
 
@@ -184,7 +194,7 @@ public sealed class RegistryClient : IDisposable
     /// <summary>Sends a request made by <paramref name="make"/> (called again for each retry, redirect or authorization)
     /// to a path under the endpoint: retries on 5xx, 429 and broken connections, follows redirects (GET and HEAD),
     /// answers auth challenges. Returns the final answer, which may be an error status for the caller to map.</summary>
-    HttpResponseMessage Send(Func<Uri, HttpRequestMessage> make, string path, bool headersOnly = true, bool retry = true)
+    HttpResponseMessage Send(Func<Uri, HttpRequestMessage> make, string path, bool retry = true, CancellationToken cancel = default)
     {
         int attempts = retry ? Math.Max(1, _settings.MaxDownloadAttempts) : 1;
         for (int attempt = 1; ; attempt++)
@@ -192,22 +202,29 @@ public sealed class RegistryClient : IDisposable
             HttpResponseMessage response;
             try
             {
-                response = SendFollowing(make, new Uri(Base(), path), headersOnly);
+                response = SendFollowing(make, new Uri(Base(), path), cancel);
             }
-            catch (HttpRequestException ex) when (attempt < attempts)
+            catch (OperationCanceledException) when (!cancel.IsCancellationRequested && attempt < attempts)
             {
-                _ = ex;
-                Pause(attempt);
+                Pause(attempt, cancel); // the connect timeout
+                continue;
+            }
+            catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+            {
+                throw StrataException.Io($"{_registry}: cannot connect: timed out");
+            }
+            catch (HttpRequestException) when (attempt < attempts && !_certificateRefused)
+            {
+                Pause(attempt, cancel);
                 continue;
             }
             catch (HttpRequestException ex)
             {
                 throw Unreachable(ex);
             }
-            catch (IOException ex) when (attempt < attempts)
+            catch (IOException) when (attempt < attempts)
             {
-                _ = ex;
-                Pause(attempt);
+                Pause(attempt, cancel);
                 continue;
             }
             catch (IOException ex)
@@ -218,28 +235,43 @@ public sealed class RegistryClient : IDisposable
             if ((status >= 500 || status == 429) && attempt < attempts)
             {
                 response.Dispose();
-                Pause(attempt);
+                Pause(attempt, cancel);
                 continue;
             }
             return response;
         }
     }
 
-    void Pause(int attempt) => Thread.Sleep(Backoff * (1 << Math.Min(attempt - 1, 6)));
+    void Pause(int attempt, CancellationToken cancel = default)
+    {
+        cancel.WaitHandle.WaitOne(Backoff * (1 << Math.Min(attempt - 1, 6)));
+        cancel.ThrowIfCancellationRequested();
+    }
 
-    HttpResponseMessage SendFollowing(Func<Uri, HttpRequestMessage> make, Uri uri, bool headersOnly)
+    HttpResponseMessage SendFollowing(Func<Uri, HttpRequestMessage> make, Uri uri, CancellationToken cancel)
     {
         bool answered = false;
         var seen = new HashSet<string>(StringComparer.Ordinal);
         for (int hops = 0; ; hops++)
         {
             var request = make(uri);
-            bool own = uri.Authority == Base().Authority;
+            // the login goes to the endpoint only: not to another host, nor over plain HTTP when the endpoint is HTTPS
+            bool own = uri.GetLeftPart(UriPartial.Authority) == Base().GetLeftPart(UriPartial.Authority);
             if (own) _auth.Apply(request, Scopes);
-            var response = _http.Send(request, headersOnly ? HttpCompletionOption.ResponseHeadersRead : HttpCompletionOption.ResponseContentRead);
+            var response = _http.Send(request, HttpCompletionOption.ResponseHeadersRead, cancel);
             if (response.StatusCode == HttpStatusCode.Unauthorized && own && !answered)
             {
-                bool again = _auth.Answer(response, Scopes, alreadyAnswered: false, out var refresh);
+                bool again;
+                string? refresh;
+                try
+                {
+                    again = _auth.Answer(response, Scopes, alreadyAnswered: false, out refresh);
+                }
+                catch
+                {
+                    response.Dispose();
+                    throw;
+                }
                 if (refresh is not null) RefreshToken = refresh;
                 if (again)
                 {
@@ -275,11 +307,12 @@ public sealed class RegistryClient : IDisposable
         {
             var body = ReadLimited(response, 64 << 10, what, refuse: false);
             using var doc = JsonDocument.Parse(body);
-            if (doc.RootElement.TryGetProperty("errors", out var errors) && errors.ValueKind == JsonValueKind.Array)
-                detail = string.Join("; ", errors.EnumerateArray().Select(e =>
+            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("errors", out var errors) && errors.ValueKind == JsonValueKind.Array)
+                detail = string.Join("; ", errors.EnumerateArray().Where(e => e.ValueKind == JsonValueKind.Object).Select(e =>
                     (e.TryGetProperty("message", out var m) ? m.ToString() : "") + (e.TryGetProperty("code", out var c) ? $" ({c})" : "")));
+            if (detail.Length > 300) detail = detail[..300] + "...";
         }
-        catch (Exception ex) when (ex is JsonException or IOException or HttpRequestException or StrataException)
+        catch (Exception ex) when (ex is JsonException or IOException or HttpRequestException or StrataException or InvalidOperationException or OperationCanceledException)
         {
         }
         int status = (int)response.StatusCode;
@@ -400,7 +433,7 @@ public sealed class RegistryClient : IDisposable
     {
         if (size > ImageSource.MaxDocument)
             throw StrataException.Corrupt($"{what} is {size} bytes by its descriptor, more than a JSON document of an image may be ({ImageSource.MaxDocument})");
-        using var response = Send(u => new HttpRequestMessage(HttpMethod.Get, u), $"v2/{repository}/blobs/{digest}", headersOnly: false);
+        using var response = Send(u => new HttpRequestMessage(HttpMethod.Get, u), $"v2/{repository}/blobs/{digest}");
         if (!response.IsSuccessStatusCode) throw Failure(response, what);
         var bytes = ReadLimited(response, (int)Math.Max(size, 0) + 1, what);
         if (bytes.Length != size) throw StrataException.Corrupt($"{what} has {bytes.Length} bytes, not {size} as its descriptor says");
@@ -410,18 +443,20 @@ public sealed class RegistryClient : IDisposable
 
     /// <summary>Opens blob <paramref name="digest"/> from byte <paramref name="offset"/> on (a <c>Range</c> request; a
     /// registry that ignores it answers from the start, and the bytes before the offset are skipped here).</summary>
-    public Stream OpenBlob(string repository, Digest digest, long offset, string what)
+    public Stream OpenBlob(string repository, Digest digest, long offset, string what, CancellationToken cancel = default)
     {
         var response = Send(u =>
         {
             var r = new HttpRequestMessage(HttpMethod.Get, u);
             if (offset > 0) r.Headers.Range = new RangeHeaderValue(offset, null);
             return r;
-        }, $"v2/{repository}/blobs/{digest}");
+        }, $"v2/{repository}/blobs/{digest}", cancel: cancel);
         try
         {
             if (!response.IsSuccessStatusCode) throw Failure(response, what);
-            var stream = response.Content.ReadAsStream();
+            var stream = response.Content.ReadAsStream(cancel);
+            if (response.StatusCode == HttpStatusCode.PartialContent && response.Content.Headers.ContentRange?.From is long from && from != offset)
+                throw new IOException($"the registry answered a range from byte {from}, not {offset}");
             if (offset > 0 && response.StatusCode != HttpStatusCode.PartialContent)
             {
                 long skip = offset;
@@ -447,6 +482,8 @@ public sealed class RegistryClient : IDisposable
     {
         public override int Read(Span<byte> buffer) => body.Read(buffer);
 
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => body.ReadAsync(buffer, cancellationToken);
+
         protected override void Dispose(bool disposing)
         {
             if (disposing)
@@ -455,6 +492,22 @@ public sealed class RegistryClient : IDisposable
                 response.Dispose();
             }
             base.Dispose(disposing);
+        }
+    }
+
+    /// <summary>Reads from a blob's body; <see cref="IdleTimeout"/> without a byte is an IOException (a stalled
+    /// connection: the caller resumes it), <paramref name="cancel"/> stops the read.</summary>
+    internal static int ReadIdle(Stream body, byte[] buffer, CancellationToken cancel)
+    {
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        idle.CancelAfter(IdleTimeout);
+        try
+        {
+            return body.ReadAsync(buffer, idle.Token).AsTask().GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+        {
+            throw new IOException($"the registry sent nothing for {IdleTimeout.TotalSeconds:0} s");
         }
     }
 
@@ -617,14 +670,14 @@ public sealed class RegistryClient : IDisposable
         for (int pages = 0; path is not null; pages++)
         {
             if (pages > 10000) throw StrataException.Io($"{_registry}/{repository}: the tag list does not end");
-            using var response = Send(u => new HttpRequestMessage(HttpMethod.Get, u), path, headersOnly: false);
+            using var response = Send(u => new HttpRequestMessage(HttpMethod.Get, u), path);
             if (!response.IsSuccessStatusCode) throw Failure(response, $"{_registry}/{repository}: tags");
             var body = ReadLimited(response, 16 << 20, $"{_registry}/{repository}: the tag list");
             try
             {
                 using var doc = JsonDocument.Parse(body);
-                if (doc.RootElement.TryGetProperty("tags", out var list) && list.ValueKind == JsonValueKind.Array)
-                    foreach (var t in list.EnumerateArray()) if (t.GetString() is { } s) tags.Add(s);
+                if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("tags", out var list) && list.ValueKind == JsonValueKind.Array)
+                    foreach (var t in list.EnumerateArray()) if (t.ValueKind == JsonValueKind.String && t.GetString() is { } s) tags.Add(s);
             }
             catch (JsonException ex)
             {
@@ -635,7 +688,11 @@ public sealed class RegistryClient : IDisposable
             if (response.Headers.TryGetValues("Link", out var links)
                 && links.FirstOrDefault(l => l.Contains("rel=\"next\"", StringComparison.Ordinal)) is { } link
                 && link.IndexOf('<') is var open and >= 0 && link.IndexOf('>', open) is var close and > 0)
-                path = Relative(new Uri(link[(open + 1)..close], UriKind.RelativeOrAbsolute));
+            {
+                if (!Uri.TryCreate(link[(open + 1)..close], UriKind.RelativeOrAbsolute, out var next))
+                    throw StrataException.Corrupt($"{_registry}/{repository}: the tag list's next page is not a URL");
+                path = Relative(next);
+            }
         }
         return tags;
     }
