@@ -153,6 +153,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
     /// <summary>Creates the layer of <paramref name="p"/> from its blob: the stored one, or the download as it grows.</summary>
     void Apply(LayerPlan p, BlobDownload? download, PullOptions options, ImageStore.ImportScope scope)
     {
+        if (Layers.Exists(p.Id)) return; // made meanwhile by another pull (in the daemon, pulls run side by side)
         using var source = download is not null ? download.OpenReader() : Blobs.Open(p.Blob);
         long done = 0;
         // while the blob still downloads its line says so (as docker's, whose extraction starts after it): the bytes
@@ -167,7 +168,6 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         using var ahead = new ReadAheadStream(hashing);
         try
         {
-            if (Layers.Exists(p.Id)) return; // another pull made it meanwhile (in the daemon, pulls run side by side)
             Layers.Create(p.Id, p.Parent, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = p.Blob.ToString() }, diff: ahead, verify: () =>
             {
                 ahead.ReadToEnd(); // the tar's trailing blocks count in its digest
@@ -181,9 +181,8 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
         }
         catch (StrataException ex) when (ex.Kind == ErrorKind.AlreadyExists && Layers.Exists(p.Id))
         {
-            // made by another pull between the look and the create: the same chain id is the same content
-            download?.Abort();
-            download?.WaitFinished();
+            // made by another pull between the look and the create: the same chain id is the same content (the blob
+            // still comes: the image's record names it)
             return;
         }
         catch (StrataException ex) when (ex.Kind != ErrorKind.Corrupt || !ex.Message.StartsWith("layer ", StringComparison.Ordinal))
@@ -342,15 +341,6 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
             get
             {
                 lock (_lock) return _finished;
-            }
-        }
-
-        /// <summary>Waits until the download has ended, whichever way.</summary>
-        public void WaitFinished()
-        {
-            lock (_lock)
-            {
-                while (!_finished) Monitor.Wait(_lock);
             }
         }
 
