@@ -90,7 +90,7 @@ public static partial class Commands
     internal static Route Route(ParseResult r)
     {
         var command = r.CommandResult.Command;
-        bool forwardable = r.Errors.Count == 0 && r.Action is not null && command is not RootCommand && command.Name is not ("serve" or "run")
+        bool forwardable = r.Errors.Count == 0 && Usage.Problem(r) is null && r.Action is not null && command is not RootCommand && command.Name is not ("serve" or "run")
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
         string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;

@@ -9,9 +9,9 @@ static class Runner
     public static int Run(ParseResult parsed)
     {
         var err = Io.Current.Err;
-        if (parsed.Errors.Count > 0)
+        if (Usage.Problem(parsed) is { } problem)
         {
-            err.WriteLine($"strata: {StrataException.OneLine(parsed.Errors[0].Message)} (see 'strata --help')");
+            err.WriteLine($"strata: {problem}");
             return ExitCodes.Usage;
         }
         try
