@@ -68,7 +68,18 @@ public static partial class Commands
             served.RequireConfiguration(r.GetValue(DriverOption), driverOptions); // as opening it would
             return new StoreLease(served, owned: false);
         }
-        return new StoreLease(LayerStore.Open(new StoreOptions { Root = r.GetValue(RootOption)!, Driver = r.GetValue(DriverOption), DriverOptions = driverOptions }), owned: true);
+        var err = Io.Current.Err;
+        return new StoreLease(LayerStore.Open(new StoreOptions
+        {
+            Root = r.GetValue(RootOption)!,
+            Driver = r.GetValue(DriverOption),
+            DriverOptions = driverOptions,
+            Waiting = message =>
+            {
+                err.WriteLine(message);
+                err.Flush();
+            },
+        }), owned: true);
     }
 
     /// <summary>A store for one command; disposing closes it only if the command opened it.</summary>

@@ -24,6 +24,8 @@ public sealed record StoreOptions
     public bool ReconfigureIfEmpty { get; init; }
     /// <summary>How long to wait for another process to release the store.</summary>
     public TimeSpan LockWait { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Told at once when another process holds the store, with who it is (a CLI prints it while it waits).</summary>
+    public Action<string>? Waiting { get; init; }
 }
 
 public sealed partial class LayerStore
@@ -34,7 +36,7 @@ public sealed partial class LayerStore
         MakeDir(root, 0x1C9 /* 0711: others may traverse to a mounted tree, not list the store */);
         // the kernel names mount points by their real path: a root reached through a symlink must match it
         root = Posix.RealPath(root);
-        var lockFd = StoreLock.Acquire(root, options.LockWait);
+        var lockFd = StoreLock.Acquire(root, options.LockWait, options.Waiting);
         try
         {
             return OpenLocked(root, lockFd, options);
