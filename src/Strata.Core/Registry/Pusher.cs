@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using System.Text.Json;
 using Strata.Core.Images;
 
@@ -189,9 +188,9 @@ public sealed class Pusher(ImageStore images, RegistrySettings settings, DockerC
             using var input = new HandleReader(blob.SafeFileHandle);
             using var tar = LayerCodec.Decompress(input, from);
             using var output = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
-            using var hashing = new HashingWriteStream(output);
+            using var hashing = new Containers.DigestWriter(output);
             using (var compressor = LayerCodec.Compress(hashing, to, leaveOpen: true)) tar.CopyTo(compressor, 1 << 20);
-            return (path, hashing.Digest(), hashing.Length);
+            return (path, hashing.Digest(), output.Position);
         }
         catch
         {
@@ -211,38 +210,6 @@ public sealed class Pusher(ImageStore images, RegistrySettings settings, DockerC
             int n = RandomAccess.Read(handle, buffer, _offset);
             _offset += n;
             return n;
-        }
-    }
-
-    /// <summary>Hashes what is written through it.</summary>
-    sealed class HashingWriteStream(Stream inner) : Stream
-    {
-        readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        long _length;
-
-        public Digest Digest() => Images.Digest.From(_hash);
-        public override long Length => _length;
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Position { get => _length; set => throw new NotSupportedException(); }
-        public override void Flush() => inner.Flush();
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            _hash.AppendData(buffer);
-            inner.Write(buffer);
-            _length += buffer.Length;
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) _hash.Dispose();
-            base.Dispose(disposing);
         }
     }
 }

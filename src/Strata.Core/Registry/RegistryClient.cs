@@ -605,7 +605,7 @@ public sealed class RegistryClient : IDisposable
             }
             Finish(null);
         }
-        else Finish(new ProgressStream(content, progress));
+        else Finish(new CountingStream(content, n => progress?.Invoke(n)));
 
         void Finish(Stream? body)
         {
@@ -623,17 +623,6 @@ public sealed class RegistryClient : IDisposable
                 return r;
             }, path, retry: false);
             if (put.StatusCode != HttpStatusCode.Created) throw Failure(put, $"{what}: finishing the upload");
-        }
-    }
-
-    /// <summary>Reports bytes read through it.</summary>
-    sealed class ProgressStream(Stream inner, Action<long>? progress) : Strata.Archive.ReadOnlyStream
-    {
-        public override int Read(Span<byte> buffer)
-        {
-            int n = inner.Read(buffer);
-            if (n > 0) progress?.Invoke(n);
-            return n;
         }
     }
 
