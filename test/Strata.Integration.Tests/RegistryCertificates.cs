@@ -56,7 +56,8 @@ sealed class RegistryCertificates : IDisposable
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(Authority, true, false));
         byte[] serial = RandomNumberGenerator.GetBytes(16);
         serial[0] &= 0x7f;
-        using var certificate = request.Create(Authority, NotBefore, NotAfter, serial);
+        // ends with its authority: a notAfter taken from the clock again may fall a second after the CA's, which is refused
+        using var certificate = request.Create(Authority, NotBefore, new DateTimeOffset(Authority.NotAfter), serial);
         return certificate.CopyWithPrivateKey(key);
     }
 
