@@ -49,6 +49,7 @@ public static partial class Commands
         root.Subcommands.Add(RunCommand());
         root.Subcommands.Add(PoolCommand());
         foreach (var c in RegistryCommands().Concat(DockerAliases())) root.Subcommands.Add(c);
+        Completion.Attach(root);
         return root;
     }
 

@@ -2,6 +2,7 @@ using Strata.Cli;
 
 args = Commands.PrepareArgs(args);
 var parsed = Commands.Build().Parse(args);
+if (Completion.Handles(parsed)) return Completion.Run(parsed); // it reads the store's files here, never through a daemon
 var route = Commands.Route(parsed);
 // a daemon that owns this store runs the command; otherwise this process opens the store itself
 if (route.Forwardable)
