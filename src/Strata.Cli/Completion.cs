@@ -22,29 +22,49 @@ static class Completion
     public static void Attach(RootCommand root)
     {
         var rootOption = (Option<string>)root.Options.Single(o => o.Name == "--root");
-        Option<string?>? poolOption = null;
-        foreach (var (command, path) in Walk(root, ""))
+        var poolOption = Walk(root).SelectMany(c => c.Options).OfType<Option<string?>>().FirstOrDefault(o => o.Name == "--pool");
+        string RootOf(CompletionContext c) => Path.GetFullPath(c.ParseResult.GetValue(rootOption)!);
+        string PoolOf(CompletionContext c) => Path.GetFullPath((poolOption is null ? null : c.ParseResult.GetValue(poolOption)) ?? Path.Combine(RootOf(c), "thin"));
+
+        // one source per argument or option, deciding by the command being completed: commands share their
+        // argument objects (`layer create` and `layer rm` the same ID), and only some of them name what exists
+        var seen = new HashSet<Symbol>();
+        foreach (var command in Walk(root))
         {
-            foreach (var option in command.Options)
-            {
-                if (option.Name == "--pool" && option is Option<string?> pool) poolOption = pool;
-                if (Values(path, option.Name) is { } values) option.CompletionSources.Add(values);
-                if (option.Name == "--parent" && path.StartsWith("layer ", StringComparison.Ordinal))
-                    option.CompletionSources.Add(c => StoreNames.Layers(Root(c, rootOption)));
-            }
-            foreach (var argument in command.Arguments)
-            {
-                if (Names(path, argument.Name) is not { } kind) continue;
-                argument.CompletionSources.Add(c => kind switch
+            foreach (var option in command.Options.Where(seen.Add))
+                option.CompletionSources.Add(c => Values(PathOf(c), option.Name) switch
                 {
-                    Kind.Image => StoreNames.Images(Root(c, rootOption), ids: LooksLikeId(c.WordToComplete)),
-                    Kind.Container => StoreNames.Containers(Root(c, rootOption), ids: LooksLikeId(c.WordToComplete)),
-                    Kind.Layer => StoreNames.Layers(Root(c, rootOption)),
-                    _ => StoreNames.Devices(PoolDir(c, rootOption, poolOption)),
+                    { } values => values,
+                    null when option.Name == "--parent" && PathOf(c).StartsWith("layer ", StringComparison.Ordinal) => StoreNames.Layers(RootOf(c)),
+                    null => [],
                 });
-            }
+            foreach (var argument in command.Arguments.Where(seen.Add))
+                argument.CompletionSources.Add(c => !Completing(c, argument) ? [] : Names(PathOf(c), argument.Name) switch
+                {
+                    Kind.Image => StoreNames.Images(RootOf(c), ids: LooksLikeId(c.WordToComplete)),
+                    Kind.Container => StoreNames.Containers(RootOf(c), ids: LooksLikeId(c.WordToComplete)),
+                    Kind.Layer => StoreNames.Layers(RootOf(c)),
+                    Kind.Device => StoreNames.Devices(PoolOf(c)),
+                    _ => [],
+                });
         }
         root.Subcommands.Add(CompletionCommand());
+    }
+
+    /// <summary>The path below the root ("image ls") of the command a completion is for.</summary>
+    static string PathOf(CompletionContext c)
+    {
+        var names = new List<string>();
+        for (var r = c.ParseResult.CommandResult; r is not null && r.Command is not RootCommand; r = r.Parent as CommandResult) names.Insert(0, r.Command.Name);
+        return string.Join(' ', names);
+    }
+
+    /// <summary>Whether the word at the cursor is for <paramref name="argument"/>: System.CommandLine asks every argument
+    /// of the command, a full one too (`pool device snapshot disk1 ` would offer devices for SOURCE again).</summary>
+    static bool Completing(CompletionContext c, Argument argument)
+    {
+        if (c.ParseResult.GetResult(argument) is not { } result || result.Tokens.Count < argument.Arity.MaximumNumberOfValues) return true;
+        return c.WordToComplete.Length > 0 && result.Tokens[^1].Value == c.WordToComplete;
     }
 
     enum Kind { Image, Container, Layer, Device }
@@ -73,22 +93,10 @@ static class Completion
         _ => null,
     };
 
-    /// <summary>Every command with its path below the root ("image ls").</summary>
-    static IEnumerable<(Command, string)> Walk(Command command, string path)
-    {
-        yield return (command, path);
-        foreach (var sub in command.Subcommands)
-            foreach (var c in Walk(sub, path.Length == 0 ? sub.Name : $"{path} {sub.Name}"))
-                yield return c;
-    }
+    static IEnumerable<Command> Walk(Command command) => command.Subcommands.SelectMany(Walk).Prepend(command);
 
     // ids are offered once a word is begun that could start one, so that a bare TAB lists names, not hex
     static bool LooksLikeId(string word) => word.Length > 0 && word.All(char.IsAsciiHexDigitLower);
-
-    static string Root(CompletionContext c, Option<string> rootOption) => Path.GetFullPath(c.ParseResult.GetValue(rootOption)!);
-
-    static string PoolDir(CompletionContext c, Option<string> rootOption, Option<string?>? poolOption) =>
-        Path.GetFullPath((poolOption is null ? null : c.ParseResult.GetValue(poolOption)) ?? Path.Combine(Root(c, rootOption), "thin"));
 
     /// <summary>Whether this command line is for completion, which runs here: a [suggest] directive (never sent to a
     /// daemon: it only reads names) or `strata completion` (which needs no store).</summary>

@@ -61,7 +61,7 @@ public sealed class CompletionTests : IDisposable
     string[] Suggest(string line, string? root = null)
     {
         string full = $"strata --root {root ?? Store} {line}";
-        var r = new Cli(root ?? Store).Run($"[suggest:{full.Length}]", full);
+        var r = Shell.Run("env", "-u", "STRATA_ROOT", Cli.Binary, $"[suggest:{full.Length}]", full);
         Assert.True(r.ExitCode == 0, $"[suggest] of '{full}' failed ({r.ExitCode}): {r.Stderr}");
         return r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
     }
