@@ -63,9 +63,9 @@ public static partial class Commands
         var command = r.CommandResult.Command;
         bool forwardable = r.Errors.Count == 0 && Usage.Problem(r) is null && r.Action is not null && command is not RootCommand && command.Name is not ("serve" or "run")
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
-        string? input = r.GetResult(InputOption) is not null ? r.GetValue(InputOption) : null;
+        string? input = r.GetResult(InputOption) is not null && r.GetValue(InputOption) is not "-" ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
-        bool reads = command.Name is "apply"; // the forwardable commands that read stdin
+        bool reads = command.Name is "apply" || command.Name is "import" && r.CommandResult.Tokens.Any(t => t.Value == "-"); // the forwardable commands that read stdin
         // pool commands run here, and reach a pool's server through its typed calls (PoolCommands), not as command lines
         if (IsPoolCommand(r)) forwardable = false;
         if (IsClientCommand(command.Name)) forwardable = false; // they use no store, and read the caller's terminal and config
@@ -97,7 +97,7 @@ public static partial class Commands
 
     static Stream OpenInput(string? path)
     {
-        if (path is null || Io.Current.FilesAtClient) return Io.Current.In();
+        if (path is null or "-" || Io.Current.FilesAtClient) return Io.Current.In(); // `-i -` is stdin, as for tar
         return OpenFile(Io.Current.FullPath(path));
     }
 

@@ -17,7 +17,24 @@ public enum ExportFormat
 /// layout directory, an oci-archive tar, or a docker-archive tar. The output appears only when complete.</summary>
 public sealed class ImageExporter(ImageStore images)
 {
-    public void Export(string reference, string path, ExportFormat format, Action<ImportProgress>? progress = null)
+    public void Export(string reference, string path, ExportFormat format, Action<ImportProgress>? progress = null) =>
+        Export(reference, format, progress, (files, report) =>
+        {
+            if (format == ExportFormat.Oci && !path.EndsWith(".tar", StringComparison.Ordinal) && !OutputTarget.IsSpecial(path)) WriteDirectory(path, files, report);
+            else
+            {
+                using var output = OutputTarget.Open(path);
+                WriteTar(output.Stream, files, report);
+                output.Commit();
+            }
+        });
+
+    /// <summary>Writes the image as a tar to <paramref name="output"/> (stdout: `image export IMAGE > x.tar`): an
+    /// oci-archive for <see cref="ExportFormat.Oci"/>, a docker-archive for <see cref="ExportFormat.DockerArchive"/>.</summary>
+    public void Export(string reference, Stream output, ExportFormat format, Action<ImportProgress>? progress = null) =>
+        Export(reference, format, progress, (files, report) => WriteTar(output, files, report));
+
+    void Export(string reference, ExportFormat format, Action<ImportProgress>? progress, Action<List<OutputEntry>, Action<long>> write)
     {
         // the blobs are opened while the image is held, so that an image removal racing the export cannot take them
         // from under it; the bytes are then written with nothing held
@@ -25,9 +42,7 @@ public sealed class ImageExporter(ImageStore images)
         try
         {
             long total = files.Sum(f => f.Bytes?.Length ?? f.Blob!.Size), done = 0;
-            void Report(long n) => progress?.Invoke(new("exporting", done += n, total));
-            if (format == ExportFormat.Oci && !path.EndsWith(".tar", StringComparison.Ordinal) && !OutputTarget.IsSpecial(path)) WriteDirectory(path, files, Report);
-            else WriteTar(path, files, Report);
+            write(files, n => progress?.Invoke(new("exporting", done += n, total)));
         }
         finally
         {
@@ -137,10 +152,9 @@ public sealed class ImageExporter(ImageStore images)
         }
     }
 
-    void WriteTar(string path, List<OutputEntry> files, Action<long> report)
+    static void WriteTar(Stream output, List<OutputEntry> files, Action<long> report)
     {
-        using var output = OutputTarget.Open(path);
-        using (var tar = new TarWriter(output.Stream))
+        using (var tar = new TarWriter(output))
         {
             var mtime = new UnixTime(0, 0);
             foreach (var dir in new[] { "blobs/", "blobs/sha256/" })
@@ -160,6 +174,5 @@ public sealed class ImageExporter(ImageStore images)
             }
             tar.Finish();
         }
-        output.Commit();
     }
 }

@@ -29,7 +29,43 @@ public sealed class ImageImporter(ImageStore images)
     LayerStore Layers => images.Layers;
     BlobStore Blobs => images.Blobs;
 
-    public List<ImageRecord> Import(string path, Options options)
+    public List<ImageRecord> Import(string path, Options options) => Import(path, path, options);
+
+    /// <summary>Imports an archive read from <paramref name="input"/> (stdin: `image import -`), any of the tars
+    /// <see cref="Import(string, Options)"/> takes; <paramref name="shown"/> names it in messages. The archive is
+    /// spooled into the store's tmp/ first (the format is told by reading it whole, then it is read again), and the
+    /// spool goes when the import ends (or at the store's next open, after a crash).</summary>
+    public List<ImageRecord> Import(Stream input, string shown, Options options)
+    {
+        string dir = Path.Combine(Layers.Root, "tmp", "import-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            LayerStore.MakeDir(dir, Modes.OwnerOnly);
+            // named after what it is where it can be, since a rootfs tar's layer is named after its file in messages
+            string spool = Path.Combine(dir, shown.Contains('/') || shown is "" or "." or ".." ? "input" : shown);
+            long read = 0;
+            using (var fd = Posix.Open(spool, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x180))
+            {
+                var buffer = new byte[1 << 20];
+                int n;
+                while ((n = input.Read(buffer)) > 0)
+                {
+                    Posix.WriteAll(fd, buffer.AsSpan(0, n), spool);
+                    options.Progress?.Invoke(new("reading " + shown, read += n, 0));
+                }
+            }
+            return Import(spool, shown, options);
+        }
+        finally
+        {
+            FileTree.Remove(dir);
+        }
+    }
+
+    /// <summary>Imports <paramref name="path"/>, named <paramref name="shown"/> in messages. Whatever is not an image
+    /// (a directory that is no layout, a file that does not read as a tar, compressed or not) is refused as such,
+    /// with what was found.</summary>
+    List<ImageRecord> Import(string path, string shown, Options options)
     {
         string name = options.Name is null ? "" : ImageName.Normalize(options.Name);
         using var scope = images.BeginImport();
@@ -38,9 +74,9 @@ public sealed class ImageImporter(ImageStore images)
             using var dir = new DirectorySource(path);
             if (dir.Has("oci-layout")) return Finish(ImportOci(dir, options, scope), name, scope);
             if (dir.Has("manifest.json")) return Finish(ImportDocker(dir, options, scope), name, scope);
-            throw StrataException.Invalid($"{path} is a directory but not an OCI image layout (it has no oci-layout file) nor an extracted docker-archive (no manifest.json)");
+            throw NotAnImage(shown, "a directory with neither oci-layout (an OCI image layout) nor manifest.json (an extracted docker-archive)");
         }
-        if (!File.Exists(path)) throw StrataException.NotFound($"{path} does not exist");
+        if (!File.Exists(path)) throw StrataException.NotFound($"{shown} does not exist");
         HashSet<string> names;
         try
         {
@@ -48,7 +84,10 @@ public sealed class ImageImporter(ImageStore images)
         }
         catch (StrataException ex) when (ex is not ErrnoException)
         {
-            throw new StrataException(ex.Kind, $"{path}: {ex.Message}", ex);
+            // the whole input is read here first: what does not read as a tar (empty, cut short, random bytes, a
+            // damaged compression) is no image at all
+            if (ex.Kind == ErrorKind.Corrupt) throw NotAnImage(shown, ex.Message);
+            throw new StrataException(ex.Kind, $"{shown}: {ex.Message}", ex);
         }
         bool docker = names.Contains("manifest.json"), oci = names.Contains("oci-layout") && names.Contains("index.json");
         if (!docker && !oci) return Finish([ImportRootfs(path, options, scope)], name, scope);
@@ -57,6 +96,9 @@ public sealed class ImageImporter(ImageStore images)
         using var source = StagedSource.Stage(path, Path.Combine(Layers.Root, "tmp"), n => options.Progress?.Invoke(new("reading archive", staged += n, total)));
         return Finish(docker ? ImportDocker(source, options, scope) : ImportOci(source, options, scope), name, scope);
     }
+
+    static StrataException NotAnImage(string shown, string found) =>
+        StrataException.Invalid($"{shown}: not an image or tar archive; {found}");
 
     /// <summary>Gives the imported images their names: the one asked for (then there must be exactly one image), or their own.</summary>
     List<ImageRecord> Finish(List<Pending> pending, string name, ImageStore.ImportScope scope)

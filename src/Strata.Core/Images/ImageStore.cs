@@ -161,30 +161,55 @@ public sealed class ImageStore
         }
     }
 
-    /// <summary>Removes a name; when it was the image's last (or <paramref name="reference"/> is the id), the image
-    /// goes, with the layers and blobs no other image uses. Refused while a container uses the image
-    /// (<paramref name="inUse"/> names them).</summary>
-    public void Remove(string reference, Func<string, IReadOnlyList<string>> inUse)
+    /// <summary>
+    /// Removes a reference to an image, as `docker rmi` does. A name (or a repository digest) of an image that has
+    /// other names only goes itself: one <see cref="ImageRemovalKind.Untagged"/>. The image's last name, or its id (or
+    /// a unique id prefix), removes the image: each of its names and digests untagged, then the image deleted, then
+    /// each of its layers that no other image or container keeps (and blobs nothing else refers to, unreported). An id
+    /// of an image with several names is refused unless <paramref name="force"/> (as docker, which names the image
+    /// "referenced in multiple repositories"). An image that a container uses (<paramref name="inUse"/> names them) is
+    /// never deleted, forced or not: containers refer to their image (docker deletes it under -f when the containers
+    /// are stopped, leaving them with an image id that names nothing).
+    /// </summary>
+    public List<ImageRemoval> Remove(string reference, Func<string, IReadOnlyList<string>> inUse, bool force = false)
     {
         lock (_lock)
         {
             var images = Load();
             var image = Find(images, reference) ?? throw StrataException.NotFound($"image {reference} does not exist");
-            string? name = ImageName.TryNormalize(reference);
-            if (name is not null && image.Names.Contains(name) && image.Names.Count > 1)
+            var events = new List<ImageRemoval>();
+            // which of the image's references the argument is: a name, a repository digest, or none (an id)
+            string? name = reference.Contains('@') ? null : ImageName.TryNormalize(reference);
+            bool byName = name is not null && image.Names.Contains(name);
+            bool byDigest = image.RepoDigests?.Contains(reference) == true;
+            if (byName && image.Names.Count > 1 || byDigest && image.Names.Count + image.RepoDigests!.Count > 1)
             {
-                image.Names.Remove(name); // an untag: the image stays under its other names
+                // an untag: the image stays under its other references
+                if (byName) image.Names.Remove(name!);
+                else image.RepoDigests!.Remove(reference);
+                if (image.RepoDigests is { Count: 0 }) image.RepoDigests = null;
                 Save(images);
-                return;
+                return [new(ImageRemovalKind.Untagged, byName ? name! : reference)];
             }
+            if (!byName && !byDigest && image.Names.Count > 1 && !force)
+                throw StrataException.InUse($"image {image.ShortId} has {image.Names.Count} names ({Shown(image.Names)}); remove them one by one, or all with -f");
             var users = inUse(image.Id);
             if (users.Count > 0)
-                throw StrataException.InUse($"image {reference} is used by container(s) {string.Join(", ", users.Take(5))}{(users.Count > 5 ? ", ..." : "")}; remove them first");
+                throw StrataException.InUse($"image {reference} is used by container(s) {Shown(users)}; remove them first");
+            foreach (var n in image.Names) events.Add(new(ImageRemovalKind.Untagged, n));
+            foreach (var d in image.RepoDigests ?? []) events.Add(new(ImageRemovalKind.Untagged, d));
             images.Remove(image);
             Save(images);
-            Collect(images);
+            events.Add(new(ImageRemovalKind.Deleted, image.Id));
+            var gone = Collect(images);
+            // the image's own layers, top first as docker lists them; leftovers collected with them are not this removal's
+            foreach (var layer in Enumerable.Reverse(image.Layers))
+                if (gone.Contains(layer)) events.Add(new(ImageRemovalKind.DeletedLayer, layer.Length == 64 ? "sha256:" + layer : layer));
+            return events;
         }
     }
+
+    static string Shown(IReadOnlyList<string> items) => string.Join(", ", items.Take(5)) + (items.Count > 5 ? ", ..." : "");
 
     /// <summary>Removes image layers and blobs that no image refers to (what an interrupted import, or an image's
     /// removal, leaves); layers that still have children (a container's, another image's) stay, and so does
@@ -302,8 +327,10 @@ public sealed class ImageStore
         }
     }
 
-    void Collect(List<ImageRecord> images)
+    /// <summary>Collects what <paramref name="images"/> do not use; returns the layers removed.</summary>
+    HashSet<string> Collect(List<ImageRecord> images)
     {
+        var removed = new HashSet<string>(StringComparer.Ordinal);
         var usedLayers = images.SelectMany(i => i.Layers).Concat(_imports.SelectMany(s => s.UsedLayers.Concat(s.CreatedLayers))).ToHashSet(StringComparer.Ordinal);
         // layers lent to containerd's snapshots, read from their records so that a CLI without the daemon sees them
         // too; when one does not parse (null), no layer is collected
@@ -313,6 +340,7 @@ public sealed class ImageStore
             try
             {
                 Layers.Remove(id);
+                removed.Add(id);
                 return true;
             }
             catch (StrataException)
@@ -323,6 +351,7 @@ public sealed class ImageStore
         var keep = ReferencedBlobs(images);
         keep.UnionWith(_imports.SelectMany(s => s.UsedBlobs.Concat(s.AddedBlobs)));
         Blobs.Collect(keep);
+        return removed;
     }
 
     /// <summary>Removes the image layers (labelled <see cref="LayerLabel"/>) that are not <paramref name="used"/>, not
@@ -382,6 +411,17 @@ public sealed class ImageStore
 
     void Save(List<ImageRecord> images) =>
         AtomicFile.Write(_index, JsonSerializer.SerializeToUtf8Bytes(images.OrderBy(i => i.Created).ToList(), ImageStoreJson.Default.ListImageRecord));
+}
+
+/// <summary>What one removal did, in the order docker reports it: a reference untagged (a name, or a repository digest),
+/// the image deleted (its id), a layer deleted (its chain id, sha256:...).</summary>
+public readonly record struct ImageRemoval(ImageRemovalKind Kind, string What);
+
+public enum ImageRemovalKind
+{
+    Untagged,
+    Deleted,
+    DeletedLayer,
 }
 
 /// <summary>Image names as Docker writes them: [registry[:port]/]path[:tag], lowercase path components, tag latest
