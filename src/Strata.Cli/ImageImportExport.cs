@@ -50,12 +50,9 @@ public static partial class Commands
             var exporter = new ImageExporter(Catalog(lease).Images);
             string image = r.GetValue(reference)!;
             string? to = r.GetValue(output);
-            WithProgress(r, progress =>
-            {
-                if (to is null or OutputFile.Stdout) OutputFile.Write(null, s => { exporter.Export(image, s, f, progress); return 0; });
-                else exporter.Export(image, Io.Current.FullPath(to), f, progress);
-                return 0;
-            });
+            // stdout is refused when a terminal before a progress display starts there
+            if (to is null or OutputFile.Stdout) OutputFile.Write(null, s => WithProgress(r, progress => { exporter.Export(image, s, f, progress); return 0; }));
+            else WithProgress(r, progress => { exporter.Export(image, Io.Current.FullPath(to), f, progress); return 0; });
             return 0;
         });
         return export;

@@ -329,7 +329,7 @@ public sealed class ImageImportTests : ImageImportFixture
         oci.Top(oci.Add(TwoLayers()).Descriptor);
         oci.Files.Remove("oci-layout");
         string dir = Layout(oci);
-        Fails(dir, ErrorKind.InvalidArgument, $"{dir} is a directory but not an OCI image layout");
+        Fails(dir, ErrorKind.InvalidArgument, $"{dir}: not an image or tar archive; a directory with neither oci-layout (an OCI image layout) nor manifest.json (an extracted docker-archive)");
     }
 
     // ---- bad archives ----
@@ -465,7 +465,7 @@ public sealed class ImageImportTests : ImageImportFixture
     {
         var gz = Blob.Gzip(new LayerTar().File("big", new byte[200_000].Select((_, i) => (byte)(i * 7919 >> 3)).ToArray()).Bytes());
         string path = Input("rootfs.tar.gz", gz[..(gz.Length / 2)]);
-        Fails(path, ErrorKind.Corrupt, $"{path}: tar: archive is truncated");
+        Fails(path, ErrorKind.InvalidArgument, $"{path}: not an image or tar archive; tar: archive is truncated");
     }
 
     static byte[] WithBadCrc(byte[] gz)
@@ -488,7 +488,58 @@ public sealed class ImageImportTests : ImageImportFixture
     public void AGzipRootfsWithABadChecksumIsRefused()
     {
         string path = Input("rootfs.tar.gz", WithBadCrc(Blob.Gzip(BaseTar)));
-        Fails(path, ErrorKind.Corrupt, $"{path}: gzip:");
+        Fails(path, ErrorKind.InvalidArgument, $"{path}: not an image or tar archive; gzip:");
+    }
+
+    // ---- what is not an image at all ----
+
+    public static TheoryData<string, byte[], string> NotImages => new()
+    {
+        { "empty", [], "tar: the input is empty" },
+        { "random bytes", Enumerable.Range(0, 4096).Select(i => (byte)(i * 7919 >> 3)).ToArray(), "tar: header checksum" },
+        { "text", "hello, this is not a tar\n"u8.ToArray(), "tar: archive is truncated" },
+        { "a tar cut short", BaseTar[..700], "tar: archive is truncated" },
+        { "gzip of text", Blob.Gzip("not a tar at all, though compressed, and long enough to fill more than no block"u8.ToArray()), "tar: archive is truncated" },
+    };
+
+    [Theory]
+    [MemberData(nameof(NotImages))]
+    public void WhatIsNotAnImageIsRefusedAsSuch(string what, byte[] bytes, string found)
+    {
+        string path = Input(what.Replace(' ', '-'), bytes);
+        Fails(path, ErrorKind.InvalidArgument, $"{path}: not an image or tar archive; {found}");
+        // from a stream (stdin) too, named as the caller names it, and the spool is gone
+        var ex = Assert.Throws<StrataException>(() => new ImageImporter(Images).Import(new MemoryStream(bytes), "stdin", new ImageImporter.Options()));
+        Assert.Equal((ErrorKind.InvalidArgument, true), (ex.Kind, ex.Message.StartsWith($"stdin: not an image or tar archive; {found}", StringComparison.Ordinal)));
+        AssertClean();
+        Assert.Empty(ImageIds());
+    }
+
+    [Theory]
+    [InlineData("oci-archive")]
+    [InlineData("docker-archive")]
+    [InlineData("rootfs")]
+    public void EachArchiveImportsFromAStream(string format)
+    {
+        byte[] archive;
+        if (format == "oci-archive")
+        {
+            var oci = new OciBuilder();
+            oci.Top(OciBuilder.Named(oci.Add(TwoLayers()).Descriptor, "1.0"));
+            archive = oci.Archive();
+        }
+        else if (format == "docker-archive")
+        {
+            var docker = new DockerArchiveBuilder();
+            docker.Add(TwoLayers(), "x:1");
+            archive = docker.Archive();
+        }
+        else archive = Blob.Gzip(BaseTar);
+        var image = Assert.Single(new ImageImporter(Images).Import(new MemoryStream(archive), "stdin", new ImageImporter.Options { Name = "x:1" }));
+        Assert.Equal(["x:1"], image.Names);
+        Assert.Equal(format == "rootfs" ? 1 : 2, image.Layers.Count);
+        InTree(image.TopLayer, tree => Assert.Equal(format == "rootfs" ? "ID=base\n" : "ID=top\n", File.ReadAllText(Path.Combine(tree, "etc/os-release"))));
+        AssertClean();
     }
 
     // ---- shared layers ----

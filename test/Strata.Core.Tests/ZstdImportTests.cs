@@ -154,7 +154,7 @@ public sealed class ZstdImportTests : ImageImportFixture
     public void AZstdRootfsWithABadChecksumIsRefused()
     {
         string path = Input("rootfs.tar.zst", WithBadChecksum(Zstd(BaseTar)));
-        Fails(path, ErrorKind.Corrupt, $"{path}: zstd: ");
+        Fails(path, ErrorKind.InvalidArgument, $"{path}: not an image or tar archive; zstd: ");
     }
 
     [Fact]

@@ -12,7 +12,7 @@ public sealed class UsageTests : IDisposable
 
     [Theory]
     [InlineData("run -it img", "unknown flag: -it; did you mean -t? (see 'strata run --help')")]
-    [InlineData("image rm --force x", "unknown flag: --force (see 'strata image rm --help')")]
+    [InlineData("image rm --forse x", "unknown flag: --forse; did you mean --force? (see 'strata image rm --help')")]
     [InlineData("imgae ls", "unknown command 'imgae' for 'strata'; did you mean image? (see 'strata --help')")]
     [InlineData("pool device creat x", "unknown command 'creat' for 'strata pool device'; did you mean create? (see 'strata pool device --help')")]
     [InlineData("container create", "'strata container create' needs IMAGE (see 'strata container create --help')")]
