@@ -174,6 +174,10 @@ public sealed class ImageStdioTests : IDisposable
             exported = Tar("image", "export", "x:1", "--format", "docker-archive");
             dashExported = Tar("image", "export", "x:1", "--format", "docker-archive", "-o", "-");
             diff = Tar("layer", "diff", JsonLayer("x:1"), "-o", "-");
+            var applied = _cli.Run(diff, "layer", "apply", "copy", "-i", "-"); // the client streams stdin for -i -
+            Assert.Equal((0, ""), (applied.ExitCode, applied.Stderr));
+            Assert.Equal(diff, Tar("layer", "diff", "copy"));
+            _cli.Ok("layer", "rm", "copy");
             var bad = _cli.Run("garbage, not a tar"u8.ToArray(), "image", "import", "-");
             Assert.Equal((ExitCodes.Usage, "strata: stdin: not an image or tar archive; tar: archive is truncated at byte 18\n"), (bad.ExitCode, bad.Stderr));
             _cli.Ok("image", "tag", "x:1", "y:1");
