@@ -39,6 +39,7 @@ public static partial class Commands
         root.Options.Add(RootOption);
         root.Options.Add(DriverOption);
         root.Options.Add(StorageOption);
+        root.Subcommands.Add(InitCommand());
         root.Subcommands.Add(Info());
         root.Subcommands.Add(Serve());
         var layer = new Command("layer", "Create, inspect, mount, diff and apply layers");

@@ -179,7 +179,12 @@ public sealed partial class LayerStore : IDisposable, ILayerMounter
         }
     }
 
-    object IdLock(string id) => _idLocks.GetOrAdd(id, static _ => new object());
+    /// <summary>The lock of one layer's changes, which every write (and every mount) takes: refused on a read-only store.</summary>
+    object IdLock(string id)
+    {
+        ThrowIfReadOnly();
+        return _idLocks.GetOrAdd(id, static _ => new object());
+    }
 
     Layer Visible(string id) =>
         _layers.TryGetValue(id, out var l) && !l.Incomplete ? l : throw StrataException.NotFound($"layer {id} does not exist");

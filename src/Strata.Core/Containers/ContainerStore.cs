@@ -46,7 +46,7 @@ public sealed class ContainerStore
     {
         Images = images;
         _dir = Path.Combine(images.Layers.Root, "containers");
-        LayerStore.MakeDir(_dir, Modes.OwnerOnly);
+        if (!images.Layers.ReadOnly) LayerStore.MakeDir(_dir, Modes.OwnerOnly); // a reader makes nothing: no dir, no containers
     }
 
     public ImageStore Images { get; }
@@ -55,7 +55,8 @@ public sealed class ContainerStore
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<LayerStore, ContainerStore> s_stores = new();
 
     /// <summary>The one container and image store of an open layer store (one per store, so that concurrent
-    /// commands in the daemon share their locks); its first use sweeps what a crash left.</summary>
+    /// commands in the daemon share their locks); its first use sweeps what a crash left, unless the store is open
+    /// read-only (then a container layer without record is listed with the layers until a writer opens the store).</summary>
     public static ContainerStore For(LayerStore layers)
     {
         // under a lock: the sweep must run once, before any command of this store has begun to work
@@ -63,8 +64,11 @@ public sealed class ContainerStore
         {
             if (s_stores.TryGetValue(layers, out var known)) return known;
             var store = new ContainerStore(new ImageStore(layers));
-            store.Sweep();
-            store.Images.Collect(); // image layers and blobs an interrupted import left
+            if (!layers.ReadOnly)
+            {
+                store.Sweep();
+                store.Images.Collect(); // image layers and blobs an interrupted import left
+            }
             s_stores.Add(layers, store);
             return store;
         }
@@ -128,7 +132,7 @@ public sealed class ContainerStore
     public List<Container> List()
     {
         var list = new List<Container>();
-        foreach (var e in Posix.ReadDir(_dir))
+        foreach (var e in Directory.Exists(_dir) ? Posix.ReadDir(_dir) : [] /* a store read before any container command */)
         {
             if (!e.Name.EndsWith(".json", StringComparison.Ordinal)) continue;
             try

@@ -14,11 +14,13 @@ public sealed class BlobStore
 {
     readonly string _tmp;
 
-    public BlobStore(string root)
+    /// <summary>The blobs of the store at <paramref name="root"/>; their directory is made unless <paramref name="create"/>
+    /// is false (a store opened read-only, which has no blob while it has no directory).</summary>
+    public BlobStore(string root, bool create = true)
     {
         Directory = Path.Combine(root, "images", "blobs", "sha256");
         _tmp = Path.Combine(root, "tmp");
-        LayerStore.MakeDir(Directory, Modes.OwnerOnly);
+        if (create) LayerStore.MakeDir(Directory, Modes.OwnerOnly);
     }
 
     public string Directory { get; }

@@ -48,7 +48,7 @@ public sealed class ImageStore
     public ImageStore(LayerStore layers)
     {
         Layers = layers;
-        Blobs = new BlobStore(layers.Root);
+        Blobs = new BlobStore(layers.Root, create: !layers.ReadOnly);
         _index = Path.Combine(layers.Root, "images", "images.json");
     }
 
