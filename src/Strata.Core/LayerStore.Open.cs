@@ -195,6 +195,20 @@ public sealed partial class LayerStore
         return layers;
     }
 
+    /// <summary>The driver's status; a driver probes what it can do in scratch space under tmp/ (overlay, reflinks), which a
+    /// store on a read-only filesystem does not give it: then the status says so instead of failing the listing.</summary>
+    IReadOnlyList<KeyValuePair<string, string>> DriverStatus()
+    {
+        try
+        {
+            return Driver.Status();
+        }
+        catch (Exception ex) when (_readOnly && ex is StrataException or IOException or UnauthorizedAccessException)
+        {
+            return [new("Driver Status", $"unknown: the driver probes in {Path.Combine(Root, "tmp")}, which this reader cannot write ({StrataException.OneLine(ex.Message)})")];
+        }
+    }
+
     /// <summary>Refuses a write to a store opened read-only, naming what was asked.</summary>
     void ThrowIfReadOnly()
     {

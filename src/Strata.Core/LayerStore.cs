@@ -100,7 +100,7 @@ public sealed partial class LayerStore : IDisposable, ILayerMounter
         {
             new("Root Dir", Root),
         };
-        pairs.AddRange(Driver.Status());
+        pairs.AddRange(DriverStatus());
         lock (_lock) pairs.Add(new("Layers", _layers.Count.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         pairs.Add(new("Broken Layers", Broken()?.Count.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unknown (the driver cannot list its layers)"));
         return pairs;

@@ -20,7 +20,7 @@ public sealed class ThinDriverTests(ITestOutputHelper output) : IDisposable
         var cli = new Cli(_temp.Combine("store"));
         var args = new List<string> { "--driver", "thin" };
         foreach (var o in options) args.AddRange(["--storage-opt", o]);
-        args.Add("info");
+        args.Add("init");
         cli.Ok([.. args]);
         return cli;
     }
