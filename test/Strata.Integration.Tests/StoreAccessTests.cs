@@ -123,8 +123,9 @@ public sealed class StoreAccessTests : IDisposable
         string root = _temp.Combine("store");
         var cli = new Cli(root);
         cli.Ok("--driver", "vfs", "layer", "create", "base");
-        // a reader that stays: flock(1) holding the store's lock shared, as a listing does while it runs
-        using var reader = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("flock", ["--shared", Path.Combine(root, "strata.lock"), "sleep", "120"])
+        // a reader that stays: flock(1) holding the store's lock shared, as a listing does while it runs (--close: sleep
+        // does not inherit it, so killing flock lets go)
+        using var reader = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("flock", ["--shared", "--close", Path.Combine(root, "strata.lock"), "sleep", "120"])
         {
             RedirectStandardError = true,
         })!;
@@ -143,13 +144,13 @@ public sealed class StoreAccessTests : IDisposable
             string? waiting = writer.StandardError.ReadLine();
             Assert.StartsWith("waiting for flock --shared ", waiting);
             Assert.EndsWith($" (pid {reader.Id}) to release the store {root}", waiting);
-            reader.Kill();
+            reader.Kill(entireProcessTree: true);
             Assert.True(writer.WaitForExit(TimeSpan.FromSeconds(30)), "the writer did not run once the reader let go");
             Assert.Equal(0, writer.ExitCode);
         }
         finally
         {
-            if (!reader.HasExited) reader.Kill();
+            if (!reader.HasExited) reader.Kill(entireProcessTree: true);
             reader.WaitForExit();
         }
     }
