@@ -160,6 +160,7 @@ public sealed class ThinDriverTests(ITestOutputHelper output) : IDisposable
         for (int i = 0; i < 500 && Strata.Native.Posix.IsRunning(pid); i++) Thread.Sleep(10);
 
         // the next command finds the pool unserved: the dead mounts go, the counts reset
+        cli.Ok("init"); // the next command that writes (a listing changes nothing, so it cleans nothing)
         var layers = cli.Ok("layer", "ls");
         Assert.Contains("a", layers);
         Assert.Empty(Mounts.Under(PoolDir));
