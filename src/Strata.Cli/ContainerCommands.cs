@@ -90,6 +90,7 @@ public static partial class Commands
             return 0;
         });
         container.Subcommands.Add(commit);
+        container.Subcommands.Add(ContainerStateCommand());
         return container;
     }
 

@@ -19,8 +19,28 @@ public sealed record Container
     public required string Image { get; init; }
     public required string ImageId { get; init; }
     public DateTimeOffset Created { get; init; }
+    /// <summary>As <see cref="ContainerStore.Started"/> and <see cref="ContainerStore.Exited"/> last recorded it (read it
+    /// through <see cref="ContainerStore.StateOf"/>, which knows a run that died); records older than it read as created.</summary>
+    public ContainerState State { get; init; } = new();
+    /// <summary>The arguments the last run ran (null: never run).</summary>
+    public IReadOnlyList<string>? Command { get; init; }
 
     [JsonIgnore] public string ShortId => Id[..12];
+}
+
+/// <summary>Where a container is in its life, as `strata run` records it: created (never run), running (the pid of the
+/// `strata run`'s runc while it runs), exited (with the command's exit code; null when the run was killed before it
+/// could record one).</summary>
+public sealed record ContainerState
+{
+    public const string Created = "created", Running = "running", Exited = "exited";
+
+    public string Status { get; init; } = Created;
+    public int? ExitCode { get; init; }
+    public DateTimeOffset? StartedAt { get; init; }
+    public DateTimeOffset? FinishedAt { get; init; }
+    /// <summary>The process (strata run's runc) while running.</summary>
+    public int? Pid { get; init; }
 }
 
 /// <summary>
@@ -159,6 +179,45 @@ public sealed class ContainerStore
 
     /// <summary>Names of the containers made from image <paramref name="imageId"/>.</summary>
     public IReadOnlyList<string> UsersOf(string imageId) => List().Where(c => c.ImageId == imageId).Select(c => c.Name).ToList();
+
+    /// <summary>Records durably that container <paramref name="idOrName"/> runs <paramref name="command"/> in process
+    /// <paramref name="pid"/> (strata run's runc).</summary>
+    public void Started(string idOrName, IReadOnlyList<string> command, int pid)
+    {
+        if (pid <= 0) throw StrataException.Invalid($"pid {pid} is not a process id");
+        Update(idOrName, c => c with { Command = [.. command], State = new ContainerState { Status = ContainerState.Running, StartedAt = DateTimeOffset.UtcNow, Pid = pid } });
+    }
+
+    /// <summary>Records durably that the run of container <paramref name="idOrName"/> ended with <paramref name="exitCode"/>.</summary>
+    public void Exited(string idOrName, int exitCode) =>
+        Update(idOrName, c => c with { State = c.State with { Status = ContainerState.Exited, ExitCode = exitCode, FinishedAt = DateTimeOffset.UtcNow, Pid = null } });
+
+    /// <summary>The container's state as it is now: a run recorded as running whose process is gone (its `strata run`
+    /// was killed) reads as exited, with no exit code.</summary>
+    public ContainerState StateOf(Container c) =>
+        c.State is { Status: ContainerState.Running, Pid: { } pid } && !IsRunc(pid) ? c.State with { Status = ContainerState.Exited, ExitCode = null, Pid = null } : c.State;
+
+    /// <summary>Whether process <paramref name="pid"/> lives and is a runc (a pid reused by another program is not the run's).</summary>
+    static bool IsRunc(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n') == "runc";
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    void Update(string idOrName, Func<Container, Container> change)
+    {
+        lock (_lock)
+        {
+            var c = Get(idOrName);
+            AtomicFile.Write(RecordPath(c.Id), JsonSerializer.SerializeToUtf8Bytes(change(c), ContainerJson.Default.Container));
+        }
+    }
 
     public string Mount(string reference) => Layers.Mount(Get(reference).Id);
 
