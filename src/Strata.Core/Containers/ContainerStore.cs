@@ -20,8 +20,10 @@ public sealed record Container
     public required string ImageId { get; init; }
     public DateTimeOffset Created { get; init; }
     /// <summary>As <see cref="ContainerStore.Started"/> and <see cref="ContainerStore.Exited"/> last recorded it (read it
-    /// through <see cref="ContainerStore.StateOf"/>, which knows a run that died); records older than it read as created.</summary>
-    public ContainerState State { get; init; } = new();
+    /// through <see cref="ContainerStore.StateOf"/>, which knows a run that died); records older than it read as created
+    /// (the JSON reader sets a missing member to null).</summary>
+    public ContainerState State { get => _state; init => _state = value ?? new(); }
+    readonly ContainerState _state = new();
     /// <summary>The arguments the last run ran (null: never run).</summary>
     public IReadOnlyList<string>? Command { get; init; }
 

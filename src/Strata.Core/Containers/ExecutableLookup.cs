@@ -59,7 +59,10 @@ public static class ExecutableLookup
         return (ExecutableProblem.NotFound, $"{quoted}: executable file not found in the container's $PATH");
     }
 
-    static string InContainer(string cwd, string path) => path.StartsWith('/') ? path : cwd.TrimEnd('/') + "/" + path;
+    /// <summary>The absolute path of <paramref name="path"/> in the container, without empty or `.` parts (`..` stays:
+    /// the kernel resolves it within the container's tree).</summary>
+    static string InContainer(string cwd, string path) =>
+        "/" + string.Join('/', (path.StartsWith('/') ? path : cwd + "/" + path).Split('/', StringSplitOptions.RemoveEmptyEntries).Where(p => p != "."));
 
     static FileStat? Stat(FileDescriptor root, IReadOnlyList<BindMount> mounts, string path)
     {
