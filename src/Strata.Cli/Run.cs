@@ -260,6 +260,10 @@ public static partial class Commands
             if (args[i] == "--") return args;
             if (args[i].StartsWith('-'))
             {
+                int eq = args[i].IndexOf('=');
+                // `--entrypoint=` (docker's way to clear it): the parser would take the next word as its value
+                if (eq > 0 && eq == args[i].Length - 1 && Takes(args[i][..eq]))
+                    args = [.. args[..i], args[i][..eq], "", .. args[(i + 1)..]];
                 if (Takes(args[i]) && !args[i].Contains('=')) i++;
                 continue;
             }

@@ -37,8 +37,8 @@ public sealed class RunTests : IDisposable
     void Import()
     {
         string layout = _temp.Combine("layout");
-        Images.BuildBase(layout, "base", _temp.Path);
-        Images.Change(layout, "base", "run", _temp.Path, rootfs => Images.Sh(rootfs, """
+        Images.BuildBase(layout, "run", _temp.Path);
+        Images.Change(layout, "run", "run", _temp.Path, rootfs => Images.Sh(rootfs, """
             for a in id env pwd touch; do ln -s busybox bin/$a; done
             echo 'root:x:0:0::/:/bin/sh' > etc/passwd
             echo 'app:x:1000:1001::/:/bin/sh' >> etc/passwd
@@ -151,8 +151,8 @@ public sealed class RunTests : IDisposable
         Assert.Equal("again\n", File.ReadAllText(Path.Combine(host, "new")));
 
         // an executable in a bind mount is found there
-        File.Copy("/bin/busybox", Path.Combine(host, "box"));
-        Assert.Equal("bound", _cli.Ok("run", "--rm", "-v", $"{host}:/opt/host:ro", "--entrypoint", "/opt/host/box", "run:1", "echo", "bound"));
+        File.Copy("/bin/busybox", Path.Combine(host, "echo"));
+        Assert.Equal("bound", _cli.Ok("run", "--rm", "-v", $"{host}:/opt/host:ro", "--entrypoint", "/opt/host/echo", "run:1", "bound"));
     }
 
     [ToolsFact("umoci", "runc")]
@@ -162,7 +162,7 @@ public sealed class RunTests : IDisposable
         _cli.Ok("container", "create", "run:1", "--name", "fresh");
         var fresh = JsonDocument.Parse(_cli.Ok("container", "inspect", "fresh")).RootElement.GetProperty("Container");
         Assert.Equal("created", fresh.GetProperty("State").GetProperty("Status").GetString());
-        Assert.False(fresh.TryGetProperty("Command", out _));
+        Assert.Equal(JsonValueKind.Null, fresh.GetProperty("Command").ValueKind);
 
         using (var run = _cli.Start("run", "--name", "c1", "--entrypoint", "", "run:1", "sh", "-c", "echo started; read line; exit 5"))
         {
@@ -179,7 +179,7 @@ public sealed class RunTests : IDisposable
         var state = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement.GetProperty("Container").GetProperty("State");
         Assert.Equal("exited", state.GetProperty("Status").GetString());
         Assert.Equal(5, state.GetProperty("ExitCode").GetInt32());
-        Assert.False(state.TryGetProperty("Pid", out _));
+        Assert.Equal(JsonValueKind.Null, state.GetProperty("Pid").ValueKind);
         Assert.True(state.GetProperty("FinishedAt").GetDateTimeOffset() >= state.GetProperty("StartedAt").GetDateTimeOffset());
 
         // the hidden step refuses what strata run never sends
@@ -187,5 +187,22 @@ public sealed class RunTests : IDisposable
         Assert.Equal(2, _cli.Run("container", "state", "c1", "--started", "1", "--command", "not json").ExitCode);
         Assert.Equal(3, _cli.Run("container", "state", "nosuch", "--exited", "0").ExitCode);
         Assert.DoesNotContain("state", _cli.Ok("container", "--help"));
+    }
+
+    [ToolsFact("umoci", "runc")]
+    public void ThroughTheDaemonTheStateIsRecordedAndAFailedStartLeavesNothing()
+    {
+        Import();
+        using var serve = new StrataServe(Store, "overlay", "strata-test-" + Guid.NewGuid().ToString("N")[..10], _temp.Combine("serve.log"));
+        var r = _cli.Run("run", "--name", "c1", "-e", "X=3", "--entrypoint", "", "run:1", "sh", "-c", "exit $X");
+        Assert.True(r.ExitCode == 3, r.Stderr);
+        Assert.Equal("", r.Stderr);
+        var state = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement.GetProperty("Container").GetProperty("State");
+        Assert.Equal("exited", state.GetProperty("Status").GetString());
+        Assert.Equal(3, state.GetProperty("ExitCode").GetInt32());
+        var missing = _cli.Run("run", "--entrypoint", "", "run:1", "nosuch");
+        Assert.Equal(127, missing.ExitCode);
+        Errors.AssertOneLine(missing);
+        Assert.Equal(["c1"], JsonDocument.Parse(_cli.Ok("container", "ls", "--format", "json")).RootElement.EnumerateArray().Select(c => c.GetProperty("Container").GetProperty("Name").GetString()));
     }
 }
