@@ -27,6 +27,9 @@ namespace Strata.Cli;
 [JsonSerializable(typeof(string[]))]
 [JsonSerializable(typeof(string))]
 [JsonSerializable(typeof(int))]
+[JsonSerializable(typeof(bool))]
+[JsonSerializable(typeof(double))]
+[JsonSerializable(typeof(DateTimeOffset))]
 [JsonSerializable(typeof(long))]
 sealed partial class CliJson : JsonSerializerContext
 {

@@ -12,7 +12,8 @@ public static partial class Commands
 {
     static readonly Option<string> RootOption = new("--root")
     {
-        Description = "Store directory (env STRATA_ROOT; default /var/lib/strata)",
+        Description = "Store directory (env STRATA_ROOT)",
+        HelpName = "DIR",
         Recursive = true,
         DefaultValueFactory = _ => StoreOptions.DefaultRoot,
     };
@@ -20,6 +21,7 @@ public static partial class Commands
     static readonly Option<string?> DriverOption = new("--driver")
     {
         Description = $"Storage driver: {string.Join(", ", Core.Drivers.DriverRegistry.Names)} (default: the store's own, or probed for a new store: btrfs on btrfs, overlay where the kernel mounts it, else vfs)",
+        HelpName = "NAME",
         Recursive = true,
     };
 
@@ -28,10 +30,11 @@ public static partial class Commands
         Description = "KEY=VALUE (repeatable): driver options (with a dot, e.g. overlay.mount_program=/usr/bin/fuse-overlayfs) and, for `layer create`, layer options (e.g. size=50M)",
         Recursive = true,
         AllowMultipleArgumentsPerToken = false,
+        HelpName = "KEY=VALUE",
     };
 
-    static readonly Option<string?> OutputOption = new("--output", "-o") { Description = "Write the tar to FILE instead of stdout" };
-    static readonly Option<string?> InputOption = new("--input", "-i") { Description = "Read the tar from FILE instead of stdin" };
+    static readonly Option<string?> OutputOption = new("--output", "-o") { Description = "Write to FILE instead of stdout (-: stdout)", HelpName = "FILE" };
+    static readonly Option<string?> InputOption = new("--input", "-i") { Description = "Read from FILE instead of stdin (-: stdin)", HelpName = "FILE" };
 
     public static RootCommand Build()
     {
@@ -41,6 +44,7 @@ public static partial class Commands
         root.Options.Add(StorageOption);
         root.Subcommands.Add(InitCommand());
         root.Subcommands.Add(Info());
+        root.Subcommands.Add(InspectCommand());
         root.Subcommands.Add(Serve());
         var layer = new Command("layer", "Create, inspect, mount, diff and apply layers");
         foreach (var c in LayerCommands()) layer.Subcommands.Add(c);
@@ -74,14 +78,25 @@ public static partial class Commands
         return new Route(Path.Combine(root, Control.SocketName), $"store {root}", forwardable, reads, input, output);
     }
 
-    static Option<string?> FormatOption() => new("--format") { Description = "Output format: table (default) or json" };
+    static Option<string?> FormatOption() => Output.FormatOption();
 
-    static bool IsJson(ParseResult r, Option<string?> format) => r.GetValue(format) switch
+    /// <summary>Does <paramref name="act"/> for each name as docker does with several: what can be done is done, each failure
+    /// is its own `strata:` line, and the exit code is the first failure's.</summary>
+    static int ForEach(IReadOnlyList<string> names, Action<string> act)
     {
-        null or "table" => false,
-        "json" => true,
-        var f => throw StrataException.Invalid($"unknown --format '{f}' (use table or json)"),
-    };
+        int code = ExitCodes.Ok;
+        foreach (var name in names)
+            try
+            {
+                act(name);
+            }
+            catch (StrataException ex)
+            {
+                Io.Current.Err.WriteLine($"strata: {ex.Message}");
+                if (code == ExitCodes.Ok) code = ExitCodes.For(ex.Kind);
+            }
+        return code;
+    }
 
     static Dictionary<string, string>? Pairs(string[]? items, string option)
     {
@@ -114,7 +129,7 @@ public static partial class Commands
         }
     }
 
-    static void WriteJson(object value) => Io.Current.Out.WriteLine(CliJson.Serialize(value));
+    static void WriteJson(object value) => Output.WriteJson(value);
 
     internal static string Bytes(long n) => n switch
     {

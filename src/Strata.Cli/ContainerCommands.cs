@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
 using Strata.Core.Containers;
+using System.Text.Json.Nodes;
+using Strata.Core;
 using Strata.Core.Images;
 
 namespace Strata.Cli;
@@ -26,15 +28,15 @@ public static partial class Commands
         container.Subcommands.Add(ContainerList("ls", "List containers"));
 
         var id = new Argument<string>("CONTAINER") { Description = "Container name, id or id prefix" };
-        var inspect = new Command("inspect", "Show a container's record and its image's process config as JSON") { id };
+        var inspectIds = new Argument<string[]>("CONTAINER") { Description = "Container names, ids or id prefixes", Arity = ArgumentArity.OneOrMore };
+        var inspectFormat = FormatOption();
+        var inspectSize = new Option<bool>("--size", "-s") { Description = "Also count the bytes each container wrote (Size; null without it)" };
+        var inspect = new Command("inspect", "Show containers' records and their images' process configs (a JSON array, one object per container)") { inspectIds, inspectFormat, inspectSize };
         inspect.SetAction(r =>
         {
             using var lease = OpenStore(r);
             var catalog = Catalog(lease);
-            var c = catalog.Get(r.GetValue(id)!);
-            var layer = lease.Store.Inspect(c.Id);
-            WriteJson(new Dictionary<string, object?> { ["Container"] = c, ["Config"] = catalog.Config(c).Config, ["Mounts"] = layer.Mounts });
-            return 0;
+            return Inspected(r.GetValue(inspectFormat), r.GetValue(inspectIds)!, name => ContainerDocument(lease, catalog, catalog.Get(name), r.GetValue(inspectSize)));
         });
         container.Subcommands.Add(inspect);
 
@@ -62,12 +64,11 @@ public static partial class Commands
         rm.SetAction(r =>
         {
             using var lease = OpenStore(r);
-            foreach (var c in r.GetValue(ids)!)
+            return ForEach(r.GetValue(ids)!, c =>
             {
                 Catalog(lease).Remove(c, r.GetValue(force));
                 Io.Current.Out.WriteLine(c);
-            }
-            return 0;
+            });
         });
         container.Subcommands.Add(rm);
 
@@ -96,24 +97,115 @@ public static partial class Commands
 
     static Command ContainerList(string name, string description)
     {
-        var format = FormatOption();
-        var ls = new Command(name, description) { format };
+        var options = new Output.ListOptions("container", "id", "name", "ancestor", "status");
+        var all = new Option<bool>("--all", "-a") { Description = "Show all containers (default: running ones only, as docker ps)" };
+        var ls = new Command(name, description) { all };
+        options.AddTo(ls);
         ls.SetAction(r =>
         {
             using var lease = OpenStore(r);
             var catalog = Catalog(lease);
-            var list = catalog.List().Select(c => (Container: c, Layer: lease.Store.Inspect(c.Id))).ToList();
-            if (IsJson(r, format))
-            {
-                WriteJson(list.Select(x => new Dictionary<string, object> { ["Container"] = x.Container, ["Mounts"] = x.Layer.Mounts, ["Size"] = x.Layer.Size }).ToList());
-                return 0;
-            }
-            var table = Table("ID", "NAME", "IMAGE", "MOUNTS", "CREATED");
-            foreach (var (c, layer) in list)
-                table.AddRow(c.ShortId, Markup.Escape(c.Name), Markup.Escape(c.Image), layer.Mounts.ToString(CultureInfo.InvariantCulture), When(c.Created));
-            Io.Current.Ansi.Write(table);
-            return 0;
+            var filters = options.Filters(r);
+            var ancestors = new Dictionary<string, string?>();
+            string? Ancestor(string reference) => ancestors.TryGetValue(reference, out var known) ? known
+                : ancestors[reference] = catalog.Images.TryGet(reference, out var image) ? image!.Id : null;
+            var list = catalog.List().Select(c => (Container: c, State: catalog.StateOf(c)))
+                .Where(x => (r.GetValue(all) || x.State.Status == ContainerState.Running || filters.Has("status"))
+                    && filters.Match("id", v => x.Container.Id.StartsWith(v, StringComparison.Ordinal))
+                    && filters.Match("name", v => x.Container.Name.Contains(v, StringComparison.Ordinal))
+                    && filters.Match("ancestor", v => x.Container.ImageId == Ancestor(v) || x.Container.Image == v)
+                    && filters.Match("status", v => v is "created" or "running" or "exited"
+                        ? x.State.Status == v
+                        : throw StrataException.Invalid($"--filter status= takes created, running or exited, not '{StrataException.OneLine(v)}'")))
+                .Select(x => ContainerListing(lease, catalog, x.Container, x.State, withSize: true)).ToList();
+            return Output.List(r, options, list, c => c.Container.Id, c => c.Document, ["CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "SIZE"], (c, full) =>
+            [[
+                Output.Id(c.Container.Id, full), c.Container.Name, c.Container.Image, Shown(c.Command, full), When(c.Container.Created), Status(c.State), c.Size is { } size ? Bytes(size) : "-",
+            ]]);
         });
         return ls;
     }
+
+    /// <summary>A container as listings show it: its record with its state as it is now, the command it runs (the last run's,
+    /// or its image's), its own bytes (what it wrote over its image: counted only <paramref name="withSize"/>, as docker
+    /// counts them for ps, not inspect, unless asked) and its layer's mounts.</summary>
+    sealed record ContainerRow(Container Container, ContainerState State, IReadOnlyList<string> Command, long? Size, JsonNode Document);
+
+    static ContainerRow ContainerListing(StoreLease lease, ContainerStore catalog, Container c, ContainerState state, bool withSize)
+    {
+        var layer = lease.Store.Inspect(c.Id);
+        var command = c.Command ?? DefaultCommand(catalog, c);
+        long? size = withSize ? OwnBytes(lease.Store, c.Id) : null;
+        var node = Output.Node(c with { State = state, Command = command })!;
+        node["Size"] = size;
+        node["Mounts"] = layer.Mounts;
+        return new ContainerRow(c, state, command, size, node);
+    }
+
+    /// <summary>The bytes a container wrote over its image; null where counting them needs its layer mounted and the store is
+    /// open for reading only (a listing: vfs, btrfs and thin layers are mounted to be compared; overlay's are read as they are).</summary>
+    static long? OwnBytes(LayerStore store, string id)
+    {
+        try
+        {
+            return store.DiffSize(id);
+        }
+        catch (StrataException ex) when (ex.Kind == ErrorKind.ReadOnly)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>What `inspect` shows of a container: the listing's object as "Container", its image's process config, and
+    /// its layer's mounts.</summary>
+    static JsonObject ContainerDocument(StoreLease lease, ContainerStore catalog, Container c, bool withSize = false)
+    {
+        var row = ContainerListing(lease, catalog, c, catalog.StateOf(c), withSize);
+        return new JsonObject { ["Container"] = row.Document, ["Config"] = Output.Node(catalog.Config(c).Config), ["Mounts"] = row.Document["Mounts"]!.DeepClone() };
+    }
+
+    /// <summary>The image's entrypoint and cmd: what a run without a command runs.</summary>
+    static IReadOnlyList<string> DefaultCommand(ContainerStore catalog, Container c)
+    {
+        try
+        {
+            var config = catalog.Config(c).Config;
+            return [.. config?.Entrypoint ?? [], .. config?.Cmd ?? []];
+        }
+        catch (StrataException)
+        {
+            return []; // the image is gone or unreadable: the listing still shows the container
+        }
+    }
+
+    /// <summary>A command line as docker ps shows it: quoted, cut at 20 characters unless <paramref name="full"/>.</summary>
+    static string Shown(IReadOnlyList<string> command, bool full)
+    {
+        string line = string.Join(' ', command.Select(a => a.Length == 0 || a.Any(ch => char.IsWhiteSpace(ch) || ch is '"' or '\'' or '\\') ? "'" + a.Replace("'", "'\\''") + "'" : a));
+        if (!full && line.Length > 20) line = line[..19] + "…";
+        return "\"" + line + "\"";
+    }
+
+    /// <summary>A state as docker ps shows it: Created, Up 5 minutes, Exited (0) 2 hours ago.</summary>
+    static string Status(ContainerState state)
+    {
+        var now = DateTimeOffset.UtcNow;
+        return state.Status switch
+        {
+            "running" => $"Up {Duration(now - (state.StartedAt ?? now))}",
+            "exited" => $"Exited ({(state.ExitCode is { } code ? code.ToString(CultureInfo.InvariantCulture) : "unknown")}) {Duration(now - (state.FinishedAt ?? now))} ago",
+            _ => "Created",
+        };
+    }
+
+    static string Duration(TimeSpan t) => t.TotalSeconds switch
+    {
+        < 1 => "Less than a second",
+        < 60 => $"{(int)t.TotalSeconds} seconds",
+        < 120 => "About a minute",
+        < 3600 => $"{(int)t.TotalMinutes} minutes",
+        < 7200 => "About an hour",
+        < 48 * 3600 => $"{(int)t.TotalHours} hours",
+        _ => $"{(int)t.TotalDays} days",
+    };
 }

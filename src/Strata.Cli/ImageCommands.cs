@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
 using Strata.Core.Containers;
+using System.Text.Json.Nodes;
 using Strata.Core.Images;
 
 namespace Strata.Cli;
@@ -22,25 +23,20 @@ public static partial class Commands
 
         image.Subcommands.Add(ImageList("ls", "List images"));
 
-        var reference = new Argument<string>("IMAGE") { Description = "Image name, id or id prefix" };
-        var inspect = new Command("inspect", "Show an image's record, manifest and config as JSON") { reference };
+        var references = new Argument<string[]>("IMAGE") { Description = "Image names, ids or id prefixes", Arity = ArgumentArity.OneOrMore };
+        var inspectFormat = FormatOption();
+        var inspect = new Command("inspect", "Show images' records, manifests and configs (a JSON array, one object per image)") { references, inspectFormat };
         inspect.SetAction(r =>
         {
             using var lease = OpenStore(r);
             var images = Catalog(lease).Images;
-            var i = images.Get(r.GetValue(reference)!);
-            WriteJson(new Dictionary<string, object?>
-            {
-                ["Image"] = i,
-                ["Manifest"] = System.Text.Json.Nodes.JsonNode.Parse(images.Blobs.Read(Digest.Parse(i.Manifest))),
-                ["Config"] = System.Text.Json.Nodes.JsonNode.Parse(images.Blobs.Read(i.Config)),
-            });
-            return 0;
+            return Inspected(r.GetValue(inspectFormat), r.GetValue(references)!, name => ImageDocument(images, images.Get(name)));
         });
         image.Subcommands.Add(inspect);
 
         image.Subcommands.Add(ImageRemove("rm", "Remove images (refused while containers use them); layers and blobs no other image uses go too"));
 
+        var reference = new Argument<string>("IMAGE") { Description = "Image name, id or id prefix" };
         var target = new Argument<string>("NAME") { Description = "New name NAME[:TAG]" };
         var tag = new Command("tag", "Give an image another name") { reference, target };
         tag.SetAction(r =>
@@ -66,33 +62,41 @@ public static partial class Commands
 
     static Command ImageList(string name, string description)
     {
-        var format = FormatOption();
-        var ls = new Command(name, description) { format };
+        var options = new Output.ListOptions("image", "reference", "label", "dangling");
+        var all = new Option<bool>("--all", "-a") { Description = "Show all images (every image is: Strata keeps no intermediate images)" };
+        var ls = new Command(name, description) { all };
+        options.AddTo(ls);
         ls.SetAction(r =>
         {
             using var lease = OpenStore(r);
-            var images = Catalog(lease).Images.List();
-            if (IsJson(r, format))
-            {
-                WriteJson(images);
-                return 0;
-            }
-            var table = Table("NAME", "ID", "LAYERS", "SIZE", "CREATED");
-            foreach (var i in images)
-                foreach (var n in i.Names.DefaultIfEmpty("<none>"))
-                    table.AddRow(Markup.Escape(n), i.ShortId, i.Layers.Count.ToString(CultureInfo.InvariantCulture), Bytes(i.Size), When(i.Created));
-            Io.Current.Ansi.Write(table);
-            return 0;
+            var store = Catalog(lease).Images;
+            var filters = options.Filters(r);
+            var images = store.List().Where(i =>
+                filters.Match("dangling", v => Output.Filters.Flag("dangling", v) == (i.Names.Count == 0))
+                && filters.Match("reference", v => i.Names.Any(n => ImageName.Matches(n, v)))
+                && filters.Match("label", v => Output.Filters.Label(v, ImageLabels(store, i)))).ToList();
+            return Output.List(r, options, images, i => i.Id, i => Output.Node(i), ["NAME", "ID", "LAYERS", "SIZE", "CREATED"], (i, full) =>
+                i.Names.DefaultIfEmpty("<none>").Select(n => new[]
+                {
+                    n, Output.Id(i.Id, full), i.Layers.Count.ToString(CultureInfo.InvariantCulture), Bytes(i.Size), When(i.Created),
+                }));
         });
         return ls;
     }
 
-    static Table Table(params string[] headers)
+    /// <summary>The labels in an image's config (config.Labels), or none.</summary>
+    static Dictionary<string, string>? ImageLabels(ImageStore images, ImageRecord image) =>
+        JsonNode.Parse(images.Blobs.Read(image.Config))?["config"]?["Labels"] is JsonObject labels
+            ? labels.Where(p => p.Value is JsonValue).ToDictionary(p => p.Key, p => p.Value!.ToString())
+            : null;
+
+    /// <summary>What `inspect` shows of an image: the listing's object as "Image", its manifest and its config.</summary>
+    static JsonObject ImageDocument(ImageStore images, ImageRecord i) => new()
     {
-        var table = new Table().NoBorder().HideRowSeparators();
-        foreach (var h in headers) table.AddColumn(new TableColumn(h).PadLeft(0).PadRight(3));
-        return table;
-    }
+        ["Image"] = Output.Node(i),
+        ["Manifest"] = JsonNode.Parse(images.Blobs.Read(Digest.Parse(i.Manifest))),
+        ["Config"] = JsonNode.Parse(images.Blobs.Read(i.Config)),
+    };
 
     static string When(DateTimeOffset t) => t.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
 

@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
 using Strata.Core;
-using Strata.Core.Snapshots;
+using System.Text.Json.Nodes;
 
 namespace Strata.Cli;
 
@@ -21,7 +21,7 @@ public static partial class Commands
         {
             using var lease = OpenStore(r, out var layerOptions);
             var store = lease.Store;
-            var layer = store.Create(r.GetValue(id)!, r.GetValue(parent), r.GetValue(rw) ? LayerKind.ReadWrite : LayerKind.ReadOnly,
+            var layer = store.Create(r.GetValue(id)!, ParentOf(store, r.GetValue(parent)), r.GetValue(rw) ? LayerKind.ReadWrite : LayerKind.ReadOnly,
                 Pairs(r.GetValue(labels), "--label"), layerOptions);
             Io.Current.Out.WriteLine(layer.Id);
             return 0;
@@ -34,52 +34,53 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            foreach (var i in r.GetValue(ids)!)
+            return ForEach(r.GetValue(ids)!, i =>
             {
-                store.Remove(i);
-                Io.Current.Out.WriteLine(i);
-            }
-            return 0;
+                string layerId = store.Resolve(i);
+                store.Remove(layerId);
+                Io.Current.Out.WriteLine(layerId);
+            });
         });
         yield return rm;
 
-        var format = FormatOption();
-        var ls = new Command("ls", "List layers") { format };
+        var lsOptions = new Output.ListOptions("layer", "label", "kind", "parent");
+        var ls = new Command("ls", "List layers");
+        lsOptions.AddTo(ls);
         ls.SetAction(r =>
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            var layers = store.List();
-            var broken = store.Broken(); // data gone under the store (a thin layer's device deleted with --force)
-            if (IsJson(r, format))
-            {
-                WriteJson(new System.Text.Json.Nodes.JsonArray([.. layers.Select(l =>
+            var filters = lsOptions.Filters(r);
+            var layers = store.List().Where(l =>
+                filters.Match("label", v => Output.Filters.Label(v, l.Labels))
+                && filters.Match("kind", v => v switch
                 {
-                    var node = System.Text.Json.JsonSerializer.SerializeToNode(l, CliJson.Default.Layer)!;
-                    if (broken?.Contains(l.Id) == true) node["Broken"] = true;
-                    return node;
-                })]));
-                return 0;
-            }
-            var table = new Table().NoBorder().HideRowSeparators();
-            foreach (var h in new[] { "ID", "PARENT", "KIND", "SIZE", "MOUNTS", "CREATED", "STATUS" }) table.AddColumn(new TableColumn(h).PadLeft(0).PadRight(3));
-            foreach (var l in layers)
-                table.AddRow(Markup.Escape(l.Id), Markup.Escape(l.Parent ?? "-"), l.Kind == LayerKind.ReadWrite ? "rw" : "ro",
-                    Bytes(l.Size), l.Mounts.ToString(CultureInfo.InvariantCulture), l.Created.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),
-                    broken is null ? "unknown" : broken.Contains(l.Id) ? "broken" : "ok");
-            Io.Current.Ansi.Write(table);
-            return 0;
+                    "ro" or "rw" => (l.Kind == LayerKind.ReadWrite) == (v == "rw"),
+                    _ => throw StrataException.Invalid($"--filter kind= takes ro or rw, not '{StrataException.OneLine(v)}'"),
+                })
+                && filters.Match("parent", v => l.Parent == store.Resolve(v))).ToList();
+            var broken = store.Broken(); // data gone under the store (a thin layer's device deleted with --force)
+            return Output.List(r, lsOptions, layers, l => l.Id, l => LayerDocument(l, broken),
+                ["ID", "PARENT", "KIND", "SIZE", "MOUNTS", "CREATED", "STATUS"], (l, full) =>
+                [[
+                    Output.Id(l.Id, full), Output.Id(l.Parent, full), l.Kind == LayerKind.ReadWrite ? "rw" : "ro", Bytes(l.Size),
+                    l.Mounts.ToString(CultureInfo.InvariantCulture), When(l.Created), LayerStatus(l, broken),
+                ]]);
         });
         yield return ls;
 
-        var inspect = new Command("inspect", "Show a layer's record and driver metadata as JSON") { id };
+        var inspectIds = new Argument<string[]>("ID") { Description = "Layer ids or id prefixes", Arity = ArgumentArity.OneOrMore };
+        var inspectFormat = FormatOption();
+        var inspect = new Command("inspect", "Show layers' records and driver metadata (a JSON array, one object per layer)") { inspectIds, inspectFormat };
         inspect.SetAction(r =>
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            var layer = store.Inspect(r.GetValue(id)!);
-            WriteJson(new Dictionary<string, object> { ["Layer"] = layer, ["Driver"] = store.Driver.Name, ["Metadata"] = store.Metadata(layer.Id) });
-            return 0;
+            var broken = store.Broken();
+            return Inspected(r.GetValue(inspectFormat), r.GetValue(inspectIds)!, i =>
+            {
+                return LayerInspectDocument(store, store.Inspect(store.Resolve(i)), broken);
+            });
         });
         yield return inspect;
 
@@ -88,7 +89,7 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            Io.Current.Out.WriteLine(store.Mount(r.GetValue(id)!));
+            Io.Current.Out.WriteLine(store.Mount(store.Resolve(r.GetValue(id)!)));
             return 0;
         });
         yield return mount;
@@ -98,7 +99,7 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            store.Unmount(r.GetValue(id)!);
+            store.Unmount(store.Resolve(r.GetValue(id)!));
             return 0;
         });
         yield return unmount;
@@ -109,9 +110,9 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            string layerId = r.GetValue(id)!;
+            string layerId = store.Resolve(r.GetValue(id)!);
             var result = OutputFile.Write(r.GetValue(output), s =>
-                r.GetResult(parent) is null ? store.Diff(layerId, s) : store.Diff(layerId, r.GetValue(parent), s));
+                r.GetResult(parent) is null ? store.Diff(layerId, s) : store.Diff(layerId, ParentOf(store, r.GetValue(parent)), s));
             foreach (var s in result.SkippedSockets) Io.Current.Err.WriteLine($"strata: note: socket {s} skipped (tar cannot hold sockets)");
             return 0;
         });
@@ -124,7 +125,7 @@ public static partial class Commands
             using var lease = OpenStore(r);
             var store = lease.Store;
             using var tar = OpenInput(r.GetValue(input));
-            long size = store.Apply(r.GetValue(id)!, tar, r.GetValue(parent), parentGiven: r.GetResult(parent) is not null);
+            long size = store.Apply(r.GetValue(id)!, tar, ParentOf(store, r.GetValue(parent)), parentGiven: r.GetResult(parent) is not null);
             Io.Current.Out.WriteLine(size.ToString(CultureInfo.InvariantCulture));
             return 0;
         });
@@ -135,8 +136,8 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            string layerId = r.GetValue(id)!;
-            var list = r.GetResult(parent) is null ? store.Changes(layerId) : store.Changes(layerId, r.GetValue(parent));
+            string layerId = store.Resolve(r.GetValue(id)!);
+            var list = r.GetResult(parent) is null ? store.Changes(layerId) : store.Changes(layerId, ParentOf(store, r.GetValue(parent)));
             var outw = Io.Current.Out;
             foreach (var c in list) outw.WriteLine(c.ToString());
             outw.Flush();
@@ -149,11 +150,29 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var store = lease.Store;
-            string layerId = r.GetValue(id)!;
-            long size = r.GetResult(parent) is null ? store.DiffSize(layerId) : store.DiffSize(layerId, r.GetValue(parent));
+            string layerId = store.Resolve(r.GetValue(id)!);
+            long size = r.GetResult(parent) is null ? store.DiffSize(layerId) : store.DiffSize(layerId, ParentOf(store, r.GetValue(parent)));
             Io.Current.Out.WriteLine(size.ToString(CultureInfo.InvariantCulture));
             return 0;
         });
         yield return diffSize;
     }
+
+    /// <summary>A layer as listings and inspect show it: its record and whether its data is there (ok, broken, unknown).</summary>
+    static JsonNode LayerDocument(Layer l, IReadOnlySet<string>? broken)
+    {
+        var node = Output.Node(l)!.AsObject();
+        node.Remove(nameof(Layer.Incomplete)); // listings show complete layers only
+        node["Status"] = LayerStatus(l, broken);
+        return node;
+    }
+
+    /// <summary>What `inspect` shows of a layer: the listing's object as "Layer", the driver and its facts about the layer.</summary>
+    static JsonObject LayerInspectDocument(LayerStore store, Layer layer, IReadOnlySet<string>? broken) =>
+        new() { ["Layer"] = LayerDocument(layer, broken), ["Driver"] = store.Driver.Name, ["Metadata"] = Output.Node(store.Metadata(layer.Id)) };
+
+    static string LayerStatus(Layer l, IReadOnlySet<string>? broken) => broken is null ? "unknown" : broken.Contains(l.Id) ? "broken" : "ok";
+
+    /// <summary>A --parent as given (an id or id prefix), resolved; empty or absent as it is (no parent).</summary>
+    static string? ParentOf(LayerStore store, string? parent) => parent is { Length: > 0 } p ? store.Resolve(p) : parent;
 }

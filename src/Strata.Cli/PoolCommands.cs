@@ -16,6 +16,7 @@ public static partial class Commands
     static readonly Option<string?> PoolOption = new("--pool")
     {
         Description = "Pool directory (default: ROOT/thin)",
+        HelpName = "DIR",
         Recursive = true,
     };
 
@@ -76,21 +77,21 @@ public static partial class Commands
     {
         var pool = new Command("pool", "Thin pools: block devices allocated on write, with O(1) snapshots") { PoolOption };
 
-        var dataPath = new Option<string?>("--data") { Description = "Data store: a file (made sparse) or a block device (default: POOL/data)" };
-        var metaPath = new Option<string?>("--metadata") { Description = "Metadata store: a file (made sparse) or a block device (default: POOL/metadata)" };
-        var dataSize = new Option<string>("--data-size") { Description = "Size of a data file (default 100G; sparse: it takes space as blocks are written)", DefaultValueFactory = _ => "100G" };
-        var metaSize = new Option<string>("--metadata-size") { Description = "Size of a metadata file (default 2G, sparse)", DefaultValueFactory = _ => "2G" };
-        var blockSize = new Option<string>("--block-size") { Description = "Block size: a power of two from 64K to 1G (default 64K; fixed at creation)", DefaultValueFactory = _ => "64K" };
-        var threshold = new Option<int>("--autoextend-threshold") { Description = "Grow a store file by --autoextend-percent when this percent of it is used (default 80; 100: never)", DefaultValueFactory = _ => 80 };
-        var percent = new Option<int>("--autoextend-percent") { Description = "How much to grow a store file by, in percent of its size (default 20)", DefaultValueFactory = _ => 20 };
-        var maxData = new Option<string?>("--max-data-size") { Description = "The largest the data file may grow to (default: as far as the disk has room)" };
-        var maxMeta = new Option<string?>("--max-metadata-size") { Description = "The largest the metadata file may grow to (default: as far as the disk has room)" };
-        var noSpace = new Option<int>("--no-space-timeout") { Description = "Seconds a write waits for space when the pool is full before it fails (default 0: at once)", DefaultValueFactory = _ => 0 };
+        var dataPath = new Option<string?>("--data") { Description = "Data store: a file (made sparse) or a block device (default: POOL/data)", HelpName = "FILE|DEVICE" };
+        var metaPath = new Option<string?>("--metadata") { Description = "Metadata store: a file (made sparse) or a block device (default: POOL/metadata)", HelpName = "FILE|DEVICE" };
+        var dataSize = new Option<string>("--data-size") { Description = "Size of a data file (sparse: it takes space as blocks are written)", HelpName = "SIZE", DefaultValueFactory = _ => "100G" };
+        var metaSize = new Option<string>("--metadata-size") { Description = "Size of a metadata file (sparse)", HelpName = "SIZE", DefaultValueFactory = _ => "2G" };
+        var blockSize = new Option<string>("--block-size") { Description = "Block size: a power of two from 64K to 1G (fixed at creation)", HelpName = "SIZE", DefaultValueFactory = _ => "64K" };
+        var threshold = new Option<int>("--autoextend-threshold") { Description = "Grow a store file by --autoextend-percent when this percent of it is used (100: never)", HelpName = "PERCENT", DefaultValueFactory = _ => 80 };
+        var percent = new Option<int>("--autoextend-percent") { Description = "How much to grow a store file by, in percent of its size", HelpName = "PERCENT", DefaultValueFactory = _ => 20 };
+        var maxData = new Option<string?>("--max-data-size") { Description = "The largest the data file may grow to (default: as far as the disk has room)", HelpName = "SIZE" };
+        var maxMeta = new Option<string?>("--max-metadata-size") { Description = "The largest the metadata file may grow to (default: as far as the disk has room)", HelpName = "SIZE" };
+        var noSpace = new Option<int>("--no-space-timeout") { Description = "Seconds a write waits for space when the pool is full before it fails (0: fail at once)", HelpName = "SECONDS", DefaultValueFactory = _ => 0 };
         var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize, threshold, percent, maxData, maxMeta, noSpace };
         create.SetAction(r =>
         {
             if (Served(r)) throw StrataException.Exists($"{PoolDir(r)} already holds a pool");
-            long bs = ByteSize.Parse(r.GetValue(blockSize)!, "block size");
+            long bs = ByteSize.ParseWithUnit(r.GetValue(blockSize)!, "--block-size");
             if (bs is < ThinPool.MinBlockSize or > ThinPool.MaxBlockSize || !long.IsPow2(bs))
                 throw StrataException.Invalid($"block size {r.GetValue(blockSize)} must be a power of two from 64K to 1G");
             var options = new PoolOptions
@@ -98,11 +99,11 @@ public static partial class Commands
                 CommitInterval = TimeSpan.Zero,
                 AutoextendThreshold = r.GetValue(threshold),
                 AutoextendPercent = r.GetValue(percent),
-                MaxDataSize = r.GetValue(maxData) is { } md ? ByteSize.Parse(md, "maximum data size") : 0,
-                MaxMetadataSize = r.GetValue(maxMeta) is { } mm ? ByteSize.Parse(mm, "maximum metadata size") : 0,
+                MaxDataSize = r.GetValue(maxData) is { } md ? ByteSize.ParseWithUnit(md, "--max-data-size") : 0,
+                MaxMetadataSize = r.GetValue(maxMeta) is { } mm ? ByteSize.ParseWithUnit(mm, "--max-metadata-size") : 0,
                 NoSpaceTimeout = r.GetValue(noSpace) is >= 0 and <= 3600 and var t ? TimeSpan.FromSeconds(t) : throw StrataException.Invalid("--no-space-timeout must be from 0 to 3600 seconds"),
             };
-            using var dir = PoolDirectory.Create(PoolDir(r), ByteSize.Parse(r.GetValue(dataSize)!, "data size"), ByteSize.Parse(r.GetValue(metaSize)!, "metadata size"),
+            using var dir = PoolDirectory.Create(PoolDir(r), ByteSize.ParseWithUnit(r.GetValue(dataSize)!, "--data-size"), ByteSize.ParseWithUnit(r.GetValue(metaSize)!, "--metadata-size"),
                 (uint)bs, r.GetValue(dataPath) is { } d ? Io.Current.FullPath(d) : null, r.GetValue(metaPath) is { } m ? Io.Current.FullPath(m) : null, options);
             Io.Current.Out.WriteLine(dir.Path);
             return 0;
@@ -115,8 +116,10 @@ public static partial class Commands
         {
             using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
             var lines = PoolStatusLines(service.Status(), out var status);
-            if (IsJson(r, format)) WriteJson(lines.ToDictionary(l => l.Key, l => (object)l.Value));
-            else foreach (var (k, v) in lines) Io.Current.Out.WriteLine($"{k}: {v}");
+            Output.Document(r.GetValue(format), () => Output.Status(lines), () =>
+            {
+                foreach (var f in lines) Io.Current.Out.WriteLine($"{f.Key}: {f.Value}");
+            });
             return status.LostTransaction != 0 ? ExitCodes.Failure : ExitCodes.Ok;
         });
         pool.Subcommands.Add(info);
@@ -146,7 +149,7 @@ public static partial class Commands
             string? path = r.GetValue(OutputOption);
             void Write(Action<Stream> dump)
             {
-                if (path is null)
+                if (path is null or OutputFile.Stdout) // XML is text: a terminal may show it
                 {
                     var ms = new MemoryStream();
                     dump(ms);
@@ -177,10 +180,10 @@ public static partial class Commands
         });
         pool.Subcommands.Add(restore);
 
-        var socketPath = new Option<string>("--socket") { Description = "Unix socket to serve NBD on (0600; default /run/strata/nbd.sock)", DefaultValueFactory = _ => "/run/strata/nbd.sock" };
-        var tcp = new Option<string?>("--tcp") { Description = "Also serve NBD on this TCP address (e.g. 127.0.0.1:10809; loopback unless you name another)" };
-        var fuse = new Option<string?>("--fuse") { Description = "Also show every device as a file in this directory (a FUSE mount; losetup attaches one as a kernel block device)" };
-        var session = new Option<bool>("--new-session") { Description = "Run in a session of its own, away from the terminal's signals (how the thin driver starts its pool's server)" };
+        var socketPath = new Option<string>("--socket") { Description = "Unix socket to serve NBD on (mode 0600)", HelpName = "PATH", DefaultValueFactory = _ => "/run/strata/nbd.sock" };
+        var tcp = new Option<string?>("--tcp") { Description = "Also serve NBD on this TCP address (e.g. 127.0.0.1:10809; loopback unless you name another)", HelpName = "ADDRESS:PORT" };
+        var fuse = new Option<string?>("--fuse") { Description = "Also show every device as a file in this directory (a FUSE mount; losetup attaches one as a kernel block device)", HelpName = "DIR" };
+        var session = new Option<bool>("--new-session") { Description = "Run in a session of its own, away from the terminal's signals (how the thin driver starts its pool's server)", Hidden = true };
         var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp, fuse, session };
         serve.SetAction(r =>
         {
@@ -193,9 +196,9 @@ public static partial class Commands
 
         var device = new Command("device", "Thin devices of the pool");
         var name = new Argument<string>("NAME") { Description = "Device name" };
-        var size = new Option<string>("--size") { Description = "Virtual size (e.g. 10G)", Required = true };
+        var size = new Option<string>("--size") { Description = "Virtual size (e.g. 10G)", HelpName = "SIZE", Required = true };
         var dcreate = new Command("create", "Create a thin device (nothing is allocated until it is written)") { name, size };
-        dcreate.SetAction(r => WithPool(r, p => p.Create(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"))));
+        dcreate.SetAction(r => WithPool(r, p => p.Create(r.GetValue(name)!, ByteSize.ParseWithUnit(r.GetValue(size)!, "--size"))));
         device.Subcommands.Add(dcreate);
 
         var source = new Argument<string>("SOURCE") { Description = "Device to snapshot" };
@@ -223,11 +226,11 @@ public static partial class Commands
         resize.SetAction(r => WithPool(r, p =>
         {
             RequireUnheld(p, r.GetValue(name)!, "resizing it under its owner", r.GetValue(force));
-            return p.Resize(r.GetValue(name)!, ByteSize.Parse(r.GetValue(size)!, "size"));
+            return p.Resize(r.GetValue(name)!, ByteSize.ParseWithUnit(r.GetValue(size)!, "--size"));
         }));
         device.Subcommands.Add(resize);
 
-        var offset = new Option<string>("--offset") { Description = "Byte offset in the device (default 0)", DefaultValueFactory = _ => "0" };
+        var offset = new Option<string>("--offset") { Description = "Byte offset in the device", HelpName = "BYTES", DefaultValueFactory = _ => "0" };
         var write = new Command("write", "Write stdin (or -i FILE) into a device at --offset, then flush; prints the bytes written (into a device with an owner only with --force)") { name, offset, InputOption, force };
         write.SetAction(r =>
         {
@@ -240,7 +243,7 @@ public static partial class Commands
         });
         device.Subcommands.Add(write);
 
-        var length = new Option<string?>("--length") { Description = "Bytes to read (default: to the end of the device)" };
+        var length = new Option<string?>("--length") { Description = "Bytes to read (default: to the end of the device)", HelpName = "BYTES" };
         var read = new Command("read", "Read a device's bytes from --offset to stdout (or -o FILE)") { name, offset, length, OutputOption };
         read.SetAction(r =>
         {
@@ -258,29 +261,24 @@ public static partial class Commands
         });
         device.Subcommands.Add(read);
 
-        var lsFormat = FormatOption();
-        var ls = new Command("ls", "List devices with their mapped, exclusive and shared blocks (like thin_ls)") { lsFormat };
+        var lsOptions = new Output.ListOptions("device", "owner");
+        var ls = new Command("ls", "List devices with their mapped, exclusive and shared blocks (like thin_ls)");
+        lsOptions.AddTo(ls);
         ls.SetAction(r =>
         {
             using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
-            var devices = service.Devices();
-            if (IsJson(r, lsFormat))
-            {
-                WriteJson(devices.Select(d => new Dictionary<string, object>
-                {
-                    ["Name"] = d.Name, ["Id"] = (long)d.Id, ["Size"] = d.Size, ["MappedBlocks"] = (long)d.Mapped,
-                    ["ExclusiveBlocks"] = (long)d.Exclusive, ["SharedBlocks"] = (long)d.Shared, ["Origin"] = (long)d.Origin,
-                    ["Created"] = d.Created.ToString("o", CultureInfo.InvariantCulture), ["Owner"] = d.Owner ?? "",
-                }).ToList());
-                return 0;
-            }
+            var filters = lsOptions.Filters(r);
+            var devices = service.Devices().Where(d => filters.Match("owner", o => (d.Owner ?? "") == o)).ToList();
             long blockSize = service.Status().Status.BlockSize;
-            var table = Table("NAME", "ID", "SIZE", "MAPPED", "EXCLUSIVE", "SHARED", "CREATED", "OWNER");
-            foreach (var d in devices)
-                table.AddRow(Markup.Escape(d.Name), d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * blockSize),
-                    Bytes((long)d.Exclusive * blockSize), Bytes((long)d.Shared * blockSize), When(d.Created), Markup.Escape(d.Owner ?? "-"));
-            Io.Current.Ansi.Write(table);
-            return 0;
+            return Output.List(r, lsOptions, devices, d => d.Name, d => new System.Text.Json.Nodes.JsonObject
+            {
+                ["Name"] = d.Name, ["Id"] = (long)d.Id, ["Size"] = d.Size, ["MappedBlocks"] = (long)d.Mapped, ["ExclusiveBlocks"] = (long)d.Exclusive,
+                ["SharedBlocks"] = (long)d.Shared, ["BlockSize"] = blockSize, ["Origin"] = (long)d.Origin, ["Created"] = d.Created, ["Owner"] = d.Owner,
+            }, ["NAME", "ID", "SIZE", "MAPPED", "EXCLUSIVE", "SHARED", "CREATED", "OWNER"], (d, _) =>
+            [[
+                d.Name, d.Id.ToString(CultureInfo.InvariantCulture), Bytes(d.Size), Bytes((long)d.Mapped * blockSize),
+                Bytes((long)d.Exclusive * blockSize), Bytes((long)d.Shared * blockSize), When(d.Created), d.Owner ?? "-",
+            ]]);
         });
         device.Subcommands.Add(ls);
         pool.Subcommands.Add(device);
@@ -315,27 +313,32 @@ public static partial class Commands
     }
 
     /// <summary>The pool's status lines, with the names Docker's devicemapper driver printed.</summary>
-    static List<KeyValuePair<string, string>> PoolStatusLines(PoolInfo info, out PoolStatus s)
+    static List<StatusField> PoolStatusLines(PoolInfo info, out PoolStatus s)
     {
         s = info.Status;
         var layout = info.Layout;
         return
         [
             new("Pool Directory", info.Directory),
-            new("Pool Blocksize", ByteSize.Format(s.BlockSize)),
+            StatusField.Bytes("Pool Blocksize", s.BlockSize),
             new("Data file", layout.Data),
             new("Metadata file", layout.Metadata),
             .. Strata.Core.Drivers.Thin.ThinDriver.SpaceLines(s),
-            new("Thin Devices", s.Devices.ToString(CultureInfo.InvariantCulture)),
-            new("Transaction", s.Transaction.ToString(CultureInfo.InvariantCulture)),
-            new("Needs Check", s.NeedsCheck ? "true" : "false"),
-            new("Read Only", s.ReadOnlyReason ?? "false"),
-            new("Lost Transaction", s.LostTransaction == 0 ? "none" : s.LostTransaction.ToString(CultureInfo.InvariantCulture)),
-            new("Superblock", s.SuperblockProblems is { Count: > 0 } problems ? string.Join("; ", problems) : "clean"),
+            StatusField.Count("Thin Devices", s.Devices),
+            StatusField.Count("Transaction", (long)s.Transaction),
+            StatusField.Flag("Needs Check", s.NeedsCheck),
+            new("Read Only", s.ReadOnlyReason ?? "false", s.ReadOnlyReason ?? (object)false),
+            new("Lost Transaction", s.LostTransaction == 0 ? "none" : s.LostTransaction.ToString(CultureInfo.InvariantCulture), (long)s.LostTransaction),
+            new("Superblock", s.SuperblockProblems is { Count: > 0 } problems ? string.Join("; ", problems) : "clean", (s.SuperblockProblems ?? []).ToArray()),
             new("Autoextend", layout.AutoextendThreshold >= 100 ? "off" : $"{layout.AutoextendPercent}% at {layout.AutoextendThreshold}% used"
                 + (layout.MaxDataSize > 0 ? $", data up to {ByteSize.Format(layout.MaxDataSize)}" : "")
-                + (layout.MaxMetadataSize > 0 ? $", metadata up to {ByteSize.Format(layout.MaxMetadataSize)}" : "")),
-            new("No Space Timeout", layout.NoSpaceTimeoutMs == 0 ? "0 (fail at once)" : $"{layout.NoSpaceTimeoutMs / 1000} s"),
+                + (layout.MaxMetadataSize > 0 ? $", metadata up to {ByteSize.Format(layout.MaxMetadataSize)}" : ""),
+                new Dictionary<string, object>
+                {
+                    ["Enabled"] = layout.AutoextendThreshold < 100, ["Threshold"] = (long)layout.AutoextendThreshold, ["Percent"] = (long)layout.AutoextendPercent,
+                    ["MaxDataSize"] = layout.MaxDataSize, ["MaxMetadataSize"] = layout.MaxMetadataSize,
+                }),
+            new("No Space Timeout", layout.NoSpaceTimeoutMs == 0 ? "0 (fail at once)" : $"{layout.NoSpaceTimeoutMs / 1000} s", (long)(layout.NoSpaceTimeoutMs / 1000)),
         ];
     }
 

@@ -79,7 +79,7 @@ public static partial class Commands
             var options = new PushOptions
             {
                 Compression = r.GetValue(compression) is { } c ? Compression(c) : null,
-                ChunkSize = r.GetValue(chunkSize) is { } s ? ByteSize.Parse(s, "--chunk-size") : 0,
+                ChunkSize = r.GetValue(chunkSize) is { } s ? ByteSize.ParseWithUnit(s, "--chunk-size") : 0,
             };
             string source = r.GetValue(image)!;
             var given = r.GetValue(reference) is { } t ? PushTarget(t) : null;

@@ -67,7 +67,7 @@ public static partial class Commands
                 string rootfs = Step([.. store, "container", "mount", id]);
                 try
                 {
-                    var inspect = JsonNode.Parse(Step([.. store, "container", "inspect", id]))!;
+                    var inspect = JsonNode.Parse(Step([.. store, "container", "inspect", id]))![0]!; // inspect prints an array
                     code = RunInBundle(store, id, inspect["Container"]!["Name"]!.GetValue<string>(), rootfs, inspect["Config"], r.GetValue(command) ?? [], terminal, options, r.GetValue(rm), out started);
                 }
                 finally

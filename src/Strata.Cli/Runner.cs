@@ -33,5 +33,11 @@ static class Runner
             err.WriteLine($"strata: {StrataException.OneLine(ex.Message)}");
             return ExitCodes.Failure;
         }
+        catch (Exception ex)
+        {
+            // a bug of ours: still one line, naming what failed, rather than a stack trace
+            err.WriteLine($"strata: internal error ({ex.GetType().Name}: {StrataException.OneLine(ex.Message)}); please report it");
+            return ExitCodes.Failure;
+        }
     }
 }

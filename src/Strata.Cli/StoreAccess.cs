@@ -44,7 +44,7 @@ public static partial class Commands
     /// sharing its lock with each other, so they run together, work on a read-only store, and change nothing.</summary>
     static readonly HashSet<string> Listings = new(StringComparer.Ordinal)
     {
-        "info", "layer ls", "layer inspect", "image ls", "images", "image inspect", "image export", "container ls", "ps", "container inspect",
+        "info", "inspect", "layer ls", "layer inspect", "image ls", "images", "image inspect", "image export", "container ls", "ps", "container inspect",
     };
 
     /// <summary>Commands that read layers' trees or stage in the store's tmp/: they may mount layers (a diff against another

@@ -61,26 +61,29 @@ public static partial class Commands
             var store = lease.Store;
             var status = store.Status().ToList();
             var catalog = Catalog(lease);
-            status.Add(new("Images", catalog.Images.List().Count.ToString(CultureInfo.InvariantCulture)));
-            status.Add(new("Containers", catalog.List().Count.ToString(CultureInfo.InvariantCulture)));
-            status.Add(new("Snapshotter Socket", Io.Current.SnapshotterSocket
-                ?? (Io.Current.Store is null ? "none (no daemon owns the store)" : "none (the daemon runs without --snapshotter-socket)")));
-            status.Add(new("Snapshots", Snapshotter.Count(store.Root) is { } kinds
-                ? FormattableString.Invariant($"{kinds.Values.Sum()} ({kinds.GetValueOrDefault(SnapshotKind.Active)} active, {kinds.GetValueOrDefault(SnapshotKind.Committed)} committed, {kinds.GetValueOrDefault(SnapshotKind.View)} views)")
-                : "unknown (a snapshot record does not parse)"));
-            if (IsJson(r, format))
+            status.Add(StatusField.Count("Images", catalog.Images.List().Count));
+            status.Add(StatusField.Count("Containers", catalog.List().Count));
+            status.Add(Io.Current.SnapshotterSocket is { } socket ? new("Snapshotter Socket", socket)
+                : new("Snapshotter Socket", Io.Current.Store is null ? "none (no daemon owns the store)" : "none (the daemon runs without --snapshotter-socket)", null));
+            var kinds = Snapshotter.Count(store.Root);
+            status.Add(kinds is null ? StatusField.Unknown("Snapshots", "unknown (a snapshot record does not parse)")
+                : new("Snapshots",
+                    FormattableString.Invariant($"{kinds.Values.Sum()} ({kinds.GetValueOrDefault(SnapshotKind.Active)} active, {kinds.GetValueOrDefault(SnapshotKind.Committed)} committed, {kinds.GetValueOrDefault(SnapshotKind.View)} views)"),
+                    new Dictionary<string, object>
+                    {
+                        ["Total"] = (long)kinds.Values.Sum(), ["Active"] = (long)kinds.GetValueOrDefault(SnapshotKind.Active),
+                        ["Committed"] = (long)kinds.GetValueOrDefault(SnapshotKind.Committed), ["Views"] = (long)kinds.GetValueOrDefault(SnapshotKind.View),
+                    }));
+            return Output.Document(r.GetValue(format), () =>
             {
-                var doc = new Dictionary<string, object>
-                {
-                    ["Driver"] = store.Driver.Name,
-                    ["Status"] = status.Select(p => new[] { p.Key, p.Value }).ToArray(),
-                };
-                WriteJson(doc);
-                return 0;
-            }
-            Io.Current.Out.WriteLine($"Storage Driver: {store.Driver.Name}");
-            foreach (var (k, v) in status) Io.Current.Out.WriteLine($" {k}: {v}");
-            return 0;
+                var doc = Output.Status(status);
+                doc.Insert(0, "StorageDriver", store.Driver.Name);
+                return doc;
+            }, () =>
+            {
+                Io.Current.Out.WriteLine($"Storage Driver: {store.Driver.Name}");
+                foreach (var f in status) Io.Current.Out.WriteLine($" {f.Key}: {f.Value}");
+            });
         });
         return cmd;
     }

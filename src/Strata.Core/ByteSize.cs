@@ -6,6 +6,16 @@ namespace Strata.Core;
 /// --storage-opt size= and LVM read them.</summary>
 public static class ByteSize
 {
+    /// <summary>A size whose unit must be written: capacities (devices, pools, chunks), where a bare number is bytes to
+    /// docker and MiB to LVM, so "100" is refused with how to say it rather than read either way.</summary>
+    public static long ParseWithUnit(string text, string what)
+    {
+        string s = text.Trim();
+        if (s.Length > 0 && char.IsAsciiDigit(s[^1]) && s.Trim('0').Length > 0)
+            throw StrataException.Invalid($"{what} '{text}' has no unit: write {s}M or {s}G (or {s}B for bytes)");
+        return Parse(text, what);
+    }
+
     public static long Parse(string text, string what)
     {
         string s = text.Trim();

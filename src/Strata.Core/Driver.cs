@@ -49,7 +49,7 @@ public interface IDriver : IDisposable
     bool OwnsMountPoint(string path, out string? layerId);
     IReadOnlyCollection<string> List();
     /// <summary>Pairs shown by <c>strata info</c> (as Docker's `docker info` shows a driver's Status).</summary>
-    IReadOnlyList<KeyValuePair<string, string>> Status();
+    IReadOnlyList<StatusField> Status();
     /// <summary>Low-level facts about one layer (Docker's GetMetadata), e.g. its directory.</summary>
     IReadOnlyDictionary<string, string> Metadata(string id);
     /// <summary>Releases everything the driver holds (handles, helpers) at shutdown; the store unmounts layers first.</summary>

@@ -197,7 +197,7 @@ public sealed partial class LayerStore
 
     /// <summary>The driver's status; a driver probes what it can do in scratch space under tmp/ (overlay, reflinks), which a
     /// store on a read-only filesystem does not give it: then the status says so instead of failing the listing.</summary>
-    IReadOnlyList<KeyValuePair<string, string>> DriverStatus()
+    IReadOnlyList<StatusField> DriverStatus()
     {
         try
         {
@@ -205,7 +205,7 @@ public sealed partial class LayerStore
         }
         catch (Exception ex) when (_readOnly && ex is StrataException or IOException or UnauthorizedAccessException)
         {
-            return [new("Driver Status", $"unknown: the driver probes in {Path.Combine(Root, "tmp")}, which this reader cannot write ({StrataException.OneLine(ex.Message)})")];
+            return [StatusField.Unknown("Driver Status", $"unknown: the driver probes in {Path.Combine(Root, "tmp")}, which this reader cannot write ({StrataException.OneLine(ex.Message)})")];
         }
     }
 

@@ -83,6 +83,26 @@ public sealed partial class LayerStore : IDisposable, ILayerMounter
         lock (_lock) return _layers.TryGetValue(id, out var l) && !l.Incomplete;
     }
 
+    /// <summary>The id of the layer that <paramref name="idOrPrefix"/> names: a layer id, or a unique prefix of at least 4
+    /// characters of one (as image and container ids are abbreviated; listings show 12).</summary>
+    public string Resolve(string idOrPrefix)
+    {
+        LayerId.Validate(idOrPrefix);
+        lock (_lock)
+        {
+            if (_layers.TryGetValue(idOrPrefix, out var exact) && !exact.Incomplete) return idOrPrefix;
+            var matches = idOrPrefix.Length >= 4
+                ? _layers.Values.Where(l => !l.Incomplete && l.Id.StartsWith(idOrPrefix, StringComparison.Ordinal)).Select(l => l.Id).Take(2).ToList()
+                : [];
+            return matches.Count switch
+            {
+                1 => matches[0],
+                0 => throw StrataException.NotFound($"layer {idOrPrefix} does not exist"),
+                _ => throw StrataException.Invalid($"layer id prefix {idOrPrefix} is ambiguous: give more of the id"),
+            };
+        }
+    }
+
     public Layer Inspect(string id)
     {
         LayerId.Validate(id);
@@ -94,15 +114,15 @@ public sealed partial class LayerStore : IDisposable, ILayerMounter
         lock (_lock) return _layers.Values.Where(l => !l.Incomplete).OrderBy(l => l.Created).ThenBy(l => l.Id, StringComparer.Ordinal).ToList();
     }
 
-    public IReadOnlyList<KeyValuePair<string, string>> Status()
+    public IReadOnlyList<StatusField> Status()
     {
-        var pairs = new List<KeyValuePair<string, string>>
+        var pairs = new List<StatusField>
         {
             new("Root Dir", Root),
         };
         pairs.AddRange(DriverStatus());
-        lock (_lock) pairs.Add(new("Layers", _layers.Count.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-        pairs.Add(new("Broken Layers", Broken()?.Count.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unknown (the driver cannot list its layers)"));
+        lock (_lock) pairs.Add(StatusField.Count("Layers", _layers.Count));
+        pairs.Add(Broken() is { } broken ? StatusField.Count("Broken Layers", broken.Count) : StatusField.Unknown("Broken Layers", "unknown (the driver cannot list its layers)"));
         return pairs;
     }
 

@@ -52,7 +52,7 @@ public sealed class CliTests : IDisposable
         Assert.Contains("app", _cli.Ok("layer", "ls"));
 
         var info = JsonDocument.Parse(_cli.Ok("info", "--format", "json")).RootElement;
-        Assert.Equal(driver, info.GetProperty("Driver").GetString());
+        Assert.Equal(driver, info.GetProperty("StorageDriver").GetString());
         string text = _cli.Ok("info");
         Assert.StartsWith($"Storage Driver: {driver}\n Root Dir: ", text);
         Assert.Contains(" Snapshotter Socket: none (no daemon owns the store)\n", text);

@@ -105,7 +105,8 @@ public sealed class CompletionTests : IDisposable
     public void BashCompletesSubcommandsOptionsAndFixedValues()
     {
         Assert.Equal(["image", "images"], Bash("ima"));
-        Assert.Equal(["--format"], Bash("image ls --f"));
+        Assert.Equal(["--filter", "--format"], Bash("image ls --f"));
+        Assert.Equal(["--format"], Bash("image ls --fo"));
         Assert.Equal(["json", "table"], Bash("image ls --format "));
         Assert.Equal(["docker-archive", "oci"], Bash("image export x --format ").Order());
         Assert.Contains("vfs", Bash("--driver "));

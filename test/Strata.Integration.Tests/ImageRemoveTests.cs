@@ -31,7 +31,7 @@ public sealed class ImageRemoveTests : IDisposable
         string tar = _temp.Combine(content + ".tar");
         Shell.Run("tar", "-C", dir, "-cf", tar, ".").Check("tar");
         string id = _cli.Ok("--driver", "vfs", "image", "import", tar, "--name", name, "-q").Split(' ')[0];
-        var record = JsonDocument.Parse(_cli.Ok("image", "inspect", name)).RootElement.GetProperty("Image");
+        var record = JsonDocument.Parse(_cli.Ok("image", "inspect", name)).RootElement[0].GetProperty("Image");
         return (id, record.GetProperty("Layers")[0].GetString()!);
     }
 

@@ -193,5 +193,5 @@ public sealed class ImageStdioTests : IDisposable
     }
 
     string JsonLayer(string image) =>
-        System.Text.Json.JsonDocument.Parse(_cli.Ok("image", "inspect", image)).RootElement.GetProperty("Image").GetProperty("Layers")[0].GetString()!;
+        System.Text.Json.JsonDocument.Parse(_cli.Ok("image", "inspect", image)).RootElement[0].GetProperty("Image").GetProperty("Layers")[0].GetString()!;
 }

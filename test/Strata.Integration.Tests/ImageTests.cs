@@ -24,10 +24,10 @@ public abstract class ImageTests(ITestOutputHelper output) : IDisposable
             // whatever a failed run left to runc (strata run deletes its own; this is for a test killed midway)
             foreach (var store in _stores)
             {
-                var ls = new Cli(store).Run("container", "ls", "--format", "json");
+                var ls = new Cli(store).Run("container", "ls", "-a", "--format", "json");
                 if (ls.ExitCode != 0) continue;
                 foreach (var c in JsonDocument.Parse(ls.Stdout).RootElement.EnumerateArray())
-                    Shell.Run("runc", "--root", "/run/strata/runc", "delete", "--force", c.GetProperty("Container").GetProperty("Id").GetString()!);
+                    Shell.Run("runc", "--root", "/run/strata/runc", "delete", "--force", c.GetProperty("Id").GetString()!);
             }
         }
         finally
@@ -54,7 +54,12 @@ public abstract class ImageTests(ITestOutputHelper output) : IDisposable
 
         public string Ok(params string[] args) => _cli.Ok(["--driver", driver, .. args]);
 
-        public JsonElement Json(params string[] args) => JsonDocument.Parse(Ok(args)).RootElement.Clone();
+        /// <summary>The JSON a command prints; of an `inspect` of one name, the array's one document.</summary>
+        public JsonElement Json(params string[] args)
+        {
+            var e = JsonDocument.Parse(Ok(args)).RootElement.Clone();
+            return args.Contains("inspect") ? Assert.Single(e.EnumerateArray().ToList()) : e;
+        }
 
         public string[] LayerRecords() => Directory.GetFiles(Path.Combine(root, "layers"), "*.json");
 
@@ -76,7 +81,7 @@ public abstract class ImageTests(ITestOutputHelper output) : IDisposable
             Assert.Empty(LayerRecords());
             Assert.Empty(Blobs());
             Assert.Equal(0, Json("image", "ls", "--format", "json").GetArrayLength());
-            Assert.Equal(0, Json("container", "ls", "--format", "json").GetArrayLength());
+            Assert.Equal(0, Json("container", "ls", "-a", "--format", "json").GetArrayLength());
             Assert.Empty(MountsUnder());
         }
     }
@@ -280,7 +285,7 @@ public abstract class ImageTests(ITestOutputHelper output) : IDisposable
         var zero = s.Run("run", "--rm", "strata/image:zero", "true");
         Assert.True(zero.ExitCode != 0, zero.Stderr);
         Assert.Contains("the image's /etc/group is a character device, not a regular file", zero.Stderr);
-        Assert.Equal(0, s.Json("container", "ls", "--format", "json").GetArrayLength());
+        Assert.Equal(0, s.Json("container", "ls", "-a", "--format", "json").GetArrayLength());
     }
 
     [ToolsFact("umoci", "runc")]
@@ -313,7 +318,7 @@ public abstract class ImageTests(ITestOutputHelper output) : IDisposable
         var committed = s.Json("image", "inspect", "y:2");
         Assert.Equal(2, committed.GetProperty("Image").GetProperty("Layers").GetArrayLength());
         // --rm left no container: c1 is the only one
-        Assert.Equal(["c1"], s.Json("container", "ls", "--format", "json").EnumerateArray().Select(c => c.GetProperty("Container").GetProperty("Name").GetString()));
+        Assert.Equal(["c1"], s.Json("container", "ls", "-a", "--format", "json").EnumerateArray().Select(c => c.GetProperty("Name").GetString()));
         Assert.DoesNotContain(Shell.Run("runc", "--root", "/run/strata/runc", "list", "-q").Stdout.Split('\n'), l => l == c1.GetProperty("Container").GetProperty("Id").GetString());
 
         WithRootfs(s, "y:2", rootfs =>

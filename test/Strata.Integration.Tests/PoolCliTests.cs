@@ -33,10 +33,10 @@ public sealed class PoolCliTests : IDisposable
         Assert.Equal(1, devices[1].GetProperty("Origin").GetInt64());
 
         var info = JsonDocument.Parse(_cli.Ok("pool", "info", "--format", "json")).RootElement;
-        Assert.Equal("64 KiB", info.GetProperty("Pool Blocksize").GetString());
-        Assert.Equal("1 GiB", info.GetProperty("Data Space Total").GetString());
-        Assert.Equal("0 B", info.GetProperty("Data Space Used").GetString());
-        Assert.Equal("2", info.GetProperty("Thin Devices").GetString());
+        Assert.Equal(64 << 10, info.GetProperty("PoolBlocksize").GetInt64());
+        Assert.Equal(1L << 30, info.GetProperty("DataSpaceTotal").GetInt64());
+        Assert.Equal(0, info.GetProperty("DataSpaceUsed").GetInt64());
+        Assert.Equal(2, info.GetProperty("ThinDevices").GetInt64());
         Assert.Contains("Metadata Space Available: ", _cli.Ok("pool", "info"));
 
         Assert.EndsWith("clean", _cli.Ok("pool", "check"));
@@ -116,7 +116,7 @@ public sealed class PoolCliTests : IDisposable
         _cli.Ok("pool", "--pool", pool, "create", "--data-size", "64M", "--metadata-size", "1M");
         _cli.Ok("pool", "--pool", pool, "device", "create", "vol", "--size", "8M");
         _cli.Ok("pool", "--pool", pool, "device", "snapshot", "vol", "snap");
-        long newest = long.Parse(JsonDocument.Parse(_cli.Ok("pool", "--pool", pool, "info", "--format", "json")).RootElement.GetProperty("Transaction").GetString()!);
+        long newest = JsonDocument.Parse(_cli.Ok("pool", "--pool", pool, "info", "--format", "json")).RootElement.GetProperty("Transaction").GetInt64();
         FlipByte(metadata, newest % 2 * 4096 + 300);
 
         var check = _cli.Run("pool", "--pool", pool, "check");

@@ -253,7 +253,7 @@ public sealed class PoolNbdTests : IDisposable
     {
         const int blocks = 2048, blockSize = 4096;
         _cli.Ok("pool", "create", "--data-size", "1G", "--metadata-size", "64M");
-        _cli.Ok("pool", "device", "create", "vol", "--size", $"{blocks * blockSize}");
+        _cli.Ok("pool", "device", "create", "vol", "--size", $"{blocks * blockSize}B");
         var server = Serve();
         try
         {

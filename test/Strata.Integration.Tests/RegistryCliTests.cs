@@ -28,9 +28,9 @@ public sealed class RegistryCliTests : IDisposable
         Assert.Contains("img:1", _cli.Ok("images"));
         Assert.Equal(_cli.Ok("image", "ls"), _cli.Ok("images"));
         Assert.Equal(_cli.Ok("image", "ls", "--format", "json"), _cli.Ok("images", "--format", "json"));
-        Assert.Contains("c1", _cli.Ok("ps"));
-        Assert.Equal(_cli.Ok("container", "ls"), _cli.Ok("ps"));
-        Assert.Equal(_cli.Ok("container", "ls", "--format", "json"), _cli.Ok("ps", "--format", "json"));
+        Assert.DoesNotContain("c1", _cli.Ok("ps")); // as docker ps: running containers, all with -a
+        Assert.Contains("c1", _cli.Ok("ps", "-a"));
+        Assert.Equal(_cli.Ok("container", "ls", "-a", "--format", "{{.Id}} {{.Name}} {{.State.Status}}"), _cli.Ok("ps", "-a", "--format", "{{.Id}} {{.Name}} {{.State.Status}}"));
 
         // an image id names no place to push to
         var push = _cli.Run("push", id[7..19]);
@@ -43,7 +43,7 @@ public sealed class RegistryCliTests : IDisposable
         _cli.Ok("container", "rm", "c1");
         Assert.StartsWith($"Untagged: img:1\nDeleted: {id}\nDeleted: sha256:", _cli.Ok("rmi", "img:1")); // docker's lines
         Assert.Empty(JsonDocument.Parse(_cli.Ok("images", "--format", "json")).RootElement.EnumerateArray());
-        Assert.Empty(JsonDocument.Parse(_cli.Ok("ps", "--format", "json")).RootElement.EnumerateArray());
+        Assert.Empty(JsonDocument.Parse(_cli.Ok("ps", "-a", "--format", "json")).RootElement.EnumerateArray());
     }
 
     [Theory]

@@ -21,10 +21,10 @@ public sealed class RunTests : IDisposable
         try
         {
             // whatever a failed run left to runc (strata run deletes its own; this is for a test killed midway)
-            var ls = _cli.Run("container", "ls", "--format", "json");
+            var ls = _cli.Run("container", "ls", "-a", "--format", "json");
             if (ls.ExitCode == 0)
                 foreach (var c in JsonDocument.Parse(ls.Stdout).RootElement.EnumerateArray())
-                    Shell.Run("runc", "--root", "/run/strata/runc", "delete", "--force", c.GetProperty("Container").GetProperty("Id").GetString()!);
+                    Shell.Run("runc", "--root", "/run/strata/runc", "delete", "--force", c.GetProperty("Id").GetString()!);
         }
         finally
         {
@@ -50,7 +50,7 @@ public sealed class RunTests : IDisposable
         _cli.Ok("image", "import", layout, "--name", "run:1", "-q");
     }
 
-    int Containers() => JsonDocument.Parse(_cli.Ok("container", "ls", "--format", "json")).RootElement.GetArrayLength();
+    int Containers() => JsonDocument.Parse(_cli.Ok("container", "ls", "-a", "--format", "json")).RootElement.GetArrayLength();
 
     /// <summary>A run that failed before its command: one `strata:` line with <paramref name="words"/>, exit
     /// <paramref name="code"/>, and no container left.</summary>
@@ -160,14 +160,14 @@ public sealed class RunTests : IDisposable
     {
         Import();
         _cli.Ok("container", "create", "run:1", "--name", "fresh");
-        var fresh = JsonDocument.Parse(_cli.Ok("container", "inspect", "fresh")).RootElement.GetProperty("Container");
+        var fresh = JsonDocument.Parse(_cli.Ok("container", "inspect", "fresh")).RootElement[0].GetProperty("Container");
         Assert.Equal("created", fresh.GetProperty("State").GetProperty("Status").GetString());
-        Assert.Equal(JsonValueKind.Null, fresh.GetProperty("Command").ValueKind);
+        Assert.Equal(JsonValueKind.Array, fresh.GetProperty("Command").ValueKind); // never run: what a run without a command would run
 
         using (var run = _cli.Start("run", "--name", "c1", "--entrypoint", "", "run:1", "sh", "-c", "echo started; read line; exit 5"))
         {
             Assert.Equal("started", run.StandardOutput.ReadLine());
-            var running = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement.GetProperty("Container");
+            var running = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement[0].GetProperty("Container");
             Assert.Equal("running", running.GetProperty("State").GetProperty("Status").GetString());
             Assert.True(running.GetProperty("State").GetProperty("Pid").GetInt32() > 0);
             Assert.Equal(["sh", "-c", "echo started; read line; exit 5"], running.GetProperty("Command").EnumerateArray().Select(a => a.GetString()));
@@ -176,7 +176,7 @@ public sealed class RunTests : IDisposable
             Assert.True(run.WaitForExit(TimeSpan.FromSeconds(60)));
             Assert.Equal(5, run.ExitCode);
         }
-        var state = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement.GetProperty("Container").GetProperty("State");
+        var state = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement[0].GetProperty("Container").GetProperty("State");
         Assert.Equal("exited", state.GetProperty("Status").GetString());
         Assert.Equal(5, state.GetProperty("ExitCode").GetInt32());
         Assert.Equal(JsonValueKind.Null, state.GetProperty("Pid").ValueKind);
@@ -197,12 +197,12 @@ public sealed class RunTests : IDisposable
         var r = _cli.Run("run", "--name", "c1", "-e", "X=3", "--entrypoint", "", "run:1", "sh", "-c", "exit $X");
         Assert.True(r.ExitCode == 3, r.Stderr);
         Assert.Equal("", r.Stderr);
-        var state = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement.GetProperty("Container").GetProperty("State");
+        var state = JsonDocument.Parse(_cli.Ok("container", "inspect", "c1")).RootElement[0].GetProperty("Container").GetProperty("State");
         Assert.Equal("exited", state.GetProperty("Status").GetString());
         Assert.Equal(3, state.GetProperty("ExitCode").GetInt32());
         var missing = _cli.Run("run", "--entrypoint", "", "run:1", "nosuch");
         Assert.Equal(127, missing.ExitCode);
         Errors.AssertOneLine(missing);
-        Assert.Equal(["c1"], JsonDocument.Parse(_cli.Ok("container", "ls", "--format", "json")).RootElement.EnumerateArray().Select(c => c.GetProperty("Container").GetProperty("Name").GetString()));
+        Assert.Equal(["c1"], JsonDocument.Parse(_cli.Ok("container", "ls", "-a", "--format", "json")).RootElement.EnumerateArray().Select(c => c.GetProperty("Name").GetString()));
     }
 }

@@ -444,6 +444,23 @@ public static partial class ImageName
         if (host.Length > 0 && host.Any(char.IsUpper) && !host.Contains('.') && !host.Contains(':')) return null;
         return m.Groups["tag"].Success ? reference : reference + ":latest";
     }
+
+    /// <summary>Whether image name <paramref name="name"/> (name:tag) matches docker's --filter reference= pattern: a glob
+    /// (* and ? within one path component) on the name and tag when the pattern has a tag, else on the name alone.</summary>
+    public static bool Matches(string name, string pattern)
+    {
+        int tagAt = name.LastIndexOf(':');
+        if (tagAt < name.LastIndexOf('/')) tagAt = -1;
+        bool patternHasTag = pattern.LastIndexOf(':') > pattern.LastIndexOf('/');
+        string subject = patternHasTag || tagAt < 0 ? name : name[..tagAt];
+        string regex = "\\A" + string.Concat(pattern.Select(c => c switch
+        {
+            '*' => "[^/]*",
+            '?' => "[^/]",
+            _ => Regex.Escape(c.ToString()),
+        })) + "\\z";
+        return Regex.IsMatch(subject, regex, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+    }
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]

@@ -211,7 +211,7 @@ public sealed class BtrfsDriver : IDriver
     public IReadOnlyCollection<string> List() =>
         Posix.ReadDir(_subvolumes).Select(e => e.Name).Where(LayerId.IsValid).ToList();
 
-    public IReadOnlyList<KeyValuePair<string, string>> Status()
+    public IReadOnlyList<StatusField> Status()
     {
         string? whyNot = QuotaState();
         return
@@ -219,7 +219,7 @@ public sealed class BtrfsDriver : IDriver
             new("Backing Filesystem", "btrfs"),
             new("Filesystem UUID", Uuid()),
             new("Quotas", whyNot is null ? "enabled (size= limits a container's exclusive space)" : "disabled (size= refused)"),
-            new("Subvolumes", List().Count.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            StatusField.Count("Subvolumes", List().Count),
         ];
     }
 

@@ -249,13 +249,13 @@ public sealed class OverlayDriver : IDriver
     public IReadOnlyCollection<string> List() =>
         Posix.ReadDir(_home).Select(e => e.Name).Where(n => n != "l" && LayerId.IsValid(n)).ToList();
 
-    public IReadOnlyList<KeyValuePair<string, string>> Status()
+    public IReadOnlyList<StatusField> Status()
     {
         var caps = Capabilities;
-        var pairs = new List<KeyValuePair<string, string>>
+        var pairs = new List<StatusField>
         {
             new("Backing Filesystem", caps.BackingFilesystem),
-            new("Supports d_type", caps.SupportsDType ? "true" : "false"),
+            StatusField.Flag("Supports d_type", caps.SupportsDType),
         };
         if (!caps.Supported)
         {
@@ -264,7 +264,7 @@ public sealed class OverlayDriver : IDriver
         }
         pairs.Add(new("Mount", caps.MountProgram is { Length: > 0 } p ? $"{p} (FUSE)"
             : Mounter.CanAppendLowerdirs ? $"kernel overlayfs (up to {Mounter.MaxOverlayLayers} layers)" : "kernel overlayfs (options in one page)"));
-        pairs.Add(new("Native Overlay Diff", caps.NativeDiff ? "true" : $"false ({caps.NativeDiffNote})"));
+        pairs.Add(new("Native Overlay Diff", caps.NativeDiff ? "true" : $"false ({caps.NativeDiffNote})", caps.NativeDiff));
         var (quota, whyNot) = _quota.Value;
         pairs.Add(new("Size Limits", quota is not null ? "xfs project quotas" : $"no ({whyNot})"));
         return pairs;

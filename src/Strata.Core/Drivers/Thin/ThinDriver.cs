@@ -386,13 +386,13 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlock
         return _pool.DeviceNames().Where(n => n is not (BaseDevice or BaseStaging)).ToList();
     }
 
-    public IReadOnlyList<KeyValuePair<string, string>> Status()
+    public IReadOnlyList<StatusField> Status()
     {
-        var pairs = new List<KeyValuePair<string, string>>
+        var pairs = new List<StatusField>
         {
             new("Pool Name", _home),
-            new("Pool Blocksize", ByteSize.Format(_options.BlockSize)),
-            new("Base Device Size", ByteSize.Format(_options.BaseSize)),
+            StatusField.Bytes("Pool Blocksize", _options.BlockSize),
+            StatusField.Bytes("Base Device Size", _options.BaseSize),
             new("Backing Filesystem", _options.FileSystem),
         };
         if (!PoolExists)
@@ -406,24 +406,24 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlock
         var reply = _pool.Status();
         var s = reply.Status;
         pairs.AddRange(SpaceLines(s));
-        pairs.Add(new("Thin Pool Minimum Free Space", ByteSize.Format(s.DataBytes * _options.MinFreeSpacePercent / 100)));
-        pairs.Add(new("Deferred Removal Enabled", "true"));
-        pairs.Add(new("Deferred Deleted Device Count", reply.DeferredDeletes.ToString(CultureInfo.InvariantCulture)));
-        pairs.Add(new("Attached Devices", reply.OpenFiles.ToString(CultureInfo.InvariantCulture)));
+        pairs.Add(StatusField.Bytes("Thin Pool Minimum Free Space", s.DataBytes * _options.MinFreeSpacePercent / 100));
+        pairs.Add(StatusField.Flag("Deferred Removal Enabled", true));
+        pairs.Add(StatusField.Count("Deferred Deleted Device Count", reply.DeferredDeletes));
+        pairs.Add(StatusField.Count("Attached Devices", reply.OpenFiles));
         if (s.ReadOnlyReason is { } why) pairs.Add(new("Pool Read Only", why));
         if (s.SuperblockProblems is { Count: > 0 } problems) pairs.Add(new("Pool Superblock", string.Join("; ", problems)));
         return pairs;
     }
 
     /// <summary>A pool's data and metadata space as `docker info` printed devicemapper's (also `strata pool info`).</summary>
-    public static IEnumerable<KeyValuePair<string, string>> SpaceLines(PoolStatus s) =>
+    public static IEnumerable<StatusField> SpaceLines(PoolStatus s) =>
     [
-        new("Data Space Used", ByteSize.Format(s.DataBytesUsed)),
-        new("Data Space Total", ByteSize.Format(s.DataBytes)),
-        new("Data Space Available", ByteSize.Format(s.DataBytesAvailable)),
-        new("Metadata Space Used", ByteSize.Format(s.MetadataBytesUsed)),
-        new("Metadata Space Total", ByteSize.Format(s.MetadataBytes)),
-        new("Metadata Space Available", ByteSize.Format(s.MetadataBytes - s.MetadataBytesUsed)),
+        StatusField.Bytes("Data Space Used", s.DataBytesUsed),
+        StatusField.Bytes("Data Space Total", s.DataBytes),
+        StatusField.Bytes("Data Space Available", s.DataBytesAvailable),
+        StatusField.Bytes("Metadata Space Used", s.MetadataBytesUsed),
+        StatusField.Bytes("Metadata Space Total", s.MetadataBytes),
+        StatusField.Bytes("Metadata Space Available", s.MetadataBytes - s.MetadataBytesUsed),
     ];
 
     public IReadOnlyDictionary<string, string> Metadata(string id)

@@ -81,7 +81,7 @@ public sealed class VfsDriver : IDriver
     public IReadOnlyCollection<string> List() =>
         Posix.ReadDir(_home).Select(e => e.Name).ToList();
 
-    public IReadOnlyList<KeyValuePair<string, string>> Status() =>
+    public IReadOnlyList<StatusField> Status() =>
     [
         new("Backing Filesystem", FileSystems.Name(_home)),
         new("Reflink Copies", SupportsReflink ? "yes" : "no (full copies)"),
