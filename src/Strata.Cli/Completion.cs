@@ -35,11 +35,12 @@ static class Completion
                 option.CompletionSources.Add(c => Values(PathOf(c), option.Name) switch
                 {
                     { } values => values,
-                    null when option.Name == "--parent" && PathOf(c).StartsWith("layer ", StringComparison.Ordinal) => StoreNames.Layers(RootOf(c)),
+                    null when c is TextCompletionContext && option.Name == "--parent" && PathOf(c).StartsWith("layer ", StringComparison.Ordinal) => StoreNames.Layers(RootOf(c)),
                     null => [],
                 });
             foreach (var argument in command.Arguments.Where(seen.Add))
-                argument.CompletionSources.Add(c => !Completing(c, argument) ? [] : Names(PathOf(c), argument.Name) switch
+                // names only for a line being completed: help asks too (to show values), and must not read the store
+                argument.CompletionSources.Add(c => c is not TextCompletionContext || !Completing(c, argument) ? [] : Names(PathOf(c), argument.Name) switch
                 {
                     Kind.Image => StoreNames.Images(RootOf(c), ids: LooksLikeId(c.WordToComplete)),
                     Kind.Container => StoreNames.Containers(RootOf(c), ids: LooksLikeId(c.WordToComplete)),

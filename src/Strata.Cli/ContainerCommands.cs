@@ -193,7 +193,8 @@ public static partial class Commands
         return state.Status switch
         {
             "running" => $"Up {Duration(now - (state.StartedAt ?? now))}",
-            "exited" => $"Exited ({(state.ExitCode is { } code ? code.ToString(CultureInfo.InvariantCulture) : "unknown")}) {Duration(now - (state.FinishedAt ?? now))} ago",
+            "exited" => $"Exited ({(state.ExitCode is { } code ? code.ToString(CultureInfo.InvariantCulture) : "unknown")})"
+                + (state.FinishedAt is { } finished ? $" {Duration(now - finished)} ago" : ""), // a killed run recorded no end
             _ => "Created",
         };
     }

@@ -34,7 +34,7 @@ public static partial class Commands
         });
         image.Subcommands.Add(inspect);
 
-        image.Subcommands.Add(ImageRemove("rm", "Remove images (refused while containers use them); layers and blobs no other image uses go too"));
+        image.Subcommands.Add(ImageRemove("rm", "Remove image names, and images with their last name (as docker rmi: an id of an image with several names needs -f; refused while containers use the image); layers and blobs no other image uses go too"));
 
         var reference = new Argument<string>("IMAGE") { Description = "Image name, id or id prefix" };
         var target = new Argument<string>("NAME") { Description = "New name NAME[:TAG]" };

@@ -17,21 +17,11 @@ public static partial class Commands
         {
             using var lease = OpenStore(r);
             var catalog = Catalog(lease);
-            int code = ExitCodes.Ok;
-            foreach (var i in r.GetValue(references)!)
+            return ForEach(r.GetValue(references)!, i =>
             {
-                try
-                {
-                    foreach (var e in catalog.Images.Remove(i, catalog.UsersOf, r.GetValue(force)))
-                        Io.Current.Out.WriteLine($"{(e.Kind == ImageRemovalKind.Untagged ? "Untagged" : "Deleted")}: {e.What}");
-                }
-                catch (StrataException ex)
-                {
-                    Io.Current.Err.WriteLine($"strata: {ex.Message}");
-                    if (code == ExitCodes.Ok) code = ExitCodes.For(ex.Kind);
-                }
-            }
-            return code;
+                foreach (var e in catalog.Images.Remove(i, catalog.UsersOf, r.GetValue(force)))
+                    Io.Current.Out.WriteLine($"{(e.Kind == ImageRemovalKind.Untagged ? "Untagged" : "Deleted")}: {e.What}");
+            });
         });
         return rm;
     }

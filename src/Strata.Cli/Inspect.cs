@@ -5,7 +5,7 @@ using Strata.Core;
 namespace Strata.Cli;
 
 /// <summary>`inspect` as docker's: any number of names in, one JSON array out (or a template line each), every name that
-/// resolves printed even when others fail, each failure on its own line, and the exit code of the first failure. The
+/// resolves printed even when others fail (<see cref="ForEach"/>: each failure on its own line, the first one's exit code). The
 /// top-level `strata inspect` takes containers, images and layers alike, looked up in that order.</summary>
 public static partial class Commands
 {
@@ -14,19 +14,9 @@ public static partial class Commands
     {
         Output.Kind(format, table: false); // a bad --format fails before anything prints
         var found = new List<JsonNode?>();
-        StrataException? first = null;
-        foreach (var name in names)
-            try
-            {
-                found.Add(document(name));
-            }
-            catch (StrataException ex)
-            {
-                Io.Current.Err.WriteLine($"strata: {ex.Message}");
-                first ??= ex;
-            }
-        if (found.Count > 0 || first is null) Output.Documents(format, found);
-        return first is null ? ExitCodes.Ok : ExitCodes.For(first.Kind);
+        int code = ForEach(names, name => found.Add(document(name)));
+        Output.Documents(format, found); // `[]` when nothing was found, as docker prints
+        return code;
     }
 
     static Command InspectCommand()

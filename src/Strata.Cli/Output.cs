@@ -82,6 +82,7 @@ static partial class Output
                 Description = filterKeys.Length > 0 ? $"KEY=VALUE (repeatable): only {what}s that match; keys: {string.Join(", ", filterKeys)}" : "Not taken by this listing",
                 AllowMultipleArgumentsPerToken = false,
                 Hidden = filterKeys.Length == 0,
+                HelpName = "KEY=VALUE",
             };
         }
 
@@ -163,11 +164,19 @@ static partial class Output
                 var template = Template.Parse(format!);
                 foreach (var i in items) o.WriteLine(template.Render(json(i)));
                 return 0;
+            case FormatKind.TableTemplate:
+                // docker's `table {{.A}}\t{{.B}}`: a column per tab-separated part, headed by its fields' names
+                var cells = format!["table".Length..].TrimStart().Split(["\\t", "\t"], StringSplitOptions.None).Select(Template.Parse).ToList();
+                return WriteTable(cells.Select(c => c.Header).ToArray(), items.Select(i => new[] { cells.Select(c => c.Render(json(i))).ToArray() }));
         }
+        return WriteTable(headers, items.Select(i => rows(i, full)));
+    }
+
+    static int WriteTable(string[] headers, IEnumerable<IEnumerable<string[]>> rows)
+    {
         var table = new Table().NoBorder().HideRowSeparators();
-        foreach (var h in headers) table.AddColumn(new TableColumn(h).PadLeft(0).PadRight(3));
-        foreach (var i in items)
-            foreach (var row in rows(i, full)) table.AddRow(row.Select(Markup.Escape).ToArray());
+        foreach (var h in headers) table.AddColumn(new TableColumn(Markup.Escape(h)).PadLeft(0).PadRight(3));
+        foreach (var row in rows.SelectMany(r => r)) table.AddRow(row.Select(Markup.Escape).ToArray());
         Io.Current.Ansi.Write(table);
         return 0;
     }
@@ -187,13 +196,15 @@ static partial class Output
         }
     }
 
-    public enum FormatKind { Table, Json, Template }
+    public enum FormatKind { Table, Json, Template, TableTemplate }
 
     public static FormatKind Kind(string? format, bool table = true) => format switch
     {
         null => table ? FormatKind.Table : FormatKind.Json,
         "table" when table => FormatKind.Table,
         "json" => FormatKind.Json,
+        _ when table && format.StartsWith("table ", StringComparison.Ordinal) && format.Contains("{{", StringComparison.Ordinal) => FormatKind.TableTemplate,
+        _ when !table && format.StartsWith("table", StringComparison.Ordinal) => throw StrataException.Invalid("--format 'table ...' is for listings; use json or a template such as '{{.Id}}'"),
         _ when format.Contains("{{", StringComparison.Ordinal) => FormatKind.Template,
         _ => throw StrataException.Invalid($"unknown --format '{StrataException.OneLine(format)}' (use {(table ? "table, " : "")}json, or a template such as '{{{{.Id}}}}')"),
     };
@@ -207,6 +218,9 @@ static partial class Output
     public sealed partial class Template
     {
         readonly List<(string Text, string[]? Path, bool Json)> _parts = [];
+
+        /// <summary>The template with each field as its name in capitals ("{{.Name}} ({{.Size}})": "NAME (SIZE)"), a column's header.</summary>
+        public string Header => string.Concat(_parts.Select(p => p.Path is null ? p.Text : p.Path.Length == 0 ? "VALUE" : p.Path[^1].ToUpperInvariant()));
 
         [GeneratedRegex(@"\{\{-?\s*(?<json>json\s+)?(?<path>\.[A-Za-z0-9_.]*)\s*-?\}\}")]
         private static partial Regex Action();

@@ -227,7 +227,7 @@ public static partial class Commands
         }
     }
 
-    /// <summary>The first error runc logged (its message, without runc's "runc run failed: " prefix), or null.</summary>
+    /// <summary>Why runc failed to run the container (its fatal log line, without the "runc run failed: " prefix), or null.</summary>
     static string? RuncError(string log)
     {
         if (!File.Exists(log)) return null;
@@ -235,8 +235,11 @@ public static partial class Commands
         {
             try
             {
-                if (JsonNode.Parse(line) is JsonObject entry && entry["level"]?.GetValue<string>() == "error" && entry["msg"]?.GetValue<string>() is { } msg)
-                    return StrataException.OneLine(msg.StartsWith("runc run failed: ", StringComparison.Ordinal) ? msg["runc run failed: ".Length..] : msg);
+                // only runc's fatal line: errors it logs after the command ran (a cgroup it could not remove, a signal it could
+                // not forward) do not undo a run whose command exited
+                if (JsonNode.Parse(line) is JsonObject entry && entry["level"]?.GetValue<string>() == "error" && entry["msg"]?.GetValue<string>() is { } msg
+                    && msg.StartsWith("runc run failed: ", StringComparison.Ordinal))
+                    return StrataException.OneLine(msg["runc run failed: ".Length..]);
             }
             catch (Exception ex) when (ex is JsonException or InvalidOperationException)
             {

@@ -59,6 +59,9 @@ public static partial class Commands
     static StoreMode ModeOf(ParseResult r)
     {
         string path = CommandPath(r);
+        // `container inspect --size` counts a container's bytes, which mounts its layer on most drivers
+        if (path == "container inspect" && r.CommandResult.Children.OfType<System.CommandLine.Parsing.OptionResult>().Any(o => o.Option.Name == "--size" && o.GetValueOrDefault<bool>()))
+            return StoreMode.Existing;
         return Listings.Contains(path) ? StoreMode.ReadOnly : ContentReads.Contains(path) ? StoreMode.Existing : StoreMode.Create;
     }
 

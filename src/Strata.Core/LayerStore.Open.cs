@@ -133,6 +133,7 @@ public sealed partial class LayerStore
             // nothing is undone before the lock is held: another first open may be using what this one would remove
             var lockFd = StoreLock.Acquire(real, options.LockWait, options.Waiting);
             if (lockFd is null) continue;
+            made.Locked();
             bool isNew = !IsStore(real);
             try
             {
@@ -222,7 +223,7 @@ public sealed partial class LayerStore
     {
         string? _top;
         string _root = "";
-        HashSet<string>? _entries;
+        HashSet<string>? _entries, _atLock;
 
         public static Made Before(string root)
         {
@@ -249,6 +250,21 @@ public sealed partial class LayerStore
             return made;
         }
 
+        /// <summary>Notes the root's entries once the lock is held: what appeared while this open waited for it is someone
+        /// else's (a file saved in an existing directory meanwhile) and stays; only the lock file is this open's.</summary>
+        public void Locked()
+        {
+            if (_entries is null) return;
+            try
+            {
+                _atLock = Posix.ReadDir(_root).Select(e => e.Name).Where(n => n != StoreLock.FileName).ToHashSet(StringComparer.Ordinal);
+            }
+            catch (StrataException)
+            {
+                _entries = null; // cannot tell what is ours: undo nothing
+            }
+        }
+
         /// <summary>Removes what was made; what cannot be removed stays (the open's own error is the one to report).</summary>
         public void Undo()
         {
@@ -257,7 +273,7 @@ public sealed partial class LayerStore
                 if (_top is not null) FileTree.Remove(_top);
                 else if (_entries is not null)
                     foreach (var e in Posix.ReadDir(_root))
-                        if (!_entries.Contains(e.Name)) FileTree.Remove(Path.Combine(_root, e.Name));
+                        if (!_entries.Contains(e.Name) && _atLock?.Contains(e.Name) != true) FileTree.Remove(Path.Combine(_root, e.Name));
             }
             catch (StrataException)
             {

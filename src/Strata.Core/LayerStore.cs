@@ -83,16 +83,18 @@ public sealed partial class LayerStore : IDisposable, ILayerMounter
         lock (_lock) return _layers.TryGetValue(id, out var l) && !l.Incomplete;
     }
 
-    /// <summary>The id of the layer that <paramref name="idOrPrefix"/> names: a layer id, or a unique prefix of at least 4
-    /// characters of one (as image and container ids are abbreviated; listings show 12).</summary>
+    /// <summary>The id of the layer that <paramref name="idOrPrefix"/> names: a layer id, or a unique prefix of at least 4 hex
+    /// digits of a 64-hex-digit id (as image and container ids are abbreviated; listings show 12). Names people chose
+    /// match only in full: `base` never names `base-v2`.</summary>
     public string Resolve(string idOrPrefix)
     {
         LayerId.Validate(idOrPrefix);
         lock (_lock)
         {
             if (_layers.TryGetValue(idOrPrefix, out var exact) && !exact.Incomplete) return idOrPrefix;
-            var matches = idOrPrefix.Length >= 4
-                ? _layers.Values.Where(l => !l.Incomplete && l.Id.StartsWith(idOrPrefix, StringComparison.Ordinal)).Select(l => l.Id).Take(2).ToList()
+            var matches = idOrPrefix.Length >= 4 && idOrPrefix.All(char.IsAsciiHexDigitLower)
+                ? _layers.Values.Where(l => !l.Incomplete && l.Id.Length == 64 && l.Id.StartsWith(idOrPrefix, StringComparison.Ordinal) && l.Id.All(char.IsAsciiHexDigitLower))
+                    .Select(l => l.Id).Take(2).ToList()
                 : [];
             return matches.Count switch
             {

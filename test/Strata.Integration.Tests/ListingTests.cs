@@ -89,17 +89,20 @@ public sealed class ListingTests : IDisposable
         Assert.Equal(2, JsonNode.Parse(partial.Stdout)!.AsArray().Count);
         Assert.Equal("strata: layer nope does not exist", partial.Stderr.TrimEnd('\n'));
 
-        _cli.Ok("layer", "create", "abcd1");
-        _cli.Ok("layer", "create", "abcd2");
+        string abcd1 = "abcd1" + hex[5..], abcd2 = "abcd2" + hex[5..];
+        _cli.Ok("layer", "create", abcd1);
+        _cli.Ok("layer", "create", abcd2);
+        _cli.Ok("layer", "create", "base-v2");
         var ambiguous = _cli.Run("layer", "inspect", "abcd");
         Assert.Equal(2, ambiguous.ExitCode);
         Assert.Contains("layer id prefix abcd is ambiguous", ambiguous.Stderr);
         Assert.Equal(3, _cli.Run("layer", "inspect", "abc").ExitCode); // too short to be a prefix
+        Assert.Equal(3, _cli.Run("layer", "inspect", "base-").ExitCode); // a name people chose matches only in full
 
         // rm of several goes on past a failure, and names the layers by their full ids
         var rm = _cli.Run("layer", "rm", "abcd1", "base", hex[..10]);
         Assert.Equal(5, rm.ExitCode); // base has a child: in use
-        Assert.Equal(["abcd1", hex], Lines(rm.Out));
+        Assert.Equal([abcd1, hex], Lines(rm.Out));
         Assert.Contains("base", rm.Stderr);
     }
 
@@ -142,6 +145,15 @@ public sealed class ListingTests : IDisposable
         Assert.Equal(first, found[0]!["Image"]!["Id"]!.GetValue<string>());
         Assert.Equal("plain", found[1]!["Layer"]!["Id"]!.GetValue<string>());
         Assert.Equal("strata: no container, image or layer ghost", mixed.Stderr.TrimEnd('\n'));
+        var none = _cli.Run("inspect", "ghost");
+        Assert.Equal((3, "[]"), (none.ExitCode, none.Out)); // as docker: an empty array, and the error
+
+        // docker's table templates: a column per tab-separated part, headed by the field names
+        var rows = Lines(_cli.Ok("images", "--format", "table {{.Id}}\\t{{.Size}}"));
+        Assert.Matches("^ID +SIZE", rows[0]);
+        Assert.Equal(5, rows.Length);
+        Assert.Contains(first, rows[1] + rows[2] + rows[3] + rows[4]);
+        Assert.Equal(2, _cli.Run("image", "inspect", "app:1", "--format", "table {{.Image.Id}}").ExitCode);
     }
 
     [Fact]
