@@ -329,7 +329,7 @@ for ((b = 1; b <= blocks; b++)); do
   echo "   create block $b of $blocks done" >&2
 done
 echo "== load average at end of creates: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "containers at the end: strata $("$strata" --root "$cstore" container ls | tail -n +2 | wc -l), served $("$strata" --root "$sstore" container ls | tail -n +2 | wc -l), docker $(dk ps -aq | wc -l) (3 warm-up creates each included)"
+echo "containers at the end: strata $("$strata" --root "$cstore" container ls -a | tail -n +2 | wc -l), served $("$strata" --root "$sstore" container ls -a | tail -n +2 | wc -l), docker $(dk ps -aq | wc -l) (3 warm-up creates each included)"
 # cstat SIDE [clean]: "n mean p50 p90 min max" in ms, of all samples or of the clean ones
 cstat() {
   awk -v s="$1" -v c="${2:-}" -v t="$cnoisy" '$1 == s && (c == "" || $4 <= t * 1000) { print $3 / 1000 }' "$csamples" | sort -g | awk '

@@ -193,7 +193,7 @@ public sealed class RegistryPullTests(RegistryImages images, ITestOutputHelper o
     {
         var s = NewStore();
         Assert.Equal($"{images.Host}/x:v2s2", s.Ok("pull", "-q", $"{images.Host}/x:v2s2"));
-        var inspect = JsonDocument.Parse(s.Ok("image", "inspect", $"{images.Host}/x:v2s2")).RootElement;
+        var inspect = JsonDocument.Parse(s.Ok("image", "inspect", $"{images.Host}/x:v2s2")).RootElement[0];
         Assert.Equal("application/vnd.docker.distribution.manifest.v2+json", inspect.GetProperty("Image").GetProperty("ManifestMediaType").GetString());
         AssertTree(s, $"{images.Host}/x:v2s2", Expected());
     }
@@ -203,7 +203,7 @@ public sealed class RegistryPullTests(RegistryImages images, ITestOutputHelper o
     {
         var s = NewStore();
         s.Ok("pull", "-q", $"{images.Host}/x:zstd");
-        var manifest = JsonDocument.Parse(s.Ok("image", "inspect", $"{images.Host}/x:zstd")).RootElement.GetProperty("Manifest");
+        var manifest = JsonDocument.Parse(s.Ok("image", "inspect", $"{images.Host}/x:zstd")).RootElement[0].GetProperty("Manifest");
         Assert.All(manifest.GetProperty("layers").EnumerateArray(), l => Assert.Equal("application/vnd.oci.image.layer.v1.tar+zstd", l.GetProperty("mediaType").GetString()));
         AssertTree(s, $"{images.Host}/x:zstd", Expected());
     }
@@ -213,13 +213,13 @@ public sealed class RegistryPullTests(RegistryImages images, ITestOutputHelper o
     {
         var s = NewStore();
         s.Ok("pull", "-q", $"{images.Host}/multi:1");
-        var host = JsonDocument.Parse(s.Ok("image", "inspect", $"{images.Host}/multi:1")).RootElement.GetProperty("Image");
+        var host = JsonDocument.Parse(s.Ok("image", "inspect", $"{images.Host}/multi:1")).RootElement[0].GetProperty("Image");
         Assert.Equal("linux/amd64", host.GetProperty("Platform").GetString());
         AssertTree(s, $"{images.Host}/multi:1", Expected());
 
         var other = NewStore("arm");
         other.Ok("pull", "-q", "--platform", "linux/arm64", $"{images.Host}/multi:1");
-        var arm = JsonDocument.Parse(other.Ok("image", "inspect", $"{images.Host}/multi:1")).RootElement.GetProperty("Image");
+        var arm = JsonDocument.Parse(other.Ok("image", "inspect", $"{images.Host}/multi:1")).RootElement[0].GetProperty("Image");
         Assert.Equal("linux/arm64", arm.GetProperty("Platform").GetString());
         Assert.NotEqual(host.GetProperty("Id").GetString(), arm.GetProperty("Id").GetString());
         // the same layers: the arm64 twin differs only in its config

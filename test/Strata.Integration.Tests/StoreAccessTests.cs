@@ -155,34 +155,7 @@ public sealed class StoreAccessTests : IDisposable
         }
     }
 
-    [Fact]
-    public void AWriterHoldingTheStoreMakesAListingWait()
-    {
-        string root = _temp.Combine("store");
-        var cli = new Cli(root);
-        cli.Ok("--driver", "vfs", "layer", "create", "base");
-        using var holder = cli.Start("layer", "apply", "x"); // owns the store while it waits for its tar
-        try
-        {
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (Shell.Run("cat", Path.Combine(root, "strata.lock")).Stdout.Trim() != holder.Id.ToString())
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the holder did not take the store");
-                Thread.Sleep(50);
-            }
-            using var waiter = cli.Start("layer", "ls");
-            Assert.Equal($"waiting for strata layer apply x (pid {holder.Id}) to release the store {root}", waiter.StandardError.ReadLine());
-            holder.StandardInput.Close();
-            Assert.True(waiter.WaitForExit(TimeSpan.FromSeconds(30)), "the listing did not run once the store was free");
-            Assert.Equal(0, waiter.ExitCode);
-            Assert.Contains("base", waiter.StandardOutput.ReadToEnd());
-        }
-        finally
-        {
-            if (!holder.HasExited) holder.Kill();
-            holder.WaitForExit();
-        }
-    }
+    // a listing that waits for a writer (and says whom it waits for): LockWaitTests
 
     [OthersCanRunStrataFact]
     public void PermissionErrorsSayThatStrataNeedsRoot()
