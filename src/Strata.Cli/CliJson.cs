@@ -31,7 +31,4 @@ namespace Strata.Cli;
 [JsonSerializable(typeof(double))]
 [JsonSerializable(typeof(DateTimeOffset))]
 [JsonSerializable(typeof(long))]
-sealed partial class CliJson : JsonSerializerContext
-{
-    public static string Serialize(object value) => JsonSerializer.Serialize(value, value.GetType(), Default);
-}
+sealed partial class CliJson : JsonSerializerContext;

@@ -1,10 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using Spectre.Console;
-using Strata.Core.Containers;
 using System.Text.Json.Nodes;
 using Strata.Core;
-using Strata.Core.Images;
+using Strata.Core.Containers;
 
 namespace Strata.Cli;
 
