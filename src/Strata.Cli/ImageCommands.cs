@@ -62,17 +62,17 @@ public static partial class Commands
 
     static Command ImageList(string name, string description)
     {
-        var options = new Output.ListOptions("image", "reference", "label", "dangling");
+        var options = new Output.ListOptions("image", "reference", "label", "dangling=true|false|1|0");
         var all = new Option<bool>("--all", "-a") { Description = "Show all images (every image is: Strata keeps no intermediate images)" };
         var ls = new Command(name, description) { all };
         options.AddTo(ls);
         ls.SetAction(r =>
         {
+            var filters = options.Filters(r); // before the store: a bad filter is refused even where there is none
             using var lease = OpenStore(r);
             var store = Catalog(lease).Images;
-            var filters = options.Filters(r);
             var images = store.List().Where(i =>
-                filters.Match("dangling", v => Output.Filters.Flag("dangling", v) == (i.Names.Count == 0))
+                filters.Match("dangling", v => Output.Filters.Flag(v) == (i.Names.Count == 0))
                 && filters.Match("reference", v => i.Names.Any(n => ImageName.Matches(n, v)))
                 && filters.Match("label", v => Output.Filters.Label(v, ImageLabels(store, i)))).ToList();
             return Output.List(r, options, images, i => i.Id, i => Output.Node(i), ["NAME", "ID", "LAYERS", "SIZE", "CREATED"], (i, full) =>

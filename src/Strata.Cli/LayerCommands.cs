@@ -43,21 +43,17 @@ public static partial class Commands
         });
         yield return rm;
 
-        var lsOptions = new Output.ListOptions("layer", "label", "kind", "parent");
+        var lsOptions = new Output.ListOptions("layer", "label", "kind=ro|rw", "parent");
         var ls = new Command("ls", "List layers");
         lsOptions.AddTo(ls);
         ls.SetAction(r =>
         {
+            var filters = lsOptions.Filters(r); // before the store: a bad filter is refused even where there is none
             using var lease = OpenStore(r);
             var store = lease.Store;
-            var filters = lsOptions.Filters(r);
             var layers = store.List().Where(l =>
                 filters.Match("label", v => Output.Filters.Label(v, l.Labels))
-                && filters.Match("kind", v => v switch
-                {
-                    "ro" or "rw" => (l.Kind == LayerKind.ReadWrite) == (v == "rw"),
-                    _ => throw StrataException.Invalid($"--filter kind= takes ro or rw, not '{StrataException.OneLine(v)}'"),
-                })
+                && filters.Match("kind", v => (l.Kind == LayerKind.ReadWrite) == (v == "rw"))
                 && filters.Match("parent", v => l.Parent == store.Resolve(v))).ToList();
             var broken = store.Broken(); // data gone under the store (a thin layer's device deleted with --force)
             return Output.List(r, lsOptions, layers, l => l.Id, l => LayerDocument(l, broken),

@@ -72,8 +72,12 @@ static partial class Output
     /// <summary>The options of a listing: -q, --no-trunc, --filter (with the keys it takes), --format.</summary>
     public sealed class ListOptions
     {
+        /// <summary><paramref name="filterKeys"/>: the --filter keys taken, each "key" or "key=value|value|..." when only those
+        /// values mean something (checked at once, so `--filter status=paused` is refused even when nothing is listed).</summary>
         public ListOptions(string what, params string[] filterKeys)
         {
+            _values = filterKeys.Where(k => k.Contains('=')).ToDictionary(k => k[..k.IndexOf('=')], k => k[(k.IndexOf('=') + 1)..].Split('|'));
+            filterKeys = [.. filterKeys.Select(k => k.Contains('=') ? k[..k.IndexOf('=')] : k)];
             FilterKeys = filterKeys;
             Quiet = new("--quiet", "-q") { Description = $"Print only {what} ids" };
             Filter = new("--filter", "-f")
@@ -84,6 +88,8 @@ static partial class Output
                 HelpName = "KEY=VALUE",
             };
         }
+
+        readonly Dictionary<string, string[]> _values;
 
         public string[] FilterKeys { get; }
         public Option<bool> Quiet { get; }
@@ -111,6 +117,8 @@ static partial class Output
                     throw StrataException.Invalid(FilterKeys.Length == 0 ? "this listing takes no --filter"
                         : $"unknown filter '{StrataException.OneLine(key)}' (use {string.Join(", ", FilterKeys.Select(k => k + "=..."))})");
                 if (eq <= 0) throw StrataException.Invalid($"--filter '{StrataException.OneLine(item)}' is not KEY=VALUE");
+                if (_values.TryGetValue(key, out var valid) && !valid.Contains(item[(eq + 1)..]))
+                    throw StrataException.Invalid($"--filter {key}= takes {string.Join(", ", valid[..^1])} or {valid[^1]}, not '{StrataException.OneLine(item[(eq + 1)..])}'");
                 (by.TryGetValue(key, out var values) ? values : by[key] = []).Add(item[(eq + 1)..]);
             }
             return new Filters(by);
@@ -124,13 +132,8 @@ static partial class Output
 
         public bool Match(string key, Func<string, bool> test) => !by.TryGetValue(key, out var values) || values.Any(test);
 
-        /// <summary>A true/false filter value (dangling=true).</summary>
-        public static bool Flag(string key, string value) => value switch
-        {
-            "true" or "1" => true,
-            "false" or "0" => false,
-            _ => throw StrataException.Invalid($"--filter {key}= takes true or false, not '{StrataException.OneLine(value)}'"),
-        };
+        /// <summary>A true/false filter value (dangling=true), as checked by <see cref="ListOptions"/>.</summary>
+        public static bool Flag(string value) => value is "true" or "1";
 
         /// <summary>label=KEY or label=KEY=VALUE against a set of labels.</summary>
         public static bool Label(string value, IReadOnlyDictionary<string, string>? labels)

@@ -266,8 +266,8 @@ public static partial class Commands
         lsOptions.AddTo(ls);
         ls.SetAction(r =>
         {
+            var filters = lsOptions.Filters(r); // before the store: a bad filter is refused even where there is none
             using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
-            var filters = lsOptions.Filters(r);
             var devices = service.Devices().Where(d => filters.Match("owner", o => (d.Owner ?? "") == o)).ToList();
             long blockSize = service.Status().Status.BlockSize;
             return Output.List(r, lsOptions, devices, d => d.Name, d => new System.Text.Json.Nodes.JsonObject

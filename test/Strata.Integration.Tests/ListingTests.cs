@@ -59,7 +59,7 @@ public sealed class ListingTests : IDisposable
 
         foreach (var (args, want) in new (string[], string)[]
         {
-            (["layer", "ls", "--filter", "kind=xx"], "kind= takes ro or rw"),
+            (["layer", "ls", "--filter", "kind=xx"], "--filter kind= takes ro or rw, not 'xx'"),
             (["layer", "ls", "--filter", "owner=x"], "unknown filter 'owner' (use label=..., kind=..., parent=...)"),
             (["layer", "ls", "--filter", "label"], "is not KEY=VALUE"),
             (["layer", "ls", "-q", "--format", "json"], "do not go together"),
@@ -211,6 +211,12 @@ public sealed class ListingTests : IDisposable
         Assert.Equal(2, Lines(_cli.Ok("ps", "-a", "-q", "--filter", "ancestor=app:1")).Length);
         Assert.Equal([created[..12]], Lines(_cli.Ok("ps", "-a", "-q", "--filter", "id=" + created[..6])));
         Assert.Equal(2, _cli.Run("ps", "--filter", "status=paused").ExitCode);
+        using (var empty = new TempRoot())
+        {
+            // refused at once, not only when there is something to filter
+            var none = new Cli(empty.Combine("store")).Run("--driver", "vfs", "ps", "--filter", "status=paused");
+            Assert.Equal((2, "strata: --filter status= takes created, running or exited, not 'paused'"), (none.ExitCode, none.Stderr.TrimEnd('\n')));
+        }
 
         string json = _cli.Ok("ps", "-a", "--format", "json");
         JsonSchemas.AssertValid("container", json, array: true);
