@@ -404,13 +404,16 @@ public sealed class ImageImporter(ImageStore images)
         return (diffId, id);
     }
 
-    /// <summary>Refuses a stored layer blob unless its tar, decompressed and read to the end, has digest <paramref name="diffId"/>.</summary>
-    void CheckDiffId(Digest blob, LayerCompression compression, Digest diffId)
+    void CheckDiffId(Digest blob, LayerCompression compression, Digest diffId) => CheckDiffId(Blobs, blob, compression, diffId);
+
+    /// <summary>Refuses a stored layer blob unless its tar, decompressed and read to the end, has digest <paramref name="diffId"/>
+    /// (an import of a layer the store has, and a pull's: the blob is checked before the layer is taken as its).</summary>
+    internal static void CheckDiffId(BlobStore blobs, Digest blob, LayerCompression compression, Digest diffId)
     {
         Digest actual;
         try
         {
-            using var raw = Blobs.Open(blob);
+            using var raw = blobs.Open(blob);
             using var tar = LayerCodec.Decompress(raw, compression);
             using var hashing = new HashingStream(tar);
             actual = hashing.Finish();

@@ -198,15 +198,7 @@ public sealed class Puller(ImageStore images, RegistrySettings settings, DockerC
     }
 
     /// <summary>Refuses a stored blob unless its tar has the diff id the config lists for it.</summary>
-    void CheckDiffId(LayerPlan p)
-    {
-        using var raw = Blobs.Open(p.Blob);
-        using var tar = LayerCodec.Decompress(raw, p.Compression);
-        using var hashing = new HashingStream(tar);
-        var actual = hashing.Finish();
-        if (actual != p.DiffId)
-            throw StrataException.Corrupt($"layer {p.Blob} unpacks to a tar with digest {actual}, not the diff id {p.DiffId} its config lists");
-    }
+    void CheckDiffId(LayerPlan p) => ImageImporter.CheckDiffId(Blobs, p.Blob, p.Compression, p.DiffId);
 
     /// <summary>The downloads of one pull: a few worker threads take the blobs in layer order.</summary>
     sealed class Downloads : IDisposable
