@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using Spectre.Console;
 using Strata.Core;
 using System.Text.Json.Nodes;
 

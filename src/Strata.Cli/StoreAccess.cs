@@ -1,8 +1,5 @@
 using System.CommandLine;
-using System.Globalization;
-using Spectre.Console;
 using Strata.Core;
-using Strata.Core.Snapshots;
 
 namespace Strata.Cli;
 

@@ -1,6 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
-using Spectre.Console;
 using Strata.Core;
 using Strata.Core.Snapshots;
 
