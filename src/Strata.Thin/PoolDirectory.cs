@@ -5,11 +5,18 @@ using Strata.Block;
 
 namespace Strata.Thin;
 
-/// <summary>Where a pool's stores are, as its directory records them in <c>pool.json</c>.</summary>
+/// <summary>Where a pool's stores are, as its directory records them in <c>pool.json</c>: a data and a metadata store,
+/// or (a resilient pool) its disks, each with the id its label carries.</summary>
 public sealed record PoolLayout
 {
-    public required string Data { get; init; }
-    public required string Metadata { get; init; }
+    /// <summary>The data store ("" for a resilient pool).</summary>
+    public string Data { get; init; } = "";
+    /// <summary>The metadata store ("" for a resilient pool).</summary>
+    public string Metadata { get; init; } = "";
+    /// <summary>A resilient pool's disks, by slot (null: a pool on one data store).</summary>
+    public List<PoolDisk>? Disks { get; init; }
+    /// <summary>The id the labels of a resilient pool's disks carry.</summary>
+    public Guid SpaceId { get; init; }
     public int AutoextendThreshold { get; init; } = 80;
     public int AutoextendPercent { get; init; } = 20;
     public long MaxDataSize { get; init; }
@@ -30,6 +37,15 @@ public sealed record PoolLayout
         DiscardFreed = DiscardFreed,
     };
 }
+
+/// <summary>A disk of a resilient pool as pool.json records it.</summary>
+public sealed record PoolDisk(string Path, Guid Id);
+
+/// <summary>What a resilient pool is made of, as `strata pool create --disk ...` asks for it.</summary>
+public sealed record DiskSpec(string Path, long? Size);
+
+/// <summary>How a resilient pool keeps its data (fixed at creation).</summary>
+public sealed record SpaceSpec(IReadOnlyList<DiskSpec> Disks, Space.Resiliency Resiliency, long SlabSize, long MetadataSize, bool Checksums);
 
 [JsonSourceGenerationOptions(WriteIndented = true)]
 [JsonSerializable(typeof(PoolLayout))]
@@ -129,6 +145,90 @@ public sealed class PoolDirectory : IDisposable
         }
     }
 
+    /// <summary>Makes a new resilient pool in <paramref name="dir"/> (which must not hold one) over the disks
+    /// <paramref name="spec"/> names, and opens it. A disk that does not exist is made as a sparse file of its size; one
+    /// that exists (a file or a block device) is taken whole, or its first size bytes, unless it carries a Strata disk
+    /// label already. Autoextend is off: the pool's size is its disks'.</summary>
+    public static PoolDirectory Create(string dir, SpaceSpec spec, uint blockSize, PoolOptions? options = null)
+    {
+        dir = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(dir));
+        Directory.CreateDirectory(dir);
+        var lockFd = Lock(dir);
+        var created = new List<string>();
+        var stores = new List<(string Path, IBlockStore Store)>();
+        try
+        {
+            if (Exists(dir)) throw StrataException.Exists($"{dir} already holds a pool");
+            options = (options ?? new PoolOptions()) with { AutoextendThreshold = 100 };
+            if (options.NoSpaceTimeout < TimeSpan.Zero || options.NoSpaceTimeout > TimeSpan.FromHours(1)) throw StrataException.Invalid("the no-space timeout must be from 0 to 1 hour");
+            foreach (var d in spec.Disks)
+            {
+                string path = System.IO.Path.GetFullPath(d.Path);
+                if (stores.Any(s => s.Path == path)) throw StrataException.Invalid($"disk {path} is named twice");
+                IBlockStore store;
+                if (Posix.TryLstat(path, out var st))
+                {
+                    if (!st.IsRegular && st.Kind != FileKind.BlockDevice) throw StrataException.Invalid($"disk {path} is neither a regular file nor a block device");
+                    var file = FileBlockStore.Open(path);
+                    store = file;
+                    stores.Add((path, store));
+                    if (Space.DiskLabel.TryRead(file, out _) is { } label)
+                        throw StrataException.Exists($"disk {path} is already a disk of a Strata pool ({label.Pool}); wipe its first 4 KiB to reuse it");
+                    if (d.Size is { } size)
+                    {
+                        if (size > file.Length) throw StrataException.Invalid($"disk {path} is {file.Length} bytes, smaller than the size asked ({size})");
+                        stores[^1] = (path, new Window(file, size));
+                    }
+                }
+                else
+                {
+                    if (d.Size is not { } size) throw StrataException.Invalid($"disk {path} does not exist: give its size to make it (--disk {d.Path},size=10G)");
+                    if (size <= 0) throw StrataException.Invalid($"disk {path}: the size must be positive");
+                    store = FileBlockStore.Create(path, size);
+                    created.Add(path);
+                    stores.Add((path, store));
+                }
+            }
+            var (data, metadata, spaceId) = Space.DiskSet.Create(stores, blockSize, spec.Resiliency, spec.SlabSize, spec.MetadataSize, spec.Checksums);
+            var layout = new PoolLayout
+            {
+                Disks = [.. data.Disks.Select(d => new PoolDisk(d.Path, d.Id))],
+                SpaceId = spaceId,
+                AutoextendThreshold = 100,
+                NoSpaceTimeoutMs = (long)options.NoSpaceTimeout.TotalMilliseconds,
+                DiscardFreed = options.DiscardFreed,
+            };
+            var pool = ThinPool.Create(data, metadata, blockSize, options);
+            AtomicWrite(LayoutFile(dir), JsonSerializer.SerializeToUtf8Bytes(layout, PoolJson.Default.PoolLayout));
+            return new PoolDirectory(dir, lockFd, layout, pool, data, metadata);
+        }
+        catch
+        {
+            foreach (var (_, store) in stores) store.Dispose();
+            foreach (var f in created) if (File.Exists(f)) File.Delete(f);
+            lockFd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The first bytes of a store (a disk given a size smaller than its file or device).</summary>
+    sealed class Window(IBlockStore inner, long length) : IBlockStore
+    {
+        public string Name => inner.Name;
+        public long Length => length;
+        public void Read(long offset, Span<byte> buffer) { Check(offset, buffer.Length); inner.Read(offset, buffer); }
+        public void Write(long offset, ReadOnlySpan<byte> data) { Check(offset, data.Length); inner.Write(offset, data); }
+        public void Flush() => inner.Flush();
+        public bool Discard(long offset, long count) { Check(offset, count); return inner.Discard(offset, count); }
+        public bool IsHole(long offset, long count) { Check(offset, count); return inner.IsHole(offset, count); }
+        public void Grow(long to) => throw StrataException.Unsupported($"{Name}: a disk of a resilient pool does not grow");
+        void Check(long offset, long count)
+        {
+            if (offset < 0 || count < 0 || offset + count > length) throw new ArgumentOutOfRangeException(nameof(offset), $"{Name}: {count} bytes at {offset} are outside its {length} bytes");
+        }
+        public void Dispose() => inner.Dispose();
+    }
+
     /// <summary>Opens the pool in <paramref name="dir"/> with the options it was created with.</summary>
     public static PoolDirectory Open(string dir, TimeSpan? commitInterval = null) =>
         Open(dir, (d, m, layout) => ThinPool.Open(d, m, layout.Options(commitInterval ?? new PoolOptions().CommitInterval)));
@@ -144,8 +244,7 @@ public sealed class PoolDirectory : IDisposable
         try
         {
             var layout = ReadLayout(dir);
-            data = FileBlockStore.Open(layout.Data);
-            metadata = FileBlockStore.Open(layout.Metadata);
+            (data, metadata) = OpenStores(layout);
             return new PoolDirectory(dir, lockFd, layout, open(data, metadata, layout), data, metadata);
         }
         catch
@@ -153,6 +252,34 @@ public sealed class PoolDirectory : IDisposable
             data?.Dispose();
             metadata?.Dispose();
             lockFd.Dispose();
+            throw;
+        }
+    }
+
+    static (IBlockStore Data, IBlockStore Metadata) OpenStores(PoolLayout layout)
+    {
+        if (layout.Disks is not { } disks) return (FileBlockStore.Open(layout.Data), FileBlockStore.Open(layout.Metadata));
+        var stores = new List<(string Path, Guid Id, IBlockStore? Store)>();
+        foreach (var d in disks)
+        {
+            IBlockStore? store = null;
+            try
+            {
+                store = FileBlockStore.Open(d.Path);
+            }
+            catch (StrataException)
+            {
+                // absent or unreadable: the disk is missing, and the pool runs degraded if it can
+            }
+            stores.Add((d.Path, d.Id, store));
+        }
+        try
+        {
+            return Space.DiskSet.Open(stores, layout.SpaceId);
+        }
+        catch
+        {
+            foreach (var s in stores) s.Store?.Dispose();
             throw;
         }
     }

@@ -271,6 +271,8 @@ public sealed partial class ThinPool
             {
                 CheckWritable();
                 mapped = TryLookupOwned(Dev(id).Root, vblock, out old, out shared);
+                // a store that keeps copies or checksums of committed blocks must never see one change in place
+                if (mapped && _poolData is { CopiesCommittedBlocks: true } && !_space.IsFresh(old)) shared = true;
                 if (mapped && !shared) fresh = 0;
                 else if (!TryAllocateData(out fresh)) throw new DataFullException();
             }

@@ -81,7 +81,7 @@ public sealed partial class ThinPool
     {
         long target = size + size * Math.Max(_options.AutoextendPercent, 1) / 100;
         if (max > 0) target = Math.Min(target, max);
-        if (store is FileBlockStore { IsDevice: true }) return size;
+        if (store is FileBlockStore { IsDevice: true } or IPoolData or Space.MetadataMirror) return size; // their size is their disks'
         long room = RoomOnDisk(store);
         if (room < long.MaxValue - size) target = Math.Min(target, size + room);
         long limit = store == _data ? (long)Math.Min(int.MaxValue, DataSpace.MaxBlocks) * BlockSize : (long)int.MaxValue * MetadataBlock.Size;

@@ -159,7 +159,7 @@ public sealed partial class ThinPool
     {
         if (!_dirty && _flushFailed is null) return;
         ulong next = _meta.Transaction + 1;
-        bool upgrading = _committed.Format < Superblock.Version;
+        bool upgrading = _committed.Format < _committed.NeededFormat;
         try
         {
             SyncData(); // the new data first (writes in place too); fails with an earlier failed flush
@@ -167,6 +167,7 @@ public sealed partial class ThinPool
             _tableBlocks = DeviceTable.Write(_meta, _devices.Values, next);
             ulong table = _tableBlocks.Count == 0 ? 0 : _tableBlocks[0];
             ulong refIndex = _space.Persist(next);
+            var (spaceTable, sums) = _poolData?.Persist(_meta, next) ?? (0, 0);
             var buffer = new byte[MetadataBlock.Size];
             foreach (var node in _meta.FreshNodes())
             {
@@ -174,7 +175,8 @@ public sealed partial class ThinPool
                 _meta.Write(node.Block, buffer);
             }
             _metaStore.Flush();
-            var sb = _committed with { Transaction = next, Format = Superblock.Version, DeviceTable = table, RefIndex = refIndex, DataBlocks = _space.Blocks, MetadataBlocks = _meta.Blocks };
+            var sb = _committed with { Transaction = next, DeviceTable = table, RefIndex = refIndex, DataBlocks = _space.Blocks, MetadataBlocks = _meta.Blocks, SpaceTable = spaceTable, Sums = sums };
+            sb = sb with { Format = sb.NeededFormat };
             sb.Write(buffer);
             _metaStore.Write((long)sb.Slot * MetadataBlock.Size, buffer);
             _metaStore.Flush();

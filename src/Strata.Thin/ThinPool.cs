@@ -30,6 +30,7 @@ public sealed partial class ThinPool : IDisposable
     public const uint DefaultBlockSize = MinBlockSize;
 
     readonly IBlockStore _data;
+    readonly IPoolData? _poolData; // the data store's own transactional state (a resilient pool), or null
     readonly IBlockStore _metaStore;
     readonly PoolOptions _options;
     readonly IoGate _gate = new();
@@ -49,6 +50,7 @@ public sealed partial class ThinPool : IDisposable
     ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed, bool rebuildCounts = false, string? slotDamage = null)
     {
         _data = data;
+        _poolData = data as IPoolData;
         _metaStore = metadata;
         _options = options;
         _slotDamage = slotDamage;
@@ -83,7 +85,14 @@ public sealed partial class ThinPool : IDisposable
         sb.Write(buffer);
         metadata.Write((long)sb.Slot * MetadataBlock.Size, buffer);
         metadata.Flush();
-        return new ThinPool(data, metadata, options ?? new PoolOptions(), sb);
+        var pool = new ThinPool(data, metadata, options ?? new PoolOptions(), sb);
+        if (pool._poolData is not null)
+        {
+            // the data store's layout is part of the pool from its first commit on
+            pool._dirty = true;
+            pool.Commit();
+        }
+        return pool;
     }
 
     /// <summary>Opens a pool at its last commit. A transaction lost to a damaged superblock (see
@@ -135,9 +144,13 @@ public sealed partial class ThinPool : IDisposable
     /// <summary>Builds the in-memory view of the committed transaction <paramref name="sb"/>.</summary>
     void Load(Superblock sb, bool rebuildCounts = false)
     {
+        if (StoreProblems(sb, null, _metaStore).ToList() is { Count: > 0 } metaProblems)
+            throw StrataException.Corrupt(string.Join("; ", metaProblems) + "; run `strata pool check`");
+        var meta = new MetadataSpace(_metaStore, sb.MetadataBlocks) { Transaction = sb.Transaction };
+        if (_poolData is not null) _poolData.Load(meta, sb.SpaceTable, sb.Sums, sb.DataBlockSize); // the data store's layout, before its length counts
+        else if (sb.SpaceTable != 0) throw StrataException.Corrupt("the pool's metadata describes a resilient pool's disks, but it was opened on one data store");
         if (StoreProblems(sb, _data, _metaStore).ToList() is { Count: > 0 } problems)
             throw StrataException.Corrupt(string.Join("; ", problems) + "; run `strata pool check`");
-        var meta = new MetadataSpace(_metaStore, sb.MetadataBlocks) { Transaction = sb.Transaction };
         var space = new DataSpace(meta, sb.DataBlocks);
         var (records, tableBlocks) = DeviceTable.Load(meta, sb.DeviceTable, sb.Format);
         foreach (var d in records) CountTree(meta, d.Root);

@@ -66,13 +66,13 @@ public sealed class DeviceOwnerTests
             Assert.All(pool.Devices(), d => Assert.Null(d.Owner));
             pool.CreateDevice("held", Bs, owner: "layer held");
         }
-        Assert.Equal(Strata.Thin.Metadata.Superblock.Version, ThinPool.ReadSuperblock(metadata).Format);
+        Assert.Equal(Strata.Thin.Metadata.Superblock.PlainVersion, ThinPool.ReadSuperblock(metadata).Format);
         // both slots: an older Strata must find no format 1 slot to fall back to (it would roll the pool back silently)
         var slot = new byte[4096];
         for (int i = 0; i < 2; i++)
         {
             metadata.Read(i * 4096L, slot);
-            Assert.Equal(Strata.Thin.Metadata.Superblock.Version, System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(slot.AsSpan(40)));
+            Assert.Equal(Strata.Thin.Metadata.Superblock.PlainVersion, System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(slot.AsSpan(40)));
         }
         Assert.True(PoolChecker.Check(data, metadata).Clean, Errors(PoolChecker.Check(data, metadata)));
         using (var pool = ThinPool.Open(data, metadata, NoTimer))

@@ -31,6 +31,7 @@ sealed class DataSpace
     ulong _cursor;
     readonly List<ulong> _quarantined = [];
     readonly HashSet<ulong> _dropped = []; // counts that went down in this transaction and are not 0
+    readonly HashSet<ulong> _fresh = [];   // blocks allocated in this transaction (no commit maps them)
 
     /// <summary>The most data blocks the count radix can address.</summary>
     public const ulong MaxBlocks = (ulong)PointersPerBlock * PointersPerBlock * CountsPerBlock;
@@ -67,6 +68,10 @@ sealed class DataSpace
     /// that no longer does, so writing it in place could change what that commit holds.</summary>
     public bool DroppedSinceCommit(ulong block) => _dropped.Contains(block);
 
+    /// <summary>Whether the block was allocated in this transaction: no commit maps it, so a crash cannot bring back a
+    /// tree that sees what is written into it now.</summary>
+    public bool IsFresh(ulong block) => _fresh.Contains(block);
+
     public void Ref(ulong block)
     {
         CheckBlock(block);
@@ -100,6 +105,7 @@ sealed class DataSpace
             {
                 _refs[b] = 1;
                 _dirtyChunks.Add((int)(b / CountsPerBlock));
+                _fresh.Add(b);
                 Free--;
                 block = b;
                 return true;
@@ -124,6 +130,7 @@ sealed class DataSpace
         if (block >= Blocks || _refs[block] != 0 || _quarantine[(int)block]) return false;
         _refs[block] = 1;
         _dirtyChunks.Add((int)(block / CountsPerBlock));
+        _fresh.Add(block);
         Free--;
         _cursor = block + 1 == Blocks ? 0 : block + 1;
         return true;
@@ -269,6 +276,7 @@ sealed class DataSpace
         }
         _quarantined.Clear();
         _dropped.Clear();
+        _fresh.Clear();
         Free += (ulong)released.Count;
         Quarantined = 0;
         return released;

@@ -14,6 +14,9 @@ enum BlockKind : ushort
     Devices = 4,
     RefCounts = 5,
     RefIndex = 6,
+    Space = 7,
+    SumIndex = 8,
+    Sums = 9,
 }
 
 /// <summary>
@@ -73,7 +76,20 @@ static class MetadataBlock
         if (Problem(block, number, kind) is { } problem) throw StrataException.Corrupt(problem + "; run `strata pool check`");
     }
 
-    static uint Crc32C(ReadOnlySpan<byte> data)
+    /// <summary>Whether a block read from one copy of a mirrored metadata store is whole, without knowing what it should
+    /// be: all zeros (never written), or a known kind whose checksum matches; and the transaction that wrote it.</summary>
+    public static bool SelfConsistent(ReadOnlySpan<byte> block, out ulong transaction)
+    {
+        transaction = 0;
+        if (block.IndexOfAnyExcept((byte)0) < 0) return true;
+        var kind = Kind(block);
+        if (kind is < BlockKind.Superblock or > BlockKind.Sums) return false;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(block) != (Crc32C(block[4..Size]) ^ Salt(kind))) return false;
+        transaction = Transaction(block);
+        return true;
+    }
+
+    public static uint Crc32C(ReadOnlySpan<byte> data)
     {
         uint crc = 0xFFFF_FFFF;
         int i = 0;

@@ -76,8 +76,8 @@ public interface IPoolService : IDisposable
 
 /// <summary>What <see cref="IPoolService.Status"/> reports: the pool's directory and layout (pool.json), its status, and
 /// what the process that has it open counts: devices whose deletion waits for their last close, and device files
-/// its exports have open (each attached device holds one).</summary>
-public sealed record PoolInfo(string Directory, PoolLayout Layout, PoolStatus Status, int DeferredDeletes, int OpenFiles);
+/// its exports have open (each attached device holds one); and a resilient pool's space (null: a pool on one data store).</summary>
+public sealed record PoolInfo(string Directory, PoolLayout Layout, PoolStatus Status, int DeferredDeletes, int OpenFiles, Space.SpaceInfo? Space = null);
 
 /// <summary>What <see cref="IPoolService.Check"/> found (see <see cref="CheckReport"/>): errors, the metadata is damaged;
 /// leaks, data blocks counted as used that no device maps.</summary>

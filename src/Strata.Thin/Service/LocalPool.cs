@@ -66,7 +66,7 @@ public sealed class LocalPool : IPoolService
 
     public IReadOnlyList<ThinDeviceInfo> Devices() => Pool.Devices();
 
-    public PoolInfo Status() => new(_dir.Path, _dir.Layout, Pool.Status(), Pool.DeferredDeletes, OpenFiles: 0);
+    public PoolInfo Status() => new(_dir.Path, _dir.Layout, Pool.Status(), Pool.DeferredDeletes, OpenFiles: 0, (_dir.Data as Space.ResilientStore)?.Info());
 
     public IReadOnlyList<string> SuperblockProblems() => _pool is { } pool ? pool.SuperblockProblems() : ThinPool.ReadSuperblockProblems(_dir.Metadata);
 

@@ -1,0 +1,82 @@
+using Strata.Block;
+
+namespace Strata.Thin.Space;
+
+/// <summary>
+/// Makes and finds the disks of a resilient pool: lays each disk out (label, metadata copy, slabs), writes the labels,
+/// and opens a set of disks by their labels into the pool's two stores, the data (<see cref="ResilientStore"/>) and the
+/// metadata (<see cref="MetadataMirror"/>). A disk pool.json names that is absent, unreadable or not the recorded one
+/// opens as missing; the pool then runs degraded, if its resiliency allows.
+/// </summary>
+public static class DiskSet
+{
+    public const long MinMetadataSize = 1 << 20;
+
+    /// <summary>Where the slabs of a disk start: after the label and the metadata copy, on a MiB boundary.</summary>
+    public static long DataStart(long metadataSize) => (DiskLabel.Size + metadataSize + (1 << 20) - 1) / (1 << 20) * (1 << 20);
+
+    /// <summary>Writes labels on <paramref name="stores"/> (by slot) and returns the pool's stores over them.</summary>
+    public static (ResilientStore Data, MetadataMirror Metadata, Guid Pool) Create(IReadOnlyList<(string Path, IBlockStore Store)> stores,
+        uint blockSize, Resiliency resiliency, long slabSize, long metadataSize, bool checksums)
+    {
+        if (stores.Count == 0) throw StrataException.Invalid("a resilient pool needs at least one disk (--disk PATH)");
+        if (metadataSize < MinMetadataSize || metadataSize % 4096 != 0) throw StrataException.Invalid($"the metadata size {metadataSize} must be a multiple of 4 KiB, at least 1 MiB");
+        if (stores.Select(s => s.Path).Distinct().Count() != stores.Count) throw StrataException.Invalid("a disk is named twice");
+        long dataStart = DataStart(metadataSize);
+        var pool = Guid.NewGuid();
+        var disks = new List<Disk>();
+        for (int slot = 0; slot < stores.Count; slot++)
+        {
+            var (path, store) = stores[slot];
+            long slabs = Math.Max(0, (store.Length - dataStart) / slabSize);
+            if (slabs == 0) throw StrataException.Invalid($"disk {path} ({store.Length} bytes) has no room for a slab of {slabSize} bytes after its label and metadata ({dataStart} bytes)");
+            disks.Add(new Disk(slot, Guid.NewGuid(), path, store, dataStart, slabs, DiskState.Healthy));
+        }
+        var data = ResilientStore.Create(disks, blockSize, resiliency, slabSize, checksums);
+        foreach (var d in disks)
+        {
+            // the metadata copies start as zeros on every disk: what an earlier pool left there must not read as ours
+            d.Store!.Write(DiskLabel.Size, new byte[2 * 4096]);
+            new DiskLabel(d.Slot, pool, d.Id, DiskLabel.Size, metadataSize, dataStart, slabSize, d.Slabs).Write(d.Store);
+            d.Store.Flush();
+        }
+        return (data, new MetadataMirror(disks, DiskLabel.Size, metadataSize), pool);
+    }
+
+    /// <summary>Opens the disks of pool <paramref name="pool"/>: <paramref name="stores"/> by slot, with the id each should
+    /// carry (null store: absent).</summary>
+    public static (ResilientStore Data, MetadataMirror Metadata) Open(IReadOnlyList<(string Path, Guid Id, IBlockStore? Store)> stores, Guid pool)
+    {
+        var disks = new List<Disk>();
+        DiskLabel? any = null;
+        for (int slot = 0; slot < stores.Count; slot++)
+        {
+            var (path, id, store) = stores[slot];
+            DiskLabel? label = null;
+            string? problem = null;
+            if (store is not null)
+                try
+                {
+                    label = DiskLabel.TryRead(store, out problem);
+                    if (label is not null && (label.Pool != pool || label.Disk != id || label.Slot != slot))
+                        (label, problem) = (null, "its label names another pool or disk");
+                }
+                catch (Exception ex) when (ex is IOException or StrataException)
+                {
+                    problem = $"its label does not read ({ex.Message})";
+                }
+            if (label is null)
+            {
+                store?.Dispose();
+                var missing = new Disk(slot, id, path, null, 0, 0, DiskState.Missing);
+                missing.SetState(DiskState.Missing, store is null ? "not found" : problem);
+                disks.Add(missing);
+                continue;
+            }
+            any ??= label;
+            disks.Add(new Disk(slot, id, path, store, label.DataStart, label.Slabs, DiskState.Healthy));
+        }
+        if (any is null) throw StrataException.NotFound($"no disk of the pool is present ({string.Join(", ", disks.Select(d => $"{d.Path}: {d.Reason}"))})");
+        return (ResilientStore.Open(disks), new MetadataMirror(disks, any.MetadataOffset, any.MetadataLength));
+    }
+}
