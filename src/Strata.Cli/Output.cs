@@ -40,7 +40,8 @@ static partial class Output
     public static JsonObject Status(IEnumerable<StatusField> fields)
     {
         var o = new JsonObject();
-        foreach (var f in fields) o[f.JsonName] = Node(f.Data);
+        foreach (var f in fields)
+            if (f.Data != StatusField.TextOnly) o[f.JsonName] = Node(f.Data);
         return o;
     }
 

@@ -1,9 +1,11 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Numerics;
 using Spectre.Console;
 using Strata.Core;
 using Strata.Thin;
 using Strata.Thin.Service;
+using Strata.Thin.Space;
 
 namespace Strata.Cli;
 
@@ -80,20 +82,29 @@ public static partial class Commands
         var dataPath = new Option<string?>("--data") { Description = "Data store: a file (made sparse) or a block device (default: POOL/data)", HelpName = "FILE|DEVICE" };
         var metaPath = new Option<string?>("--metadata") { Description = "Metadata store: a file (made sparse) or a block device (default: POOL/metadata)", HelpName = "FILE|DEVICE" };
         var dataSize = new Option<string>("--data-size") { Description = "Size of a data file (sparse: it takes space as blocks are written)", HelpName = "SIZE", DefaultValueFactory = _ => "100G" };
-        var metaSize = new Option<string>("--metadata-size") { Description = "Size of a metadata file (sparse)", HelpName = "SIZE", DefaultValueFactory = _ => "2G" };
+        var metaSize = new Option<string?>("--metadata-size") { Description = "Size of a metadata file (sparse; default 2G), or of the metadata copy on each disk (default: 1/64 of the smallest disk, 1M to 256M)", HelpName = "SIZE" };
         var blockSize = new Option<string>("--block-size") { Description = "Block size: a power of two from 64K to 1G (fixed at creation)", HelpName = "SIZE", DefaultValueFactory = _ => "64K" };
         var threshold = new Option<int>("--autoextend-threshold") { Description = "Grow a store file by --autoextend-percent when this percent of it is used (100: never)", HelpName = "PERCENT", DefaultValueFactory = _ => 80 };
         var percent = new Option<int>("--autoextend-percent") { Description = "How much to grow a store file by, in percent of its size", HelpName = "PERCENT", DefaultValueFactory = _ => 20 };
         var maxData = new Option<string?>("--max-data-size") { Description = "The largest the data file may grow to (default: as far as the disk has room)", HelpName = "SIZE" };
         var maxMeta = new Option<string?>("--max-metadata-size") { Description = "The largest the metadata file may grow to (default: as far as the disk has room)", HelpName = "SIZE" };
         var noSpace = new Option<int>("--no-space-timeout") { Description = "Seconds a write waits for space when the pool is full before it fails (0: fail at once)", HelpName = "SECONDS", DefaultValueFactory = _ => 0 };
-        var create = new Command("create", "Create a pool") { dataPath, metaPath, dataSize, metaSize, blockSize, threshold, percent, maxData, maxMeta, noSpace };
+        var disks = new Option<string[]>("--disk") { Description = "A disk of a resilient pool (repeat it): a file (made sparse when it does not exist: give its size) or a block device", HelpName = "PATH[,size=SIZE]" };
+        var resiliency = new Option<string?>("--resiliency") { Description = "How the disks keep each block: simple, mirror, mirror3, parity, parity2 (default: mirror on 2 disks or more, simple on one)", HelpName = "KIND" };
+        var slabSize = new Option<string?>("--slab-size") { Description = "The unit the disks are given out in, a multiple of 1M and of the block size (default: 1/32 of the smallest disk, a power of two from 1M to 256M)", HelpName = "SIZE" };
+        var checksum = new Option<string>("--checksum") { Description = "Data checksums of a resilient pool, verified on every read: crc32c or none", HelpName = "KIND", DefaultValueFactory = _ => "crc32c" };
+        var create = new Command("create", "Create a pool: on a data and a metadata store, or resilient over disks (--disk ...)") { dataPath, metaPath, dataSize, metaSize, blockSize, threshold, percent, maxData, maxMeta, noSpace, disks, resiliency, slabSize, checksum };
         create.SetAction(r =>
         {
             if (Served(r)) throw StrataException.Exists($"{PoolDir(r)} already holds a pool");
             long bs = ByteSize.ParseWithUnit(r.GetValue(blockSize)!, "--block-size");
             if (bs is < ThinPool.MinBlockSize or > ThinPool.MaxBlockSize || !long.IsPow2(bs))
                 throw StrataException.Invalid($"block size {r.GetValue(blockSize)} must be a power of two from 64K to 1G");
+            if (r.GetValue(disks) is { Length: > 0 } diskArgs)
+                return CreateResilient(r, diskArgs, (uint)bs, r.GetValue(resiliency), r.GetValue(slabSize), r.GetValue(checksum)!, r.GetValue(metaSize), r.GetValue(noSpace),
+                    [dataPath, metaPath, dataSize, threshold, percent, maxData, maxMeta]);
+            foreach (var o in new Option[] { resiliency, checksum, slabSize })
+                if (r.GetResult(o) is { Implicit: false }) throw StrataException.Invalid($"{o.Name} is for a pool over disks (--disk PATH ...)");
             var options = new PoolOptions
             {
                 CommitInterval = TimeSpan.Zero,
@@ -103,7 +114,7 @@ public static partial class Commands
                 MaxMetadataSize = r.GetValue(maxMeta) is { } mm ? ByteSize.ParseWithUnit(mm, "--max-metadata-size") : 0,
                 NoSpaceTimeout = r.GetValue(noSpace) is >= 0 and <= 3600 and var t ? TimeSpan.FromSeconds(t) : throw StrataException.Invalid("--no-space-timeout must be from 0 to 3600 seconds"),
             };
-            using var dir = PoolDirectory.Create(PoolDir(r), ByteSize.ParseWithUnit(r.GetValue(dataSize)!, "--data-size"), ByteSize.ParseWithUnit(r.GetValue(metaSize)!, "--metadata-size"),
+            using var dir = PoolDirectory.Create(PoolDir(r), ByteSize.ParseWithUnit(r.GetValue(dataSize)!, "--data-size"), ByteSize.ParseWithUnit(r.GetValue(metaSize) ?? "2G", "--metadata-size"),
                 (uint)bs, r.GetValue(dataPath) is { } d ? Io.Current.FullPath(d) : null, r.GetValue(metaPath) is { } m ? Io.Current.FullPath(m) : null, options);
             Io.Current.Out.WriteLine(dir.Path);
             return 0;
@@ -282,8 +293,81 @@ public static partial class Commands
         });
         device.Subcommands.Add(ls);
         pool.Subcommands.Add(device);
+        pool.Subcommands.Add(DiskCommand());
         return pool;
     }
+
+    static int CreateResilient(ParseResult r, string[] diskArgs, uint blockSize, string? resiliency, string? slabSize, string checksum, string? metaSize, int noSpace, Option[] plainOnly)
+    {
+        foreach (var o in plainOnly)
+            if (r.GetResult(o) is { Implicit: false }) throw StrataException.Invalid($"{o.Name} is for a pool on a data and a metadata store, not over disks");
+        var specs = diskArgs.Select(ParseDisk).ToList();
+        var kind = resiliency is null ? (specs.Count > 1 ? Resiliency.Mirror : Resiliency.Simple) : ResiliencyNames.Parse(resiliency);
+        bool sums = checksum switch
+        {
+            "crc32c" => true,
+            "none" => false,
+            _ => throw StrataException.Invalid($"unknown --checksum '{checksum}' (crc32c or none)"),
+        };
+        // a disk that does not exist yet has the size given (ParseDisk refuses none later)
+        long smallest = specs.Min(d => d.Size ?? (Path.Exists(d.Path) ? SizeOf(d.Path) : long.MaxValue));
+        long slab = slabSize is not null ? ByteSize.ParseWithUnit(slabSize, "--slab-size")
+            : Math.Max(Math.Max(1L << 20, blockSize), (long)BitOperations.RoundUpToPowerOf2((ulong)Math.Clamp(smallest / 32, 1, 256L << 20) + 1) / 2);
+        long meta = metaSize is not null ? ByteSize.ParseWithUnit(metaSize, "--metadata-size")
+            : Math.Clamp(smallest / 64 / (1 << 20) * (1 << 20), DiskSet.MinMetadataSize, 256L << 20);
+        if (noSpace is < 0 or > 3600) throw StrataException.Invalid("--no-space-timeout must be from 0 to 3600 seconds");
+        using var dir = PoolDirectory.Create(PoolDir(r), new SpaceSpec(specs, kind, slab, meta, sums), blockSize,
+            new PoolOptions { CommitInterval = TimeSpan.Zero, NoSpaceTimeout = TimeSpan.FromSeconds(noSpace) });
+        Io.Current.Out.WriteLine(dir.Path);
+        return 0;
+    }
+
+    static long SizeOf(string path)
+    {
+        using var store = FileBlockStore.Open(path);
+        return store.Length;
+    }
+
+    /// <summary>PATH or PATH,size=SIZE (the last ",size=" splits: a path may hold commas).</summary>
+    internal static DiskSpec ParseDisk(string text)
+    {
+        int at = text.LastIndexOf(",size=", StringComparison.Ordinal);
+        string path = at < 0 ? text : text[..at];
+        if (path.Length == 0) throw StrataException.Invalid($"--disk '{text}' names no path");
+        long? size = at < 0 ? null : ByteSize.ParseWithUnit(text[(at + 6)..], "--disk size");
+        return new DiskSpec(Io.Current.FullPath(path), size);
+    }
+
+    static Command DiskCommand()
+    {
+        var disk = new Command("disk", "The disks of a resilient pool");
+        var lsOptions = new Output.ListOptions("disk", "state");
+        var ls = new Command("ls", "List the pool's disks: state, size, slabs, errors (read, write, checksum) and sectors repaired");
+        lsOptions.AddTo(ls);
+        ls.SetAction(r =>
+        {
+            var filters = lsOptions.Filters(r);
+            using var service = OpenPool(r, commitInterval: TimeSpan.Zero);
+            var space = service.Status().Space ?? throw StrataException.Invalid($"pool {PoolDir(r)} is on one data store, not over disks");
+            var rows = space.Disks.Where(d => filters.Match("state", s => d.State == s)).ToList();
+            return Output.List(r, lsOptions, rows, d => d.Path, d => DiskJson(d, space),
+                ["SLOT", "PATH", "STATE", "SIZE", "SLABS", "USED", "READ ERR", "WRITE ERR", "CHECKSUM ERR", "REPAIRED"], (d, _) =>
+                [[
+                    d.Slot.ToString(CultureInfo.InvariantCulture), d.Path, d.Reason is null ? d.State : $"{d.State} ({d.Reason})", Bytes(d.Bytes),
+                    d.Slabs.ToString(CultureInfo.InvariantCulture), d.SlabsUsed.ToString(CultureInfo.InvariantCulture),
+                    d.ReadErrors.ToString(CultureInfo.InvariantCulture), d.WriteErrors.ToString(CultureInfo.InvariantCulture),
+                    d.ChecksumErrors.ToString(CultureInfo.InvariantCulture), d.Repaired.ToString(CultureInfo.InvariantCulture),
+                ]]);
+        });
+        disk.Subcommands.Add(ls);
+        return disk;
+    }
+
+    static System.Text.Json.Nodes.JsonObject DiskJson(DiskInfo d, SpaceInfo space) => new()
+    {
+        ["Slot"] = d.Slot, ["Path"] = d.Path, ["State"] = d.State, ["Reason"] = d.Reason, ["Size"] = d.Bytes, ["Slabs"] = d.Slabs, ["SlabsUsed"] = d.SlabsUsed,
+        ["SlabSize"] = space.SlabSize, ["ReadErrors"] = d.ReadErrors, ["WriteErrors"] = d.WriteErrors, ["ChecksumErrors"] = d.ChecksumErrors, ["Repaired"] = d.Repaired,
+    };
 
     /// <summary>Refuses (InUse, naming the owner) to change a device that its owner holds, unless forced: the pool
     /// refuses deleting one itself; writes and resizes are the CLI's to refuse, as the owner's own IO goes through the
@@ -317,12 +401,27 @@ public static partial class Commands
     {
         s = info.Status;
         var layout = info.Layout;
+        List<StatusField> stores = info.Space is { } space
+            ?
+            [
+                new("Resiliency", space.DataColumns > 1 || space.ParityColumns > 0 ? $"{space.Resiliency} ({space.DataColumns}+{space.ParityColumns})" : space.Resiliency, space.Resiliency),
+                StatusField.Flag("Checksums", space.Checksums),
+                new("Health", space.AtRisk.Count == 0 ? space.Health : $"{space.Health}: {string.Join("; ", space.AtRisk)}", space.Health),
+                new("Disks", space.Disks.Count.ToString(CultureInfo.InvariantCulture), new System.Text.Json.Nodes.JsonArray([.. space.Disks.Select(d => DiskJson(d, space))])),
+                StatusField.Bytes("Raw Space", space.RawBytes),
+                StatusField.Bytes("Usable Space", space.UsableBytes),
+                StatusField.Bytes("Slab Size", space.SlabSize),
+                StatusField.Count("Slabs", space.Slabs),
+                StatusField.Count("Unrecoverable Sectors", space.Unrecoverable),
+                .. space.Disks.Select(d => StatusField.Text($"Disk {d.Slot}",
+                    $"{d.Path}: {d.State}{(d.Reason is null ? "" : $" ({d.Reason})")}, {ByteSize.Format(d.Bytes)}, {d.SlabsUsed} of {d.Slabs} slabs used, errors {d.ReadErrors} read {d.WriteErrors} write {d.ChecksumErrors} checksum, {d.Repaired} sectors repaired")),
+            ]
+            : [new("Data file", layout.Data), new("Metadata file", layout.Metadata)];
         return
         [
             new("Pool Directory", info.Directory),
             StatusField.Bytes("Pool Blocksize", s.BlockSize),
-            new("Data file", layout.Data),
-            new("Metadata file", layout.Metadata),
+            .. stores,
             .. Strata.Core.Drivers.Thin.ThinDriver.SpaceLines(s),
             StatusField.Count("Thin Devices", s.Devices),
             StatusField.Count("Transaction", (long)s.Transaction),

@@ -18,6 +18,12 @@ public sealed record StatusField(string Key, string Value, object? Data)
     /// <summary>A value that could not be had: <paramref name="why"/> for people, null for scripts.</summary>
     public static StatusField Unknown(string key, string why) => new(key, why, null);
 
+    /// <summary>What <see cref="Data"/> holds for a line that is for people only (its data is in another line's).</summary>
+    public static readonly object TextOnly = new();
+
+    /// <summary>A line for people only: JSON leaves it out (another line carries its data).</summary>
+    public static StatusField Text(string key, string value) => new(key, value, TextOnly);
+
     /// <summary>The key as a JSON member name: its words joined, each capitalized ("Supports d_type": SupportsDType).</summary>
     public string JsonName => string.Concat(Key.Split([' ', '_', '-', '.'], StringSplitOptions.RemoveEmptyEntries).Select(w => char.ToUpperInvariant(w[0]) + w[1..]));
 }

@@ -63,7 +63,8 @@ public static class PoolChecker
         }
         var sb = slots.Current;
         foreach (var problem in slots.Problems()) Error(problem, repairable: true);
-        foreach (var problem in ThinPool.StoreProblems(sb, data, metadata)) Error(problem);
+        // a resilient pool's data store has the length its space table gives it (checked below), not one of its own
+        foreach (var problem in ThinPool.StoreProblems(sb, data is IPoolData ? null : data, metadata)) Error(problem);
         // a metadata store cut short: the blocks past its end are reported where something points at them, never read
         ulong readable = Math.Min(sb.MetadataBlocks, (ulong)metadata.Length / MetadataBlock.Size);
         var roles = new Dictionary<ulong, string>();
@@ -87,6 +88,28 @@ public static class PoolChecker
             roles[block] = role;
             return true;
         }
+
+        if (sb.SpaceTable != 0)
+            try
+            {
+                var scratch = new MetadataSpace(metadata, sb.MetadataBlocks);
+                var (record, tableBlocks) = Space.SpaceTable.Load(scratch, sb.SpaceTable, sb.DataBlockSize);
+                foreach (ulong b in tableBlocks) Claim(b, "space table");
+                long bytes = record.Slabs.Count * record.Shape.DataBytes(record.SlabSize);
+                if ((ulong)(bytes / sb.DataBlockSize) < sb.DataBlocks)
+                    Error($"the space table's {record.Slabs.Count} slabs hold {bytes / sb.DataBlockSize} data blocks, fewer than the pool's {sb.DataBlocks}");
+                if (sb.Sums != 0)
+                {
+                    if (!record.Checksums) Error("the pool has data checksums but its space table says it keeps none");
+                    var sums = new Space.ChecksumTable((ulong)(bytes / Space.ResilientStore.SectorSize));
+                    sums.Load(scratch, sb.Sums);
+                    foreach (ulong b in sums.Blocks()) Claim(b, "data checksums");
+                }
+            }
+            catch (StrataException ex)
+            {
+                Error($"space table: {ex.Message}");
+            }
 
         List<DeviceRecord> devices = [];
         try

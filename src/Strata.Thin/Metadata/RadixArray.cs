@@ -21,6 +21,9 @@ sealed class RadixArray(MetadataSpace meta, BlockKind leafKind, BlockKind indexK
 
     public ulong Top => _top;
 
+    /// <summary>Every metadata block the radix takes (for check).</summary>
+    public IEnumerable<ulong> Blocks() => _blocks.SelectMany(level => level).Append(_top).Where(b => b != 0);
+
     /// <summary>The most values <paramref name="levels"/> levels can address.</summary>
     public static ulong Capacity(int levels) => (ulong)Math.Pow(PerIndex, levels) * PerLeaf;
 

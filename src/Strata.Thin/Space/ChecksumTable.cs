@@ -105,6 +105,9 @@ sealed class ChecksumTable
         });
     }
 
+    /// <summary>The metadata blocks the committed sums take (for check).</summary>
+    public IEnumerable<ulong> Blocks() => _radix?.Blocks() ?? [];
+
     /// <summary>Writes the leaves changed since the last commit; returns the new top.</summary>
     public ulong Persist(ulong transaction)
     {
