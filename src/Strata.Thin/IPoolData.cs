@@ -12,6 +12,15 @@ interface IPoolData
 {
     bool CopiesCommittedBlocks { get; }
 
+    /// <summary>Whether the store's own state changed since the last commit (the pool commits it then).</summary>
+    bool Dirty { get; }
+
+    /// <summary>The pool is open (after each load): <paramref name="allocated"/> says whether a data block is in use.</summary>
+    void Opened(Func<long, bool> allocated);
+
+    /// <summary>The pool closes: background work (a rebuild) stops before its last commit.</summary>
+    void Close();
+
     /// <summary>Loads the state the committed transaction records (its blocks counted as used in <paramref name="meta"/>).</summary>
     void Load(MetadataSpace meta, ulong table, ulong sums, uint blockSize);
 

@@ -43,7 +43,7 @@ public sealed partial class ThinPool
             // no metadata changed (or none can be committed any more: the pool is read-only): every write completed
             // so far went in place, into blocks the last commit maps, and needs a flush of the data, not a commit,
             // so IO goes on meanwhile (a periodic commit never flushes such writes; only a user's flush or FUA does)
-            inPlaceOnly = _readOnly is not null || !_dirty && _flushFailed is null;
+            inPlaceOnly = _readOnly is not null || !_dirty && _flushFailed is null && _poolData is not { Dirty: true };
         }
         if (inPlaceOnly)
         {
@@ -93,7 +93,7 @@ public sealed partial class ThinPool
     {
         try
         {
-            if (!_disposed && _dirty) Commit();
+            if (!_disposed && (_dirty || _poolData is { Dirty: true })) Commit();
         }
         catch (Exception)
         {
@@ -157,6 +157,12 @@ public sealed partial class ThinPool
 
     void CommitLocked()
     {
+        if (_poolData is { Dirty: true }) _dirty = true; // a disk's state, a rebuilt slab
+        if (_poolData is not null && (ulong)(_data.Length / BlockSize) > _space.Blocks)
+        {
+            _space.Grow((ulong)(_data.Length / BlockSize)); // a disk added room
+            _dirty = true;
+        }
         if (!_dirty && _flushFailed is null) return;
         ulong next = _meta.Transaction + 1;
         bool upgrading = _committed.Format < _committed.NeededFormat;

@@ -151,7 +151,7 @@ public sealed partial class ThinPool : IDisposable
         else if (sb.SpaceTable != 0) throw StrataException.Corrupt("the pool's metadata describes a resilient pool's disks, but it was opened on one data store");
         if (StoreProblems(sb, _data, _metaStore).ToList() is { Count: > 0 } problems)
             throw StrataException.Corrupt(string.Join("; ", problems) + "; run `strata pool check`");
-        var space = new DataSpace(meta, sb.DataBlocks);
+        var space = new DataSpace(meta, sb.DataBlocks) { LowFirst = _poolData is not null };
         var (records, tableBlocks) = DeviceTable.Load(meta, sb.DeviceTable, sb.Format);
         foreach (var d in records) CountTree(meta, d.Root);
         if (!rebuildCounts) space.Load(sb.RefIndex);
@@ -178,6 +178,7 @@ public sealed partial class ThinPool : IDisposable
         _committed = sb;
         _dirty = false;
         _readOnly = sb.NeedsCheck ? "its metadata needs a check (needs_check is set): run `strata pool check`, then `strata pool repair`" : null;
+        _poolData?.Opened(b => (ulong)b < _space.Blocks && _space.Refs((ulong)b) > 0);
     }
 
     /// <summary>How many distinct leaf entries map each data block (what the stored counts must say).</summary>
@@ -238,6 +239,7 @@ public sealed partial class ThinPool : IDisposable
     {
         if (_disposed) return;
         _timer?.Dispose();
+        _poolData?.Close();
         try
         {
             Commit(); // read-only: flushes what was written in place

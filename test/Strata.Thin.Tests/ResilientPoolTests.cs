@@ -46,9 +46,12 @@ public sealed class ResilientPoolTests
     [Theory]
     [InlineData(Resiliency.Simple, 1, 1, 0)]
     [InlineData(Resiliency.Parity, 3, 2, 1)]
-    [InlineData(Resiliency.Parity, 5, 4, 1)]
+    [InlineData(Resiliency.Parity, 4, 2, 1)]
+    [InlineData(Resiliency.Parity, 5, 2, 1)]
+    [InlineData(Resiliency.Parity, 6, 4, 1)]
     [InlineData(Resiliency.Parity2, 4, 2, 2)]
-    [InlineData(Resiliency.Parity2, 6, 4, 2)]
+    [InlineData(Resiliency.Parity2, 6, 2, 2)]
+    [InlineData(Resiliency.Parity2, 7, 4, 2)]
     public void ParityUsesAPowerOfTwoDataColumns(Resiliency r, int disks, int data, int parity)
     {
         var shape = SlabShape.For(r, disks, Bs);

@@ -60,6 +60,10 @@ sealed class DataSpace
 
     public ulong Quarantined { get; private set; }
 
+    /// <summary>Each transaction allocates from the lowest free block on (a resilient pool: blocks stay in the slabs that
+    /// are placed, and the rest stays free for rebuilds), instead of going on where the last one stopped.</summary>
+    public bool LowFirst { get; set; }
+
     public ulong Top => _top;
 
     public uint Refs(ulong block) => _refs[block];
@@ -277,6 +281,7 @@ sealed class DataSpace
         _quarantined.Clear();
         _dropped.Clear();
         _fresh.Clear();
+        if (LowFirst) _cursor = 0;
         Free += (ulong)released.Count;
         Quarantined = 0;
         return released;

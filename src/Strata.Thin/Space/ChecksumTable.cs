@@ -27,7 +27,19 @@ sealed class ChecksumTable
         _leaves = new uint[RadixArray.Leaves(sectors)][];
     }
 
-    public ulong Sectors { get; }
+    public ulong Sectors { get; private set; }
+
+    /// <summary>Makes room for <paramref name="sectors"/> sectors (a pool that grew).</summary>
+    public void Grow(ulong sectors)
+    {
+        lock (_lock)
+        {
+            if (sectors <= Sectors) return;
+            Array.Resize(ref _leaves, RadixArray.Leaves(sectors));
+            _radix?.Resize(sectors);
+            Sectors = sectors;
+        }
+    }
 
     /// <summary>The crc32c of a sector's 4096 bytes.</summary>
     public static uint Sum(ReadOnlySpan<byte> sector)

@@ -40,7 +40,29 @@ public static class DiskSet
             new DiskLabel(d.Slot, pool, d.Id, DiskLabel.Size, metadataSize, dataStart, slabSize, d.Slabs).Write(d.Store);
             d.Store.Flush();
         }
-        return (data, new MetadataMirror(disks, DiskLabel.Size, metadataSize), pool);
+        return (data, new MetadataMirror(() => data.Disks, DiskLabel.Size, metadataSize), pool);
+    }
+
+    /// <summary>Makes <paramref name="store"/> the next disk of a pool (not yet added: <see cref="ResilientStore.AddDisk"/> or
+    /// <see cref="ResilientStore.ReplaceDisk"/> does that): writes its label and a copy of the metadata as it is now (run it
+    /// with no commit going on: under <see cref="ThinPool.ReadCommitted{T}"/>).</summary>
+    public static Disk Join(ResilientStore data, MetadataMirror metadata, Guid pool, string path, IBlockStore store)
+    {
+        if (data.Disks.Any(d => d.Path == path && d.State != DiskState.Retired)) throw StrataException.Exists($"{path} is a disk of the pool already");
+        long dataStart = DataStart(metadata.Length);
+        long slabs = Math.Max(0, (store.Length - dataStart) / data.SlabSize);
+        if (slabs == 0) throw StrataException.Invalid($"disk {path} ({store.Length} bytes) has no room for a slab of {data.SlabSize} bytes after its label and metadata ({dataStart} bytes)");
+        var buffer = new byte[1 << 20];
+        for (long at = 0; at < metadata.Length; at += buffer.Length)
+        {
+            int n = (int)Math.Min(buffer.Length, metadata.Length - at);
+            metadata.Read(at, buffer.AsSpan(0, n));
+            store.Write(metadata.RegionStart + at, buffer.AsSpan(0, n));
+        }
+        var disk = new Disk(data.Disks.Count, Guid.NewGuid(), path, store, dataStart, slabs, DiskState.Healthy);
+        new DiskLabel(disk.Slot, pool, disk.Id, metadata.RegionStart, metadata.Length, dataStart, data.SlabSize, slabs).Write(store);
+        store.Flush();
+        return disk;
     }
 
     /// <summary>Opens the disks of pool <paramref name="pool"/>: <paramref name="stores"/> by slot, with the id each should
@@ -77,6 +99,7 @@ public static class DiskSet
             disks.Add(new Disk(slot, id, path, store, label.DataStart, label.Slabs, DiskState.Healthy));
         }
         if (any is null) throw StrataException.NotFound($"no disk of the pool is present ({string.Join(", ", disks.Select(d => $"{d.Path}: {d.Reason}"))})");
-        return (ResilientStore.Open(disks), new MetadataMirror(disks, any.MetadataOffset, any.MetadataLength));
+        var data = ResilientStore.Open(disks);
+        return (data, new MetadataMirror(() => data.Disks, any.MetadataOffset, any.MetadataLength));
     }
 }

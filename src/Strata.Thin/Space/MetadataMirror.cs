@@ -11,9 +11,13 @@ namespace Strata.Thin.Space;
 /// a bit flipped on a disk, or a write a disk lost, reads from the other copies, and the copies that differ are
 /// rewritten with it.
 /// </summary>
-public sealed class MetadataMirror(IReadOnlyList<Disk> disks, long regionStart, long regionLength) : IBlockStore
+public sealed class MetadataMirror(Func<IReadOnlyList<Disk>> allDisks, long regionStart, long regionLength) : IBlockStore
 {
-    public string Name => $"the pool's metadata (a copy on each of {disks.Count} disks)";
+    IReadOnlyList<Disk> disks => allDisks(); // the data store's: a disk added later holds a copy too
+
+    public long RegionStart => regionStart;
+
+    public string Name => "the pool's metadata (a copy on each disk)";
 
     public long Length => regionLength;
 

@@ -31,7 +31,9 @@ public readonly record struct SlabShape(Resiliency Resiliency, int DataColumns, 
     public override string ToString() => ResiliencyNames.Name(Resiliency) + (IsParity ? $" ({DataColumns}+{ParityColumns})" : "");
 
     /// <summary>The shape on <paramref name="disks"/> disks for stripes of <paramref name="blockSize"/> bytes: parity uses the
-    /// most data columns the disks allow, a power of two (so a block splits into whole 4 KiB sectors), at most 8.</summary>
+    /// most data columns the disks allow, a power of two (so a block splits into whole 4 KiB sectors), at most 8, and
+    /// leaves one disk out of each stripe when there are more disks than the minimum, so that a failed disk's columns have
+    /// somewhere to be rebuilt without a replacement.</summary>
     public static SlabShape For(Resiliency resiliency, int disks, uint blockSize)
     {
         int minimum = MinimumDisks(resiliency);
@@ -44,8 +46,8 @@ public readonly record struct SlabShape(Resiliency Resiliency, int DataColumns, 
             case Resiliency.Mirror3: return new(resiliency, 1, 0, 3);
             default:
                 int parity = resiliency == Resiliency.Parity ? 1 : 2;
-                int data = 1;
-                while (data * 2 + parity <= disks && data * 2 <= 8 && blockSize / (uint)(data * 2) >= ResilientStore.SectorSize) data *= 2;
+                int data = 1, room = disks > minimum ? disks - 1 : disks;
+                while (data * 2 + parity <= room && data * 2 <= 8 && blockSize / (uint)(data * 2) >= ResilientStore.SectorSize) data *= 2;
                 return new(resiliency, data, parity, 1);
         }
     }

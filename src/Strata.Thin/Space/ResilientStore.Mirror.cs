@@ -36,7 +36,7 @@ public sealed partial class ResilientStore
     /// <summary>Reads whole sectors of a slab (or any range, without checksums), repairing what it can.</summary>
     void ReadCopies(int slab, long inSlab, Span<byte> buffer)
     {
-        var columns = _slabs[slab];
+        var columns = _slabs[slab]!;
         int copies = columns.Length, first = (int)((long)slab * 7 + inSlab / _blockSize) % copies;
         long firstSector = (_slabBytes * slab + inSlab) / SectorSize;
         var unreadable = new List<int>(); // copies whose read failed: rewritten once good bytes are in hand
@@ -71,7 +71,7 @@ public sealed partial class ResilientStore
     /// passes, and every copy found wrong is rewritten. No good copy: an IO error (never wrong bytes).</summary>
     void RepairSectors(int slab, long inSlab, Span<byte> buffer, int copy, long firstSector)
     {
-        var columns = _slabs[slab];
+        var columns = _slabs[slab]!;
         byte[]? rented = null;
         try
         {
@@ -180,8 +180,11 @@ public sealed partial class ResilientStore
     {
         int written = 0;
         string? lastError = null;
-        foreach (var c in _slabs[slab])
+        var columns = _slabs[slab]!;
+        for (int i = 0; i < columns.Length; i++)
         {
+            var c = columns[i];
+            WriteThrough(slab, i, inSlab, data);
             var disk = _disks[c.Disk];
             if (!disk.InUse) continue;
             try

@@ -21,7 +21,7 @@ public sealed partial class ResilientStore
     long ChunkBytes => _blockSize / K;
     int RowsPerChunk => (int)(ChunkBytes / SectorSize);
 
-    Column ColumnOf(int slab, long block, int role) => _slabs[slab][(int)((role + block) % ColumnsPerSlab)];
+    Column ColumnOf(int slab, long block, int role) => _slabs[slab]![(int)((role + block) % ColumnsPerSlab)];
 
     long RowOffset(long block, int row) => block * ChunkBytes + (long)row * SectorSize;
 
@@ -202,6 +202,7 @@ public sealed partial class ResilientStore
             string? lastError = null;
             void Put(int role, ReadOnlySpan<byte> rows)
             {
+                WriteThrough(slab, (int)((role + block) % ColumnsPerSlab), RowOffset(block, r0), rows);
                 var c = ColumnOf(slab, block, role);
                 var disk = _disks[c.Disk];
                 if (!disk.InUse) { unwritten++; return; }

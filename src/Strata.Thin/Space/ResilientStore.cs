@@ -24,7 +24,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
 {
     public const int SectorSize = 4096;
 
-    readonly Disk[] _disks;
+    Disk[] _disks;       // by slot; replaced whole (under every block lock) when a disk is added
     uint _blockSize;     // the pool's block size: one parity stripe
     readonly object[] _locks = Enumerable.Range(0, 256).Select(_ => new object()).ToArray();
     readonly object _tableLock = new();
@@ -32,7 +32,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
     long _slabSize;      // bytes of one column on its disk
     long _slabBytes;     // pool data bytes of one slab
     bool _checksums;
-    Column[][] _slabs = [];
+    Column[]?[] _slabs = []; // by virtual slab; null: not placed yet (nothing was ever written there)
     ChecksumTable? _sums;
     SlabPlacement _placement = null!;
     bool _tableDirty;
@@ -43,8 +43,14 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
     {
         _disks = disks;
         _blockSize = blockSize == 0 ? ThinPool.MinBlockSize : blockSize;
-        foreach (var d in disks) d.OnFailed = _ => MarkTableDirty();
+        foreach (var d in disks) Watch(d);
     }
+
+    void Watch(Disk d) => d.OnFailed = _ =>
+    {
+        MarkTableDirty();
+        StartRebuild(); // into free space of the other disks, at once
+    };
 
     /// <summary>A store over <paramref name="disks"/> (by slot) whose layout the pool's metadata holds (see
     /// <see cref="IPoolData.Load"/>).</summary>
@@ -58,12 +64,12 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
             throw StrataException.Invalid($"slab size {slabSize} must be a multiple of 1 MiB and of the block size ({blockSize})");
         var shape = SlabShape.For(resiliency, disks.Count, blockSize);
         var store = new ResilientStore([.. disks], blockSize);
+        // slabs are placed on first write: what is not placed yet is the room a rebuild has
         var placement = new SlabPlacement(disks.Select(d => d.Slabs));
-        var slabs = new List<Column[]>();
-        while (placement.TryPlace(shape.Columns, _ => true, [], out var columns)) slabs.Add(columns);
-        if (slabs.Count == 0)
+        long count = SlabPlacement.Capacity([.. disks.Select(d => d.Slabs)], shape.Columns);
+        if (count == 0)
             throw StrataException.Invalid($"the disks hold no {ResiliencyNames.Name(resiliency)} slab of {slabSize} bytes: they need {shape.Columns} disks with at least one slab each");
-        store.Apply(new SpaceRecord(shape, slabSize, checksums, [], slabs), placement);
+        store.Apply(new SpaceRecord(shape, slabSize, checksums, [], new Column[]?[count]), placement);
         store._tableDirty = true;
         return store;
     }
@@ -89,10 +95,63 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
     public IReadOnlyList<Disk> Disks => _disks;
     public int SlabCount => _slabs.Length;
 
+    bool TryPlaceDegraded(out Column[] columns)
+    {
+        columns = [];
+        int inUse = _disks.Count(d => d.InUse && !Draining(d.Slot) && _placement.Free(d.Slot) > 0);
+        int need = _shape.Columns - _shape.Tolerates;
+        if (inUse < need) return false;
+        if (!_placement.TryPlace(inUse, d => _disks[d].InUse && !Draining(d), [], out var live)) return false;
+        var rest = live.Select(c => c.Disk).ToList();
+        if (!_placement.TryPlace(_shape.Columns - live.Length, d => !_disks[d].InUse && _disks[d].State != DiskState.Retired, rest, out var dead))
+        {
+            foreach (var c in live) _placement.Release(c);
+            return false;
+        }
+        columns = [.. live, .. dead];
+        StartRebuild();
+        return true;
+    }
+
+    /// <summary>The columns of a slab, placing it first if nothing was written to it yet; fails with NoSpace when the
+    /// disks have no room left for it (a rebuild took the free space, or disks are out of use).</summary>
+    Column[] Placed(int slab)
+    {
+        if (_slabs[slab] is { } placed) return placed;
+        lock (_tableLock)
+        {
+            if (_slabs[slab] is { } raced) return raced;
+            // with too few disks in use, a slab is born degraded (its other columns on disks out of use, for the rebuild to
+            // move), as long as enough of it can be kept
+            if (!_placement.TryPlace(_shape.Columns, d => _disks[d].InUse && !Draining(d), [], out var columns)
+                && !TryPlaceDegraded(out columns))
+                throw new StrataException(ErrorKind.NoSpace, $"the pool's disks have no room left for slab {slab} ({_shape.Columns} disks in use with a free slab of {_slabSize} bytes): add a disk (`strata pool disk add`)");
+            _slabs[slab] = columns;
+            _tableDirty = true;
+            return columns;
+        }
+    }
+
     /// <summary>Sectors that failed on every copy (the reader got an IO error).</summary>
     public long Unrecoverable => Interlocked.Read(ref _unrecoverable);
 
     bool IPoolData.CopiesCommittedBlocks => true;
+
+    bool IPoolData.Dirty
+    {
+        get
+        {
+            lock (_tableLock) return _tableDirty;
+        }
+    }
+
+    void IPoolData.Close() => StopRebuild();
+
+    void IPoolData.Opened(Func<long, bool> allocated)
+    {
+        Allocated = allocated;
+        StartRebuild(); // what an earlier run left to rebuild, or a disk missing now
+    }
 
     object LockFor(long block) => _locks[(int)(block % _locks.Length)];
 
@@ -137,6 +196,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
 
     public void Read(long offset, Span<byte> buffer)
     {
+        Interlocked.Increment(ref _foreground);
         var taken = LockRange(offset, buffer.Length);
         try
         {
@@ -146,8 +206,10 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
             {
                 long pos = offset + done, inSlab = pos % _slabBytes;
                 int n = (int)Math.Min(_slabBytes - inSlab, buffer.Length - done);
-                if (_shape.IsParity) ReadParity((int)(pos / _slabBytes), inSlab, buffer.Slice(done, n));
-                else ReadMirror((int)(pos / _slabBytes), inSlab, buffer.Slice(done, n));
+                int slab = (int)(pos / _slabBytes);
+                if (_slabs[slab] is null) buffer.Slice(done, n).Clear(); // never written
+                else if (_shape.IsParity) ReadParity(slab, inSlab, buffer.Slice(done, n));
+                else ReadMirror(slab, inSlab, buffer.Slice(done, n));
                 done += n;
             }
         }
@@ -159,6 +221,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
 
     public void Write(long offset, ReadOnlySpan<byte> data)
     {
+        Interlocked.Increment(ref _foreground);
         var taken = LockRange(offset, data.Length);
         try
         {
@@ -167,8 +230,10 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
             {
                 long pos = offset + done, inSlab = pos % _slabBytes;
                 int n = (int)Math.Min(_slabBytes - inSlab, data.Length - done);
-                if (_shape.IsParity) WriteParity((int)(pos / _slabBytes), inSlab, data.Slice(done, n));
-                else WriteMirror((int)(pos / _slabBytes), inSlab, data.Slice(done, n));
+                int slab = (int)(pos / _slabBytes);
+                Placed(slab);
+                if (_shape.IsParity) WriteParity(slab, inSlab, data.Slice(done, n));
+                else WriteMirror(slab, inSlab, data.Slice(done, n));
                 done += n;
             }
         }
@@ -202,10 +267,11 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
     {
         for (int s = 0; s < _slabs.Length; s++)
         {
-            int missing = _slabs[s].Count(c => !_disks[c.Disk].InUse);
+            if (_slabs[s] is not { } columns) continue;
+            int missing = columns.Count(c => !_disks[c.Disk].InUse);
             if (missing > _shape.Tolerates)
             {
-                var gone = string.Join(", ", _slabs[s].Where(c => !_disks[c.Disk].InUse).Select(c => _disks[c.Disk].Path).Distinct());
+                var gone = string.Join(", ", columns.Where(c => !_disks[c.Disk].InUse).Select(c => _disks[c.Disk].Path).Distinct());
                 return $"slab {s} of the pool's data is lost: its columns on {gone} are out of use";
             }
         }
@@ -254,6 +320,15 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
         bool hole = true;
         ForEachSlab(offset, length, (slab, inSlab, _, n) =>
         {
+            // a slab placed now may land on disk slabs that hold what an earlier placement, lost to a crash, wrote
+            try
+            {
+                Placed(slab);
+            }
+            catch (StrataException)
+            {
+                hole = false; // the write that follows fails the same way
+            }
             if (_shape.IsParity && (inSlab % _blockSize != 0 || n % _blockSize != 0)) hole = false;
             if (!hole) return;
             foreach (var (disk, at, count) in ColumnRanges(slab, inSlab, n))
@@ -280,7 +355,8 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
             long first = inSlab / _blockSize, end = (inSlab + n + _blockSize - 1) / _blockSize;
             (at, count) = (first * chunk, (end - first) * chunk);
         }
-        foreach (var c in _slabs[slab])
+        if (_slabs[slab] is not { } columns) yield break; // never written: a hole already
+        foreach (var c in columns)
             yield return (_disks[c.Disk], DiskOffset(c, at), count);
     }
 
@@ -293,6 +369,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
 
     public void Dispose()
     {
+        StopRebuild();
         foreach (var d in _disks) d.Store?.Dispose();
     }
 
@@ -305,6 +382,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
 
     void IPoolData.Load(MetadataSpace meta, ulong table, ulong sums, uint blockSize)
     {
+        StopRebuild(); // a reload (a failed commit) replaces the table it works on; Opened starts it again
         if (table == 0)
         {
             if (_slabs.Length > 0 && _tableDirty)
@@ -317,12 +395,13 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
         if (_slabs.Length > 0 && blockSize != _blockSize) throw StrataException.Corrupt($"the pool's block size changed from {_blockSize} to {blockSize}");
         _blockSize = blockSize;
         var (record, blocks) = SpaceTable.Load(meta, table, _blockSize);
-        if (record.Disks.Count != _disks.Length)
-            throw StrataException.Corrupt($"the pool's metadata records {record.Disks.Count} disks, its directory {_disks.Length}");
-        var placement = new SlabPlacement(record.Disks.Select(d => d.Slabs));
+        // the directory may name disks the metadata does not have yet: an add that did not reach its commit completes now
+        if (record.Disks.Count > _disks.Length)
+            throw StrataException.Corrupt($"the pool's metadata records {record.Disks.Count} disks, its directory (pool.json) {_disks.Length}");
+        var placement = new SlabPlacement(_disks.Select((d, i) => i < record.Disks.Count ? record.Disks[i].Slabs : d.Slabs));
         foreach (var slab in record.Slabs)
-            foreach (var c in slab) placement.Take(c);
-        for (int i = 0; i < _disks.Length; i++)
+            foreach (var c in slab ?? []) placement.Take(c);
+        for (int i = 0; i < record.Disks.Count; i++)
         {
             var recorded = record.Disks[i];
             if (recorded.Id != _disks[i].Id) throw StrataException.Corrupt($"disk {_disks[i].Path} is not the disk the metadata records in slot {i}");
@@ -333,7 +412,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
         Apply(record, placement);
         _sums?.Load(meta, sums);
         _tableBlocks = blocks;
-        _tableDirty = false;
+        _tableDirty = record.Disks.Count < _disks.Length;
     }
 
     (ulong Table, ulong Sums) IPoolData.Persist(MetadataSpace meta, ulong transaction)

@@ -18,6 +18,7 @@ public sealed partial class ResilientStore
         int degraded = 0, lost = 0;
         foreach (var slab in _slabs)
         {
+            if (slab is null) continue;
             int outOfUse = 0;
             foreach (var c in slab)
             {

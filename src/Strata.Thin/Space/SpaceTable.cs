@@ -8,7 +8,7 @@ namespace Strata.Thin.Space;
 sealed record DiskEntry(Guid Id, long Slabs, long DataStart, DiskState State);
 
 /// <summary>Everything the metadata records of a resilient pool's space, but its checksums.</summary>
-sealed record SpaceRecord(SlabShape Shape, long SlabSize, bool Checksums, IReadOnlyList<DiskEntry> Disks, IReadOnlyList<Column[]> Slabs);
+sealed record SpaceRecord(SlabShape Shape, long SlabSize, bool Checksums, IReadOnlyList<DiskEntry> Disks, IReadOnlyList<Column[]?> Slabs);
 
 /// <summary>
 /// The space table: a resilient pool's disks and where each slab's columns are, rewritten whole to new metadata
@@ -19,11 +19,13 @@ sealed record SpaceRecord(SlabShape Shape, long SlabSize, bool Checksums, IReadO
 /// u8[3] 0  u64 slab size (bytes, per column)  u32 disks  u32 slabs
 /// disks, by slot: u8 state  u8[7] 0  16 bytes id  u64 slabs  u64 data start            (40 bytes each)
 /// slabs: per column u16 disk slot, u32 slab of that disk                                 (6 bytes per column)
+///        (a slab not placed yet: disk slot 0xFFFF in every column)
 /// </code>
 /// </summary>
 static class SpaceTable
 {
     const int HeaderBytes = 32, DiskBytes = 40, ColumnBytes = 6;
+    const ushort Unplaced = 0xFFFF;
 
     public static List<ulong> Write(MetadataSpace meta, SpaceRecord record, ulong transaction)
     {
@@ -49,10 +51,10 @@ static class SpaceTable
             at += DiskBytes;
         }
         foreach (var slab in record.Slabs)
-            foreach (var c in slab)
+            for (int c = 0; c < columns; c++)
             {
-                BinaryPrimitives.WriteUInt16LittleEndian(s[at..], checked((ushort)c.Disk));
-                BinaryPrimitives.WriteUInt32LittleEndian(s[(at + 2)..], checked((uint)c.Slab));
+                BinaryPrimitives.WriteUInt16LittleEndian(s[at..], slab is null ? Unplaced : checked((ushort)slab[c].Disk));
+                BinaryPrimitives.WriteUInt32LittleEndian(s[(at + 2)..], slab is null ? 0 : checked((uint)slab[c].Slab));
                 at += ColumnBytes;
             }
         var blocks = new List<ulong>();
@@ -105,9 +107,15 @@ static class SpaceTable
             if (state > DiskState.Retired) throw StrataException.Corrupt(Bad($"gives disk {i} an unknown state {s[at]}"));
             diskList.Add(new DiskEntry(new Guid(s.Slice(at + 8, 16)), BinaryPrimitives.ReadInt64LittleEndian(s[(at + 24)..]), BinaryPrimitives.ReadInt64LittleEndian(s[(at + 32)..]), state));
         }
-        var slabList = new List<Column[]>(slabs);
+        var slabList = new List<Column[]?>(slabs);
         for (int i = 0; i < slabs; i++)
         {
+            if (BinaryPrimitives.ReadUInt16LittleEndian(s[at..]) == Unplaced)
+            {
+                slabList.Add(null);
+                at += columns * ColumnBytes;
+                continue;
+            }
             var slab = new Column[columns];
             for (int c = 0; c < columns; c++, at += ColumnBytes)
             {
