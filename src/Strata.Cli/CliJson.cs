@@ -31,4 +31,6 @@ namespace Strata.Cli;
 [JsonSerializable(typeof(double))]
 [JsonSerializable(typeof(DateTimeOffset))]
 [JsonSerializable(typeof(long))]
+[JsonSerializable(typeof(Strata.Thin.Space.ScrubReport))]
+[JsonSerializable(typeof(Strata.Thin.Space.SpaceActivity))]
 sealed partial class CliJson : JsonSerializerContext;

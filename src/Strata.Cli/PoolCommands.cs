@@ -294,6 +294,7 @@ public static partial class Commands
         device.Subcommands.Add(ls);
         pool.Subcommands.Add(device);
         pool.Subcommands.Add(DiskCommand());
+        pool.Subcommands.Add(ScrubCommand());
         return pool;
     }
 
@@ -360,7 +361,61 @@ public static partial class Commands
                 ]]);
         });
         disk.Subcommands.Add(ls);
+
+        var addDisk = new Argument<string>("disk") { Description = "The disk: a file (made sparse when it does not exist: give its size) or a block device", HelpName = "PATH[,size=SIZE]" };
+        var add = new Command("add", "Add a disk: the pool grows by the slabs it lets place (after any rebuild, which it serves first)") { addDisk };
+        add.SetAction(r => ChangeDisk(r, DiskAction.Add, ParseDisk(r.GetValue(addDisk)!)));
+        disk.Subcommands.Add(add);
+
+        var path = new Argument<string>("disk") { Description = "A disk of the pool", HelpName = "PATH" };
+        var remove = new Command("remove", "Empty a disk (its slabs move to the others while it still serves), then retire it") { path };
+        remove.SetAction(r => ChangeDisk(r, DiskAction.Remove, new DiskSpec(Io.Current.FullPath(r.GetValue(path)!), null)));
+        disk.Subcommands.Add(remove);
+
+        var newDisk = new Argument<string>("new") { Description = "The disk taking its place", HelpName = "NEW[,size=SIZE]" };
+        var replace = new Command("replace", "Replace a disk (failed, missing or in use): the new one joins and takes its slabs, rebuilt or moved; the old one is retired") { path, newDisk };
+        replace.SetAction(r => ChangeDisk(r, DiskAction.Replace, new DiskSpec(Io.Current.FullPath(r.GetValue(path)!), null), ParseDisk(r.GetValue(newDisk)!)));
+        disk.Subcommands.Add(replace);
+
+        var fail = new Command("fail", "Take a disk out of use as if it had failed (a drill): the pool runs degraded and rebuilds into the other disks' free space") { path };
+        fail.SetAction(r => ChangeDisk(r, DiskAction.Fail, new DiskSpec(Io.Current.FullPath(r.GetValue(path)!), null)));
+        disk.Subcommands.Add(fail);
         return disk;
+    }
+
+    /// <summary>A change of the disks, through the pool's server when it has one (the rebuild then goes on in its
+    /// background: `pool info` shows it), else on the pool opened here (which waits for the rebuild to end).</summary>
+    static int ChangeDisk(ParseResult r, DiskAction action, DiskSpec disk, DiskSpec? other = null)
+    {
+        using var service = OpenPool(r);
+        var space = service.ChangeDisks(action == DiskAction.Replace
+            ? new DiskChange(action, disk.Path, other!.Path, other.Size)
+            : new DiskChange(action, disk.Path, null, disk.Size));
+        Io.Current.Out.WriteLine(space.Rebuild.Running
+            ? $"rebuilding: {space.Rebuild.Done} of {space.Rebuild.Total} slab columns (`strata pool info` shows how far)"
+            : $"{space.Health}{(space.AtRisk.Count > 0 ? ": " + string.Join("; ", space.AtRisk) : "")}");
+        return ExitCodes.Ok;
+    }
+
+    static Command ScrubCommand()
+    {
+        var repair = new Option<bool>("--repair") { Description = "Rewrite what is wrong from what is right (without it, the scrub only reads and reports)" };
+        var format = FormatOption();
+        var scrub = new Command("scrub", "Read and check every copy of every allocated block (checksums, copies, parity), per disk; exit 1 when something is wrong and was not repaired") { repair, format };
+        scrub.SetAction(r =>
+        {
+            using var service = OpenPool(r);
+            var report = service.Scrub(r.GetValue(repair));
+            Output.Document(r.GetValue(format), () => Output.Node(report)!, () =>
+            {
+                var o = Io.Current.Out;
+                foreach (var d in report.Disks)
+                    o.WriteLine($"{d.Path}: {ByteSize.Format(d.BytesRead)} read, {d.ReadErrors} read errors, {d.Errors} wrong, {d.Repaired} repaired");
+                o.WriteLine($"scrubbed {report.Blocks} blocks ({ByteSize.Format(report.Bytes)}) in {report.Seconds:0.0} s: {report.Errors} wrong, {report.Repaired} repaired, {report.Unrecoverable} unrecoverable");
+            });
+            return report.Unrecoverable > 0 || report.Errors > 0 && !report.Repair ? ExitCodes.Failure : ExitCodes.Ok;
+        });
+        return scrub;
     }
 
     static System.Text.Json.Nodes.JsonObject DiskJson(DiskInfo d, SpaceInfo space) => new()
@@ -413,6 +468,8 @@ public static partial class Commands
                 StatusField.Bytes("Slab Size", space.SlabSize),
                 StatusField.Count("Slabs", space.Slabs),
                 StatusField.Count("Unrecoverable Sectors", space.Unrecoverable),
+                new("Rebuild", space.Rebuild.Running ? $"running: {space.Rebuild.Done} of {space.Rebuild.Total} slab columns" : space.Rebuild.Stuck ?? "idle", Output.Node(space.Rebuild)),
+                new("Scrub", space.Scrub.Running ? $"running: {ByteSize.Format(space.Scrub.Done)} of {ByteSize.Format(space.Scrub.Total)}" : "idle", Output.Node(space.Scrub)),
                 .. space.Disks.Select(d => StatusField.Text($"Disk {d.Slot}",
                     $"{d.Path}: {d.State}{(d.Reason is null ? "" : $" ({d.Reason})")}, {ByteSize.Format(d.Bytes)}, {d.SlabsUsed} of {d.Slabs} slabs used, errors {d.ReadErrors} read {d.WriteErrors} write {d.ChecksumErrors} checksum, {d.Repaired} sectors repaired")),
             ]

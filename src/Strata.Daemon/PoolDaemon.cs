@@ -156,6 +156,8 @@ public static class PoolDaemon
         public long Write(string name, long offset, Stream from) => pool.Write(name, offset, from);
         public PoolCheck Check() => pool.Check();
         public void Dump(Stream to) => pool.Dump(to);
+        public Strata.Thin.Space.SpaceInfo ChangeDisks(DiskChange change) => pool.ChangeDisks(change);
+        public Strata.Thin.Space.ScrubReport Scrub(bool repair) => pool.Scrub(repair);
         public void Dispose() { }
     }
 }

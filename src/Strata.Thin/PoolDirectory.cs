@@ -38,6 +38,13 @@ public sealed record PoolLayout
     };
 }
 
+/// <summary>What `strata pool disk add|remove|replace|fail` asks.</summary>
+public enum DiskAction { Add, Remove, Replace, Fail }
+
+/// <summary>A change of a resilient pool's disks: the disk (for replace, the old one), the new disk and its size (add,
+/// replace).</summary>
+public sealed record DiskChange(DiskAction Action, string Path, string? NewPath = null, long? Size = null);
+
 /// <summary>A disk of a resilient pool as pool.json records it.</summary>
 public sealed record PoolDisk(string Path, Guid Id);
 
@@ -71,7 +78,7 @@ public sealed class PoolDirectory : IDisposable
     }
 
     public string Path { get; }
-    public PoolLayout Layout { get; }
+    public PoolLayout Layout { get; private set; }
     public ThinPool Pool { get; }
     public IBlockStore Data { get; }
     public IBlockStore Metadata { get; }
@@ -165,29 +172,7 @@ public sealed class PoolDirectory : IDisposable
             {
                 string path = System.IO.Path.GetFullPath(d.Path);
                 if (stores.Any(s => s.Path == path)) throw StrataException.Invalid($"disk {path} is named twice");
-                IBlockStore store;
-                if (Posix.TryLstat(path, out var st))
-                {
-                    if (!st.IsRegular && st.Kind != FileKind.BlockDevice) throw StrataException.Invalid($"disk {path} is neither a regular file nor a block device");
-                    var file = FileBlockStore.Open(path);
-                    store = file;
-                    stores.Add((path, store));
-                    if (Space.DiskLabel.TryRead(file, out _) is { } label)
-                        throw StrataException.Exists($"disk {path} is already a disk of a Strata pool ({label.Pool}); wipe its first 4 KiB to reuse it");
-                    if (d.Size is { } size)
-                    {
-                        if (size > file.Length) throw StrataException.Invalid($"disk {path} is {file.Length} bytes, smaller than the size asked ({size})");
-                        stores[^1] = (path, new Window(file, size));
-                    }
-                }
-                else
-                {
-                    if (d.Size is not { } size) throw StrataException.Invalid($"disk {path} does not exist: give its size to make it (--disk {d.Path},size=10G)");
-                    if (size <= 0) throw StrataException.Invalid($"disk {path}: the size must be positive");
-                    store = FileBlockStore.Create(path, size);
-                    created.Add(path);
-                    stores.Add((path, store));
-                }
+                stores.Add((path, OpenNewDisk(d, created)));
             }
             var (data, metadata, spaceId) = Space.DiskSet.Create(stores, blockSize, spec.Resiliency, spec.SlabSize, spec.MetadataSize, spec.Checksums);
             var layout = new PoolLayout
@@ -209,6 +194,89 @@ public sealed class PoolDirectory : IDisposable
             lockFd.Dispose();
             throw;
         }
+    }
+
+    /// <summary>A disk for a pool: an existing file or block device without a Strata label (its first <c>Size</c> bytes
+    /// when given), or a new sparse file of <c>Size</c> bytes (added to <paramref name="created"/>).</summary>
+    static IBlockStore OpenNewDisk(DiskSpec d, List<string> created)
+    {
+        string path = System.IO.Path.GetFullPath(d.Path);
+        if (Posix.TryLstat(path, out var st))
+        {
+            if (!st.IsRegular && st.Kind != FileKind.BlockDevice) throw StrataException.Invalid($"disk {path} is neither a regular file nor a block device");
+            var file = FileBlockStore.Open(path);
+            try
+            {
+                if (Space.DiskLabel.TryRead(file, out _) is { } label)
+                    throw StrataException.Exists($"disk {path} is already a disk of a Strata pool ({label.Pool}); wipe its first 4 KiB to reuse it");
+                if (d.Size is not { } size) return file;
+                if (size > file.Length) throw StrataException.Invalid($"disk {path} is {file.Length} bytes, smaller than the size asked ({size})");
+                return new Window(file, size);
+            }
+            catch
+            {
+                file.Dispose();
+                throw;
+            }
+        }
+        if (d.Size is not { } bytes) throw StrataException.Invalid($"disk {path} does not exist: give its size to make it (--disk {d.Path},size=10G)");
+        if (bytes <= 0) throw StrataException.Invalid($"disk {path}: the size must be positive");
+        var made = FileBlockStore.Create(path, bytes);
+        created.Add(path);
+        return made;
+    }
+
+    /// <summary>Changes a resilient pool's disks (see <see cref="DiskChange"/>); a rebuild it starts runs in the
+    /// background. A new disk is labelled and given a copy of the metadata with no commit going on, pool.json names it
+    /// before the commit that records it (an open after a crash in between completes the add), and the commit follows.</summary>
+    public Space.SpaceInfo ChangeDisks(DiskChange change)
+    {
+        var data = Data as Space.ResilientStore ?? throw StrataException.Invalid($"pool {Path} is on one data store, not over disks");
+        string path = System.IO.Path.GetFullPath(change.Path);
+        switch (change.Action)
+        {
+            case DiskAction.Fail:
+                data.FailDisk(path);
+                break;
+            case DiskAction.Remove:
+                data.RemoveDisk(path);
+                break;
+            case DiskAction.Add or DiskAction.Replace:
+            {
+                string added = System.IO.Path.GetFullPath(change.Action == DiskAction.Add ? change.Path : change.NewPath ?? throw StrataException.Invalid("replace needs the new disk"));
+                if (change.Action == DiskAction.Replace && data.Disks.All(d => d.Path != path || d.State == Space.DiskState.Retired))
+                    throw StrataException.NotFound($"{path} is not a disk of the pool (`strata pool disk ls` lists them)");
+                if (data.Disks.Any(d => d.Path == added && d.State != Space.DiskState.Retired)) throw StrataException.Exists($"{added} is a disk of the pool already");
+                var created = new List<string>();
+                var store = OpenNewDisk(new DiskSpec(added, change.Size), created);
+                try
+                {
+                    Pool.ReadCommitted(_ =>
+                    {
+                        var disk = Space.DiskSet.Join(data, (Space.MetadataMirror)Metadata, Layout.SpaceId, added, store);
+                        if (change.Action == DiskAction.Add) data.AddDisk(disk, grow: true);
+                        else data.ReplaceDisk(path, disk);
+                        return 0;
+                    });
+                }
+                catch
+                {
+                    if (!data.Disks.Any(d => d.Store == store))
+                    {
+                        store.Dispose();
+                        foreach (var f in created) File.Delete(f);
+                    }
+                    throw;
+                }
+                Layout = Layout with { Disks = [.. data.Disks.Select(d => new PoolDisk(d.Path, d.Id))] };
+                AtomicWrite(LayoutFile(Path), JsonSerializer.SerializeToUtf8Bytes(Layout, PoolJson.Default.PoolLayout));
+                break;
+            }
+            default:
+                throw StrataException.Invalid($"unknown disk change {change.Action}");
+        }
+        Pool.Commit();
+        return data.Info();
     }
 
     /// <summary>The first bytes of a store (a disk given a size smaller than its file or device).</summary>

@@ -72,6 +72,14 @@ public interface IPoolService : IDisposable
 
     /// <summary>Writes the committed metadata as thin_dump's XML to <paramref name="to"/>.</summary>
     void Dump(Stream to);
+
+    /// <summary>Changes a resilient pool's disks (add, remove, replace, fail); the space as it is after. A rebuild it
+    /// starts runs in the background of a server; a pool opened for the call waits for it.</summary>
+    Space.SpaceInfo ChangeDisks(DiskChange change);
+
+    /// <summary>Reads and checks every copy of every allocated block of a resilient pool, rewriting what is wrong when
+    /// <paramref name="repair"/>; progress shows in <see cref="Status"/> meanwhile.</summary>
+    Space.ScrubReport Scrub(bool repair);
 }
 
 /// <summary>What <see cref="IPoolService.Status"/> reports: the pool's directory and layout (pool.json), its status, and

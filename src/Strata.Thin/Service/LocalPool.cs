@@ -144,6 +144,24 @@ public sealed class LocalPool : IPoolService
         to.Write(xml.GetBuffer(), 0, (int)xml.Length);
     }
 
+    public Space.SpaceInfo ChangeDisks(DiskChange change)
+    {
+        _ = Pool; // loaded: the change commits
+        var info = _dir.ChangeDisks(change);
+        if (!_owned || _dir.Data is not Space.ResilientStore data) return info;
+        // opened for this call: nothing would go on with the rebuild once it returns
+        data.WaitForRebuild();
+        Pool.Commit();
+        return data.Info();
+    }
+
+    public Space.ScrubReport Scrub(bool repair)
+    {
+        _ = Pool; // loaded: the scrub reads only allocated blocks
+        var data = _dir.Data as Space.ResilientStore ?? throw StrataException.Invalid($"pool {_dir.Path} is on one data store: there is nothing to scrub against (no copies, no checksums)");
+        return data.Scrub(repair);
+    }
+
     public void Dispose()
     {
         if (!_owned) return;

@@ -85,5 +85,9 @@ public sealed class PerCallPool(string dir, TimeSpan? callTimeout) : IPoolServic
 
     public void Dump(Stream to) => Call(p => p.Dump(to));
 
+    public Space.SpaceInfo ChangeDisks(DiskChange change) => Call(p => p.ChangeDisks(change));
+
+    public Space.ScrubReport Scrub(bool repair) => Call(p => p.Scrub(repair));
+
     public void Dispose() => Server.Dispose();
 }

@@ -67,6 +67,8 @@ public static class PoolDispatcher
                 using (var data = PoolWire.DataWriter(output)) pool.Dump(data);
                 PoolWire.WriteValue(output, c, Done.Value);
                 break;
+            case DisksCall c: PoolWire.WriteValue(output, c, pool.ChangeDisks(c.Change)); break;
+            case ScrubCall c: PoolWire.WriteValue(output, c, pool.Scrub(c.Repair)); break;
             default:
                 throw new InvalidOperationException($"no dispatch for {call.GetType().Name}"); // a call added to the codec alone
         }

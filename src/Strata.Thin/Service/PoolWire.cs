@@ -28,6 +28,8 @@ namespace Strata.Thin.Service;
 [JsonDerivedType(typeof(WriteCall), "write")]
 [JsonDerivedType(typeof(CheckCall), "check")]
 [JsonDerivedType(typeof(DumpCall), "dump")]
+[JsonDerivedType(typeof(DisksCall), "disks")]
+[JsonDerivedType(typeof(ScrubCall), "scrub")]
 public abstract record PoolCall;
 
 /// <summary>A call whose reply carries a <typeparamref name="TResult"/>.</summary>
@@ -52,6 +54,8 @@ public sealed record WriteCall(string Name, long Offset) : PoolCall<long>;
 public sealed record CheckCall : PoolCall<PoolCheck>;
 /// <summary>Its reply's data frames carry the XML.</summary>
 public sealed record DumpCall : PoolCall<Done>;
+public sealed record DisksCall(DiskChange Change) : PoolCall<Space.SpaceInfo>;
+public sealed record ScrubCall(bool Repair) : PoolCall<Space.ScrubReport>;
 
 /// <summary>The reply of a call that returns nothing but success.</summary>
 public sealed record Done
@@ -71,6 +75,8 @@ public sealed record PoolError(ErrorKind Kind, string Message);
 [JsonSerializable(typeof(List<string>))]
 [JsonSerializable(typeof(PoolInfo))]
 [JsonSerializable(typeof(PoolCheck))]
+[JsonSerializable(typeof(Space.SpaceInfo))]
+[JsonSerializable(typeof(Space.ScrubReport))]
 [JsonSerializable(typeof(Done))]
 [JsonSerializable(typeof(bool))]
 [JsonSerializable(typeof(long))]

@@ -85,6 +85,10 @@ public sealed class RemotePool : IPoolService
 
     public void Dump(Stream to) => Call(new DumpCall(), output: to, bounded: false);
 
+    public Space.SpaceInfo ChangeDisks(DiskChange change) => Call(new DisksCall(change), bounded: false);
+
+    public Space.ScrubReport Scrub(bool repair) => Call(new ScrubCall(repair), bounded: false);
+
     T Call<T>(PoolCall<T> call, Stream? input = null, Stream? output = null, bool bounded = true)
     {
         string op = PoolWire.NameOf(call);

@@ -89,6 +89,12 @@ public sealed partial class ResilientStore
         int others = _disks.Count(d => d != disk && d.InUse && !Draining(d.Slot));
         if (others < _shape.Columns)
             throw StrataException.Invalid($"cannot remove {path}: {ResiliencyNames.Name(_shape.Resiliency)} needs {_shape.Columns} disks in use, {others} would be left (add or replace a disk instead)");
+        Empty(disk);
+    }
+
+    /// <summary>Moves a disk's columns away (the rebuild does), then retires it; at once when it holds none.</summary>
+    void Empty(Disk disk)
+    {
         lock (_rebuildLock) _draining.Add(disk.Slot);
         if (!_slabs.Any(s => s?.Any(c => c.Disk == disk.Slot) == true))
         {
@@ -105,7 +111,6 @@ public sealed partial class ResilientStore
     {
         var old = DiskAt(path);
         AddDisk(replacement, grow: false);
-        lock (_rebuildLock) _draining.Add(old.Slot);
-        StartRebuild();
+        Empty(old);
     }
 }

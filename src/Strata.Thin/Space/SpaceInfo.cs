@@ -3,7 +3,12 @@ namespace Strata.Thin.Space;
 /// <summary>A resilient pool's space as `pool info` and `pool disk ls` show it: how it keeps data, its capacity (raw: the
 /// disks' slab space; usable: what the pool's devices can fill), its health, and each disk.</summary>
 public sealed record SpaceInfo(string Resiliency, int DataColumns, int ParityColumns, int Copies, bool Checksums, long SlabSize, int Slabs,
-    long RawBytes, long UsableBytes, string Health, IReadOnlyList<string> AtRisk, long Unrecoverable, IReadOnlyList<DiskInfo> Disks);
+    long RawBytes, long UsableBytes, string Health, IReadOnlyList<string> AtRisk, long Unrecoverable, IReadOnlyList<DiskInfo> Disks,
+    SpaceActivity Rebuild, SpaceActivity Scrub);
+
+/// <summary>A rebuild's or a scrub's progress: whether it runs, how far it got (rebuild: slab columns; scrub: bytes), and
+/// why a rebuild stopped short (null: it did not).</summary>
+public sealed record SpaceActivity(bool Running, long Done, long Total, string? Stuck);
 
 /// <summary>One disk of a resilient pool: its state (healthy, failing, failed, missing, retired) and why, its size and
 /// slabs, and the errors it has had since the pool was opened.</summary>
@@ -31,10 +36,14 @@ public sealed partial class ResilientStore
         var atRisk = new List<string>();
         if (lost > 0) atRisk.Add($"{lost} of {_slabs.Length} slabs are lost (more of their disks are out of use than {ResiliencyNames.Name(_shape.Resiliency)} survives)");
         if (degraded > 0) atRisk.Add($"{degraded} of {_slabs.Length} slabs run with fewer copies than they should: another failure of their disks may lose data");
-        string health = lost > 0 ? "lost" : degraded > 0 ? "degraded" : _disks.Any(d => d.State == DiskState.Failing) ? "repairing" : "healthy";
+        string health = lost > 0 ? "lost" : degraded > 0 ? (RebuildProgress.Running ? "rebuilding" : "degraded") : _disks.Any(d => d.State == DiskState.Failing) ? "repairing" : "healthy";
         var disks = _disks.Select(d => new DiskInfo(d.Slot, d.Path, d.State.ToString().ToLowerInvariant(), d.Reason,
             d.Store?.Length ?? d.DataStart + d.Slabs * _slabSize, d.Slabs, used[d.Slot], d.ReadErrors, d.WriteErrors, d.ChecksumErrors, d.Repaired)).ToList();
+        var rebuild = RebuildProgress;
+        var scrub = ScrubProgress;
+        if (rebuild.Stuck is { } stuck) atRisk.Add(stuck);
         return new SpaceInfo(ResiliencyNames.Name(_shape.Resiliency), _shape.DataColumns, _shape.ParityColumns, _shape.Copies, _checksums, _slabSize, _slabs.Length,
-            _disks.Where(d => d.State != DiskState.Retired).Sum(d => d.Slabs) * _slabSize, Length, health, atRisk, Unrecoverable, disks);
+            _disks.Where(d => d.State != DiskState.Retired).Sum(d => d.Slabs) * _slabSize, Length, health, atRisk, Unrecoverable, disks,
+            new SpaceActivity(rebuild.Running, rebuild.Done, rebuild.Total, rebuild.Stuck), new SpaceActivity(scrub.Running, scrub.Done, scrub.Total, null));
     }
 }
