@@ -16,7 +16,8 @@
 # checksum setting, and crc32c's ratio to none on the reads. Goals (issue 22): mirror at least 0.8x simple (checked
 # for mirror and mirror3 on every row); parity at least 0.5x simple on 4 KiB writes and 0.8x on 1 MiB writes
 # (checked for parity and parity2); checksums cost at most 10% on reads (crc32c at least 0.9x none).
-# The rebuild and scrub sections of issue 22 are hooks, not measured yet (measure_rebuild, measure_scrub).
+# Then, for mirror and parity with checksums (the pool filled by the rows above), scrub offline against `cat` of the
+# disks, and rebuild of a failed disk's columns (`pool disk fail`) against `cp` of as many bytes.
 # Usage: bench/resilient.sh [--size SIZE] [--seconds S] [--dir DIR] [--only RESILIENCY[,RESILIENCY...]]
 #   --size     size of each of the four disk files and of the device (default 4G)
 #   --seconds  time of each fio row (default 15; plus a ramp of 3 s, 1 s when --seconds is under 10)
@@ -158,21 +159,58 @@ fill() {
   echo "  (filled $(( (size_bytes - start) / 1048576 )) MiB from offset $(( start / 1048576 )) MiB in $((SECONDS - t0)) s)"
 }
 
-# measure_rebuild: issue 22's rebuild goal, at most 1.5x `cp`'s time for 4 GiB of data with no foreground IO.
-# TODO(lead): on a mirror (and a parity) pool holding 4 GiB of written data (a device of 4G filled by fio as
-# above; --size 4G or more), with the server stopped or running:
-#   `strata pool --pool POOL disk fail DISK` then `strata pool --pool POOL disk replace DISK NEWDISK[,size=N]`,
-#   polling `strata pool --pool POOL info --format json` until the rebuild's progress says done (and Health is
-#   healthy again), timing from replace to done; against `cp` of a 4 GiB file between the same filesystems
-#   (the floor; plus `sync -f`, and with caches dropped first on both sides).
-measure_rebuild() { echo "rebuild: not measured yet (TODO in measure_rebuild)"; }
+# drop_caches: so that reads below come from the disks, for Strata and its floor alike
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-# measure_scrub: issue 22's scrub goal, at least 0.8x the rate of a plain sequential read of the disks.
-# TODO(lead): on each filled pool, time `strata pool --pool POOL scrub` (through the server's control socket
-# while it serves, and offline), bytes verified per second from its report, against
-# `cat DISK0 DISK1 DISK2 DISK3 > /dev/null` of the same disks, both with caches dropped first
-# (`sync; echo 3 > /proc/sys/vm/drop_caches`).
-measure_scrub() { echo "scrub: not measured yet (TODO in measure_scrub)"; }
+# measure_rebuild KIND: issue 22's rebuild goal, at most 1.5x `cp`'s time for the same data, no foreground IO.
+# The pool's device is filled (by the rows above and fill), the server stopped; `pool disk fail disk0` on the pool
+# opened by the command waits for the rebuild of disk0's columns into the other disks' free space. Its time against
+# `cp` of a file of as many bytes as disk0 held, between the same filesystems (then `sync -f`), caches dropped first.
+measure_rebuild() {
+  local kind="$1" info slab used bytes t0 t1 strata_s cp_s
+  bench_stop_pid "$server" 30
+  server=""
+  info=$("$strata" pool --pool "$pool" info --format json)
+  slab=$(jq .SlabSize <<<"$info")
+  used=$(jq '.Disks[0].SlabsUsed' <<<"$info")
+  bytes=$(( slab * used ))
+  [ "$kind" = "${kind#parity}" ] || bytes=$(( bytes )) # a parity column holds a chunk of each stripe: slab bytes too
+  drop_caches
+  t0=$(date +%s.%N)
+  "$strata" pool --pool "$pool" disk fail "$work/disk0" >"$work/rebuild.out"
+  t1=$(date +%s.%N)
+  strata_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  head -c "$bytes" /dev/urandom >"$work/cp-src"
+  drop_caches
+  t0=$(date +%s.%N)
+  cp "$work/cp-src" "$work/cp-dst" && sync -f "$work/cp-dst"
+  t1=$(date +%s.%N)
+  cp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  rm -f "$work/cp-src" "$work/cp-dst"
+  echo "  rebuild ($kind): disk0 held $used slabs ($(numfmt --to=iec "$bytes")): strata $strata_s s ($(cat "$work/rebuild.out")), cp+sync $cp_s s, ratio $(ratio "$strata_s" "$cp_s") (goal <= 1.5)"
+  printf '%s rebuild %s %s %s\n' "$kind" "$bytes" "$strata_s" "$cp_s" >>"$out/rebuild.txt"
+}
+
+# measure_scrub KIND: issue 22's scrub goal, at least 0.8x the rate of a plain sequential read of the disks. The
+# pool (server stopped) is scrubbed offline, caches dropped; its rate (bytes read from the disks per second, from
+# its report) against `cat` of the disk files (their allocated bytes per second), caches dropped.
+measure_scrub() {
+  local kind="$1" json read secs alloc t0 t1 cat_s
+  bench_stop_pid "$server" 30
+  server=""
+  drop_caches
+  json=$("$strata" pool --pool "$pool" scrub --format json || true)
+  read=$(jq '[.Disks[].BytesRead] | add' <<<"$json")
+  secs=$(jq .Seconds <<<"$json")
+  alloc=$(du -B1 -c "$work"/disk? | tail -1 | cut -f1)
+  drop_caches
+  t0=$(date +%s.%N)
+  cat "$work"/disk? >/dev/null
+  t1=$(date +%s.%N)
+  cat_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  echo "  scrub ($kind): read $(numfmt --to=iec "$read") in $secs s ($(awk -v b="$read" -v s="$secs" 'BEGIN { printf "%.0f", b / s / 1048576 }') MiB/s); cat of the disks: $(numfmt --to=iec "$alloc") allocated in $cat_s s ($(awk -v b="$alloc" -v s="$cat_s" 'BEGIN { printf "%.0f", b / s / 1048576 }') MiB/s); ratio $(awk -v b="$read" -v s="$secs" -v a="$alloc" -v c="$cat_s" 'BEGIN { printf "%.2f", (b / s) / (a / c) }') (goal >= 0.8)"
+  printf '%s scrub %s %s %s %s\n' "$kind" "$read" "$secs" "$alloc" "$cat_s" >>"$out/scrub.txt"
+}
 
 echo "$(bench_machine)"
 echo "command: $0 --size $size --seconds $seconds --dir $dir${only:+ --only $only}"
@@ -191,11 +229,13 @@ for kind in $kinds; do
     "$strata" pool --pool "$pool" info --format json >"$out/$kind-$csum-info.json" 2>/dev/null || true
     bench_stop_pid "$server" 30
     server=""
+    if [ "$csum" = crc32c ] && { [ "$kind" = mirror ] || [ "$kind" = parity ]; }; then
+      measure_scrub "$kind"
+      measure_rebuild "$kind"
+    fi
     echo "  ($((SECONDS - t0)) s for this pool)"
   done
 done
-measure_rebuild
-measure_scrub
 
 # value KIND CHECKSUM ROW: the row's IOPS for 4 KiB rows, MiB/s for 1 MiB rows
 value() { awk -v k="$1" -v c="$2" -v r="$3" '$1 == k && $2 == c && $3 == r { print (r ~ /-4k-/) ? $4 : $5 }' "$results"; }
