@@ -169,6 +169,37 @@ public sealed partial class ResilientStore
         }
     }
 
+    unsafe void WriteCopiesAtOnce(int slab, long inSlab, ReadOnlySpan<byte> data)
+    {
+        var columns = _slabs[slab]!;
+        int written = 0;
+        string? lastError = null;
+        fixed (byte* p = data)
+        {
+            nint at = (nint)p;
+            int length = data.Length;
+            Parallel.For(0, columns.Length, i =>
+            {
+                var bytes = new ReadOnlySpan<byte>((byte*)at, length);
+                WriteThrough(slab, i, inSlab, bytes);
+                var disk = _disks[columns[i].Disk];
+                if (!disk.InUse) return;
+                try
+                {
+                    disk.Use().Write(DiskOffset(columns[i], inSlab), bytes);
+                    Interlocked.Increment(ref written);
+                }
+                catch (Exception ex) when (ex is IOException or StrataException)
+                {
+                    lastError = ex.Message;
+                    disk.Fail($"a write failed ({ex.Message})");
+                }
+            });
+        }
+        if (written == 0)
+            throw new StrataException(ErrorKind.Io, $"no copy of {data.Length} bytes at {_slabBytes * slab + inSlab} of the pool's data could be written{(lastError is null ? ": no disk of the slab is in use" : $" ({lastError})")}");
+    }
+
     static uint[] SumsOf(ReadOnlySpan<byte> sectors)
     {
         var sums = new uint[sectors.Length / SectorSize];
@@ -176,8 +207,16 @@ public sealed partial class ResilientStore
         return sums;
     }
 
+    /// <summary>Writes of at least this many bytes go to the copies at once (each disk its own thread).</summary>
+    const int ParallelCopies = 256 << 10;
+
     void WriteCopies(int slab, long inSlab, ReadOnlySpan<byte> data)
     {
+        if (data.Length >= ParallelCopies && _slabs[slab]!.Length > 1)
+        {
+            WriteCopiesAtOnce(slab, inSlab, data);
+            return;
+        }
         int written = 0;
         string? lastError = null;
         var columns = _slabs[slab]!;

@@ -159,6 +159,13 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
     List<object> LockRange(long offset, long length)
     {
         long first = offset / _blockSize, last = (offset + Math.Max(length, 1) - 1) / _blockSize;
+        if (first == last)
+        {
+            // one block (most IO): no set to sort
+            var only = _locks[(int)(first % _locks.Length)];
+            Monitor.Enter(only);
+            return [only];
+        }
         var indexes = new SortedSet<int>();
         for (long b = first; b <= last && indexes.Count < _locks.Length; b++) indexes.Add((int)(b % _locks.Length));
         var taken = new List<object>(indexes.Count);
