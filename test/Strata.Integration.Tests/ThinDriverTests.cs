@@ -52,6 +52,41 @@ public sealed class ThinDriverTests(ITestOutputHelper output) : IDisposable
     static string Hash(string path) => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(path)));
 
     [Fact]
+    public void TheDriverRunsUnchangedOnAResilientPoolAndItsServerScrubs()
+    {
+        // the pool made first, over three disks: the driver takes the pool it finds
+        var cli0 = new Cli(_temp.Combine("store"));
+        cli0.Ok("pool", "--pool", PoolDir, "create", "--resiliency", "mirror", "--slab-size", "8M", "--metadata-size", "8M",
+            "--disk", _temp.Combine("d0") + ",size=512M", "--disk", _temp.Combine("d1") + ",size=512M", "--disk", _temp.Combine("d2") + ",size=512M");
+        var cli = Store("thin.basesize=128M");
+        cli.Ok("layer", "create", "image");
+        string image = cli.Ok("layer", "mount", "image");
+        WriteFile(Path.Combine(image, "data"), 16, seed: 7);
+        string hash = Hash(Path.Combine(image, "data"));
+        cli.Ok("layer", "unmount", "image");
+        cli.Ok("layer", "create", "c", "--parent", "image", "--rw");
+        string dir = cli.Ok("layer", "mount", "c");
+        try
+        {
+            Assert.Equal(hash, Hash(Path.Combine(dir, "data")));
+            var info = Info(cli);
+            Assert.Equal("mirror", info["Pool Resiliency"]);
+            Assert.Equal("healthy", info["Pool Health"]);
+            Assert.Equal("true", info["Pool Checksums"]);
+            // the driver's pool server owns the pool: the scrub goes through it, while the layer is mounted
+            var scrub = cli.Run("pool", "--pool", PoolDir, "scrub");
+            Assert.True(scrub.ExitCode == 0, scrub.Stdout + scrub.Stderr);
+            Assert.Contains("0 wrong", scrub.Stdout);
+        }
+        finally
+        {
+            cli.Run("layer", "unmount", "c");
+        }
+        cli.Ok("layer", "rm", "c");
+        cli.Ok("layer", "rm", "image");
+    }
+
+    [Fact]
     public void TwentyContainersMountedAtOnceAndRemovalGivesTheirSpaceBack()
     {
         var cli = Store("thin.basesize=256M");

@@ -401,9 +401,20 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlock
             return pairs;
         }
         var layout = PoolDirectory.ReadLayout(_home);
-        pairs.Add(new(layout.Data.StartsWith("/dev/", StringComparison.Ordinal) ? "Data device" : "Data file", layout.Data));
-        pairs.Add(new(layout.Metadata.StartsWith("/dev/", StringComparison.Ordinal) ? "Metadata device" : "Metadata file", layout.Metadata));
         var reply = _pool.Status();
+        if (reply.Space is { } space)
+        {
+            // a resilient pool (made with `strata pool create --disk ...` before the store's first use)
+            pairs.Add(new("Pool Resiliency", space.Resiliency));
+            pairs.Add(StatusField.Flag("Pool Checksums", space.Checksums));
+            pairs.Add(new("Pool Health", space.AtRisk.Count == 0 ? space.Health : $"{space.Health}: {string.Join("; ", space.AtRisk)}", space.Health));
+            pairs.Add(new("Pool Disks", string.Join(", ", space.Disks.Select(d => $"{d.Path} ({d.State})")), space.Disks.Count));
+        }
+        else
+        {
+            pairs.Add(new(layout.Data.StartsWith("/dev/", StringComparison.Ordinal) ? "Data device" : "Data file", layout.Data));
+            pairs.Add(new(layout.Metadata.StartsWith("/dev/", StringComparison.Ordinal) ? "Metadata device" : "Metadata file", layout.Metadata));
+        }
         var s = reply.Status;
         pairs.AddRange(SpaceLines(s));
         pairs.Add(StatusField.Bytes("Thin Pool Minimum Free Space", s.DataBytes * _options.MinFreeSpacePercent / 100));
