@@ -8,8 +8,9 @@ namespace Strata.Thin.Tests;
 /// Random runs of writes, reads, commits, crashes and reopens on small resilient pools of <see cref="FaultyBlockStore"/>
 /// disks, with as many disks failing as the resiliency survives (one for mirror and parity, two for mirror3 and
 /// parity2), each failing its own way: bits that rot, writes lost or torn, IO errors on a range, flushes that fail, the
-/// disk gone. Every read must return exactly what the model holds, and after a crash the pool must hold exactly its
-/// last commit. A simple pool (none survives) takes rot on its one disk: its reads are right or an IO error, never
+/// disk gone; the failed disks are rebuilt in the background meanwhile, and scrubs (with and without repair) run
+/// between the writes. Every read must return exactly what the model holds, and after a crash the pool must hold exactly
+/// its last commit. A simple pool (none survives) takes rot on its one disk: its reads are right or an IO error, never
 /// wrong bytes. STRATA_FAULT_RUNS sets the runs per case (150 by default, which keeps the test suite short; bench/soak-resilient.sh runs 1,000); a failure names its seed, and
 /// STRATA_SEED=N replays that run alone.
 /// </summary>
@@ -127,6 +128,14 @@ public sealed class ResilientFaultTests(ITestOutputHelper output)
                 }
                 else dev.Read(offset, got);
                 if (!Same(got, offset)) throw new Exception($"read of {length} bytes at {offset} returned wrong bytes");
+            }
+            else if (kind < 75)
+            {
+                bool repair = rng.Next(2) == 0;
+                at($"scrub {op}{(repair ? " --repair" : "")}");
+                var report = data.Scrub(repair);
+                // within what the resiliency survives, a scrub finds nothing it cannot repair (a simple pool's rot it cannot)
+                if (checksums && !simpleRot && report.Unrecoverable > 0) throw new Exception($"the scrub found {report.Unrecoverable} unrecoverable sectors");
             }
             else if (kind < 80)
             {
