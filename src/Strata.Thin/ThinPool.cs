@@ -178,7 +178,7 @@ public sealed partial class ThinPool : IDisposable
         _committed = sb;
         _dirty = false;
         _readOnly = sb.NeedsCheck ? "its metadata needs a check (needs_check is set): run `strata pool check`, then `strata pool repair`" : null;
-        _poolData?.Opened(b => (ulong)b < _space.Blocks && _space.Refs((ulong)b) > 0);
+        _poolData?.Opened(b => b >= 0 && _space.InUseUnlocked((ulong)b));
     }
 
     /// <summary>How many distinct leaf entries map each data block (what the stored counts must say).</summary>

@@ -68,6 +68,10 @@ sealed class DataSpace
 
     public uint Refs(ulong block) => _refs[block];
 
+    /// <summary>Whether the block is in use, read without the pool's lock (a rebuild's or a scrub's look): a volatile
+    /// read, so an allocation made before the look is seen.</summary>
+    public bool InUseUnlocked(ulong block) => block < (ulong)_refs.Length && Volatile.Read(ref _refs[block]) > 0;
+
     /// <summary>Whether the block's count went down in this transaction: the last commit may map it from a tree
     /// that no longer does, so writing it in place could change what that commit holds.</summary>
     public bool DroppedSinceCommit(ulong block) => _dropped.Contains(block);
