@@ -147,6 +147,31 @@ public sealed class ResilientPoolTests
         AssertReads(dev, expected);
     }
 
+    [Theory]
+    [InlineData(Resiliency.Mirror)]
+    [InlineData(Resiliency.Parity)]
+    public void AFullPoolFailsWritesWithNoSpaceAtOnce(Resiliency resiliency)
+    {
+        var (pool, rig) = Make(resiliency, Disks(24 << 20, 24 << 20, 24 << 20));
+        long usable = rig.Data.Length;
+        pool.CreateDevice("d", usable * 2);
+        using var dev = pool.OpenDevice("d");
+        var chunk = new byte[1 << 20];
+        new Random(6).NextBytes(chunk);
+        long written = 0;
+        Action fill = () =>
+        {
+            for (; ; written += chunk.Length) dev.Write(written, chunk);
+        };
+        var ex = Assert.Throws<StrataException>(fill);
+        Assert.Equal(ErrorKind.NoSpace, ex.Kind);
+        Assert.InRange(written, usable - (2 << 20), usable); // all of it, up to the last blocks' metadata
+        var back = new byte[chunk.Length];
+        dev.Read(0, back);
+        Assert.Equal(chunk, back); // what fit reads back
+        pool.Commit();
+    }
+
     static ThinDevice CreateDevice(ThinPool pool, long size)
     {
         pool.CreateDevice("d", size);
