@@ -12,6 +12,8 @@ namespace Strata.Thin.Space;
 /// its slab also go to the new place, so nothing written meanwhile is missed. Only blocks the pool has allocated are
 /// copied (<see cref="Allocated"/>): the rest is rewritten whole before it is ever read.
 ///
+/// Lock order: block locks, then the table lock, then the rebuild lock.
+///
 /// Throttling: after each block the thread waits as long as the copy took whenever foreground IO ran meanwhile, so the
 /// rebuild takes at most about half of the disks' time while the pool is busy, and all of it while it is idle.
 /// </summary>
@@ -111,6 +113,7 @@ public sealed partial class ResilientStore
         }
         finally
         {
+            bool retired = false;
             lock (_rebuildLock)
             {
                 _rebuilder = null;
@@ -119,9 +122,10 @@ public sealed partial class ResilientStore
                     {
                         _draining.Remove(d);
                         _disks[d].SetState(DiskState.Retired);
-                        MarkTableDirty();
+                        retired = true;
                     }
             }
+            if (retired) MarkTableDirty(); // outside the rebuild lock: the table lock comes first where both are taken
             bool grow;
             lock (_rebuildLock) grow = _growAfterRebuild && _rebuildStuck is null;
             if (grow && !_stopping) Grow();
