@@ -254,6 +254,10 @@ public sealed class PoolDirectory : IDisposable
                     Pool.ReadCommitted(_ =>
                     {
                         var disk = Space.DiskSet.Join(data, (Space.MetadataMirror)Metadata, Layout.SpaceId, added, store);
+                        // pool.json names the disk before any commit can record it (an open finding it there and not in
+                        // the metadata completes the add)
+                        Layout = Layout with { Disks = [.. data.Disks.Select(d => new PoolDisk(d.Path, d.Id)), new PoolDisk(added, disk.Id)] };
+                        AtomicWrite(LayoutFile(Path), JsonSerializer.SerializeToUtf8Bytes(Layout, PoolJson.Default.PoolLayout));
                         if (change.Action == DiskAction.Add) data.AddDisk(disk, grow: true);
                         else data.ReplaceDisk(path, disk);
                         return 0;
@@ -268,8 +272,6 @@ public sealed class PoolDirectory : IDisposable
                     }
                     throw;
                 }
-                Layout = Layout with { Disks = [.. data.Disks.Select(d => new PoolDisk(d.Path, d.Id))] };
-                AtomicWrite(LayoutFile(Path), JsonSerializer.SerializeToUtf8Bytes(Layout, PoolJson.Default.PoolLayout));
                 break;
             }
             default:

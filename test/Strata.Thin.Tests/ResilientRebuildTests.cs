@@ -12,10 +12,12 @@ public sealed class ResilientRebuildTests
 {
     const uint Bs = ThinPool.MinBlockSize;
 
-    static (ThinPool Pool, ResilientPoolTests.Rig Rig, ThinDevice Dev, byte[] Expected) Filled(Resiliency r, params long[] sizes)
+    static (ThinPool Pool, ResilientPoolTests.Rig Rig, ThinDevice Dev, byte[] Expected) Filled(Resiliency r, params long[] sizes) => Filled(r, true, sizes);
+
+    static (ThinPool Pool, ResilientPoolTests.Rig Rig, ThinDevice Dev, byte[] Expected) Filled(Resiliency r, bool checksums, params long[] sizes)
     {
         var stores = sizes.Select((s, i) => (IBlockStore)new FaultyBlockStore(s, $"disk{i}")).ToArray();
-        var (pool, rig) = ResilientPoolTests.Make(r, stores);
+        var (pool, rig) = ResilientPoolTests.Make(r, stores, checksums);
         pool.CreateDevice("d", 16 << 20);
         var dev = pool.OpenDevice("d");
         var expected = new byte[16 << 20];
@@ -143,6 +145,64 @@ public sealed class ResilientRebuildTests
         dev.Read(16 << 20, got);
         Assert.Equal(more, got);
         Assert.True(pool.ReadCommitted(m => PoolChecker.Check(rig.Data, m)).Clean);
+    }
+
+    [Fact]
+    public void ADiskMissingAtOpenStaysOutOfUseWhenItComesBack()
+    {
+        // no checksums: a stale copy read as current would be wrong bytes, with nothing to tell
+        var (pool, rig, dev, expected) = Filled(Resiliency.Mirror, false, 64 << 20, 64 << 20);
+        dev.Dispose();
+        pool.Dispose();
+        var options = new PoolOptions { CommitInterval = TimeSpan.Zero, AutoextendThreshold = 100 };
+        var ids = rig.Data.Disks.Select(d => d.Id).ToArray();
+        var (data, meta) = DiskSet.Open([("disk0", ids[0], rig.Stores[0]), ("disk1", ids[1], null)], rig.Id);
+        using (var degraded = ThinPool.Open(data, meta, options))
+        {
+            Assert.Contains(data.Info().Health, new[] { "degraded", "rebuilding" });
+            Assert.True(((IPoolData)data).Dirty, "the open found a disk missing that the metadata has in use: the next commit says so");
+            degraded.Commit();
+        }
+        (data, meta) = DiskSet.Open([("disk0", ids[0], rig.Stores[0]), ("disk1", ids[1], null)], rig.Id);
+        using (var degraded = ThinPool.Open(data, meta, options))
+        {
+            Assert.False(((IPoolData)data).Dirty, "recorded by the last commit");
+            using var d = degraded.OpenDevice("d");
+            ResilientPoolTests.WriteRandomly(d, expected, new Random(11), 80); // disk1 misses all of it
+            degraded.Commit();
+        }
+        (data, meta) = DiskSet.Open([("disk0", ids[0], rig.Stores[0]), ("disk1", ids[1], rig.Stores[1])], rig.Id);
+        using var back = ThinPool.Open(data, meta, options);
+        Assert.False(data.Disks[1].InUse, "a disk that was missing is not taken back as current");
+        using var dev2 = back.OpenDevice("d");
+        ResilientPoolTests.AssertReads(dev2, expected);
+    }
+
+    [Fact]
+    public void ABlockWrittenWhileItsColumnMovesIsWholeAfterTheSwap()
+    {
+        // the new place holds junk (a disk reused): a partial write into a fresh block must not trust it to be a hole
+        var (pool, rig, dev, expected) = Filled(Resiliency.Mirror, false, 64 << 20, 64 << 20, 64 << 20);
+        foreach (var s in rig.Stores)
+        {
+            var disk = rig.Data.Disks[Array.IndexOf(rig.Stores, s)];
+            var junk = new byte[disk.Slabs * (4L << 20) - (8L << 20)];
+            new Random(12).NextBytes(junk);
+            s.Write(disk.DataStart + (8L << 20), junk); // every slab past the first two: free space, not a hole
+        }
+        rig.Data.FailDisk("disk0");
+        for (int i = 0; i < 40; i++)
+        {
+            var piece = new byte[512];
+            new Random(i).NextBytes(piece);
+            long at = (i * 7L % 256) * 65536 + 1024;
+            dev.Write(at, piece);
+            piece.CopyTo(expected, at);
+        }
+        rig.Data.WaitForRebuild();
+        pool.Commit();
+        rig.Data.FailDisk(rig.Data.Info().Disks.First(d => d.State == "healthy" && d.SlabsUsed > 0).Path);
+        ResilientPoolTests.AssertReads(dev, expected); // from the rebuilt copies alone
     }
 
     [Fact]

@@ -36,11 +36,20 @@ public static class DiskSet
         foreach (var d in disks)
         {
             // the metadata copies start as zeros on every disk: what an earlier pool left there must not read as ours
-            d.Store!.Write(DiskLabel.Size, new byte[2 * 4096]);
-            new DiskLabel(d.Slot, pool, d.Id, DiskLabel.Size, metadataSize, dataStart, slabSize, d.Slabs).Write(d.Store);
-            d.Store.Flush();
+            // (its blocks could carry higher transactions than this pool's)
+            var store = d.Store!;
+            ZeroRegion(store, DiskLabel.Size, metadataSize);
+            new DiskLabel(d.Slot, pool, d.Id, DiskLabel.Size, metadataSize, dataStart, slabSize, d.Slabs).Write(store);
+            store.Flush();
         }
         return (data, new MetadataMirror(() => data.Disks, DiskLabel.Size, metadataSize), pool);
+    }
+
+    static void ZeroRegion(IBlockStore store, long offset, long length)
+    {
+        if (store.Discard(offset, length)) return; // a hole in a file reads as zeros
+        var zeros = new byte[1 << 20];
+        for (long at = 0; at < length; at += zeros.Length) store.Write(offset + at, zeros.AsSpan(0, (int)Math.Min(zeros.Length, length - at)));
     }
 
     /// <summary>Makes <paramref name="store"/> the next disk of a pool (not yet added: <see cref="ResilientStore.AddDisk"/> or

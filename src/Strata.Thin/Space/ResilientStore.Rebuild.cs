@@ -24,7 +24,7 @@ public sealed partial class ResilientStore
     Thread? _rebuilder;
     volatile bool _stopping;
     long _foreground;            // IO calls so far (the throttle's view of a busy pool)
-    long _rebuildDone, _rebuildTotal, _rebuildBytes;
+    long _rebuildDone, _rebuildTotal, _rebuildBytes, _rebuildSkipped;
     string? _rebuildStuck;
     readonly HashSet<int> _draining = [];
 
@@ -169,20 +169,35 @@ public sealed partial class ResilientStore
                     if (!targetDisk.InUse) break;
                     CopyColumn(slab, b, column, target, buffer);
                 }
+                catch (StrataException ex) when (ex.Kind == ErrorKind.Io)
+                {
+                    // nothing good to copy: a block lost beyond repair, or one allocated and not written yet (whose
+                    // write, under this lock after us, goes to the new place too); the target keeps what it holds,
+                    // which the checksums or the stripe's other columns tell apart from good data
+                    Interlocked.Increment(ref _rebuildSkipped);
+                }
                 finally
                 {
                     Unlock(taken);
                 }
                 if (Interlocked.Read(ref _foreground) != seen) Thread.Sleep(clock.Elapsed); // the pool is busy: half the time each
             }
+            if (targetDisk.InUse)
+                try
+                {
+                    targetDisk.Use().Flush();
+                }
+                catch (Exception ex) when (ex is IOException or StrataException)
+                {
+                    targetDisk.Fail($"a flush failed during a rebuild ({ex.Message})");
+                }
             if (_stopping || !targetDisk.InUse)
             {
+                // stopped, or the target failed: the next round (or run) picks another place
                 _pending.TryRemove(slab, out _);
                 lock (_tableLock) _placement.Release(target);
-                if (!targetDisk.InUse) stuck = $"the disk rebuilt onto ({targetDisk.Path}) went out of use";
-                return !_stopping && targetDisk.InUse;
+                return !_stopping;
             }
-            targetDisk.Use().Flush();
             var all = LockAll();
             try
             {
@@ -230,8 +245,7 @@ public sealed partial class ResilientStore
         {
             var data = buffer.AsSpan(0, (int)_blockSize);
             ReadCopies(slab, block * _blockSize, data); // verified, repaired: a good copy, or an IO error
-            _disks[target.Disk].Use().Write(DiskOffset(target, block * _blockSize), data);
-            Interlocked.Add(ref _rebuildBytes, data.Length);
+            WriteTarget(target, block * _blockSize, data);
             return;
         }
         int role = (int)(((column - block) % ColumnsPerSlab + ColumnsPerSlab) % ColumnsPerSlab);
@@ -254,8 +268,22 @@ public sealed partial class ResilientStore
                 ArrayPool<byte>.Shared.Return(stripe);
             }
         }
-        _disks[target.Disk].Use().Write(DiskOffset(target, RowOffset(block, 0)), chunk);
-        Interlocked.Add(ref _rebuildBytes, chunk.Length);
+        WriteTarget(target, RowOffset(block, 0), chunk);
+    }
+
+    /// <summary>Writes to a rebuild's new place; a failure takes that disk out of use (the rebuild then picks another).</summary>
+    void WriteTarget(Column target, long inColumn, ReadOnlySpan<byte> data)
+    {
+        var disk = _disks[target.Disk];
+        try
+        {
+            disk.Use().Write(DiskOffset(target, inColumn), data);
+            Interlocked.Add(ref _rebuildBytes, data.Length);
+        }
+        catch (Exception ex) when (ex is IOException or StrataException)
+        {
+            disk.Fail($"a write failed during a rebuild ({ex.Message})");
+        }
     }
 
     /// <summary>A write to a slab whose column is being moved goes to the new place too.</summary>

@@ -49,7 +49,7 @@ public sealed partial class ResilientStore
         }
         var clock = Stopwatch.StartNew();
         var disks = _disks;
-        var tally = new Tally(disks.Length);
+        var tally = new Tally(4096); // by slot: a disk added while the scrub runs has its place too
         long blocks = 0;
         try
         {
@@ -92,7 +92,7 @@ public sealed partial class ResilientStore
         {
             lock (_scrubLock) _scrubbing = false;
         }
-        var perDisk = disks.Select(d => new ScrubDisk(d.Slot, d.Path, tally.Read[d.Slot], tally.ReadErrors[d.Slot], tally.Errors[d.Slot], tally.Repaired[d.Slot])).ToList();
+        var perDisk = _disks.Select(d => new ScrubDisk(d.Slot, d.Path, tally.Read[d.Slot], tally.ReadErrors[d.Slot], tally.Errors[d.Slot], tally.Repaired[d.Slot])).ToList();
         return new ScrubReport(repair, blocks, blocks * _blockSize, tally.Errors.Sum() + tally.ReadErrors.Sum(), tally.Repaired.Sum(), tally.Unrecoverable, clock.Elapsed.TotalSeconds, perDisk);
     }
 

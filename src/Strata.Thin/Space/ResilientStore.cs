@@ -327,6 +327,8 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
         bool hole = true;
         ForEachSlab(offset, length, (slab, inSlab, _, n) =>
         {
+            // a column being moved: its new place holds whatever it held, and only what is written reaches it
+            if (_pending.ContainsKey(slab)) hole = false;
             // a slab placed now may land on disk slabs that hold what an earlier placement, lost to a crash, wrote
             try
             {
@@ -365,6 +367,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
         if (_slabs[slab] is not { } columns) yield break; // never written: a hole already
         foreach (var c in columns)
             yield return (_disks[c.Disk], DiskOffset(c, at), count);
+        if (_pending.TryGetValue(slab, out var moving)) yield return (_disks[moving.Target.Disk], DiskOffset(moving.Target, at), count);
     }
 
     long DiskOffset(Column c, long inColumn) => _disks[c.Disk].DataStart + c.Slab * _slabSize + inColumn;
@@ -400,6 +403,20 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
             throw StrataException.Corrupt("the pool's metadata has no space table for its disks; run `strata pool check`");
         }
         if (_slabs.Length > 0 && blockSize != _blockSize) throw StrataException.Corrupt($"the pool's block size changed from {_blockSize} to {blockSize}");
+        // a reload (a failed transaction) may come while IO is inside the store: it waits for that IO
+        var all = LockAll();
+        try
+        {
+            LoadLocked(meta, table, sums, blockSize);
+        }
+        finally
+        {
+            Unlock(all);
+        }
+    }
+
+    void LoadLocked(MetadataSpace meta, ulong table, ulong sums, uint blockSize)
+    {
         _blockSize = blockSize;
         var (record, blocks) = SpaceTable.Load(meta, table, _blockSize);
         // the directory may name disks the metadata does not have yet: an add that did not reach its commit completes now
@@ -408,9 +425,13 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
         var placement = new SlabPlacement(_disks.Select((d, i) => i < record.Disks.Count ? record.Disks[i].Slabs : d.Slabs));
         foreach (var slab in record.Slabs)
             foreach (var c in slab ?? []) placement.Take(c);
+        bool changed = record.Disks.Count < _disks.Length;
         for (int i = 0; i < record.Disks.Count; i++)
         {
             var recorded = record.Disks[i];
+            // found out of use now (missing, unreadable): recorded at the next commit, so that a disk that comes back
+            // later is not taken for current
+            if (!_disks[i].InUse && recorded.State is DiskState.Healthy or DiskState.Failing) changed = true;
             if (recorded.Id != _disks[i].Id) throw StrataException.Corrupt($"disk {_disks[i].Path} is not the disk the metadata records in slot {i}");
             if (_disks[i].Store is null) (_disks[i].DataStart, _disks[i].Slabs) = (recorded.DataStart, recorded.Slabs); // missing: what it had
             // a disk out of use stays so: what it holds stopped being kept current when it went
@@ -419,7 +440,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
         Apply(record, placement);
         _sums?.Load(meta, sums);
         _tableBlocks = blocks;
-        _tableDirty = record.Disks.Count < _disks.Length;
+        _tableDirty = changed;
     }
 
     (ulong Table, ulong Sums) IPoolData.Persist(MetadataSpace meta, ulong transaction)

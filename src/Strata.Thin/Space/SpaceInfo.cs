@@ -19,16 +19,18 @@ public sealed partial class ResilientStore
 {
     public SpaceInfo Info()
     {
-        var used = new long[_disks.Length];
+        var slabs = _slabs; // before the disks: a slab names only disks added before it moved there
+        var all = _disks;
+        var used = new long[all.Length];
         int degraded = 0, lost = 0;
-        foreach (var slab in _slabs)
+        foreach (var slab in slabs)
         {
             if (slab is null) continue;
             int outOfUse = 0;
             foreach (var c in slab)
             {
                 used[c.Disk]++;
-                if (!_disks[c.Disk].InUse) outOfUse++;
+                if (!all[c.Disk].InUse) outOfUse++;
             }
             if (outOfUse > _shape.Tolerates) lost++;
             else if (outOfUse > 0) degraded++;
