@@ -17,7 +17,7 @@
 # for mirror and mirror3 on every row); parity at least 0.5x simple on 4 KiB writes and 0.8x on 1 MiB writes
 # (checked for parity and parity2); checksums cost at most 10% on reads (crc32c at least 0.9x none).
 # Then, for mirror and parity with checksums (the pool filled by the rows above), scrub offline against `cat` of the
-# disks, and rebuild of a failed disk's columns (`pool disk fail`) against `cp` of as many bytes.
+# disks, and rebuild of a disk's columns onto a new disk (`pool disk replace`) against `cp` of as many bytes.
 # Usage: bench/resilient.sh [--size SIZE] [--seconds S] [--dir DIR] [--only RESILIENCY[,RESILIENCY...]]
 #   --size     size of each of the four disk files and of the device (default 4G)
 #   --seconds  time of each fio row (default 15; plus a ramp of 3 s, 1 s when --seconds is under 10)
@@ -159,13 +159,16 @@ fill() {
   echo "  (filled $(( (size_bytes - start) / 1048576 )) MiB from offset $(( start / 1048576 )) MiB in $((SECONDS - t0)) s)"
 }
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
 # drop_caches: so that reads below come from the disks, for Strata and its floor alike
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # measure_rebuild KIND: issue 22's rebuild goal, at most 1.5x `cp`'s time for the same data, no foreground IO.
-# The pool's device is filled (by the rows above and fill), the server stopped; `pool disk fail disk0` on the pool
-# opened by the command waits for the rebuild of disk0's columns into the other disks' free space. Its time against
-# `cp` of a file of as many bytes as disk0 held, between the same filesystems (then `sync -f`), caches dropped first.
+# The pool's device is filled (by the rows above and fill), the server stopped; `pool disk replace disk0 disk4` on
+# the pool opened by the command waits for the rebuild of disk0's columns onto the new disk (the other disks are
+# full: random writes place every slab). Its time against `cp` of a file of as many bytes as disk0 held, between the
+# same filesystems (then `sync -f`), caches dropped first.
 measure_rebuild() {
   local kind="$1" info slab used bytes t0 t1 strata_s cp_s
   bench_stop_pid "$server" 30
@@ -174,12 +177,12 @@ measure_rebuild() {
   slab=$(jq .SlabSize <<<"$info")
   used=$(jq '.Disks[0].SlabsUsed' <<<"$info")
   bytes=$(( slab * used ))
-  [ "$kind" = "${kind#parity}" ] || bytes=$(( bytes )) # a parity column holds a chunk of each stripe: slab bytes too
   drop_caches
   t0=$(date +%s.%N)
-  "$strata" pool --pool "$pool" disk fail "$work/disk0" >"$work/rebuild.out"
+  "$strata" pool --pool "$pool" disk replace "$work/disk0" "$work/disk4,size=${size_bytes}B" >"$work/rebuild.out"
   t1=$(date +%s.%N)
   strata_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  rm -f "$work/disk4"
   head -c "$bytes" /dev/urandom >"$work/cp-src"
   drop_caches
   t0=$(date +%s.%N)
@@ -239,7 +242,6 @@ done
 
 # value KIND CHECKSUM ROW: the row's IOPS for 4 KiB rows, MiB/s for 1 MiB rows
 value() { awk -v k="$1" -v c="$2" -v r="$3" '$1 == k && $2 == c && $3 == r { print (r ~ /-4k-/) ? $4 : $5 }' "$results"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 rows="randwrite-4k-qd32 write-1m-qd8 randread-4k-qd32 read-1m-qd8"
 # mark VALUE GOAL: VALUE, with a '!' when it is under GOAL
 mark() { awk -v x="$1" -v g="$2" 'BEGIN { printf "%s%s", x, (g != "" && x != "-" && x < g) ? "!" : " " }'; }

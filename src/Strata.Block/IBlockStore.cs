@@ -29,4 +29,8 @@ public interface IBlockStore : IDisposable
 
     /// <summary>Grows the store to <paramref name="length"/> bytes (the new part reads as zeros).</summary>
     void Grow(long length);
+
+    /// <summary>Lets go of what a cache above the medium holds of the range (the page cache of a file or block device),
+    /// so that the next read of it reaches the medium: a scrub must see what the disk holds. Best effort.</summary>
+    void DropCache(long offset, long length) { }
 }

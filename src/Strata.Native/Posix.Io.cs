@@ -34,6 +34,16 @@ public static unsafe partial class Posix
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fallocate(FileDescriptor fd, int mode, long offset, long length);
 
+    [LibraryImport("libc")]
+    private static partial int posix_fadvise(FileDescriptor fd, long offset, long length, int advice);
+
+    const int POSIX_FADV_DONTNEED = 4;
+
+    /// <summary>Drops the page cache's clean pages of a range (posix_fadvise DONTNEED; dirty ones are written back first
+    /// by the kernel where it can), so that the next read of it reaches the disk. Best effort: false when the kernel
+    /// refuses.</summary>
+    public static bool DropCache(FileDescriptor fd, long offset, long length) => posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED) == 0;
+
     public const int FALLOC_FL_KEEP_SIZE = 0x01, FALLOC_FL_PUNCH_HOLE = 0x02, FALLOC_FL_ZERO_RANGE = 0x10;
 
     /// <summary>Reads up to buffer.Length bytes; 0 means end of file.</summary>

@@ -103,6 +103,12 @@ public sealed class FileBlockStore : IBlockStore
         return data >= offset + length;
     }
 
+    public void DropCache(long offset, long length)
+    {
+        CheckRange(offset, length);
+        Posix.DropCache(_fd, offset, length);
+    }
+
     public void Grow(long length)
     {
         if (length <= Length) return;

@@ -73,6 +73,9 @@ public sealed partial class ResilientStore
                 disk.CountReadError();
                 all = true;
             }
+        // a whole chunk gone (its disk out of use, or its read failed): rebuilt in one pass over the other columns, row by
+        // row only where that does not check
+        if (all && r1 - r0 > 1 && TryRebuildRows(slab, block, role, r0, r1, dest)) return;
         for (int r = r0; r < r1; r++)
         {
             var row = dest.Slice((r - r0) * SectorSize, SectorSize);
@@ -144,6 +147,46 @@ public sealed partial class ResilientStore
             }
             Interlocked.Increment(ref _unrecoverable);
             throw new StrataException(ErrorKind.Io, $"row {row} of block {(_slabBytes * slab) / _blockSize + block} of the pool's data cannot be rebuilt: {bad.Count} of its {columns} columns are bad{(_sums is null ? "" : " or the rest fail their checksums")}");
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>Rebuilds rows [r0, r1) of data chunk <paramref name="role"/> from the other columns read whole; false (nothing
+    /// rewritten) when one of them does not read or the result fails the data checksums.</summary>
+    bool TryRebuildRows(int slab, long block, int role, int r0, int r1, Span<byte> dest)
+    {
+        int k = K, p = _shape.ParityColumns, bytes = (r1 - r0) * SectorSize;
+        var rented = ArrayPool<byte>.Shared.Rent((k + 2) * bytes);
+        try
+        {
+            var all = rented.AsSpan(0, (k + 2) * bytes);
+            for (int x = 0; x < k + p; x++)
+            {
+                if (x == role) continue;
+                var c = ColumnOf(slab, block, x);
+                var disk = _disks[c.Disk];
+                if (!disk.InUse) return false;
+                try
+                {
+                    disk.Use().Read(DiskOffset(c, RowOffset(block, r0)), all.Slice(x * bytes, bytes));
+                }
+                catch (Exception ex) when (ex is IOException or StrataException)
+                {
+                    disk.CountReadError();
+                    return false;
+                }
+            }
+            var q = p > 1 ? all.Slice((k + 1) * bytes, bytes) : Span<byte>.Empty;
+            ParityCode.Reconstruct(all[..(k * bytes)], k, all.Slice(k * bytes, bytes), q, [role]);
+            if (_sums is not null)
+                for (int x = 0; x < k; x++)
+                    for (int r = r0; r < r1; r++)
+                        if (ChecksumTable.Sum(all.Slice(x * bytes + (r - r0) * SectorSize, SectorSize)) != _sums.Get((ulong)SectorOf(slab, block, x, r))) return false;
+            all.Slice(role * bytes, bytes).CopyTo(dest);
+            return true;
         }
         finally
         {

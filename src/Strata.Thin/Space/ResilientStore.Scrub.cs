@@ -103,6 +103,8 @@ public sealed partial class ResilientStore
         if (!disk.InUse) return false;
         try
         {
+            // what the disk holds, not what the page cache kept of it
+            disk.Use().DropCache(DiskOffset(c, inColumn), into.Length);
             disk.Use().Read(DiskOffset(c, inColumn), into);
             tally.Read[c.Disk] += into.Length;
             return true;

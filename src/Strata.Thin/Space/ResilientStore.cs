@@ -434,8 +434,10 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
             if (!_disks[i].InUse && recorded.State is DiskState.Healthy or DiskState.Failing) changed = true;
             if (recorded.Id != _disks[i].Id) throw StrataException.Corrupt($"disk {_disks[i].Path} is not the disk the metadata records in slot {i}");
             if (_disks[i].Store is null) (_disks[i].DataStart, _disks[i].Slabs) = (recorded.DataStart, recorded.Slabs); // missing: what it had
-            // a disk out of use stays so: what it holds stopped being kept current when it went
-            if (recorded.State > _disks[i].State) _disks[i].SetState(recorded.State, recorded.State == DiskState.Retired ? null : "out of use since an earlier run");
+            // a disk out of use stays so: what it holds stopped being kept current when it went (failing is this run's
+            // count of repaired errors, not a state to keep)
+            if (recorded.State >= DiskState.Failed && recorded.State > _disks[i].State)
+                _disks[i].SetState(recorded.State, recorded.State == DiskState.Retired ? null : "out of use since an earlier run");
         }
         Apply(record, placement);
         _sums?.Load(meta, sums);
@@ -459,6 +461,6 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
     }
 
     SpaceRecord Record() => new(_shape, _slabSize, _checksums,
-        [.. _disks.Select(d => new DiskEntry(d.Id, d.Slabs, d.DataStart, d.State))],
+        [.. _disks.Select(d => new DiskEntry(d.Id, d.Slabs, d.DataStart, d.State == DiskState.Failing ? DiskState.Healthy : d.State))],
         [.. _slabs]);
 }

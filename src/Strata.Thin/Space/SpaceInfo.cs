@@ -38,7 +38,8 @@ public sealed partial class ResilientStore
         var atRisk = new List<string>();
         if (lost > 0) atRisk.Add($"{lost} of {_slabs.Length} slabs are lost (more of their disks are out of use than {ResiliencyNames.Name(_shape.Resiliency)} survives)");
         if (degraded > 0) atRisk.Add($"{degraded} of {_slabs.Length} slabs run with fewer copies than they should: another failure of their disks may lose data");
-        string health = lost > 0 ? "lost" : degraded > 0 ? (RebuildProgress.Running ? "rebuilding" : "degraded") : _disks.Any(d => d.State == DiskState.Failing) ? "repairing" : "healthy";
+        // a failing disk (errors found and repaired) is the disk's state, not the pool's: its copies are current
+        string health = lost > 0 ? "lost" : degraded > 0 ? (RebuildProgress.Running ? "rebuilding" : "degraded") : "healthy";
         var disks = _disks.Select(d => new DiskInfo(d.Slot, d.Path, d.State.ToString().ToLowerInvariant(), d.Reason,
             d.Store?.Length ?? d.DataStart + d.Slabs * _slabSize, d.Slabs, used[d.Slot], d.ReadErrors, d.WriteErrors, d.ChecksumErrors, d.Repaired)).ToList();
         var rebuild = RebuildProgress;
