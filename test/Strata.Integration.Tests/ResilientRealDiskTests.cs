@@ -18,8 +18,8 @@ namespace Strata.Integration.Tests;
 /// it and the disks dropped) and each file's sha256 is what was written; scrub finds and repairs the rot, `disk replace` rebuilds onto
 /// fresh disks, fsck is clean, `pool check` is clean, and a new server mounts the same files. A 3-disk mirror takes one
 /// fault at a time; a 4-disk parity2 takes two at once. A slow disk (nbdkit's delay and rate filters) in a mirror still
-/// works end to end. The file contents come from a seed (printed; STRATA_SEED replays it). Tests marked KnownBug show
-/// what is wrong today and fail until it is fixed.
+/// works end to end. The file contents come from a seed (printed; STRATA_SEED replays it). Three more tests hold bugs
+/// these found, fixed since: a repaired disk's health, the schema during a rebuild, a scrub behind the page cache.
 ///
 /// Everything is undone on failure too: the filesystem unmounted, the loop device detached, the server stopped by pid,
 /// the disks disposed, the temp dir removed.
@@ -208,15 +208,14 @@ public sealed class ResilientRealDiskTests : IDisposable
         Finish();
     }
 
-    // ---- known bugs: these fail today (Category=KnownBug; `--filter "Category!=KnownBug"` leaves them out) ----
+    // ---- bugs these tests found (fixed) ----
 
-    /// <summary>KNOWN BUG (issue 22): a disk on which a read or a scrub met one bad sector becomes "failing" for good, and
+    /// <summary>Was a bug: a disk on which a read or a scrub met one bad sector becomes "failing" for good, and
     /// the pool's Health stays "repairing" after a scrub --repair has rewritten every bad sector and a second scrub finds
     /// nothing wrong; the state is written into the space table at its next commit, so it outlives the server, and after a
     /// restart the disk reads "failing (out of use since an earlier run)" though it is in use (ResilientStore.Load gives
     /// every recorded state above Healthy that reason). Expected: healthy once nothing is left to repair.</summary>
     [Fact]
-    [Trait("Category", "KnownBug")]
     public void APoolWhoseRotWasRepairedIsHealthyAgain()
     {
         string[] d = [_temp.Combine("d0"), _temp.Combine("d1")];
@@ -244,12 +243,11 @@ public sealed class ResilientRealDiskTests : IDisposable
         Assert.True(problems.Count == 0, string.Join("; ", problems));
     }
 
-    /// <summary>KNOWN BUG (issue 22): while a rebuild runs onto a replacement of a failed disk, `pool info --format json`
+    /// <summary>Was a bug: while a rebuild runs onto a replacement of a failed disk, `pool info --format json`
     /// says Health "rebuilding" (SpaceInfo.cs), a value docs/schemas/pool-info.json does not allow (its enum: healthy,
     /// repairing, degraded, lost). The replacement is a slow disk (nbdkit's rate filter), so the rebuild lasts seconds and
     /// the polls see it.</summary>
     [SkippableFact]
-    [Trait("Category", "KnownBug")]
     public void PoolInfoDuringARebuildMatchesItsSchema()
     {
         SkipUnlessAvailable(filesystem: false);
@@ -280,13 +278,12 @@ public sealed class ResilientRealDiskTests : IDisposable
         Assert.Equal(payload, File.ReadAllBytes(_temp.Combine("back")));
     }
 
-    /// <summary>KNOWN BUG (issue 22): a scrub reads the disks through the kernel's page cache (FileBlockStore uses buffered
+    /// <summary>Was a bug: a scrub reads the disks through the kernel's page cache (FileBlockStore uses buffered
     /// pread), so rot on a disk below pages the kernel still caches (from the writes, or from an earlier scrub) is not
     /// found: the scrub checks the cache, not the disk. An NbdkitDisk shows it: its backing file is rotten behind the cached
     /// pages of its FUSE file, as a disk's sectors rot behind the page cache of its block device. Expected: a scrub reads
     /// what the disk holds (O_DIRECT, or the range's cache dropped first), finds the rot and repairs it.</summary>
     [SkippableFact]
-    [Trait("Category", "KnownBug")]
     public void AScrubReadsTheDisksNotThePageCache()
     {
         SkipUnlessAvailable(filesystem: false);
