@@ -22,7 +22,7 @@ public sealed class PoolServiceTests : IDisposable
         new CreateCall("d", 1 << 20, "layer x"), new SnapshotCall("d", "s"), new DeleteCall("d", Defer: true, Owner: "o", Force: true),
         new ResizeCall("d", 2 << 20), new DeviceCall("d"), new DeviceNamesCall(), new DevicesCall(), new StatusCall(),
         new SuperblockProblemsCall(), new AttachCall("d"), new DetachCall("d"), new AttachedCall("d"), new ReadCall("d", 5, 7),
-        new WriteCall("d", 9), new CheckCall(), new DumpCall(),
+        new WriteCall("d", 9), new CheckCall(), new DumpCall(), new DisksCall(new DiskChange(DiskAction.Replace, "/a", "/b", 1 << 30)), new ScrubCall(Repair: true),
     ];
 
     [Fact]
