@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Numerics;
 using Spectre.Console;
 using Strata.Core;
 using Strata.Thin;
@@ -310,23 +309,13 @@ public static partial class Commands
             "none" => false,
             _ => throw StrataException.Invalid($"unknown --checksum '{checksum}' (crc32c or none)"),
         };
-        // a disk that does not exist yet has the size given (ParseDisk refuses none later)
-        long smallest = specs.Min(d => d.Size ?? (Path.Exists(d.Path) ? SizeOf(d.Path) : long.MaxValue));
-        long slab = slabSize is not null ? ByteSize.ParseWithUnit(slabSize, "--slab-size")
-            : Math.Max(Math.Max(1L << 20, blockSize), (long)BitOperations.RoundUpToPowerOf2((ulong)Math.Clamp(smallest / 32, 1, 256L << 20) + 1) / 2);
-        long meta = metaSize is not null ? ByteSize.ParseWithUnit(metaSize, "--metadata-size")
-            : Math.Clamp(smallest / 64 / (1 << 20) * (1 << 20), DiskSet.MinMetadataSize, 256L << 20);
+        long? slab = slabSize is null ? null : ByteSize.ParseWithUnit(slabSize, "--slab-size");
+        long? meta = metaSize is null ? null : ByteSize.ParseWithUnit(metaSize, "--metadata-size");
         if (noSpace is < 0 or > 3600) throw StrataException.Invalid("--no-space-timeout must be from 0 to 3600 seconds");
         using var dir = PoolDirectory.Create(PoolDir(r), new SpaceSpec(specs, kind, slab, meta, sums), blockSize,
             new PoolOptions { CommitInterval = TimeSpan.Zero, NoSpaceTimeout = TimeSpan.FromSeconds(noSpace) });
         Io.Current.Out.WriteLine(dir.Path);
         return 0;
-    }
-
-    static long SizeOf(string path)
-    {
-        using var store = FileBlockStore.Open(path);
-        return store.Length;
     }
 
     /// <summary>PATH or PATH,size=SIZE (the last ",size=" splits: a path may hold commas).</summary>

@@ -51,8 +51,9 @@ public sealed record PoolDisk(string Path, Guid Id);
 /// <summary>What a resilient pool is made of, as `strata pool create --disk ...` asks for it.</summary>
 public sealed record DiskSpec(string Path, long? Size);
 
-/// <summary>How a resilient pool keeps its data (fixed at creation).</summary>
-public sealed record SpaceSpec(IReadOnlyList<DiskSpec> Disks, Space.Resiliency Resiliency, long SlabSize, long MetadataSize, bool Checksums);
+/// <summary>How a resilient pool keeps its data (fixed at creation); a null size takes the default for the disks'
+/// sizes (<see cref="Space.DiskSet.DefaultSlabSize"/>, <see cref="Space.DiskSet.DefaultMetadataSize"/>).</summary>
+public sealed record SpaceSpec(IReadOnlyList<DiskSpec> Disks, Space.Resiliency Resiliency, long? SlabSize, long? MetadataSize, bool Checksums);
 
 [JsonSourceGenerationOptions(WriteIndented = true)]
 [JsonSerializable(typeof(PoolLayout))]
@@ -174,7 +175,9 @@ public sealed class PoolDirectory : IDisposable
                 if (stores.Any(s => s.Path == path)) throw StrataException.Invalid($"disk {path} is named twice");
                 stores.Add((path, OpenNewDisk(d, created)));
             }
-            var (data, metadata, spaceId) = Space.DiskSet.Create(stores, blockSize, spec.Resiliency, spec.SlabSize, spec.MetadataSize, spec.Checksums);
+            long smallest = stores.Count == 0 ? 0 : stores.Min(s => s.Store.Length);
+            var (data, metadata, spaceId) = Space.DiskSet.Create(stores, blockSize, spec.Resiliency,
+                spec.SlabSize ?? Space.DiskSet.DefaultSlabSize(smallest, blockSize), spec.MetadataSize ?? Space.DiskSet.DefaultMetadataSize(smallest), spec.Checksums);
             var layout = new PoolLayout
             {
                 Disks = [.. data.Disks.Select(d => new PoolDisk(d.Path, d.Id))],

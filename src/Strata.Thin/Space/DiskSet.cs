@@ -12,6 +12,14 @@ public static class DiskSet
 {
     public const long MinMetadataSize = 1 << 20;
 
+    /// <summary>The slab size for disks whose smallest has <paramref name="smallest"/> bytes: 1/32 of it, a power of two from
+    /// 1 MiB to 256 MiB (and at least a block), so small disks lose little to rounding.</summary>
+    public static long DefaultSlabSize(long smallest, uint blockSize) =>
+        Math.Max(Math.Max(1L << 20, blockSize), (long)System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)Math.Clamp(smallest / 32, 1, 256L << 20) + 1) / 2);
+
+    /// <summary>The metadata copy's size on each disk: 1/64 of the smallest disk, in MiB, from 1 MiB to 256 MiB.</summary>
+    public static long DefaultMetadataSize(long smallest) => Math.Clamp(smallest / 64 / (1 << 20) * (1 << 20), MinMetadataSize, 256L << 20);
+
     /// <summary>Where the slabs of a disk start: after the label and the metadata copy, on a MiB boundary.</summary>
     public static long DataStart(long metadataSize) => (DiskLabel.Size + metadataSize + (1 << 20) - 1) / (1 << 20) * (1 << 20);
 

@@ -169,7 +169,19 @@ public sealed partial class ResilientStore
         }
     }
 
-    unsafe void WriteCopiesAtOnce(int slab, long inSlab, ReadOnlySpan<byte> data)
+    static uint[] SumsOf(ReadOnlySpan<byte> sectors)
+    {
+        var sums = new uint[sectors.Length / SectorSize];
+        for (int i = 0; i < sums.Length; i++) sums[i] = ChecksumTable.Sum(sectors.Slice(i * SectorSize, SectorSize));
+        return sums;
+    }
+
+    /// <summary>Writes of at least this many bytes go to the copies at once (each disk its own thread).</summary>
+    const int ParallelCopies = 256 << 10;
+
+    /// <summary>Writes to every copy in use (at once from <see cref="ParallelCopies"/> bytes on); a copy whose write fails
+    /// takes its disk out of use; no copy written is an IO error.</summary>
+    unsafe void WriteCopies(int slab, long inSlab, ReadOnlySpan<byte> data)
     {
         var columns = _slabs[slab]!;
         int written = 0;
@@ -178,7 +190,7 @@ public sealed partial class ResilientStore
         {
             nint at = (nint)p;
             int length = data.Length;
-            Parallel.For(0, columns.Length, i =>
+            void Put(int i)
             {
                 var bytes = new ReadOnlySpan<byte>((byte*)at, length);
                 WriteThrough(slab, i, inSlab, bytes);
@@ -194,48 +206,10 @@ public sealed partial class ResilientStore
                     lastError = ex.Message;
                     disk.Fail($"a write failed ({ex.Message})");
                 }
-            });
-        }
-        if (written == 0)
-            throw new StrataException(ErrorKind.Io, $"no copy of {data.Length} bytes at {_slabBytes * slab + inSlab} of the pool's data could be written{(lastError is null ? ": no disk of the slab is in use" : $" ({lastError})")}");
-    }
-
-    static uint[] SumsOf(ReadOnlySpan<byte> sectors)
-    {
-        var sums = new uint[sectors.Length / SectorSize];
-        for (int i = 0; i < sums.Length; i++) sums[i] = ChecksumTable.Sum(sectors.Slice(i * SectorSize, SectorSize));
-        return sums;
-    }
-
-    /// <summary>Writes of at least this many bytes go to the copies at once (each disk its own thread).</summary>
-    const int ParallelCopies = 256 << 10;
-
-    void WriteCopies(int slab, long inSlab, ReadOnlySpan<byte> data)
-    {
-        if (data.Length >= ParallelCopies && _slabs[slab]!.Length > 1)
-        {
-            WriteCopiesAtOnce(slab, inSlab, data);
-            return;
-        }
-        int written = 0;
-        string? lastError = null;
-        var columns = _slabs[slab]!;
-        for (int i = 0; i < columns.Length; i++)
-        {
-            var c = columns[i];
-            WriteThrough(slab, i, inSlab, data);
-            var disk = _disks[c.Disk];
-            if (!disk.InUse) continue;
-            try
-            {
-                disk.Use().Write(DiskOffset(c, inSlab), data);
-                written++;
             }
-            catch (Exception ex) when (ex is IOException or StrataException)
-            {
-                lastError = ex.Message;
-                disk.Fail($"a write failed ({ex.Message})");
-            }
+            if (length >= ParallelCopies && columns.Length > 1) Parallel.For(0, columns.Length, Put);
+            else
+                for (int i = 0; i < columns.Length; i++) Put(i);
         }
         if (written == 0)
             throw new StrataException(ErrorKind.Io, $"no copy of {data.Length} bytes at {_slabBytes * slab + inSlab} of the pool's data could be written{(lastError is null ? ": no disk of the slab is in use" : $" ({lastError})")}");
