@@ -67,6 +67,7 @@ public sealed partial class ThinPool
         finally
         {
             _gate.ExitWrite();
+            DiscardReleased();
         }
     }
 

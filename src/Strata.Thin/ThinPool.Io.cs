@@ -18,7 +18,7 @@ namespace Strata.Thin;
 /// </summary>
 public sealed partial class ThinPool
 {
-    readonly object[] _stripes = Enumerable.Range(0, 64).Select(_ => new object()).ToArray();
+    readonly object[] _stripes = Enumerable.Range(0, 1024).Select(_ => new object()).ToArray();
     readonly object _spaceSignal = new();
 
     /// <summary>An open device's record (under the lock: a failed transaction reloads them all).</summary>
@@ -203,11 +203,13 @@ public sealed partial class ThinPool
     const int MaxRun = 64;
 
     /// <summary>
-    /// Writes whole blocks that no one maps yet, from <paramref name="first"/> on, into consecutive fresh data
-    /// blocks with one write to the data store (so the data lands as one extent, and the page cache keeps it in
-    /// large pieces as it would a file written the same way), then maps them. Returns how many blocks it wrote
-    /// (fewer than asked when the next data block is taken): 0 when fewer than two qualify or there is no
-    /// space, and the caller writes block by block.
+    /// Writes whole blocks that need a fresh data block (unmapped ones, and mapped ones that cannot be written in
+    /// place: shared, or held by the last commit on a store that copies committed blocks), from
+    /// <paramref name="first"/> on, into consecutive fresh data blocks with one write to the data store (so the
+    /// data lands as one extent, and the page cache keeps it in large pieces as it would a file written the same
+    /// way), then maps them, releasing what they replace. Returns how many blocks it wrote (fewer than asked when
+    /// the next data block is taken): 0 when fewer than two qualify or there is no space, and the caller writes
+    /// block by block.
     /// </summary>
     int WriteRun(uint id, ulong first, ReadOnlySpan<byte> data)
     {
@@ -229,7 +231,7 @@ public sealed partial class ThinPool
                 CheckWritable();
                 var d = Dev(id);
                 int count = 0;
-                while (count < want && !_tree.TryLookup(d.Root, first + (ulong)count, out _)) count++;
+                while (count < want && NeedsFreshBlock(d.Root, first + (ulong)count)) count++;
                 if (count < 2 || !TryAllocateData(out ulong start)) return 0;
                 blocks.Add(start);
                 while (blocks.Count < count && _space.TryAllocateExact(blocks[^1] + 1)) blocks.Add(blocks[^1] + 1);
@@ -314,6 +316,14 @@ public sealed partial class ThinPool
                 Map(Dev(id), vblock, fresh);
             }
         }
+    }
+
+    /// <summary>Whether a write of the whole of <paramref name="vblock"/> goes to a fresh data block: it is unmapped, or
+    /// its block cannot be written in place (see <see cref="WriteBlock"/>). Under the lock.</summary>
+    bool NeedsFreshBlock(ulong root, ulong vblock)
+    {
+        if (!TryLookupOwned(root, vblock, out ulong old, out bool shared)) return true;
+        return shared || _poolData is { CopiesCommittedBlocks: true } && !_space.IsFresh(old);
     }
 
     sealed class DataFullException : Exception;

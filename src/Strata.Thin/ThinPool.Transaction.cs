@@ -33,7 +33,9 @@ public sealed partial class ThinPool
     }
 
     /// <summary>Makes everything written so far durable: data first, then the metadata that maps it, then the superblock.</summary>
-    public void Commit()
+    public void Commit() => Commit(waitForDiscards: true);
+
+    void Commit(bool waitForDiscards)
     {
         bool inPlaceOnly;
         lock (_lock)
@@ -48,6 +50,7 @@ public sealed partial class ThinPool
         if (inPlaceOnly)
         {
             FlushData();
+            DiscardReleased(waitForDiscards);
             return;
         }
         FlushAhead();
@@ -66,6 +69,7 @@ public sealed partial class ThinPool
         {
             _gate.ExitWrite();
         }
+        DiscardReleased(waitForDiscards);
     }
 
     /// <summary>Commits everything written so far, then runs <paramref name="read"/> on the metadata store with no IO
@@ -86,14 +90,112 @@ public sealed partial class ThinPool
         finally
         {
             _gate.ExitWrite();
+            DiscardReleased();
         }
+    }
+
+    /// <summary>Blocks commits released and held (<see cref="DataSpace.Release(bool)"/>) until their space is given back,
+    /// with the space they belong to (a failure reloads the space: the held blocks are then the reloaded space's
+    /// business no more).</summary>
+    sealed record PendingDiscards(DataSpace Space)
+    {
+        public List<ulong> Blocks { get; } = [];
+    }
+
+    PendingDiscards? _toDiscard; // under _lock
+
+    const int DiscardBatch = 32; // a commit waits for one batch: small, so that IO stops for milliseconds at most
+
+    readonly object _discardLock = new(); // one thread gives space back at a time: discards contend with writes
+
+    /// <summary>Gives back the space of the blocks the commits so far released (best effort: a failed discard leaves
+    /// bytes that nothing reads), then frees them. Runs after a commit without the gate and the lock, a batch at a time
+    /// under the gate for reading, as IO does: writes go on meanwhile, and a commit waits for one batch at most.
+    /// Consecutive blocks go in one discard. One thread at a time: with <paramref name="wait"/> (a user's commit, which
+    /// returns with the space given back) this waits for the one at work; else (the commit timer) it leaves the blocks to
+    /// it.</summary>
+    void DiscardReleased(bool wait = true)
+    {
+        while (true)
+        {
+            if (wait) Monitor.Enter(_discardLock);
+            else if (!Monitor.TryEnter(_discardLock)) return;
+            try
+            {
+                while (TakePendingDiscards() is { } pending)
+                    if (!Discard(pending)) return;
+            }
+            finally
+            {
+                Monitor.Exit(_discardLock);
+            }
+            // blocks a commit released while this thread was finishing, that commit's thread leaving them to it
+            lock (_lock) if (_toDiscard is null) return;
+        }
+    }
+
+    PendingDiscards? TakePendingDiscards()
+    {
+        lock (_lock)
+        {
+            var pending = _toDiscard;
+            _toDiscard = null;
+            return pending;
+        }
+    }
+
+    /// <summary>Discards and frees <paramref name="pending"/>; false when the pool closed or reloaded its space meanwhile.</summary>
+    bool Discard(PendingDiscards pending)
+    {
+        pending.Blocks.Sort();
+        long bs = BlockSize;
+        for (int start = 0; start < pending.Blocks.Count; start += DiscardBatch)
+        {
+            var batch = pending.Blocks.GetRange(start, Math.Min(DiscardBatch, pending.Blocks.Count - start));
+            try
+            {
+                EnterIo();
+            }
+            catch (ObjectDisposedException)
+            {
+                return false;
+            }
+            try
+            {
+                for (int i = 0; i < batch.Count;)
+                {
+                    int run = 1;
+                    while (i + run < batch.Count && batch[i + run] == batch[i] + (ulong)run) run++;
+                    try
+                    {
+                        _data.Discard((long)batch[i] * bs, run * bs);
+                    }
+                    catch (Exception ex) when (ex is IOException or StrataException)
+                    {
+                        // the blocks are free all the same: nothing reads them until a write rewrites them
+                    }
+                    i += run;
+                }
+            }
+            finally
+            {
+                _gate.ExitRead();
+            }
+            lock (_lock)
+            {
+                if (!ReferenceEquals(pending.Space, _space)) return false;
+                _space.Discarded(batch);
+            }
+            lock (_spaceSignal) Monitor.PulseAll(_spaceSignal);
+        }
+        return true;
     }
 
     void BackgroundCommit()
     {
         try
         {
-            if (!_disposed && (_dirty || _poolData is { Dirty: true })) Commit();
+            if (!_disposed && (_dirty || _poolData is { Dirty: true })) Commit(waitForDiscards: false);
         }
         catch (Exception)
         {
@@ -212,11 +314,11 @@ public sealed partial class ThinPool
         _meta.Transaction = next;
         _meta.Committed();
         _dirty = false;
-        long bs = BlockSize;
-        var released = _space.Release();
-        if (_options.DiscardFreed)
-            foreach (ulong b in released) _data.Discard((long)b * bs, bs); // best effort: the space goes back to the host
-        if (released.Count > 0) lock (_spaceSignal) Monitor.PulseAll(_spaceSignal);
+        // the freed blocks' space goes back to the host after the commit, outside the gate (DiscardReleased), so IO
+        // goes on meanwhile; until then they stay out of allocation
+        var released = _space.Release(hold: _options.DiscardFreed);
+        if (_options.DiscardFreed && released.Count > 0) (_toDiscard ??= new(_space)).Blocks.AddRange(released);
+        else if (released.Count > 0) lock (_spaceSignal) Monitor.PulseAll(_spaceSignal);
         _meta.TrimCache(65536);
         if (upgrading)
         {
@@ -239,6 +341,7 @@ public sealed partial class ThinPool
                 _dirty = true;
                 CommitLocked();
             }
+        DiscardReleased();
     }
 
     /// <summary>The metadata cannot take this transaction: the pool goes back to its last commit, read-only,

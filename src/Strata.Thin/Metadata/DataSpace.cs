@@ -58,7 +58,12 @@ sealed class DataSpace
     /// <summary>Blocks with a count (mapped by some device, or being written).</summary>
     public ulong Used => Blocks - Free - Quarantined;
 
-    public ulong Quarantined { get; private set; }
+    /// <summary>Blocks freed in this transaction, and blocks the last commits freed whose space is still being given
+    /// back (<see cref="Release(bool)"/>): neither can be allocated yet.</summary>
+    public ulong Quarantined => _waiting + _discarding;
+
+    ulong _waiting;     // freed in this transaction
+    ulong _discarding;  // released by a commit, held until their space is given back
 
     /// <summary>Each transaction allocates from the lowest free block on (a resilient pool: blocks stay in the slabs that
     /// are placed, and the rest stays free for rebuilds), instead of going on where the last one stopped.</summary>
@@ -97,7 +102,7 @@ sealed class DataSpace
         {
             _quarantine[(int)block] = true;
             _quarantined.Add(block);
-            Quarantined++;
+            _waiting++;
         }
         _dirtyChunks.Add((int)(block / CountsPerBlock));
     }
@@ -165,6 +170,9 @@ sealed class DataSpace
     public void Rebuild(Dictionary<ulong, uint> counts)
     {
         Array.Clear(_refs);
+        _quarantine.SetAll(false); // what waited for a commit or a discard is counted again from scratch
+        _quarantined.Clear();
+        _waiting = _discarding = 0;
         foreach (var (block, refs) in counts)
         {
             CheckBlock(block);
@@ -273,21 +281,36 @@ sealed class DataSpace
         return b;
     }
 
-    /// <summary>After a commit: the blocks freed in the transaction are free now; returns them (to give their space back).</summary>
-    public List<ulong> Release()
+    /// <summary>After a commit: returns the blocks freed in the transaction. They are free now, or, with
+    /// <paramref name="hold"/>, stay out of allocation until <see cref="Discarded"/> says their space was given back
+    /// (so that giving it back, outside the pool's locks, never races a write into them).</summary>
+    public List<ulong> Release(bool hold = false)
     {
         var released = new List<ulong>();
         foreach (ulong b in _quarantined)
         {
-            _quarantine[(int)b] = false;
             if (_refs[b] == 0) released.Add(b);
+            if (!hold || _refs[b] != 0) _quarantine[(int)b] = false;
         }
         _quarantined.Clear();
         _dropped.Clear();
         _fresh.Clear();
         if (LowFirst) _cursor = 0;
-        Free += (ulong)released.Count;
-        Quarantined = 0;
+        if (hold) _discarding += (ulong)released.Count;
+        else Free += (ulong)released.Count;
+        _waiting = 0;
         return released;
+    }
+
+    /// <summary>Blocks a held <see cref="Release(bool)"/> returned, their space given back: free now.</summary>
+    public void Discarded(IEnumerable<ulong> blocks)
+    {
+        foreach (ulong b in blocks)
+        {
+            if (b >= Blocks || !_quarantine[(int)b] || _refs[b] != 0 || _discarding == 0) continue;
+            _quarantine[(int)b] = false;
+            _discarding--;
+            Free++;
+        }
     }
 }

@@ -26,7 +26,7 @@ public sealed partial class ResilientStore : IBlockStore, IPoolData
 
     Disk[] _disks;       // by slot; replaced whole (under every block lock) when a disk is added
     uint _blockSize;     // the pool's block size: one parity stripe
-    readonly object[] _locks = Enumerable.Range(0, 256).Select(_ => new object()).ToArray();
+    readonly object[] _locks = Enumerable.Range(0, 1024).Select(_ => new object()).ToArray();
     readonly object _tableLock = new();
     SlabShape _shape;
     long _slabSize;      // bytes of one column on its disk
