@@ -33,4 +33,8 @@ public interface IBlockStore : IDisposable
     /// <summary>Lets go of what a cache above the medium holds of the range (the page cache of a file or block device),
     /// so that the next read of it reaches the medium: a scrub must see what the disk holds. Best effort.</summary>
     void DropCache(long offset, long length) { }
+
+    /// <summary>Says the range will be read soon, so that a cache above the medium can start reading it now (the page
+    /// cache's readahead: reads of several disks then overlap). Best effort.</summary>
+    void Prefetch(long offset, long length) { }
 }

@@ -37,7 +37,12 @@ public static unsafe partial class Posix
     [LibraryImport("libc")]
     private static partial int posix_fadvise(FileDescriptor fd, long offset, long length, int advice);
 
+    const int POSIX_FADV_WILLNEED = 3;
     const int POSIX_FADV_DONTNEED = 4;
+
+    /// <summary>Starts reading a range into the page cache in the background (posix_fadvise WILLNEED). Best effort: false
+    /// when the kernel refuses.</summary>
+    public static bool Prefetch(FileDescriptor fd, long offset, long length) => posix_fadvise(fd, offset, length, POSIX_FADV_WILLNEED) == 0;
 
     /// <summary>Drops the page cache's clean pages of a range (posix_fadvise DONTNEED; dirty ones are written back first
     /// by the kernel where it can), so that the next read of it reaches the disk. Best effort: false when the kernel

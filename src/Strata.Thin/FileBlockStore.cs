@@ -109,6 +109,12 @@ public sealed class FileBlockStore : IBlockStore
         Posix.DropCache(_fd, offset, length);
     }
 
+    public void Prefetch(long offset, long length)
+    {
+        CheckRange(offset, length);
+        Posix.Prefetch(_fd, offset, length);
+    }
+
     public void Grow(long length)
     {
         if (length <= Length) return;

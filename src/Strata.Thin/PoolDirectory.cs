@@ -295,6 +295,7 @@ public sealed class PoolDirectory : IDisposable
         public bool Discard(long offset, long count) { Check(offset, count); return inner.Discard(offset, count); }
         public bool IsHole(long offset, long count) { Check(offset, count); return inner.IsHole(offset, count); }
         public void DropCache(long offset, long count) { Check(offset, count); inner.DropCache(offset, count); }
+        public void Prefetch(long offset, long count) { Check(offset, count); inner.Prefetch(offset, count); }
         public void Grow(long to) => throw StrataException.Unsupported($"{Name}: a disk of a resilient pool does not grow");
         void Check(long offset, long count)
         {

@@ -157,6 +157,7 @@ public sealed partial class ResilientStore
         var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Max(_blockSize, ChunkBytes));
         try
         {
+            PrefetchSources(slab, column);
             long blocks = _slabBytes / _blockSize, first = _slabBytes * slab / _blockSize;
             for (long b = 0; b < blocks && !_stopping; b++)
             {
@@ -228,6 +229,28 @@ public sealed partial class ResilientStore
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>For parity, asks the disks of a slab's other columns to read them ahead, all at once: a lost chunk is rebuilt
+    /// from the rest of its stripe, and the reads of several disks then overlap. (A mirror's copy reads one column, the
+    /// disks' own readahead keeps up with it.)</summary>
+    void PrefetchSources(int slab, int column)
+    {
+        if (!_shape.IsParity) return;
+        var columns = _slabs[slab]!;
+        for (int i = 0; i < columns.Length; i++)
+        {
+            var disk = _disks[columns[i].Disk];
+            if (i == column || !disk.InUse) continue;
+            try
+            {
+                disk.Use().Prefetch(DiskOffset(columns[i], 0), _slabSize);
+            }
+            catch (Exception ex) when (ex is IOException or StrataException)
+            {
+                // only advice: the reads find out
+            }
         }
     }
 
