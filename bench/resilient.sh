@@ -11,7 +11,10 @@
 #   randread-4k-qd32    4 KiB random reads, iodepth 32, over the whole device
 #   read-1m-qd8         1 MiB sequential reads, iodepth 8
 # The disks are plain files in the page cache (Strata does not open them O_DIRECT), so when they fit in memory the
-# reads measure Strata's own work (placement, checksums, parity) more than the disk's.
+# reads measure Strata's own work (placement, checksums, parity) more than the disk's. Before each row the disks'
+# filesystem is synced (untimed), so that no row pays for the writeback of the one before. All four disk files share
+# one filesystem: once writes are bound by its bandwidth, a mirror (two copies of every byte) can reach at most half of
+# simple's rate. `--dir /dev/shm` (tmpfs) takes the disk out: the rows then measure the CPU each resiliency costs.
 # The table gives IOPS (4 KiB rows) and MiB/s (1 MiB rows), each resiliency's ratio to simple with the same
 # checksum setting, and crc32c's ratio to none on the reads. Goals (issue 22): mirror at least 0.8x simple (checked
 # for mirror and mirror3 on every row); parity at least 0.5x simple on 4 KiB writes and 0.8x on 1 MiB writes
@@ -140,6 +143,9 @@ run_row() {
   json="$out/$kind-$csum-$row.json"
   dir=write
   if [[ "$rw" == *read* ]]; then dir=read; fi
+  # each row starts with no dirty page cache: the rows before it (random writes copy 64 KiB blocks, once per copy)
+  # would otherwise leave gigabytes to write back, and the writeback throttles whichever row comes next
+  sync -f "$work"
   bench_wait_quiet "${QUIET_WAIT:-5}"
   fio_job "$row" "$json" --rw="$rw" --bs="$bs" --iodepth="$depth" --time_based --runtime="$seconds" --ramp_time="$ramp"
   read -r iops mibs < <(jq -r --arg d "$dir" '.jobs[0][$d] | "\(.iops) \(.bw_bytes / 1048576)"' "$json")
