@@ -158,6 +158,7 @@ public sealed partial class ThinPool
                 {
                     if (!committedForSpace && _space.Quarantined > 0)
                     {
+                        _spaceShort = true; // the blocks held for a discard are needed now
                         // blocks freed since the last commit become free with the next one: commit once, then retry
                         committedForSpace = true;
                         _gate.ExitRead();

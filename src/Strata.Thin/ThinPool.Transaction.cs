@@ -108,6 +108,11 @@ public sealed partial class ThinPool
 
     readonly object _discardLock = new(); // one thread gives space back at a time: discards contend with writes
 
+    // a write found no free block: the held blocks are freed without their space given back (punching each is slower
+    // than a stream of copy-on-write frees them: a mirror's 1 MiB writes over mapped blocks fell to the punch rate);
+    // cleared once the backlog is gone
+    volatile bool _spaceShort;
+
     /// <summary>Gives back the space of the blocks the commits so far released (best effort: a failed discard leaves
     /// bytes that nothing reads), then frees them. Runs after a commit without the gate and the lock, a batch at a time
     /// under the gate for reading, as IO does: writes go on meanwhile, and a commit waits for one batch at most.
@@ -124,6 +129,7 @@ public sealed partial class ThinPool
             {
                 while (TakePendingDiscards() is { } pending)
                     if (!Discard(pending)) return;
+                _spaceShort = false;
             }
             finally
             {
@@ -144,7 +150,8 @@ public sealed partial class ThinPool
         }
     }
 
-    /// <summary>Discards and frees <paramref name="pending"/>; false when the pool closed or reloaded its space meanwhile.</summary>
+    /// <summary>Discards and frees <paramref name="pending"/> (frees without discarding while space is short); false when
+    /// the pool closed or reloaded its space meanwhile.</summary>
     bool Discard(PendingDiscards pending)
     {
         pending.Blocks.Sort();
@@ -162,7 +169,9 @@ public sealed partial class ThinPool
             }
             try
             {
-                for (int i = 0; i < batch.Count;)
+                lock (_lock)
+                    if (!ReferenceEquals(pending.Space, _space)) return false;
+                for (int i = 0; i < batch.Count && !_spaceShort;)
                 {
                     int run = 1;
                     while (i + run < batch.Count && batch[i + run] == batch[i] + (ulong)run) run++;
@@ -317,7 +326,11 @@ public sealed partial class ThinPool
         // the freed blocks' space goes back to the host after the commit, outside the gate (DiscardReleased), so IO
         // goes on meanwhile; until then they stay out of allocation
         var released = _space.Release(hold: _options.DiscardFreed);
-        if (_options.DiscardFreed && released.Count > 0) (_toDiscard ??= new(_space)).Blocks.AddRange(released);
+        if (_options.DiscardFreed && released.Count > 0)
+        {
+            if (_toDiscard is not { } pending || !ReferenceEquals(pending.Space, _space)) _toDiscard = pending = new(_space);
+            pending.Blocks.AddRange(released);
+        }
         else if (released.Count > 0) lock (_spaceSignal) Monitor.PulseAll(_spaceSignal);
         _meta.TrimCache(65536);
         if (upgrading)

@@ -178,9 +178,12 @@ public sealed class PoolTests(ITestOutputHelper output)
             pool.Commit();
             Assert.Equal(30UL, pool.Status().DataBlocksUsed);
             Assert.Equal(30L * Bs, data.Allocated);
+            // the freed blocks' space is given back after the commit, and then they are free, not held
+            Assert.Equal(pool.Status().DataBlocks - 30, pool.Status().DataBlocksFree);
             pool.DeleteDevice("a");
             Assert.Equal(0UL, pool.Status().DataBlocksUsed);
             Assert.Equal(0L, data.Allocated);
+            Assert.Equal(pool.Status().DataBlocks, pool.Status().DataBlocksFree);
         }
         AssertClean(metadata);
     }
