@@ -10,6 +10,8 @@
 #                       below reads written data (a thin device's unwritten blocks never touch the disks)
 #   randread-4k-qd32    4 KiB random reads, iodepth 32, over the whole device
 #   read-1m-qd8         1 MiB sequential reads, iodepth 8
+#   read-1m-cold        the same, the page cache dropped first: the reads reach the disks (those that fit in memory
+#                       come from the page cache in the rows above, where a checksum is one more pass over the bytes)
 # The disks are plain files in the page cache (Strata does not open them O_DIRECT), so when they fit in memory the
 # reads measure Strata's own work (placement, checksums, parity) more than the disk's. Before each row the disks'
 # filesystem is synced (untimed), so that no row pays for the writeback of the one before. All four disk files share
@@ -137,9 +139,10 @@ fio_job() {
   fi
 }
 
-# run_row KIND CHECKSUM ROW RW BS DEPTH: one timed fio row; appends "KIND CHECKSUM ROW IOPS MiB/s" to the results.
+# run_row KIND CHECKSUM ROW RW BS DEPTH [cold]: one timed fio row (cold: the page cache dropped first); appends
+# "KIND CHECKSUM ROW IOPS MiB/s" to the results.
 run_row() {
-  local kind="$1" csum="$2" row="$3" rw="$4" bs="$5" depth="$6" json dir iops mibs
+  local kind="$1" csum="$2" row="$3" rw="$4" bs="$5" depth="$6" cold="${7:-}" json dir iops mibs
   json="$out/$kind-$csum-$row.json"
   dir=write
   if [[ "$rw" == *read* ]]; then dir=read; fi
@@ -147,6 +150,7 @@ run_row() {
   # would otherwise leave gigabytes to write back, and the writeback throttles whichever row comes next
   sync -f "$work"
   bench_wait_quiet "${QUIET_WAIT:-5}"
+  if [ -n "$cold" ]; then drop_caches; fi
   fio_job "$row" "$json" --rw="$rw" --bs="$bs" --iodepth="$depth" --time_based --runtime="$seconds" --ramp_time="$ramp"
   read -r iops mibs < <(jq -r --arg d "$dir" '.jobs[0][$d] | "\(.iops) \(.bw_bytes / 1048576)"' "$json")
   printf '%s %s %s %.0f %.1f\n' "$kind" "$csum" "$row" "$iops" "$mibs" >>"$results"
@@ -235,6 +239,7 @@ for kind in $kinds; do
     fill "$kind" "$csum"
     run_row "$kind" "$csum" randread-4k-qd32 randread 4k 32
     run_row "$kind" "$csum" read-1m-qd8 read 1M 8
+    run_row "$kind" "$csum" read-1m-cold read 1M 8 cold
     "$strata" pool --pool "$pool" info --format json >"$out/$kind-$csum-info.json" 2>/dev/null || true
     bench_stop_pid "$server" 30
     server=""
@@ -248,7 +253,7 @@ done
 
 # value KIND CHECKSUM ROW: the row's IOPS for 4 KiB rows, MiB/s for 1 MiB rows
 value() { awk -v k="$1" -v c="$2" -v r="$3" '$1 == k && $2 == c && $3 == r { print (r ~ /-4k-/) ? $4 : $5 }' "$results"; }
-rows="randwrite-4k-qd32 write-1m-qd8 randread-4k-qd32 read-1m-qd8"
+rows="randwrite-4k-qd32 write-1m-qd8 randread-4k-qd32 read-1m-qd8 read-1m-cold"
 # mark VALUE GOAL: VALUE, with a '!' when it is under GOAL
 mark() { awk -v x="$1" -v g="$2" 'BEGIN { printf "%s%s", x, (g != "" && x != "-" && x < g) ? "!" : " " }'; }
 {
@@ -256,10 +261,10 @@ mark() { awk -v x="$1" -v g="$2" 'BEGIN { printf "%s%s", x, (g != "" && x != "-"
   echo "4 KiB rows in IOPS, 1 MiB rows in MiB/s. '/simple': over simple with the same checksum setting; '/none': crc32c"
   echo "over none for the same resiliency. Goals: mirror >= 0.8x simple (every row); parity >= 0.5x simple on 4 KiB"
   echo "writes and >= 0.8x on 1 MiB writes; crc32c >= 0.9x none on reads. '!' marks a missed goal."
-  printf '%-8s %-6s %9s %9s %9s %9s   %-35s   %s\n' "" "" randw-4k write-1m randr-4k read-1m \
-    "------------- /simple -------------" "----- /none -----"
-  printf '%-8s %-6s %9s %9s %9s %9s   %8s %8s %8s %8s   %8s %8s\n' resil csum IOPS MiB/s IOPS MiB/s \
-    randw-4k write-1m randr-4k read-1m randr-4k read-1m
+  printf '%-8s %-6s %9s %9s %9s %9s %9s   %-44s   %s\n' "" "" randw-4k write-1m randr-4k read-1m rd-1m-cd \
+    "------------------ /simple -----------------" "----------- /none ----------"
+  printf '%-8s %-6s %9s %9s %9s %9s %9s   %8s %8s %8s %8s %8s   %8s %8s %8s\n' resil csum IOPS MiB/s IOPS MiB/s MiB/s \
+    randw-4k write-1m randr-4k read-1m rd-1m-cd randr-4k read-1m rd-1m-cd
   for kind in $kinds; do
     for csum in $checksums; do
       vals=() vs=() vn=()
@@ -274,10 +279,10 @@ mark() { awk -v x="$1" -v g="$2" 'BEGIN { printf "%s%s", x, (g != "" && x != "-"
         esac
         if [ "$kind" = simple ]; then vs+=("-"); else vs+=("$(mark "$(ratio "$v" "$(value simple "$csum" "$r")")" "$goal")"); fi
       done
-      for r in randread-4k-qd32 read-1m-qd8; do
+      for r in randread-4k-qd32 read-1m-qd8 read-1m-cold; do
         if [ "$csum" = crc32c ]; then vn+=("$(mark "$(ratio "$(value "$kind" crc32c "$r")" "$(value "$kind" none "$r")")" 0.9)"); else vn+=(""); fi
       done
-      printf '%-8s %-6s %9s %9s %9s %9s   %8s %8s %8s %8s   %8s %8s\n' "$kind" "$csum" "${vals[@]}" "${vs[@]}" "${vn[@]}"
+      printf '%-8s %-6s %9s %9s %9s %9s %9s   %8s %8s %8s %8s %8s   %8s %8s %8s\n' "$kind" "$csum" "${vals[@]}" "${vs[@]}" "${vn[@]}"
     done
   done
 } | tee "$out/table.txt"
