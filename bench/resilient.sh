@@ -10,8 +10,9 @@
 #                       below reads written data (a thin device's unwritten blocks never touch the disks)
 #   randread-4k-qd32    4 KiB random reads, iodepth 32, over the whole device
 #   read-1m-qd8         1 MiB sequential reads, iodepth 8
-#   read-1m-cold        the same, the page cache dropped first: the reads reach the disks (those that fit in memory
-#                       come from the page cache in the rows above, where a checksum is one more pass over the bytes)
+#   read-1m-cold        the same, the page cache dropped first: the reads go to the disk files' device (those that
+#                       fit in memory come from the page cache in the rows above, where a checksum is one more pass
+#                       over the bytes; on a VM the device may be cached by its host too)
 # The disks are plain files in the page cache (Strata does not open them O_DIRECT), so when they fit in memory the
 # reads measure Strata's own work (placement, checksums, parity) more than the disk's. Before each row the disks'
 # filesystem is synced (untimed), so that no row pays for the writeback of the one before. All four disk files share
