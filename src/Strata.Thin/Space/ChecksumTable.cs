@@ -55,7 +55,7 @@ sealed class ChecksumTable
     /// </remarks>
     public static uint Sum(ReadOnlySpan<byte> sector)
     {
-        if (sector.Length != ResilientStore.SectorSize) return SumAnyLength(sector);
+        if (sector.Length != ResilientStore.SectorSize) return MetadataBlock.Crc32C(sector); // a piece that is not a whole sector: the plain crc32c
         const int Lane = ResilientStore.SectorSize / 4;
         ref byte p = ref MemoryMarshal.GetReference(sector);
         uint a = 0xFFFF_FFFF, b = 0, c = 0, d = 0;
@@ -68,16 +68,6 @@ sealed class ChecksumTable
         }
         a = BitOperations.Crc32C(a, ((ulong)b << 32) | c);
         return ~(Advance(a) ^ d);
-    }
-
-    /// <summary>The sum of a piece that is not a whole sector: the plain crc32c.</summary>
-    static uint SumAnyLength(ReadOnlySpan<byte> bytes)
-    {
-        uint a = 0xFFFF_FFFF;
-        int i = 0;
-        for (; i + 8 <= bytes.Length; i += 8) a = BitOperations.Crc32C(a, BinaryPrimitives.ReadUInt64LittleEndian(bytes[i..]));
-        for (; i < bytes.Length; i++) a = BitOperations.Crc32C(a, bytes[i]);
-        return ~a;
     }
 
     /// <summary>The crc register after a quarter sector of zeros from <paramref name="state"/>: linear in the state, so
