@@ -56,6 +56,7 @@ public class StrataException : Exception
     public static StrataException Unsupported(string message) => new(ErrorKind.Unsupported, message);
     public static StrataException PermissionDenied(string message) => new(ErrorKind.PermissionDenied, message);
     public static StrataException Io(string message) => new(ErrorKind.Io, message);
+    public static StrataException ReadOnly(string message) => new(ErrorKind.ReadOnly, message);
 }
 
 /// <summary>A failed system call: carries errno, the operation and the path it was applied to.</summary>

@@ -46,9 +46,15 @@ public sealed class FileBlockStore : IBlockStore
         }
     }
 
-    public static FileBlockStore Open(string path)
+    public static FileBlockStore Open(string path) => Open(path, Posix.O_RDWR);
+
+    /// <summary>Opens a file or block device for reading only (O_RDONLY): nothing through it can change it; writes,
+    /// discards and flushes fail.</summary>
+    public static FileBlockStore OpenReadOnly(string path) => Open(path, Posix.O_RDONLY);
+
+    static FileBlockStore Open(string path, int flags)
     {
-        var fd = Posix.Open(path, Posix.O_RDWR);
+        var fd = Posix.Open(path, flags);
         try
         {
             var st = Posix.Fstat(fd);
