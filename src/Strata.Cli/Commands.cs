@@ -53,6 +53,7 @@ public static partial class Commands
         root.Subcommands.Add(ContainerCommand());
         root.Subcommands.Add(RunCommand());
         root.Subcommands.Add(PoolCommand());
+        root.Subcommands.Add(DmCommand());
         foreach (var c in RegistryCommands().Concat(DockerAliases())) root.Subcommands.Add(c);
         Completion.Attach(root);
         return root;
@@ -74,6 +75,7 @@ public static partial class Commands
         // pool commands run here, and reach a pool's server through its typed calls (PoolCommands), not as command lines
         if (IsPoolCommand(r)) forwardable = false;
         if (IsClientCommand(command.Name)) forwardable = false; // they use no store, and read the caller's terminal and config
+        if (IsDmCommand(r)) forwardable = false; // they use no store: the files they name are the caller's
         string root = Path.GetFullPath(r.GetValue(RootOption)!);
         return new Route(Path.Combine(root, Control.SocketName), $"store {root}", forwardable, reads, input, output);
     }

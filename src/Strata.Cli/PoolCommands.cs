@@ -26,10 +26,13 @@ public static partial class Commands
 
     /// <summary>Whether a parsed command is one of `strata pool ...` (which reach a pool's server through its service,
     /// never as command lines).</summary>
-    internal static bool IsPoolCommand(ParseResult r)
+    internal static bool IsPoolCommand(ParseResult r) => IsUnder(r, "pool");
+
+    /// <summary>Whether a parsed command is the top-level command <paramref name="top"/> or one of its subcommands.</summary>
+    static bool IsUnder(ParseResult r, string top)
     {
         for (var c = r.CommandResult; c is not null; c = c.Parent as System.CommandLine.Parsing.CommandResult)
-            if (c.Command.Name == "pool" && c.Parent is System.CommandLine.Parsing.CommandResult { Command: RootCommand }) return true;
+            if (c.Command.Name == top && c.Parent is System.CommandLine.Parsing.CommandResult { Command: RootCommand }) return true;
         return false;
     }
 
@@ -489,9 +492,7 @@ public static partial class Commands
 
     static int ServeNbd(string poolDir, string socketPath, string? tcp, string? fuse)
     {
-        System.Net.IPEndPoint? endpoint = null;
-        if (tcp is not null && (!System.Net.IPEndPoint.TryParse(tcp, out endpoint) || endpoint.Port == 0))
-            throw StrataException.Invalid($"--tcp '{tcp}' is not ADDRESS:PORT (e.g. 127.0.0.1:10809)");
+        var endpoint = ParseTcp(tcp);
         var io = Io.Current;
         return Strata.Daemon.PoolDaemon.RunAsync(new Strata.Daemon.PoolDaemonOptions
         {

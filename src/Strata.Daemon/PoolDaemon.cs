@@ -107,7 +107,7 @@ public static class PoolDaemon
 
     /// <summary>Makes the FUSE export's directory (0700), first detaching a mount a killed server left there: the pool's
     /// lock, which this process holds, says no live server serves it.</summary>
-    static void PrepareMountPoint(string dir)
+    internal static void PrepareMountPoint(string dir)
     {
         if (MountTable.IsMountPoint(dir)) Posix.TryUnmount(dir, Posix.MNT_DETACH);
         Directory.CreateDirectory(dir);

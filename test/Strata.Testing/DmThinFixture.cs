@@ -82,6 +82,48 @@ public sealed class DmThinFixture
         return fixture;
     }
 
+    /// <summary>A pool whose devices hold disk images (an ext4 made by mkfs.ext4 -d, say): each image block that is not
+    /// all zeros is mapped, in order, to the next data block; zero blocks stay unmapped, as on a thin device.</summary>
+    public static DmThinFixture FromImages(string dir, IReadOnlyDictionary<uint, string> images)
+    {
+        string xmlPath = Path.Combine(dir, "pool.xml"), meta = Path.Combine(dir, "metadata"), data = Path.Combine(dir, "data");
+        var maps = new SortedDictionary<uint, SortedDictionary<long, (long, uint)>>();
+        long next = 0;
+        using (var f = new FileStream(data, FileMode.CreateNew))
+        {
+            var block = new byte[BlockSize];
+            foreach (var (id, image) in images)
+            {
+                var map = maps[id] = [];
+                using var input = File.OpenRead(image);
+                for (long b = 0; input.Position < input.Length; b++)
+                {
+                    int n = input.ReadAtLeast(block, BlockSize, throwOnEndOfStream: false);
+                    block.AsSpan(n).Clear();
+                    if (block.AsSpan().IndexOfAnyExcept((byte)0) < 0) continue;
+                    map[b] = (next, 0);
+                    f.Position = next++ * BlockSize;
+                    f.Write(block);
+                }
+            }
+            f.SetLength(Math.Max(next, 1) * BlockSize);
+        }
+        var xml = new StringBuilder($"<superblock uuid=\"\" time=\"0\" transaction=\"1\" data_block_size=\"{BlockSize / 512}\" nr_data_blocks=\"{Math.Max(next, 1)}\">\n");
+        foreach (var (id, map) in maps)
+        {
+            xml.Append($"  <device dev_id=\"{id}\" mapped_blocks=\"{map.Count}\" transaction=\"0\" creation_time=\"0\" snap_time=\"0\">\n");
+            foreach (var (v, (d, _)) in map) xml.Append($"    <single_mapping origin_block=\"{v}\" data_block=\"{d}\" time=\"0\"/>\n");
+            xml.Append("  </device>\n");
+        }
+        xml.Append("</superblock>\n");
+        File.WriteAllText(xmlPath, xml.ToString());
+        Shell.Run("truncate", "-s", "16M", meta).Check("truncate");
+        Shell.Run("thin_restore", "-i", xmlPath, "-o", meta).Check("thin_restore");
+        var fixture = new DmThinFixture { Data = data, Metadata = meta, Xml = xml.ToString() };
+        foreach (var (k, v) in maps) fixture.Mappings[k] = v;
+        return fixture;
+    }
+
     /// <summary>Each device's mappings as thin_dump writes them (ranges expanded): device -> block -> (data, time).</summary>
     public static SortedDictionary<uint, SortedDictionary<long, (long Data, uint Time)>> ParseDump(string xml)
     {

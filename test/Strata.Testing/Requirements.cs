@@ -72,3 +72,19 @@ public sealed class NbdClientsFactAttribute : FactAttribute
             }
     }
 }
+
+/// <summary>A fact that serves a dm-thin pool thin-provisioning-tools made to NBD clients and mounts an ext4 from it
+/// (thin_restore, nbdinfo, nbdcopy, qemu-io, mkfs.ext4); skipped without them.</summary>
+public sealed class DmServeFactAttribute : FactAttribute
+{
+    public DmServeFactAttribute()
+    {
+        foreach (var (tool, package) in new[] { ("thin_restore", "thin-provisioning-tools"), ("thin_dump", "thin-provisioning-tools"), ("nbdinfo", "libnbd-bin"),
+                     ("nbdcopy", "libnbd-bin"), ("qemu-io", "qemu-utils"), ("mkfs.ext4", "e2fsprogs") })
+            if (!Shell.Has(tool))
+            {
+                Skip = $"{tool} is not installed (test.sh installs {package})";
+                return;
+            }
+    }
+}

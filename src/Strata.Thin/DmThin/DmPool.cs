@@ -13,7 +13,7 @@ namespace Strata.Thin.DmThin;
 /// <see cref="Problems"/>. The kernel's dm-thin and thin-provisioning-tools write this format; a pool the kernel still
 /// has active may change under the reader, so open pools that are not in use (or a metadata snapshot's copy).
 /// </summary>
-public sealed class DmPool : IDisposable
+public sealed class DmPool : IBlockExports, IDisposable
 {
     const int DetailsSize = 24;
     const long MaxDeviceId = (1 << 24) - 1;
@@ -135,6 +135,16 @@ public sealed class DmPool : IDisposable
 
     /// <summary>A device's bytes, read-only, for as long as the pool is open.</summary>
     public IBlockDevice OpenDevice(uint id) => new DmThinBlockDevice(Device(id), _data, BlockSize);
+
+    /// <summary>The devices by their thin ids, as an NBD server or the FUSE export names them.</summary>
+    public IReadOnlyList<string> Names() => [.. Devices.Select(d => d.Id.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+
+    IBlockDevice? IBlockExports.Open(string name) =>
+        uint.TryParse(name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out uint id) && _byId.ContainsKey(id)
+            ? OpenDevice(id) : null;
+
+    /// <summary>Every device: nothing of a dm-thin pool is ever written.</summary>
+    public bool ReadOnly(string name) => true;
 
     /// <summary>The size a device needs when nobody says: its last mapped (or unreadable) block's end, or the size of
     /// the filesystem at its start (ext4 or xfs), whichever is larger.</summary>

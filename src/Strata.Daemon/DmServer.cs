@@ -1,0 +1,76 @@
+using System.Net;
+using System.Runtime.InteropServices;
+using Strata.Fuse;
+using Strata.Nbd;
+using Strata.Thin.DmThin;
+
+namespace Strata.Daemon;
+
+/// <summary>How `strata dm serve` runs.</summary>
+public sealed record DmServeOptions
+{
+    public required string Data { get; init; }
+    public required string Metadata { get; init; }
+    /// <summary>Unix socket for NBD clients (0600).</summary>
+    public required string NbdSocket { get; init; }
+    /// <summary>Also serve NBD on this TCP endpoint (null: do not).</summary>
+    public IPEndPoint? NbdTcp { get; init; }
+    /// <summary>Also show every device as a file in this directory, a FUSE mount of the server's own (null: do not).</summary>
+    public string? Fuse { get; init; }
+    /// <summary>Called once the pool is served, with its NBD addresses (a URI template with NAME for the thin id).</summary>
+    public Action<DmPool, string>? Started { get; init; }
+    /// <summary>Where warnings (damage found when opening) and the server's one-line notices go.</summary>
+    public Action<string>? Log { get; init; }
+}
+
+/// <summary>
+/// `strata dm serve`: a dm-thin pool opened read-only (<see cref="DmPool"/>), every thin device exported over NBD
+/// by its thin id and, with a directory, as a read-only file of a FUSE mount, exactly as `strata pool serve` exports
+/// Strata's own devices; until SIGTERM or SIGINT, then the sockets and the mount are removed.
+/// </summary>
+public static class DmServer
+{
+    public static async Task<int> RunAsync(DmServeOptions options, CancellationToken stop = default)
+    {
+        using var pool = DmPool.Open(options.Data, options.Metadata);
+        foreach (var problem in pool.Problems) options.Log?.Invoke($"warning: {problem}");
+        foreach (var device in pool.Devices)
+            foreach (var u in device.Unreadable)
+                options.Log?.Invoke($"warning: thin device {device.Id}: blocks {u.First} to {(u.End == long.MaxValue ? "the end" : (u.End - 1).ToString())} are unreadable: {u.Why}");
+        StrataDaemon.PrepareSocket(options.NbdSocket, "NBD");
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Stop(PosixSignalContext c)
+        {
+            c.Cancel = true;
+            stopped.TrySetResult();
+        }
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        await using var cancel = stop.Register(() => stopped.TrySetResult());
+        FuseExport? fuse = null;
+        var server = new NbdServer(pool, m => options.Log?.Invoke("nbd: " + m));
+        try
+        {
+            server.ListenUnix(options.NbdSocket);
+            string where = $"nbd+unix:///NAME?socket={options.NbdSocket}";
+            if (options.NbdTcp is { } tcp) where += $" and nbd://{server.ListenTcp(tcp)}/NAME";
+            if (options.Fuse is { } fuseDir)
+            {
+                PoolDaemon.PrepareMountPoint(fuseDir);
+                fuse = FuseExport.Mount(fuseDir, pool, (uint)Math.Min(pool.BlockSize, 1 << 20), m => options.Log?.Invoke(m));
+                where += $" and files in {fuseDir}";
+            }
+            options.Started?.Invoke(pool, where);
+            Systemd.Notify("READY=1");
+            await stopped.Task;
+        }
+        finally
+        {
+            Systemd.Notify("STOPPING=1");
+            fuse?.Dispose();
+            await server.DisposeAsync();
+            if (File.Exists(options.NbdSocket)) File.Delete(options.NbdSocket);
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,162 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Strata.Testing;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>`strata dm ls` and `strata dm serve` on dm-thin pools thin_restore made: the listing equals thin_dump's
+/// mappings and thin_ls's counts; served devices read (nbdcopy, the FUSE file, an ext4 mounted from it) as they were
+/// written, writes are refused, and neither file changes.</summary>
+[Collection(HeavyIo.Name)]
+public sealed class DmCliTests : IDisposable
+{
+    const int Bs = DmThinFixture.BlockSize;
+    readonly TempRoot _temp = new();
+    readonly Cli _cli;
+
+    public DmCliTests() => _cli = new Cli(_temp.Combine("store"));
+
+    public void Dispose() => _temp.Dispose();
+
+    static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
+
+    [ThinToolsFact]
+    public void LsListsWhatThinDumpAndThinLsSee()
+    {
+        var f = DmThinFixture.Create(_temp.Path);
+        string table = _cli.Ok("dm", "ls", "--data", f.Data, "--metadata", f.Metadata);
+        Assert.StartsWith("ID ", table);
+        Assert.Equal(5, table.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal("1\n2\n3\n4", _cli.Ok("dm", "ls", "-q", "--data", f.Data, "--metadata", f.Metadata));
+
+        string json = _cli.Ok("dm", "ls", "--format", "json", "--mappings", "--data", f.Data, "--metadata", f.Metadata);
+        JsonSchemas.AssertValid("dm-device", json, array: true);
+        var dumped = DmThinFixture.ParseDump(Shell.Run("thin_dump", f.Metadata).Check("thin_dump").Stdout);
+        var ls = Shell.Run("thin_ls", "--no-headers", "-o", "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS", f.Metadata).Check("thin_ls").Stdout
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(long.Parse).ToArray()).ToList();
+        using var doc = JsonDocument.Parse(json);
+        int i = 0;
+        foreach (var dev in doc.RootElement.EnumerateArray())
+        {
+            uint id = dev.GetProperty("Id").GetUInt32();
+            var ours = new SortedDictionary<long, (long, uint)>();
+            foreach (var m in dev.GetProperty("Mappings").EnumerateArray())
+                for (long k = 0; k < m.GetProperty("Length").GetInt64(); k++)
+                    ours[m.GetProperty("Virtual").GetInt64() + k] = (m.GetProperty("Data").GetInt64() + k, m.GetProperty("Time").GetUInt32());
+            Assert.Equal(dumped[id], ours);
+            Assert.Equal(ls[i++], new long[] { id, dev.GetProperty("MappedBlocks").GetInt64(), dev.GetProperty("ExclusiveBlocks").GetInt64(), dev.GetProperty("SharedBlocks").GetInt64() });
+        }
+        Assert.Equal(4, i);
+
+        // the wrong files: one line, exit non-zero, nothing written
+        string hash = Hash(f.Data);
+        var swapped = _cli.Run("dm", "ls", "--data", f.Metadata, "--metadata", f.Data);
+        Assert.NotEqual(0, swapped.ExitCode);
+        Assert.Single(swapped.Stderr.TrimEnd('\n').Split('\n'));
+        Assert.Contains("is not dm-thin metadata", swapped.Stderr);
+        Assert.Equal(hash, Hash(f.Data));
+    }
+
+    Process Serve(string data, string metadata, string socket, string? fuse, System.Text.StringBuilder log)
+    {
+        var args = new List<string> { "dm", "serve", "--data", data, "--metadata", metadata, "--socket", socket };
+        if (fuse is not null) args.AddRange(["--fuse", fuse]);
+        var p = _cli.Start([.. args]);
+        p.StandardInput.Close();
+        p.ErrorDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
+        p.BeginErrorReadLine();
+        var line = p.StandardOutput.ReadLineAsync();
+        Assert.True(line.Wait(TimeSpan.FromSeconds(30)), $"strata dm serve did not start: {log}");
+        Assert.StartsWith("serving ", line.Result);
+        return p;
+    }
+
+    static void Stop(Process p)
+    {
+        Shell.Run("kill", "-TERM", p.Id.ToString());
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(30)), "strata dm serve did not stop on SIGTERM");
+        Assert.Equal(0, p.ExitCode);
+    }
+
+    [DmServeFact]
+    public void ServeExportsEveryDeviceReadOnlyOverNbdAndFuse()
+    {
+        var f = DmThinFixture.Create(_temp.Path);
+        string dataHash = Hash(f.Data), metaHash = Hash(f.Metadata);
+        string socket = _temp.Combine("nbd.sock"), fuse = _temp.Combine("fuse");
+        var log = new System.Text.StringBuilder();
+        var server = Serve(f.Data, f.Metadata, socket, fuse, log);
+        try
+        {
+            string list = Shell.Run("nbdinfo", "--list", $"nbd+unix:///?socket={socket}").Check("nbdinfo --list").Stdout;
+            foreach (var id in new[] { "1", "2", "3", "4" }) Assert.Contains($"export=\"{id}\"", list);
+            Assert.DoesNotContain("is_read_only: false", list);
+            foreach (uint id in new uint[] { 1, 2 })
+            {
+                string copy = _temp.Combine($"dev{id}");
+                Shell.Run("nbdcopy", $"nbd+unix:///{id}?socket={socket}", copy).Check("nbdcopy");
+                var bytes = File.ReadAllBytes(copy);
+                Assert.Equal((f.Mappings[id].Keys.Max() + 1) * Bs, bytes.Length);
+                for (long b = 0; b < bytes.Length / Bs; b++)
+                    Assert.True(f.Expected(id, b).AsSpan().SequenceEqual(bytes.AsSpan((int)(b * Bs), Bs)), $"device {id} block {b} over NBD");
+                // the FUSE file holds the same bytes
+                Assert.Equal(bytes, File.ReadAllBytes(Path.Combine(fuse, id.ToString())));
+            }
+            // block status: device 3 maps every other block
+            var map = Shell.Run("nbdinfo", "--map", $"nbd+unix:///3?socket={socket}").Check("nbdinfo --map").Stdout
+                .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+                .Select(c => (Offset: long.Parse(c[0]), Length: long.Parse(c[1]), Type: int.Parse(c[2]))).Take(4);
+            Assert.Equal([(0L, (long)Bs, 0), (Bs, Bs, 3), (2L * Bs, Bs, 0), (3L * Bs, Bs, 3)], map);
+            // writes are refused, over NBD and through the file
+            var write = Shell.Run("qemu-io", "-f", "raw", "-c", "write -P 0xab 0 64k", $"nbd+unix:///1?socket={socket}");
+            Assert.NotEqual(0, write.ExitCode); // qemu-io opens read-write, and a read-only export refuses that
+            Assert.Contains("Permission denied", write.Stderr);
+            Assert.ThrowsAny<IOException>(() => File.WriteAllBytes(Path.Combine(fuse, "1"), [1]));
+        }
+        finally
+        {
+            Stop(server);
+        }
+        Assert.False(File.Exists(socket));
+        Assert.False(Mounts.Under(_temp.Path).Any(), "the FUSE mount is still there");
+        Assert.Equal(dataHash, Hash(f.Data));
+        Assert.Equal(metaHash, Hash(f.Metadata));
+    }
+
+    [DmServeFact]
+    public void AnExt4OnAThinDeviceMountsFromTheFuseFile()
+    {
+        // an ext4 of 96 MiB with files, made without mounting; its last blocks are zeros, so only its superblock says its size
+        string tree = _temp.Dir("tree"), image = _temp.Combine("fs.img");
+        Directory.CreateDirectory(Path.Combine(tree, "etc"));
+        File.WriteAllText(Path.Combine(tree, "etc", "hostname"), "thin\n");
+        var big = new byte[3 << 20];
+        new Random(5).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(tree, "big.bin"), big);
+        Shell.Run("truncate", "-s", "96M", image).Check("truncate");
+        Shell.Run("mkfs.ext4", "-q", "-d", tree, image).Check("mkfs.ext4");
+        var f = DmThinFixture.FromImages(_temp.Path, new Dictionary<uint, string> { [7] = image });
+        string socket = _temp.Combine("nbd.sock"), fuse = _temp.Combine("fuse"), mnt = _temp.Dir("mnt");
+        var log = new System.Text.StringBuilder();
+        var server = Serve(f.Data, f.Metadata, socket, fuse, log);
+        try
+        {
+            Assert.Equal(96L << 20, new FileInfo(Path.Combine(fuse, "7")).Length);
+            Shell.Run("mount", "-t", "ext4", "-o", "ro,noload,loop", Path.Combine(fuse, "7"), mnt).Check("mount");
+            try
+            {
+                Assert.Equal("thin\n", File.ReadAllText(Path.Combine(mnt, "etc", "hostname")));
+                Assert.Equal(big, File.ReadAllBytes(Path.Combine(mnt, "big.bin")));
+            }
+            finally
+            {
+                Shell.Run("umount", mnt).Check("umount");
+            }
+        }
+        finally
+        {
+            Stop(server);
+        }
+    }
+}
