@@ -210,6 +210,7 @@ public sealed class DmThinReaderTests : IDisposable
         WithSuperblock(b => BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(360), 1), ErrorKind.Unsupported, "incompatible features");
         WithSuperblock(b => BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(336), 100), ErrorKind.Corrupt, "not a multiple of 64 KiB");
         WithSuperblock(b => BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(320), 1 << 30), ErrorKind.Corrupt, "tree roots");
+        WithSuperblock(b => BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(64), ulong.MaxValue), ErrorKind.Corrupt, "more than a mapping can name");
 
         // the metadata of a bigger pool over this data file: its blocks past the file are reported, not read as zeros
         File.WriteAllText(_temp.Combine("other.xml"), "<superblock uuid=\"\" time=\"0\" transaction=\"1\" data_block_size=\"128\" nr_data_blocks=\"100000\">" +

@@ -2,7 +2,8 @@
 # /init of the initramfs that test/vm/quota.sh builds (busybox only). Loads the modules listed in
 # /modules.list, mounts the host's root (9p tag "hostroot", read-only) at /newroot with fresh
 # /proc, /sys, /dev and tmpfs on /tmp, /run and /mnt, mounts the run's own files (9p tag "strata")
-# at /run/strata-vm, runs /run/strata-vm/guest.sh chrooted into the host root, then powers off.
+# at /run/strata-vm and a writable directory of the host's (tag "out") at /run/strata-out, runs
+# /run/strata-vm/guest.sh chrooted into the host root, then powers off.
 /bin/busybox mkdir -p /bin /proc /sys /dev /newroot
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -39,6 +40,9 @@ mount -t tmpfs -o mode=0755 tmpfs $r/run
 mount -t tmpfs -o mode=0755 tmpfs $r/mnt
 mkdir -p $r/run/strata-vm $r/run/lock $r/run/mount
 mount -t 9p -o "$opts,ro" strata $r/run/strata-vm || fatal "cannot mount the strata share over 9p"
+# the one place the guest writes for the host to read after it: the dm-thin pool's files
+mkdir -p $r/run/strata-out
+mount -t 9p -o "$opts" out $r/run/strata-out || echo "STRATA-VM: init: no writable share (tag out)"
 
 chroot $r /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TMPDIR=/tmp TERM=dumb \
   /bin/bash /run/strata-vm/guest.sh

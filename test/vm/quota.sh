@@ -3,7 +3,11 @@
 # a kernel that has CONFIG_XFS_QUOTA: boots Debian 12's stock 6.1 kernel under qemu (KVM when it
 # works here, else TCG software emulation) with the host's root shared read-only over virtio-9p and
 # a small busybox initramfs (test/vm/init.sh), and runs test/vm/guest.sh in it with the real strata
-# CLI built on the host. Exit status 0 only if every expectation held in the guest.
+# CLI built on the host. The same guest makes a dm-thin pool with the kernel's own dm-thin-pool on two
+# loop files (thin devices with ext4 and xfs, a snapshot) and leaves the files and every file's hash in
+# a writable share; after the VM, the host (which has no dm module) serves that pool with `strata dm
+# serve` and mounts each device from its FUSE file to compare. Exit status 0 only if every expectation
+# held in the guest and on the host.
 #
 # Environment: STRATA_VM_CACHE (default /var/cache/strata-vm: the kernel package, kept),
 # STRATA_VM_KERNEL (e.g. 6.1.0-56-amd64; default the newest linux-image-6.1.0-*-amd64 apt knows),
@@ -27,13 +31,19 @@ die() {
 
 work=""
 qemu_pid=""
+dm_pid=""
 cleanup() {
   if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
     kill "$qemu_pid" 2>/dev/null || true
     for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$qemu_pid" 2>/dev/null || true
   fi
-  if [ -n "$work" ]; then rm -rf "$work"; fi
+  if [ -n "$dm_pid" ] && kill -0 "$dm_pid" 2>/dev/null; then kill "$dm_pid" 2>/dev/null || true; wait "$dm_pid" 2>/dev/null || true; fi
+  if [ -n "$work" ]; then
+    if mountpoint -q "$work/dm-mnt" 2>/dev/null; then umount "$work/dm-mnt" || umount -l "$work/dm-mnt" || true; fi
+    if mountpoint -q "$work/dm-fuse" 2>/dev/null; then umount -l "$work/dm-fuse" || true; fi
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -107,7 +117,7 @@ mknod -m 600 "$ird/dev/console" c 5 1
 declare -A seen=()
 order=()
 add_module() {
-  local name="$1" pattern file deps dep
+  local name="${1//-/_}" pattern file deps dep # modinfo's depends= may say dm-mod for dm_mod
   [ -z "${seen[$name]:-}" ] || return 0
   seen[$name]=1
   pattern="$(printf '%s' "$name" | sed 's/[-_]/[-_]/g')"
@@ -128,14 +138,14 @@ add_module() {
 }
 # crc32c_generic: libcrc32c's soft dependency (xfs needs the crc32c hash)
 # nbd and ext4: the thin driver through the kernel's nbd module (the test machine has no nbd module)
-for m in virtio_pci 9pnet_virtio 9p loop overlay crc32c_generic xfs nbd ext4; do add_module "$m"; done
+for m in virtio_pci 9pnet_virtio 9p loop overlay crc32c_generic xfs nbd ext4 dm_mod dm_thin_pool; do add_module "$m"; done
 printf '%s\n' "${order[@]}" >"$ird/modules.list"
 (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
 say "initramfs: busybox + ${order[*]}"
 
 # --- the strata CLI, built on the host and copied aside (others may rebuild .build/strata meanwhile)
 share="$work/share"
-mkdir -p "$share"
+mkdir -p "$share" "$work/out"
 cp "$here/guest.sh" "$share/guest.sh"
 dotnet_root="$(dirname "$(readlink -f "$(command -v dotnet)")")" || die "dotnet not found"
 echo "DOTNET_ROOT=$dotnet_root" >"$share/vm.env"
@@ -181,6 +191,7 @@ boot0=$SECONDS
   -kernel "$kernel" -initrd "$work/initrd.gz" -append "console=ttyS0 panic=-1 quiet loglevel=4" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
   -virtfs "local,path=$share,mount_tag=strata,security_model=passthrough,readonly=on" \
+  -virtfs "local,path=$work/out,mount_tag=out,security_model=passthrough" \
   </dev/null >"$work/qemu.err" 2>&1 &
 qemu_pid=$!
 # the console, live (tail ends by itself once qemu is gone); this shell only polls, so a signal's trap runs at once
@@ -209,9 +220,55 @@ console="$work/console.txt"
 passes=$(grep -c '^PASS: ' "$console" || true)
 fails=$(grep -c '^FAIL: ' "$console" || true)
 if [ "$timed_out" = 1 ]; then die "the VM did not finish within ${limit}s ($passes passed, $fails failed so far)"; fi
-if grep -q '^STRATA-VM-RESULT: PASS' "$console" && [ "$fails" = 0 ] && [ "$passes" -gt 0 ]; then
-  say "PASS: size=50M held inside the VM ($passes checks passed, kernel $kver, $accel)"
-  exit 0
+# the kernel's dm-thin pool the guest left in the writable share, opened here without a dm module
+host_fails=0
+dm_host_check() {
+  local cli="$share/strata/strata" o="$work/out" id fs opts line
+  for f in data metadata dm-hashes-1.txt dm-hashes-2.txt dm-hashes-3.txt; do
+    [ -s "$o/$f" ] || { echo "FAIL: host: the guest left no $f"; return 1; }
+  done
+  echo "\$ thin_check metadata"
+  if thin_check "$o/metadata" 2>&1 | sed 's/^/  /' && [ "${PIPESTATUS[0]}" = 0 ]; then echo "PASS: host: thin_check passes the kernel's metadata"
+  else echo "FAIL: host: thin_check fails the kernel's metadata"; fi
+  echo "\$ strata dm ls --data data --metadata metadata"
+  "$cli" dm ls --data "$o/data" --metadata "$o/metadata" 2>&1 | sed 's/^/  /'
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "FAIL: host: strata dm ls"; return 1; }
+  mkdir -p "$work/dm-mnt"
+  "$cli" dm serve --data "$o/data" --metadata "$o/metadata" --socket "$work/dm.sock" --fuse "$work/dm-fuse" >"$work/dm-serve.log" 2>&1 &
+  dm_pid=$!
+  for _ in $(seq 100); do grep -q '^serving ' "$work/dm-serve.log" && break; sleep 0.2; done
+  grep -q '^serving ' "$work/dm-serve.log" || { sed 's/^/  /' "$work/dm-serve.log"; echo "FAIL: host: strata dm serve did not start"; return 1; }
+  for id in 1 2 3; do
+    fs=ext4 opts=noload
+    [ "$id" = 3 ] && fs=xfs opts=norecovery
+    if ! mount -t "$fs" -o "ro,$opts,loop" "$work/dm-fuse/$id" "$work/dm-mnt"; then
+      echo "FAIL: host: thin device $id ($fs) does not mount from strata dm serve's file"
+      continue
+    fi
+    (cd "$work/dm-mnt" && find . -type f -print0 | sort -z | xargs -0 sha256sum) >"$work/host-hashes-$id.txt"
+    umount "$work/dm-mnt"
+    if cmp -s "$o/dm-hashes-$id.txt" "$work/host-hashes-$id.txt"; then
+      echo "PASS: host: thin device $id ($fs): all $(wc -l <"$work/host-hashes-$id.txt") files read as the kernel wrote them"
+    else
+      diff "$o/dm-hashes-$id.txt" "$work/host-hashes-$id.txt" | sed 's/^/  /'
+      echo "FAIL: host: thin device $id ($fs): files differ from what the guest wrote"
+    fi
+  done
+  kill "$dm_pid"
+  wait "$dm_pid" || true
+  dm_pid=""
+  sed 's/^/  dm serve: /' "$work/dm-serve.log"
+}
+if ! grep -q '^STRATA-VM-RESULT: PASS' "$console" || [ "$fails" != 0 ] || [ "$passes" = 0 ]; then
+  grep '^FAIL: ' "$console" | sed 's/^/quota.sh: /' || true
+  die "the scenario did not pass in the VM ($passes passed, $fails failed)"
 fi
-grep '^FAIL: ' "$console" | sed 's/^/quota.sh: /' || true
-die "the quota scenario did not pass in the VM ($passes passed, $fails failed)"
+host_log="$work/host.log"
+dm_host_check >"$host_log" 2>&1 || true
+cat "$host_log"
+host_passes=$(grep -c '^PASS: host' "$host_log" || true)
+host_fails=$(grep -c '^FAIL: host' "$host_log" || true)
+if [ "$host_fails" != 0 ] || [ "$host_passes" != 4 ]; then
+  die "the kernel's dm-thin pool did not read back on the host through strata dm ($host_passes passed, $host_fails failed)"
+fi
+say "PASS: size=50M held inside the VM, and the kernel's dm-thin pool read back on the host ($passes checks passed in the VM, $host_passes on the host, kernel $kver, $accel)"

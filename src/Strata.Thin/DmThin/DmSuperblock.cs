@@ -83,6 +83,8 @@ public sealed record DmSuperblock
             DetailsRoot = U64(s, 328),
             DataBlockSize = dataSectors * 512L,
         };
+        if (sb.DataBlocks >= 1UL << 40) // a mapping holds a data block in 40 bits
+            throw DmMetadata.Damaged($"{name}: the dm-thin superblock counts {sb.DataBlocks} data blocks, more than a mapping can name");
         if (sb.DataBlocksAllocated > sb.DataBlocks || sb.MetadataBlocksAllocated > sb.MetadataBlocks)
             throw DmMetadata.Damaged($"{name}: the dm-thin superblock's space maps count more blocks used than they hold");
         if (sb.MappingRoot == 0 || sb.DetailsRoot == 0 || sb.MappingRoot >= (ulong)metadata.Blocks || sb.DetailsRoot >= (ulong)metadata.Blocks)
