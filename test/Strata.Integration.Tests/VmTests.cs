@@ -5,7 +5,8 @@ namespace Strata.Integration.Tests;
 
 /// <summary>What this host's kernel cannot show, checked in a VM running Debian 12's own kernel (6.1, with
 /// CONFIG_XFS_QUOTA; overlayfs without the new mount API's lowerdir+): test/vm/quota.sh boots it under
-/// qemu with the host's root shared read-only and runs the real strata CLI there.</summary>
+/// qemu with the host's root shared read-only and runs the real strata CLI there; the kernel's dm-thin and Docker's
+/// devicemapper driver make pools there that the host, which has no dm module, then reads with `strata dm`.</summary>
 public sealed class VmTests(ITestOutputHelper output)
 {
     static string RepoRoot()
@@ -25,5 +26,9 @@ public sealed class VmTests(ITestOutputHelper output)
         Assert.Contains("STRATA-VM-RESULT: PASS", r.Stdout);
         Assert.Contains("PASS: another 50 MiB is refused", r.Stdout);
         Assert.Contains("PASS: a new store probes overlay", r.Stdout);
+        // issue 23: a pool of the kernel's own dm-thin, and Docker's devicemapper pool, read on the host without dm
+        Assert.Contains("PASS: host: thin device 3 (xfs): all 1 files read as the kernel wrote them", r.Stdout);
+        Assert.Contains("PASS: host: strata dm ls counts the kernel pool's blocks as thin_ls does", r.Stdout);
+        Assert.Contains("holds what it wrote (answer 42, the blob's sha256)", r.Stdout);
     }
 }

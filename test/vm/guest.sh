@@ -251,7 +251,67 @@ else
 fi
 rm -rf $dm
 
-echo "\$ dmesg | grep -Ei 'xfs|overlay|quota|nbd|ext4|device-mapper|thin'"
-dmesg | grep -Ei 'xfs|overlay|quota|nbd|ext4|device-mapper|thin' | sed 's/^/  /'
+# --- Docker's devicemapper driver (loop-lvm, as Debian's docker.io 20.10 sets it up), a loaded image and a container
+# that wrote files; its root (the pool's loop files and Docker's bookkeeping) goes to the host as a sparse tar, with
+# what `docker diff` and the container printed, for `strata dm` there
+dk=/tmp/docker
+dsock=/run/docker-dm.sock
+dockerd_pid=""
+dkr() { run docker -H "unix://$dsock" "$@"; }
+mkdir -p /sys/fs/cgroup
+mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup
+bb=/tmp/bb
+mkdir -p $bb/bin $bb/etc
+cp /bin/busybox $bb/bin/busybox
+for t in sh ls cat echo rm mkdir head sha256sum; do ln -s busybox "$bb/bin/$t"; done
+echo 'root:x:0:0:root:/root:/bin/sh' >$bb/etc/passwd
+echo "hello from the image" >$bb/etc/motd
+if tar -C $bb -cf /tmp/bb.tar . && "$cli" --root /tmp/bb-store image import /tmp/bb.tar --name demo:1 -q >/dev/null \
+  && "$cli" --root /tmp/bb-store image export demo:1 --format docker-archive -o /tmp/demo.tar; then
+  pass "docker: an image made with strata for docker load"
+else fail "docker: making the image"; fi
+echo "\$ dockerd --storage-driver devicemapper (loop-lvm) --data-root $dk"
+# (/etc is the host's, read-only here: its identity key goes to /tmp, through the config file's deprecated-key-path)
+echo '{"deprecated-key-path": "/tmp/docker-key.json"}' >/tmp/docker-daemon.json
+dockerd --config-file /tmp/docker-daemon.json --data-root $dk --exec-root /run/docker-dm --host "unix://$dsock" --pidfile /run/docker-dm.pid \
+  --storage-driver devicemapper --storage-opt dm.loopdatasize=4G --storage-opt dm.loopmetadatasize=128M \
+  --storage-opt dm.basesize=1G --storage-opt dm.override_udev_sync_check=true \
+  --bridge none --iptables=false --ip6tables=false --ip-masq=false >/tmp/dockerd.log 2>&1 &
+dockerd_pid=$!
+for _ in $(seq 240); do docker -H "unix://$dsock" version >/dev/null 2>&1 && break; kill -0 $dockerd_pid 2>/dev/null || break; sleep 0.5; done
+if dkr info && printf '%s\n' "$out" | grep -q 'Storage Driver: devicemapper'; then
+  pass "docker: dockerd runs with the devicemapper driver"
+  dkr load -i /tmp/demo.tar && pass "docker: docker load" || fail "docker: docker load"
+  if dkr run --name work --network none demo:1 sh -c 'echo 42 >/answer; rm /etc/motd; mkdir /data; head -c 1048576 /dev/urandom >/data/blob; sha256sum /data/blob /answer'; then
+    printf '%s\n' "$out" >$dmout/docker-run.txt
+    pass "docker: a container wrote files"
+  else fail "docker: docker run"; fi
+  dkr diff work && printf '%s\n' "$out" >$dmout/docker-diff.txt && pass "docker: docker diff" || fail "docker: docker diff"
+  dkr images --no-trunc
+  dkr ps -a --no-trunc
+else
+  fail "docker: dockerd with the devicemapper driver does not run"
+  tail -30 /tmp/dockerd.log | sed 's/^/  dockerd: /'
+fi
+if [ -n "$dockerd_pid" ]; then
+  kill $dockerd_pid 2>/dev/null
+  for _ in $(seq 120); do kill -0 $dockerd_pid 2>/dev/null || break; sleep 0.5; done
+  kill -0 $dockerd_pid 2>/dev/null && { fail "docker: dockerd did not stop"; kill -9 $dockerd_pid; }
+fi
+tail -5 /tmp/dockerd.log | sed 's/^/  dockerd: /'
+run dmsetup ls
+# what a dockerd that stopped (or failed) left: mounts under its root, its devices and pool, the pool's loop devices
+awk -v r="$dk/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l
+for n in $(dmsetup ls | awk '/^docker-/ && !/-pool/ { print $1 }') $(dmsetup ls | awk '/^docker-.*-pool/ { print $1 }'); do dmsetup --noudevsync remove "$n"; done
+for f in $dk/devicemapper/devicemapper/data $dk/devicemapper/devicemapper/metadata; do
+  for l in $(losetup -j "$f" -O NAME -n 2>/dev/null); do losetup -d "$l"; done
+done
+if [ -f $dk/devicemapper/devicemapper/data ] && run tar --sparse -cf $dmout/docker.tar -C /tmp docker; then
+  pass "docker: its root copied to the host ($(du -sh $dmout/docker.tar | cut -f1))"
+else fail "docker: no devicemapper root to copy"; fi
+rm -rf $dk /tmp/bb /tmp/bb.tar /tmp/bb-store /tmp/demo.tar
+
+echo "\$ dmesg | grep -Ei 'xfs|overlay|quota|nbd|ext4|device-mapper|thin|loop'"
+dmesg | grep -Ei 'xfs|overlay|quota|nbd|ext4|device-mapper|thin|loop' | sed 's/^/  /'
 umount /mnt/x && pass "umount /mnt/x" || fail "umount /mnt/x"
 finish

@@ -233,6 +233,14 @@ dm_host_check() {
   echo "\$ strata dm ls --data data --metadata metadata"
   "$cli" dm ls --data "$o/data" --metadata "$o/metadata" 2>&1 | sed 's/^/  /'
   [ "${PIPESTATUS[0]}" = 0 ] || { echo "FAIL: host: strata dm ls"; return 1; }
+  # the sharing of a kernel pool (snapshots share subtrees, not only blocks) counted as thin_ls counts it
+  thin_ls --no-headers -o DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS "$o/metadata" | awk '{ $1 = $1; print }' >"$work/thin_ls.txt"
+  "$cli" dm ls --data "$o/data" --metadata "$o/metadata" --format '{{.Id}} {{.MappedBlocks}} {{.ExclusiveBlocks}} {{.SharedBlocks}}' >"$work/dm_ls.txt"
+  if [ -s "$work/thin_ls.txt" ] && cmp -s "$work/thin_ls.txt" "$work/dm_ls.txt"; then echo "PASS: host: strata dm ls counts the kernel pool's blocks as thin_ls does"
+  else
+    diff "$work/thin_ls.txt" "$work/dm_ls.txt" | sed 's/^/  /'
+    echo "FAIL: host: strata dm ls and thin_ls count the kernel pool's blocks differently"
+  fi
   mkdir -p "$work/dm-mnt"
   "$cli" dm serve --data "$o/data" --metadata "$o/metadata" --socket "$work/dm.sock" --fuse "$work/dm-fuse" >"$work/dm-serve.log" 2>&1 &
   dm_pid=$!
@@ -263,12 +271,58 @@ if ! grep -q '^STRATA-VM-RESULT: PASS' "$console" || [ "$fails" != 0 ] || [ "$pa
   grep '^FAIL: ' "$console" | sed 's/^/quota.sh: /' || true
   die "the scenario did not pass in the VM ($passes passed, $fails failed)"
 fi
+# Docker's own devicemapper pool (loop-lvm) from the guest: every device Docker's records name is in the pool, and the
+# container's device, served by strata dm serve and mounted from its FUSE file, holds what the container wrote
+docker_host_check() {
+  local cli="$share/strata/strata" o="$work/out" d="$work/docker-root" f id cid mount_id
+  [ -s "$o/docker.tar" ] || { echo "FAIL: host: the guest left no docker.tar"; return 1; }
+  mkdir -p "$d"
+  tar --sparse -xf "$o/docker.tar" -C "$d" || { echo "FAIL: host: cannot unpack docker.tar"; return 1; }
+  local dmd="$d/docker/devicemapper"
+  echo "\$ strata dm ls --data docker/devicemapper/devicemapper/data --metadata .../metadata"
+  "$cli" dm ls --data "$dmd/devicemapper/data" --metadata "$dmd/devicemapper/metadata" 2>&1 | sed 's/^/  /'
+  "$cli" dm ls --data "$dmd/devicemapper/data" --metadata "$dmd/devicemapper/metadata" --format '{{.Id}}' | sort -n >"$work/dk-pool-ids.txt"
+  for f in "$dmd"/metadata/*; do
+    case "${f##*/}" in deviceset-metadata | transaction-metadata) continue ;; esac
+    grep -q '"deleted":true' "$f" && continue
+    grep -o '"device_id":[0-9]*' "$f" | cut -d: -f2
+  done | sort -n >"$work/dk-record-ids.txt"
+  if [ -s "$work/dk-record-ids.txt" ] && cmp -s "$work/dk-pool-ids.txt" "$work/dk-record-ids.txt"; then
+    echo "PASS: host: strata dm ls lists the $(wc -l <"$work/dk-record-ids.txt") devices Docker's records name"
+  else
+    diff "$work/dk-record-ids.txt" "$work/dk-pool-ids.txt" | sed 's/^/  /'
+    echo "FAIL: host: the devices in Docker's pool are not the ones its records name"
+  fi
+  cid=$(ls "$d/docker/containers" | head -1)
+  mount_id=$(cat "$d/docker/image/devicemapper/layerdb/mounts/$cid/mount-id" 2>/dev/null)
+  id=$(grep -o '"device_id":[0-9]*' "$dmd/metadata/$mount_id" 2>/dev/null | cut -d: -f2)
+  [ -n "$id" ] || { echo "FAIL: host: no device for container $cid (mount-id '$mount_id')"; return 1; }
+  "$cli" dm serve --data "$dmd/devicemapper/data" --metadata "$dmd/devicemapper/metadata" --socket "$work/dk.sock" --fuse "$work/dm-fuse" >"$work/dk-serve.log" 2>&1 &
+  dm_pid=$!
+  for _ in $(seq 100); do grep -q '^serving ' "$work/dk-serve.log" && break; sleep 0.2; done
+  if mount -o ro,norecovery,loop "$work/dm-fuse/$id" "$work/dm-mnt" || mount -o ro,noload,loop "$work/dm-fuse/$id" "$work/dm-mnt"; then
+    local answer blob expected
+    answer=$(cat "$work/dm-mnt/rootfs/answer" 2>&1)
+    blob=$(sha256sum "$work/dm-mnt/rootfs/data/blob" 2>&1 | cut -d' ' -f1)
+    expected=$(awk '$2 == "/data/blob" { print $1 }' "$o/docker-run.txt")
+    local motd=kept
+    [ -e "$work/dm-mnt/rootfs/etc/motd" ] || motd=gone
+    umount "$work/dm-mnt"
+    if [ "$answer" = 42 ] && [ -n "$expected" ] && [ "$blob" = "$expected" ] && [ "$motd" = gone ]; then
+      echo "PASS: host: container ${cid:0:12}'s device $id holds what it wrote (answer 42, the blob's sha256)"
+    else echo "FAIL: host: container ${cid:0:12}'s device $id: answer '$answer', blob $blob, expected $expected, /etc/motd $motd"; fi
+  else echo "FAIL: host: container ${cid:0:12}'s device $id does not mount from strata dm serve's file"; fi
+  kill "$dm_pid"
+  wait "$dm_pid" || true
+  dm_pid=""
+  sed 's/^/  dm serve: /' "$work/dk-serve.log"
+}
 host_log="$work/host.log"
-dm_host_check >"$host_log" 2>&1 || true
+{ dm_host_check; docker_host_check; } >"$host_log" 2>&1 || true
 cat "$host_log"
 host_passes=$(grep -c '^PASS: host' "$host_log" || true)
 host_fails=$(grep -c '^FAIL: host' "$host_log" || true)
-if [ "$host_fails" != 0 ] || [ "$host_passes" != 4 ]; then
+if [ "$host_fails" != 0 ] || [ "$host_passes" != 7 ]; then
   die "the kernel's dm-thin pool did not read back on the host through strata dm ($host_passes passed, $host_fails failed)"
 fi
 say "PASS: size=50M held inside the VM, and the kernel's dm-thin pool read back on the host ($passes checks passed in the VM, $host_passes on the host, kernel $kver, $accel)"
