@@ -70,8 +70,8 @@ head -c "$bytes" /dev/urandom >"$d/dm-data"
 printf '<superblock uuid="" time="0" transaction="1" data_block_size="128" nr_data_blocks="%d">\n<device dev_id="1" mapped_blocks="%d" transaction="0" creation_time="0" snap_time="0">\n<range_mapping origin_begin="0" data_begin="0" length="%d" time="0"/>\n</device>\n</superblock>\n' "$n" "$n" "$n" >"$d/dm.xml"
 truncate -s 64M "$d/dm-meta"
 thin_restore -q -i "$d/dm.xml" -o "$d/dm-meta"
-"$strata" pool create --pool "$d/pool" --data-size "$((bytes * 2))" >/dev/null
-"$strata" pool device create vol --size "$bytes" --pool "$d/pool" >/dev/null
+"$strata" pool create --pool "$d/pool" --data-size "$((bytes * 2))B" >/dev/null
+"$strata" pool device create vol --size "${bytes}B" --pool "$d/pool" >/dev/null
 "$strata" pool device write vol --pool "$d/pool" -i "$d/dm-data" >/dev/null
 sync
 for round in $(seq "$rounds"); do
