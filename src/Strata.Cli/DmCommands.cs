@@ -78,7 +78,64 @@ public static partial class Commands
             }).GetAwaiter().GetResult();
         });
         dm.Subcommands.Add(serve);
+        dm.Subcommands.Add(DmDockerCommand());
         return dm;
+    }
+
+    static Command DmDockerCommand()
+    {
+        var dockerRoot = new Argument<string>("DOCKER_ROOT") { Description = "dockerd's root (its --data-root)", DefaultValueFactory = _ => "/var/lib/docker" };
+        var data = new Option<string?>("--data") { Description = "The pool's data file or device (default: the loop file under DOCKER_ROOT; give the LVM volume of a direct-lvm pool)", HelpName = "FILE|DEVICE" };
+        var metadata = new Option<string?>("--metadata") { Description = "The pool's metadata file or device (default: the loop file under DOCKER_ROOT)", HelpName = "FILE|DEVICE" };
+        var format = FormatOption();
+        var docker = new Command("docker", "Docker's devicemapper storage (loop-lvm or direct-lvm): its images and containers with their thin devices, read-only") { dockerRoot, data, metadata, format };
+        docker.SetAction(r =>
+        {
+            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!));
+            using var pool = DmPool.Open(Io.Current.FullPath(r.GetValue(data) ?? store.DataFile), Io.Current.FullPath(r.GetValue(metadata) ?? store.MetadataFile), store.DeviceSizes());
+            Warn(pool.Problems);
+            string State(Strata.Core.Devicemapper.DockerDevice? d) =>
+                d is null ? "no device record" : pool.Devices.FirstOrDefault(p => p.Id == d.DeviceId) is not { } p ? "missing from the pool"
+                    : p.Unreadable.Count > 0 ? "damaged" : "ok";
+            string Thin(Strata.Core.Devicemapper.DockerDevice? d) => d?.DeviceId.ToString(CultureInfo.InvariantCulture) ?? "-";
+            string ImageName(Strata.Core.Images.Digest id) =>
+                store.Images.FirstOrDefault(i => i.Id == id) is { Names.Count: > 0 } i ? i.Names[0] : id.Hex[..12];
+            return Output.Document(r.GetValue(format), () => new JsonObject
+            {
+                ["Root"] = store.Root, ["Data"] = pool.DataName, ["Metadata"] = pool.MetadataName, ["Filesystem"] = store.Filesystem, ["BlockSize"] = pool.BlockSize,
+                ["Images"] = new JsonArray([.. store.Images.Select(i => (JsonNode)new JsonObject
+                {
+                    ["Id"] = i.Id.ToString(), ["Names"] = new JsonArray([.. i.Names.Select(n => (JsonNode)n)]),
+                    ["Layers"] = new JsonArray([.. i.Layers.Select(l => (JsonNode)new JsonObject
+                    {
+                        ["DiffId"] = l.DiffId.ToString(), ["ChainId"] = l.ChainId.ToString(), ["CacheId"] = l.CacheId, ["Size"] = l.Size,
+                        ["ThinId"] = l.Device is { } d ? d.DeviceId : null, ["State"] = State(l.Device),
+                    })]),
+                })]),
+                ["Containers"] = new JsonArray([.. store.Containers.Select(c => (JsonNode)new JsonObject
+                {
+                    ["Id"] = c.Id, ["Name"] = c.Name, ["Image"] = c.ImageId.ToString(), ["MountId"] = c.MountId,
+                    ["ThinId"] = c.Device is { } d ? d.DeviceId : null, ["InitThinId"] = c.InitDevice is { } init ? init.DeviceId : null, ["State"] = State(c.Device),
+                })]),
+            }, () =>
+            {
+                var o = Io.Current.Out;
+                o.WriteLine($"Docker root: {store.Root} (devicemapper, {store.Filesystem ?? "filesystem not recorded"}, blocks of {Bytes(pool.BlockSize)})");
+                o.WriteLine($"Pool: {pool.DataName}, {pool.MetadataName}");
+                o.WriteLine();
+                Output.WriteTable(["IMAGE", "ID", "LAYERS", "THIN IDS", "STATE"], store.Images.Select(i => new[]
+                {
+                    i.Names.Count > 0 ? string.Join(",", i.Names) : "<none>", i.Id.Hex[..12], i.Layers.Count.ToString(CultureInfo.InvariantCulture),
+                    string.Join(",", i.Layers.Select(l => Thin(l.Device))), i.Layers.Select(l => State(l.Device)).FirstOrDefault(s => s != "ok") ?? "ok",
+                }).Select(row => new[] { row }));
+                o.WriteLine();
+                Output.WriteTable(["CONTAINER", "ID", "IMAGE", "THIN ID", "INIT THIN ID", "STATE"], store.Containers.Select(c => new[]
+                {
+                    c.Name, c.Id[..12], ImageName(c.ImageId), Thin(c.Device), Thin(c.InitDevice), State(c.Device),
+                }).Select(row => new[] { row }));
+            });
+        });
+        return docker;
     }
 
     /// <summary>Whether a parsed command is one of `strata dm ...` (which run where they are typed: they use no store).</summary>

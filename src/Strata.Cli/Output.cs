@@ -174,7 +174,8 @@ static partial class Output
         return WriteTable(headers, items.Select(i => rows(i, full)));
     }
 
-    static int WriteTable(string[] headers, IEnumerable<IEnumerable<string[]>> rows)
+    /// <summary>A table of <paramref name="headers"/>, each item giving one or more rows.</summary>
+    public static int WriteTable(string[] headers, IEnumerable<IEnumerable<string[]>> rows)
     {
         var table = new Table().NoBorder().HideRowSeparators();
         foreach (var h in headers) table.AddColumn(new TableColumn(Markup.Escape(h)).PadLeft(0).PadRight(3));

@@ -159,4 +159,50 @@ public sealed class DmCliTests : IDisposable
             Stop(server);
         }
     }
+
+    [DmServeFact]
+    public void DockerListsImagesAndContainersWithTheirThinDevices()
+    {
+        var f = DockerDevicemapperFixture.Create(_temp.Path);
+        string text = _cli.Ok("dm", "docker", f.Root);
+        Assert.Contains("(devicemapper, ext4, blocks of 64 KiB)", text);
+        var image = text.Split('\n').Single(l => l.StartsWith("demo:1 "));
+        Assert.Equal(["demo:1", f.ImageId[..12], "1", "2", "ok"], image.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        var container = text.Split('\n').Single(l => l.StartsWith("work "));
+        Assert.Equal(["work", f.ContainerId[..12], "demo:1", "4", "3", "ok"], container.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+
+        using var doc = JsonDocument.Parse(_cli.Ok("dm", "docker", f.Root, "--format", "json"));
+        var layer = doc.RootElement.GetProperty("Images")[0].GetProperty("Layers")[0];
+        Assert.Equal(f.LayerCacheId, layer.GetProperty("CacheId").GetString());
+        Assert.Equal(2, layer.GetProperty("ThinId").GetInt32());
+        var c = doc.RootElement.GetProperty("Containers")[0];
+        Assert.Equal(f.MountId, c.GetProperty("MountId").GetString());
+        Assert.Equal("ext4", doc.RootElement.GetProperty("Filesystem").GetString());
+
+        // what Docker recorded is checked: a cache-id that is not an id, a device record of the wrong type, garbage JSON,
+        // a root that is no Docker devicemapper root; one line each, nothing written
+        string hash = Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "metadata"));
+        void Refused(string fragment)
+        {
+            var r = _cli.Run("dm", "docker", f.Root);
+            Assert.NotEqual(0, r.ExitCode);
+            Assert.Single(r.Stderr.TrimEnd('\n').Split('\n'));
+            Assert.Contains(fragment, r.Stderr);
+        }
+        string cacheId = Directory.GetFiles(Path.Combine(f.Root, "image", "devicemapper", "layerdb", "sha256"), "cache-id", SearchOption.AllDirectories).Single();
+        File.WriteAllText(cacheId, "../../../../etc");
+        Refused("is not a graph driver id");
+        File.WriteAllText(cacheId, f.LayerCacheId);
+        string record = Path.Combine(f.Root, "devicemapper", "metadata", f.MountId);
+        string good = File.ReadAllText(record);
+        File.WriteAllText(record, good.Replace("\"device_id\":4", "\"device_id\":\"4\""));
+        Refused("device_id is missing or not a number");
+        File.WriteAllText(record, "{not json");
+        Refused("is not JSON");
+        File.WriteAllText(record, good);
+        var notDocker = _cli.Run("dm", "docker", _temp.Dir("empty"));
+        Assert.NotEqual(0, notDocker.ExitCode);
+        Assert.Contains("holds no devicemapper storage", notDocker.Stderr);
+        Assert.Equal(hash, Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "metadata")));
+    }
 }

@@ -297,6 +297,11 @@ docker_host_check() {
   mount_id=$(cat "$d/docker/image/devicemapper/layerdb/mounts/$cid/mount-id" 2>/dev/null)
   id=$(grep -o '"device_id":[0-9]*' "$dmd/metadata/$mount_id" 2>/dev/null | cut -d: -f2)
   [ -n "$id" ] || { echo "FAIL: host: no device for container $cid (mount-id '$mount_id')"; return 1; }
+  echo "\$ strata dm docker docker"
+  "$cli" dm docker "$d/docker" 2>&1 | sed 's/^/  /'
+  if "$cli" dm docker "$d/docker" 2>/dev/null | awk -v c="${cid:0:12}" -v id="$id" '$1 == "work" && $2 == c && $3 == "demo:1" && $4 == id && $6 == "ok" { found = 1 } END { exit !found }'; then
+    echo "PASS: host: strata dm docker lists container work (demo:1) on thin device $id"
+  else echo "FAIL: host: strata dm docker does not list container work (demo:1) on thin device $id"; fi
   "$cli" dm serve --data "$dmd/devicemapper/data" --metadata "$dmd/devicemapper/metadata" --socket "$work/dk.sock" --fuse "$work/dm-fuse" >"$work/dk-serve.log" 2>&1 &
   dm_pid=$!
   for _ in $(seq 100); do grep -q '^serving ' "$work/dk-serve.log" && break; sleep 0.2; done
@@ -322,7 +327,7 @@ host_log="$work/host.log"
 cat "$host_log"
 host_passes=$(grep -c '^PASS: host' "$host_log" || true)
 host_fails=$(grep -c '^FAIL: host' "$host_log" || true)
-if [ "$host_fails" != 0 ] || [ "$host_passes" != 7 ]; then
+if [ "$host_fails" != 0 ] || [ "$host_passes" != 8 ]; then
   die "the kernel's dm-thin pool did not read back on the host through strata dm ($host_passes passed, $host_fails failed)"
 fi
 say "PASS: size=50M held inside the VM, and the kernel's dm-thin pool read back on the host ($passes checks passed in the VM, $host_passes on the host, kernel $kver, $accel)"
