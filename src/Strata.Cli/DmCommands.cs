@@ -135,6 +135,32 @@ public static partial class Commands
                 }).Select(row => new[] { row }));
             });
         });
+        var what = new Argument<string>("NAME") { Description = "A container (name or id), an image (NAME:TAG or id: its top layer) or a layer (diff, chain or cache id)" };
+        var target = new Argument<string>("DIR") { Description = "Where to mount it (an existing directory)" };
+        var mount = new Command("mount", "Mount a container's or a layer's filesystem read-only at DIR until SIGTERM/SIGINT (ext4 with noload, xfs with norecovery)") { what, target, data, metadata };
+        mount.SetAction(r =>
+        {
+            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!)); // the parent's argument
+            var (description, device) = store.Resolve(r.GetValue(what)!);
+            var io = Io.Current;
+            string dir = io.FullPath(r.GetValue(target)!);
+            return Strata.Daemon.DmMount.RunAsync(new Strata.Daemon.DmMountOptions
+            {
+                Data = io.FullPath(r.GetValue(data) ?? store.DataFile),
+                Metadata = io.FullPath(r.GetValue(metadata) ?? store.MetadataFile),
+                Sizes = store.DeviceSizes(),
+                Device = device.DeviceId,
+                Subdirectory = "rootfs",
+                Target = dir,
+                Mounted = type =>
+                {
+                    io.Out.WriteLine($"mounted {description} (thin device {device.DeviceId}, {type}) read-only at {dir}; SIGTERM or Ctrl-C unmounts it");
+                    io.Out.Flush();
+                },
+                Log = m => { lock (io.Err) io.Err.WriteLine($"strata: {m}"); },
+            }).GetAwaiter().GetResult();
+        });
+        docker.Subcommands.Add(mount);
         return docker;
     }
 

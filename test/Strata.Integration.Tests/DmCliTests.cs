@@ -205,4 +205,52 @@ public sealed class DmCliTests : IDisposable
         Assert.Contains("holds no devicemapper storage", notDocker.Stderr);
         Assert.Equal(hash, Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "metadata")));
     }
+
+    [DmServeFact]
+    public void DockerMountShowsAContainerOrAnImageReadOnlyUntilStopped()
+    {
+        var f = DockerDevicemapperFixture.Create(_temp.Path);
+        string mnt = _temp.Dir("mnt");
+        Process Mount(string name)
+        {
+            var p = _cli.Start("dm", "docker", f.Root, "mount", name, mnt);
+            p.StandardInput.Close();
+            var log = new System.Text.StringBuilder();
+            p.ErrorDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
+            p.BeginErrorReadLine();
+            var line = p.StandardOutput.ReadLineAsync();
+            Assert.True(line.Wait(TimeSpan.FromSeconds(30)), $"strata dm docker mount did not mount: {log}");
+            Assert.StartsWith("mounted ", line.Result);
+            return p;
+        }
+        var container = Mount("work");
+        try
+        {
+            Assert.Equal("42\n", File.ReadAllText(Path.Combine(mnt, "answer")));
+            Assert.False(File.Exists(Path.Combine(mnt, "etc", "motd")));
+            Assert.True(File.Exists(Path.Combine(mnt, ".dockerenv")));
+            var ex = Assert.ThrowsAny<IOException>(() => File.WriteAllText(Path.Combine(mnt, "new"), "x"));
+            Assert.Contains("Read-only", ex.Message);
+        }
+        finally
+        {
+            Stop(container);
+        }
+        Assert.False(Mounts.Under(_temp.Path).Any(), "a mount is left after the stop");
+        Assert.Empty(Strata.Native.Posix.LoopDevicesIn(_temp.Path));
+        var image = Mount("demo:1");
+        try
+        {
+            Assert.Equal("hello from the image\n", File.ReadAllText(Path.Combine(mnt, "etc", "motd")));
+            Assert.False(File.Exists(Path.Combine(mnt, "answer")));
+        }
+        finally
+        {
+            Stop(image);
+        }
+        var missing = _cli.Run("dm", "docker", f.Root, "mount", "nothing", mnt);
+        Assert.NotEqual(0, missing.ExitCode);
+        Assert.Contains("no container, image or layer 'nothing'", missing.Stderr);
+        Assert.False(Mounts.Under(_temp.Path).Any());
+    }
 }

@@ -225,7 +225,7 @@ public sealed class DmThinReaderTests : IDisposable
     }
 
     [Fact]
-    public void FilesystemSizesAreReadFromExt4AndXfsSuperblocks()
+    public void FilesystemTypesAndSizesAreReadFromExt4AndXfsSuperblocks()
     {
         foreach (var (mkfs, size) in new[] { ("mkfs.ext4", 64L << 20), ("mkfs.xfs", 320L << 20) })
         {
@@ -233,10 +233,12 @@ public sealed class DmThinReaderTests : IDisposable
             var img = _temp.Combine(mkfs + ".img");
             Shell.Run("truncate", "-s", size.ToString(), img).Check("truncate");
             Shell.Run(mkfs, "-q", img).Check(mkfs);
-            var head = new byte[FilesystemSize.ProbeLength];
+            var head = new byte[FilesystemProbe.ProbeLength];
             using (var s = File.OpenRead(img)) s.ReadExactly(head);
-            Assert.Equal(size, FilesystemSize.Of(head));
+            Assert.Equal(size, FilesystemProbe.Size(head));
+            Assert.Equal(mkfs[5..], FilesystemProbe.Type(head));
         }
-        Assert.Equal(0, FilesystemSize.Of(new byte[FilesystemSize.ProbeLength]));
+        Assert.Equal(0, FilesystemProbe.Size(new byte[FilesystemProbe.ProbeLength]));
+        Assert.Null(FilesystemProbe.Type(new byte[FilesystemProbe.ProbeLength]));
     }
 }

@@ -54,6 +54,29 @@ public sealed class DockerStore
     public IReadOnlyDictionary<uint, long> DeviceSizes() =>
         Devices.Values.Where(d => !d.Deleted).GroupBy(d => d.DeviceId).ToDictionary(g => g.Key, g => g.First().Size);
 
+    /// <summary>The device a name means: a container (name, id, or a unique id prefix of at least 4), an image
+    /// (NAME:TAG, id or prefix: its top layer), or a layer (diff id, chain id or cache id, with or without sha256:);
+    /// with what it is, in words.</summary>
+    public (string What, DockerDevice Device) Resolve(string name)
+    {
+        var found = new List<(string What, DockerDevice? Device)>();
+        bool Prefix(string id) => name.Length >= 4 && id.StartsWith(name.StartsWith("sha256:", StringComparison.Ordinal) ? name[7..] : name, StringComparison.Ordinal);
+        foreach (var c in Containers)
+            if (c.Name == name || c.Id == name || Prefix(c.Id)) found.Add(($"container {c.Name}", c.Device));
+        if (found.Count == 0)
+            foreach (var i in Images)
+                if (i.Layers.Count > 0 && (i.Names.Contains(name) || (!name.Contains(':') && i.Names.Contains(name + ":latest")) || Prefix(i.Id.Hex)))
+                    found.Add(($"image {i.Names.FirstOrDefault() ?? i.Id.Hex[..12]} (its top layer)", i.Layers[^1].Device));
+        if (found.Count == 0)
+            foreach (var l in Images.SelectMany(i => i.Layers).DistinctBy(l => l.ChainId))
+                if (Prefix(l.DiffId.Hex) || Prefix(l.ChainId.Hex) || Prefix(l.CacheId)) found.Add(($"layer {l.DiffId}", l.Device));
+        if (found.Count == 0) throw StrataException.NotFound($"no container, image or layer '{StrataException.OneLine(name)}' in {Root}");
+        if (found.DistinctBy(f => f.Device).Count() > 1)
+            throw StrataException.Invalid($"'{StrataException.OneLine(name)}' names {found.Count} things in {Root}: {string.Join(", ", found.Select(f => f.What))}");
+        var (what, device) = found[0];
+        return (what, device ?? throw StrataException.NotFound($"{what} has no device record in {Path.Combine(Root, "devicemapper", "metadata")}"));
+    }
+
     public static DockerStore Open(string root)
     {
         if (!Directory.Exists(Path.Combine(root, "devicemapper", "metadata")))

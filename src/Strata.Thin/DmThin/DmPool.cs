@@ -156,10 +156,10 @@ public sealed class DmPool : IBlockExports, IDisposable
         long size = end * blockSize;
         try
         {
-            using var reader = new DmThinBlockDevice(device with { Size = Math.Max(size, FilesystemSize.ProbeLength) }, data, blockSize);
-            var head = new byte[FilesystemSize.ProbeLength];
+            using var reader = new DmThinBlockDevice(device with { Size = Math.Max(size, FilesystemProbe.ProbeLength) }, data, blockSize);
+            var head = new byte[FilesystemProbe.ProbeLength];
             reader.Read(0, head);
-            size = Math.Max(size, FilesystemSize.Of(head));
+            size = Math.Max(size, FilesystemProbe.Size(head));
         }
         catch (StrataException ex) when (ex.Kind is ErrorKind.Io)
         {
