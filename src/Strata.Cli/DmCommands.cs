@@ -179,10 +179,7 @@ public static partial class Commands
     static DmPool OpenDm(ParseResult r, Option<string> data, Option<string> metadata)
     {
         var pool = DmPool.Open(Io.Current.FullPath(r.GetValue(data)!), Io.Current.FullPath(r.GetValue(metadata)!));
-        Warn(pool.Problems);
-        foreach (var d in pool.Devices)
-            foreach (var u in d.Unreadable)
-                Warn([$"thin device {d.Id}: blocks {u.First} to {(u.End == long.MaxValue ? "the end" : (u.End - 1).ToString(CultureInfo.InvariantCulture))} are unreadable: {u.Why}"]);
+        Warn(pool.Warnings());
         return pool;
     }
 

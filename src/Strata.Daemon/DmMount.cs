@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Strata.Block;
 using Strata.Fuse;
 using Strata.Native;
@@ -36,10 +35,9 @@ public static class DmMount
         if (!Directory.Exists(options.Target)) throw StrataException.NotFound($"{options.Target} is not a directory");
         if (MountTable.IsMountPoint(options.Target)) throw StrataException.InUse($"{options.Target} is a mount point already");
         using var pool = DmPool.Open(options.Data, options.Metadata, options.Sizes);
+        pool.Device(options.Device); // one that does not exist is refused before anything is made
         foreach (var problem in pool.Problems) options.Log?.Invoke($"warning: {problem}");
-        var device = pool.Device(options.Device);
-        foreach (var u in device.Unreadable)
-            options.Log?.Invoke($"warning: thin device {device.Id}: blocks {u.First} to {(u.End == long.MaxValue ? "the end" : (u.End - 1).ToString())} are unreadable: {u.Why}");
+        foreach (var u in pool.Device(options.Device).Unreadable) options.Log?.Invoke($"warning: thin device {options.Device}: {u}");
         string type;
         using (var reader = pool.OpenDevice(options.Device))
         {
@@ -71,15 +69,7 @@ public static class DmMount
             Errno.Check(Posix.TryMount(shown, options.Target, null, Posix.MS_BIND, null), "mount --bind", options.Target);
             targetMounted = true;
 
-            var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            void Stop(PosixSignalContext c)
-            {
-                c.Cancel = true;
-                stopped.TrySetResult();
-            }
-            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-            using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-            await using var cancel = stop.Register(() => stopped.TrySetResult());
+            using var stopped = new StopSignal(stop);
             options.Mounted?.Invoke(type);
             await stopped.Task;
         }

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Runtime.InteropServices;
 using Strata.Fuse;
 using Strata.Nbd;
 using Strata.Thin.DmThin;
@@ -33,20 +32,9 @@ public static class DmServer
     public static async Task<int> RunAsync(DmServeOptions options, CancellationToken stop = default)
     {
         using var pool = DmPool.Open(options.Data, options.Metadata);
-        foreach (var problem in pool.Problems) options.Log?.Invoke($"warning: {problem}");
-        foreach (var device in pool.Devices)
-            foreach (var u in device.Unreadable)
-                options.Log?.Invoke($"warning: thin device {device.Id}: blocks {u.First} to {(u.End == long.MaxValue ? "the end" : (u.End - 1).ToString())} are unreadable: {u.Why}");
+        foreach (var warning in pool.Warnings()) options.Log?.Invoke($"warning: {warning}");
         StrataDaemon.PrepareSocket(options.NbdSocket, "NBD");
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void Stop(PosixSignalContext c)
-        {
-            c.Cancel = true;
-            stopped.TrySetResult();
-        }
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-        await using var cancel = stop.Register(() => stopped.TrySetResult());
+        using var stopped = new StopSignal(stop);
         FuseExport? fuse = null;
         var server = new NbdServer(pool, m => options.Log?.Invoke("nbd: " + m));
         try

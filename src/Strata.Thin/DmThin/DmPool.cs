@@ -130,6 +130,11 @@ public sealed class DmPool : IBlockExports, IDisposable
         }
     }
 
+    /// <summary>What a user of the pool should be told, one line each: <see cref="Problems"/>, then each device's
+    /// unreadable ranges.</summary>
+    public IEnumerable<string> Warnings() =>
+        Problems.Concat(Devices.SelectMany(d => d.Unreadable.Select(u => $"thin device {d.Id}: {u}")));
+
     public DmThinDevice Device(uint id) =>
         _byId.TryGetValue(id, out var d) ? d : throw StrataException.NotFound($"the dm-thin pool has no device {id}");
 

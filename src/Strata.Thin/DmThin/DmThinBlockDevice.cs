@@ -40,7 +40,7 @@ public sealed class DmThinBlockDevice(DmThinDevice device, IBlockStore data, lon
                 long next = i + 1 < device.Extents.Length ? device.Extents[i + 1].Virtual * blockSize : long.MaxValue;
                 n = (int)Math.Min(buffer.Length - done, next - at);
                 if (device.UnreadableIn(block, (at + n + blockSize - 1) / blockSize) is { } u)
-                    throw StrataException.Io($"thin device {device.Id}: blocks {u.First} to {(u.End == long.MaxValue ? "the end" : (u.End - 1).ToString())} are unreadable: {u.Why}");
+                    throw StrataException.Io($"thin device {device.Id}: {u}");
                 buffer.Slice(done, n).Clear();
                 if (found < holes.Length)
                 {

@@ -12,6 +12,10 @@ public readonly record struct DmExtent(long Virtual, long Data, long Length, uin
 public sealed record DmUnreadable(long First, long Count, string Why)
 {
     public long End => First + Count;
+
+    /// <summary>"blocks F to L are unreadable: why", for messages.</summary>
+    public override string ToString() =>
+        $"{(Count == 1 ? $"block {First} is" : $"blocks {First} to {(End == long.MaxValue ? "the end" : (End - 1).ToString(System.Globalization.CultureInfo.InvariantCulture))} are")} unreadable: {Why}";
 }
 
 /// <summary>
