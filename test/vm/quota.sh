@@ -302,25 +302,25 @@ docker_host_check() {
   if "$cli" dm docker "$d/docker" 2>/dev/null | awk -v c="${cid:0:12}" -v id="$id" '$1 == "work" && $2 == c && $3 == "demo:1" && $4 == id && $6 == "ok" { found = 1 } END { exit !found }'; then
     echo "PASS: host: strata dm docker lists container work (demo:1) on thin device $id"
   else echo "FAIL: host: strata dm docker does not list container work (demo:1) on thin device $id"; fi
-  "$cli" dm serve --data "$dmd/devicemapper/data" --metadata "$dmd/devicemapper/metadata" --socket "$work/dk.sock" --fuse "$work/dm-fuse" >"$work/dk-serve.log" 2>&1 &
+  mkdir -p "$work/dm-mnt"
+  "$cli" dm docker "$d/docker" mount work "$work/dm-mnt" >"$work/dk-mount.log" 2>&1 &
   dm_pid=$!
-  for _ in $(seq 100); do grep -q '^serving ' "$work/dk-serve.log" && break; sleep 0.2; done
-  if mount -o ro,norecovery,loop "$work/dm-fuse/$id" "$work/dm-mnt" || mount -o ro,noload,loop "$work/dm-fuse/$id" "$work/dm-mnt"; then
-    local answer blob expected
-    answer=$(cat "$work/dm-mnt/rootfs/answer" 2>&1)
-    blob=$(sha256sum "$work/dm-mnt/rootfs/data/blob" 2>&1 | cut -d' ' -f1)
+  for _ in $(seq 100); do grep -q '^mounted ' "$work/dk-mount.log" && break; kill -0 "$dm_pid" 2>/dev/null || break; sleep 0.2; done
+  if grep -q '^mounted ' "$work/dk-mount.log"; then
+    local answer blob expected motd=kept
+    answer=$(cat "$work/dm-mnt/answer" 2>&1)
+    blob=$(sha256sum "$work/dm-mnt/data/blob" 2>&1 | cut -d' ' -f1)
     expected=$(awk '$2 == "/data/blob" { print $1 }' "$o/docker-run.txt")
-    local motd=kept
-    [ -e "$work/dm-mnt/rootfs/etc/motd" ] || motd=gone
-    umount "$work/dm-mnt"
+    [ -e "$work/dm-mnt/etc/motd" ] || motd=gone
     if [ "$answer" = 42 ] && [ -n "$expected" ] && [ "$blob" = "$expected" ] && [ "$motd" = gone ]; then
-      echo "PASS: host: container ${cid:0:12}'s device $id holds what it wrote (answer 42, the blob's sha256)"
-    else echo "FAIL: host: container ${cid:0:12}'s device $id: answer '$answer', blob $blob, expected $expected, /etc/motd $motd"; fi
-  else echo "FAIL: host: container ${cid:0:12}'s device $id does not mount from strata dm serve's file"; fi
-  kill "$dm_pid"
+      echo "PASS: host: strata dm docker mount work shows what the container wrote (answer 42, the blob's sha256, /etc/motd gone)"
+    else echo "FAIL: host: strata dm docker mount work: answer '$answer', blob $blob, expected $expected, /etc/motd $motd"; fi
+  else echo "FAIL: host: strata dm docker mount work did not mount"; fi
+  kill "$dm_pid" 2>/dev/null
   wait "$dm_pid" || true
   dm_pid=""
-  sed 's/^/  dm serve: /' "$work/dk-serve.log"
+  if mountpoint -q "$work/dm-mnt"; then echo "FAIL: host: $work/dm-mnt is still mounted after strata dm docker mount stopped"; fi
+  sed 's/^/  dm docker mount: /' "$work/dk-mount.log"
 }
 host_log="$work/host.log"
 { dm_host_check; docker_host_check; } >"$host_log" 2>&1 || true
