@@ -152,9 +152,9 @@ public static partial class Commands
                 Device = device.DeviceId,
                 Subdirectory = "rootfs",
                 Target = dir,
-                Mounted = type =>
+                Mounted = () =>
                 {
-                    io.Out.WriteLine($"mounted {description} (thin device {device.DeviceId}, {type}) read-only at {dir}; SIGTERM or Ctrl-C unmounts it");
+                    io.Out.WriteLine($"mounted {description} (thin device {device.DeviceId}) read-only at {dir}; SIGTERM or Ctrl-C unmounts it");
                     io.Out.Flush();
                 },
                 Log = m => { lock (io.Err) io.Err.WriteLine($"strata: {m}"); },
