@@ -161,6 +161,31 @@ public static partial class Commands
             }).GetAwaiter().GetResult();
         });
         docker.Subcommands.Add(mount);
+
+        var migrate = new Command("migrate", "Import every image of Docker's devicemapper storage into the Strata store (--root), with its id and names, each layer checked against its diff id; Docker's files are only read. Run again to finish one that stopped") { data, metadata };
+        migrate.SetAction(r =>
+        {
+            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!));
+            using var pool = DmPool.Open(Io.Current.FullPath(r.GetValue(data) ?? store.DataFile), Io.Current.FullPath(r.GetValue(metadata) ?? store.MetadataFile), store.DeviceSizes());
+            Warn(pool.Warnings());
+            using var lease = OpenStore(r);
+            var io = Io.Current;
+            using var trees = new Strata.Daemon.DmDeviceTrees(pool, m => { lock (io.Err) io.Err.WriteLine($"strata: {m}"); });
+            var migration = new Strata.Core.Devicemapper.DockerMigration(store, Catalog(lease).Images, trees);
+            int failed = 0;
+            foreach (var m in migration.Images())
+            {
+                string name = m.Image.Names.Count > 0 ? string.Join(",", m.Image.Names) : "<none>";
+                if (m.Failed)
+                {
+                    failed++;
+                    io.Err.WriteLine($"strata: image {name} ({m.Image.Id.Hex[..12]}): {m.Outcome}");
+                }
+                else io.Out.WriteLine($"{m.Image.Id} {name}: {m.Outcome}");
+            }
+            return failed == 0 ? 0 : ExitCodes.Failure;
+        });
+        docker.Subcommands.Add(migrate);
         return docker;
     }
 

@@ -253,4 +253,51 @@ public sealed class DmCliTests : IDisposable
         Assert.Contains("no container, image or layer 'nothing'", missing.Stderr);
         Assert.False(Mounts.Under(_temp.Path).Any());
     }
+
+    [DmServeFact]
+    public void MigrateImportsDockersImagesWithTheirIdsNamesAndDiffIds()
+    {
+        var f = DockerDevicemapperFixture.Create(_temp.Path);
+        string hash = Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "data"));
+        string first = _cli.Ok("dm", "docker", f.Root, "migrate");
+        Assert.Equal($"sha256:{f.ImageId} demo:1: imported", first);
+        using (var doc = JsonDocument.Parse(_cli.Ok("image", "inspect", "demo:1")))
+        {
+            var image = doc.RootElement[0];
+            Assert.Equal("sha256:" + f.ImageId, image.GetProperty("Image").GetProperty("Id").GetString());
+            Assert.Equal("sha256:" + f.DiffId, image.GetProperty("Config").GetProperty("rootfs").GetProperty("diff_ids")[0].GetString());
+        }
+        // the image's files are the layer's
+        _cli.Ok("container", "create", "--name", "check", "demo:1");
+        string mounted = _cli.Ok("container", "mount", "check");
+        Assert.Equal("hello from the image\n", File.ReadAllText(Path.Combine(mounted, "etc", "motd")));
+        Assert.Equal("#!/bin/sh\necho tool\n", File.ReadAllText(Path.Combine(mounted, "bin", "tool")));
+        _cli.Ok("container", "unmount", "check");
+        _cli.Ok("container", "rm", "check");
+        // again: nothing to do; Docker's files unchanged, nothing left mounted
+        Assert.Equal($"sha256:{f.ImageId} demo:1: already in the store", _cli.Ok("dm", "docker", f.Root, "migrate"));
+        Assert.Equal(hash, Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "data")));
+        Assert.False(Mounts.Under(_temp.Path).Any(m => !m.StartsWith(_temp.Combine("store"), StringComparison.Ordinal)), "a device is left mounted");
+        Assert.Empty(Strata.Native.Posix.LoopDevicesIn(_temp.Path));
+    }
+
+    [DmServeFact]
+    public void MigrateRefusesALayerWhoseFilesAreNotWhatItsDiffIdSays()
+    {
+        var f = DockerDevicemapperFixture.Create(_temp.Path);
+        // a tar-split that names a file of another size: the tar written again is not the layer Docker had
+        string split = Directory.GetFiles(f.Root, "tar-split.json.gz", SearchOption.AllDirectories).Single();
+        var lines = new System.Text.StringBuilder();
+        using (var gz = new System.IO.Compression.GZipStream(File.OpenRead(split), System.IO.Compression.CompressionMode.Decompress))
+        using (var reader = new StreamReader(gz))
+            lines.Append(reader.ReadToEnd().Replace("\"name\":\"etc/motd\",\"size\":21", "\"name\":\"etc/motd\",\"size\":20"));
+        using (var gz = new System.IO.Compression.GZipStream(File.Create(split), System.IO.Compression.CompressionLevel.Fastest))
+            gz.Write(System.Text.Encoding.UTF8.GetBytes(lines.ToString()));
+        var r = _cli.Run("dm", "docker", f.Root, "migrate");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("image demo:1", r.Stderr);
+        Assert.Single(r.Stderr.TrimEnd('\n').Split('\n'));
+        Assert.Equal("", _cli.Ok("image", "ls", "-q"));
+        Assert.False(Mounts.Under(_temp.Path).Any(m => !m.StartsWith(_temp.Combine("store"), StringComparison.Ordinal)), "a device is left mounted");
+    }
 }

@@ -17,6 +17,7 @@ public sealed class DockerDevicemapperFixture
     public required string ContainerId { get; init; }
     public required string LayerCacheId { get; init; }
     public required string MountId { get; init; }
+    public required string DiffId { get; init; }
 
     static string Hex(string seed) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(seed)));
 
@@ -56,7 +57,24 @@ public sealed class DockerDevicemapperFixture
         File.Delete(Path.Combine(pool, "pool.xml"));
         Directory.Delete(work, recursive: true);
 
-        string layer = Hex("layer"), mount = Hex("mount"), cid = Hex("container"), diffId = Hex("diff");
+        // the layer's tar as docker load gets it, and its tar-split: its diff id is the tar's sha256
+        var tar = new MemoryStream();
+        var names = new List<string>();
+        using (var w = new System.Formats.Tar.TarWriter(tar, System.Formats.Tar.TarEntryFormat.Pax, leaveOpen: true))
+        {
+            foreach (var d in new[] { "bin/", "etc/" })
+            {
+                w.WriteEntry(new System.Formats.Tar.PaxTarEntry(System.Formats.Tar.TarEntryType.Directory, d));
+                names.Add(d);
+            }
+            foreach (var (path, content) in image)
+            {
+                w.WriteEntry(new System.Formats.Tar.PaxTarEntry(System.Formats.Tar.TarEntryType.RegularFile, path) { DataStream = new MemoryStream(Encoding.UTF8.GetBytes(content)) });
+                names.Add(path);
+            }
+        }
+        byte[] layerTar = tar.ToArray();
+        string layer = Hex("layer"), mount = Hex("mount"), cid = Hex("container"), diffId = Convert.ToHexStringLower(SHA256.HashData(layerTar));
         string meta = Path.Combine(root, "devicemapper", "metadata");
         string Record(int id) => $"{{\"device_id\":{id},\"size\":33554432,\"transaction_id\":{id},\"initialized\":false,\"deleted\":false}}";
         Write(Path.Combine(meta, "base"), Record(1));
@@ -71,6 +89,7 @@ public sealed class DockerDevicemapperFixture
         Write(Path.Combine(layerDir, "diff"), "sha256:" + diffId);
         Write(Path.Combine(layerDir, "cache-id"), layer);
         Write(Path.Combine(layerDir, "size"), "42");
+        File.WriteAllBytes(Path.Combine(layerDir, "tar-split.json.gz"), TarSplitMaker.Split(layerTar, names));
         string config = $"{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{\"Cmd\":[\"/bin/tool\"]}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"sha256:{diffId}\"]}}}}";
         string imageId = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(config)));
         Write(Path.Combine(graph, "imagedb", "content", "sha256", imageId), config);
@@ -81,6 +100,6 @@ public sealed class DockerDevicemapperFixture
         Write(Path.Combine(mounts, "parent"), "sha256:" + diffId);
         Write(Path.Combine(root, "containers", cid, "config.v2.json"),
             $"{{\"ID\":\"{cid}\",\"Name\":\"/work\",\"Image\":\"sha256:{imageId}\",\"Driver\":\"devicemapper\",\"Config\":{{\"Cmd\":[\"sh\"]}}}}");
-        return new DockerDevicemapperFixture { Root = root, ImageId = imageId, ContainerId = cid, LayerCacheId = layer, MountId = mount };
+        return new DockerDevicemapperFixture { Root = root, ImageId = imageId, ContainerId = cid, LayerCacheId = layer, MountId = mount, DiffId = diffId };
     }
 }

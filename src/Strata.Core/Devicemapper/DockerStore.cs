@@ -37,7 +37,7 @@ public sealed record DockerContainer(string Id, string Name, Digest ImageId, str
 /// </summary>
 public sealed class DockerStore
 {
-    const long MaxRecord = 1 << 20, MaxConfig = 16 << 20;
+    const long MaxRecord = 1 << 20, MaxConfig = 16 << 20, MaxTarSplit = 1L << 30;
     const string Graph = "image/devicemapper";
 
     public required string Root { get; init; }
@@ -53,6 +53,16 @@ public sealed class DockerStore
     /// <summary>The devices' sizes by thin id, as Docker recorded them (what a pool reader should serve them with).</summary>
     public IReadOnlyDictionary<uint, long> DeviceSizes() =>
         Devices.Values.Where(d => !d.Deleted).GroupBy(d => d.DeviceId).ToDictionary(g => g.Key, g => g.First().Size);
+
+    /// <summary>A layer's tar-split.json.gz (how its tar is written again from its files), read whole.</summary>
+    public byte[] TarSplit(DockerLayer layer)
+    {
+        using var dir = Posix.Open(Root, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        string file = $"{Graph}/layerdb/sha256/{layer.ChainId.Hex}/tar-split.json.gz";
+        if (!new Reader(Root, dir).Exists(file))
+            throw StrataException.NotFound($"layer {layer.DiffId} has no tar-split.json.gz in {Path.Combine(Root, Graph, "layerdb")}: its tar cannot be written again as Docker had it");
+        return new Reader(Root, dir).Bytes(file, MaxTarSplit);
+    }
 
     /// <summary>The device a name means: a container (name, id, or a unique id prefix of at least 4), an image
     /// (NAME:TAG, id or prefix: its top layer), or a layer (diff id, chain id or cache id, with or without sha256:);

@@ -97,6 +97,14 @@ public sealed class ImageImporter(ImageStore images)
         return Finish(docker ? ImportDocker(source, options, scope) : ImportOci(source, options, scope), name, scope);
     }
 
+    /// <summary>Imports the images of an extracted docker-archive that is not a directory (one a migration makes up
+    /// as it goes), under the names it carries.</summary>
+    internal List<ImageRecord> ImportDockerArchive(ImageSource source, Options options)
+    {
+        using var scope = images.BeginImport();
+        return Finish(ImportDocker(source, options, scope), "", scope);
+    }
+
     static StrataException NotAnImage(string shown, string found) =>
         StrataException.Invalid($"{shown}: not an image or tar archive; {found}");
 

@@ -1,0 +1,115 @@
+using System.Text.Json;
+using Strata.Archive.Tar;
+using Strata.Core.Images;
+using Strata.Native;
+
+namespace Strata.Core.Devicemapper;
+
+/// <summary>
+/// One image of Docker's devicemapper storage as an extracted docker-archive for <see cref="ImageImporter"/>:
+/// manifest.json made from Docker's image store, the config as Docker keeps it (ID.json), and each layer's tar
+/// (layers/CHAIN.tar) written again, byte for byte, from its tar-split and the files of its device, mounted read-only
+/// when the importer starts reading it. The importer checks each tar against its diff id, so a layer whose files
+/// changed (or a damaged device) is refused, not imported.
+/// </summary>
+sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTrees trees) : ImageSource
+{
+    public override Stream? TryOpen(string path)
+    {
+        if (path == "manifest.json") return new MemoryStream(Manifest(), writable: false);
+        if (path == image.Id.Hex + ".json") return new MemoryStream(image.Config, writable: false);
+        if (path.StartsWith("layers/", StringComparison.Ordinal) && image.Layers.FirstOrDefault(l => path == $"layers/{l.ChainId.Hex}.tar") is { } layer)
+            return new LayerTar(docker, layer, trees);
+        return null;
+    }
+
+    /// <summary>docker save's manifest.json of the one image: [{"Config", "RepoTags", "Layers"}].</summary>
+    byte[] Manifest()
+    {
+        var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
+        {
+            w.WriteStartArray();
+            w.WriteStartObject();
+            w.WriteString("Config", image.Id.Hex + ".json");
+            w.WriteStartArray("RepoTags");
+            foreach (var n in image.Names) w.WriteStringValue(n);
+            w.WriteEndArray();
+            w.WriteStartArray("Layers");
+            foreach (var l in image.Layers) w.WriteStringValue($"layers/{l.ChainId.Hex}.tar");
+            w.WriteEndArray();
+            w.WriteEndObject();
+            w.WriteEndArray();
+        }
+        return ms.ToArray();
+    }
+
+    protected override StrataException Missing(string path) => StrataException.Corrupt($"{path} is not part of image {image.Id} in {docker.Root}");
+
+    /// <summary>A layer's tar, of the length its tar-split says, assembled as it is read.</summary>
+    sealed class LayerTar : Stream
+    {
+        readonly DockerLayer _layer;
+        readonly IDeviceTrees _trees;
+        readonly byte[] _packed;
+        MountedTree? _tree;
+        FileDescriptor? _root;
+        Stream? _tar;
+        long _position;
+
+        public LayerTar(DockerStore docker, DockerLayer layer, IDeviceTrees trees)
+        {
+            _layer = layer;
+            _trees = trees;
+            _packed = docker.TarSplit(layer);
+            Length = TarSplit.Length(new MemoryStream(_packed));
+        }
+
+        public override long Length { get; }
+
+        public override int Read(Span<byte> buffer)
+        {
+            if (_tar is null)
+            {
+                var device = _layer.Device ?? throw StrataException.NotFound($"layer {_layer.DiffId} has no device record (cache-id {_layer.CacheId})");
+                _tree = _trees.Mount(device.DeviceId);
+                string rootfs = Path.Combine(_tree.Path, "rootfs");
+                if (!Directory.Exists(rootfs)) throw StrataException.Corrupt($"thin device {device.DeviceId} of layer {_layer.DiffId} has no rootfs/");
+                _root = Posix.Open(rootfs, Posix.O_PATH | Posix.O_DIRECTORY);
+                _tar = TarSplit.Open(new MemoryStream(_packed), OpenFile);
+            }
+            int n = _tar.Read(buffer);
+            _position += n;
+            return n;
+        }
+
+        /// <summary>A file of the layer, resolved inside its tree (a symlink in the layer cannot lead out of it).</summary>
+        Stream? OpenFile(string name)
+        {
+            int err = ConfinedFile.TryOpen(_root!, name.TrimStart('/'), Posix.RESOLVE_IN_ROOT, out var file, out _);
+            return err == 0 ? file : null;
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _tar?.Dispose();
+                _root?.Dispose();
+                _tree?.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Position { get => _position; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+}
