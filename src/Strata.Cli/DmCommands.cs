@@ -162,7 +162,7 @@ public static partial class Commands
         });
         docker.Subcommands.Add(mount);
 
-        var migrate = new Command("migrate", "Import every image of Docker's devicemapper storage into the Strata store (--root), with its id and names, each layer checked against its diff id; Docker's files are only read. Run again to finish one that stopped") { data, metadata };
+        var migrate = new Command("migrate", "Import Docker's devicemapper images (same ids and names, each layer checked against its diff id) and containers (same names, their changes) into the Strata store (--root); Docker's files are only read. Run again to finish one that stopped") { data, metadata };
         migrate.SetAction(r =>
         {
             var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!));
@@ -171,17 +171,16 @@ public static partial class Commands
             using var lease = OpenStore(r);
             var io = Io.Current;
             using var trees = new Strata.Daemon.DmDeviceTrees(pool, m => { lock (io.Err) io.Err.WriteLine($"strata: {m}"); });
-            var migration = new Strata.Core.Devicemapper.DockerMigration(store, Catalog(lease).Images, trees);
+            var migration = new Strata.Core.Devicemapper.DockerMigration(store, Catalog(lease), trees);
             int failed = 0;
-            foreach (var m in migration.Images())
+            foreach (var m in migration.Images().Concat(migration.Containers()))
             {
-                string name = m.Image.Names.Count > 0 ? string.Join(",", m.Image.Names) : "<none>";
                 if (m.Failed)
                 {
                     failed++;
-                    io.Err.WriteLine($"strata: image {name} ({m.Image.Id.Hex[..12]}): {m.Outcome}");
+                    io.Err.WriteLine($"strata: {m.What}: {m.Outcome}");
                 }
-                else io.Out.WriteLine($"{m.Image.Id} {name}: {m.Outcome}");
+                else io.Out.WriteLine($"{m.What}: {m.Outcome}");
             }
             return failed == 0 ? 0 : ExitCodes.Failure;
         });

@@ -255,12 +255,14 @@ public sealed class DmCliTests : IDisposable
     }
 
     [DmServeFact]
-    public void MigrateImportsDockersImagesWithTheirIdsNamesAndDiffIds()
+    public void MigrateImportsDockersImagesAndContainers()
     {
         var f = DockerDevicemapperFixture.Create(_temp.Path);
         string hash = Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "data"));
         string first = _cli.Ok("dm", "docker", f.Root, "migrate");
-        Assert.Equal($"sha256:{f.ImageId} demo:1: imported", first);
+        Assert.Equal($"image demo:1 ({f.ImageId[..12]}): imported\ncontainer work ({f.ContainerId[..12]}): imported", first);
+        // the container's changes, as docker diff showed them: against its init layer, not the image
+        Assert.Equal("A /answer\nC /etc\nD /etc/motd", _cli.Ok("container", "diff", "work"));
         using (var doc = JsonDocument.Parse(_cli.Ok("image", "inspect", "demo:1")))
         {
             var image = doc.RootElement[0];
@@ -275,7 +277,8 @@ public sealed class DmCliTests : IDisposable
         _cli.Ok("container", "unmount", "check");
         _cli.Ok("container", "rm", "check");
         // again: nothing to do; Docker's files unchanged, nothing left mounted
-        Assert.Equal($"sha256:{f.ImageId} demo:1: already in the store", _cli.Ok("dm", "docker", f.Root, "migrate"));
+        Assert.Equal($"image demo:1 ({f.ImageId[..12]}): already in the store\ncontainer work ({f.ContainerId[..12]}): already in the store",
+            _cli.Ok("dm", "docker", f.Root, "migrate"));
         Assert.Equal(hash, Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "data")));
         Assert.False(Mounts.Under(_temp.Path).Any(m => !m.StartsWith(_temp.Combine("store"), StringComparison.Ordinal)), "a device is left mounted");
         Assert.Empty(Strata.Native.Posix.LoopDevicesIn(_temp.Path));
@@ -295,9 +298,11 @@ public sealed class DmCliTests : IDisposable
             gz.Write(System.Text.Encoding.UTF8.GetBytes(lines.ToString()));
         var r = _cli.Run("dm", "docker", f.Root, "migrate");
         Assert.NotEqual(0, r.ExitCode);
-        Assert.Contains("image demo:1", r.Stderr);
-        Assert.Single(r.Stderr.TrimEnd('\n').Split('\n'));
+        Assert.Equal(2, r.Stderr.TrimEnd('\n').Split('\n').Length); // the image, then its container, one line each
+        Assert.StartsWith("strata: image demo:1", r.Stderr);
+        Assert.Contains("strata: container work", r.Stderr);
         Assert.Equal("", _cli.Ok("image", "ls", "-q"));
+        Assert.Equal("", _cli.Ok("container", "ls", "-a", "-q"));
         Assert.False(Mounts.Under(_temp.Path).Any(m => !m.StartsWith(_temp.Combine("store"), StringComparison.Ordinal)), "a device is left mounted");
     }
 }

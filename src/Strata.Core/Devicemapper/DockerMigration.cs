@@ -1,29 +1,36 @@
+using Strata.Archive;
+using Strata.Core.Containers;
 using Strata.Core.Images;
+using Strata.Native;
 
 namespace Strata.Core.Devicemapper;
 
-/// <summary>What a migration did with one image: imported, there already, or failed (and why).</summary>
-public sealed record MigratedImage(DockerImage Image, string Outcome, bool Failed);
+/// <summary>What a migration did with one image or container: imported, there already, or failed (and why).</summary>
+public sealed record Migrated(string What, string Outcome, bool Failed);
 
 /// <summary>
-/// Moves the images of Docker's devicemapper storage into a Strata store, without touching Docker's: each image is
-/// imported as Docker had it (the same config, so the same id, and its names), its layers written again from their
-/// tar-split and their devices' files and checked against their diff ids by the importer. One image at a time, each
-/// whole or not at all; an image the store has already is only given its names, so a migration that stopped
-/// (or failed on one image) is run again to finish.
+/// Moves Docker's devicemapper storage into a Strata store, without touching Docker's. Images first: each as Docker
+/// had it (the same config, so the same id, and its names), its layers written again from their tar-split and their
+/// devices' files and checked against their diff ids by the importer; one image at a time, each whole or not at all.
+/// Then containers: a Strata container of the same name on the migrated image, into whose writable layer goes what
+/// the Docker container changed (its device's tree against its init device's, as `docker diff` shows it). What the
+/// store has already (an image by id, a container by name) is left as it is, so a migration that stopped, or failed
+/// on one item, is run again to finish.
 /// </summary>
-public sealed class DockerMigration(DockerStore docker, ImageStore images, IDeviceTrees trees)
+public sealed class DockerMigration(DockerStore docker, ContainerStore containers, IDeviceTrees trees)
 {
-    public IEnumerable<MigratedImage> Images(Action<ImportProgress>? progress = null)
+    public IEnumerable<Migrated> Images(Action<ImportProgress>? progress = null)
     {
+        var images = containers.Images;
         var importer = new ImageImporter(images);
         foreach (var image in docker.Images)
         {
+            string what = $"image {(image.Names.Count > 0 ? string.Join(",", image.Names) : "<none>")} ({image.Id.Hex[..12]})";
             var known = images.List().FirstOrDefault(i => i.Id == image.Id.ToString());
             if (known is not null)
             {
                 if (image.Names.Count > 0) images.Add(known with { Names = [.. image.Names] });
-                yield return new MigratedImage(image, "already in the store", Failed: false);
+                yield return new Migrated(what, "already in the store", Failed: false);
                 continue;
             }
             string? failure = null;
@@ -36,7 +43,65 @@ public sealed class DockerMigration(DockerStore docker, ImageStore images, IDevi
             {
                 failure = ex.Message;
             }
-            yield return failure is null ? new MigratedImage(image, "imported", Failed: false) : new MigratedImage(image, failure, Failed: true);
+            yield return new Migrated(what, failure ?? "imported", failure is not null);
+        }
+    }
+
+    public IEnumerable<Migrated> Containers()
+    {
+        foreach (var c in docker.Containers)
+        {
+            string what = $"container {c.Name} ({c.Id[..12]})";
+            if (containers.List().Any(k => k.Name == c.Name))
+            {
+                yield return new Migrated(what, "already in the store", Failed: false);
+                continue;
+            }
+            string? failure = null;
+            try
+            {
+                Migrate(c);
+            }
+            catch (StrataException ex)
+            {
+                failure = ex.Message;
+            }
+            yield return new Migrated(what, failure ?? "imported", failure is not null);
+        }
+    }
+
+    void Migrate(DockerContainer c)
+    {
+        if (!containers.Images.TryGet(c.ImageId.ToString(), out _))
+            throw StrataException.NotFound($"its image {c.ImageId} is not in the store (its migration failed)");
+        var rw = c.Device ?? throw StrataException.NotFound($"its writable layer has no device record (mount-id {c.MountId})");
+        var init = c.InitDevice ?? throw StrataException.NotFound($"its init layer has no device record (init-id {c.InitId})");
+        using var rwTree = trees.Mount(rw.DeviceId);
+        using var initTree = trees.Mount(init.DeviceId);
+        string rwRoot = Path.Combine(rwTree.Path, "rootfs"), initRoot = Path.Combine(initTree.Path, "rootfs");
+        if (!Directory.Exists(rwRoot) || !Directory.Exists(initRoot))
+            throw StrataException.Corrupt($"thin device {rw.DeviceId} or {init.DeviceId} has no rootfs/");
+        var changes = TreeChanges.Compute(rwRoot, initRoot);
+        var created = containers.Create(c.ImageId.ToString(), c.Name);
+        try
+        {
+            string spool = Path.Combine(containers.Images.Layers.Root, "tmp", "migrate-" + created.Id + ".tar");
+            try
+            {
+                using (var f = new FileStream(spool, FileMode.CreateNew, FileAccess.Write))
+                    DiffWriter.Write(f, rwRoot, changes);
+                using var diff = File.OpenRead(spool);
+                containers.Images.Layers.ApplyDiff(created.Id, diff);
+            }
+            finally
+            {
+                File.Delete(spool);
+            }
+        }
+        catch
+        {
+            containers.Remove(created.Id, force: true);
+            throw;
         }
     }
 }
