@@ -30,5 +30,7 @@ public sealed class VmTests(ITestOutputHelper output)
         Assert.Contains("PASS: host: thin device 3 (xfs): all 1 files read as the kernel wrote them", r.Stdout);
         Assert.Contains("PASS: host: strata dm ls counts the kernel pool's blocks as thin_ls does", r.Stdout);
         Assert.Contains("PASS: host: strata dm docker mount work shows what the container wrote", r.Stdout);
+        Assert.Contains("PASS: host: strata dm docker migrate imported demo:1, and strata run of it reads its files", r.Stdout);
+        Assert.Contains("PASS: host: the migrated container work has the changes docker diff showed", r.Stdout);
     }
 }
