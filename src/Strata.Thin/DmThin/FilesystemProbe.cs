@@ -45,6 +45,7 @@ public static class FilesystemProbe
         : null;
 
     /// <summary>The options that mount <paramref name="type"/> read-only without replaying a journal (a device that
-    /// cannot be written must not be: ext4's noload, xfs's norecovery).</summary>
-    public static string ReadOnlyOptions(string type) => type == "xfs" ? "norecovery" : "noload";
+    /// cannot be written must not be: ext4's noload, xfs's norecovery); xfs also with nouuid, since snapshots of one
+    /// filesystem share its UUID and xfs refuses a second mount of a UUID (Docker mounts its devices so too).</summary>
+    public static string ReadOnlyOptions(string type) => type == "xfs" ? "norecovery,nouuid" : "noload";
 }
