@@ -6,8 +6,9 @@ using Strata.Thin.DmThin;
 namespace Strata.Cli;
 
 /// <summary>`strata dm ...`: dm-thin pools (LVM's, Docker's devicemapper) opened from their data and metadata files
-/// or devices, read-only, without the kernel: list their devices, serve them over NBD and FUSE. Nothing here writes
-/// to either; nothing uses a Strata store.</summary>
+/// or devices, read-only, without the kernel: list their devices, serve them over NBD and FUSE; Docker's devicemapper
+/// storage listed, mounted and migrated. Nothing here writes to a pool or to Docker's files; only `dm docker migrate`
+/// writes, into the Strata store of --root.</summary>
 public static partial class Commands
 {
     static Command DmCommand()
