@@ -126,7 +126,7 @@ public static class TarSplit
     }
 
     /// <summary>The tar, read entry by entry: a segment's bytes, then a file's, opened when reached.</summary>
-    sealed class Assembled(Stream packed, Func<string, Stream?> open, bool leaveOpen = false) : Stream
+    sealed class Assembled(Stream packed, Func<string, Stream?> open, bool leaveOpen = false) : ReadOnlyStream
     {
         readonly Entries _entries = new(packed, leaveOpen);
         byte[] _raw = [];
@@ -168,8 +168,6 @@ public static class TarSplit
             }
         }
 
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
         protected override void Dispose(bool disposing)
         {
             if (disposing)
@@ -179,15 +177,5 @@ public static class TarSplit
             }
             base.Dispose(disposing);
         }
-
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

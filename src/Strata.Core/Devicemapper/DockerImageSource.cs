@@ -47,7 +47,7 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
     protected override StrataException Missing(string path) => StrataException.Corrupt($"{path} is not part of image {image.Id} in {docker.Root}");
 
     /// <summary>A layer's tar, of the length its tar-split says, assembled as it is read.</summary>
-    sealed class LayerTar : Stream
+    sealed class LayerTar : Strata.Archive.ReadOnlyStream
     {
         readonly DockerLayer _layer;
         readonly IDeviceTrees _trees;
@@ -90,8 +90,6 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
             return err == 0 ? file : null;
         }
 
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
         protected override void Dispose(bool disposing)
         {
             if (disposing)
@@ -103,13 +101,6 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
             base.Dispose(disposing);
         }
 
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
         public override long Position { get => _position; set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }
