@@ -95,9 +95,7 @@ public static partial class Commands
             var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!));
             using var pool = DmPool.Open(Io.Current.FullPath(r.GetValue(data) ?? store.DataFile), Io.Current.FullPath(r.GetValue(metadata) ?? store.MetadataFile), store.DeviceSizes());
             Warn(pool.Problems);
-            string State(Strata.Core.Devicemapper.DockerDevice? d) =>
-                d is null ? "no device record" : pool.Devices.FirstOrDefault(p => p.Id == d.DeviceId) is not { } p ? "missing from the pool"
-                    : p.Unreadable.Count > 0 ? "damaged" : "ok";
+            string State(Strata.Core.Devicemapper.DockerDevice? d) => Strata.Core.Devicemapper.DockerStore.StateIn(pool, d);
             string Thin(Strata.Core.Devicemapper.DockerDevice? d) => d?.DeviceId.ToString(CultureInfo.InvariantCulture) ?? "-";
             string ImageName(Strata.Core.Images.Digest id) =>
                 store.Images.FirstOrDefault(i => i.Id == id) is { Names.Count: > 0 } i ? i.Names[0] : id.Hex[..12];

@@ -19,9 +19,19 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
         if (path == "manifest.json") return new MemoryStream(Manifest(), writable: false);
         if (path == image.Id.Hex + ".json") return new MemoryStream(image.Config, writable: false);
         if (path.StartsWith("layers/", StringComparison.Ordinal) && image.Layers.FirstOrDefault(l => path == $"layers/{l.ChainId.Hex}.tar") is { } layer)
-            return new LayerTar(docker, layer, trees);
+        {
+            // the importer opens a layer twice (its length, then its bytes): its tar-split is read and measured once
+            if (!_packed.TryGetValue(layer.ChainId, out var packed))
+            {
+                byte[] bytes = docker.TarSplit(layer);
+                _packed[layer.ChainId] = packed = (bytes, TarSplit.Length(new MemoryStream(bytes)));
+            }
+            return new LayerTar(layer, packed.Bytes, packed.Length, trees);
+        }
         return null;
     }
+
+    readonly Dictionary<Digest, (byte[] Bytes, long Length)> _packed = [];
 
     /// <summary>docker save's manifest.json of the one image: [{"Config", "RepoTags", "Layers"}].</summary>
     byte[] Manifest()
@@ -57,12 +67,12 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
         Stream? _tar;
         long _position;
 
-        public LayerTar(DockerStore docker, DockerLayer layer, IDeviceTrees trees)
+        public LayerTar(DockerLayer layer, byte[] packed, long length, IDeviceTrees trees)
         {
             _layer = layer;
             _trees = trees;
-            _packed = docker.TarSplit(layer);
-            Length = TarSplit.Length(new MemoryStream(_packed));
+            _packed = packed;
+            Length = length;
         }
 
         public override long Length { get; }

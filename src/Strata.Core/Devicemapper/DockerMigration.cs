@@ -23,11 +23,11 @@ public sealed class DockerMigration(DockerStore docker, ContainerStore container
     {
         var images = containers.Images;
         var importer = new ImageImporter(images);
+        var stored = images.List().ToDictionary(i => i.Id, StringComparer.Ordinal); // images.json read once, not per image
         foreach (var image in docker.Images)
         {
             string what = $"image {(image.Names.Count > 0 ? string.Join(",", image.Names) : "<none>")} ({image.Id.Hex[..12]})";
-            var known = images.List().FirstOrDefault(i => i.Id == image.Id.ToString());
-            if (known is not null)
+            if (stored.GetValueOrDefault(image.Id.ToString()) is { } known)
             {
                 if (image.Names.Count > 0) images.Add(known with { Names = [.. image.Names] });
                 yield return new Migrated(what, "already in the store", Failed: false);
@@ -49,10 +49,11 @@ public sealed class DockerMigration(DockerStore docker, ContainerStore container
 
     public IEnumerable<Migrated> Containers()
     {
+        var names = containers.List().Select(k => k.Name).ToHashSet(StringComparer.Ordinal); // read once; this adds only Docker's own names
         foreach (var c in docker.Containers)
         {
             string what = $"container {c.Name} ({c.Id[..12]})";
-            if (containers.List().Any(k => k.Name == c.Name))
+            if (names.Contains(c.Name))
             {
                 yield return new Migrated(what, "already in the store", Failed: false);
                 continue;

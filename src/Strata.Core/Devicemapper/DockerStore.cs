@@ -54,6 +54,13 @@ public sealed class DockerStore
     public IReadOnlyDictionary<uint, long> DeviceSizes() =>
         Devices.Values.Where(d => !d.Deleted).GroupBy(d => d.DeviceId).ToDictionary(g => g.Key, g => g.First().Size);
 
+    /// <summary>A device's state in the pool opened on this store: ok, damaged (an unreadable range), missing from the
+    /// pool, or no device record.</summary>
+    public static string StateIn(Strata.Thin.DmThin.DmPool pool, DockerDevice? device) =>
+        device is null ? "no device record"
+        : pool.Devices.FirstOrDefault(p => p.Id == device.DeviceId) is not { } thin ? "missing from the pool"
+        : thin.Unreadable.Count > 0 ? "damaged" : "ok";
+
     /// <summary>A layer's tar-split.json.gz (how its tar is written again from its files), read whole.</summary>
     public byte[] TarSplit(DockerLayer layer)
     {

@@ -49,6 +49,4 @@ public sealed class DmMetadata : IDisposable
     }
 
     public void Dispose() => _store.Dispose();
-
-    internal static StrataException Damaged(string message) => StrataException.Corrupt(message);
 }

@@ -53,18 +53,17 @@ public sealed class DmPool : IBlockExports, IDisposable
     public static DmPool Open(string dataPath, string metadataPath, IReadOnlyDictionary<uint, long>? sizes = null)
     {
         var metadata = FileBlockStore.OpenReadOnly(metadataPath);
-        IBlockStore? data = null;
+        IBlockStore data;
         try
         {
             data = FileBlockStore.OpenReadOnly(dataPath);
-            return Open(data, metadata, sizes);
         }
         catch
         {
-            data?.Dispose();
             metadata.Dispose();
             throw;
         }
+        return Open(data, metadata, sizes); // owns both from here, and disposes them when it fails
     }
 
     /// <summary>Opens the pool on two stores, which it owns from here (and disposes with itself, or now when opening

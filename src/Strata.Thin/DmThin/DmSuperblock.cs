@@ -47,15 +47,15 @@ public sealed record DmSuperblock
     public static DmSuperblock Read(DmMetadata metadata)
     {
         string name = metadata.Name;
-        if (metadata.Blocks < 1) throw DmMetadata.Damaged($"{name} is not dm-thin metadata: it is shorter than one 4 KiB block");
+        if (metadata.Blocks < 1) throw StrataException.Corrupt($"{name} is not dm-thin metadata: it is shorter than one 4 KiB block");
         var block = new byte[DmMetadata.BlockSize];
         string? problem = metadata.TryRead(0, block, DmMetadata.SuperblockSalt);
         ulong magic = BinaryPrimitives.ReadUInt64LittleEndian(block.AsSpan(32));
         if (magic != Magic)
-            throw DmMetadata.Damaged(block.AsSpan().IndexOfAnyExcept((byte)0) < 0
+            throw StrataException.Corrupt(block.AsSpan().IndexOfAnyExcept((byte)0) < 0
                 ? $"{name} is not dm-thin metadata: its first block is all zeros (a pool never activated, or the data file given as --metadata?)"
                 : $"{name} is not dm-thin metadata: no dm-thin superblock magic in block 0 (the data file given as --metadata, or another format?)");
-        if (problem is not null) throw DmMetadata.Damaged($"{name}: the dm-thin superblock is damaged: {problem}");
+        if (problem is not null) throw StrataException.Corrupt($"{name}: the dm-thin superblock is damaged: {problem}");
         var s = block.AsSpan();
         uint version = U32(s, 40);
         if (version is < 1 or > 2) throw StrataException.Unsupported($"{name}: dm-thin metadata version {version} is unknown (this reader knows versions 1 and 2)");
@@ -66,7 +66,7 @@ public sealed record DmSuperblock
             throw StrataException.Unsupported($"{name}: metadata blocks of {metaSectors} sectors (dm-thin writes 8: 4 KiB)");
         uint dataSectors = U32(s, 336);
         if (dataSectors < 128 || dataSectors > 2097152 || dataSectors % 128 != 0)
-            throw DmMetadata.Damaged($"{name}: data block size of {dataSectors} sectors is not a multiple of 64 KiB between 64 KiB and 1 GiB");
+            throw StrataException.Corrupt($"{name}: data block size of {dataSectors} sectors is not a multiple of 64 KiB between 64 KiB and 1 GiB");
         var sb = new DmSuperblock
         {
             Flags = U32(s, 4),
@@ -84,11 +84,11 @@ public sealed record DmSuperblock
             DataBlockSize = dataSectors * 512L,
         };
         if (sb.DataBlocks >= 1UL << 40) // a mapping holds a data block in 40 bits
-            throw DmMetadata.Damaged($"{name}: the dm-thin superblock counts {sb.DataBlocks} data blocks, more than a mapping can name");
+            throw StrataException.Corrupt($"{name}: the dm-thin superblock counts {sb.DataBlocks} data blocks, more than a mapping can name");
         if (sb.DataBlocksAllocated > sb.DataBlocks || sb.MetadataBlocksAllocated > sb.MetadataBlocks)
-            throw DmMetadata.Damaged($"{name}: the dm-thin superblock's space maps count more blocks used than they hold");
+            throw StrataException.Corrupt($"{name}: the dm-thin superblock's space maps count more blocks used than they hold");
         if (sb.MappingRoot == 0 || sb.DetailsRoot == 0 || sb.MappingRoot >= (ulong)metadata.Blocks || sb.DetailsRoot >= (ulong)metadata.Blocks)
-            throw DmMetadata.Damaged($"{name}: the dm-thin superblock's tree roots ({sb.MappingRoot}, {sb.DetailsRoot}) are not blocks of its {metadata.Blocks}");
+            throw StrataException.Corrupt($"{name}: the dm-thin superblock's tree roots ({sb.MappingRoot}, {sb.DetailsRoot}) are not blocks of its {metadata.Blocks}");
         return sb;
     }
 
