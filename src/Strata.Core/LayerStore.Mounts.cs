@@ -82,6 +82,22 @@ public sealed partial class LayerStore
     /// </summary>
     public void Cleanup() => Driver.Cleanup();
 
+    /// <summary>Runs <paramref name="read"/> on the tree of layer <paramref name="id"/>, mounted for this process (unless
+    /// it is mounted already) while it runs; the layer cannot be removed meanwhile.</summary>
+    public T ReadTree<T>(string id, Func<string, T> read) => WithLayers(id, null, () =>
+    {
+        var mounter = (ILayerMounter)this;
+        string tree = mounter.Acquire(id);
+        try
+        {
+            return read(tree);
+        }
+        finally
+        {
+            mounter.Release(id);
+        }
+    });
+
     /// <summary>In-process use of a layer's tree (the generic differ): pins the layer and mounts it if nobody has.
     /// Works for a layer being created too (its record is not published yet).</summary>
     string ILayerMounter.Acquire(string id)

@@ -285,17 +285,76 @@ public sealed class DmCliTests : IDisposable
     }
 
     [DmServeFact]
+    public void AMigratedLayerIsKeptAsItsTarSplitAndExportedAsDockerHadIt()
+    {
+        var f = DockerDevicemapperFixture.Create(_temp.Path);
+        _cli.Ok("dm", "docker", f.Root, "migrate");
+        // no second copy of the layer's tar: its tar-split stands for it
+        string store = _temp.Combine("store");
+        string blob = Path.Combine(store, "images", "blobs", "sha256", f.DiffId);
+        string split = Path.Combine(store, "images", "tar-split", f.DiffId + ".json.gz");
+        Assert.False(File.Exists(blob));
+        Assert.True(File.Exists(split));
+        // an export writes the tar again from the layer's files: the very tar Docker had, by its diff id
+        string archive = _temp.Combine("demo.tar");
+        _cli.Ok("image", "export", "demo:1", "--format", "docker-archive", "-o", archive);
+        using (var reader = new System.Formats.Tar.TarReader(File.OpenRead(archive)))
+        {
+            bool found = false;
+            while (reader.GetNextEntry() is { } e)
+            {
+                if (e.Name != "blobs/sha256/" + f.DiffId) continue;
+                using var data = new MemoryStream();
+                e.DataStream!.CopyTo(data);
+                Assert.Equal(f.DiffId, Convert.ToHexStringLower(SHA256.HashData(data.ToArray())));
+                found = true;
+            }
+            Assert.True(found, "the export has no blob of the layer");
+        }
+        Assert.True(File.Exists(blob));
+        // which the store keeps from then on, as any import's; the tar-split goes with the next collection
+        _cli.Ok("container", "rm", "work");
+        _cli.Ok("image", "rm", "demo:1");
+        Assert.False(File.Exists(blob));
+        Assert.False(File.Exists(split));
+    }
+
+    [DmServeFact]
+    public void AnExportRefusesALayerWhoseTarSplitNoLongerMatchesItsFiles()
+    {
+        var f = DockerDevicemapperFixture.Create(_temp.Path);
+        _cli.Ok("dm", "docker", f.Root, "migrate");
+        string store = _temp.Combine("store");
+        RewriteTarSplit(Path.Combine(store, "images", "tar-split", f.DiffId + ".json.gz"));
+        string archive = _temp.Combine("demo.tar");
+        var r = _cli.Run("image", "export", "demo:1", "-o", archive);
+        Assert.Equal(1, r.ExitCode);
+        Assert.StartsWith($"strata: layer sha256:{f.DiffId} is kept as its tar-split, and its tar cannot be written again from it and the files of layer {f.DiffId}: ", r.Stderr);
+        Assert.Single(r.Stderr.TrimEnd('\n').Split('\n'));
+        Assert.False(File.Exists(archive));
+        Assert.False(File.Exists(Path.Combine(store, "images", "blobs", "sha256", f.DiffId)));
+        Assert.Empty(Directory.GetFiles(Path.Combine(store, "tmp")));
+    }
+
+    /// <summary>Makes etc/motd one byte shorter in the tar-split at <paramref name="path"/>: the tar it describes is not
+    /// the one it was.</summary>
+    static void RewriteTarSplit(string path)
+    {
+        var lines = new System.Text.StringBuilder();
+        using (var gz = new System.IO.Compression.GZipStream(File.OpenRead(path), System.IO.Compression.CompressionMode.Decompress))
+        using (var reader = new StreamReader(gz))
+            lines.Append(reader.ReadToEnd().Replace("\"name\":\"etc/motd\",\"size\":21", "\"name\":\"etc/motd\",\"size\":20"));
+        Assert.Contains("\"size\":20", lines.ToString());
+        using (var gz = new System.IO.Compression.GZipStream(File.Create(path), System.IO.Compression.CompressionLevel.Fastest))
+            gz.Write(System.Text.Encoding.UTF8.GetBytes(lines.ToString()));
+    }
+
+    [DmServeFact]
     public void MigrateRefusesALayerWhoseFilesAreNotWhatItsDiffIdSays()
     {
         var f = DockerDevicemapperFixture.Create(_temp.Path);
         // a tar-split that names a file of another size: the tar written again is not the layer Docker had
-        string split = Directory.GetFiles(f.Root, "tar-split.json.gz", SearchOption.AllDirectories).Single();
-        var lines = new System.Text.StringBuilder();
-        using (var gz = new System.IO.Compression.GZipStream(File.OpenRead(split), System.IO.Compression.CompressionMode.Decompress))
-        using (var reader = new StreamReader(gz))
-            lines.Append(reader.ReadToEnd().Replace("\"name\":\"etc/motd\",\"size\":21", "\"name\":\"etc/motd\",\"size\":20"));
-        using (var gz = new System.IO.Compression.GZipStream(File.Create(split), System.IO.Compression.CompressionLevel.Fastest))
-            gz.Write(System.Text.Encoding.UTF8.GetBytes(lines.ToString()));
+        RewriteTarSplit(Directory.GetFiles(f.Root, "tar-split.json.gz", SearchOption.AllDirectories).Single());
         var r = _cli.Run("dm", "docker", f.Root, "migrate");
         Assert.NotEqual(0, r.ExitCode);
         Assert.Equal(2, r.Stderr.TrimEnd('\n').Split('\n').Length); // the image, then its container, one line each

@@ -18,17 +18,29 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
     {
         if (path == "manifest.json") return new MemoryStream(Manifest(), writable: false);
         if (path == image.Id.Hex + ".json") return new MemoryStream(image.Config, writable: false);
-        if (path.StartsWith("layers/", StringComparison.Ordinal) && image.Layers.FirstOrDefault(l => path == $"layers/{l.ChainId.Hex}.tar") is { } layer)
+        if (LayerOf(path) is { } layer)
         {
-            // the importer opens a layer twice (its length, then its bytes): its tar-split is read and measured once
-            if (!_packed.TryGetValue(layer.ChainId, out var packed))
-            {
-                byte[] bytes = docker.TarSplit(layer);
-                _packed[layer.ChainId] = packed = (bytes, TarSplit.Length(new MemoryStream(bytes)));
-            }
-            return new LayerTar(layer, packed.Bytes, packed.Length, trees);
+            var (bytes, length) = Packed(layer);
+            return new LayerTar(layer, bytes, length, trees);
         }
         return null;
+    }
+
+    public override byte[]? TarSplitOf(string path) => LayerOf(path) is { } layer ? Packed(layer).Bytes : null;
+
+    DockerLayer? LayerOf(string path) =>
+        path.StartsWith("layers/", StringComparison.Ordinal) ? image.Layers.FirstOrDefault(l => path == $"layers/{l.ChainId.Hex}.tar") : null;
+
+    /// <summary>A layer's tar-split and the length of its tar, read and measured once: the importer opens a layer more
+    /// than once (its length, its tar-split, then its bytes).</summary>
+    (byte[] Bytes, long Length) Packed(DockerLayer layer)
+    {
+        if (!_packed.TryGetValue(layer.ChainId, out var packed))
+        {
+            byte[] bytes = docker.TarSplit(layer);
+            _packed[layer.ChainId] = packed = (bytes, TarSplit.Length(new MemoryStream(bytes)));
+        }
+        return packed;
     }
 
     readonly Dictionary<Digest, (byte[] Bytes, long Length)> _packed = [];
@@ -63,7 +75,6 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
         readonly IDeviceTrees _trees;
         readonly byte[] _packed;
         MountedTree? _tree;
-        FileDescriptor? _root;
         Stream? _tar;
         long _position;
 
@@ -85,19 +96,11 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
                 _tree = _trees.Mount(device.DeviceId);
                 string rootfs = Path.Combine(_tree.Path, "rootfs");
                 if (!Directory.Exists(rootfs)) throw StrataException.Corrupt($"thin device {device.DeviceId} of layer {_layer.DiffId} has no rootfs/");
-                _root = Posix.Open(rootfs, Posix.O_PATH | Posix.O_DIRECTORY);
-                _tar = TarSplit.Open(new MemoryStream(_packed), OpenFile);
+                _tar = new TreeTar(new MemoryStream(_packed), rootfs);
             }
             int n = _tar.Read(buffer);
             _position += n;
             return n;
-        }
-
-        /// <summary>A file of the layer, resolved inside its tree (a symlink in the layer cannot lead out of it).</summary>
-        Stream? OpenFile(string name)
-        {
-            int err = ConfinedFile.TryOpen(_root!, name.TrimStart('/'), Posix.RESOLVE_IN_ROOT, out var file, out _);
-            return err == 0 ? file : null;
         }
 
         protected override void Dispose(bool disposing)
@@ -105,7 +108,6 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
             if (disposing)
             {
                 _tar?.Dispose();
-                _root?.Dispose();
                 _tree?.Dispose();
             }
             base.Dispose(disposing);

@@ -8,7 +8,10 @@ namespace Strata.Core.Images;
 /// <c>images/blobs/sha256/&lt;hex&gt;</c>, the layout of an OCI image layout's blob directory. A blob is
 /// written to the store's tmp/, checked against the digest it must have while it is written, made
 /// durable, and renamed into place: a blob in the store always has the content its name says.
-/// Blobs are kept so that an export gives back the very bytes that were imported.
+/// Blobs are kept so that an export gives back the very bytes that were imported. A layer tar whose files and
+/// tar-split a migration had (Docker's devicemapper layers) may be kept as its tar-split instead, in
+/// <c>images/tar-split/&lt;hex&gt;.json.gz</c>: the tar's bytes but its files' contents, which are the layer's; the
+/// blob is written again from the two the first time an export or a push needs it (<see cref="ImageStore.AssembleBlobs"/>).
 /// </summary>
 public sealed class BlobStore
 {
@@ -19,11 +22,55 @@ public sealed class BlobStore
     public BlobStore(string root, bool create = true)
     {
         Directory = Path.Combine(root, "images", "blobs", "sha256");
+        TarSplits = Path.Combine(root, "images", "tar-split");
         _tmp = Path.Combine(root, "tmp");
         if (create) LayerStore.MakeDir(Directory, Modes.OwnerOnly);
     }
 
     public string Directory { get; }
+
+    /// <summary>Where layer tars kept as their tar-split are.</summary>
+    public string TarSplits { get; }
+
+    public string TarSplitPath(Digest digest) => Path.Combine(TarSplits, digest.Hex + ".json.gz");
+
+    /// <summary>Whether the blob is here as the tar-split of a layer tar (and not as itself).</summary>
+    public bool HasTarSplit(Digest digest) => !Exists(digest) && File.Exists(TarSplitPath(digest));
+
+    /// <summary>Keeps layer tar <paramref name="digest"/> as its tar-split <paramref name="packed"/> (gzipped JSON lines),
+    /// durably; the caller has checked that the tar it makes from the layer's files has that digest. Nothing is kept
+    /// when the blob is here already, as itself or as a tar-split.</summary>
+    public void PutTarSplit(Digest digest, byte[] packed, ImageStore.ImportScope? scope = null)
+    {
+        scope?.UseBlob(digest);
+        string path = TarSplitPath(digest);
+        if (Exists(digest) || File.Exists(path)) return;
+        LayerStore.MakeDir(TarSplits, Modes.OwnerOnly);
+        // staged in the store's tmp/ (emptied at its next open), where no collection of this directory can take it
+        string tmp = Path.Combine(_tmp, "tar-split-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using (var fd = Posix.Open(tmp, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL, 0x180 /* 0600 */))
+            {
+                Posix.WriteAll(fd, packed, tmp);
+                Posix.Fsync(fd, tmp);
+            }
+            Posix.Rename(tmp, path);
+            Posix.FsyncDirectory(TarSplits);
+            scope?.Added(digest);
+        }
+        finally
+        {
+            File.Delete(tmp);
+        }
+    }
+
+    /// <summary>Deletes blob <paramref name="digest"/>, whether it is here as itself or as a tar-split.</summary>
+    public void Delete(Digest digest)
+    {
+        File.Delete(PathOf(digest));
+        if (System.IO.Directory.Exists(TarSplits)) File.Delete(TarSplitPath(digest));
+    }
 
     public string PathOf(Digest digest) => Path.Combine(Directory, digest.Hex);
 
@@ -119,7 +166,7 @@ public sealed class BlobStore
         Posix.FsyncDirectory(Directory);
     }
 
-    /// <summary>Deletes the blobs not in <paramref name="keep"/>; returns how many.</summary>
+    /// <summary>Deletes the blobs (and tar-splits) not in <paramref name="keep"/> (hex digests); returns how many.</summary>
     public int Collect(IReadOnlySet<string> keep)
     {
         int n = 0;
@@ -127,6 +174,14 @@ public sealed class BlobStore
         {
             if (keep.Contains(e.Name)) continue;
             if (Posix.TryUnlinkAt(FileDescriptor.Cwd, Path.Combine(Directory, e.Name), directory: false) == 0) n++;
+        }
+        if (!System.IO.Directory.Exists(TarSplits)) return n;
+        foreach (var e in Posix.ReadDir(TarSplits))
+        {
+            // a blob kept as itself makes its tar-split redundant (an export wrote it again)
+            string hex = e.Name.EndsWith(".json.gz", StringComparison.Ordinal) ? e.Name[..^".json.gz".Length] : e.Name;
+            if (keep.Contains(hex) && !File.Exists(Path.Combine(Directory, hex))) continue;
+            if (Posix.TryUnlinkAt(FileDescriptor.Cwd, Path.Combine(TarSplits, e.Name), directory: false) == 0) n++;
         }
         return n;
     }

@@ -286,14 +286,24 @@ public sealed class ImageImporter(ImageStore images)
         var (config, parsed, diffIds, configDigest, blobs, names, manifest) = plan;
         // for progress only: descriptors' sizes are checked as the blobs are read, and may add up past long.MaxValue
         long total = blobs.Aggregate(0L, (sum, b) => sum > long.MaxValue - b.Size ? long.MaxValue : sum + b.Size), done = 0;
-        var stored = new List<(Digest Digest, long Size, string MediaType)>();
-        foreach (var b in blobs)
+        var stored = new List<(Digest Digest, long Size, string MediaType, byte[]? TarSplit)>();
+        for (int i = 0; i < blobs.Count; i++)
         {
+            var b = blobs[i];
+            if (diffIds is not null && b.Digest is null && source.TarSplitOf(b.Path) is { } packed)
+            {
+                // a layer the source writes again from files (a migration's) is kept as its tar-split, not copied: it is
+                // read once, as it is unpacked, and checked against its diff id then, which is its blob's digest (the
+                // tar is not compressed)
+                scope.UseBlob(diffIds[i]);
+                stored.Add((diffIds[i], b.Size, LayerCodec.MediaType(LayerCompression.None), packed));
+                continue;
+            }
             using var s = source.Open(b.Path);
             var (digest, size) = Blobs.Put(s, b.Digest, b.Digest is null ? null : b.Size, $"layer {b.Digest?.ToString() ?? b.Path}",
                 n => options.Progress?.Invoke(new("storing layers", done += n, total)), scope);
             var compression = b.Compression ?? Sniff(digest);
-            stored.Add((digest, size, b.MediaType ?? LayerCodec.MediaType(compression)));
+            stored.Add((digest, size, b.MediaType ?? LayerCodec.MediaType(compression), null));
         }
         // layers, base first, each by its chain id
         var chain = new List<string>();
@@ -302,7 +312,7 @@ public sealed class ImageImporter(ImageStore images)
         long contentSize = 0, applied = 0;
         for (int i = 0; i < stored.Count; i++)
         {
-            var (digest, blobSize, mediaType) = stored[i];
+            var (digest, blobSize, mediaType, packed) = stored[i];
             Digest diffId;
             string id;
             if (diffIds is not null) scope.UseLayer(ChainOf(below, diffIds[i]).Hex);
@@ -313,15 +323,26 @@ public sealed class ImageImporter(ImageStore images)
                 var layer = Layers.Inspect(id);
                 // the layer is known to unpack from the blob it was made from; another blob must be shown to unpack to it,
                 // or the image would be recorded with a blob that is not its layer
-                if (layer.Labels.GetValueOrDefault(ImageStore.LayerLabel) != digest.ToString()) CheckDiffId(digest, MediaTypes.Layer(mediaType), diffId);
+                if (layer.Labels.GetValueOrDefault(ImageStore.LayerLabel) != digest.ToString())
+                {
+                    if (packed is null) CheckDiffId(digest, MediaTypes.Layer(mediaType), diffId);
+                    else
+                    {
+                        using var tar = source.Open(blobs[i].Path);
+                        CheckDiffId(tar, LayerCompression.None, $"layer {blobs[i].Path}", diffId);
+                    }
+                }
                 contentSize += layer.Size;
             }
             else
             {
-                (diffId, id) = CreateLayer(digest, MediaTypes.Layer(mediaType), below, diffIds?[i], chain.LastOrDefault(), scope,
+                using var raw = packed is null ? Blobs.Open(digest) : source.Open(blobs[i].Path);
+                (diffId, id) = CreateLayer(raw, digest, fromStore: packed is null, packed is null ? $"layer {digest}" : $"layer {blobs[i].Path}",
+                    MediaTypes.Layer(mediaType), below, diffIds?[i], chain.LastOrDefault(), scope,
                     n => options.Progress?.Invoke(new("applying layers", applied += n, stored.Sum(s => s.Size))));
                 contentSize += Layers.Inspect(id).Size;
             }
+            if (packed is not null) Blobs.PutTarSplit(digest, packed, scope);
             actualDiffIds.Add(diffId);
             chain.Add(id);
             below = ChainOf(below, diffId);
@@ -367,13 +388,18 @@ public sealed class ImageImporter(ImageStore images)
 
     static Digest ChainOf(Digest? below, Digest diffId) => below is { } b ? Digest.Chain(b, diffId) : diffId;
 
-    /// <summary>Creates one image layer from a stored blob; the tar's digest must be <paramref name="expectedDiffId"/>.</summary>
-    (Digest DiffId, string Id) CreateLayer(Digest blob, LayerCompression compression, Digest? below, Digest? expectedDiffId, string? parent, ImageStore.ImportScope scope, Action<long> progress)
+    /// <summary>Creates one image layer from layer tar <paramref name="raw"/>, compressed as <paramref name="compression"/>
+    /// and recorded as unpacked from blob <paramref name="blob"/>; the tar's digest must be <paramref name="expectedDiffId"/>.
+    /// <paramref name="fromStore"/>: <paramref name="raw"/> is that blob as the store holds it, whose digest the store
+    /// checked as it came; an uncompressed one's is its tar's, so the tar is not hashed again. <paramref name="what"/>
+    /// names the layer in errors.</summary>
+    (Digest DiffId, string Id) CreateLayer(Stream raw, Digest blob, bool fromStore, string what, LayerCompression compression, Digest? below, Digest? expectedDiffId, string? parent,
+        ImageStore.ImportScope scope, Action<long> progress)
     {
-        using var raw = Blobs.Open(blob);
         using var counted = new CountingStream(raw, progress);
         using var tar = LayerCodec.Decompress(counted, compression);
-        using var hashing = new HashingStream(tar);
+        bool plain = fromStore && compression == LayerCompression.None;
+        using var hashing = plain ? null : new HashingStream(tar);
         Digest diffId = default;
         StrataException? mismatch = null;
         string? id = expectedDiffId is { } known ? ChainOf(below, known).Hex : null;
@@ -381,24 +407,32 @@ public sealed class ImageImporter(ImageStore images)
         {
             if (id is null)
             {
-                // a rootfs tar: its diff id, and so the layer's id, is known only once it has been read; read it once
-                // to hash it, then apply it (the second read comes from the page cache)
-                using (var pre = Blobs.Open(blob))
-                using (var preTar = LayerCodec.Decompress(pre, compression))
-                using (var preHash = new HashingStream(preTar))
+                // a rootfs tar: its diff id, and so the layer's id, is known only once it has been read; a compressed one
+                // is read once to hash it, then applied (the second read comes from the page cache)
+                if (plain) diffId = blob;
+                else
+                {
+                    using var pre = Blobs.Open(blob);
+                    using var preTar = LayerCodec.Decompress(pre, compression);
+                    using var preHash = new HashingStream(preTar);
                     diffId = preHash.Finish();
+                }
                 id = ChainOf(below, diffId).Hex;
                 scope.UseLayer(id);
                 if (Layers.Exists(id)) return (diffId, id);
             }
             // decompression and hashing run a thread ahead of the extraction
-            using var ahead = new ReadAheadStream(hashing);
+            using var ahead = new ReadAheadStream(hashing ?? tar);
             Layers.Create(id, parent, LayerKind.ReadOnly, new Dictionary<string, string> { [ImageStore.LayerLabel] = blob.ToString() }, diff: ahead, verify: () =>
             {
-                ahead.ReadToEnd(); // the tar's trailing blocks count in its digest
-                var actual = hashing.Finish();
+                Digest actual = blob;
+                if (hashing is not null)
+                {
+                    ahead.ReadToEnd(); // the tar's trailing blocks count in its digest
+                    actual = hashing.Finish();
+                }
                 if (expectedDiffId is { } want && actual != want)
-                    throw mismatch = StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {want} its config lists");
+                    throw mismatch = StrataException.Corrupt($"{what} unpacks to a tar with digest {actual}, not the diff id {want} its config lists");
                 diffId = actual;
             });
         }
@@ -406,7 +440,7 @@ public sealed class ImageImporter(ImageStore images)
         {
             // the decompressor's or the applier's word on a bad blob says what is wrong (and which member), not which of
             // the image's layers
-            throw new StrataException(ex.Kind, $"layer {blob}: {ex.Message}", ex);
+            throw new StrataException(ex.Kind, $"{what}: {ex.Message}", ex);
         }
         scope.Created(id);
         return (diffId, id);
@@ -418,20 +452,26 @@ public sealed class ImageImporter(ImageStore images)
     /// (an import of a layer the store has, and a pull's: the blob is checked before the layer is taken as its).</summary>
     internal static void CheckDiffId(BlobStore blobs, Digest blob, LayerCompression compression, Digest diffId)
     {
+        using var raw = blobs.Open(blob);
+        CheckDiffId(raw, compression, $"layer {blob}", diffId);
+    }
+
+    /// <summary>Refuses layer <paramref name="raw"/> (named <paramref name="what"/>) unless its tar has digest <paramref name="diffId"/>.</summary>
+    static void CheckDiffId(Stream raw, LayerCompression compression, string what, Digest diffId)
+    {
         Digest actual;
         try
         {
-            using var raw = blobs.Open(blob);
             using var tar = LayerCodec.Decompress(raw, compression);
             using var hashing = new HashingStream(tar);
             actual = hashing.Finish();
         }
         catch (StrataException ex) when (ex is not ErrnoException)
         {
-            throw new StrataException(ex.Kind, $"layer {blob}: {ex.Message}", ex);
+            throw new StrataException(ex.Kind, $"{what}: {ex.Message}", ex);
         }
         if (actual != diffId)
-            throw StrataException.Corrupt($"layer {blob} unpacks to a tar with digest {actual}, not the diff id {diffId} its config lists");
+            throw StrataException.Corrupt($"{what} unpacks to a tar with digest {actual}, not the diff id {diffId} its config lists");
     }
 
     LayerCompression Sniff(Digest blob)

@@ -19,6 +19,11 @@ abstract class ImageSource : IDisposable
 
     protected abstract StrataException Missing(string path);
 
+    /// <summary>The tar-split (tar-split.json.gz's bytes) of layer tar <paramref name="path"/> when the source writes the
+    /// tar again from files rather than holding it (a migration of Docker's layers): the importer then keeps the
+    /// tar-split in place of a copy of the tar. Null for a tar the source holds.</summary>
+    public virtual byte[]? TarSplitOf(string path) => null;
+
     public Stream Open(string path) => TryOpen(path) ?? throw Missing(path);
 
     public bool Has(string path)

@@ -74,6 +74,36 @@ public sealed class ImageStore
         lock (_lock) return action(Find(Load(), reference) ?? throw StrataException.NotFound($"image {reference} does not exist"));
     }
 
+    /// <summary>Writes into the blob store the layer tars of <paramref name="image"/> that it keeps as their tar-split (a
+    /// migration's layers), each from its tar-split and its layer's files, checked against its digest and size; an
+    /// export or a push calls it, holding the image (<see cref="Using"/>), before it opens the image's blobs. Then
+    /// every blob of the image is in the store as itself, as an import's are (the tar-split goes at the next collection).</summary>
+    public void AssembleBlobs(ImageRecord image)
+    {
+        var manifestDigest = Digest.Parse(image.Manifest);
+        var manifest = OciJson.Decode(Blobs.Read(manifestDigest), OciJson.Default.ImageManifest, $"manifest {manifestDigest}");
+        for (int i = 0; i < manifest.Layers.Count; i++)
+        {
+            var blob = Digest.Parse(manifest.Layers[i].Digest);
+            if (!Blobs.HasTarSplit(blob)) continue;
+            if (i >= image.Layers.Count) throw StrataException.Corrupt($"image {image.Id} has {image.Layers.Count} layers, fewer than its manifest's {manifest.Layers.Count}");
+            string layer = image.Layers[i];
+            long size = manifest.Layers[i].Size;
+            Layers.ReadTree(layer, tree =>
+            {
+                try
+                {
+                    using var tar = new TreeTar(File.OpenRead(Blobs.TarSplitPath(blob)), tree);
+                    return Blobs.Put(tar, blob, size, $"layer {blob}");
+                }
+                catch (StrataException ex) when (ex is not ErrnoException)
+                {
+                    throw new StrataException(ex.Kind, $"layer {blob} is kept as its tar-split, and its tar cannot be written again from it and the files of layer {layer}: {ex.Message}", ex);
+                }
+            });
+        }
+    }
+
     public bool TryGet(string reference, out ImageRecord? image)
     {
         lock (_lock) image = Find(Load(), reference);
@@ -293,7 +323,7 @@ public sealed class ImageStore
                 var keep = ReferencedBlobs(images);
                 keep.UnionWith(_imports.SelectMany(s => s.UsedBlobs));
                 foreach (var hex in scope.AddedBlobs)
-                    if (!keep.Contains(hex)) File.Delete(Blobs.PathOf(new Digest(hex)));
+                    if (!keep.Contains(hex)) Blobs.Delete(new Digest(hex));
             }
             catch (StrataException)
             {

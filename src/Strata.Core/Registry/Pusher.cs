@@ -24,6 +24,7 @@ public sealed class Pusher(ImageStore images, RegistrySettings settings, DockerC
         // then sent with nothing held (the blob files stay readable once open)
         var (manifestBytes, manifestType, manifest, open, mounts) = images.Using(image, record =>
         {
+            images.AssembleBlobs(record);
             var digest = Digest.Parse(record.Manifest);
             var bytes = Blobs.Read(digest);
             var m = OciJson.ReadManifest(bytes, $"manifest {digest}");
