@@ -9,10 +9,11 @@
 # the diff ids the tars' sha256, and the layer and image stores' records.
 # Timed, alternating by round, each ending with `sync` (both write what they wrote to the disk):
 #   migrate   `strata --root FRESH dm docker ROOT migrate`: the layers written again from tar-split and the devices'
-#             files (through FUSE and loop devices), checked against their diff ids, stored and applied
+#             files (through FUSE and loop devices) and unpacked as they stream, checked against their diff ids (the
+#             store keeps each layer's tar-split, not a copy of its tar)
 #   cp        `cp -a` of the two layers' trees (the files each layer added) into a fresh directory
 #   import    for reference: `strata image import` of the same image as an extracted docker-archive (the layers' tars
-#             as files): what the importer costs without tar-split and devices
+#             as files): each tar stored as a blob, then unpacked
 # Goal: migrate at most 1.5x the time of cp. Usage: bench/dm-migrate.sh [-n ROUNDS] [--size SIZE]
 # Env: STRATA_BIN (default: a snapshot of ./strata's build), BENCH_DIR (default /var/tmp). Everything is removed on exit.
 set -euo pipefail

@@ -161,10 +161,15 @@ public static partial class Commands
         });
         docker.Subcommands.Add(mount);
 
-        var migrate = new Command("migrate", "Import Docker's devicemapper images (same ids and names, each layer checked against its diff id) and containers (same names, their changes) into the Strata store (--root); Docker's files are only read. Run again to finish one that stopped") { data, metadata };
+        // the root may follow `migrate` too (`strata dm docker migrate /var/lib/docker --root S`), but be given once
+        var migrateRoot = new Argument<string?>("DOCKER_ROOT") { Description = "dockerd's root, given after `migrate` instead of before it", Arity = ArgumentArity.ZeroOrOne };
+        var migrate = new Command("migrate", "Import Docker's devicemapper images (same ids and names, each layer checked against its diff id) and containers (same names, their changes) into the Strata store (--root); Docker's files are only read. Run again to finish one that stopped") { migrateRoot, data, metadata };
         migrate.SetAction(r =>
         {
-            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!));
+            string root = r.GetValue(migrateRoot) is { } after
+                ? r.GetResult(dockerRoot) is { Implicit: false } ? throw StrataException.Invalid("dockerd's root is given twice (before and after `migrate`): give it once") : after
+                : r.GetValue(dockerRoot)!;
+            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(root));
             using var pool = DmPool.Open(Io.Current.FullPath(r.GetValue(data) ?? store.DataFile), Io.Current.FullPath(r.GetValue(metadata) ?? store.MetadataFile), store.DeviceSizes());
             Warn(pool.Warnings());
             using var lease = OpenStore(r);

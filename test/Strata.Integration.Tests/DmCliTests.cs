@@ -276,12 +276,31 @@ public sealed class DmCliTests : IDisposable
         Assert.Equal("#!/bin/sh\necho tool\n", File.ReadAllText(Path.Combine(mounted, "bin", "tool")));
         _cli.Ok("container", "unmount", "check");
         _cli.Ok("container", "rm", "check");
-        // again: nothing to do; Docker's files unchanged, nothing left mounted
+        // again, with the root after `migrate` (as the issue wrote it): nothing to do; Docker's files unchanged, nothing
+        // left mounted
         Assert.Equal($"image demo:1 ({f.ImageId[..12]}): already in the store\ncontainer work ({f.ContainerId[..12]}): already in the store",
-            _cli.Ok("dm", "docker", f.Root, "migrate"));
+            _cli.Ok("dm", "docker", "migrate", f.Root));
+        var twice = _cli.Run("dm", "docker", f.Root, "migrate", f.Root);
+        Assert.NotEqual(0, twice.ExitCode);
+        Assert.Equal("strata: dockerd's root is given twice (before and after `migrate`): give it once\n", twice.Stderr);
         Assert.Equal(hash, Hash(Path.Combine(f.Root, "devicemapper", "devicemapper", "data")));
         Assert.False(Mounts.Under(_temp.Path).Any(m => !m.StartsWith(_temp.Combine("store"), StringComparison.Ordinal)), "a device is left mounted");
         Assert.Empty(Strata.Native.Posix.LoopDevicesIn(_temp.Path));
+    }
+
+    [DmServeFact]
+    public void AContainerMigrationACrashCutShortIsMadeAgain()
+    {
+        var f = DockerDevicemapperFixture.Create(_temp.Path);
+        _cli.Ok("dm", "docker", f.Root, "migrate");
+        _cli.Ok("container", "rm", "work");
+        // what a crash while the container was made leaves: its layer, labelled with its name, and no record (a container
+        // is recorded only once its layer holds the changes)
+        _cli.Ok("layer", "create", "--rw", "--parent", f.DiffId, "--label", "strata.container=work", new string('c', 64));
+        Assert.Equal($"image demo:1 ({f.ImageId[..12]}): already in the store\ncontainer work ({f.ContainerId[..12]}): imported",
+            _cli.Ok("dm", "docker", f.Root, "migrate"));
+        Assert.Equal("A /answer\nC /etc\nD /etc/motd", _cli.Ok("container", "diff", "work"));
+        Assert.DoesNotContain(new string('c', 64), _cli.Ok("layer", "ls", "-q", "--no-trunc"));
     }
 
     [DmServeFact]

@@ -98,15 +98,17 @@ public sealed class ContainerStore
 
     /// <summary>Makes a container of an image. The image is held throughout (<see cref="ImageStore.Using{T}"/>), so that an
     /// image removal either sees the new container's record and is refused, or runs before and the create finds no image.
-    /// Lock order: the image store, then this one (never the reverse).</summary>
-    public Container Create(string imageReference, string? name)
+    /// Lock order: the image store, then this one (never the reverse). With <paramref name="diff"/> (an OCI layer tar: a
+    /// migrated container's changes) the container's layer starts with it applied: the record is written only once the
+    /// layer is whole, so a crash before leaves no container, only a layer the next sweep removes.</summary>
+    public Container Create(string imageReference, string? name, Stream? diff = null)
     {
         if (name is not null && !LayerId.IsValid(name) /* the same rules as layer ids */)
             throw StrataException.Invalid($"invalid container name '{(name.Length > 64 ? name[..64] + "..." : name)}': use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters");
-        return Images.Using(imageReference, image => Create(image, imageReference, name));
+        return Images.Using(imageReference, image => Create(image, imageReference, name, diff));
     }
 
-    Container Create(ImageRecord image, string imageReference, string? name)
+    Container Create(ImageRecord image, string imageReference, string? name, Stream? diff)
     {
         string id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
         lock (_lock)
@@ -131,7 +133,7 @@ public sealed class ContainerStore
             var container = new Container { Id = id, Name = name, Image = imageReference, ImageId = image.Id, Created = DateTimeOffset.UtcNow };
             try
             {
-                Layers.Create(id, init, LayerKind.ReadWrite, new Dictionary<string, string> { [LayerLabel] = name });
+                Layers.Create(id, init, LayerKind.ReadWrite, new Dictionary<string, string> { [LayerLabel] = name }, diff: diff);
                 try
                 {
                     AtomicFile.Write(RecordPath(id), JsonSerializer.SerializeToUtf8Bytes(container, ContainerJson.Default.Container));

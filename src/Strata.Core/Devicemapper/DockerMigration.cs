@@ -15,7 +15,8 @@ public sealed record Migrated(string What, string Outcome, bool Failed);
 /// Then containers: a Strata container of the same name on the migrated image, into whose writable layer goes what
 /// the Docker container changed (its device's tree against its init device's, as `docker diff` shows it). What the
 /// store has already (an image by id, a container by name) is left as it is, so a migration that stopped, or failed
-/// on one item, is run again to finish.
+/// on one item, is run again to finish; a container is made with its changes in one step, so one a crash cut short is
+/// not there (the store's next sweep removes its layer) and is migrated again.
 /// </summary>
 public sealed class DockerMigration(DockerStore docker, ContainerStore containers, IDeviceTrees trees)
 {
@@ -83,26 +84,18 @@ public sealed class DockerMigration(DockerStore docker, ContainerStore container
         if (!Directory.Exists(rwRoot) || !Directory.Exists(initRoot))
             throw StrataException.Corrupt($"thin device {rw.DeviceId} or {init.DeviceId} has no rootfs/");
         var changes = TreeChanges.Compute(rwRoot, initRoot);
-        var created = containers.Create(c.ImageId.ToString(), c.Name);
+        // the changes are spooled, then the container is made with them in one step: it exists only once whole
+        string spool = Path.Combine(containers.Images.Layers.Root, "tmp", "migrate-" + c.Id + ".tar");
         try
         {
-            string spool = Path.Combine(containers.Images.Layers.Root, "tmp", "migrate-" + created.Id + ".tar");
-            try
-            {
-                using (var f = new FileStream(spool, FileMode.CreateNew, FileAccess.Write))
-                    DiffWriter.Write(f, rwRoot, changes);
-                using var diff = File.OpenRead(spool);
-                containers.Images.Layers.ApplyDiff(created.Id, diff);
-            }
-            finally
-            {
-                File.Delete(spool);
-            }
+            using (var f = new FileStream(spool, FileMode.CreateNew, FileAccess.Write))
+                DiffWriter.Write(f, rwRoot, changes);
+            using var diff = File.OpenRead(spool);
+            containers.Create(c.ImageId.ToString(), c.Name, diff);
         }
-        catch
+        finally
         {
-            containers.Remove(created.Id, force: true);
-            throw;
+            File.Delete(spool);
         }
     }
 }
