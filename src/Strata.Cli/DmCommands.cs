@@ -90,10 +90,16 @@ public static partial class Commands
         var metadata = new Option<string?>("--metadata") { Description = "The pool's metadata file or device (default: the loop file under DOCKER_ROOT)", HelpName = "FILE|DEVICE" };
         var format = FormatOption();
         var docker = new Command("docker", "Docker's devicemapper storage (loop-lvm or direct-lvm): its images and containers with their thin devices, read-only") { dockerRoot, data, metadata, format };
+        // Docker's store at ROOT and its pool: the files --data and --metadata name, or the loop files under ROOT
+        (Strata.Core.Devicemapper.DockerStore Store, DmPool Pool) Open(ParseResult r, string root)
+        {
+            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(root));
+            return (store, DmPool.Open(Io.Current.FullPath(r.GetValue(data) ?? store.DataFile), Io.Current.FullPath(r.GetValue(metadata) ?? store.MetadataFile), store.DeviceSizes()));
+        }
         docker.SetAction(r =>
         {
-            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!));
-            using var pool = DmPool.Open(Io.Current.FullPath(r.GetValue(data) ?? store.DataFile), Io.Current.FullPath(r.GetValue(metadata) ?? store.MetadataFile), store.DeviceSizes());
+            var (store, pool) = Open(r, r.GetValue(dockerRoot)!);
+            using var _ = pool;
             Warn(pool.Problems);
             string State(Strata.Core.Devicemapper.DockerDevice? d) => Strata.Core.Devicemapper.DockerStore.StateIn(pool, d);
             string Thin(Strata.Core.Devicemapper.DockerDevice? d) => d?.DeviceId.ToString(CultureInfo.InvariantCulture) ?? "-";
@@ -139,15 +145,14 @@ public static partial class Commands
         var mount = new Command("mount", "Mount a container's or a layer's filesystem read-only at DIR until SIGTERM/SIGINT (ext4 with noload, xfs with norecovery)") { what, target, data, metadata };
         mount.SetAction(r =>
         {
-            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(r.GetValue(dockerRoot)!)); // the parent's argument
+            var (store, pool) = Open(r, r.GetValue(dockerRoot)!); // the parent's argument
+            using var _ = pool;
             var (description, device) = store.Resolve(r.GetValue(what)!);
             var io = Io.Current;
             string dir = io.FullPath(r.GetValue(target)!);
             return Strata.Daemon.DmMount.RunAsync(new Strata.Daemon.DmMountOptions
             {
-                Data = io.FullPath(r.GetValue(data) ?? store.DataFile),
-                Metadata = io.FullPath(r.GetValue(metadata) ?? store.MetadataFile),
-                Sizes = store.DeviceSizes(),
+                Pool = pool,
                 Device = device.DeviceId,
                 Subdirectory = "rootfs",
                 Target = dir,
@@ -169,8 +174,8 @@ public static partial class Commands
             string root = r.GetValue(migrateRoot) is { } after
                 ? r.GetResult(dockerRoot) is { Implicit: false } ? throw StrataException.Invalid("dockerd's root is given twice (before and after `migrate`): give it once") : after
                 : r.GetValue(dockerRoot)!;
-            var store = Strata.Core.Devicemapper.DockerStore.Open(Io.Current.FullPath(root));
-            using var pool = DmPool.Open(Io.Current.FullPath(r.GetValue(data) ?? store.DataFile), Io.Current.FullPath(r.GetValue(metadata) ?? store.MetadataFile), store.DeviceSizes());
+            var (store, pool) = Open(r, root);
+            using var _ = pool;
             Warn(pool.Warnings());
             using var lease = OpenStore(r);
             var io = Io.Current;

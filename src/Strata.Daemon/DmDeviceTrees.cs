@@ -29,7 +29,7 @@ public sealed class DmDeviceTrees : IDeviceTrees, IDisposable
         Directory.CreateDirectory(_devices);
         try
         {
-            _fuse = FuseExport.Mount(_devices, pool, (uint)Math.Min(pool.BlockSize, 1 << 20), log);
+            _fuse = FuseExport.Mount(_devices, pool, (uint)pool.ExportBlockSize, log);
         }
         catch
         {

@@ -6,10 +6,8 @@ namespace Strata.Daemon;
 /// <summary>How `strata dm docker mount` runs.</summary>
 public sealed record DmMountOptions
 {
-    public required string Data { get; init; }
-    public required string Metadata { get; init; }
-    /// <summary>The devices' sizes as their owner recorded them (Docker's records).</summary>
-    public IReadOnlyDictionary<uint, long>? Sizes { get; init; }
+    /// <summary>The pool, opened by the caller, who disposes of it after the run.</summary>
+    public required DmPool Pool { get; init; }
     public required uint Device { get; init; }
     /// <summary>The directory of the device's filesystem to show (Docker keeps a layer's tree under rootfs/); null: all.</summary>
     public string? Subdirectory { get; init; }
@@ -31,7 +29,7 @@ public static class DmMount
     {
         if (!Directory.Exists(options.Target)) throw StrataException.NotFound($"{options.Target} is not a directory");
         if (MountTable.IsMountPoint(options.Target)) throw StrataException.InUse($"{options.Target} is a mount point already");
-        using var pool = DmPool.Open(options.Data, options.Metadata, options.Sizes);
+        var pool = options.Pool;
         pool.Device(options.Device); // one that does not exist is refused before anything is made
         foreach (var problem in pool.Problems) options.Log?.Invoke($"warning: {problem}");
         foreach (var u in pool.Device(options.Device).Unreadable) options.Log?.Invoke($"warning: thin device {options.Device}: {u}");

@@ -45,7 +45,7 @@ public static class DmServer
             if (options.Fuse is { } fuseDir)
             {
                 PoolDaemon.PrepareMountPoint(fuseDir);
-                fuse = FuseExport.Mount(fuseDir, pool, (uint)Math.Min(pool.BlockSize, 1 << 20), m => options.Log?.Invoke(m));
+                fuse = FuseExport.Mount(fuseDir, pool, (uint)pool.ExportBlockSize, m => options.Log?.Invoke(m));
                 where += $" and files in {fuseDir}";
             }
             options.Started?.Invoke(pool, where);

@@ -65,10 +65,11 @@ public sealed class DockerStore
     public byte[] TarSplit(DockerLayer layer)
     {
         using var dir = Posix.Open(Root, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        var reader = new Reader(Root, dir);
         string file = $"{Graph}/layerdb/sha256/{layer.ChainId.Hex}/tar-split.json.gz";
-        if (!new Reader(Root, dir).Exists(file))
+        if (!reader.Exists(file))
             throw StrataException.NotFound($"layer {layer.DiffId} has no tar-split.json.gz in {Path.Combine(Root, Graph, "layerdb")}: its tar cannot be written again as Docker had it");
-        return new Reader(Root, dir).Bytes(file, MaxTarSplit);
+        return reader.Bytes(file, MaxTarSplit);
     }
 
     /// <summary>The device a name means: a container (name, id, or a unique id prefix of at least 4), an image

@@ -42,6 +42,9 @@ public sealed class DmPool : IBlockExports, IDisposable
 
     public long BlockSize => Superblock.DataBlockSize;
 
+    /// <summary>The block size the devices show their readers: <see cref="DmThinBlockDevice.ExportBlockSize"/>.</summary>
+    public int ExportBlockSize => DmThinBlockDevice.ExportBlockSize(BlockSize);
+
     /// <summary>Bytes of the data file or device.</summary>
     public long DataLength => _data.Length;
 

@@ -13,7 +13,11 @@ public sealed class DmThinBlockDevice(DmThinDevice device, IBlockStore data, lon
 {
     public long Size => device.Size;
 
-    public int BlockSize => (int)Math.Min(blockSize, 1 << 20);
+    /// <summary>The block size a device of a pool of <paramref name="poolBlockSize"/> shows its readers (NBD's preferred
+    /// size, FUSE's block): the pool's, at most 1 MiB (dm-thin's blocks go up to 1 GiB; no reader wants requests that large).</summary>
+    public static int ExportBlockSize(long poolBlockSize) => (int)Math.Min(poolBlockSize, 1 << 20);
+
+    public int BlockSize => ExportBlockSize(blockSize);
 
     public void Read(long offset, Span<byte> buffer) => ReadSparse(offset, buffer, []);
 
