@@ -539,6 +539,9 @@ public sealed class ContainerdEndToEndTests(ContainerdOnStrata stack, ITestOutpu
             Assert.Equal(task, TaskOf(ns, "survivor")); // the container does not need its snapshotter to run
             Stack.Serve.Start();
             WaitFor(() => Count(Stack.Serve.Log(), serving) == starts + 1, "strata serve to serve again");
+            // containerd redials a proxy snapshotter with gRPC's backoff, which grew while the socket was gone: its first
+            // calls may fail until the next attempt (seen on a loaded machine); the daemon serves already
+            WaitFor(() => Containerd.Ctr(ns, "snapshots", "--snapshotter", Snapshotter, "ls").ExitCode == 0, "containerd to dial the snapshotter again");
 
             Assert.Equal(task, TaskOf(ns, "survivor"));
             Assert.Contains(rootfs, Mounts.Under(rootfs));
