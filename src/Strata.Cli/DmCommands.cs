@@ -167,7 +167,7 @@ public static partial class Commands
         docker.Subcommands.Add(mount);
 
         // the root may follow `migrate` too (`strata dm docker migrate /var/lib/docker --root S`), but be given once
-        var migrateRoot = new Argument<string?>("DOCKER_ROOT") { Description = "dockerd's root, given after `migrate` instead of before it", Arity = ArgumentArity.ZeroOrOne };
+        var migrateRoot = new Argument<string?>("DATA_ROOT") { Description = "dockerd's root (DOCKER_ROOT), given after `migrate` instead of before it", Arity = ArgumentArity.ZeroOrOne };
         var migrate = new Command("migrate", "Import Docker's devicemapper images (same ids and names, each layer checked against its diff id) and containers (same names, their changes) into the Strata store (--root); Docker's files are only read. Run again to finish one that stopped") { migrateRoot, data, metadata };
         migrate.SetAction(r =>
         {

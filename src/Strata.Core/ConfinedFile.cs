@@ -1,4 +1,3 @@
-using Microsoft.Win32.SafeHandles;
 using Strata.Native;
 
 namespace Strata.Core;
@@ -26,9 +25,7 @@ public static class ConfinedFile
             kind = Posix.Fstat(fd!).Kind;
             if (kind != FileKind.Regular) return 0;
             // O_NONBLOCK means nothing to a regular file: the stream reads it as any other
-            var handle = new SafeFileHandle(fd!.DangerousGetHandle(), ownsHandle: true);
-            fd.SetHandleAsInvalid();
-            file = new FileStream(handle, FileAccess.Read, 1 << 16);
+            file = fd!.ToReadStream();
             return 0;
         }
     }

@@ -16,5 +16,13 @@ public sealed class FileDescriptor : SafeHandle
 
     public override bool IsInvalid => handle == -1;
 
+    /// <summary>A stream that reads the file and owns the descriptor from now on (this handle is left invalid).</summary>
+    public FileStream ToReadStream(int bufferSize = 1 << 16)
+    {
+        var owned = new Microsoft.Win32.SafeHandles.SafeFileHandle(DangerousGetHandle(), ownsHandle: true);
+        SetHandleAsInvalid();
+        return new FileStream(owned, FileAccess.Read, bufferSize);
+    }
+
     protected override bool ReleaseHandle() => Posix.close((int)handle) == 0;
 }

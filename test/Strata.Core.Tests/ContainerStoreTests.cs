@@ -104,6 +104,23 @@ public sealed class ContainerStoreTests : IDisposable
     string TopLayer => _containers.Images.Get("img:1").TopLayer!;
 
     [Fact]
+    public void AContainerMadeWithADiffIsThereWholeOrNotAtAll()
+    {
+        // a migration's container: its changes applied before it is recorded
+        byte[] diff = new LayerTar().File("answer", new string('4', 5000)).File("etc/.wh.motd", "").Bytes();
+        _containers.Create("img:1", "whole", new MemoryStream(diff));
+        Assert.Equal(["A /answer", "C /etc", "D /etc/motd"], _containers.Changes("whole").Select(c => c.ToString()));
+
+        // a diff cut short in its second file: no container, no layer, the name free
+        var before = LayerIds();
+        var cut = Assert.Throws<StrataException>(() => _containers.Create("img:1", "cut", new MemoryStream(diff[..1200])));
+        Assert.Equal(ErrorKind.Corrupt, cut.Kind);
+        Assert.Equal(before, LayerIds());
+        Assert.Equal(["whole"], _containers.List().Select(c => c.Name));
+        Assert.Equal("cut", _containers.Create("img:1", "cut").Name);
+    }
+
+    [Fact]
     public void ContainersOfAnImageShareOneInitLayerThatGoesWithTheLast()
     {
         var a = _containers.Create("img:1", "a");

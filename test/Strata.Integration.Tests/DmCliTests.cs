@@ -331,11 +331,15 @@ public sealed class DmCliTests : IDisposable
             Assert.True(found, "the export has no blob of the layer");
         }
         Assert.True(File.Exists(blob));
-        // which the store keeps from then on, as any import's; the tar-split goes with the next collection
+        // which the store keeps from then on, as any import's; the tar-split goes with the next collection (a command
+        // that writes), and the blob with the image
+        _cli.Ok("image", "tag", "demo:1", "demo:2");
+        Assert.True(File.Exists(blob));
+        Assert.False(File.Exists(split));
         _cli.Ok("container", "rm", "work");
         _cli.Ok("image", "rm", "demo:1");
+        _cli.Ok("image", "rm", "demo:2");
         Assert.False(File.Exists(blob));
-        Assert.False(File.Exists(split));
     }
 
     [DmServeFact]
@@ -353,6 +357,10 @@ public sealed class DmCliTests : IDisposable
         Assert.False(File.Exists(archive));
         Assert.False(File.Exists(Path.Combine(store, "images", "blobs", "sha256", f.DiffId)));
         Assert.Empty(Directory.GetFiles(Path.Combine(store, "tmp")));
+        // a tar-split goes with its image
+        _cli.Ok("container", "rm", "work");
+        _cli.Ok("image", "rm", "demo:1");
+        Assert.Empty(Directory.GetFiles(Path.Combine(store, "images", "tar-split")));
     }
 
     /// <summary>Makes etc/motd one byte shorter in the tar-split at <paramref name="path"/>: the tar it describes is not

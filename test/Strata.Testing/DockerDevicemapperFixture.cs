@@ -19,6 +19,8 @@ public sealed class DockerDevicemapperFixture
     public required string MountId { get; init; }
     public required string DiffId { get; init; }
 
+    static readonly DateTime FileTime = new(2020, 1, 2, 3, 4, 5, DateTimeKind.Utc);
+
     static string Hex(string seed) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(seed)));
 
     static void Write(string path, string text)
@@ -33,6 +35,10 @@ public sealed class DockerDevicemapperFixture
         string tree = Path.Combine(dir, name + ".tree"), image = Path.Combine(dir, name + ".img");
         Directory.CreateDirectory(Path.Combine(tree, "rootfs"));
         foreach (var (p, content) in files) Write(Path.Combine(tree, "rootfs", p), content);
+        // one time for every file of every device, as Docker's snapshots keep the times of what they did not change: a
+        // file written again for another device a second later (these small ext4s keep whole seconds) would differ
+        foreach (var entry in Directory.EnumerateFileSystemEntries(tree, "*", SearchOption.AllDirectories))
+            File.SetLastWriteTimeUtc(entry, FileTime);
         Shell.Run("truncate", "-s", "32M", image).Check("truncate");
         Shell.Run("mkfs.ext4", "-q", "-d", tree, image).Check("mkfs.ext4");
         return image;

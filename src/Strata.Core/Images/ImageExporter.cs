@@ -38,11 +38,8 @@ public sealed class ImageExporter(ImageStore images)
     {
         // the blobs are opened while the image is held, so that an image removal racing the export cannot take them
         // from under it; the bytes are then written with nothing held
-        var files = images.Using(reference, image =>
-        {
-            images.AssembleBlobs(image);
-            return Files(image, reference, format);
-        });
+        images.AssembleBlobs(reference);
+        var files = images.Using(reference, image => Files(image, reference, format));
         try
         {
             long total = files.Sum(f => f.Bytes?.Length ?? f.Blob!.Size), done = 0;

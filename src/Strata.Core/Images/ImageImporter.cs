@@ -412,6 +412,7 @@ public sealed class ImageImporter(ImageStore images)
                 if (plain) diffId = blob;
                 else
                 {
+                    if (!fromStore) throw new ArgumentException("a layer tar read from its source needs the diff id it must have", nameof(expectedDiffId));
                     using var pre = Blobs.Open(blob);
                     using var preTar = LayerCodec.Decompress(pre, compression);
                     using var preHash = new HashingStream(preTar);

@@ -74,27 +74,40 @@ public sealed class ImageStore
         lock (_lock) return action(Find(Load(), reference) ?? throw StrataException.NotFound($"image {reference} does not exist"));
     }
 
-    /// <summary>Writes into the blob store the layer tars of <paramref name="image"/> that it keeps as their tar-split (a
-    /// migration's layers), each from its tar-split and its layer's files, checked against its digest and size; an
-    /// export or a push calls it, holding the image (<see cref="Using"/>), before it opens the image's blobs. Then
-    /// every blob of the image is in the store as itself, as an import's are (the tar-split goes at the next collection).</summary>
-    public void AssembleBlobs(ImageRecord image)
+    /// <summary>Writes into the blob store the layer tars of image <paramref name="reference"/> that the store keeps as
+    /// their tar-split (a migration's layers), each from its tar-split and its layer's files, checked against its digest
+    /// and size. An export or a push calls it before it opens the image's blobs (<see cref="Using"/>); then every blob
+    /// of the image is in the store as itself, as an import's are (the tar-split goes at the next collection). The
+    /// image's layers and blobs are held as an import's are, not under the store's lock: other image commands go on.</summary>
+    public void AssembleBlobs(string reference)
     {
-        var manifestDigest = Digest.Parse(image.Manifest);
-        var manifest = OciJson.Decode(Blobs.Read(manifestDigest), OciJson.Default.ImageManifest, $"manifest {manifestDigest}");
-        for (int i = 0; i < manifest.Layers.Count; i++)
+        using var scope = BeginImport();
+        var needed = new List<(Digest Blob, long Size, string Layer)>();
+        lock (_lock)
         {
-            var blob = Digest.Parse(manifest.Layers[i].Digest);
-            if (!Blobs.HasTarSplit(blob)) continue;
-            if (i >= image.Layers.Count) throw StrataException.Corrupt($"image {image.Id} has {image.Layers.Count} layers, fewer than its manifest's {manifest.Layers.Count}");
-            string layer = image.Layers[i];
-            long size = manifest.Layers[i].Size;
+            var image = Find(Load(), reference) ?? throw StrataException.NotFound($"image {reference} does not exist");
+            var manifestDigest = Digest.Parse(image.Manifest);
+            var manifest = OciJson.Decode(Blobs.Read(manifestDigest), OciJson.Default.ImageManifest, $"manifest {manifestDigest}");
+            for (int i = 0; i < manifest.Layers.Count; i++)
+            {
+                var blob = Digest.Parse(manifest.Layers[i].Digest);
+                if (!Blobs.HasTarSplit(blob)) continue;
+                if (i >= image.Layers.Count) throw StrataException.Corrupt($"image {image.Id} has {image.Layers.Count} layers, fewer than its manifest's {manifest.Layers.Count}");
+                scope.UseBlob(blob);
+                scope.UseLayer(image.Layers[i]);
+                needed.Add((blob, manifest.Layers[i].Size, image.Layers[i]));
+            }
+        }
+        if (needed.Count > 0 && Layers.ReadOnly)
+            throw new StrataException(ErrorKind.ReadOnly, $"image {reference} has layers kept as their tar-split (a migration's), whose tars an export writes into the store, which this command opened read-only (a migration ran meanwhile?): run it again");
+        foreach (var (blob, size, layer) in needed)
+        {
             Layers.ReadTree(layer, tree =>
             {
                 try
                 {
-                    using var tar = new TreeTar(File.OpenRead(Blobs.TarSplitPath(blob)), tree);
-                    return Blobs.Put(tar, blob, size, $"layer {blob}");
+                    using var tar = new TreeTar(Blobs.TarSplitPath(blob), tree);
+                    return Blobs.Put(tar, blob, size, "the tar written again", scope: scope);
                 }
                 catch (StrataException ex) when (ex is not ErrnoException)
                 {
@@ -102,6 +115,7 @@ public sealed class ImageStore
                 }
             });
         }
+        scope.Complete();
     }
 
     public bool TryGet(string reference, out ImageRecord? image)

@@ -14,11 +14,25 @@ public sealed class TreeTar : ReadOnlyStream
     readonly FileDescriptor _root;
     readonly Stream _tar;
 
+    /// <summary>The tar the tar-split file <paramref name="packed"/> (tar-split.json.gz) describes, with the files of
+    /// <paramref name="tree"/>.</summary>
+    public TreeTar(string packed, string tree) : this(Posix.Open(packed, Posix.O_RDONLY).ToReadStream(), tree)
+    {
+    }
+
     /// <summary>The tar <paramref name="packed"/> (tar-split.json.gz's bytes) describes, with the files of
-    /// <paramref name="tree"/>; disposing it disposes <paramref name="packed"/>.</summary>
+    /// <paramref name="tree"/>; disposing it disposes <paramref name="packed"/> (so does a failure here).</summary>
     public TreeTar(Stream packed, string tree)
     {
-        _root = Posix.Open(tree, Posix.O_PATH | Posix.O_DIRECTORY);
+        try
+        {
+            _root = Posix.Open(tree, Posix.O_PATH | Posix.O_DIRECTORY);
+        }
+        catch
+        {
+            packed.Dispose();
+            throw;
+        }
         _tar = TarSplit.Open(packed, name =>
             ConfinedFile.TryOpen(_root, name.TrimStart('/'), Posix.RESOLVE_IN_ROOT, out var file, out _) == 0 ? file : null);
     }

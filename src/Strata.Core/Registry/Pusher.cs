@@ -22,9 +22,9 @@ public sealed class Pusher(ImageStore images, RegistrySettings settings, DockerC
         string repo = target.Repository;
         // what is pushed is read while the image is held, so that a removal cannot take its blobs half-way; the bytes are
         // then sent with nothing held (the blob files stay readable once open)
+        images.AssembleBlobs(image);
         var (manifestBytes, manifestType, manifest, open, mounts) = images.Using(image, record =>
         {
-            images.AssembleBlobs(record);
             var digest = Digest.Parse(record.Manifest);
             var bytes = Blobs.Read(digest);
             var m = OciJson.ReadManifest(bytes, $"manifest {digest}");
