@@ -100,7 +100,8 @@ public sealed class ContainerStore
     /// image removal either sees the new container's record and is refused, or runs before and the create finds no image.
     /// Lock order: the image store, then this one (never the reverse). With <paramref name="diff"/> (an OCI layer tar: a
     /// migrated container's changes) the container's layer starts with it applied: the record is written only once the
-    /// layer is whole, so a crash before leaves no container, only a layer the next sweep removes.</summary>
+    /// layer is whole, so a crash before leaves no container, only a layer the next sweep removes. The diff is applied
+    /// while the image and this store are held (other creates wait): meant for a migration's changes, not a large import.</summary>
     public Container Create(string imageReference, string? name, Stream? diff = null)
     {
         if (name is not null && !LayerId.IsValid(name) /* the same rules as layer ids */)
