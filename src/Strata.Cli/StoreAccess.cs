@@ -52,13 +52,6 @@ public static partial class Commands
         "layer changes", "layer diff", "layer diff-size", "container diff", "push",
     };
 
-    /// <summary>Whether the store at <paramref name="root"/> keeps some layer tar as its tar-split (<see cref="Strata.Core.Images.BlobStore"/>).</summary>
-    static bool KeepsTarSplits(string root)
-    {
-        string dir = Path.Combine(root, "images", "tar-split");
-        return Directory.Exists(dir) && Directory.EnumerateFiles(dir).Any();
-    }
-
     /// <summary>How the parsed command opens the store, by its path ("layer ls"); every other command writes.</summary>
     static StoreMode ModeOf(ParseResult r)
     {
@@ -67,7 +60,7 @@ public static partial class Commands
         if (path == "container inspect" && r.CommandResult.Children.OfType<System.CommandLine.Parsing.OptionResult>().Any(o => o.Option.Name == "--size" && o.GetValueOrDefault<bool>()))
             return StoreMode.Existing;
         // an export writes the tars of layers a migration kept as their tar-split (from the layers' trees) into the store
-        if (path == "image export" && KeepsTarSplits(r.GetValue(RootOption)!))
+        if (path == "image export" && Strata.Core.Images.BlobStore.KeepsTarSplits(r.GetValue(RootOption)!))
             return StoreMode.Existing;
         return Listings.Contains(path) ? StoreMode.ReadOnly : ContentReads.Contains(path) ? StoreMode.Existing : StoreMode.Create;
     }

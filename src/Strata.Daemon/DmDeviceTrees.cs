@@ -40,9 +40,8 @@ public sealed class DmDeviceTrees : IDeviceTrees, IDisposable
 
     public MountedTree Mount(uint device)
     {
-        var thin = _pool.Device(device);
         string type;
-        using (var reader = _pool.OpenDevice(device))
+        using (var reader = _pool.OpenDevice(device)) // refuses a device the pool does not have
         {
             var head = new byte[FilesystemProbe.ProbeLength];
             if (reader.Size < head.Length) throw StrataException.Invalid($"thin device {device} holds no filesystem ({reader.Size} bytes)");
@@ -51,7 +50,7 @@ public sealed class DmDeviceTrees : IDeviceTrees, IDisposable
         }
         string dir = Path.Combine(_home, $"fs{Interlocked.Increment(ref _next)}");
         Directory.CreateDirectory(dir);
-        string file = Path.Combine(_devices, thin.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        string file = Path.Combine(_devices, device.ToString(System.Globalization.CultureInfo.InvariantCulture));
         FileDescriptor loop;
         string loopPath;
         using (var backing = Posix.Open(file, Posix.O_RDONLY))

@@ -53,11 +53,13 @@ public sealed class TarSplitTests
         var packed = TarSplitMaker.Split(tar, names);
         var output = new MemoryStream();
         var opened = new List<string>();
-        long n = TarSplit.Assemble(new MemoryStream(packed), name =>
+        using (var assembled = TarSplit.Open(new MemoryStream(packed), name =>
         {
             opened.Add(name);
             return files.TryGetValue(name, out var bytes) ? new MemoryStream(bytes) : null;
-        }, output);
+        }))
+            assembled.CopyTo(output);
+        long n = output.Length;
         Assert.Equal(tar.Length, n);
         Assert.Equal(tar, output.ToArray());
         Assert.Equal(tar.Length, TarSplit.Length(new MemoryStream(packed)));
@@ -77,8 +79,8 @@ public sealed class TarSplitTests
         var (tar, files, names) = MakeTar();
         void Refused(byte[] packed, string fragment, Func<string, Stream?>? open = null)
         {
-            var ex = Assert.Throws<StrataException>(() => TarSplit.Assemble(new MemoryStream(packed),
-                open ?? (name => files.TryGetValue(name, out var b) ? new MemoryStream(b) : null), Stream.Null));
+            var ex = Assert.Throws<StrataException>(() => TarSplit.Open(new MemoryStream(packed),
+                open ?? (name => files.TryGetValue(name, out var b) ? new MemoryStream(b) : null)).CopyTo(Stream.Null));
             Assert.Equal(ErrorKind.Corrupt, ex.Kind);
             Assert.Contains(fragment, ex.Message);
         }

@@ -24,21 +24,6 @@ public static class TarSplit
     /// file, or a file shorter than the size recorded. Disposing it disposes <paramref name="packed"/>.</summary>
     public static Stream Open(Stream packed, Func<string, Stream?> open) => new Assembled(packed, open);
 
-    /// <summary>Writes the tar into <paramref name="output"/>; returns the bytes written.</summary>
-    public static long Assemble(Stream packed, Func<string, Stream?> open, Stream output)
-    {
-        using var tar = new Assembled(packed, open, leaveOpen: true);
-        long n = 0;
-        var buffer = new byte[1 << 16];
-        int got;
-        while ((got = tar.Read(buffer)) > 0)
-        {
-            output.Write(buffer, 0, got);
-            n += got;
-        }
-        return n;
-    }
-
     /// <summary>The length of the tar <paramref name="packed"/> describes: its raw bytes and its files' sizes.</summary>
     public static long Length(Stream packed)
     {
@@ -126,9 +111,9 @@ public static class TarSplit
     }
 
     /// <summary>The tar, read entry by entry: a segment's bytes, then a file's, opened when reached.</summary>
-    sealed class Assembled(Stream packed, Func<string, Stream?> open, bool leaveOpen = false) : ReadOnlyStream
+    sealed class Assembled(Stream packed, Func<string, Stream?> open) : ReadOnlyStream
     {
-        readonly Entries _entries = new(packed, leaveOpen);
+        readonly Entries _entries = new(packed, leaveOpen: false);
         byte[] _raw = [];
         int _rawAt;
         Stream? _file;

@@ -76,7 +76,6 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
         readonly byte[] _packed;
         MountedTree? _tree;
         Stream? _tar;
-        long _position;
 
         public LayerTar(DockerLayer layer, byte[] packed, long length, IDeviceTrees trees)
         {
@@ -98,9 +97,7 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
                 if (!Directory.Exists(rootfs)) throw StrataException.Corrupt($"thin device {device.DeviceId} of layer {_layer.DiffId} has no rootfs/");
                 _tar = new TreeTar(new MemoryStream(_packed), rootfs);
             }
-            int n = _tar.Read(buffer);
-            _position += n;
-            return n;
+            return _tar.Read(buffer);
         }
 
         protected override void Dispose(bool disposing)
@@ -112,7 +109,5 @@ sealed class DockerImageSource(DockerStore docker, DockerImage image, IDeviceTre
             }
             base.Dispose(disposing);
         }
-
-        public override long Position { get => _position; set => throw new NotSupportedException(); }
     }
 }

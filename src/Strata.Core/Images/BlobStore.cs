@@ -22,7 +22,7 @@ public sealed class BlobStore
     public BlobStore(string root, bool create = true)
     {
         Directory = Path.Combine(root, "images", "blobs", "sha256");
-        TarSplits = Path.Combine(root, "images", "tar-split");
+        TarSplits = TarSplitsOf(root);
         _tmp = Path.Combine(root, "tmp");
         if (create) LayerStore.MakeDir(Directory, Modes.OwnerOnly);
     }
@@ -31,6 +31,15 @@ public sealed class BlobStore
 
     /// <summary>Where layer tars kept as their tar-split are.</summary>
     public string TarSplits { get; }
+
+    /// <summary>Whether the store at <paramref name="root"/> keeps some layer tar as its tar-split (without opening it).</summary>
+    public static bool KeepsTarSplits(string root)
+    {
+        string dir = TarSplitsOf(root);
+        return System.IO.Directory.Exists(dir) && System.IO.Directory.EnumerateFiles(dir).Any();
+    }
+
+    static string TarSplitsOf(string root) => Path.Combine(root, "images", "tar-split");
 
     public string TarSplitPath(Digest digest) => Path.Combine(TarSplits, digest.Hex + ".json.gz");
 
