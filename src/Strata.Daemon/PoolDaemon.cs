@@ -158,6 +158,7 @@ public static class PoolDaemon
         public void Dump(Stream to) => pool.Dump(to);
         public Strata.Thin.Space.SpaceInfo ChangeDisks(DiskChange change) => pool.ChangeDisks(change);
         public Strata.Thin.Space.ScrubReport Scrub(bool repair) => pool.Scrub(repair);
+        public PoolStats Stats(IReadOnlyList<string>? names = null) => pool.Stats(names);
         public void Dispose() { }
     }
 }

@@ -18,6 +18,7 @@ public sealed partial class ThinPool
 
     readonly Dictionary<uint, int> _openDevices = [];
     readonly HashSet<uint> _deferredDeletes = []; // open devices to delete when their last user closes them (not persisted)
+    readonly Dictionary<uint, DeviceCounters> _counters = []; // devices opened since the pool was, until deleted (not persisted)
 
     static string CheckName(string name)
     {
@@ -146,6 +147,7 @@ public sealed partial class ThinPool
         _devices.Remove(d.Name);
         _byId.Remove(d.Id);
         _deferredDeletes.Remove(d.Id);
+        _counters.Remove(d.Id);
     }
 
     /// <summary>Devices marked for deletion that are still open.</summary>
@@ -250,7 +252,20 @@ public sealed partial class ThinPool
             var d = Find(name);
             if (_deferredDeletes.Contains(d.Id)) throw StrataException.NotFound($"thin device {name} is being deleted (when its last user closes it)");
             _openDevices[d.Id] = _openDevices.GetValueOrDefault(d.Id) + 1;
-            return new ThinDevice(this, d.Id, d.Name);
+            if (!_counters.TryGetValue(d.Id, out var counters)) _counters[d.Id] = counters = new DeviceCounters();
+            return new ThinDevice(this, d.Id, d.Name, counters);
+        }
+    }
+
+    /// <summary>The IO statistics of the devices named (null: every device, by id; an unknown name is NotFound), with the
+    /// pool's commits and space (see <see cref="DeviceCounters"/>: counted in memory from this pool's open on).</summary>
+    public PoolStats Stats(IReadOnlyCollection<string>? names = null)
+    {
+        lock (_lock)
+        {
+            var devices = names is null ? _devices.Values.OrderBy(d => d.Id).ToList() : names.Select(Find).ToList();
+            var stats = devices.Select(d => _counters.TryGetValue(d.Id, out var c) ? c.Read(d.Name, d.Id) : DeviceCounters.Zero(d.Name, d.Id)).ToList();
+            return new PoolStats(_openedAt, DateTimeOffset.UtcNow, _commits, _commitNs, BlockSize, _space.Blocks, _space.Used, _meta.Blocks, _meta.Used, stats);
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Numerics;
 using Strata.Native;
 using Strata.Thin.Metadata;
 using Strata.Block;
@@ -124,7 +125,7 @@ public sealed partial class ThinPool
         }
     }
 
-    internal void Write(uint id, long offset, ReadOnlySpan<byte> data, bool fua)
+    internal void Write(uint id, long offset, ReadOnlySpan<byte> data, bool fua, DeviceCounters counters)
     {
         EnterIo();
         try
@@ -143,7 +144,7 @@ public sealed partial class ThinPool
                 int at = (int)(pos % bs), n = (int)Math.Min(bs - at, data.Length - done);
                 if (at == 0 && data.Length - done >= 2 * bs)
                 {
-                    int run = WriteRun(id, (ulong)(pos / bs), data.Slice(done, (int)Math.Min(data.Length - done, MaxRun * bs) / (int)bs * (int)bs));
+                    int run = WriteRun(id, (ulong)(pos / bs), data.Slice(done, (int)Math.Min(data.Length - done, MaxRun * bs) / (int)bs * (int)bs), counters);
                     if (run > 0)
                     {
                         done += run * (int)bs;
@@ -152,7 +153,7 @@ public sealed partial class ThinPool
                 }
                 try
                 {
-                    WriteBlock(id, (ulong)(pos / bs), at, data.Slice(done, n));
+                    WriteBlock(id, (ulong)(pos / bs), at, data.Slice(done, n), counters);
                 }
                 catch (DataFullException)
                 {
@@ -212,7 +213,7 @@ public sealed partial class ThinPool
     /// the next data block is taken): 0 when fewer than two qualify or there is no space, and the caller writes
     /// block by block.
     /// </summary>
-    int WriteRun(uint id, ulong first, ReadOnlySpan<byte> data)
+    int WriteRun(uint id, ulong first, ReadOnlySpan<byte> data, DeviceCounters counters)
     {
         long bs = BlockSize;
         int want = (int)(data.Length / bs);
@@ -227,12 +228,17 @@ public sealed partial class ThinPool
                 taken.Add(_stripes[s]);
             }
             var blocks = new List<ulong>(want);
+            ulong replacing = 0; // bit i: block first+i is mapped (shared), so its fresh block is a copy on write
             lock (_lock)
             {
                 CheckWritable();
                 var d = Dev(id);
                 int count = 0;
-                while (count < want && NeedsFreshBlock(d.Root, first + (ulong)count)) count++;
+                while (count < want && NeedsFreshBlock(d.Root, first + (ulong)count, out bool wasMapped))
+                {
+                    if (wasMapped) replacing |= 1UL << count;
+                    count++;
+                }
                 if (count < 2 || !TryAllocateData(out ulong start)) return 0;
                 blocks.Add(start);
                 while (blocks.Count < count && _space.TryAllocateExact(blocks[^1] + 1)) blocks.Add(blocks[^1] + 1);
@@ -252,6 +258,8 @@ public sealed partial class ThinPool
                 var d = Dev(id);
                 for (int i = 0; i < blocks.Count; i++) Map(d, first + (ulong)i, blocks[i]);
             }
+            counters.Allocated(blocks.Count);
+            counters.CopiedOnWrite(BitOperations.PopCount(blocks.Count == 64 ? replacing : replacing & ((1UL << blocks.Count) - 1)));
             return blocks.Count;
         }
         finally
@@ -263,7 +271,7 @@ public sealed partial class ThinPool
     /// <summary>Writes <paramref name="piece"/> at <paramref name="at"/> in virtual block <paramref name="vblock"/>:
     /// in place when the device alone owns the block, else into a new block (zero-filled around the piece, or a
     /// copy of the shared block with the piece in it) that is mapped once written.</summary>
-    void WriteBlock(uint id, ulong vblock, int at, ReadOnlySpan<byte> piece)
+    void WriteBlock(uint id, ulong vblock, int at, ReadOnlySpan<byte> piece, DeviceCounters counters)
     {
         long bs = BlockSize;
         lock (Stripe(id, vblock))
@@ -316,14 +324,17 @@ public sealed partial class ThinPool
                 if (_readOnly is not null || !_byId.ContainsKey(id)) throw new StrataException(ErrorKind.ReadOnly, $"the pool is read-only: {_readOnly}");
                 Map(Dev(id), vblock, fresh);
             }
+            counters.Allocated(1);
+            if (mapped) counters.CopiedOnWrite(1);
         }
     }
 
     /// <summary>Whether a write of the whole of <paramref name="vblock"/> goes to a fresh data block: it is unmapped, or
     /// its block cannot be written in place (see <see cref="WriteBlock"/>). Under the lock.</summary>
-    bool NeedsFreshBlock(ulong root, ulong vblock)
+    bool NeedsFreshBlock(ulong root, ulong vblock, out bool mapped)
     {
-        if (!TryLookupOwned(root, vblock, out ulong old, out bool shared)) return true;
+        mapped = TryLookupOwned(root, vblock, out ulong old, out bool shared);
+        if (!mapped) return true;
         return shared || _poolData is { CopiesCommittedBlocks: true } && !_space.IsFresh(old);
     }
 
@@ -375,7 +386,7 @@ public sealed partial class ThinPool
 
     /// <summary>Discard and write-zeroes: whole blocks are unmapped (freed when no one else maps them), parts of
     /// blocks that are mapped are overwritten with zeros.</summary>
-    internal void Unmap(uint id, long offset, long length)
+    internal void Unmap(uint id, long offset, long length, DeviceCounters counters)
     {
         EnterIo();
         try
@@ -415,7 +426,7 @@ public sealed partial class ThinPool
                     zeros ??= new byte[bs];
                     try
                     {
-                        WriteBlock(id, vblock, at, zeros.AsSpan(0, n));
+                        WriteBlock(id, vblock, at, zeros.AsSpan(0, n), counters);
                     }
                     catch (DataFullException)
                     {

@@ -275,6 +275,7 @@ public sealed partial class ThinPool
             _dirty = true;
         }
         if (!_dirty && _flushFailed is null) return;
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         ulong next = _meta.Transaction + 1;
         bool upgrading = _committed.Format < _committed.NeededFormat;
         try
@@ -323,6 +324,8 @@ public sealed partial class ThinPool
         _meta.Transaction = next;
         _meta.Committed();
         _dirty = false;
+        _commits++;
+        _commitNs += (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalNanoseconds;
         // the freed blocks' space goes back to the host after the commit, outside the gate (DiscardReleased), so IO
         // goes on meanwhile; until then they stay out of allocation
         var released = _space.Release(hold: _options.DiscardFreed);

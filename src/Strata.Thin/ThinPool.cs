@@ -46,6 +46,8 @@ public sealed partial class ThinPool : IDisposable
     string? _readOnly;
     bool _disposed;
     string? _slotDamage; // what is wrong with the superblock slot the pool did not open at, until a commit rewrites it
+    readonly DateTimeOffset _openedAt = DateTimeOffset.UtcNow; // where the IO statistics start
+    long _commits, _commitNs; // transactions committed since the open, and their time (under the lock)
 
     ThinPool(IBlockStore data, IBlockStore metadata, PoolOptions options, Superblock committed, bool rebuildCounts = false, string? slotDamage = null)
     {

@@ -23,6 +23,7 @@ public sealed class PoolServiceTests : IDisposable
         new ResizeCall("d", 2 << 20), new DeviceCall("d"), new DeviceNamesCall(), new DevicesCall(), new StatusCall(),
         new SuperblockProblemsCall(), new AttachCall("d"), new DetachCall("d"), new AttachedCall("d"), new ReadCall("d", 5, 7),
         new WriteCall("d", 9), new CheckCall(), new DumpCall(), new DisksCall(new DiskChange(DiskAction.Replace, "/a", "/b", 1 << 30)), new ScrubCall(Repair: true),
+        new StatsCall(["a", "b"]),
     ];
 
     [Fact]
@@ -228,6 +229,9 @@ public sealed class PoolServiceTests : IDisposable
         Step("problems", () => pool.SuperblockProblems());
         Step("check", () => pool.Check());
         Step("dump", () => Hash(pool.Dump));
+        Step("stats", () => pool.Stats());
+        Step("stats named", () => pool.Stats(["a"]));
+        Step("stats missing", () => pool.Stats(["a", "nope"]));
         Step("attach", () => pool.Attach("a"));
         Step("attached", () => pool.Attached("a"));
         Step("detach", () => { pool.Detach("a"); return null; });
@@ -249,6 +253,8 @@ public sealed class PoolServiceTests : IDisposable
         IEnumerable<string> list => string.Join(", ", list),
         // the space left on the disk under the data file changes between calls
         PoolInfo i => $"{i.Directory} {i.Layout} {i.Status with { DataBytesAvailable = 0, SuperblockProblems = null }} problems [{string.Join("; ", i.Status.SuperblockProblems ?? [])}] deferred {i.DeferredDeletes} open {i.OpenFiles}",
+        // times differ from run to run, and commits with a server's timer
+        PoolStats s => string.Join(" | ", s.Devices.Select(d => $"{d.Name} {d with { ReadNs = 0, WriteNs = 0, FlushNs = 0, DiscardNs = 0, BusyNs = 0 }}")) + $" blocks {s.DataBlocksUsed}/{s.DataBlocks}",
         PoolCheck c => $"transaction {c.Transaction} devices {c.Devices} mapped {c.MappedBlocks} metadata {c.MetadataBlocksUsed} clean {c.Clean} errors [{string.Join("; ", c.Errors)}] leaks [{string.Join("; ", c.Leaks)}]",
         _ => value.ToString() ?? "",
     };

@@ -80,6 +80,11 @@ public interface IPoolService : IDisposable
     /// <summary>Reads and checks every copy of every allocated block of a resilient pool, rewriting what is wrong when
     /// <paramref name="repair"/>; progress shows in <see cref="Status"/> meanwhile.</summary>
     Space.ScrubReport Scrub(bool repair);
+
+    /// <summary>The IO statistics of the devices named (null: all), with the pool's commits and space, as counted by the
+    /// process that has the pool open since it opened it (<see cref="DeviceCounters"/>): a pool opened for the call has
+    /// counted nothing.</summary>
+    PoolStats Stats(IReadOnlyList<string>? names = null);
 }
 
 /// <summary>What <see cref="IPoolService.Status"/> reports: the pool's directory and layout (pool.json), its status, and

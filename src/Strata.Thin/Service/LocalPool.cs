@@ -162,6 +162,8 @@ public sealed class LocalPool : IPoolService
         return data.Scrub(repair);
     }
 
+    public PoolStats Stats(IReadOnlyList<string>? names = null) => Pool.Stats(names);
+
     public void Dispose()
     {
         if (!_owned) return;

@@ -89,5 +89,7 @@ public sealed class PerCallPool(string dir, TimeSpan? callTimeout) : IPoolServic
 
     public Space.ScrubReport Scrub(bool repair) => Call(p => p.Scrub(repair));
 
+    public PoolStats Stats(IReadOnlyList<string>? names = null) => Call(p => p.Stats(names));
+
     public void Dispose() => Server.Dispose();
 }

@@ -69,6 +69,7 @@ public static class PoolDispatcher
                 break;
             case DisksCall c: PoolWire.WriteValue(output, c, pool.ChangeDisks(c.Change)); break;
             case ScrubCall c: PoolWire.WriteValue(output, c, pool.Scrub(c.Repair)); break;
+            case StatsCall c: PoolWire.WriteValue(output, c, pool.Stats(c.Names)); break;
             default:
                 throw new InvalidOperationException($"no dispatch for {call.GetType().Name}"); // a call added to the codec alone
         }

@@ -30,6 +30,7 @@ namespace Strata.Thin.Service;
 [JsonDerivedType(typeof(DumpCall), "dump")]
 [JsonDerivedType(typeof(DisksCall), "disks")]
 [JsonDerivedType(typeof(ScrubCall), "scrub")]
+[JsonDerivedType(typeof(StatsCall), "stats")]
 public abstract record PoolCall;
 
 /// <summary>A call whose reply carries a <typeparamref name="TResult"/>.</summary>
@@ -56,6 +57,13 @@ public sealed record CheckCall : PoolCall<PoolCheck>;
 public sealed record DumpCall : PoolCall<Done>;
 public sealed record DisksCall(DiskChange Change) : PoolCall<Space.SpaceInfo>;
 public sealed record ScrubCall(bool Repair) : PoolCall<Space.ScrubReport>;
+/// <summary>Names: null for every device. Equal to another with the same names in the same order.</summary>
+public sealed record StatsCall(List<string>? Names) : PoolCall<PoolStats>
+{
+    public bool Equals(StatsCall? other) => other is not null && (Names ?? []).SequenceEqual(other.Names ?? []) && (Names is null) == (other.Names is null);
+
+    public override int GetHashCode() => Names?.Count ?? -1;
+}
 
 /// <summary>The reply of a call that returns nothing but success.</summary>
 public sealed record Done
@@ -77,6 +85,7 @@ public sealed record PoolError(ErrorKind Kind, string Message);
 [JsonSerializable(typeof(PoolCheck))]
 [JsonSerializable(typeof(Space.SpaceInfo))]
 [JsonSerializable(typeof(Space.ScrubReport))]
+[JsonSerializable(typeof(PoolStats))]
 [JsonSerializable(typeof(Done))]
 [JsonSerializable(typeof(bool))]
 [JsonSerializable(typeof(long))]

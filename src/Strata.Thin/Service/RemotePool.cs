@@ -89,6 +89,8 @@ public sealed class RemotePool : IPoolService
 
     public Space.ScrubReport Scrub(bool repair) => Call(new ScrubCall(repair), bounded: false);
 
+    public PoolStats Stats(IReadOnlyList<string>? names = null) => Call(new StatsCall(names?.ToList()));
+
     T Call<T>(PoolCall<T> call, Stream? input = null, Stream? output = null, bool bounded = true)
     {
         string op = PoolWire.NameOf(call);
