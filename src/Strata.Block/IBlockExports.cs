@@ -11,3 +11,11 @@ public interface IBlockExports
 
     bool ReadOnly(string name);
 }
+
+/// <summary>Exports that count their devices' IO (a thin pool's): a device's statistics as text, which the FUSE export
+/// shows as a read-only file per device (as the kernel shows a tape drive's in /sys/class/scsi_tape/nst0/stats).</summary>
+public interface IBlockExportStats
+{
+    /// <summary>The statistics of <paramref name="name"/> as "key value" lines; null when there is no such device.</summary>
+    string? StatsText(string name);
+}

@@ -32,5 +32,6 @@ namespace Strata.Cli;
 [JsonSerializable(typeof(DateTimeOffset))]
 [JsonSerializable(typeof(long))]
 [JsonSerializable(typeof(Strata.Thin.Space.ScrubReport))]
+[JsonSerializable(typeof(Strata.Thin.PoolStats))]
 [JsonSerializable(typeof(Strata.Thin.Space.SpaceActivity))]
 sealed partial class CliJson : JsonSerializerContext;

@@ -23,8 +23,14 @@ static partial class Output
     /// <summary>A value as a JSON tree (its type must be in <see cref="CliJson"/>).</summary>
     public static JsonNode? Node(object? value) => value is null ? null : JsonSerializer.SerializeToNode(value, s_json.GetTypeInfo(value.GetType()));
 
-    public static void WriteJson(object? value) =>
-        Io.Current.Out.WriteLine(value is null ? "null" : JsonSerializer.Serialize(value, s_json.GetTypeInfo(value.GetType())));
+    public static void WriteJson(object? value) => WriteJsonLine(value, indented: true);
+
+    /// <summary>A value as JSON, indented or on one line (a report of a series, one per line).</summary>
+    public static void WriteJsonLine(object? value, bool indented)
+    {
+        var options = indented ? s_json : s_oneLine;
+        Io.Current.Out.WriteLine(value is null ? "null" : JsonSerializer.Serialize(value, options.GetTypeInfo(value.GetType())));
+    }
 
     /// <summary>An id as listings show it: a 64-hex-digit id (or sha256:...) by its first 12 digits, unless <paramref name="full"/>;
     /// other ids (layer names people chose) as they are.</summary>

@@ -294,6 +294,7 @@ public static partial class Commands
             ]]);
         });
         device.Subcommands.Add(ls);
+        device.Subcommands.Add(DeviceStatsCommand());
         pool.Subcommands.Add(device);
         pool.Subcommands.Add(DiskCommand());
         pool.Subcommands.Add(ScrubCommand());

@@ -115,8 +115,20 @@ public static class PoolDaemon
     }
 
     /// <summary>Exports every device of a pool by its name, including devices made while serving.</summary>
-    sealed class PoolExports(ThinPool pool) : IBlockExports
+    sealed class PoolExports(ThinPool pool) : IBlockExports, IBlockExportStats
     {
+        public string? StatsText(string name)
+        {
+            try
+            {
+                return pool.Stats([name]).Devices[0].Text();
+            }
+            catch (StrataException ex) when (ex.Kind == ErrorKind.NotFound)
+            {
+                return null;
+            }
+        }
+
         public IReadOnlyList<string> Names() => pool.DeviceNames();
 
         public IBlockDevice? Open(string name)

@@ -36,7 +36,7 @@ static class FuseWire
 
     public const uint MinMinor = 28, MaxMinor = 31;
 
-    public const uint DirMode = 0x41C0, FileMode = 0x8180; // S_IFDIR | 0700, S_IFREG | 0600
+    public const uint DirMode = 0x41C0, FileMode = 0x8180, ReadOnlyFileMode = 0x8100; // S_IFDIR | 0700, S_IFREG | 0600, S_IFREG | 0400
     public const uint DirentDir = 4, DirentFile = 8; // DT_DIR, DT_REG
 
     /// <summary>Writes fuse_out_header (len 4, error 4 as a negated errno, unique 8).</summary>

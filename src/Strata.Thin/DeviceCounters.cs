@@ -75,7 +75,7 @@ public sealed class DeviceCounters
     internal void Allocated(int blocks) => Interlocked.Add(ref _allocatedBlocks, blocks);
 
     /// <summary>The counters of a device never opened since the pool was.</summary>
-    internal static DeviceStats Zero(string name, uint id) => new(name, id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    public static DeviceStats Zero(string name, uint id) => new(name, id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 
     static long Ns(long ticks) => (long)(ticks * (1_000_000_000.0 / Stopwatch.Frequency));
 
@@ -107,11 +107,19 @@ public sealed record DeviceStats(string Name, uint Id,
     long Flushes, long FlushNs,
     long Discards, long DiscardBytes, long DiscardNs,
     long InFlight, long BusyNs,
-    long CowBlocks, long AllocatedBlocks, long NoSpaceErrors);
+    long CowBlocks, long AllocatedBlocks, long NoSpaceErrors)
+{
+    /// <summary>The counters as "key value" lines, one per counter, in this order (the FUSE export's stats file; the
+    /// keys as the kernel names a tape's: *_cnt for requests, *_byte_cnt, *_ns, in_flight, io_ns for the busy time).</summary>
+    public string Text() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+        $"read_cnt {Reads}\nread_byte_cnt {ReadBytes}\nread_ns {ReadNs}\nwrite_cnt {Writes}\nwrite_byte_cnt {WriteBytes}\nwrite_ns {WriteNs}\n" +
+        $"flush_cnt {Flushes}\nflush_ns {FlushNs}\ndiscard_cnt {Discards}\ndiscard_byte_cnt {DiscardBytes}\ndiscard_ns {DiscardNs}\n" +
+        $"in_flight {InFlight}\nio_ns {BusyNs}\ncow_blocks {CowBlocks}\nallocated_blocks {AllocatedBlocks}\nno_space_cnt {NoSpaceErrors}\n");
+}
 
 /// <summary>
 /// A pool's IO statistics: when the counting started (the pool's open in the process that has it), the time they
 /// were read, the commits done since and their total time, the space, and every device's counters.
 /// </summary>
 public sealed record PoolStats(DateTimeOffset Since, DateTimeOffset At, long Commits, long CommitNs, uint BlockSize,
-    ulong DataBlocks, ulong DataBlocksUsed, ulong MetadataBlocks, ulong MetadataBlocksUsed, IReadOnlyList<DeviceStats> Devices);
+    long DataBytes, long DataBytesUsed, long MetadataBytes, long MetadataBytesUsed, IReadOnlyList<DeviceStats> Devices);

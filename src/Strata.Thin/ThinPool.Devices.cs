@@ -265,7 +265,8 @@ public sealed partial class ThinPool
         {
             var devices = names is null ? _devices.Values.OrderBy(d => d.Id).ToList() : names.Select(Find).ToList();
             var stats = devices.Select(d => _counters.TryGetValue(d.Id, out var c) ? c.Read(d.Name, d.Id) : DeviceCounters.Zero(d.Name, d.Id)).ToList();
-            return new PoolStats(_openedAt, DateTimeOffset.UtcNow, _commits, _commitNs, BlockSize, _space.Blocks, _space.Used, _meta.Blocks, _meta.Used, stats);
+            var status = StatusLocked();
+            return new PoolStats(_openedAt, DateTimeOffset.UtcNow, _commits, _commitNs, BlockSize, status.DataBytes, status.DataBytesUsed, status.MetadataBytes, status.MetadataBytesUsed, stats);
         }
     }
 

@@ -2,6 +2,7 @@
 // fsync, fallocate) and a loop device through the mount. Each test unmounts and detaches what it made, even when
 // it fails; without /dev/fuse or root they are reported as skipped, with the reason.
 using Microsoft.Win32.SafeHandles;
+using Strata.Block;
 using Strata.Native;
 using Strata.Testing;
 
@@ -35,13 +36,27 @@ public sealed class FuseMountTests : IDisposable
         return null;
     }
 
-    string Mount()
+    string Mount(IBlockExports? exports = null)
     {
         string? why = WhyNot();
         Skip.If(why is not null, why);
         string dir = _temp.Dir("mnt");
-        _fuse = FuseExport.Mount(dir, _exports, BlockSize, threads: 4);
+        _fuse = FuseExport.Mount(dir, exports ?? _exports, BlockSize, threads: 4);
         return dir;
+    }
+
+    /// <summary>The memory devices with statistics: the bytes each has allocated.</summary>
+    sealed class CountingExports(MemoryExports inner) : IBlockExports, IBlockExportStats
+    {
+        public IReadOnlyList<string> Names() => inner.Names();
+        public IBlockDevice? Open(string name) => inner.Open(name);
+        public bool ReadOnly(string name) => inner.ReadOnly(name);
+
+        public string? StatsText(string name)
+        {
+            using var device = inner.Open(name);
+            return device is null ? null : $"allocated_bytes {device.Allocated(0, device.Size).Sum(r => r.Length)}\n";
+        }
     }
 
     static byte[] Pattern(int length, int seed)
@@ -56,11 +71,31 @@ public sealed class FuseMountTests : IDisposable
     {
         string dir = Mount();
         Assert.Equal(["ro", "vol"], Directory.GetFiles(dir).Select(Path.GetFileName).Order());
+        Assert.False(Directory.Exists(Path.Combine(dir, ".stats"))); // these exports count nothing
         Assert.Equal(Size, new FileInfo(Path.Combine(dir, "vol")).Length);
         _exports.Add("new", 3 * BlockSize);
         Assert.Equal(3L * BlockSize, new FileInfo(Path.Combine(dir, "new")).Length); // shows at once
         _exports.Remove("new");
         Assert.False(File.Exists(Path.Combine(dir, "new")));
+    }
+
+    [SkippableFact]
+    public void ExportsThatCountShowAReadOnlyStatsFilePerDeviceTakenAtOpen()
+    {
+        string dir = Mount(new CountingExports(_exports));
+        string stats = Path.Combine(dir, ".stats");
+        Assert.Equal(["ro", "vol"], Directory.GetFiles(dir).Select(Path.GetFileName).Order()); // the directory is no device
+        Assert.Equal(["ro", "vol"], Directory.GetFiles(stats).Select(Path.GetFileName).Order());
+        Assert.Equal("allocated_bytes 0\n", File.ReadAllText(Path.Combine(stats, "vol")));
+        using (var file = File.OpenHandle(Path.Combine(dir, "vol"), FileMode.Open, FileAccess.ReadWrite))
+            RandomAccess.Write(file, Pattern(4096, 3), 2 * BlockSize);
+        Assert.Equal($"allocated_bytes {BlockSize}\n", File.ReadAllText(Path.Combine(stats, "vol")));
+        Assert.Equal("allocated_bytes 0\n", File.ReadAllText(Path.Combine(stats, "ro")));
+        Assert.Throws<UnauthorizedAccessException>(() => File.OpenWrite(Path.Combine(stats, "vol")));
+        Assert.Throws<FileNotFoundException>(() => File.ReadAllText(Path.Combine(stats, "nosuch")));
+        _exports.Add("new", 3 * BlockSize);
+        Assert.Equal("allocated_bytes 0\n", File.ReadAllText(Path.Combine(stats, "new"))); // shows at once
+        WaitFor(() => _fuse!.OpenFiles == 0, "every file to be released after close");
     }
 
     [SkippableFact]

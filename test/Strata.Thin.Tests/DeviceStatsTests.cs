@@ -113,8 +113,8 @@ public sealed class DeviceStatsTests
         var after = pool.Stats();
         Assert.Equal(before.Commits + 2, after.Commits);
         Assert.True(after.CommitNs > before.CommitNs);
-        Assert.Equal((before.DataBlocksUsed + 2, 1024UL, (uint)Bs), (after.DataBlocksUsed, after.DataBlocks, after.BlockSize));
-        Assert.True(after.MetadataBlocksUsed > 0 && after.MetadataBlocks > after.MetadataBlocksUsed);
+        Assert.Equal((before.DataBytesUsed + 2 * Bs, 1024L * Bs, (uint)Bs), (after.DataBytesUsed, after.DataBytes, after.BlockSize));
+        Assert.True(after.MetadataBytesUsed > 0 && after.MetadataBytes == 8 << 20);
         Assert.True(after.Since <= after.At);
     }
 

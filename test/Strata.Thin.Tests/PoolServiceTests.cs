@@ -254,7 +254,7 @@ public sealed class PoolServiceTests : IDisposable
         // the space left on the disk under the data file changes between calls
         PoolInfo i => $"{i.Directory} {i.Layout} {i.Status with { DataBytesAvailable = 0, SuperblockProblems = null }} problems [{string.Join("; ", i.Status.SuperblockProblems ?? [])}] deferred {i.DeferredDeletes} open {i.OpenFiles}",
         // times differ from run to run, and commits with a server's timer
-        PoolStats s => string.Join(" | ", s.Devices.Select(d => $"{d.Name} {d with { ReadNs = 0, WriteNs = 0, FlushNs = 0, DiscardNs = 0, BusyNs = 0 }}")) + $" blocks {s.DataBlocksUsed}/{s.DataBlocks}",
+        PoolStats s => string.Join(" | ", s.Devices.Select(d => $"{d.Name} {d with { ReadNs = 0, WriteNs = 0, FlushNs = 0, DiscardNs = 0, BusyNs = 0 }}")) + $" data {s.DataBytesUsed}/{s.DataBytes}",
         PoolCheck c => $"transaction {c.Transaction} devices {c.Devices} mapped {c.MappedBlocks} metadata {c.MetadataBlocksUsed} clean {c.Clean} errors [{string.Join("; ", c.Errors)}] leaks [{string.Join("; ", c.Leaks)}]",
         _ => value.ToString() ?? "",
     };
