@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . scripts/lib.sh
 need_root
-apt_install clang thin-provisioning-tools dmsetup libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs tar xfsprogs btrfs-progs attr gcc libc6-dev fuse-overlayfs util-linux qemu-system-x86 busybox-static cpio docker.io runc umoci skopeo gzip golang-go golang-github-containerd-containerd-dev docker-registry apache2-utils zstd zsh
+apt_install clang curl prometheus thin-provisioning-tools dmsetup libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs tar xfsprogs btrfs-progs attr gcc libc6-dev fuse-overlayfs util-linux qemu-system-x86 busybox-static cpio docker.io runc umoci skopeo gzip golang-go golang-github-containerd-containerd-dev docker-registry apache2-utils zstd zsh
 need_dotnet
 set -e
 dotnet restore Strata.slnx -v quiet >/dev/null

@@ -40,10 +40,20 @@ static class Control
             FilesAtClient = call.FilesAtClient,
             ErrIsTerminal = call.ErrIsTerminal,
         };
-        int result = Runner.Run(Commands.Build().Parse(call.Args));
+        var parsed = Commands.Build().Parse(call.Args);
+        call.Command = parsed.Errors.Count == 0 ? CommandPath(parsed) : "invalid";
+        int result = Runner.Run(parsed);
         outw.Flush();
         errw.Flush();
         return result;
+    }
+
+    /// <summary>"image ls" for `strata image ls ...`: the command's names below the root.</summary>
+    static string CommandPath(System.CommandLine.ParseResult parsed)
+    {
+        var names = new List<string>();
+        for (var c = parsed.CommandResult; c?.Parent is System.CommandLine.Parsing.CommandResult parent; c = parent) names.Insert(0, c.Command.Name);
+        return names.Count == 0 ? "strata" : string.Join(' ', names);
     }
 
     /// <summary>Sends a command to the daemon that owns the store <paramref name="route"/> names; null when none answers

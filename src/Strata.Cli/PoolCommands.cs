@@ -197,13 +197,15 @@ public static partial class Commands
         var tcp = new Option<string?>("--tcp") { Description = "Also serve NBD on this TCP address (e.g. 127.0.0.1:10809; loopback unless you name another)", HelpName = "ADDRESS:PORT" };
         var fuse = new Option<string?>("--fuse") { Description = "Also show every device as a file in this directory (a FUSE mount; losetup attaches one as a kernel block device)", HelpName = "DIR" };
         var session = new Option<bool>("--new-session") { Description = "Run in a session of its own, away from the terminal's signals (how the thin driver starts its pool's server)", Hidden = true };
-        var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp, fuse, session };
+        var poolMetrics = MetricsOption("POOL");
+        var serve = new Command("serve", "Serve the pool's devices over NBD (qemu, nbdinfo, nbdcopy, fio, nbdfuse) until SIGTERM/SIGINT") { socketPath, tcp, fuse, session, poolMetrics };
         serve.SetAction(r =>
         {
             if (r.GetValue(session)) Strata.Native.Posix.TrySetSid(); // EPERM: a session leader already
             // the server is the block device under the filesystems on its FUSE files: keep it out of writeback throttling
             if (r.GetValue(fuse) is not null) Strata.Native.Posix.TrySetIoFlusher();
-            return ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp), r.GetValue(fuse) is { } f ? Io.Current.FullPath(f) : null);
+            return ServeNbd(PoolDir(r), Io.Current.FullPath(r.GetValue(socketPath)!), r.GetValue(tcp), r.GetValue(fuse) is { } f ? Io.Current.FullPath(f) : null,
+                MetricsAddress(r, poolMetrics, PoolDir(r)));
         });
         pool.Subcommands.Add(serve);
 
@@ -491,7 +493,7 @@ public static partial class Commands
         ];
     }
 
-    static int ServeNbd(string poolDir, string socketPath, string? tcp, string? fuse)
+    static int ServeNbd(string poolDir, string socketPath, string? tcp, string? fuse, string? metrics)
     {
         var endpoint = ParseTcp(tcp);
         var io = Io.Current;
@@ -501,6 +503,7 @@ public static partial class Commands
             NbdSocket = socketPath,
             NbdTcp = endpoint,
             Fuse = fuse,
+            Metrics = metrics,
             Started = (dir, where) =>
             {
                 io.Out.WriteLine($"serving pool {dir.Path} on {where}");

@@ -19,7 +19,8 @@ public static partial class Commands
             Arity = ArgumentArity.ZeroOrOne,
         };
         var logLevel = new Option<string>("--log-level") { Description = "debug, info, warn or error", DefaultValueFactory = _ => "info" };
-        var cmd = new Command("serve", "Run the Strata daemon: own the store and serve it to dockerd, and to containerd with --snapshotter-socket (stops on SIGTERM/SIGINT)") { plugin, pluginDir, snapshotter, logLevel };
+        var metrics = MetricsOption("ROOT");
+        var cmd = new Command("serve", "Run the Strata daemon: own the store and serve it to dockerd, and to containerd with --snapshotter-socket (stops on SIGTERM/SIGINT)") { plugin, pluginDir, snapshotter, logLevel, metrics };
         cmd.SetAction(r =>
         {
             var level = r.GetValue(logLevel) switch
@@ -43,11 +44,25 @@ public static partial class Commands
                 ControlSocket = Control.SocketName,
                 Control = (call, store) => Control.Run(call, store, snapshotterSocket),
                 SnapshotterSocket = snapshotterSocket,
+                Metrics = MetricsAddress(r, metrics, r.GetValue(RootOption)!),
             }).GetAwaiter().GetResult();
             return 0;
         });
         return cmd;
     }
+
+    /// <summary>--metrics [ADDR] of the servers: off unless given; given alone, a unix socket in <paramref name="home"/>.</summary>
+    static Option<string?> MetricsOption(string home) => new("--metrics")
+    {
+        Description = $"Serve Prometheus metrics at /metrics on this unix socket (0600; without a value: {home}/{Strata.Daemon.MetricsEndpoint.SocketName}) or TCP address (e.g. 127.0.0.1:9410)",
+        HelpName = "PATH|IP:PORT",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    static string? MetricsAddress(ParseResult r, Option<string?> metrics, string home) =>
+        r.GetResult(metrics) is null ? null
+        : r.GetValue(metrics) is { } a ? (a.StartsWith('/') || !a.Contains(':', StringComparison.Ordinal) ? Io.Current.FullPath(a) : a)
+        : Path.Combine(Io.Current.FullPath(home), Strata.Daemon.MetricsEndpoint.SocketName);
 
     static Command Info()
     {

@@ -21,6 +21,8 @@ public sealed class ControlCall
     public required Stream Stderr { get; init; }
     /// <summary>The width of the client's terminal when its stdout is one; null when it is not.</summary>
     public int? Width { get; init; }
+    /// <summary>The command's path ("image ls"), set by whoever runs it once it is parsed (the request metrics' method).</summary>
+    public string? Command { get; set; }
     /// <summary>Whether the client's stderr is a terminal.</summary>
     public bool ErrIsTerminal { get; init; }
     /// <summary>The client reads the file of -i and writes the file of -o itself: the command reads
@@ -71,6 +73,8 @@ public static class ControlServer
             {
                 return; // the client hung up: its command stopped at its next write
             }
+            if (call.Command is { } command) ServerMetrics.NameMethod(context, command);
+            if (code != 0) ServerMetrics.MarkFailed(context);
             await body.WriteAsync(ControlProtocol.ExitFrame(code));
         });
 }

@@ -26,6 +26,8 @@ public sealed record DaemonOptions
     /// <summary>Runs one command that came in on the control socket, on the daemon's store, and returns its exit code
     /// (the CLI's command tree lives in the CLI; <see cref="ControlServer"/> serves the socket).</summary>
     public Func<ControlCall, LayerStore, int>? Control { get; init; }
+    /// <summary>Serve Prometheus metrics here (a unix socket path or IP:PORT; null: do not).</summary>
+    public string? Metrics { get; init; }
 }
 
 /// <summary>
@@ -69,6 +71,11 @@ public static class StrataDaemon
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         await using var app = builder.Build();
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("strata");
+        var metrics = options.Metrics is null ? null
+            : new ServerMetrics(() => host.Use(store => store.Driver is Core.Drivers.Thin.ThinDriver thin ? thin.PoolHome : null) is { } pool ? ServerMetrics.ServedPool(pool) : [],
+                () => host.Use(store => store.List()));
+        metrics?.UseRequestMetrics(app);
+        WebApplication? metricsApp = null;
         foreach (var s in host.Use(store => store.Swept)) log.LogInformation("start-up sweep: {What}", s);
         new DockerPlugin(host, log).Map(app);
         if (options.Control is { } run) ControlServer.Map(app, call => host.Use(store => run(call, store)));
@@ -82,6 +89,11 @@ public static class StrataDaemon
             {
                 log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", host.Root, host.Use(store => store.Driver.Name), options.DockerPlugin, socket);
             }
+            if (metrics is not null)
+            {
+                (metricsApp, string at) = await MetricsEndpoint.StartAsync(metrics, options.Metrics!, stop);
+                log.LogInformation("serving metrics of store {Root} on {Where}", host.Root, at);
+            }
             Systemd.Notify("READY=1"); // Type=notify: dockerd, ordered after us, starts only now
             await app.WaitForShutdownAsync(stop);
         }
@@ -90,6 +102,7 @@ public static class StrataDaemon
             Systemd.Notify("STOPPING=1");
             try
             {
+                await MetricsEndpoint.StopAsync(metricsApp, options.Metrics);
                 await app.StopAsync(CancellationToken.None); // in-flight requests finish first
                 snapshots?.Dispose();
                 host.Use(store => store.Cleanup());

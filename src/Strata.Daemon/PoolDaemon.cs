@@ -22,6 +22,8 @@ public sealed record PoolDaemonOptions
     public IPEndPoint? NbdTcp { get; init; }
     /// <summary>Also show every device as a file in this directory, a FUSE mount of the server's own (null: do not).</summary>
     public string? Fuse { get; init; }
+    /// <summary>Serve Prometheus metrics here (a unix socket path or IP:PORT; null: do not).</summary>
+    public string? Metrics { get; init; }
     /// <summary>Name of the control socket in the pool directory, where the pool's calls come in (<see cref="PoolWire"/>).</summary>
     public string ControlSocket { get; init; } = PoolWire.SocketName;
     /// <summary>Called once the pool is served, with the NBD addresses (a URI template with NAME for the device).</summary>
@@ -50,6 +52,8 @@ public static class PoolDaemon
         var builder = Hosting.Builder([control]);
         builder.Logging.ClearProviders();
         await using var app = builder.Build();
+        var metrics = options.Metrics is null ? null : new ServerMetrics(() => [(dir.Path, dir.Pool.Stats())], layers: null);
+        metrics?.UseRequestMetrics(app);
         var exports = new PoolExports(dir.Pool);
         FuseExport? fuse = null;
         using var kernel = new KernelAttachments(exports, options.Log);
@@ -59,7 +63,9 @@ public static class PoolDaemon
             context.Response.ContentType = "application/octet-stream";
             try
             {
-                await PoolDispatcher.ServeAsync(served, context.Request.Body, context.Response.Body, context.RequestAborted);
+                var (call, failed) = await PoolDispatcher.ServeAsync(served, context.Request.Body, context.Response.Body, context.RequestAborted);
+                if (call is not null) ServerMetrics.NameMethod(context, call);
+                if (failed) ServerMetrics.MarkFailed(context);
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
@@ -69,6 +75,7 @@ public static class PoolDaemon
             }
         });
         var server = new NbdServer(exports, m => options.Log?.Invoke("nbd: " + m));
+        WebApplication? metricsApp = null;
         try
         {
             server.ListenUnix(options.NbdSocket);
@@ -81,6 +88,11 @@ public static class PoolDaemon
                 where += $" and files in {fuseDir}";
             }
             await Hosting.StartPrivateAsync(app, [control], stop);
+            if (metrics is not null)
+            {
+                (metricsApp, string at) = await MetricsEndpoint.StartAsync(metrics, options.Metrics!, stop);
+                where += $", metrics on {at}";
+            }
             options.Started?.Invoke(dir, where);
             Systemd.Notify("READY=1");
             await app.WaitForShutdownAsync(stop);
@@ -94,6 +106,7 @@ public static class PoolDaemon
             }
             finally
             {
+                await MetricsEndpoint.StopAsync(metricsApp, options.Metrics);
                 kernel.Dispose(); // devices given to the kernel let go of the pool before its last commit
                 fuse?.Dispose();
                 await server.DisposeAsync();

@@ -281,7 +281,7 @@ public sealed class PoolServiceTests : IDisposable
             });
             _app = builder.Build();
             var service = new LocalPool(_dir);
-            _app.MapPost(endpoint, context => PoolDispatcher.ServeAsync(service, context.Request.Body, context.Response.Body, context.RequestAborted));
+            _app.MapPost(endpoint, async context => await PoolDispatcher.ServeAsync(service, context.Request.Body, context.Response.Body, context.RequestAborted));
             _app.StartAsync().GetAwaiter().GetResult();
         }
 

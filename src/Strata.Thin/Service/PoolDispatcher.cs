@@ -12,10 +12,12 @@ public static class PoolDispatcher
     /// HTTP/1.1 client sends its whole body first); past this the connection fails instead.</summary>
     const long MaxDrain = 64 << 20;
 
-    public static Task ServeAsync(IPoolService pool, Stream request, Stream response, CancellationToken ct) =>
+    public static Task<(string? Call, bool Failed)> ServeAsync(IPoolService pool, Stream request, Stream response, CancellationToken ct) =>
         Task.Run(() => Serve(pool, request, response), ct);
 
-    public static void Serve(IPoolService pool, Stream request, Stream response)
+    /// <summary>Serves one request; returns the call's wire name (null: no call could be read) and whether it was
+    /// answered with an error.</summary>
+    public static (string? Call, bool Failed) Serve(IPoolService pool, Stream request, Stream response)
     {
         PoolCall call;
         try
@@ -25,16 +27,18 @@ public static class PoolDispatcher
         catch (StrataException ex)
         {
             PoolWire.WriteError(response, ex);
-            return;
+            return (null, true);
         }
         try
         {
             Dispatch(pool, call, request, response);
+            return (PoolWire.NameOf(call), false);
         }
         catch (StrataException ex)
         {
             if (call is WriteCall) Drain(request);
             PoolWire.WriteError(response, ex);
+            return (PoolWire.NameOf(call), true);
         }
     }
 

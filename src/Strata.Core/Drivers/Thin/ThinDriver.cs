@@ -36,6 +36,9 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlock
     static string OwnerOf(string id) => $"layer {id}";
 
     readonly string _home;
+
+    /// <summary>The pool's directory (ROOT/thin).</summary>
+    public string PoolHome => _home;
     readonly string _mnt;
     readonly ThinOptions _options;
     readonly PerCallPool _pool;
