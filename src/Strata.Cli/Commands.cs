@@ -52,6 +52,7 @@ public static partial class Commands
         root.Subcommands.Add(ImageCommand());
         root.Subcommands.Add(ContainerCommand());
         root.Subcommands.Add(RunCommand());
+        root.Subcommands.Add(SystemCommand());
         root.Subcommands.Add(PoolCommand());
         root.Subcommands.Add(DmCommand());
         foreach (var c in RegistryCommands().Concat(DockerAliases())) root.Subcommands.Add(c);
@@ -71,7 +72,8 @@ public static partial class Commands
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
         string? input = r.GetResult(InputOption) is not null && r.GetValue(InputOption) is not "-" ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
-        bool reads = command.Name is "apply" || command.Name is "import" && r.CommandResult.Tokens.Any(t => t.Value == "-"); // the forwardable commands that read stdin
+        bool reads = command.Name is "apply" || command.Name is "import" && r.CommandResult.Tokens.Any(t => t.Value == "-") // the forwardable commands that read stdin
+            || command.Name is "prune" && !r.Tokens.Any(t => t.Value is "-f" or "--force" || t.Value.StartsWith('-') && !t.Value.StartsWith("--", StringComparison.Ordinal) && t.Value.Contains('f', StringComparison.Ordinal)); // its question
         // pool commands run here, and reach a pool's server through its typed calls (PoolCommands), not as command lines
         if (IsPoolCommand(r)) forwardable = false;
         if (IsClientCommand(command.Name)) forwardable = false; // they use no store, and read the caller's terminal and config

@@ -13,13 +13,30 @@ namespace Strata.Thin;
 /// </summary>
 public sealed class DeviceCounters
 {
+#if STRATA_NO_IO_STATS
+#pragma warning disable CS0649 // compiled out below: the counters stay 0
+#endif
     long _reads, _readBytes, _readTicks;
     long _writes, _writeBytes, _writeTicks;
     long _flushes, _flushTicks;
     long _discards, _discardBytes, _discardTicks;
     long _inFlight, _busyTicks, _stamp;
     long _cowBlocks, _allocatedBlocks, _noSpace;
+#if STRATA_NO_IO_STATS
+#pragma warning restore CS0649
+#endif
 
+#if STRATA_NO_IO_STATS
+    // compiled out (bench/io-stats.sh measures what counting costs): every update does nothing
+    internal long Start() => 0;
+    internal void EndRead(long start, long bytes) { }
+    internal void EndWrite(long start, long bytes) { }
+    internal void EndDiscard(long start, long bytes) { }
+    internal void EndFlush(long start) { }
+    internal void EndFailed(bool noSpace) { }
+    internal void CopiedOnWrite(int blocks) { }
+    internal void Allocated(int blocks) { }
+#else
     /// <summary>A request starts: the timestamp its end is given.</summary>
     internal long Start()
     {
@@ -73,6 +90,8 @@ public sealed class DeviceCounters
 
     /// <summary>Fresh data blocks mapped by writes (copies on write included).</summary>
     internal void Allocated(int blocks) => Interlocked.Add(ref _allocatedBlocks, blocks);
+
+#endif
 
     /// <summary>The counters of a device never opened since the pool was.</summary>
     public static DeviceStats Zero(string name, uint id) => new(name, id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
