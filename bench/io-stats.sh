@@ -58,7 +58,7 @@ serve() {
 }
 stop() { bench_stop_pid "$pid" 10; pid=""; }
 
-"${bin[on]}" pool create --pool "$work/pool" --data-size "$(( $(numfmt --from=iec "$size") * 2 ))" >/dev/null
+"${bin[on]}" pool create --pool "$work/pool" --data-size "$(( $(numfmt --from=iec "$size") * 2 ))B" >/dev/null
 "${bin[on]}" pool device create vol --size "$size" --pool "$work/pool" >/dev/null
 uri="nbd+unix:///vol?socket=$work/nbd.sock"
 serve on
