@@ -90,6 +90,7 @@ public static partial class Commands
         });
         container.Subcommands.Add(commit);
         container.Subcommands.Add(ContainerStateCommand());
+        foreach (var c in ContainerSnapshotCommands()) container.Subcommands.Add(c);
         return container;
     }
 
@@ -157,7 +158,11 @@ public static partial class Commands
     static JsonObject ContainerDocument(StoreLease lease, ContainerStore catalog, Container c, bool withSize = false)
     {
         var row = ContainerListing(lease, catalog, c, catalog.StateOf(c), withSize);
-        return new JsonObject { ["Container"] = row.Document, ["Config"] = Output.Node(catalog.Config(c).Config), ["Mounts"] = row.Document["Mounts"]!.DeepClone() };
+        return new JsonObject
+        {
+            ["Container"] = row.Document, ["Config"] = Output.Node(catalog.Config(c).Config), ["Mounts"] = row.Document["Mounts"]!.DeepClone(),
+            ["Snapshots"] = SnapshotsNode(catalog.Snapshots(c.Id)),
+        };
     }
 
     /// <summary>The image's entrypoint and cmd: what a run without a command runs.</summary>

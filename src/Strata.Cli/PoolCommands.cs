@@ -245,6 +245,11 @@ public static partial class Commands
         }));
         device.Subcommands.Add(resize);
 
+        var target = new Argument<string>("SNAPSHOT") { Description = "The device whose blocks NAME takes (usually a snapshot of it)" };
+        var rollback = new Command("rollback", "Make a device hold what a snapshot holds, in one commit, sharing its blocks (the snapshot stays); refused while the device is open, and for a device with an owner without --force") { name, target, force };
+        rollback.SetAction(r => WithPool(r, p => p.Rollback(r.GetValue(name)!, r.GetValue(target)!, force: r.GetValue(force))));
+        device.Subcommands.Add(rollback);
+
         var offset = new Option<string>("--offset") { Description = "Byte offset in the device", HelpName = "BYTES", DefaultValueFactory = _ => "0" };
         var write = new Command("write", "Write stdin (or -i FILE) into a device at --offset, then flush; prints the bytes written (into a device with an owner only with --force)") { name, offset, InputOption, force };
         write.SetAction(r =>

@@ -109,6 +109,23 @@ public sealed class AttachedLayer(MountSpec mount, IDisposable hold) : IDisposab
     public void Dispose() => hold.Dispose();
 }
 
+/// <summary>
+/// Optional capability: a driver that copies a layer's tree as it is now into a new sibling layer (a container's
+/// snapshot) and makes a layer's tree a sibling's again (a rollback), without copying data where it can (thin: a
+/// device snapshot; btrfs: a subvolume snapshot; vfs: a tree copy, reflinked where the filesystem can). Both are atomic:
+/// after a crash the layer is whole, as before or as after. The store calls them with validated ids, the source's and
+/// target's id locks held, a target of <see cref="RestoreLayer"/> unmounted.
+/// </summary>
+public interface ILayerSnapshots
+{
+    /// <summary>Makes the data of new layer <paramref name="target"/> a copy of layer <paramref name="source"/>'s tree as
+    /// it is now (a mounted source is made consistent first: thin freezes its filesystem for the moment of the copy).</summary>
+    void CopyLayer(string source, string target);
+
+    /// <summary>Makes layer <paramref name="target"/>'s tree a copy of <paramref name="source"/>'s, in one step; the source stays.</summary>
+    void RestoreLayer(string target, string source);
+}
+
 /// <summary>Optional capability: a driver with state of its own to repair when a store opens.</summary>
 public interface IRecoveringDriver
 {

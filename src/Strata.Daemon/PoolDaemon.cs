@@ -169,6 +169,7 @@ public static class PoolDaemon
         public ThinDeviceInfo Snapshot(string source, string name, string? owner = null) => pool.Snapshot(source, name, owner);
         public bool Delete(string name, bool defer = false, string? owner = null, bool force = false) => pool.Delete(name, defer, owner, force);
         public ThinDeviceInfo Resize(string name, long size) => pool.Resize(name, size);
+        public ThinDeviceInfo Rollback(string name, string snapshot, string? owner = null, bool force = false) => pool.Rollback(name, snapshot, owner, force);
         public ThinDeviceInfo Device(string name) => pool.Device(name);
         public IReadOnlyList<string> DeviceNames() => pool.DeviceNames();
         public IReadOnlyList<ThinDeviceInfo> Devices() => pool.Devices();

@@ -6,7 +6,7 @@ namespace Strata.Native;
 /// <summary>Names: symlinkat, readlinkat, linkat, unlinkat, renameat2, mknodat.</summary>
 public static unsafe partial class Posix
 {
-    public const uint RENAME_NOREPLACE = 1;
+    public const uint RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2;
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller))]
     private static partial int symlinkat(string target, FileDescriptor newdirfd, string linkpath);

@@ -178,6 +178,30 @@ public sealed partial class ThinPool
         }
     }
 
+    /// <summary>Makes device <paramref name="name"/> hold what <paramref name="snapshot"/> holds, in O(1) and one commit (so a
+    /// crash leaves it as it was or as the snapshot, whole): its mappings are let go (blocks nothing else maps are freed)
+    /// and it shares every block of the snapshot, taking its size; the snapshot stays. Refused while
+    /// <paramref name="name"/> is open (a client, the kernel, would see its blocks change under it) and, as a delete
+    /// is, while someone other than <paramref name="owner"/> holds it unless <paramref name="force"/>. Any two devices
+    /// will do (ploop's snapshot switch, lvconvert --merge's result without the merge): the snapshot need not be the
+    /// device's own.</summary>
+    public ThinDeviceInfo RollbackDevice(string name, string snapshot, string? owner = null, bool force = false) => Exclusive(() =>
+    {
+        var d = Find(name);
+        var s = Find(snapshot);
+        if (d.Id == s.Id) throw StrataException.Invalid($"thin device {name} cannot be rolled back to itself");
+        if (d.Owner is not null && d.Owner != owner && !force)
+            throw StrataException.InUse($"thin device {name} is held by {d.Owner}: roll it back through its owner (--force does it all the same, under {d.Owner})");
+        if (_openDevices.GetValueOrDefault(d.Id) > 0 || _deferredDeletes.Contains(d.Id))
+            throw StrataException.InUse($"thin device {name} is open: close it (detach, unmount, stop its clients) before rolling it back");
+        _tree.Share(s.Root);
+        _tree.Drop(d.Root);
+        d.Root = s.Root;
+        d.Mapped = s.Mapped;
+        d.Size = s.Size;
+        return Info(d);
+    });
+
     /// <summary>Grows a device (shrinking would drop data: refused).</summary>
     public ThinDeviceInfo ResizeDevice(string name, long size) => Exclusive(() =>
     {

@@ -20,7 +20,7 @@ public sealed class PoolServiceTests : IDisposable
     static readonly PoolCall[] EveryCall =
     [
         new CreateCall("d", 1 << 20, "layer x"), new SnapshotCall("d", "s"), new DeleteCall("d", Defer: true, Owner: "o", Force: true),
-        new ResizeCall("d", 2 << 20), new DeviceCall("d"), new DeviceNamesCall(), new DevicesCall(), new StatusCall(),
+        new ResizeCall("d", 2 << 20), new RollbackCall("d", "s", "layer d", Force: true), new DeviceCall("d"), new DeviceNamesCall(), new DevicesCall(), new StatusCall(),
         new SuperblockProblemsCall(), new AttachCall("d"), new DetachCall("d"), new AttachedCall("d"), new ReadCall("d", 5, 7),
         new WriteCall("d", 9), new CheckCall(), new DumpCall(), new DisksCall(new DiskChange(DiskAction.Replace, "/a", "/b", 1 << 30)), new ScrubCall(Repair: true),
         new StatsCall(["a", "b"]),
@@ -217,6 +217,9 @@ public sealed class PoolServiceTests : IDisposable
         Step("read outside", () => Hash(to => pool.Read("a", 1, 4 << 20, to)));
         Step("resize", () => pool.Resize("a", 8 << 20));
         Step("shrink", () => pool.Resize("a", 1 << 20));
+        Step("rollback held", () => pool.Rollback("s", "a"));
+        Step("rollback missing", () => pool.Rollback("a", "nope"));
+        Step("rollback to itself", () => pool.Rollback("a", "a"));
         Step("device", () => pool.Device("s"));
         Step("device missing", () => pool.Device("nope"));
         Step("names", () => pool.DeviceNames());

@@ -57,7 +57,7 @@ public sealed record ContainerState
 /// is next opened. Stores made before init layers were shared have one per container (<c>&lt;id&gt;-init</c>,
 /// labelled <see cref="LayerLabel"/>): they are used and removed as before.
 /// </summary>
-public sealed class ContainerStore
+public sealed partial class ContainerStore
 {
     public const string LayerLabel = "strata.container";
     public const string InitLabel = "strata.container-init";
@@ -241,6 +241,7 @@ public sealed class ContainerStore
             if (layer.Mounts > 0 && !force)
                 throw StrataException.InUse($"container {c.Name} is mounted; unmount it first (or remove it with --force)");
             for (int i = 0; i < layer.Mounts && force; i++) Layers.Unmount(c.Id);
+            RemoveSnapshots(c.Id); // before the record: a crash between leaves the container, with fewer snapshots
             File.Delete(RecordPath(c.Id));
             Posix.FsyncDirectory(_dir);
             Layers.Remove(c.Id);
@@ -275,8 +276,9 @@ public sealed class ContainerStore
             // a record's file name is its id: the listing is enough, no record is read
             var ids = Posix.ReadDir(_dir).Where(e => e.Name.EndsWith(".json", StringComparison.Ordinal))
                 .SelectMany(e => new[] { e.Name[..^5], e.Name[..^5] + "-init" /* an older store's own init layer */ }).ToHashSet(StringComparer.Ordinal);
-            // container layers first, then their init layers
-            foreach (var l in Layers.List().Where(l => l.Labels.ContainsKey(LayerLabel) && !ids.Contains(l.Id) && l.Mounts == 0).OrderBy(l => l.Kind == LayerKind.ReadOnly))
+            // container layers and snapshots first, then their init layers
+            foreach (var l in Layers.List().Where(l => l.Mounts == 0 && (l.Labels.ContainsKey(LayerLabel) && !ids.Contains(l.Id)
+                || l.Labels.TryGetValue(SnapshotLabel, out var of) && !ids.Contains(of))).OrderBy(l => l.Kind == LayerKind.ReadOnly && !l.Labels.ContainsKey(SnapshotLabel)))
                 try
                 {
                     Layers.Remove(l.Id);

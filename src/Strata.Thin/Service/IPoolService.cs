@@ -31,6 +31,10 @@ public interface IPoolService : IDisposable
     /// deleted now; false: deferred.</summary>
     bool Delete(string name, bool defer = false, string? owner = null, bool force = false);
 
+    /// <summary>Makes device <paramref name="name"/> hold what <paramref name="snapshot"/> holds, in one commit (see
+    /// <see cref="ThinPool.RollbackDevice"/>): refused while it is open, and under someone else's hold unless <paramref name="force"/>.</summary>
+    ThinDeviceInfo Rollback(string name, string snapshot, string? owner = null, bool force = false);
+
     /// <summary>Grows a device to <paramref name="size"/> bytes (never shrinks).</summary>
     ThinDeviceInfo Resize(string name, long size);
 

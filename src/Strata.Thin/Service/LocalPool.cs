@@ -60,6 +60,8 @@ public sealed class LocalPool : IPoolService
 
     public ThinDeviceInfo Resize(string name, long size) => Pool.ResizeDevice(name, size);
 
+    public ThinDeviceInfo Rollback(string name, string snapshot, string? owner = null, bool force = false) => Pool.RollbackDevice(name, snapshot, owner, force);
+
     public ThinDeviceInfo Device(string name) => Pool.DeviceInfo(name);
 
     public IReadOnlyList<string> DeviceNames() => Pool.DeviceNames();

@@ -61,6 +61,8 @@ public sealed class PerCallPool(string dir, TimeSpan? callTimeout) : IPoolServic
 
     public ThinDeviceInfo Resize(string name, long size) => Call(p => p.Resize(name, size));
 
+    public ThinDeviceInfo Rollback(string name, string snapshot, string? owner = null, bool force = false) => Call(p => p.Rollback(name, snapshot, owner, force));
+
     public ThinDeviceInfo Device(string name) => Call(p => p.Device(name));
 
     public IReadOnlyList<string> DeviceNames() => Call(p => p.DeviceNames());

@@ -50,6 +50,7 @@ public static class PoolDispatcher
             case SnapshotCall c: PoolWire.WriteValue(output, c, pool.Snapshot(c.Source, c.Name, c.Owner)); break;
             case DeleteCall c: PoolWire.WriteValue(output, c, pool.Delete(c.Name, c.Defer, c.Owner, c.Force)); break;
             case ResizeCall c: PoolWire.WriteValue(output, c, pool.Resize(c.Name, c.Size)); break;
+            case RollbackCall c: PoolWire.WriteValue(output, c, pool.Rollback(c.Name, c.Snapshot, c.Owner, c.Force)); break;
             case DeviceCall c: PoolWire.WriteValue(output, c, pool.Device(c.Name)); break;
             case DeviceNamesCall c: PoolWire.WriteValue(output, c, pool.DeviceNames().ToList()); break;
             case DevicesCall c: PoolWire.WriteValue(output, c, pool.Devices().ToList()); break;

@@ -16,6 +16,7 @@ namespace Strata.Thin.Service;
 [JsonDerivedType(typeof(SnapshotCall), "snapshot")]
 [JsonDerivedType(typeof(DeleteCall), "delete")]
 [JsonDerivedType(typeof(ResizeCall), "resize")]
+[JsonDerivedType(typeof(RollbackCall), "rollback")]
 [JsonDerivedType(typeof(DeviceCall), "device")]
 [JsonDerivedType(typeof(DeviceNamesCall), "names")]
 [JsonDerivedType(typeof(DevicesCall), "devices")]
@@ -40,6 +41,7 @@ public sealed record CreateCall(string Name, long Size, string? Owner = null) : 
 public sealed record SnapshotCall(string Source, string Name, string? Owner = null) : PoolCall<ThinDeviceInfo>;
 public sealed record DeleteCall(string Name, bool Defer = false, string? Owner = null, bool Force = false) : PoolCall<bool>;
 public sealed record ResizeCall(string Name, long Size) : PoolCall<ThinDeviceInfo>;
+public sealed record RollbackCall(string Name, string Snapshot, string? Owner = null, bool Force = false) : PoolCall<ThinDeviceInfo>;
 public sealed record DeviceCall(string Name) : PoolCall<ThinDeviceInfo>;
 public sealed record DeviceNamesCall : PoolCall<List<string>>;
 public sealed record DevicesCall : PoolCall<List<ThinDeviceInfo>>;

@@ -61,6 +61,8 @@ public sealed class RemotePool : IPoolService
 
     public ThinDeviceInfo Resize(string name, long size) => Call(new ResizeCall(name, size));
 
+    public ThinDeviceInfo Rollback(string name, string snapshot, string? owner = null, bool force = false) => Call(new RollbackCall(name, snapshot, owner, force));
+
     public ThinDeviceInfo Device(string name) => Call(new DeviceCall(name));
 
     public IReadOnlyList<string> DeviceNames() => Call(new DeviceNamesCall());

@@ -10,7 +10,7 @@ namespace Strata.Core.Tests.Conformance;
 /// against every driver: a driver's test class only says which driver and where its store lives.
 /// Every test gets a fresh store; layers are edited through Mount/Unmount as a container would.
 /// </summary>
-public abstract class DriverConformance : IDisposable
+public abstract partial class DriverConformance : IDisposable
 {
     protected readonly TempRoot Temp;
     protected LayerStore Store { get; private set; }

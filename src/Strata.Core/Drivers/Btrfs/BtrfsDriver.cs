@@ -16,7 +16,7 @@ namespace Strata.Core.Drivers.Btrfs;
 /// <c>size=</c> on a read-write layer limits its exclusive space with a qgroup when quotas are on (<c>btrfs quota
 /// enable</c>): what the container writes counts, what it shares with its image does not.
 /// </summary>
-public sealed class BtrfsDriver : IDriver
+public sealed class BtrfsDriver : IDriver, ILayerSnapshots
 {
     const string SizeOption = "size";
 
@@ -95,6 +95,34 @@ public sealed class BtrfsDriver : IDriver
             if (source is not null && File.Exists(Path.Combine(_readOnly, parent!)) && (Posix.BtrfsGetSubvolumeFlags(source, Dir(parent!)) & Posix.BTRFS_SUBVOL_RDONLY) == 0)
                 Posix.BtrfsSetSubvolumeFlags(source, Posix.BTRFS_SUBVOL_RDONLY, Dir(parent!));
         }
+    }
+
+    /// <summary>A snapshot of the source's subvolume (O(1); btrfs writes the source's dirty data first), marked read-only
+    /// as image layers are (the flag comes with its first child).</summary>
+    public void CopyLayer(string source, string target)
+    {
+        using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        using var from = Posix.Open(Dir(source), Posix.O_RDONLY | Posix.O_DIRECTORY);
+        Posix.BtrfsSnapshot(from, dir, target, readOnly: false, Dir(target));
+        AtomicFile.Write(Path.Combine(_readOnly, target), []);
+        Posix.FsyncDirectory(_subvolumes);
+    }
+
+    /// <summary>A snapshot of the source made beside the target and swapped with it in one rename (RENAME_EXCHANGE), then
+    /// the old subvolume deleted: a crash leaves the target as it was or restored, and at most a TARGET.rollback
+    /// subvolume that the store sweeps as a layer without record. A size= limit (a qgroup) is not carried over.</summary>
+    public void RestoreLayer(string target, string source)
+    {
+        string staging = target + ".rollback";
+        using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        if (Posix.TryOpenAt(dir, staging, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var left) == 0)
+            DeleteSubvolume(dir, staging, left!, Dir(staging)); // a crashed rollback's
+        using (var from = Posix.Open(Dir(source), Posix.O_RDONLY | Posix.O_DIRECTORY))
+            Posix.BtrfsSnapshot(from, dir, staging, readOnly: false, Dir(staging));
+        Posix.RenameAt(dir, staging, dir, target, Posix.RENAME_EXCHANGE);
+        Posix.FsyncDirectory(_subvolumes);
+        var old = Posix.Open(Dir(staging), Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
+        DeleteSubvolume(dir, staging, old, Dir(staging));
     }
 
     /// <summary>Lets a layer be written again (its read-only flag off), for an ApplyDiff the store allows only on a layer

@@ -26,7 +26,7 @@ namespace Strata.Core.Drivers.Thin;
 /// the pool only compares the text. A device deleted all the same (--force) leaves its layer broken: the store lists
 /// it so, and every use of it fails with one line saying so (<see cref="OnLayerDevice"/>); removing it works.
 /// </summary>
-public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlockLayers
+public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlockLayers, ILayerSnapshots
 {
     /// <summary>The device every layer without parent starts from, and its name while mkfs makes it.</summary>
     public const string BaseDevice = "strata-base", BaseStaging = "strata-base.new";
@@ -114,6 +114,17 @@ public sealed class ThinDriver : IDriver, IMountHooks, IRecoveringDriver, IBlock
             throw;
         }
     }
+
+    /// <summary>A snapshot of the source's device (O(1); a mounted source's filesystem frozen for the moment of it).</summary>
+    public void CopyLayer(string source, string target)
+    {
+        RequireFreeSpace();
+        OnLayerDevice(source, () => Snapshot(source, target));
+    }
+
+    /// <summary>The pool's rollback: the target's device takes the source's blocks in one commit (no data copied).</summary>
+    public void RestoreLayer(string target, string source) =>
+        OnLayerDevice(source, () => OnLayerDevice(target, () => _pool.Rollback(target, source, OwnerOf(target))));
 
     /// <summary>Runs <paramref name="call"/> on layer <paramref name="id"/>'s device; a device that is gone (deleted from
     /// the pool under the store: `strata pool device rm --force`) makes the call fail saying the layer is broken.</summary>

@@ -13,7 +13,7 @@ namespace Strata.Core.Drivers.Vfs;
 /// Copies are reflinks where the filesystem supports them (btrfs, xfs with reflink=1), which
 /// makes a layer cost metadata only; Docker's vfs always copies data.
 /// </summary>
-public sealed class VfsDriver : IDriver
+public sealed class VfsDriver : IDriver, ILayerSnapshots
 {
     readonly string _home;
     readonly string _tmp;
@@ -56,6 +56,28 @@ public sealed class VfsDriver : IDriver
         {
             FileTree.Remove(staging);
             throw;
+        }
+    }
+
+    /// <summary>A copy of the source's directory (reflinked where the filesystem can), as a child's.</summary>
+    public void CopyLayer(string source, string target) => Create(target, source, new CreateOptions(LayerKind.ReadOnly, new Dictionary<string, string>()));
+
+    /// <summary>A copy of the source made in tmp/ and swapped with the target in one rename (RENAME_EXCHANGE), then the
+    /// old tree removed: a crash leaves the target as it was or restored, and leftovers in tmp/ that the store sweeps.</summary>
+    public void RestoreLayer(string target, string source)
+    {
+        string staging = Path.Combine(_tmp, $"vfs-{target}.{Guid.NewGuid():N}");
+        Posix.MkdirAt(FileDescriptor.Cwd, staging, 0x1ED);
+        try
+        {
+            new TreeCopy().Copy(Dir(source), staging);
+            Posix.SyncFileSystem(staging);
+            Posix.Rename(staging, Dir(target), Posix.RENAME_EXCHANGE);
+            Posix.FsyncDirectory(_home);
+        }
+        finally
+        {
+            FileTree.Remove(staging); // the copy when it failed, the old tree when it did not
         }
     }
 

@@ -1,0 +1,90 @@
+// Snapshots of a container's filesystem (OpenVZ ploop's `vzctl snapshot`): taken, listed, rolled back to, removed.
+namespace Strata.Core.Containers;
+
+/// <summary>A snapshot of a container: its name, when it was taken, and the layer that holds its tree.</summary>
+public sealed record ContainerSnapshot(string Name, DateTimeOffset Created, string Layer);
+
+public sealed partial class ContainerStore
+{
+    /// <summary>Label of a snapshot's layer: the container's id. <see cref="SnapshotNameLabel"/> holds the snapshot's name.</summary>
+    public const string SnapshotLabel = "strata.container-snapshot", SnapshotNameLabel = "strata.snapshot-name";
+
+    /// <summary>A snapshot's layer: the container's id and the snapshot's name.</summary>
+    static string SnapshotLayer(string containerId, string name) => $"{containerId}.{name}";
+
+    static string CheckSnapshotName(string name)
+    {
+        if (!LayerId.IsValid(name) || name.Length > 63)
+            throw StrataException.Invalid($"invalid snapshot name '{(name.Length > 64 ? name[..64] + "..." : name)}': use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 63 characters");
+        return name;
+    }
+
+    /// <summary>The container's snapshots, oldest first.</summary>
+    public IReadOnlyList<ContainerSnapshot> Snapshots(string reference) => SnapshotsOf(Get(reference).Id);
+
+    List<ContainerSnapshot> SnapshotsOf(string containerId) =>
+        [.. Layers.List().Where(l => l.Labels.TryGetValue(SnapshotLabel, out var of) && of == containerId && l.Labels.ContainsKey(SnapshotNameLabel))
+            .Select(l => new ContainerSnapshot(l.Labels[SnapshotNameLabel], l.Created, l.Id)).OrderBy(s => s.Created)];
+
+    /// <summary>Takes a snapshot of the container's filesystem as it is now (named <paramref name="name"/>, or s1, s2, ...): a
+    /// read-only layer beside the container's, over the same parent, made by the driver without copying data where it
+    /// can (thin, btrfs: O(1)). A mounted or running container's filesystem is made consistent for the moment of it.</summary>
+    public ContainerSnapshot TakeSnapshot(string reference, string? name = null)
+    {
+        lock (_lock)
+        {
+            var c = Get(reference);
+            var existing = SnapshotsOf(c.Id);
+            if (name is null)
+            {
+                int n = existing.Count + 1;
+                while (existing.Any(s => s.Name == $"s{n}")) n++;
+                name = $"s{n}";
+            }
+            CheckSnapshotName(name);
+            if (existing.Any(s => s.Name == name)) throw StrataException.Exists($"container {c.Name} has a snapshot {name} already");
+            var layer = Layers.CopyLayer(c.Id, SnapshotLayer(c.Id, name), new Dictionary<string, string> { [SnapshotLabel] = c.Id, [SnapshotNameLabel] = name });
+            return new ContainerSnapshot(name, layer.Created, layer.Id);
+        }
+    }
+
+    ContainerSnapshot FindSnapshot(Container c, string name) =>
+        SnapshotsOf(c.Id).FirstOrDefault(s => s.Name == name) ?? throw StrataException.NotFound($"container {c.Name} has no snapshot {name}");
+
+    /// <summary>Returns the container's filesystem to snapshot <paramref name="name"/> exactly (the snapshot stays, and so do
+    /// the others). Refused while the container runs or is mounted, unless <paramref name="force"/>, which unmounts it
+    /// first (still refused if something uses the mount: a running container's).</summary>
+    public void Rollback(string reference, string name, bool force = false)
+    {
+        lock (_lock)
+        {
+            var c = Get(reference);
+            var snapshot = FindSnapshot(c, name);
+            if (StateOf(c).Status == ContainerState.Running && !force)
+                throw StrataException.InUse($"container {c.Name} is running; stop it first (or roll back with --force)");
+            var layer = Layers.Inspect(c.Id);
+            if (layer.Mounts > 0 && !force)
+                throw StrataException.InUse($"container {c.Name} is mounted; unmount it first (or roll back with --force)");
+            for (int i = 0; i < layer.Mounts && force; i++) Layers.Unmount(c.Id);
+            Layers.RestoreLayer(c.Id, snapshot.Layer);
+        }
+    }
+
+    /// <summary>Removes snapshot <paramref name="name"/>: the container keeps its current state, and what only the snapshot
+    /// held is given back (ploop's merge of a delta: the snapshot is a copy beside the container, so nothing is left to
+    /// fold into it).</summary>
+    public void RemoveSnapshot(string reference, string name)
+    {
+        lock (_lock)
+        {
+            var c = Get(reference);
+            Layers.Remove(FindSnapshot(c, name).Layer);
+        }
+    }
+
+    /// <summary>Removes every snapshot of a container (before the container itself goes).</summary>
+    void RemoveSnapshots(string containerId)
+    {
+        foreach (var s in SnapshotsOf(containerId)) Layers.Remove(s.Layer);
+    }
+}
