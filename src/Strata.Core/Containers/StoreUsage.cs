@@ -18,7 +18,8 @@ public sealed record UsageSummary(string Type, int Total, int Active, long Size,
 /// only unused images hold), containers (active: running; reclaimable: what the stopped ones wrote), and layers
 /// (active: an image, a container or another user holds them, or they are mounted; reclaimable: the dangling ones, image
 /// and init layers nothing refers to any more, which the store's collection removes). Sizes are layers' content bytes
-/// (<see cref="Layer.Size"/>, as applied) and, for containers, the bytes of their diff; what the driver adds around them
+/// (<see cref="Layer.Size"/>, as applied) and, for containers and their snapshots, the bytes of their diff (a snapshot's
+/// shares its data with its container where the driver can: thin, btrfs); what the driver adds around them
 /// (metadata, a thin device's filesystem) is not counted.
 /// </summary>
 public sealed record StoreUsage(IReadOnlyList<ImageUsage> Images, IReadOnlyList<ContainerUsage> Containers, IReadOnlyList<Layer> Layers,
@@ -58,6 +59,7 @@ public sealed record StoreUsage(IReadOnlyList<ImageUsage> Images, IReadOnlyList<
         foreach (var id in allImageLayers) Reach(id);
         foreach (var c in containers) Reach(c.Container.Id);
         var dangling = Dangling(layers, reached);
+        var snapshots = layers.Where(l => l.Labels.ContainsKey(ContainerStore.SnapshotLabel)).Select(l => containerSize(l.Id) ?? 0).ToList();
 
         UsageSummary[] summary =
         [
@@ -65,6 +67,7 @@ public sealed record StoreUsage(IReadOnlyList<ImageUsage> Images, IReadOnlyList<
             new("Containers", containers.Count, containers.Count(c => c.State.Status == ContainerState.Running), containers.Sum(c => c.Size ?? 0),
                 containers.Where(c => c.State.Status != ContainerState.Running).Sum(c => c.Size ?? 0)),
             new("Layers", layers.Count, layers.Count - dangling.Count, layers.Sum(l => l.Size), dangling.Sum(l => l.Size)),
+            new("Snapshots", snapshots.Count, 0, snapshots.Sum(), snapshots.Sum()),
         ];
         return new StoreUsage(imageRows, containers, layers, summary);
     }

@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Strata.Testing;
+using Xunit.Abstractions;
+
+namespace Strata.Integration.Tests;
+
+/// <summary>`strata container snapshot` and `container rollback` through the CLI on the thin driver: a rollback returns the
+/// tree (a file rewritten in place, one deleted, a mode), removing a snapshot keeps the changed tree and gives the pool
+/// the old copies' blocks back, the CLI's refusals, `container inspect` and `system df`, a rollback killed (SIGKILL) at
+/// random moments leaving one state or the other, whole; and `pool device rollback` on plain devices.</summary>
+[Collection(HeavyIo.Name)]
+public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposable
+{
+    readonly TempRoot _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    Cli ThinStoreWithAContainer()
+    {
+        var cli = new Cli(_temp.Combine("store"));
+        cli.Ok("--driver", "thin", "--storage-opt", "thin.basesize=256M", "init");
+        string rootfs = _temp.Dir("rootfs");
+        Directory.CreateDirectory(Path.Combine(rootfs, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(rootfs, "bin", "busybox"));
+        File.WriteAllText(Path.Combine(rootfs, "motd"), "hello");
+        Shell.Run("tar", "-C", rootfs, "-cf", _temp.Combine("rootfs.tar"), ".").Check("tar");
+        cli.Ok("image", "import", _temp.Combine("rootfs.tar"), "--name", "snap:1", "-q");
+        cli.Ok("container", "create", "snap:1", "--name", "c");
+        return cli;
+    }
+
+    /// <summary>Every file's path, mode and sha256 in the container's tree.</summary>
+    static string Tree(Cli cli)
+    {
+        string dir = cli.Ok("container", "mount", "c");
+        try
+        {
+            return string.Join("\n", Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal).Select(p =>
+            {
+                var info = new FileInfo(p);
+                string hash = info.Attributes.HasFlag(FileAttributes.Directory) ? "dir" : Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(p)))[..16];
+                return $"{Path.GetRelativePath(dir, p)} {Convert.ToString(Strata.Native.Posix.Lstat(p).Permissions, 8)} {hash}";
+            }));
+        }
+        finally
+        {
+            cli.Ok("container", "unmount", "c");
+        }
+    }
+
+    static void InContainer(Cli cli, Action<string> edit)
+    {
+        string dir = cli.Ok("container", "mount", "c");
+        try
+        {
+            edit(dir);
+        }
+        finally
+        {
+            cli.Ok("container", "unmount", "c");
+        }
+    }
+
+    static void Random(string path, int mib, int seed)
+    {
+        var chunk = new byte[1 << 20];
+        var rng = new Random(seed);
+        using var f = new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write);
+        for (int i = 0; i < mib; i++)
+        {
+            rng.NextBytes(chunk);
+            f.Write(chunk);
+        }
+        f.Flush(flushToDisk: true);
+    }
+
+    static long DataUsed(Cli cli) => JsonDocument.Parse(cli.Ok("pool", "info", "--format", "json")).RootElement.GetProperty("DataSpaceUsed").GetInt64();
+
+    [Fact]
+    public void RollbackReturnsTheTreeAndRemovingASnapshotGivesItsBlocksBack()
+    {
+        var cli = ThinStoreWithAContainer();
+        InContainer(cli, dir =>
+        {
+            Random(Path.Combine(dir, "big"), 16, 1);
+            File.WriteAllText(Path.Combine(dir, "small"), "one");
+        });
+        var first = Tree(cli);
+        Assert.Equal("s1", cli.Ok("container", "snapshot", "create", "c"));
+        InContainer(cli, dir =>
+        {
+            Random(Path.Combine(dir, "big"), 16, 2); // rewritten in place: every block copied on write
+            File.Delete(Path.Combine(dir, "small"));
+            Strata.Native.Posix.ChmodAt(Strata.Native.FileDescriptor.Cwd, Path.Combine(dir, "motd"), 0x100);
+        });
+        var changed = Tree(cli);
+        Assert.NotEqual(first, changed);
+
+        // the rollback: refused while mounted, done with --force
+        cli.Ok("container", "mount", "c");
+        var refused = cli.Run("container", "rollback", "c", "s1");
+        Assert.Equal((5, "strata: container c is mounted; unmount it first (or roll back with --force)"), (refused.ExitCode, refused.Stderr.Trim()));
+        Assert.Equal("s1", cli.Ok("container", "rollback", "c", "s1", "--force"));
+        Assert.Equal(first, Tree(cli));
+        Assert.Equal(3, cli.Run("container", "rollback", "c", "nosuch").ExitCode);
+
+        // change again, then remove the snapshot: the changed tree stays, the old copies' blocks go back to the pool
+        InContainer(cli, dir => Random(Path.Combine(dir, "big"), 16, 3));
+        var third = Tree(cli);
+        long before = DataUsed(cli);
+        Assert.Equal("s1", cli.Ok("container", "snapshot", "rm", "c", "s1"));
+        long after = DataUsed(cli);
+        output.WriteLine($"pool data used: {before} with the snapshot, {after} after removing it");
+        Assert.True(before - after >= 15L << 20, $"removing the snapshot gave back {before - after} bytes, not the 16 MiB of the old copy");
+        Assert.Equal(third, Tree(cli));
+
+        // shown by inspect, ls and system df
+        cli.Ok("container", "snapshot", "create", "c", "keep");
+        var inspect = JsonDocument.Parse(cli.Ok("container", "inspect", "c")).RootElement[0];
+        Assert.Equal(["keep"], inspect.GetProperty("Snapshots").EnumerateArray().Select(s => s.GetProperty("Name").GetString()));
+        Assert.Contains("keep", cli.Ok("container", "snapshot", "ls", "c"));
+        var df = JsonDocument.Parse(cli.Ok("system", "df", "--format", "json")).RootElement.GetProperty("Summary").EnumerateArray()
+            .Single(s => s.GetProperty("Type").GetString() == "Snapshots");
+        Assert.Equal(1, df.GetProperty("Total").GetInt32());
+        Assert.Equal(4, cli.Run("container", "snapshot", "create", "c", "keep").ExitCode); // exists
+        Assert.Equal(2, cli.Run("container", "snapshot", "create", "c", "bad/name").ExitCode);
+        cli.Ok("container", "rm", "c"); // its snapshots go with it
+        Assert.Equal(0, JsonDocument.Parse(cli.Ok("pool", "device", "ls", "--format", "json")).RootElement.EnumerateArray()
+            .Count(d => d.GetProperty("Owner").GetString()?.Contains(".keep", StringComparison.Ordinal) == true));
+        Assert.Equal("clean", cli.Ok("pool", "check").Split('\n').Last());
+    }
+
+    [Fact]
+    public void ARollbackKilledAtRandomMomentsLeavesOneStateOrTheOtherWhole()
+    {
+        var cli = ThinStoreWithAContainer();
+        InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 1));
+        var snapshot = Tree(cli);
+        cli.Ok("container", "snapshot", "create", "c", "s");
+        InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 2));
+        var current = Tree(cli);
+        var rng = new Random(5);
+        int rolledBack = 0;
+        for (int round = 0; round < 6; round++)
+        {
+            var p = cli.Start("container", "rollback", "c", "s");
+            p.StandardInput.Close();
+            Thread.Sleep(rng.Next(0, 400));
+            Shell.Run("kill", "-KILL", p.Id.ToString());
+            p.WaitForExit();
+            var tree = Tree(cli);
+            Assert.True(tree == snapshot || tree == current, $"round {round}: the container is neither the snapshot nor its state before");
+            if (tree == snapshot)
+            {
+                rolledBack++;
+                InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 2)); // back to the other state
+                Assert.Equal(current, Tree(cli));
+            }
+        }
+        output.WriteLine($"{rolledBack} of 6 killed rollbacks had finished");
+        Assert.Equal("clean", cli.Ok("pool", "check").Split('\n').Last());
+    }
+
+    [Fact]
+    public void PoolDeviceRollbackGivesADeviceItsSnapshotsBlocks()
+    {
+        var cli = new Cli(_temp.Combine("store"));
+        cli.Ok("pool", "create", "--data-size", "256M", "--metadata-size", "16M");
+        cli.Ok("pool", "device", "create", "a", "--size", "8M");
+        var one = new byte[1 << 20];
+        new Random(1).NextBytes(one);
+        Assert.Equal(0, cli.Run(one, "pool", "device", "write", "a").ExitCode);
+        cli.Ok("pool", "device", "snapshot", "a", "a-s");
+        var two = new byte[2 << 20];
+        new Random(2).NextBytes(two);
+        Assert.Equal(0, cli.Run(two, "pool", "device", "write", "a").ExitCode);
+        Assert.Equal("a", cli.Ok("pool", "device", "rollback", "a", "a-s"));
+        string back = _temp.Combine("back");
+        cli.Ok("pool", "device", "read", "a", "--length", (2 << 20).ToString(), "-o", back);
+        var read = File.ReadAllBytes(back);
+        Assert.Equal(one, read[..(1 << 20)]);
+        Assert.True(read.AsSpan(1 << 20).IndexOfAnyExcept((byte)0) < 0, "the second MiB, written after the snapshot, is still there");
+        Assert.Equal(3, cli.Run("pool", "device", "rollback", "a", "nosuch").ExitCode);
+        Assert.Equal("clean", cli.Ok("pool", "check").Split('\n').Last());
+    }
+}
