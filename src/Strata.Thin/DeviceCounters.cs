@@ -7,21 +7,27 @@ namespace Strata.Thin;
 /// the CLI's reads and writes) counts here, and the pool's write path adds the copy-on-write and allocation it did.
 /// One per device, shared by every open of it, kept by the pool in memory from the pool's open until the device is
 /// deleted: a restart of the process that has the pool open starts them at zero (as /proc/diskstats at boot).
-/// Updated without locks (interlocked adds; the busy time as the kernel keeps its io_ticks: a stamp advanced by
-/// compare-and-swap at each start and end, adding the time since the last stamp while requests were in flight), so a
-/// snapshot taken during IO is a moment's view, each counter exact but not all at one instant.
+/// Updated without locks and, on the hot path, without sharing cache lines between CPUs where it can: a request's
+/// counts, bytes and time go to the cell of the CPU it ends on (interlocked adds, uncontended), and a read sums the
+/// cells. Requests in flight are one shared count; the busy time is kept as the kernel keeps its io_ticks, in coarse
+/// units (2^20 Stopwatch ticks, about a millisecond, as the kernel's jiffies): a stamp advanced by compare-and-swap when a
+/// start or end finds it a unit behind, adding the time since while requests were in flight. A snapshot taken during
+/// IO is a moment's view, each counter exact but not all at one instant.
 /// </summary>
 public sealed class DeviceCounters
 {
+    const int Reads = 0, ReadBytes = 1, ReadTicks = 2, Writes = 3, WriteBytes = 4, WriteTicks = 5, Flushes = 6, FlushTicks = 7,
+        Discards = 8, DiscardBytes = 9, DiscardTicks = 10, CowBlocks = 11, AllocatedBlocks = 12, NoSpace = 13;
+    const int Fields = 16; // a cell is 128 bytes: two cache lines, so that no two CPUs' cells share one (nor the array's header: Pad)
+    const int Pad = 16;
+    const int BusyShift = 20;
+    static readonly int s_cellMask = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64)) - 1;
+
+    readonly long[] _cells = new long[Pad + (s_cellMask + 1) * Fields];
 #if STRATA_NO_IO_STATS
 #pragma warning disable CS0649 // compiled out below: the counters stay 0
 #endif
-    long _reads, _readBytes, _readTicks;
-    long _writes, _writeBytes, _writeTicks;
-    long _flushes, _flushTicks;
-    long _discards, _discardBytes, _discardTicks;
-    long _inFlight, _busyTicks, _stamp;
-    long _cowBlocks, _allocatedBlocks, _noSpace;
+    long _inFlight, _busyUnits, _stamp;
 #if STRATA_NO_IO_STATS
 #pragma warning restore CS0649
 #endif
@@ -46,50 +52,59 @@ public sealed class DeviceCounters
         return now;
     }
 
-    internal void EndRead(long start, long bytes) => End(start, ref _reads, ref _readBytes, ref _readTicks, bytes);
+    internal void EndRead(long start, long bytes) => End(start, Reads, bytes);
 
-    internal void EndWrite(long start, long bytes) => End(start, ref _writes, ref _writeBytes, ref _writeTicks, bytes);
+    internal void EndWrite(long start, long bytes) => End(start, Writes, bytes);
 
-    internal void EndDiscard(long start, long bytes) => End(start, ref _discards, ref _discardBytes, ref _discardTicks, bytes);
+    internal void EndDiscard(long start, long bytes) => End(start, Discards, bytes);
 
-    internal void EndFlush(long start)
-    {
-        long unused = 0;
-        End(start, ref _flushes, ref unused, ref _flushTicks, 0);
-    }
+    internal void EndFlush(long start) => End(start, Flushes, 0);
 
     /// <summary>A request that failed: it leaves the queue, counted in no kind (and as a no-space failure when it was one).</summary>
     internal void EndFailed(bool noSpace)
     {
         Tick(Stopwatch.GetTimestamp(), end: true);
         Interlocked.Decrement(ref _inFlight);
-        if (noSpace) Interlocked.Increment(ref _noSpace);
+        if (noSpace) Interlocked.Increment(ref _cells[Cell() + NoSpace]);
     }
 
-    void End(long start, ref long count, ref long bytes, ref long ticks, long n)
+    /// <summary>Counts a request of the kind whose count is at <paramref name="kind"/> (its bytes follow it, then its time;
+    /// a flush's time follows its count).</summary>
+    void End(long start, int kind, long bytes)
     {
         long now = Stopwatch.GetTimestamp();
         Tick(now, end: true);
         Interlocked.Decrement(ref _inFlight);
-        Interlocked.Increment(ref count);
-        if (n != 0) Interlocked.Add(ref bytes, n);
-        Interlocked.Add(ref ticks, now - start);
+        int cell = Cell() + kind;
+        Interlocked.Increment(ref _cells[cell]);
+        if (kind == Flushes) Interlocked.Add(ref _cells[cell + 1], now - start);
+        else
+        {
+            if (bytes != 0) Interlocked.Add(ref _cells[cell + 1], bytes);
+            Interlocked.Add(ref _cells[cell + 2], now - start);
+        }
     }
+
+    /// <summary>The start of this CPU's cell.</summary>
+    int Cell() => Pad + (Thread.GetCurrentProcessorId() & s_cellMask) * Fields;
 
     /// <summary>The kernel's update_io_ticks: the time since the last stamp counts as busy when a request was in flight
     /// through it (always at an end); only the thread that moves the stamp adds it.</summary>
     void Tick(long now, bool end)
     {
-        long stamp = Volatile.Read(ref _stamp);
-        if (now > stamp && Interlocked.CompareExchange(ref _stamp, now, stamp) == stamp && (end || Volatile.Read(ref _inFlight) > 0))
-            Interlocked.Add(ref _busyTicks, now - stamp);
+        long unit = now >> BusyShift, stamp = Volatile.Read(ref _stamp);
+        if (unit > stamp && Interlocked.CompareExchange(ref _stamp, unit, stamp) == stamp && (end || Volatile.Read(ref _inFlight) > 0))
+            Interlocked.Add(ref _busyUnits, unit - stamp);
     }
 
     /// <summary>Blocks written to a fresh place because another device (a snapshot) or the last commit shared the old one.</summary>
-    internal void CopiedOnWrite(int blocks) => Interlocked.Add(ref _cowBlocks, blocks);
+    internal void CopiedOnWrite(int blocks)
+    {
+        if (blocks != 0) Interlocked.Add(ref _cells[Cell() + CowBlocks], blocks);
+    }
 
     /// <summary>Fresh data blocks mapped by writes (copies on write included).</summary>
-    internal void Allocated(int blocks) => Interlocked.Add(ref _allocatedBlocks, blocks);
+    internal void Allocated(int blocks) => Interlocked.Add(ref _cells[Cell() + AllocatedBlocks], blocks);
 
 #endif
 
@@ -98,18 +113,25 @@ public sealed class DeviceCounters
 
     static long Ns(long ticks) => (long)(ticks * (1_000_000_000.0 / Stopwatch.Frequency));
 
+    long Sum(int field)
+    {
+        long total = 0;
+        for (int c = Pad; c < _cells.Length; c += Fields) total += Interlocked.Read(ref _cells[c + field]);
+        return total;
+    }
+
     /// <summary>The counters now, for device <paramref name="name"/>.</summary>
     public DeviceStats Read(string name, uint id)
     {
-        long busy = Interlocked.Read(ref _busyTicks);
-        if (Interlocked.Read(ref _inFlight) > 0) busy += Math.Max(0, Stopwatch.GetTimestamp() - Interlocked.Read(ref _stamp)); // the busy time up to now
+        long busy = Interlocked.Read(ref _busyUnits);
+        if (Interlocked.Read(ref _inFlight) > 0) busy += Math.Max(0, (Stopwatch.GetTimestamp() >> BusyShift) - Interlocked.Read(ref _stamp)); // the busy time up to now
         return new DeviceStats(name, id,
-            Interlocked.Read(ref _reads), Interlocked.Read(ref _readBytes), Ns(Interlocked.Read(ref _readTicks)),
-            Interlocked.Read(ref _writes), Interlocked.Read(ref _writeBytes), Ns(Interlocked.Read(ref _writeTicks)),
-            Interlocked.Read(ref _flushes), Ns(Interlocked.Read(ref _flushTicks)),
-            Interlocked.Read(ref _discards), Interlocked.Read(ref _discardBytes), Ns(Interlocked.Read(ref _discardTicks)),
-            Interlocked.Read(ref _inFlight), Ns(busy),
-            Interlocked.Read(ref _cowBlocks), Interlocked.Read(ref _allocatedBlocks), Interlocked.Read(ref _noSpace));
+            Sum(Reads), Sum(ReadBytes), Ns(Sum(ReadTicks)),
+            Sum(Writes), Sum(WriteBytes), Ns(Sum(WriteTicks)),
+            Sum(Flushes), Ns(Sum(FlushTicks)),
+            Sum(Discards), Sum(DiscardBytes), Ns(Sum(DiscardTicks)),
+            Interlocked.Read(ref _inFlight), Ns(busy << BusyShift),
+            Sum(CowBlocks), Sum(AllocatedBlocks), Sum(NoSpace));
     }
 }
 
