@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Container snapshots (issue 24): a container that wrote 1 GiB, then `strata container snapshot create` and
-# `strata container rollback`, each timed as a whole command (process start, store open, the driver's work), on the
+# Container snapshots (issue 24), two ways, in one run:
+# 1. the operations themselves, in process (bench/Strata.ThinDriverBench snapshots: LayerStore.CopyLayer and
+#    RestoreLayer, what `container snapshot create` and `container rollback` do) on a container layer that wrote 1 GiB;
+# 2. `strata container snapshot create` and `strata container rollback`, each timed as a whole command (process start,
+#    store open, the driver's work) on a container that wrote 1 GiB, beside `strata --version` (the command's floor), on the
 # thin driver (a pool device snapshot; a rollback is one pool commit) and the btrfs driver (a subvolume snapshot; a
 # rollback is a snapshot and a RENAME_EXCHANGE), with the peer `btrfs subvolume snapshot` of a 1 GiB subvolume (the
 # command people use for the same) in the same run. Before each timed command `sync` runs, untimed.
@@ -45,6 +48,8 @@ strata=""
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 strata=$(bench_strata_snapshot "$work/bin")
+mkdir -p "$work/bench"
+bench_build_dotnet Strata.ThinDriverBench "$work/bench"
 
 truncate -s 8G "$work/btrfs.img"
 mkfs.btrfs -q -f "$work/btrfs.img"
@@ -81,6 +86,13 @@ store() {
 
 echo "$(bench_machine)" >&2
 echo "$(btrfs --version); 1 GiB written by the container; $rounds round(s)" >&2
+echo "== in process" >&2
+mkdir -p "$work/inproc"
+STRATA_BIN="$strata" dotnet "$work/bench/Strata.ThinDriverBench.dll" snapshots --dir "$work/inproc" --driver thin -n "$rounds" --size-mib 1024 | grep -v "^  " >&2
+mkdir -p "$mnt/inproc"
+STRATA_BIN="$strata" dotnet "$work/bench/Strata.ThinDriverBench.dll" snapshots --dir "$mnt/inproc" --driver btrfs -n "$rounds" --size-mib 1024 | grep -v "^  " >&2
+rm -rf --one-file-system "$work/inproc" "$mnt/inproc"
+echo "== whole commands" >&2
 store "$work/thin" thin --storage-opt thin.basesize=2G
 store "$mnt/store" btrfs
 btrfs subvolume create "$mnt/peer" >/dev/null

@@ -9,6 +9,8 @@ using Strata.OverlayBench;
 //   containers --dir DIR --tar ROOTFS.tar [-n 100] [--block 10] [--warmup 5]
 //   layers     --dir DIR --tar ROOTFS.tar --drivers btrfs,overlay,vfs [-n 1000] [--vfs-n 20] [--warmup 5]
 //              (create + remove of N read-only child layers of a rootfs layer, per driver, on DIR's filesystem)
+//   snapshots  --dir DIR --driver thin|btrfs [-n 10] [--size-mib 1024]
+//              (a container layer that wrote SIZE MiB: snapshot it (LayerStore.CopyLayer) and roll it back (RestoreLayer), N times)
 // copyup and containers run the thin driver and the overlay driver side by side in one process, on stores in DIR (an empty
 // directory on the filesystem to measure), alternating which goes first. Everything made is left in DIR; the script
 // removes it (and stops the thin pool's server, which the stores stop themselves when they close).
@@ -29,6 +31,7 @@ try
     {
         "copyup" => Bench.CopyUp(dir, Int("reps", 5), Int("size-mib", 1024)),
         "containers" => Bench.Containers(dir, Need("tar"), Int("n", 100), Int("block", 10), Int("warmup", 5)),
+        "snapshots" => Bench.Snapshots(dir, Need("driver"), Int("n", 10), Int("size-mib", 1024)),
         "layers" => Bench.Layers(dir, Need("tar"), Need("drivers").Split(','), Int("n", 1000), Int("vfs-n", 20), Int("warmup", 5)),
         _ => throw new ArgumentException($"unknown scenario '{args[0]}'"),
     };
@@ -188,6 +191,53 @@ static class Bench
     }
 
     // ------------------------------------------------------------------------------------------
+    // snapshot and rollback of a container layer that wrote SIZE MiB (the operations `container snapshot create` and
+    // `container rollback` do, in process: the CLI's start and store open are not in it)
+    // ------------------------------------------------------------------------------------------
+
+    public static int Snapshots(string dir, string driver, int n, int sizeMib)
+    {
+        var options = driver == "thin" ? new Dictionary<string, string> { ["thin.basesize"] = $"{sizeMib * 2 + 512}M" } : null;
+        using var store = Open(Path.Combine(dir, driver + "-snapshots"), driver, options);
+        store.Create("base", null);
+        store.Create("c", "base", LayerKind.ReadWrite);
+        string path = Path.Combine(store.Mount("c"), "data");
+        var chunk = new byte[1 << 20];
+        new Random(1).NextBytes(chunk);
+        using (var f = new FileStream(path, FileMode.CreateNew))
+        {
+            for (int i = 0; i < sizeMib; i++) f.Write(chunk);
+            f.Flush(flushToDisk: true);
+        }
+        store.Unmount("c");
+        Posix.SyncFileSystem(dir);
+        Out.Line($"== {driver}: container layer 'c' wrote {sizeMib} MiB (untimed); then per repetition: timed CopyLayer(c, c.rN), sync (untimed),");
+        Out.Line("   timed RestoreLayer(c, c.rN), untimed Remove(c.rN) and sync");
+        var snapshot = new List<double>();
+        var rollback = new List<double>();
+        for (int r = 0; r < n; r++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            store.CopyLayer("c", $"c.r{r}");
+            long t1 = Stopwatch.GetTimestamp();
+            Posix.SyncFileSystem(dir);
+            long t2 = Stopwatch.GetTimestamp();
+            store.RestoreLayer("c", $"c.r{r}");
+            long t3 = Stopwatch.GetTimestamp();
+            snapshot.Add(Stats.Ms(t1 - t0));
+            rollback.Add(Stats.Ms(t3 - t2));
+            store.Remove($"c.r{r}");
+            Posix.SyncFileSystem(dir);
+            Out.Line($"  {driver,-6} rep {r,2}: snapshot {Out.F(snapshot[^1], 2)} ms, rollback {Out.F(rollback[^1], 2)} ms");
+        }
+        Out.Line($"{driver} snapshot median {Out.F(Stats.Median(snapshot), 2)} ms (min {Out.F(snapshot.Min(), 2)}, max {Out.F(snapshot.Max(), 2)}); " +
+            $"rollback median {Out.F(Stats.Median(rollback), 2)} ms (min {Out.F(rollback.Min(), 2)}, max {Out.F(rollback.Max(), 2)}), {n} repetitions");
+        store.Remove("c");
+        store.Remove("base");
+        return 0;
+    }
+
+    // ------------------------------------------------------------------------------------------
     // create + remove of N layers on a rootfs layer, per driver (btrfs vs overlay vs vfs with reflinks)
     // ------------------------------------------------------------------------------------------
 
@@ -198,7 +248,7 @@ static class Bench
         {
             int count = driver == "vfs" ? vfsN : n;
             using var store = Open(Path.Combine(dir, driver + "-store"), driver);
-            foreach (var (k, v) in store.Status()) Out.Line($"   {k}: {v}");
+            foreach (var field in store.Status()) Out.Line($"   {field.Key}: {field.Value}");
             using (var f = File.OpenRead(tar)) CreateBase(store, "base", f, tar);
             for (int w = 0; w < warmup; w++)
             {
