@@ -72,8 +72,7 @@ public static partial class Commands
             && !r.Tokens.Any(t => t.Value is "--help" or "-h" or "-?" or "--version");
         string? input = r.GetResult(InputOption) is not null && r.GetValue(InputOption) is not "-" ? r.GetValue(InputOption) : null;
         string? output = r.GetResult(OutputOption) is not null ? r.GetValue(OutputOption) : null;
-        bool reads = command.Name is "apply" || command.Name is "import" && r.CommandResult.Tokens.Any(t => t.Value == "-") // the forwardable commands that read stdin
-            || command.Name is "prune" && !r.Tokens.Any(t => t.Value is "-f" or "--force" || t.Value.StartsWith('-') && !t.Value.StartsWith("--", StringComparison.Ordinal) && t.Value.Contains('f', StringComparison.Ordinal)); // its question
+        bool reads = command.Name is "apply" || command.Name is "import" && r.CommandResult.Tokens.Any(t => t.Value == "-"); // the forwardable commands that read stdin
         // pool commands run here, and reach a pool's server through its typed calls (PoolCommands), not as command lines
         if (IsPoolCommand(r)) forwardable = false;
         if (IsClientCommand(command.Name)) forwardable = false; // they use no store, and read the caller's terminal and config

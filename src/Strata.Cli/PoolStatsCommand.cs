@@ -13,9 +13,9 @@ public static partial class Commands
     static Command DeviceStatsCommand()
     {
         var names = new Argument<string[]>("NAME") { Description = "Devices to show (default: all)", Arity = ArgumentArity.ZeroOrMore };
-        var watch = new Option<double?>("--watch")
+        var watch = new Option<string?>("--watch")
         {
-            Description = "Report again every SECONDS (default 1) with the rates over that interval, until interrupted",
+            Description = "Report again every SECONDS (default 1; a number right after --watch is the interval) with the rates over that interval, until interrupted",
             HelpName = "SECONDS",
             Arity = ArgumentArity.ZeroOrOne,
         };
@@ -31,12 +31,19 @@ public static partial class Commands
                 _ => throw StrataException.Invalid("--format for stats is table or json"),
             };
             bool watching = r.GetResult(watch) is not null;
-            double seconds = r.GetValue(watch) ?? 1;
+            var listed = (r.GetValue(names) ?? []).ToList();
+            double seconds = 1;
+            if (r.GetValue(watch) is { } w)
+            {
+                // `--watch NAME` takes the name as the option's value: a value that is not a number is a device
+                if (double.TryParse(w, NumberStyles.Float, CultureInfo.InvariantCulture, out double s)) seconds = s;
+                else listed.Insert(0, w);
+            }
             if (watching && seconds is not (>= 0.1 and <= 86400)) throw StrataException.Invalid($"--watch takes 0.1 to 86400 seconds, not {seconds.ToString(CultureInfo.InvariantCulture)}");
             int? reports = r.GetValue(count);
             if (reports is < 1) throw StrataException.Invalid("--count must be at least 1");
             if (reports is not null && !watching) throw StrataException.Invalid("--count is for --watch");
-            var wanted = r.GetValue(names) is { Length: > 0 } n ? n.ToList() : null;
+            var wanted = listed.Count > 0 ? listed.Distinct(StringComparer.Ordinal).ToList() : null;
             if (!Served(r))
                 Io.Current.Err.WriteLine($"strata: no server has pool {PoolDir(r)} open: the counters start when one does (`strata pool serve`, or the thin driver's when it mounts a layer)");
             // each report asks whoever has the pool open then, and holds nothing between reports

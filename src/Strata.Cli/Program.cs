@@ -9,6 +9,11 @@ if (route.Forwardable)
 {
     try
     {
+        if (File.Exists(route.Socket))
+        {
+            var sent = Commands.AskBeforeForwarding(parsed, args);
+            if (sent != args) parsed = Commands.Build().Parse(args = sent); // answered here: not asked again should it run here after all
+        }
         if (Control.TryForward(route, args) is { } code) return code;
     }
     catch (Strata.StrataException ex)

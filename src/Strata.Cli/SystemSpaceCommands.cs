@@ -25,7 +25,7 @@ public static partial class Commands
                 _ => throw StrataException.Invalid("--format for system df is table or json"),
             };
             using var lease = OpenStore(r);
-            var usage = StoreUsage.Measure(Catalog(lease), id => OwnBytes(lease.Store, id));
+            var usage = StoreUsage.Measure(Catalog(lease), id => BytesOrUnknown(lease.Store, id));
             if (json)
             {
                 Output.WriteJson(UsageDocument(usage));
@@ -60,24 +60,9 @@ public static partial class Commands
         prune.SetAction(r =>
         {
             bool allImages = r.GetValue(all);
-            if (!r.GetValue(force))
-            {
-                var err = Io.Current.Err;
-                err.WriteLine("WARNING! This will remove:");
-                err.WriteLine("  - all stopped containers");
-                err.WriteLine(allImages ? "  - all images without at least one container associated to them" : "  - all images without a name");
-                err.WriteLine("  - all dangling layers (image and init layers nothing refers to)");
-                err.Write("Are you sure you want to continue? [y/N] ");
-                err.Flush();
-                string? answer = new StreamReader(Io.Current.In(), leaveOpen: true).ReadLine();
-                if (answer?.Trim().ToLowerInvariant() is not ("y" or "yes"))
-                {
-                    err.WriteLine();
-                    throw StrataException.Invalid("prune cancelled: nothing removed (-f does not ask)");
-                }
-            }
+            if (!r.GetValue(force)) ConfirmPrune(allImages, Io.Current.Err, new StreamReader(Io.Current.In(), leaveOpen: true));
             using var lease = OpenStore(r);
-            var report = StorePrune.Run(Catalog(lease), allImages, id => OwnBytes(lease.Store, id));
+            var report = StorePrune.Run(Catalog(lease), allImages, id => BytesOrUnknown(lease.Store, id));
             var o = Io.Current.Out;
             if (report.Containers.Count > 0)
             {
@@ -105,6 +90,47 @@ public static partial class Commands
         return system;
 
         static string Count(int n) => n.ToString(CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Asks whether to prune (on <paramref name="err"/>, as docker does); anything but y or yes cancels: one line, exit 2.</summary>
+    static void ConfirmPrune(bool allImages, TextWriter err, TextReader input)
+    {
+        err.WriteLine("WARNING! This will remove:");
+        err.WriteLine("  - all stopped containers (and their snapshots)");
+        err.WriteLine(allImages ? "  - all images without at least one container associated to them" : "  - all images without a name");
+        err.WriteLine("  - all dangling layers (image and init layers nothing refers to)");
+        err.Write("Are you sure you want to continue? [y/N] ");
+        err.Flush();
+        if (input.ReadLine()?.Trim().ToLowerInvariant() is not ("y" or "yes"))
+        {
+            err.WriteLine();
+            throw StrataException.Invalid("prune cancelled: nothing removed (-f does not ask)");
+        }
+    }
+
+    /// <summary>For a command that a daemon will run: `system prune` without -f asks here, in the caller's terminal (the
+    /// daemon gets no input while it runs a command), and is sent on with --force once the answer is yes. Returns the
+    /// arguments to send (the same for every other command).</summary>
+    internal static string[] AskBeforeForwarding(ParseResult r, string[] args)
+    {
+        if (r.CommandResult.Command.Name != "prune" || !IsUnder(r, "system") || r.Errors.Count > 0) return args;
+        bool Flag(string name) => r.GetValue((Option<bool>)r.CommandResult.Command.Options.First(o => o.Name == name));
+        if (Flag("--force")) return args;
+        ConfirmPrune(Flag("--all"), Console.Error, Console.In);
+        return [.. args, "--force"];
+    }
+
+    /// <summary>A container's (or snapshot's) bytes, or unknown when they cannot be counted (a read-only open, a broken layer).</summary>
+    static long? BytesOrUnknown(Strata.Core.LayerStore store, string id)
+    {
+        try
+        {
+            return OwnBytes(store, id);
+        }
+        catch (StrataException)
+        {
+            return null;
+        }
     }
 
     static JsonObject UsageDocument(StoreUsage usage) => new()

@@ -119,7 +119,8 @@ public sealed class AttachedLayer(MountSpec mount, IDisposable hold) : IDisposab
 public interface ILayerSnapshots
 {
     /// <summary>Makes the data of new layer <paramref name="target"/> a copy of layer <paramref name="source"/>'s tree as
-    /// it is now (a mounted source is made consistent first: thin freezes its filesystem for the moment of the copy).</summary>
+    /// it is now (thin freezes a mounted source's filesystem for the moment of the copy, btrfs writes its dirty data
+    /// first; vfs copies the tree as it finds it).</summary>
     void CopyLayer(string source, string target);
 
     /// <summary>Makes layer <paramref name="target"/>'s tree a copy of <paramref name="source"/>'s, in one step; the source stays.</summary>

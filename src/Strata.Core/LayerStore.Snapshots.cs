@@ -35,7 +35,7 @@ public sealed partial class LayerStore
 
     /// <summary>Makes read-only layer <paramref name="target"/> a copy of layer <paramref name="source"/>'s tree as it is
     /// now, with the source's parent: a snapshot, whose changes against the parent are the source's at this moment. The
-    /// source may be mounted (the driver makes the copy consistent). All or nothing, as <see cref="Create"/>.</summary>
+    /// source may be mounted (see <see cref="ILayerSnapshots.CopyLayer"/>). All or nothing, as <see cref="Create"/>.</summary>
     public Layer CopyLayer(string source, string target, IReadOnlyDictionary<string, string>? labels = null)
     {
         LayerId.Validate(source);

@@ -82,17 +82,18 @@ public static class StrataDaemon
         if (snapshotter is not null) app.MapGrpcService<Snapshotter.SnapshotsService>();
         try
         {
+            // first: starting an app sets the process's umask for a moment, which the main app's requests must not see
+            if (metrics is not null)
+            {
+                (metricsApp, string at) = await MetricsEndpoint.StartAsync(metrics, options.Metrics!, stop);
+                log.LogInformation("serving metrics of store {Root} on {Where}", host.Root, at);
+            }
             await Hosting.StartPrivateAsync(app, [.. sockets, .. grpcSockets], stop); // sockets private from their first moment
             if (snapshotter is not null)
                 log.LogInformation("serving store {Root} (driver {Driver}) to containerd as a snapshotter on {Socket}", host.Root, host.Use(store => store.Driver.Name), snapshotter);
             if (socket is not null)
             {
                 log.LogInformation("serving store {Root} (driver {Driver}) to dockerd as plugin '{Name}' on {Socket}", host.Root, host.Use(store => store.Driver.Name), options.DockerPlugin, socket);
-            }
-            if (metrics is not null)
-            {
-                (metricsApp, string at) = await MetricsEndpoint.StartAsync(metrics, options.Metrics!, stop);
-                log.LogInformation("serving metrics of store {Root} on {Where}", host.Root, at);
             }
             Systemd.Notify("READY=1"); // Type=notify: dockerd, ordered after us, starts only now
             await app.WaitForShutdownAsync(stop);

@@ -87,12 +87,13 @@ public static class PoolDaemon
                 fuse = FuseExport.Mount(fuseDir, exports, dir.Pool.BlockSize, m => options.Log?.Invoke(m));
                 where += $" and files in {fuseDir}";
             }
-            await Hosting.StartPrivateAsync(app, [control], stop);
+            // first: starting an app sets the process's umask for a moment, which the main app's requests must not see
             if (metrics is not null)
             {
                 (metricsApp, string at) = await MetricsEndpoint.StartAsync(metrics, options.Metrics!, stop);
                 where += $", metrics on {at}";
             }
+            await Hosting.StartPrivateAsync(app, [control], stop);
             options.Started?.Invoke(dir, where);
             Systemd.Notify("READY=1");
             await app.WaitForShutdownAsync(stop);

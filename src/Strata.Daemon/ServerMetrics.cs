@@ -251,7 +251,12 @@ public static class MetricsEndpoint
         if (socket is not null) StrataDaemon.PrepareSocket(socket, "metrics");
         var builder = Hosting.Builder(socket is null ? [] : [socket]);
         builder.Logging.ClearProviders();
-        if (tcp is not null) builder.WebHost.ConfigureKestrel(k => k.Listen(tcp));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            if (tcp is not null) k.Listen(tcp);
+            k.AllowSynchronousIO = false; // a scrape is a GET: no body to take, nothing to read synchronously
+            k.Limits.MaxRequestBodySize = 0;
+        });
         var app = builder.Build();
         app.MapGet("/metrics", async context =>
         {

@@ -8,8 +8,9 @@ namespace Strata.Integration.Tests;
 
 /// <summary>`strata container snapshot` and `container rollback` through the CLI on the thin driver: a rollback returns the
 /// tree (a file rewritten in place, one deleted, a mode), removing a snapshot keeps the changed tree and gives the pool
-/// the old copies' blocks back, the CLI's refusals, `container inspect` and `system df`, a rollback killed (SIGKILL) at
-/// random moments leaving one state or the other, whole; and `pool device rollback` on plain devices.</summary>
+/// the old copies' blocks back, the CLI's refusals, `container inspect` and `system df`, a rollback killed (SIGKILL, the
+/// command and the pool's server together) at random moments leaving one state or the other, whole; and
+/// `pool device rollback` on plain devices.</summary>
 [Collection(HeavyIo.Name)]
 public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposable
 {
@@ -148,7 +149,8 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
             var p = cli.Start("container", "rollback", "c", "s");
             p.StandardInput.Close();
             Thread.Sleep(rng.Next(0, 400));
-            Shell.Run("kill", "-KILL", p.Id.ToString());
+            // the command and the pool's server (which makes the pool's call when it runs) die at the same moment
+            foreach (int pid in PoolServers.Under(_temp.Combine("store")).Append(p.Id)) Shell.Run("kill", "-KILL", pid.ToString());
             p.WaitForExit();
             var tree = Tree(cli);
             Assert.True(tree == snapshot || tree == current, $"round {round}: the container is neither the snapshot nor its state before");

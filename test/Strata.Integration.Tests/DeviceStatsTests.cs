@@ -87,6 +87,9 @@ public sealed class DeviceStatsTests(ITestOutputHelper output) : IDisposable
             var watched = cli.Ok("pool", "device", "stats", "--watch", "0.2", "--count", "2", "--format", "json").Split('\n', StringSplitOptions.RemoveEmptyEntries);
             Assert.Equal(2, watched.Length); // one line per report
             Assert.All(watched, l => Assert.Equal(2, JsonDocument.Parse(l).RootElement.GetProperty("Devices").GetArrayLength()));
+            // `--watch NAME`: a value that is no number is a device; a name given twice shows once
+            var named = cli.Ok("pool", "device", "stats", "--watch", "vol", "vol", "--count", "1", "--format", "json").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal("vol", JsonDocument.Parse(named.Single()).RootElement.GetProperty("Devices").EnumerateArray().Single().GetProperty("Name").GetString());
         }
         finally
         {

@@ -102,7 +102,12 @@ public sealed class SystemSpaceTests : IDisposable
         _cli.Ok("layer", "create", "mine"); // a layer of someone else (dockerd's, containerd's, a user's): never pruned
         var layers = Row(Df(), "Layers");
         Assert.Equal((3L, 1L), (Get(layers, "Total"), Get(layers, "Active")));
-        var pruned = _cli.Ok("system", "prune", "-f");
+        // the question is asked here, in the caller's terminal, not in the daemon (which gets no input while it runs a command)
+        var no = _cli.Run("no\n"u8.ToArray(), "system", "prune");
+        Assert.Equal(2, no.ExitCode);
+        Assert.Contains("Are you sure you want to continue? [y/N] ", no.Stderr);
+        Assert.Equal(3, _cli.Ok("layer", "ls", "-q").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        var pruned = _cli.Run("yes\n"u8.ToArray(), "system", "prune").Stdout;
         Assert.Contains("Deleted Layers:", pruned);
         Assert.Contains("orphan\n", pruned);
         Assert.Contains("orphan-child\n", pruned);

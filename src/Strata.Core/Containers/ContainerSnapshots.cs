@@ -28,7 +28,8 @@ public sealed partial class ContainerStore
 
     /// <summary>Takes a snapshot of the container's filesystem as it is now (named <paramref name="name"/>, or s1, s2, ...): a
     /// read-only layer beside the container's, over the same parent, made by the driver without copying data where it
-    /// can (thin, btrfs: O(1)). A mounted or running container's filesystem is made consistent for the moment of it.</summary>
+    /// can (thin, btrfs: O(1)); a running container's filesystem is frozen for the moment of it on thin (vfs copies a live
+    /// tree as it finds it).</summary>
     public ContainerSnapshot TakeSnapshot(string reference, string? name = null)
     {
         lock (_lock)
@@ -52,16 +53,16 @@ public sealed partial class ContainerStore
         SnapshotsOf(c.Id).FirstOrDefault(s => s.Name == name) ?? throw StrataException.NotFound($"container {c.Name} has no snapshot {name}");
 
     /// <summary>Returns the container's filesystem to snapshot <paramref name="name"/> exactly (the snapshot stays, and so do
-    /// the others). Refused while the container runs or is mounted, unless <paramref name="force"/>, which unmounts it
-    /// first (still refused if something uses the mount: a running container's).</summary>
+    /// the others). Refused while the container runs, and while it is mounted unless <paramref name="force"/>, which
+    /// unmounts it first.</summary>
     public void Rollback(string reference, string name, bool force = false)
     {
         lock (_lock)
         {
             var c = Get(reference);
             var snapshot = FindSnapshot(c, name);
-            if (StateOf(c).Status == ContainerState.Running && !force)
-                throw StrataException.InUse($"container {c.Name} is running; stop it first (or roll back with --force)");
+            if (StateOf(c).Status == ContainerState.Running)
+                throw StrataException.InUse($"container {c.Name} is running; stop it before rolling it back");
             var layer = Layers.Inspect(c.Id);
             if (layer.Mounts > 0 && !force)
                 throw StrataException.InUse($"container {c.Name} is mounted; unmount it first (or roll back with --force)");

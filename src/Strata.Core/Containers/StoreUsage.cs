@@ -59,7 +59,10 @@ public sealed record StoreUsage(IReadOnlyList<ImageUsage> Images, IReadOnlyList<
         foreach (var id in allImageLayers) Reach(id);
         foreach (var c in containers) Reach(c.Container.Id);
         var dangling = Dangling(layers, reached);
-        var snapshots = layers.Where(l => l.Labels.ContainsKey(ContainerStore.SnapshotLabel)).Select(l => containerSize(l.Id) ?? 0).ToList();
+        // a snapshot goes with its container: prune gives back those of the containers it removes (the stopped ones)
+        var running = containers.Where(c => c.State.Status == ContainerState.Running).Select(c => c.Container.Id).ToHashSet(StringComparer.Ordinal);
+        var snapshots = layers.Where(l => l.Labels.ContainsKey(ContainerStore.SnapshotLabel))
+            .Select(l => (Size: containerSize(l.Id) ?? 0, Kept: running.Contains(l.Labels[ContainerStore.SnapshotLabel]))).ToList();
 
         UsageSummary[] summary =
         [
@@ -67,7 +70,7 @@ public sealed record StoreUsage(IReadOnlyList<ImageUsage> Images, IReadOnlyList<
             new("Containers", containers.Count, containers.Count(c => c.State.Status == ContainerState.Running), containers.Sum(c => c.Size ?? 0),
                 containers.Where(c => c.State.Status != ContainerState.Running).Sum(c => c.Size ?? 0)),
             new("Layers", layers.Count, layers.Count - dangling.Count, layers.Sum(l => l.Size), dangling.Sum(l => l.Size)),
-            new("Snapshots", snapshots.Count, 0, snapshots.Sum(), snapshots.Sum()),
+            new("Snapshots", snapshots.Count, snapshots.Count(s => s.Kept), snapshots.Sum(s => s.Size), snapshots.Where(s => !s.Kept).Sum(s => s.Size)),
         ];
         return new StoreUsage(imageRows, containers, layers, summary);
     }

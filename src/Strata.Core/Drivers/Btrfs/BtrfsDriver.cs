@@ -109,11 +109,12 @@ public sealed class BtrfsDriver : IDriver, ILayerSnapshots
     }
 
     /// <summary>A snapshot of the source made beside the target and swapped with it in one rename (RENAME_EXCHANGE), then
-    /// the old subvolume deleted: a crash leaves the target as it was or restored, and at most a TARGET.rollback
-    /// subvolume that the store sweeps as a layer without record. A size= limit (a qgroup) is not carried over.</summary>
+    /// the old subvolume deleted: a crash leaves the target as it was or restored, and at most a .rollback-TARGET
+    /// subvolume (never a layer id: ids start with a letter or digit), deleted by the target's next rollback or its
+    /// removal. A size= limit (a qgroup) is not carried over.</summary>
     public void RestoreLayer(string target, string source)
     {
-        string staging = target + ".rollback";
+        string staging = RollbackStaging(target);
         using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
         if (Posix.TryOpenAt(dir, staging, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var left) == 0)
             DeleteSubvolume(dir, staging, left!, Dir(staging)); // a crashed rollback's
@@ -124,6 +125,8 @@ public sealed class BtrfsDriver : IDriver, ILayerSnapshots
         var old = Posix.Open(Dir(staging), Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
         DeleteSubvolume(dir, staging, old, Dir(staging));
     }
+
+    static string RollbackStaging(string id) => ".rollback-" + id;
 
     /// <summary>Lets a layer be written again (its read-only flag off), for an ApplyDiff the store allows only on a layer
     /// without children.</summary>
@@ -153,6 +156,8 @@ public sealed class BtrfsDriver : IDriver, ILayerSnapshots
     {
         File.Delete(Path.Combine(_readOnly, id));
         using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        if (Posix.TryOpenAt(dir, RollbackStaging(id), Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var staging) == 0)
+            DeleteSubvolume(dir, RollbackStaging(id), staging!, Dir(RollbackStaging(id))); // a crashed rollback's
         if (Posix.TryOpenAt(dir, id, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var subvolume) != 0) return;
         DeleteSubvolume(dir, id, subvolume!, Dir(id));
     }
