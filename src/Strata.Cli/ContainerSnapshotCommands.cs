@@ -27,12 +27,7 @@ public static partial class Commands
         var ls = new Command("ls", "List the container's snapshots, oldest first") { container, format };
         ls.SetAction(r =>
         {
-            bool json = Output.Kind(r.GetValue(format)) switch
-            {
-                Output.FormatKind.Table => false,
-                Output.FormatKind.Json => true,
-                _ => throw StrataException.Invalid("--format for snapshot ls is table or json"),
-            };
+            bool json = Output.Json(r.GetValue(format), "snapshot ls");
             using var lease = OpenStore(r);
             var list = Catalog(lease).Snapshots(r.GetValue(container)!);
             if (json)

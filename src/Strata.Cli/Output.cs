@@ -57,6 +57,15 @@ static partial class Output
         HelpName = "table|json|TEMPLATE",
     };
 
+    /// <summary>Whether a command that prints a table or JSON only (no templates) was asked for JSON; anything else is
+    /// refused in one line naming <paramref name="command"/>.</summary>
+    public static bool Json(string? format, string command) => Kind(format) switch
+    {
+        FormatKind.Table => false,
+        FormatKind.Json => true,
+        _ => throw StrataException.Invalid($"--format for {command} is table or json"),
+    };
+
     /// <summary>Prints one document (info): JSON, a template line, or as <paramref name="text"/> writes it.</summary>
     public static int Document(string? format, Func<JsonNode> json, Action text)
     {

@@ -24,12 +24,7 @@ public static partial class Commands
         var stats = new Command("stats", "Show the devices' IO statistics like `iostat -x`: requests, bytes and latency per kind, copy-on-write, allocation, no-space failures; counted by the pool's server since it started") { names, watch, count, format };
         stats.SetAction(r =>
         {
-            bool json = Output.Kind(r.GetValue(format)) switch
-            {
-                Output.FormatKind.Table => false,
-                Output.FormatKind.Json => true,
-                _ => throw StrataException.Invalid("--format for stats is table or json"),
-            };
+            bool json = Output.Json(r.GetValue(format), "stats");
             bool watching = r.GetResult(watch) is not null;
             var listed = (r.GetValue(names) ?? []).ToList();
             double seconds = 1;

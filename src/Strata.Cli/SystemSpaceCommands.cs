@@ -18,12 +18,7 @@ public static partial class Commands
         var df = new Command("df", "Show the space images, containers and layers take, and what `system prune` would give back (like `docker system df`)") { verbose, format };
         df.SetAction(r =>
         {
-            bool json = Output.Kind(r.GetValue(format)) switch
-            {
-                Output.FormatKind.Table => false,
-                Output.FormatKind.Json => true,
-                _ => throw StrataException.Invalid("--format for system df is table or json"),
-            };
+            bool json = Output.Json(r.GetValue(format), "system df");
             using var lease = OpenStore(r);
             var usage = StoreUsage.Measure(Catalog(lease), id => BytesOrUnknown(lease.Store, id));
             if (json)

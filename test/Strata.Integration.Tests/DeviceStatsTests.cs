@@ -150,21 +150,7 @@ public sealed class DeviceStatsTests(ITestOutputHelper output) : IDisposable
         cli.Ok("layer", "rm", "c");
     }
 
-    static Process Serve(Cli cli, string socket, string fuse)
-    {
-        var p = cli.Start("pool", "serve", "--socket", socket, "--fuse", fuse);
-        p.StandardInput.Close();
-        p.ErrorDataReceived += (_, _) => { }; // drained: a full pipe would stall the server
-        p.BeginErrorReadLine();
-        var line = p.StandardOutput.ReadLineAsync();
-        Assert.True(line.Wait(TimeSpan.FromSeconds(30)), "strata pool serve did not start");
-        Assert.StartsWith("serving pool ", line.Result);
-        return p;
-    }
+    static Process Serve(Cli cli, string socket, string fuse) => PoolServe.Start(cli, null, "--socket", socket, "--fuse", fuse).Process;
 
-    static void Stop(Process p)
-    {
-        Shell.Run("kill", "-TERM", p.Id.ToString());
-        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(30)), "strata pool serve did not stop on SIGTERM");
-    }
+    static void Stop(Process p) => PoolServe.Stop(p);
 }

@@ -74,11 +74,10 @@ public sealed class MetricsTests(ITestOutputHelper output) : IDisposable
         var cli = new Cli(_temp.Combine("store"));
         cli.Ok("pool", "create", "--data-size", "256M", "--metadata-size", "16M");
         cli.Ok("pool", "device", "create", "vol", "--size", "64M");
-        var server = cli.Start("pool", "serve", "--socket", _temp.Combine("nbd.sock"), "--metrics", "127.0.0.1:0");
+        var (server, started) = PoolServe.Start(cli, null, "--socket", _temp.Combine("nbd.sock"), "--metrics", "127.0.0.1:0");
         Process? prometheus = null;
         try
         {
-            string started = FirstLine(server);
             string target = System.Text.RegularExpressions.Regex.Match(started, @"metrics on http://(127\.0\.0\.1:\d+)").Groups[1].Value;
             Assert.False(string.IsNullOrEmpty(target), started);
             var data = new byte[3 << 20];
@@ -120,19 +119,8 @@ public sealed class MetricsTests(ITestOutputHelper output) : IDisposable
                 Shell.Run("kill", "-TERM", prometheus.Id.ToString());
                 if (!prometheus.WaitForExit(TimeSpan.FromSeconds(30))) prometheus.Kill();
             }
-            Shell.Run("kill", "-TERM", server.Id.ToString());
-            Assert.True(server.WaitForExit(TimeSpan.FromSeconds(30)), "strata pool serve did not stop on SIGTERM");
+            PoolServe.Stop(server);
         }
-    }
-
-    static string FirstLine(Process server)
-    {
-        server.StandardInput.Close();
-        server.ErrorDataReceived += (_, _) => { };
-        server.BeginErrorReadLine();
-        var line = server.StandardOutput.ReadLineAsync();
-        Assert.True(line.Wait(TimeSpan.FromSeconds(30)), "strata pool serve did not start");
-        return line.Result ?? "";
     }
 
     static int FreePort()

@@ -22,24 +22,9 @@ public sealed class PoolNbdTests : IDisposable
 
     readonly System.Text.StringBuilder _serverLog = new();
 
-    Process Serve()
-    {
-        var p = _cli.Start("pool", "serve", "--socket", Socket);
-        p.StandardInput.Close();
-        p.ErrorDataReceived += (_, e) => { lock (_serverLog) _serverLog.AppendLine(e.Data); }; // drained: a full pipe would stall the server
-        p.BeginErrorReadLine();
-        var line = p.StandardOutput.ReadLineAsync();
-        Assert.True(line.Wait(TimeSpan.FromSeconds(30)), "strata pool serve did not start");
-        Assert.StartsWith("serving pool ", line.Result);
-        return p;
-    }
+    Process Serve() => PoolServe.Start(_cli, _serverLog, "--socket", Socket).Process;
 
-    static void Stop(Process p)
-    {
-        Shell.Run("kill", "-TERM", p.Id.ToString());
-        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(30)), "strata pool serve did not stop on SIGTERM");
-        Assert.Equal(0, p.ExitCode);
-    }
+    static void Stop(Process p) => PoolServe.Stop(p);
 
     [NbdClientsFact]
     public void RealClientsReadAndWriteAThinDevice()
