@@ -9,8 +9,8 @@ namespace Strata.Integration.Tests;
 /// <summary>`strata container snapshot` and `container rollback` through the CLI on the thin driver: a rollback returns the
 /// tree (a file rewritten in place, one deleted, a mode), removing a snapshot keeps the changed tree and gives the pool
 /// the old copies' blocks back, the CLI's refusals, `container inspect` and `system df`, a rollback killed (SIGKILL, the
-/// command and the pool's server together) at random moments leaving one state or the other, whole; and
-/// `pool device rollback` on plain devices.</summary>
+/// command and the pool's server together) at random moments leaving one state or the other, whole, and so a snapshot's
+/// removal (ploop's merge: the snapshot whole or gone, the container untouched); and `pool device rollback` on plain devices.</summary>
 [Collection(HeavyIo.Name)]
 public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposable
 {
@@ -163,6 +163,50 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
         }
         output.WriteLine($"{rolledBack} of 6 killed rollbacks had finished");
         Assert.Equal("clean", cli.Ok("pool", "check").Split('\n').Last());
+    }
+
+    [Fact]
+    public void ASnapshotRemovalKilledAtRandomMomentsLeavesTheSnapshotWholeOrGone()
+    {
+        var cli = ThinStoreWithAContainer();
+        InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 1));
+        var snapshotTree = Tree(cli);
+        InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 2));
+        var current = Tree(cli);
+        var rng = new Random(6);
+        int removed = 0;
+        for (int round = 0; round < 6; round++)
+        {
+            string name = $"s{round}";
+            InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 1));
+            cli.Ok("container", "snapshot", "create", "c", name);
+            InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 2));
+            var p = cli.Start("container", "snapshot", "rm", "c", name);
+            p.StandardInput.Close();
+            Thread.Sleep(rng.Next(0, 400));
+            foreach (int pid in PoolServers.Under(_temp.Combine("store")).Append(p.Id)) Shell.Run("kill", "-KILL", pid.ToString());
+            p.WaitForExit();
+            Assert.Equal(current, Tree(cli)); // the container keeps its state whatever happened to the snapshot
+            var left = JsonDocument.Parse(cli.Ok("container", "snapshot", "ls", "c", "--format", "json")).RootElement.EnumerateArray().Select(s => s.GetProperty("Name").GetString()).ToList();
+            if (!left.Contains(name))
+            {
+                removed++;
+                continue;
+            }
+            // still there: whole, as a rollback shows
+            cli.Ok("container", "rollback", "c", name);
+            Assert.Equal(snapshotTree, Tree(cli));
+            InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 2));
+            cli.Ok("container", "snapshot", "rm", "c", name);
+        }
+        output.WriteLine($"{removed} of 6 killed removals had finished");
+        Assert.Empty(JsonDocument.Parse(cli.Ok("container", "snapshot", "ls", "c", "--format", "json")).RootElement.EnumerateArray());
+        Assert.Equal("clean", cli.Ok("pool", "check").Split('\n').Last());
+        // what a killed removal left in the pool (a device whose layer record went) is swept by the store's next open
+        cli.Ok("layer", "ls");
+        var owners = JsonDocument.Parse(cli.Ok("pool", "device", "ls", "--format", "json")).RootElement.EnumerateArray()
+            .Select(d => d.GetProperty("Owner").GetString() ?? "").ToList();
+        Assert.DoesNotContain(owners, o => System.Text.RegularExpressions.Regex.IsMatch(o, @"^layer [0-9a-f]{64}\.s\d$"));
     }
 
     [Fact]
