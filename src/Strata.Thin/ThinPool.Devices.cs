@@ -289,8 +289,10 @@ public sealed partial class ThinPool
         {
             var devices = names is null ? _devices.Values.OrderBy(d => d.Id).ToList() : names.Select(Find).ToList();
             var stats = devices.Select(d => _counters.TryGetValue(d.Id, out var c) ? c.Read(d.Name, d.Id) : DeviceCounters.Zero(d.Name, d.Id)).ToList();
-            var status = StatusLocked();
-            return new PoolStats(_openedAt, DateTimeOffset.UtcNow, _commits, _commitNs, BlockSize, status.DataBytes, status.DataBytesUsed, status.MetadataBytes, status.MetadataBytesUsed, stats);
+            // the space straight from the counts (not StatusLocked, which asks the host's filesystem for its free space:
+            // the FUSE export reads these for every look at a stats file)
+            return new PoolStats(_openedAt, DateTimeOffset.UtcNow, _commits, _commitNs, BlockSize, (long)_space.Blocks * BlockSize, (long)_space.Used * BlockSize,
+                (long)_meta.Blocks * MetadataBlock.Size, (long)_meta.Used * MetadataBlock.Size, stats);
         }
     }
 
