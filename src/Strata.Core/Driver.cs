@@ -34,7 +34,7 @@ public sealed record CreateOptions(LayerKind Kind, IReadOnlyDictionary<string, s
 /// <see cref="Differ"/> picks how the layer's changesets are made: drivers that can diff without
 /// comparing whole trees return their own <see cref="IDiffer"/>, the others the generic one.
 /// Optional behaviour is a capability interface a driver may also implement: <see cref="IMountHooks"/>,
-/// <see cref="IRecoveringDriver"/>, <see cref="IBlockLayers"/>.
+/// <see cref="IRecoveringDriver"/>, <see cref="IBlockLayers"/>, <see cref="ILayerSnapshots"/>, <see cref="ILayerChains"/>.
 /// </summary>
 public interface IDriver : IDisposable
 {
@@ -125,6 +125,38 @@ public interface ILayerSnapshots
 
     /// <summary>Makes layer <paramref name="target"/>'s tree a copy of <paramref name="source"/>'s, in one step; the source stays.</summary>
     void RestoreLayer(string target, string source);
+}
+
+/// <summary>
+/// Optional capability: a driver whose layers hold only their own changes over their parent's (overlay), which snapshots
+/// a layer by freezing its changes into a new read-only layer of the chain below it instead of copying them
+/// (<see cref="ILayerSnapshots"/>'s siblings would be whole copies). Every call is restartable: cut short by a crash,
+/// the same call made again finishes it, and each of its steps leaves every layer's tree as it was or as it will be.
+/// The store calls these with validated ids, the layers' id locks held, none of the layers involved (nor any layer
+/// over them) mounted, and the intent in a record first (<see cref="Layer.Pending"/>), so that it finishes them at open.
+/// </summary>
+public interface ILayerChains
+{
+    /// <summary>Null when this driver, as configured, can change chains; else why not (one line).</summary>
+    string? WhyNoChains { get; }
+
+    /// <summary>Moves layer <paramref name="id"/>'s changes into new layer <paramref name="target"/> (over
+    /// <paramref name="id"/>'s parent) and leaves <paramref name="id"/> with none, over <paramref name="target"/>: its
+    /// tree stays the same, and <paramref name="target"/> keeps it as it is now.</summary>
+    void Freeze(string id, string target);
+
+    /// <summary>Drops layer <paramref name="id"/>'s changes and puts it over <paramref name="parent"/> (a rollback to
+    /// a layer <see cref="Freeze"/> made): its tree becomes <paramref name="parent"/>'s.</summary>
+    void Reset(string id, string parent);
+
+    /// <summary>Folds the changes of layer <paramref name="id"/> into those of <paramref name="child"/> (a layer over
+    /// it), the child's winning, so that the child shows the same tree once over <paramref name="id"/>'s parent;
+    /// by renames when <paramref name="move"/> (<paramref name="id"/> loses them), by copies otherwise.</summary>
+    void Fold(string id, string child, bool move);
+
+    /// <summary>Puts layer <paramref name="id"/> over <paramref name="parent"/> after the chain below it changed (a
+    /// layer folded away under it), its own changes kept.</summary>
+    void Rebase(string id, string parent);
 }
 
 /// <summary>Optional capability: a driver with state of its own to repair when a store opens.</summary>

@@ -29,6 +29,10 @@ public sealed record Layer
     public long Size { get; init; }
     public int Mounts { get; init; }
     public bool Incomplete { get; init; }
+    /// <summary>A change of the layer's place in a chain that was begun and is finished at the next open if a crash cut
+    /// it short (<see cref="ILayerChains"/>): <c>freeze:ID</c> on a layer being made of layer ID's changes,
+    /// <c>reset:PARENT</c> on a layer being put back over PARENT, <c>merge</c> on a layer being folded into its children.</summary>
+    public string? Pending { get; init; }
 }
 
 /// <summary>Layer id rules: 1–128 characters of [A-Za-z0-9_.-], starting with a letter or digit,

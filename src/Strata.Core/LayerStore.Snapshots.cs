@@ -7,32 +7,6 @@ public sealed partial class LayerStore
     ILayerSnapshots Snapshots => Driver as ILayerSnapshots
         ?? throw StrataException.Unsupported($"the {Driver.Name} driver cannot snapshot layers (thin, btrfs and vfs can)");
 
-    /// <summary>Both id locks, in one order (two calls on the same pair never wait for each other crosswise).</summary>
-    IDisposable IdLocks(string a, string b)
-    {
-        var (first, second) = string.CompareOrdinal(a, b) <= 0 ? (IdLock(a), IdLock(b)) : (IdLock(b), IdLock(a));
-        Monitor.Enter(first);
-        try
-        {
-            Monitor.Enter(second);
-        }
-        catch
-        {
-            Monitor.Exit(first);
-            throw;
-        }
-        return new Unlock(first, second);
-    }
-
-    sealed class Unlock(object first, object second) : IDisposable
-    {
-        public void Dispose()
-        {
-            Monitor.Exit(second);
-            Monitor.Exit(first);
-        }
-    }
-
     /// <summary>Makes read-only layer <paramref name="target"/> a copy of layer <paramref name="source"/>'s tree as it is
     /// now, with the source's parent: a snapshot, whose changes against the parent are the source's at this moment. The
     /// source may be mounted (see <see cref="ILayerSnapshots.CopyLayer"/>). All or nothing, as <see cref="Create"/>.</summary>
@@ -41,7 +15,7 @@ public sealed partial class LayerStore
         LayerId.Validate(source);
         LayerId.Validate(target);
         var snapshots = Snapshots;
-        using (IdLocks(source, target))
+        using (IdLocks([source, target]))
         {
             Layer from;
             lock (_lock)
@@ -105,7 +79,7 @@ public sealed partial class LayerStore
         LayerId.Validate(source);
         LayerId.Validate(target);
         var snapshots = Snapshots;
-        using (IdLocks(source, target))
+        using (IdLocks([source, target]))
         {
             Layer to, from;
             lock (_lock)

@@ -75,6 +75,7 @@ public sealed partial class LayerStore : IDisposable, ILayerMounter
         {
             _layers[l.Id] = l;
             if (l.Parent is not null) _children[l.Parent] = _children.GetValueOrDefault(l.Parent) + 1;
+            if (l.Pending is not null) _busy[l.Id] = Interrupted; // the sweep could not finish it (or a reader sees it)
         }
     }
 

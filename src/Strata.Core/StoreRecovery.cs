@@ -7,7 +7,8 @@ namespace Strata.Core;
 
 /// <summary>
 /// Recovery when a store opens, under its owner's lock and before anything else may use it: empties tmp/, drops
-/// temp records, removes layers left incomplete by a crash mid-apply, deletes driver data and mount counts that no
+/// temp records, removes layers left incomplete by a crash mid-apply, finishes the changes of a layer's chain a crash
+/// cut short (<see cref="Layer.Pending"/>), deletes driver data and mount counts that no
 /// record owns, and makes mounts agree with the counts (<see cref="ReconcileMounts"/>). What cannot be removed is
 /// reported and left for the next sweep; it never keeps the store from opening (a corrupt record does).
 /// </summary>
@@ -35,6 +36,7 @@ static class StoreRecovery
                 driver.Remove(l.Id);
             });
         }
+        LayerStore.FinishPending(driver, records, layers, swept);
         var known = layers.Select(l => l.Id).ToHashSet(StringComparer.Ordinal);
         foreach (var name in counts.Names())
             if (!known.Contains(name)) Sweep(swept, "mounts/" + name, () => counts.Remove(name));

@@ -26,10 +26,30 @@ public sealed partial class ContainerStore
         [.. Layers.List().Where(l => l.Labels.TryGetValue(SnapshotLabel, out var of) && of == containerId && l.Labels.ContainsKey(SnapshotNameLabel))
             .Select(l => new ContainerSnapshot(l.Labels[SnapshotNameLabel], l.Created, l.Id)).OrderBy(s => s.Created)];
 
-    /// <summary>Takes a snapshot of the container's filesystem as it is now (named <paramref name="name"/>, or s1, s2, ...): a
-    /// read-only layer beside the container's, over the same parent, made by the driver without copying data where it
-    /// can (thin, btrfs: O(1)); a running container's filesystem is frozen for the moment of it on thin (vfs copies a live
-    /// tree as it finds it).</summary>
+    /// <summary>The layer a container's changes are over: its init layer, under the snapshots in its chain (overlay's).</summary>
+    internal string? InitLayerOf(string containerId)
+    {
+        string? id = Layers.Inspect(containerId).Parent;
+        while (id is not null && Layers.Inspect(id).Labels.TryGetValue(SnapshotLabel, out var of) && of == containerId) id = Layers.Inspect(id).Parent;
+        return id;
+    }
+
+    /// <summary>Refuses a change to a container's chain (overlay's snapshots) while it runs or is mounted: the driver moves
+    /// the directories its mount is made of.</summary>
+    void RequireUnmountedForChain(Container c, string what)
+    {
+        if (!Layers.SnapshotsInChain) return;
+        if (StateOf(c).Status == ContainerState.Running)
+            throw StrataException.InUse($"container {c.Name} is running; stop it to {what} (the {Layers.Driver.Name} driver moves the directories its mount is made of)");
+        if (Layers.Inspect(c.Id).Mounts > 0)
+            throw StrataException.InUse($"container {c.Name} is mounted; unmount it to {what} (the {Layers.Driver.Name} driver moves the directories its mount is made of)");
+    }
+
+    /// <summary>Takes a snapshot of the container's filesystem as it is now (named <paramref name="name"/>, or s1, s2, ...).
+    /// Thin, btrfs and vfs make a read-only layer beside the container's, over the same parent, without copying data where
+    /// they can (thin, btrfs: O(1)); a running container's filesystem is frozen for the moment of it on thin (vfs copies a
+    /// live tree as it finds it). Overlay freezes the container's changes into a read-only layer of its chain, under a new
+    /// empty upper directory (O(1): a rename), only while the container is stopped and unmounted.</summary>
     public ContainerSnapshot TakeSnapshot(string reference, string? name = null)
     {
         lock (_lock)
@@ -44,7 +64,11 @@ public sealed partial class ContainerStore
             }
             CheckSnapshotName(name);
             if (existing.Any(s => s.Name == name)) throw StrataException.Exists($"container {c.Name} has a snapshot {name} already");
-            var layer = Layers.CopyLayer(c.Id, SnapshotLayer(c.Id, name), new Dictionary<string, string> { [SnapshotLabel] = c.Id, [SnapshotNameLabel] = name });
+            RequireUnmountedForChain(c, "snapshot it");
+            var labels = new Dictionary<string, string> { [SnapshotLabel] = c.Id, [SnapshotNameLabel] = name };
+            var layer = Layers.SnapshotsInChain
+                ? Layers.FreezeLayer(c.Id, SnapshotLayer(c.Id, name), labels)
+                : Layers.CopyLayer(c.Id, SnapshotLayer(c.Id, name), labels);
             return new ContainerSnapshot(name, layer.Created, layer.Id);
         }
     }
@@ -67,25 +91,32 @@ public sealed partial class ContainerStore
             if (layer.Mounts > 0 && !force)
                 throw StrataException.InUse($"container {c.Name} is mounted; unmount it first (or roll back with --force)");
             for (int i = 0; i < layer.Mounts && force; i++) Layers.Unmount(c.Id);
-            Layers.RestoreLayer(c.Id, snapshot.Layer);
+            if (Layers.SnapshotsInChain) Layers.ResetLayer(c.Id, snapshot.Layer); // over the snapshot, with no changes of its own
+            else Layers.RestoreLayer(c.Id, snapshot.Layer);
         }
     }
 
     /// <summary>Removes snapshot <paramref name="name"/>: the container keeps its current state, and what only the snapshot
-    /// held is given back (ploop's merge of a delta: the snapshot is a copy beside the container, so nothing is left to
-    /// fold into it).</summary>
+    /// held is given back (ploop's merge of a delta). On thin, btrfs and vfs the snapshot is a copy beside the container,
+    /// so nothing is left to fold into it; on overlay its changes are folded into the layers over it (the container's, a
+    /// later snapshot's) by renames, copied where two layers are over it (after a rollback to it), and the container must
+    /// be stopped and unmounted.</summary>
     public void RemoveSnapshot(string reference, string name)
     {
         lock (_lock)
         {
             var c = Get(reference);
-            Layers.Remove(FindSnapshot(c, name).Layer);
+            var snapshot = FindSnapshot(c, name);
+            RequireUnmountedForChain(c, "remove a snapshot of it");
+            if (Layers.SnapshotsInChain) Layers.MergeLayer(snapshot.Layer);
+            else Layers.Remove(snapshot.Layer);
         }
     }
 
-    /// <summary>Removes every snapshot of a container (before the container itself goes).</summary>
+    /// <summary>Removes every snapshot of a container once its layer is gone, the newest first (in a chain, each is
+    /// under the next).</summary>
     void RemoveSnapshots(string containerId)
     {
-        foreach (var s in SnapshotsOf(containerId)) Layers.Remove(s.Layer);
+        foreach (var s in SnapshotsOf(containerId).OrderByDescending(s => s.Created)) Layers.Remove(s.Layer);
     }
 }

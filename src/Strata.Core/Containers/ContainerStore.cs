@@ -228,7 +228,12 @@ public sealed partial class ContainerStore
 
     public void Unmount(string reference) => Layers.Unmount(Get(reference).Id);
 
-    public List<Change> Changes(string reference) => Layers.Changes(Get(reference).Id);
+    /// <summary>The container's changes over its image (its init layer), snapshots in its chain included.</summary>
+    public List<Change> Changes(string reference)
+    {
+        var c = Get(reference);
+        return Layers.Changes(c.Id, InitLayerOf(c.Id));
+    }
 
     /// <summary>Removes a container and its layer; refused while it is mounted unless <paramref name="force"/>, which
     /// unmounts it first (refused still if processes use the mount).</summary>
@@ -241,11 +246,14 @@ public sealed partial class ContainerStore
             if (layer.Mounts > 0 && !force)
                 throw StrataException.InUse($"container {c.Name} is mounted; unmount it first (or remove it with --force)");
             for (int i = 0; i < layer.Mounts && force; i++) Layers.Unmount(c.Id);
-            RemoveSnapshots(c.Id); // before the record: a crash between leaves the container, with fewer snapshots
+            string? init = InitLayerOf(c.Id);
             File.Delete(RecordPath(c.Id));
             Posix.FsyncDirectory(_dir);
+            // the layer, then its snapshots (which may be under it), then the init layer; a crash on the way leaves
+            // layers of a container without record, which the sweep removes
             Layers.Remove(c.Id);
-            if (layer.Parent is { } init) RemoveInitLayer(init);
+            RemoveSnapshots(c.Id);
+            if (init is not null) RemoveInitLayer(init);
         }
     }
 
@@ -276,17 +284,25 @@ public sealed partial class ContainerStore
             // a record's file name is its id: the listing is enough, no record is read
             var ids = Posix.ReadDir(_dir).Where(e => e.Name.EndsWith(".json", StringComparison.Ordinal))
                 .SelectMany(e => new[] { e.Name[..^5], e.Name[..^5] + "-init" /* an older store's own init layer */ }).ToHashSet(StringComparer.Ordinal);
-            // container layers and snapshots first, then their init layers
-            foreach (var l in Layers.List().Where(l => l.Mounts == 0 && (l.Labels.ContainsKey(LayerLabel) && !ids.Contains(l.Id)
-                || l.Labels.TryGetValue(SnapshotLabel, out var of) && !ids.Contains(of))).OrderBy(l => l.Kind == LayerKind.ReadOnly && !l.Labels.ContainsKey(SnapshotLabel)))
-                try
-                {
-                    Layers.Remove(l.Id);
-                }
-                catch (StrataException)
-                {
-                    // in use: the next sweep takes it
-                }
+            // container layers and snapshots first (over one another when in a chain: rounds until none goes), then
+            // their init layers
+            var orphans = Layers.List().Where(l => l.Mounts == 0 && (l.Labels.ContainsKey(LayerLabel) && !ids.Contains(l.Id)
+                || l.Labels.TryGetValue(SnapshotLabel, out var of) && !ids.Contains(of))).OrderBy(l => l.Kind == LayerKind.ReadOnly && !l.Labels.ContainsKey(SnapshotLabel)).ToList();
+            for (int gone = -1; gone != 0;)
+            {
+                gone = 0;
+                foreach (var l in orphans.ToList())
+                    try
+                    {
+                        Layers.Remove(l.Id);
+                        orphans.Remove(l);
+                        gone++;
+                    }
+                    catch (StrataException)
+                    {
+                        // in use, or under another: the next round or sweep takes it
+                    }
+            }
             // then the shared init layers no container is over any more: children counted from one listing (asking
             // the store per init layer is a listing each)
             var layers = Layers.List();
@@ -342,7 +358,7 @@ public sealed partial class ContainerStore
                 using (var gzip = new GZipStream(blobHash, CompressionLevel.Fastest, leaveOpen: true))
                 using (var tarHash = new DigestWriter(gzip))
                 {
-                    Layers.Diff(c.Id, Layers.Inspect(c.Id).Parent, tarHash); // the container's own changes, not the init layer's
+                    Layers.Diff(c.Id, InitLayerOf(c.Id), tarHash); // the container's own changes (its snapshots' too), not the init layer's
                     tarHash.Flush();
                     diffId = tarHash.Digest();
                 }

@@ -20,7 +20,7 @@ namespace Strata.Core.Drivers.Overlay;
 /// directories (nothing to mount). Mounts pass redirect_dir, index and metacopy off so that the
 /// upper dir alone describes a layer's changes (see <see cref="OverlayProbe"/>).
 /// </summary>
-public sealed class OverlayDriver : IDriver
+public sealed partial class OverlayDriver : IDriver, ILayerChains
 {
     const string MountProgramOption = "overlay.mount_program";
     const string SizeOption = "size";

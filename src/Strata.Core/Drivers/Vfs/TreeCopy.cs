@@ -23,9 +23,26 @@ public sealed class TreeCopy
     {
         using var src = Posix.Open(source, Posix.O_RDONLY | Posix.O_DIRECTORY);
         using var dst = Posix.Open(dest, Posix.O_RDONLY | Posix.O_DIRECTORY);
+        Copy(src, dst, dest);
+    }
+
+    /// <summary>Copies the contents and attributes of open directory <paramref name="src"/> into the open, empty directory
+    /// <paramref name="dst"/> (hardlinks kept as groups within it).</summary>
+    public void Copy(FileDescriptor src, FileDescriptor dst, string pathForErrors)
+    {
         _destRoot = dst;
+        _links.Clear();
         CopyChildren(src, dst, "", 0);
-        CopyAttributes(src, dst, Posix.Fstat(src), dest);
+        CopyAttributes(src, dst, Posix.Fstat(src), pathForErrors);
+    }
+
+    /// <summary>Copies one entry that is not a directory, <paramref name="name"/> of <paramref name="srcDir"/> (stat
+    /// <paramref name="st"/>), as <paramref name="newName"/> in <paramref name="dstDir"/>, attributes and all; a hardlinked
+    /// file becomes a file of its own.</summary>
+    public void CopyNode(FileDescriptor srcDir, string name, in FileStat st, FileDescriptor dstDir, string newName, string path)
+    {
+        if (st.Kind == FileKind.Directory) throw new ArgumentException("a directory", nameof(st));
+        CopyNonDirectory(srcDir, dstDir, name, newName, st, path);
     }
 
     void CopyChildren(FileDescriptor src, FileDescriptor dst, string rel, int depth)
@@ -57,24 +74,37 @@ public sealed class TreeCopy
                         }
                         _links[(st.Device, st.Inode)] = path;
                     }
-                    CopyFile(src, dst, name, st, path);
-                    break;
-                case FileKind.Symlink:
-                    Posix.SymlinkAt(Posix.ReadLinkAt(src, name), dst, name);
-                    CopyNodeAttributes(src, dst, name, st, chmod: false);
+                    CopyFile(src, dst, name, name, st, path);
                     break;
                 default:
-                    Posix.MknodAt(dst, name, (uint)st.Kind | st.Permissions, st.RdevMajor, st.RdevMinor);
-                    CopyNodeAttributes(src, dst, name, st, chmod: true);
+                    CopyNonDirectory(src, dst, name, name, st, path);
                     break;
             }
         }
     }
 
-    void CopyFile(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, string path)
+    void CopyNonDirectory(FileDescriptor src, FileDescriptor dst, string name, string newName, in FileStat st, string path)
+    {
+        switch (st.Kind)
+        {
+            case FileKind.Regular:
+                CopyFile(src, dst, name, newName, st, path);
+                break;
+            case FileKind.Symlink:
+                Posix.SymlinkAt(Posix.ReadLinkAt(src, name), dst, newName);
+                CopyNodeAttributes(src, dst, name, newName, st, chmod: false);
+                break;
+            default:
+                Posix.MknodAt(dst, newName, (uint)st.Kind | st.Permissions, st.RdevMajor, st.RdevMinor);
+                CopyNodeAttributes(src, dst, name, newName, st, chmod: true);
+                break;
+        }
+    }
+
+    void CopyFile(FileDescriptor srcDir, FileDescriptor dstDir, string name, string newName, in FileStat st, string path)
     {
         using var s = TreeWalker.OpenFile(srcDir, name, st, path);
-        using var d = Posix.OpenAt(dstDir, name, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, st.Permissions & 0x1FF);
+        using var d = Posix.OpenAt(dstDir, newName, Posix.O_WRONLY | Posix.O_CREAT | Posix.O_EXCL | Posix.O_NOFOLLOW, st.Permissions & 0x1FF);
         if (st.Size > 0) CopyData(s, d, st.Size, path);
         CopyAttributes(s, d, st, path);
     }
@@ -135,18 +165,18 @@ public sealed class TreeCopy
     }
 
     /// <summary>Owner before mode (chown clears setuid/setgid), then xattrs, then times.</summary>
-    static void CopyAttributes(FileDescriptor src, FileDescriptor dst, in FileStat st, string path)
+    internal static void CopyAttributes(FileDescriptor src, FileDescriptor dst, in FileStat st, string path)
     {
         Posix.SetOwnerAndMode(dst, st.Uid, st.Gid, st.Permissions, path);
         foreach (var (k, v) in Posix.FgetXattrs(src, path)) Posix.FsetXattr(dst, k, v, path);
         Posix.Futimes(dst, st.Atime, st.Mtime, path);
     }
 
-    static void CopyNodeAttributes(FileDescriptor srcDir, FileDescriptor dstDir, string name, in FileStat st, bool chmod)
+    static void CopyNodeAttributes(FileDescriptor srcDir, FileDescriptor dstDir, string name, string newName, in FileStat st, bool chmod)
     {
-        Posix.LchownAt(dstDir, name, st.Uid, st.Gid);
-        if (chmod) Posix.ChmodNoFollowAt(dstDir, name, st.Permissions);
-        foreach (var (k, v) in Posix.LgetXattrsAt(srcDir, name)) Posix.LsetXattrAt(dstDir, name, k, v);
-        Posix.LutimesAt(dstDir, name, st.Atime, st.Mtime);
+        Posix.LchownAt(dstDir, newName, st.Uid, st.Gid);
+        if (chmod) Posix.ChmodNoFollowAt(dstDir, newName, st.Permissions);
+        foreach (var (k, v) in Posix.LgetXattrsAt(srcDir, name)) Posix.LsetXattrAt(dstDir, newName, k, v);
+        Posix.LutimesAt(dstDir, newName, st.Atime, st.Mtime);
     }
 }
