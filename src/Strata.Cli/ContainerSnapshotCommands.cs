@@ -13,7 +13,7 @@ public static partial class Commands
         var name = new Argument<string>("NAME") { Description = "Snapshot name" };
         var optionalName = new Argument<string?>("NAME") { Description = "Snapshot name (default: s1, s2, ...)", Arity = ArgumentArity.ZeroOrOne };
 
-        var snapshot = new Command("snapshot", "Snapshots of a container's filesystem: take, list, remove (thin and btrfs: O(1))");
+        var snapshot = new Command("snapshot", "Snapshots of a container's filesystem: take, list, remove (O(1) on thin, btrfs and overlay)");
         var create = new Command("create", "Take a snapshot of the container's filesystem as it is now; prints its name") { container, optionalName };
         create.SetAction(r =>
         {
@@ -39,7 +39,7 @@ public static partial class Commands
         });
         snapshot.Subcommands.Add(ls);
 
-        var rm = new Command("rm", "Remove a snapshot: the container keeps its current state, and what only the snapshot held is freed") { container, name };
+        var rm = new Command("rm", "Remove a snapshot: the container keeps its current state, and what only the snapshot held is freed (overlay: merged in by renames)") { container, name };
         rm.SetAction(r =>
         {
             using var lease = OpenStore(r);

@@ -6,7 +6,8 @@ using Xunit.Abstractions;
 
 namespace Strata.Integration.Tests;
 
-/// <summary>`strata container snapshot` and `container rollback` through the CLI on the thin driver: a rollback returns the
+/// <summary>`strata container snapshot` and `container rollback` through the CLI on the thin driver (and on overlay, whose
+/// snapshots are layers of the container's chain: the same, the merge and rollback killed by SIGKILL): a rollback returns the
 /// tree (a file rewritten in place, one deleted, a mode), removing a snapshot keeps the changed tree and gives the pool
 /// the old copies' blocks back, the CLI's refusals, `container inspect` and `system df`, a rollback killed (SIGKILL, the
 /// command and the pool's server together) at random moments leaving one state or the other, whole, and so a snapshot's
@@ -207,6 +208,146 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
         var owners = JsonDocument.Parse(cli.Ok("pool", "device", "ls", "--format", "json")).RootElement.EnumerateArray()
             .Select(d => d.GetProperty("Owner").GetString() ?? "").ToList();
         Assert.DoesNotContain(owners, o => System.Text.RegularExpressions.Regex.IsMatch(o, @"^layer [0-9a-f]{64}\.s\d$"));
+    }
+
+    Cli OverlayStoreWithAContainer()
+    {
+        var cli = new Cli(_temp.Combine("store"));
+        cli.Ok("--driver", "overlay", "init");
+        string rootfs = _temp.Dir("rootfs");
+        Directory.CreateDirectory(Path.Combine(rootfs, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(rootfs, "bin", "busybox"));
+        File.WriteAllText(Path.Combine(rootfs, "motd"), "hello");
+        Shell.Run("tar", "-C", rootfs, "-cf", _temp.Combine("rootfs.tar"), ".").Check("tar");
+        cli.Ok("image", "import", _temp.Combine("rootfs.tar"), "--name", "snap:1", "-q");
+        cli.Ok("container", "create", "snap:1", "--name", "c");
+        return cli;
+    }
+
+    /// <summary>Files many/0000 ... many/(n-1) in the container, the content <paramref name="tag"/>.</summary>
+    static void Many(string dir, int n, string tag)
+    {
+        Directory.CreateDirectory(Path.Combine(dir, "many"));
+        for (int i = 0; i < n; i++) File.WriteAllText(Path.Combine(dir, "many", i.ToString("D4")), tag);
+    }
+
+    [Fact]
+    public void OnOverlayASnapshotIsALayerOfTheChainThatRollbackAndRemovalKeepWhole()
+    {
+        var cli = OverlayStoreWithAContainer();
+        InContainer(cli, dir =>
+        {
+            File.WriteAllText(Path.Combine(dir, "small"), "one");
+            File.Delete(Path.Combine(dir, "motd"));
+        });
+        var first = Tree(cli);
+        // refused while mounted: the directories its mount is made of move
+        cli.Ok("container", "mount", "c");
+        var refused = cli.Run("container", "snapshot", "create", "c");
+        Assert.Equal((5, "strata: container c is mounted; unmount it to snapshot it (the overlay driver moves the directories its mount is made of)"),
+            (refused.ExitCode, refused.Stderr.Trim()));
+        cli.Ok("container", "unmount", "c");
+        Assert.Equal("s1", cli.Ok("container", "snapshot", "create", "c"));
+        var inspect = JsonDocument.Parse(cli.Ok("container", "inspect", "c")).RootElement[0];
+        Assert.Equal(["s1"], inspect.GetProperty("Snapshots").EnumerateArray().Select(s => s.GetProperty("Name").GetString()));
+        InContainer(cli, dir =>
+        {
+            File.WriteAllText(Path.Combine(dir, "small"), "two");
+            File.WriteAllText(Path.Combine(dir, "motd"), "back");
+        });
+        var changed = Tree(cli);
+        Assert.Contains("C /motd", cli.Ok("container", "diff", "c")); // against the image, not the snapshot (where motd was deleted)
+        Assert.Equal("s1", cli.Ok("container", "rollback", "c", "s1"));
+        Assert.Equal(first, Tree(cli));
+        Assert.Contains("D /motd", cli.Ok("container", "diff", "c"));
+        InContainer(cli, dir => File.WriteAllText(Path.Combine(dir, "small"), "three"));
+        var third = Tree(cli);
+        cli.Ok("container", "snapshot", "create", "c", "s2");
+        cli.Ok("container", "mount", "c");
+        refused = cli.Run("container", "snapshot", "rm", "c", "s1");
+        Assert.Equal(5, refused.ExitCode);
+        cli.Ok("container", "unmount", "c");
+        Assert.Equal("s1", cli.Ok("container", "snapshot", "rm", "c", "s1"));
+        Assert.Equal("s2", cli.Ok("container", "snapshot", "rm", "c", "s2"));
+        Assert.Equal(third, Tree(cli));
+        var df = JsonDocument.Parse(cli.Ok("system", "df", "--format", "json")).RootElement.GetProperty("Summary").EnumerateArray()
+            .Single(s => s.GetProperty("Type").GetString() == "Snapshots");
+        Assert.Equal(0, df.GetProperty("Total").GetInt32());
+        // a commit holds every change since the image, the snapshots' folded in
+        cli.Ok("container", "snapshot", "create", "c", "keep");
+        cli.Ok("container", "commit", "c", "snap:2");
+        cli.Ok("container", "create", "snap:2", "--name", "d");
+        string dir2 = cli.Ok("container", "mount", "d");
+        Assert.Equal("three", File.ReadAllText(Path.Combine(dir2, "small")));
+        cli.Ok("container", "unmount", "d");
+        cli.Ok("container", "rm", "c"); // its snapshots go with it, the newest first
+        Assert.DoesNotContain(".keep", cli.Ok("layer", "ls", "--no-trunc"));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_temp.Combine("store", "tmp")));
+    }
+
+    /// <summary>How long a command takes, run to its end.</summary>
+    static int Millis(Cli cli, params string[] args)
+    {
+        var watch = Stopwatch.StartNew();
+        cli.Ok(args);
+        return (int)watch.ElapsedMilliseconds;
+    }
+
+    /// <summary>Starts a command and kills it (SIGKILL) after <paramref name="ms"/> milliseconds.</summary>
+    static void KillAfter(Cli cli, int ms, params string[] args)
+    {
+        var p = cli.Start(args);
+        p.StandardInput.Close();
+        Thread.Sleep(ms);
+        Shell.Run("kill", "-KILL", p.Id.ToString());
+        p.WaitForExit();
+    }
+
+    [Fact]
+    public void OnOverlayAMergeOrARollbackKilledAtRandomMomentsLeavesOneStateOrTheOtherWhole()
+    {
+        const int files = 6000;
+        var cli = OverlayStoreWithAContainer();
+        InContainer(cli, dir => Many(dir, files, "old"));
+        var snapshotTree = Tree(cli);
+        // the moments to kill at: from a little before the store is open (a listing's time) to the end of a whole merge
+        cli.Ok("container", "snapshot", "create", "c", "timing");
+        InContainer(cli, dir => File.WriteAllText(Path.Combine(dir, "many", "0000"), "timing"));
+        int opened = Millis(cli, "container", "snapshot", "ls", "c"), whole = Millis(cli, "container", "snapshot", "rm", "c", "timing");
+        output.WriteLine($"a listing takes {opened} ms, a merge of {files} files {whole} ms");
+        InContainer(cli, dir => File.WriteAllText(Path.Combine(dir, "many", "0000"), "old"));
+        var rng = new Random(7);
+        int merged = 0, rolledBack = 0;
+        for (int round = 0; round < 3; round++)
+        {
+            // a merge: the container changed one file of many/ after the snapshot, so the fold renames the others one by one
+            string name = $"m{round}";
+            cli.Ok("container", "snapshot", "create", "c", name);
+            InContainer(cli, dir => File.WriteAllText(Path.Combine(dir, "many", "0000"), $"new {round}"));
+            var current = Tree(cli);
+            KillAfter(cli, rng.Next(Math.Max(0, opened - 150), whole + 20), "container", "snapshot", "rm", "c", name);
+            Assert.Equal(current, Tree(cli)); // the next command finished the merge, or it never began; the container is whole
+            var left = JsonDocument.Parse(cli.Ok("container", "snapshot", "ls", "c", "--format", "json")).RootElement.EnumerateArray().Select(s => s.GetProperty("Name").GetString()).ToList();
+            if (!left.Contains(name)) merged++;
+            else cli.Ok("container", "snapshot", "rm", "c", name);
+            InContainer(cli, dir => File.WriteAllText(Path.Combine(dir, "many", "0000"), "old"));
+            Assert.Equal(snapshotTree, Tree(cli));
+
+            // a rollback, whose container has rewritten every file (a tree of its own to drop)
+            cli.Ok("container", "snapshot", "create", "c", "r");
+            InContainer(cli, dir => Many(dir, files, "changed"));
+            var changed = Tree(cli);
+            KillAfter(cli, rng.Next(Math.Max(0, opened - 150), whole + 20), "container", "rollback", "c", "r");
+            var tree = Tree(cli);
+            Assert.True(tree == snapshotTree || tree == changed, $"round {round}: the container is neither the snapshot nor its state before");
+            if (tree == snapshotTree) rolledBack++;
+            else cli.Ok("container", "rollback", "c", "r");
+            cli.Ok("container", "snapshot", "rm", "c", "r");
+            Assert.Equal(snapshotTree, Tree(cli));
+        }
+        output.WriteLine($"{merged} of 3 killed merges and {rolledBack} of 3 killed rollbacks had finished");
+        Assert.Empty(JsonDocument.Parse(cli.Ok("container", "snapshot", "ls", "c", "--format", "json")).RootElement.EnumerateArray());
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_temp.Combine("store", "tmp")));
     }
 
     [Fact]
