@@ -6,8 +6,14 @@
 #    store open, the driver's work) on a container that wrote 1 GiB, beside `strata --version` (the command's floor), on the
 # thin driver (a pool device snapshot; a rollback is one pool commit) and the btrfs driver (a subvolume snapshot; a
 # rollback is a snapshot and a RENAME_EXCHANGE), with the peer `btrfs subvolume snapshot` of a 1 GiB subvolume (the
-# command people use for the same) in the same run. Before each timed command `sync` runs, untimed.
-# Goal (issue 24): snapshot and rollback under 10 ms each on thin and btrfs.
+# command people use for the same) in the same run, and on the overlay driver (the container's upper dir frozen into a
+# layer of its chain by renames; a rollback puts it back over the snapshot with no changes). Before each timed command
+# `sync` runs, untimed.
+# 3. overlay's merge (`container snapshot rm`: the snapshot folded into the container by renames) of a snapshot holding
+#    10,000 files in a directory the container has too, in process (Strata.ThinDriverBench merge), beside `mv -t` of the
+#    same files in the same run.
+# Goals (issue 24): snapshot and rollback under 10 ms each on thin and btrfs; overlay's merge of 10,000 files at most
+# the time of mv.
 # btrfs: a sparse 8 GiB image in BENCH_DIR (default /var/tmp), loop-attached, mkfs.btrfs defaults.
 # Usage: bench/container-snapshot.sh [-n ROUNDS]
 # Env: STRATA_BIN=path measures that executable instead of a snapshot of ./strata's build.
@@ -32,7 +38,7 @@ mnt=""
 dev=""
 cleanup() {
   set +e
-  for root in "$work/thin" "${mnt:+$mnt/store}"; do
+  for root in "$work/thin" "$work/overlay" "${mnt:+$mnt/store}"; do
     [ -n "$root" ] && [ -d "$root" ] && STRATA_ROOT="$root" "$strata" container rm -f c >/dev/null 2>&1
   done
   if [ -n "$mnt" ]; then
@@ -91,15 +97,20 @@ mkdir -p "$work/inproc"
 STRATA_BIN="$strata" dotnet "$work/bench/Strata.ThinDriverBench.dll" snapshots --dir "$work/inproc" --driver thin -n "$rounds" --size-mib 1024 | grep -v "^  " >&2
 mkdir -p "$mnt/inproc"
 STRATA_BIN="$strata" dotnet "$work/bench/Strata.ThinDriverBench.dll" snapshots --dir "$mnt/inproc" --driver btrfs -n "$rounds" --size-mib 1024 | grep -v "^  " >&2
+STRATA_BIN="$strata" dotnet "$work/bench/Strata.ThinDriverBench.dll" snapshots --dir "$work/inproc" --driver overlay -n "$rounds" --size-mib 1024 | grep -v "^  " >&2
 rm -rf --one-file-system "$work/inproc" "$mnt/inproc"
+mkdir -p "$work/inproc"
+dotnet "$work/bench/Strata.ThinDriverBench.dll" merge --dir "$work/inproc" -n "$rounds" --files 10000 | grep -v "^  " >&2
+rm -rf --one-file-system "$work/inproc"
 echo "== whole commands" >&2
 store "$work/thin" thin --storage-opt thin.basesize=2G
 store "$mnt/store" btrfs
+store "$work/overlay" overlay
 btrfs subvolume create "$mnt/peer" >/dev/null
 dd if=/dev/urandom of="$mnt/peer/data" bs=1M count=1024 status=none
 for round in $(seq "$rounds"); do
-  for side in thin btrfs; do
-    root="$work/thin"; [ "$side" = btrfs ] && root="$mnt/store"
+  for side in thin btrfs overlay; do
+    root="$work/$side"; [ "$side" = btrfs ] && root="$mnt/store"
     sync; ms "$side-snapshot" "$(STRATA_ROOT="$root" timed "$strata" container snapshot create c "r$round")"
     sync; ms "$side-rollback" "$(STRATA_ROOT="$root" timed "$strata" container rollback c "r$round")"
     STRATA_ROOT="$root" "$strata" container snapshot rm c "r$round" >/dev/null

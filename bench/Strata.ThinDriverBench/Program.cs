@@ -9,14 +9,18 @@ using Strata.OverlayBench;
 //   containers --dir DIR --tar ROOTFS.tar [-n 100] [--block 10] [--warmup 5]
 //   layers     --dir DIR --tar ROOTFS.tar --drivers btrfs,overlay,vfs [-n 1000] [--vfs-n 20] [--warmup 5]
 //              (create + remove of N read-only child layers of a rootfs layer, per driver, on DIR's filesystem)
-//   snapshots  --dir DIR --driver thin|btrfs [-n 10] [--size-mib 1024]
-//              (a container layer that wrote SIZE MiB: snapshot it (LayerStore.CopyLayer) and roll it back (RestoreLayer), N times)
+//   snapshots  --dir DIR --driver thin|btrfs|overlay [-n 10] [--size-mib 1024]
+//              (a container layer that wrote SIZE MiB: snapshot it and roll it back, N times: thin and btrfs with
+//              LayerStore.CopyLayer and RestoreLayer, overlay with FreezeLayer and ResetLayer)
+//   merge      --dir DIR [-n 5] [--files 10000]
+//              (overlay: a snapshot holding FILES files in one directory, which the container also has, folded into the
+//              container (LayerStore.MergeLayer: a rename each), beside `mv -t` of the same files between two directories)
 // copyup and containers run the thin driver and the overlay driver side by side in one process, on stores in DIR (an empty
 // directory on the filesystem to measure), alternating which goes first. Everything made is left in DIR; the script
 // removes it (and stops the thin pool's server, which the stores stop themselves when they close).
 if (args.Length < 1 || args[0] is "-h" or "--help")
 {
-    Console.Error.WriteLine("usage: Strata.ThinDriverBench copyup|containers|layers --dir DIR [--tar FILE] [--drivers D,D] [-n N] [--vfs-n N] [--reps N] [--block N] [--warmup N] [--size-mib N]");
+    Console.Error.WriteLine("usage: Strata.ThinDriverBench copyup|containers|layers|snapshots|merge --dir DIR [--tar FILE] [--drivers D,D] [-n N] [--vfs-n N] [--reps N] [--block N] [--warmup N] [--size-mib N]");
     return args.Length < 1 ? 2 : 0;
 }
 if (BenchArgs.Parse(args) is not { } a) return 2;
@@ -32,6 +36,7 @@ try
         "copyup" => Bench.CopyUp(dir, Int("reps", 5), Int("size-mib", 1024)),
         "containers" => Bench.Containers(dir, Need("tar"), Int("n", 100), Int("block", 10), Int("warmup", 5)),
         "snapshots" => Bench.Snapshots(dir, Need("driver"), Int("n", 10), Int("size-mib", 1024)),
+        "merge" => Bench.Merge(dir, Int("n", 5), Int("files", 10_000)),
         "layers" => Bench.Layers(dir, Need("tar"), Need("drivers").Split(','), Int("n", 1000), Int("vfs-n", 20), Int("warmup", 5)),
         _ => throw new ArgumentException($"unknown scenario '{args[0]}'"),
     };
@@ -211,22 +216,30 @@ static class Bench
         }
         store.Unmount("c");
         Posix.SyncFileSystem(dir);
-        Out.Line($"== {driver}: container layer 'c' wrote {sizeMib} MiB (untimed); then per repetition: timed CopyLayer(c, c.rN), sync (untimed),");
-        Out.Line("   timed RestoreLayer(c, c.rN), untimed Remove(c.rN) and sync");
+        bool chain = store.SnapshotsInChain;
+        Out.Line(chain
+            ? $"== {driver}: container layer 'c' wrote {sizeMib} MiB (untimed); then per repetition: timed FreezeLayer(c, c.rN) (its changes move into c.rN), sync (untimed),"
+            : $"== {driver}: container layer 'c' wrote {sizeMib} MiB (untimed); then per repetition: timed CopyLayer(c, c.rN), sync (untimed),");
+        Out.Line(chain
+            ? "   timed ResetLayer(c, c.rN), untimed MergeLayer(c.rN) (the changes move back into c) and sync"
+            : "   timed RestoreLayer(c, c.rN), untimed Remove(c.rN) and sync");
         var snapshot = new List<double>();
         var rollback = new List<double>();
         for (int r = 0; r < n; r++)
         {
             long t0 = Stopwatch.GetTimestamp();
-            store.CopyLayer("c", $"c.r{r}");
+            if (chain) store.FreezeLayer("c", $"c.r{r}");
+            else store.CopyLayer("c", $"c.r{r}");
             long t1 = Stopwatch.GetTimestamp();
             Posix.SyncFileSystem(dir);
             long t2 = Stopwatch.GetTimestamp();
-            store.RestoreLayer("c", $"c.r{r}");
+            if (chain) store.ResetLayer("c", $"c.r{r}");
+            else store.RestoreLayer("c", $"c.r{r}");
             long t3 = Stopwatch.GetTimestamp();
             snapshot.Add(Stats.Ms(t1 - t0));
             rollback.Add(Stats.Ms(t3 - t2));
-            store.Remove($"c.r{r}");
+            if (chain) store.MergeLayer($"c.r{r}");
+            else store.Remove($"c.r{r}");
             Posix.SyncFileSystem(dir);
             Out.Line($"  {driver,-6} rep {r,2}: snapshot {Out.F(snapshot[^1], 2)} ms, rollback {Out.F(rollback[^1], 2)} ms");
         }
@@ -234,6 +247,79 @@ static class Bench
             $"rollback median {Out.F(Stats.Median(rollback), 2)} ms (min {Out.F(rollback.Min(), 2)}, max {Out.F(rollback.Max(), 2)}), {n} repetitions");
         store.Remove("c");
         store.Remove("base");
+        return 0;
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // overlay's merge of a snapshot (what `container snapshot rm` does, in process) beside mv of the same files
+    // ------------------------------------------------------------------------------------------
+
+    public static int Merge(string dir, int n, int files)
+    {
+        using var store = Open(Path.Combine(dir, "overlay-merge"), "overlay");
+        store.Create("base", null);
+        store.Create("c", "base", LayerKind.ReadWrite);
+        Out.Line($"== per repetition, untimed: c writes {files} files of 100 bytes in many/, is frozen into snapshot c.rN, then rewrites many/0 (so");
+        Out.Line($"   its upper dir has many/ too, and the fold renames the files one by one); the same {files} files are written in mv/src/, and sync;");
+        Out.Line("   timed, in turns: MergeLayer(c.rN), and `mv -t mv/dst mv/src/*` (one process, the files as its arguments)");
+        var merge = new List<double>();
+        var mv = new List<double>();
+        var content = new string('x', 100);
+        string peer = Path.Combine(dir, "mv");
+        for (int r = 0; r < n; r++)
+        {
+            string tree = store.Mount("c");
+            Directory.CreateDirectory(Path.Combine(tree, "many"));
+            for (int i = 0; i < files; i++) File.WriteAllText(Path.Combine(tree, "many", i.ToString(CultureInfo.InvariantCulture)), content);
+            store.Unmount("c");
+            store.FreezeLayer("c", $"c.r{r}");
+            File.WriteAllText(Path.Combine(store.Mount("c"), "many", "0"), "changed");
+            store.Unmount("c");
+            if (Directory.Exists(peer)) Directory.Delete(peer, recursive: true);
+            Directory.CreateDirectory(Path.Combine(peer, "src"));
+            Directory.CreateDirectory(Path.Combine(peer, "dst"));
+            var names = new List<string>();
+            for (int i = 0; i < files; i++)
+            {
+                string f = Path.Combine(peer, "src", i.ToString(CultureInfo.InvariantCulture));
+                File.WriteAllText(f, content);
+                names.Add(f);
+            }
+            Posix.SyncFileSystem(dir);
+            double MergeOnce()
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                store.MergeLayer($"c.r{r}");
+                return Stats.Ms(Stopwatch.GetTimestamp() - t0);
+            }
+            double MvOnce()
+            {
+                var start = new ProcessStartInfo("mv") { UseShellExecute = false };
+                start.ArgumentList.Add("-t");
+                start.ArgumentList.Add(Path.Combine(peer, "dst"));
+                foreach (var f in names) start.ArgumentList.Add(f);
+                long t0 = Stopwatch.GetTimestamp();
+                using (var p = Process.Start(start)!)
+                {
+                    p.WaitForExit();
+                    if (p.ExitCode != 0) throw new InvalidOperationException($"mv exited with {p.ExitCode}");
+                }
+                return Stats.Ms(Stopwatch.GetTimestamp() - t0);
+            }
+            if (r % 2 == 0)
+            {
+                merge.Add(MergeOnce());
+                mv.Add(MvOnce());
+            }
+            else
+            {
+                mv.Add(MvOnce());
+                merge.Add(MergeOnce());
+            }
+            Out.Line($"  rep {r,2}: merge {Out.F(merge[^1], 1)} ms, mv {Out.F(mv[^1], 1)} ms");
+        }
+        Out.Line($"overlay merge of {files} files median {Out.F(Stats.Median(merge), 1)} ms (min {Out.F(merge.Min(), 1)}, max {Out.F(merge.Max(), 1)}); " +
+            $"mv median {Out.F(Stats.Median(mv), 1)} ms (min {Out.F(mv.Min(), 1)}, max {Out.F(mv.Max(), 1)}); merge/mv {Out.F(Stats.Median(merge) / Stats.Median(mv), 2)}x, {n} repetitions");
         return 0;
     }
 

@@ -54,15 +54,27 @@ sealed class UpperFold
         TreeWalker.CheckDepth(depth, rel);
         var times = Posix.Fstat(u);
         bool added = false;
-        foreach (var e in Posix.ReadDir(u, rel))
-            if (e.Name.StartsWith(TempPrefix, StringComparison.Ordinal))
-            {
-                FileTree.RemoveAt(u, e.Name, Join(rel, e.Name));
-                added = true;
-            }
+        if (!_move) // only copies make temp names
+            foreach (var e in Posix.ReadDir(u, rel))
+                if (e.Name.StartsWith(TempPrefix, StringComparison.Ordinal))
+                {
+                    FileTree.RemoveAt(u, e.Name, Join(rel, e.Name));
+                    added = true;
+                }
         foreach (var e in Posix.ReadDir(l, rel))
         {
             string name = e.Name, path = Join(rel, name);
+            if (_move)
+            {
+                // the common case in one call: U lacks it, and L's goes over whole (what mv does in three)
+                int err = Posix.TryRenameAt(l, name, u, name, Posix.RENAME_NOREPLACE);
+                if (err == 0)
+                {
+                    added = true;
+                    continue;
+                }
+                if (err != Errno.EEXIST) throw new ErrnoException(err, "rename", path);
+            }
             var ls = Posix.LstatAt(l, name);
             if (Posix.TryLstatAt(u, name, out var us) != 0)
             {
