@@ -114,7 +114,7 @@ public sealed partial class LayerStore
             lock (_lock)
             {
                 if (id == parent) throw StrataException.Invalid($"layer {id} cannot be put over itself");
-                Visible(parent);
+                if (Visible(parent).Kind != LayerKind.ReadOnly) throw StrataException.Invalid($"layer {parent} is not read-only; a layer can only be put over a read-only one");
                 ThrowIfBusy(parent);
                 layer = Changeable(id, "roll it back");
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; it cannot be rolled back");

@@ -45,6 +45,7 @@ public sealed partial class OverlayDriver
         MakeLink(Path.Combine(_links, ShortName(target)), target);
         if (!Posix.TryLstat(DiffDir(id), out _)) MakeEmptyDiff(id, DiffDir(target));
         PutOver(id, target);
+        Posix.SyncFileSystem(_home); // the renames, durable before the store records the new chain
     }
 
     /// <summary>The layer's diff/ goes to tmp/ (deleted there, or by the next open's sweep), an empty one takes its place
@@ -56,6 +57,7 @@ public sealed partial class OverlayDriver
         if (dropped) Posix.Rename(DiffDir(id), trash);
         MakeEmptyDiff(id, DiffDir(parent));
         PutOver(id, parent);
+        Posix.SyncFileSystem(_home);
         if (dropped) FileTree.Remove(trash);
     }
 
@@ -69,15 +71,14 @@ public sealed partial class OverlayDriver
 
     public void Rebase(string id, string parent) => PutOver(id, parent);
 
-    /// <summary>Writes the layer's lower file as <paramref name="parent"/>'s chain under it (atomically), with the work
-    /// and merged dirs a layer over others mounts with, and syncs the filesystem.</summary>
+    /// <summary>Writes the layer's lower file as <paramref name="parent"/>'s chain under it (atomically and durably), with
+    /// the work and merged dirs a layer over others mounts with.</summary>
     void PutOver(string id, string parent)
     {
         var chain = LowerChain(parent).Prepend("l/" + ShortName(parent)).ToList();
         if (chain.Count > Mounter.MaxOverlayLayers)
             throw StrataException.Unsupported($"layer {id} would sit on {chain.Count} layers; overlayfs mounts at most {Mounter.MaxOverlayLayers}");
         MakeMountDirs(LayerDir(id), chain);
-        Posix.SyncFileSystem(_home);
     }
 
     /// <summary>work/, merged/ (when missing) and the lower file naming <paramref name="chain"/> in a layer's directory.</summary>
