@@ -201,8 +201,7 @@ public static class OverlayChanges
 
     static bool IsWhiteout(in FileStat st) => st.Kind == FileKind.CharDevice && st.RdevMajor == 0 && st.RdevMinor == 0;
 
-    static bool IsOpaque(List<KeyValuePair<string, byte[]>> xattrs) =>
-        xattrs.Any(x => x.Key == Whiteouts.OverlayOpaqueXattr && x.Value is [(byte)'y']);
+    static bool IsOpaque(List<KeyValuePair<string, byte[]>> xattrs) => Whiteouts.IsOverlayOpaque(xattrs);
 
     readonly record struct Found(FileStat Stat, FileDescriptor Dir, int Layer);
 

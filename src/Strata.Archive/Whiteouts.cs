@@ -19,4 +19,8 @@ public static class Whiteouts
     public const string OverlayOpaqueXattr = "trusted.overlay.opaque";
 
     public static bool IsWhiteout(string baseName) => baseName.StartsWith(Prefix, StringComparison.Ordinal);
+
+    /// <summary>Whether a directory's xattrs mark it opaque in an overlayfs upper dir.</summary>
+    public static bool IsOverlayOpaque(List<KeyValuePair<string, byte[]>> xattrs) =>
+        xattrs.Any(x => x.Key == OverlayOpaqueXattr && x.Value is [(byte)'y']);
 }

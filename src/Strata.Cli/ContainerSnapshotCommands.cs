@@ -13,7 +13,7 @@ public static partial class Commands
         var name = new Argument<string>("NAME") { Description = "Snapshot name" };
         var optionalName = new Argument<string?>("NAME") { Description = "Snapshot name (default: s1, s2, ...)", Arity = ArgumentArity.ZeroOrOne };
 
-        var snapshot = new Command("snapshot", "Snapshots of a container's filesystem: take, list, remove (O(1) on thin, btrfs and overlay)");
+        var snapshot = new Command("snapshot", "Snapshots of a container's filesystem: take (O(1) on thin, btrfs and overlay), list, remove");
         var create = new Command("create", "Take a snapshot of the container's filesystem as it is now; prints its name") { container, optionalName };
         create.SetAction(r =>
         {

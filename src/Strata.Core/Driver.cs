@@ -131,14 +131,19 @@ public interface ILayerSnapshots
 /// Optional capability: a driver whose layers hold only their own changes over their parent's (overlay), which snapshots
 /// a layer by freezing its changes into a new read-only layer of the chain below it instead of copying them
 /// (<see cref="ILayerSnapshots"/>'s siblings would be whole copies). Every call is restartable: cut short by a crash,
-/// the same call made again finishes it, and each of its steps leaves every layer's tree as it was or as it will be.
-/// The store calls these with validated ids, the layers' id locks held, none of the layers involved (nor any layer
-/// over them) mounted, and the intent in a record first (<see cref="Layer.Pending"/>), so that it finishes them at open.
+/// the same call made again finishes it (what is done is read from what exists). The store calls these with validated
+/// ids, the layers' id locks held, none of the layers involved (nor any layer over them) mounted, and the intent in a
+/// record first (<see cref="Layer.Pending"/>); the layers stay busy (nothing mounts or reads them) until the call has
+/// finished, here or at the store's next open.
 /// </summary>
 public interface ILayerChains
 {
     /// <summary>Null when this driver, as configured, can change chains; else why not (one line).</summary>
     string? WhyNoChains { get; }
+
+    /// <summary>Refuses (one line) a chain of <paramref name="layers"/> layers below a layer that the driver could not
+    /// mount; asked before a change that makes a chain longer is begun.</summary>
+    void CheckChainLength(int layers);
 
     /// <summary>Moves layer <paramref name="id"/>'s changes into new layer <paramref name="target"/> (over
     /// <paramref name="id"/>'s parent) and leaves <paramref name="id"/> with none, over <paramref name="target"/>: its

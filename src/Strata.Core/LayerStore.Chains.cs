@@ -5,7 +5,7 @@ namespace Strata.Core;
 
 public sealed partial class LayerStore
 {
-    const string Interrupted = "in the middle of a change to its chain that failed; reopening the store finishes it";
+    const string Interrupted = "in the middle of a change to its chain (the store's next open to write finishes it)";
 
     /// <summary>Whether the driver snapshots a layer by freezing its changes into its chain (<see cref="FreezeLayer"/>,
     /// <see cref="ResetLayer"/>, <see cref="MergeLayer"/>) rather than by copying it beside itself (<see cref="CopyLayer"/>).</summary>
@@ -72,12 +72,21 @@ public sealed partial class LayerStore
         using (IdLocks([id, target]))
         {
             Layer layer;
+            int below;
             lock (_lock)
             {
                 if (_layers.ContainsKey(target)) throw StrataException.Exists($"layer {target} already exists");
                 ThrowIfBusy(target);
                 layer = Changeable(id, "snapshot it");
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; only a layer without children can be frozen");
+                if (layer.Parent is null) throw StrataException.Invalid($"layer {id} has no parent: its tree is whole, not changes that can be frozen under it");
+                below = Depth(id) + 1;
+            }
+            chains.CheckChainLength(below); // before the intent: a change begun is finished, never given up
+            lock (_lock)
+            {
+                ThrowIfBusy(id);
+                ThrowIfBusy(target);
                 _busy[id] = "being snapshotted";
                 _busy[target] = "being created";
             }
@@ -86,17 +95,25 @@ public sealed partial class LayerStore
                 Id = target, Parent = layer.Parent, Kind = LayerKind.ReadOnly, Driver = Driver.Name, Created = DateTimeOffset.UtcNow,
                 Labels = labels is null ? [] : new Dictionary<string, string>(labels), Size = layer.Size, Pending = "freeze:" + id,
             };
-            return Finish([id, target], () => _records.Write(frozen), () =>
+            try
             {
-                var (done, over) = FinishFreeze(chains, _records, frozen, layer);
-                lock (_lock)
+                return Finish([id, target], () => _records.Write(frozen), () =>
                 {
-                    _layers[target] = done;
-                    _layers[id] = over with { Mounts = layer.Mounts };
-                    _children[target] = 1; // the parent's count stays: one child for another
-                }
-                return done;
-            });
+                    var (done, over) = FinishFreeze(chains, _records, frozen, layer);
+                    lock (_lock)
+                    {
+                        _layers[target] = done;
+                        _layers[id] = over with { Mounts = layer.Mounts };
+                        _children[target] = 1; // the parent's count stays: one child for another
+                    }
+                    return done;
+                });
+            }
+            catch
+            {
+                DropUnbegunFreeze(frozen, layer);
+                throw;
+            }
         }
     }
 
@@ -111,6 +128,7 @@ public sealed partial class LayerStore
         using (IdLocks([id, parent]))
         {
             Layer layer;
+            int below;
             lock (_lock)
             {
                 if (id == parent) throw StrataException.Invalid($"layer {id} cannot be put over itself");
@@ -118,10 +136,18 @@ public sealed partial class LayerStore
                 ThrowIfBusy(parent);
                 layer = Changeable(id, "roll it back");
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; it cannot be rolled back");
+                below = Depth(parent) + 1;
+            }
+            chains.CheckChainLength(below);
+            lock (_lock)
+            {
+                ThrowIfBusy(id);
+                ThrowIfBusy(parent);
                 _busy[id] = "being rolled back";
+                _busy[parent] = "having a layer put over it";
             }
             var marked = layer with { Pending = "reset:" + parent };
-            Finish([id], () => _records.Write(marked), () =>
+            Finish([id, parent], () => _records.Write(marked), () =>
             {
                 var done = FinishReset(chains, _records, marked, parent);
                 lock (_lock)
@@ -146,7 +172,8 @@ public sealed partial class LayerStore
         List<string> over;
         lock (_lock)
         {
-            Visible(id);
+            if (Visible(id).Kind != LayerKind.ReadOnly)
+                throw StrataException.Invalid($"layer {id} is not read-only; only a read-only layer can be merged into the layers over it");
             over = Over(id, _layers.Values);
         }
         if (over.Count == 0)
@@ -162,7 +189,9 @@ public sealed partial class LayerStore
                 layer = Changeable(id, "merge it");
                 if (layer.Parent is null) throw StrataException.Unsupported($"layer {id} has no parent: its changes are whole trees, which cannot be folded into its children's");
                 var now = Over(id, _layers.Values);
-                if (!now.ToHashSet(StringComparer.Ordinal).SetEquals(over))
+                // a layer being created over one of them is counted as a child before it is listed
+                if (!now.ToHashSet(StringComparer.Ordinal).SetEquals(over)
+                    || over.Prepend(id).Any(x => _children.GetValueOrDefault(x) != _layers.Values.Count(l => l.Parent == x)))
                     throw StrataException.InUse($"layer {id} got other layers over it meanwhile; try again");
                 foreach (var o in over) Changeable(o, $"merge {id} under it");
                 foreach (var o in over.Prepend(id)) _busy[o] = "being merged";
@@ -226,6 +255,53 @@ public sealed partial class LayerStore
         return order;
     }
 
+    /// <summary>How many layers are below <paramref name="id"/> (under the index lock).</summary>
+    int Depth(string id)
+    {
+        int depth = 0;
+        for (var p = _layers[id].Parent; p is not null && _layers.TryGetValue(p, out var l); p = l.Parent) depth++;
+        return depth;
+    }
+
+    /// <summary>After a freeze failed: when nothing of it was done (the new layer's data never appeared; the layer's
+    /// own are where they were), it is given up, its record deleted and both layers free again; otherwise it is left
+    /// for the next open to finish.</summary>
+    void DropUnbegunFreeze(Layer frozen, Layer layer)
+    {
+        try
+        {
+            if (Driver.Exists(frozen.Id) || !Driver.Exists(layer.Id)) return;
+            Driver.Remove(frozen.Id);
+            _records.Delete(frozen.Id);
+            lock (_lock)
+            {
+                _busy.Remove(frozen.Id);
+                _busy.Remove(layer.Id);
+            }
+        }
+        catch (Exception)
+        {
+            // left as it is: the next open finishes it
+        }
+    }
+
+    /// <summary>The kind of a pending change and the layer it names (freeze:SOURCE, reset:PARENT; merge names none).</summary>
+    static (string Kind, string? Other) ParsePending(string pending)
+    {
+        int colon = pending.IndexOf(':');
+        return colon < 0 ? (pending, null) : (pending[..colon], pending[(colon + 1)..]);
+    }
+
+    /// <summary>The layers a pending change involves, which stay busy until it is finished: a freeze's source and new
+    /// layer, a reset's layer and new parent, a merged layer and every layer over it.</summary>
+    static IEnumerable<string> Involved(Layer pending, IEnumerable<Layer> all) =>
+        ParsePending(pending.Pending!) switch
+        {
+            ("merge", _) => Over(pending.Id, all).Prepend(pending.Id),
+            (_, { } other) => [pending.Id, other],
+            _ => [pending.Id],
+        };
+
     static (Layer Frozen, Layer Over) FinishFreeze(ILayerChains chains, LayerRecords records, Layer frozen, Layer layer)
     {
         chains.Freeze(layer.Id, frozen.Id);
@@ -273,19 +349,21 @@ public sealed partial class LayerStore
                 if (driver is not ILayerChains chains) throw StrataException.Unsupported($"the {driver.Name} driver cannot finish it");
                 var byId = layers.ToDictionary(l => l.Id, StringComparer.Ordinal);
                 var current = byId[pending.Id];
-                switch (current.Pending)
+                switch (ParsePending(current.Pending!))
                 {
-                    case { } p when p.StartsWith("freeze:", StringComparison.Ordinal) && byId.TryGetValue(p["freeze:".Length..], out var source):
+                    case ("freeze", { } of) when byId.TryGetValue(of, out var source):
+                        if (!driver.Exists(current.Id) && !driver.Exists(of))
+                            throw StrataException.Corrupt($"neither it nor layer {of} holds the changes being frozen");
                         var (done, over) = FinishFreeze(chains, records, current, source);
                         Replace(layers, done);
                         Replace(layers, over);
                         swept.Add($"snapshot {done.Id} of layer {source.Id}, cut short, finished");
                         break;
-                    case { } p when p.StartsWith("reset:", StringComparison.Ordinal) && byId.ContainsKey(p["reset:".Length..]):
-                        Replace(layers, FinishReset(chains, records, current, p["reset:".Length..]));
-                        swept.Add($"rollback of layer {current.Id} to {p["reset:".Length..]}, cut short, finished");
+                    case ("reset", { } parent) when byId.ContainsKey(parent):
+                        Replace(layers, FinishReset(chains, records, current, parent));
+                        swept.Add($"rollback of layer {current.Id} to {parent}, cut short, finished");
                         break;
-                    case "merge":
+                    case ("merge", null):
                         foreach (var child in FinishMerge(chains, driver, records, current, layers)) Replace(layers, child);
                         layers.RemoveAll(l => l.Id == current.Id);
                         swept.Add($"merge of layer {current.Id} into the layers over it, cut short, finished");

@@ -75,8 +75,10 @@ public sealed partial class LayerStore : IDisposable, ILayerMounter
         {
             _layers[l.Id] = l;
             if (l.Parent is not null) _children[l.Parent] = _children.GetValueOrDefault(l.Parent) + 1;
-            if (l.Pending is not null) _busy[l.Id] = Interrupted; // the sweep could not finish it (or a reader sees it)
         }
+        // what the sweep could not finish (or a reader sees in progress) stays out of reach
+        foreach (var l in layers.Where(l => l.Pending is not null))
+            foreach (var id in Involved(l, layers)) _busy[id] = Interrupted;
     }
 
     public bool Exists(string id)

@@ -174,20 +174,53 @@ public sealed class OverlaySnapshotTests : IDisposable
         Edit("c", WriteOverTheDeletions);
         var frozen = Tree("c");
         string layerDir = Path.GetDirectoryName(Upper("c"))!;
-        using (Immutable(layerDir)) // its diff/ cannot move out
+        using (Immutable(_temp.Combine("store", "overlay", "l"))) // c's diff/ moves into s2, then s2's link cannot be made
+        {
             Assert.NotNull(Record.Exception(() => _store.FreezeLayer("c", "s2")));
-        Assert.Equal(ErrorKind.InUse, Assert.Throws<StrataException>(() => _store.Mount("c")).Kind);
+            Assert.Equal(ErrorKind.InUse, Assert.Throws<StrataException>(() => _store.Mount("c")).Kind);
+            Reopen(); // the cause still there: not finished, and both layers stay out of reach
+            Assert.Contains(_store.Swept, s => s.StartsWith("layer s2: the change 'freeze:c' a crash cut short was not finished", StringComparison.Ordinal));
+            Assert.Equal(ErrorKind.InUse, Assert.Throws<StrataException>(() => _store.Mount("c")).Kind);
+            Assert.Equal(ErrorKind.InUse, Assert.Throws<StrataException>(() => _store.Remove("c")).Kind);
+        }
         Reopen();
         Assert.Equal("s2", _store.Inspect("c").Parent);
         TreeSnapshot.AssertSame(frozen, Tree("s2"), MtimePrecision.Ignore);
         TreeSnapshot.AssertSame(frozen, Tree("c"), MtimePrecision.Ignore);
 
         Edit("c", d => File(d, "later", "x"));
-        using (Immutable(layerDir))
+        using (Immutable(layerDir)) // its diff/ cannot move out
             Assert.NotNull(Record.Exception(() => _store.ResetLayer("c", "s2")));
         Reopen();
         Assert.Contains(_store.Swept, s => s.StartsWith("rollback of layer c to s2", StringComparison.Ordinal));
         TreeSnapshot.AssertSame(frozen, Tree("c"), MtimePrecision.Ignore);
+    }
+
+    [SkippableFact]
+    public void AFreezeThatFailsBeforeItBeganIsGivenUp()
+    {
+        ContainerWithDeletionsFrozen();
+        var tree = Tree("c");
+        using (Immutable(_temp.Combine("store", "overlay"))) // the new layer's directory cannot appear
+            Assert.NotNull(Record.Exception(() => _store.FreezeLayer("c", "s2")));
+        Assert.False(_store.Exists("s2"));
+        Assert.False(System.IO.File.Exists(_temp.Combine("store", "layers", "s2.json")));
+        TreeSnapshot.AssertSame(tree, Tree("c"), MtimePrecision.Ignore); // and c is free again
+        _store.FreezeLayer("c", "s2");
+        Assert.Equal("s2", _store.Inspect("c").Parent);
+    }
+
+    [Fact]
+    public void AChainIsNotMadeLongerThanOverlayfsMounts()
+    {
+        ContainerWithDeletionsFrozen();
+        var ex = Assert.Throws<StrataException>(() => ((ILayerChains)_store.Driver).CheckChainLength(501));
+        Assert.Equal((ErrorKind.Unsupported, "a layer over 501 layers is more than overlayfs mounts (500); remove a snapshot first"), (ex.Kind, ex.Message));
+        ((ILayerChains)_store.Driver).CheckChainLength(500);
+        _store.Create("lone", null, LayerKind.ReadWrite);
+        Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => _store.FreezeLayer("lone", "l2")).Kind); // no parent
+        Assert.Equal(ErrorKind.InvalidArgument, Assert.Throws<StrataException>(() => _store.MergeLayer("c")).Kind); // not read-only
+        Assert.Equal(["base", "c", "lone", "s"], _store.List().Select(l => l.Id).Order(StringComparer.Ordinal));
     }
 
     [Fact]

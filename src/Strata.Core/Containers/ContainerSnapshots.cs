@@ -113,10 +113,17 @@ public sealed partial class ContainerStore
         }
     }
 
-    /// <summary>Removes every snapshot of a container once its layer is gone, the newest first (in a chain, each is
-    /// under the next).</summary>
+    /// <summary>Removes every snapshot of a container once its layer is gone, the deepest in the chain first (in a
+    /// chain a snapshot is under the later ones; beside the container all are at one depth).</summary>
     void RemoveSnapshots(string containerId)
     {
-        foreach (var s in SnapshotsOf(containerId).OrderByDescending(s => s.Created)) Layers.Remove(s.Layer);
+        var parents = Layers.List().ToDictionary(l => l.Id, l => l.Parent, StringComparer.Ordinal);
+        int Depth(string id)
+        {
+            int depth = 0;
+            for (var p = parents.GetValueOrDefault(id); p is not null; p = parents.GetValueOrDefault(p)) depth++;
+            return depth;
+        }
+        foreach (var s in SnapshotsOf(containerId).OrderByDescending(s => Depth(s.Layer))) Layers.Remove(s.Layer);
     }
 }

@@ -42,9 +42,11 @@ public abstract partial class DriverConformance
 
     List<NodeInfo> Tree(string id) => View(id, dir => TreeSnapshot.Capture(dir));
 
-    /// <summary>The tree with hardlink groups of one name (a file linked only to names the tree does not show) as plain files.</summary>
-    static List<NodeInfo> LinksShown(List<NodeInfo> tree)
+    /// <summary>In a chain, the tree with hardlink groups of one name (a file linked only to names the tree does not show)
+    /// as plain files: a copy keeps only the links it can see. Copies beside the container keep them all.</summary>
+    List<NodeInfo> LinksShown(List<NodeInfo> tree)
     {
+        if (!InChain) return tree;
         var groups = tree.Where(n => n.LinkGroup.Length > 0).GroupBy(n => n.LinkGroup).ToDictionary(g => g.Key, g => g.Count());
         return [.. tree.Select(n => n.LinkGroup.Length > 0 && groups[n.LinkGroup] == 1 ? n with { LinkGroup = "" } : n)];
     }

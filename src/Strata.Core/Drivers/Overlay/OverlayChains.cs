@@ -8,25 +8,41 @@ namespace Strata.Core.Drivers.Overlay;
 
 public sealed partial class OverlayDriver
 {
-    /// <summary>Kernel overlayfs only: fuse-overlayfs keeps state of its own beside the upper directories (the probe's
-    /// marker files), and its trees were not found the same once a snapshot's were copied into another layer.</summary>
-    public string? WhyNoChains => _mountProgram is { Length: > 0 } program
-        ? $"container snapshots on overlay need kernel overlayfs, not {program} (overlay.mount_program)"
-        : null;
+    /// <summary>Kernel overlayfs, mounting with redirect_dir, index and metacopy off, only: fuse-overlayfs keeps state of
+    /// its own beside the upper directories (the probe's marker files), and its trees were not found the same once a
+    /// snapshot's were copied into another layer; with those features on, an upper directory alone would not say what
+    /// the layer changed, which the fold reads it for (the probe's native diff is the same test).</summary>
+    public string? WhyNoChains
+    {
+        get
+        {
+            if (_mountProgram is { Length: > 0 } configured)
+                return $"container snapshots on overlay need kernel overlayfs, not {configured} (overlay.mount_program)";
+            var caps = Capabilities;
+            if (!caps.Supported) return $"overlay cannot mount here: {caps.WhyNot}";
+            if (caps.MountProgram is { Length: > 0 } fallback)
+                return $"container snapshots on overlay need kernel overlayfs; this store mounts with {fallback}";
+            return caps.NativeDiff ? null : $"container snapshots on overlay need upper directories that say all a layer changed, which they do not here ({caps.NativeDiffNote})";
+        }
+    }
+
+    public void CheckChainLength(int layers)
+    {
+        if (layers > Mounter.MaxOverlayLayers)
+            throw StrataException.Unsupported($"a layer over {layers} layers is more than overlayfs mounts ({Mounter.MaxOverlayLayers}); remove a snapshot first");
+    }
 
     /// <summary>The upper directory itself changes hands, by rename (O(1)): the new layer's directory is made beside it
     /// (its work dir, its lower file: the layer's chain), the layer's diff/ moved into it, a new empty diff/ made for
     /// the layer (the old root's attributes) and its lower file pointed at the new layer. Which steps are done is read
-    /// from what exists, so a second call finishes a first one cut short.</summary>
+    /// from what exists, so a second call finishes a first one cut short (in between, the layer has no diff/ or an
+    /// empty one over its old chain: the store keeps it busy until finished).</summary>
     public void Freeze(string id, string target)
     {
         string to = LayerDir(target);
         if (!Posix.TryLstat(to, out _))
         {
             var chain = LowerChain(id);
-            if (chain.Count + 1 > Mounter.MaxOverlayLayers)
-                throw StrataException.Unsupported(
-                    $"layer {id} sits on {chain.Count} layers; a snapshot would add one more than overlayfs mounts ({Mounter.MaxOverlayLayers}): remove a snapshot first");
             string staging = Path.Combine(_tmp, $"overlay-{target}.{Guid.NewGuid():N}");
             Posix.MkdirAt(FileDescriptor.Cwd, staging, 0x1C9 /* 0711 */);
             try
@@ -58,14 +74,22 @@ public sealed partial class OverlayDriver
         MakeEmptyDiff(id, DiffDir(parent));
         PutOver(id, parent);
         Posix.SyncFileSystem(_home);
-        if (dropped) FileTree.Remove(trash);
+        if (!dropped) return;
+        try
+        {
+            FileTree.Remove(trash); // as long as `rm -rf` of the dropped changes
+        }
+        catch (StrataException)
+        {
+            // the rollback is done; what is left in tmp/ goes at the next open
+        }
     }
 
-    /// <summary><see cref="UpperFold"/> of the layer's diff/ into the child's, then the filesystem synced: the renames
-    /// are durable before the store records the child over the layer's parent.</summary>
+    /// <summary><see cref="UpperFold"/> of the layer's diff/ into the child's (copies staged in the child's fold/), then
+    /// the filesystem synced: the renames are durable before the store records the child over the layer's parent.</summary>
     public void Fold(string id, string child, bool move)
     {
-        UpperFold.Run(DiffDir(id), DiffDir(child), move);
+        UpperFold.Run(DiffDir(id), DiffDir(child), move, Path.Combine(LayerDir(child), "fold"));
         Posix.SyncFileSystem(_home);
     }
 

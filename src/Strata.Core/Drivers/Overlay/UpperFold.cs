@@ -10,7 +10,7 @@ namespace Strata.Core.Drivers.Overlay;
 /// Folds upper directory L (a layer's changes) into upper directory U (those of a layer over it), U's entries winning,
 /// so that U over L's parent shows what U over L showed. Per name in L, against U:
 /// <list type="bullet">
-/// <item>U lacks it: L's entry goes to U whole (renamed, or copied under a temp name and renamed into place), a
+/// <item>U lacks it: L's entry goes to U (renamed whole, or copied through a staging directory and renamed in), a
 /// whiteout or an opaque directory included: it means in U what it meant in L.</item>
 /// <item>both are directories, U's not opaque: the fold goes into them; U's becomes opaque if L's was (L's hid
 /// the layers below, which U will sit on directly).</item>
@@ -19,34 +19,48 @@ namespace Strata.Core.Drivers.Overlay;
 /// <item>otherwise U's hides L's: nothing to do.</item>
 /// </list>
 /// When moving, L's entries are removed once U has what they meant. Every step leaves U over L showing the same tree,
-/// so a fold cut short by a crash is finished by folding again: U's directories are only ever made whole (attributes
-/// first, under a temp name, then renamed in) and filled afterwards, and opacity is set only once U holds everything
-/// of L's directory; temp names (<see cref="TempPrefix"/>) a crash left are removed when the fold passes by again.
-/// The times of U's directories the fold adds to are put back, as the container last saw them.
+/// so a fold cut short by a crash is finished by folding again: a copy is made whole in a staging directory beside U
+/// (same filesystem), made durable, then renamed in; a directory that is not opaque goes in as itself alone (its
+/// attributes) and is filled afterwards; opacity is set only once U holds everything of L's directory. The times of
+/// U's directories the fold adds to are put back, as the container last saw them (those of a fold that is finished
+/// after a crash are the ones it finds).
 /// </summary>
 sealed class UpperFold
 {
-    /// <summary>Names in U that a fold cut short left half-copied.</summary>
-    internal const string TempPrefix = ".strata-fold.tmp-";
-
     readonly bool _move;
     readonly FileDescriptor _uRoot;
+    readonly FileDescriptor? _staging;
+    readonly string _stagingPath;
+    readonly TreeCopy _copy = new();
     readonly Dictionary<(ulong Dev, ulong Ino), string> _linked = [];
     int _temps;
 
-    UpperFold(bool move, FileDescriptor uRoot)
+    UpperFold(bool move, FileDescriptor uRoot, FileDescriptor? staging, string stagingPath)
     {
         _move = move;
         _uRoot = uRoot;
+        _staging = staging;
+        _stagingPath = stagingPath;
     }
 
     /// <summary>Folds <paramref name="lower"/> into <paramref name="upper"/> (both upper directories of one overlay
-    /// chain, on one filesystem), moving its entries when <paramref name="move"/>, copying them otherwise.</summary>
-    public static void Run(string lower, string upper, bool move)
+    /// chain, on one filesystem), moving its entries when <paramref name="move"/>, copying them otherwise through
+    /// <paramref name="staging"/> (a directory on the same filesystem, outside both; made, emptied of what a fold cut
+    /// short left, and removed at the end).</summary>
+    public static void Run(string lower, string upper, bool move, string staging)
     {
         using var l = Posix.Open(lower, Posix.O_RDONLY | Posix.O_DIRECTORY);
         using var u = Posix.Open(upper, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        new UpperFold(move, u).Fold(l, u, "", 0);
+        if (move)
+        {
+            new UpperFold(move, u, null, staging).Fold(l, u, "", 0);
+            return;
+        }
+        if (Posix.TryLstat(staging, out _)) FileTree.Remove(staging);
+        Posix.MkdirAt(FileDescriptor.Cwd, staging, Modes.OwnerOnly);
+        using (var s = Posix.Open(staging, Posix.O_RDONLY | Posix.O_DIRECTORY))
+            new UpperFold(move, u, s, staging).Fold(l, u, "", 0);
+        FileTree.Remove(staging);
     }
 
     void Fold(FileDescriptor l, FileDescriptor u, string rel, int depth)
@@ -54,13 +68,6 @@ sealed class UpperFold
         TreeWalker.CheckDepth(depth, rel);
         var times = Posix.Fstat(u);
         bool added = false;
-        if (!_move) // only copies make temp names
-            foreach (var e in Posix.ReadDir(u, rel))
-                if (e.Name.StartsWith(TempPrefix, StringComparison.Ordinal))
-                {
-                    FileTree.RemoveAt(u, e.Name, Join(rel, e.Name));
-                    added = true;
-                }
         foreach (var e in Posix.ReadDir(l, rel))
         {
             string name = e.Name, path = Join(rel, name);
@@ -82,7 +89,7 @@ sealed class UpperFold
                 added = true;
                 continue;
             }
-            if (us.IsDirectory && !IsOpaque(Posix.LgetXattrsAt(u, name)))
+            if (us.IsDirectory && !Whiteouts.IsOverlayOpaque(Posix.LgetXattrsAt(u, name)))
             {
                 if (ls.IsDirectory)
                 {
@@ -90,7 +97,7 @@ sealed class UpperFold
                     using (var ud = Posix.OpenAt(u, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
                     {
                         Fold(ld, ud, path, depth + 1);
-                        if (IsOpaque(Posix.FgetXattrs(ld, path))) MakeOpaque(ud, path);
+                        if (Whiteouts.IsOverlayOpaque(Posix.FgetXattrs(ld, path))) MakeOpaque(ud, path);
                     }
                 }
                 else
@@ -104,8 +111,8 @@ sealed class UpperFold
         if (added) Posix.Futimes(u, times.Atime, times.Mtime, rel.Length == 0 ? "/" : rel);
     }
 
-    /// <summary>Gives U the entry it lacks: L's renamed in, or a copy made under a temp name and renamed in (a directory
-    /// that is not opaque as itself alone, then filled by folding into it).</summary>
+    /// <summary>Gives U the entry it lacks: L's renamed in, or a copy made whole in the staging directory, synced, and
+    /// renamed in (a directory that is not opaque as itself alone, then filled by folding into it).</summary>
     void Add(FileDescriptor l, string name, in FileStat ls, FileDescriptor u, string path, int depth)
     {
         if (_move)
@@ -118,33 +125,40 @@ sealed class UpperFold
             Posix.LinkAt(_uRoot, first, u, name); // one name more of a file this fold copied already
             return;
         }
-        string temp = TempPrefix + _temps++.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var staging = _staging!;
+        string temp = _temps++.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (ls.IsDirectory)
         {
-            Posix.MkdirAt(u, temp, Modes.OwnerOnly);
+            Posix.MkdirAt(staging, temp, Modes.OwnerOnly);
             using var ld = Posix.OpenAt(l, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
-            using (var td = Posix.OpenAt(u, temp, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
+            bool opaque = Whiteouts.IsOverlayOpaque(Posix.FgetXattrs(ld, path));
+            using (var td = Posix.OpenAt(staging, temp, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW))
             {
-                if (IsOpaque(Posix.FgetXattrs(ld, path))) new TreeCopy().Copy(ld, td, path); // hides what is below: whole or not at all
+                if (opaque) _copy.Copy(ld, td, path); // hides what is below: whole or not at all
                 else TreeCopy.CopyAttributes(ld, td, ls, path);
             }
-            Posix.RenameAt(u, temp, u, name, Posix.RENAME_NOREPLACE);
+            if (opaque) Posix.SyncFileSystem(_stagingPath);
+            Posix.RenameAt(staging, temp, u, name, Posix.RENAME_NOREPLACE);
+            if (opaque) return;
             using var ud = Posix.OpenAt(u, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW);
             Fold(ld, ud, path, depth + 1);
             return;
         }
-        new TreeCopy().CopyNode(l, name, ls, u, temp, path);
-        Posix.RenameAt(u, temp, u, name, Posix.RENAME_NOREPLACE);
+        _copy.CopyNode(l, name, ls, staging, temp, path);
+        if (ls.Kind == FileKind.Regular)
+        {
+            // the data durable before the name: after a power cut the name never stands for an empty file
+            using var f = Posix.OpenAt(staging, temp, Posix.O_RDONLY | Posix.O_NOFOLLOW);
+            Posix.Fsync(f, path);
+        }
+        Posix.RenameAt(staging, temp, u, name, Posix.RENAME_NOREPLACE);
         if (ls.Kind == FileKind.Regular && ls.Nlink > 1) _linked[(ls.Device, ls.Inode)] = path;
     }
 
     static void MakeOpaque(FileDescriptor dir, string path)
     {
-        if (!IsOpaque(Posix.FgetXattrs(dir, path))) Posix.FsetXattr(dir, Whiteouts.OverlayOpaqueXattr, "y"u8, path);
+        if (!Whiteouts.IsOverlayOpaque(Posix.FgetXattrs(dir, path))) Posix.FsetXattr(dir, Whiteouts.OverlayOpaqueXattr, "y"u8, path);
     }
-
-    static bool IsOpaque(List<KeyValuePair<string, byte[]>> xattrs) =>
-        xattrs.Any(x => x.Key == Whiteouts.OverlayOpaqueXattr && x.Value is [(byte)'y']);
 
     static string Join(string rel, string name) => rel.Length == 0 ? name : rel + "/" + name;
 }
