@@ -19,10 +19,15 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
 
     public void Dispose() => _temp.Dispose();
 
-    Cli ThinStoreWithAContainer()
+    Cli ThinStoreWithAContainer() => StoreWithAContainer("--driver", "thin", "--storage-opt", "thin.basesize=256M");
+
+    Cli OverlayStoreWithAContainer() => StoreWithAContainer("--driver", "overlay");
+
+    /// <summary>A store made with <paramref name="driver"/>'s options, an image of busybox and a motd, and container c.</summary>
+    Cli StoreWithAContainer(params string[] driver)
     {
         var cli = new Cli(_temp.Combine("store"));
-        cli.Ok("--driver", "thin", "--storage-opt", "thin.basesize=256M", "init");
+        cli.Ok([.. driver, "init"]);
         string rootfs = _temp.Dir("rootfs");
         Directory.CreateDirectory(Path.Combine(rootfs, "bin"));
         File.Copy("/bin/busybox", Path.Combine(rootfs, "bin", "busybox"));
@@ -208,20 +213,6 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
         var owners = JsonDocument.Parse(cli.Ok("pool", "device", "ls", "--format", "json")).RootElement.EnumerateArray()
             .Select(d => d.GetProperty("Owner").GetString() ?? "").ToList();
         Assert.DoesNotContain(owners, o => System.Text.RegularExpressions.Regex.IsMatch(o, @"^layer [0-9a-f]{64}\.s\d$"));
-    }
-
-    Cli OverlayStoreWithAContainer()
-    {
-        var cli = new Cli(_temp.Combine("store"));
-        cli.Ok("--driver", "overlay", "init");
-        string rootfs = _temp.Dir("rootfs");
-        Directory.CreateDirectory(Path.Combine(rootfs, "bin"));
-        File.Copy("/bin/busybox", Path.Combine(rootfs, "bin", "busybox"));
-        File.WriteAllText(Path.Combine(rootfs, "motd"), "hello");
-        Shell.Run("tar", "-C", rootfs, "-cf", _temp.Combine("rootfs.tar"), ".").Check("tar");
-        cli.Ok("image", "import", _temp.Combine("rootfs.tar"), "--name", "snap:1", "-q");
-        cli.Ok("container", "create", "snap:1", "--name", "c");
-        return cli;
     }
 
     /// <summary>Files many/0000 ... many/(n-1) in the container, the content <paramref name="tag"/>.</summary>
