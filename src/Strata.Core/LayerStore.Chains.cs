@@ -72,7 +72,6 @@ public sealed partial class LayerStore
         using (IdLocks([id, target]))
         {
             Layer layer;
-            int below;
             lock (_lock)
             {
                 if (_layers.ContainsKey(target)) throw StrataException.Exists($"layer {target} already exists");
@@ -80,13 +79,7 @@ public sealed partial class LayerStore
                 layer = Changeable(id, "snapshot it");
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; only a layer without children can be frozen");
                 if (layer.Parent is null) throw StrataException.Invalid($"layer {id} has no parent: its tree is whole, not changes that can be frozen under it");
-                below = Depth(id) + 1;
-            }
-            chains.CheckChainLength(below); // before the intent: a change begun is finished, never given up
-            lock (_lock)
-            {
-                ThrowIfBusy(id);
-                ThrowIfBusy(target);
+                chains.CheckChainLength(Depth(id) + 1); // before the intent: a change begun is finished, not given up
                 _busy[id] = "being snapshotted";
                 _busy[target] = "being created";
             }
@@ -128,7 +121,6 @@ public sealed partial class LayerStore
         using (IdLocks([id, parent]))
         {
             Layer layer;
-            int below;
             lock (_lock)
             {
                 if (id == parent) throw StrataException.Invalid($"layer {id} cannot be put over itself");
@@ -136,13 +128,7 @@ public sealed partial class LayerStore
                 ThrowIfBusy(parent);
                 layer = Changeable(id, "roll it back");
                 if (_children.GetValueOrDefault(id) > 0) throw StrataException.InUse($"layer {id} has child layers; it cannot be rolled back");
-                below = Depth(parent) + 1;
-            }
-            chains.CheckChainLength(below);
-            lock (_lock)
-            {
-                ThrowIfBusy(id);
-                ThrowIfBusy(parent);
+                chains.CheckChainLength(Depth(parent) + 1);
                 _busy[id] = "being rolled back";
                 _busy[parent] = "having a layer put over it";
             }
