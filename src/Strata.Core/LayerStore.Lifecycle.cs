@@ -31,16 +31,13 @@ public sealed partial class LayerStore
                 }
                 _busy[id] = "being created";
             }
-            bool dataCreated = false, recordWritten = false, published = false;
-            try
+            return Publish(id, parent, () => Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>())), () =>
             {
-                Driver.Create(id, parent, new CreateOptions(kind, storageOptions ?? new Dictionary<string, string>()));
-                dataCreated = true;
                 long size = tar is null ? 0 : _differ.ApplyDiff(id, tar);
                 verify?.Invoke(); // the caller's last word (an image layer's diff id) before anything is published
                 // data the record will point at must be on disk first (drivers make Create durable themselves)
                 if (tar is not null) Posix.SyncFileSystem(Root);
-                var layer = new Layer
+                return new Layer
                 {
                     Id = id,
                     Parent = parent,
@@ -50,38 +47,52 @@ public sealed partial class LayerStore
                     Labels = labels is null ? [] : new Dictionary<string, string>(labels),
                     Size = size,
                 };
-                recordWritten = true; // from here a failure may leave the record behind
-                _records.Write(layer);
-                lock (_lock)
-                {
-                    _layers[id] = layer;
-                    _busy.Remove(id);
-                }
-                published = true;
-                return layer;
-            }
-            finally
+            });
+        }
+    }
+
+    /// <summary>Publishes new layer <paramref name="id"/>, which the caller marked busy (and counted as a child of
+    /// <paramref name="parent"/>) under the index lock: makes its data, then its record (built by
+    /// <paramref name="record"/>, which may still add to the data), then makes it visible; all or nothing: a failure
+    /// undoes only what this call did (a record that cannot be deleted keeps its data, so the store never holds a record
+    /// without data; data without a record is swept at next open) and drops the reservation.</summary>
+    Layer Publish(string id, string? parent, Action makeData, Func<Layer> record)
+    {
+        bool dataCreated = false, recordWritten = false, published = false;
+        try
+        {
+            makeData();
+            dataCreated = true;
+            var layer = record();
+            recordWritten = true; // from here a failure may leave the record behind
+            _records.Write(layer);
+            lock (_lock)
             {
-                if (!published)
+                _layers[id] = layer;
+                _busy.Remove(id);
+            }
+            published = true;
+            return layer;
+        }
+        finally
+        {
+            if (!published)
+            {
+                try
                 {
-                    try
+                    if (recordWritten) _records.Delete(id);
+                    if (dataCreated) Driver.Remove(id);
+                }
+                catch (Exception)
+                {
+                    // data without a record is swept at next open
+                }
+                finally
+                {
+                    lock (_lock)
                     {
-                        // undo only what this call did; a record that cannot be deleted keeps its data,
-                        // so the store never holds a record without data
-                        if (recordWritten) _records.Delete(id);
-                        if (dataCreated) Driver.Remove(id);
-                    }
-                    catch (Exception)
-                    {
-                        // data without a record is swept at next open
-                    }
-                    finally
-                    {
-                        lock (_lock)
-                        {
-                            _busy.Remove(id);
-                            if (parent is not null) _children[parent]--;
-                        }
+                        _busy.Remove(id);
+                        if (parent is not null) _children[parent]--;
                     }
                 }
             }

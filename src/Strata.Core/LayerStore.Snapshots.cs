@@ -27,47 +27,11 @@ public sealed partial class LayerStore
                 if (from.Parent is { } p) _children[p] = _children.GetValueOrDefault(p) + 1;
                 _busy[target] = "being created";
             }
-            bool dataCreated = false, published = false;
-            try
+            return Publish(target, from.Parent, () => snapshots.CopyLayer(source, target), () => new Layer
             {
-                snapshots.CopyLayer(source, target);
-                dataCreated = true;
-                var layer = new Layer
-                {
-                    Id = target, Parent = from.Parent, Kind = LayerKind.ReadOnly, Driver = Driver.Name, Created = DateTimeOffset.UtcNow,
-                    Labels = labels is null ? [] : new Dictionary<string, string>(labels), Size = from.Size,
-                };
-                _records.Write(layer);
-                lock (_lock)
-                {
-                    _layers[target] = layer;
-                    _busy.Remove(target);
-                }
-                published = true;
-                return layer;
-            }
-            finally
-            {
-                if (!published)
-                {
-                    try
-                    {
-                        if (dataCreated) Driver.Remove(target);
-                    }
-                    catch (Exception)
-                    {
-                        // data without a record is swept at next open
-                    }
-                    finally
-                    {
-                        lock (_lock)
-                        {
-                            _busy.Remove(target);
-                            if (from.Parent is { } p) _children[p]--;
-                        }
-                    }
-                }
-            }
+                Id = target, Parent = from.Parent, Kind = LayerKind.ReadOnly, Driver = Driver.Name, Created = DateTimeOffset.UtcNow,
+                Labels = labels is null ? [] : new Dictionary<string, string>(labels), Size = from.Size,
+            });
         }
     }
 

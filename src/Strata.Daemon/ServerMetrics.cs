@@ -149,19 +149,18 @@ public sealed class ServerMetrics
     }
 
     /// <summary>The statistics of the pool in <paramref name="dir"/> when a server has it open (none: nothing to show,
-    /// its counters start with one), asked through its control socket.</summary>
+    /// its counters start with one), asked through its control socket in one call.</summary>
     public static IEnumerable<(string Dir, PoolStats Stats)> ServedPool(string dir)
     {
         using var server = RemotePool.ForPool(dir, TimeSpan.FromSeconds(5));
         PoolStats stats;
         try
         {
-            if (!server.Answers()) yield break;
             stats = server.Stats();
         }
-        catch (Exception ex) when (ex is StrataException or PoolUnreachableException)
+        catch (StrataException)
         {
-            yield break; // gone between the two calls, or failing: the scrape shows the rest
+            yield break; // no server answers (PoolUnreachableException), or it fails: the scrape shows the rest
         }
         yield return (dir, stats);
     }

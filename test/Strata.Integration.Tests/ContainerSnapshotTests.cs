@@ -152,12 +152,8 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
         int rolledBack = 0;
         for (int round = 0; round < 6; round++)
         {
-            var p = cli.Start("container", "rollback", "c", "s");
-            p.StandardInput.Close();
-            Thread.Sleep(rng.Next(0, 400));
             // the command and the pool's server (which makes the pool's call when it runs) die at the same moment
-            foreach (int pid in PoolServers.Under(_temp.Combine("store")).Append(p.Id)) Shell.Run("kill", "-KILL", pid.ToString());
-            p.WaitForExit();
+            KillAfter(cli, rng.Next(0, 400), withPoolServer: true, "container", "rollback", "c", "s");
             var tree = Tree(cli);
             Assert.True(tree == snapshot || tree == current, $"round {round}: the container is neither the snapshot nor its state before");
             if (tree == snapshot)
@@ -187,11 +183,7 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
             InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 1));
             cli.Ok("container", "snapshot", "create", "c", name);
             InContainer(cli, dir => Random(Path.Combine(dir, "data"), 8, 2));
-            var p = cli.Start("container", "snapshot", "rm", "c", name);
-            p.StandardInput.Close();
-            Thread.Sleep(rng.Next(0, 400));
-            foreach (int pid in PoolServers.Under(_temp.Combine("store")).Append(p.Id)) Shell.Run("kill", "-KILL", pid.ToString());
-            p.WaitForExit();
+            KillAfter(cli, rng.Next(0, 400), withPoolServer: true, "container", "snapshot", "rm", "c", name);
             Assert.Equal(current, Tree(cli)); // the container keeps its state whatever happened to the snapshot
             var left = JsonDocument.Parse(cli.Ok("container", "snapshot", "ls", "c", "--format", "json")).RootElement.EnumerateArray().Select(s => s.GetProperty("Name").GetString()).ToList();
             if (!left.Contains(name))
@@ -284,13 +276,15 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
         return (int)watch.ElapsedMilliseconds;
     }
 
-    /// <summary>Starts a command and kills it (SIGKILL) after <paramref name="ms"/> milliseconds.</summary>
-    static void KillAfter(Cli cli, int ms, params string[] args)
+    /// <summary>Starts a command and kills it (SIGKILL) after <paramref name="ms"/> milliseconds, and at the same moment
+    /// the store's pool server when <paramref name="withPoolServer"/>.</summary>
+    void KillAfter(Cli cli, int ms, bool withPoolServer, params string[] args)
     {
         var p = cli.Start(args);
         p.StandardInput.Close();
         Thread.Sleep(ms);
-        Shell.Run("kill", "-KILL", p.Id.ToString());
+        var pids = withPoolServer ? PoolServers.Under(_temp.Combine("store")).Append(p.Id) : [p.Id];
+        foreach (int pid in pids) Shell.Run("kill", "-KILL", pid.ToString());
         p.WaitForExit();
     }
 
@@ -316,7 +310,7 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
             cli.Ok("container", "snapshot", "create", "c", name);
             InContainer(cli, dir => File.WriteAllText(Path.Combine(dir, "many", "0000"), $"new {round}"));
             var current = Tree(cli);
-            KillAfter(cli, rng.Next(Math.Max(0, opened - 150), whole + 20), "container", "snapshot", "rm", "c", name);
+            KillAfter(cli, rng.Next(Math.Max(0, opened - 150), whole + 20), withPoolServer: false, "container", "snapshot", "rm", "c", name);
             Assert.Equal(current, Tree(cli)); // the next command finished the merge, or it never began; the container is whole
             var left = JsonDocument.Parse(cli.Ok("container", "snapshot", "ls", "c", "--format", "json")).RootElement.EnumerateArray().Select(s => s.GetProperty("Name").GetString()).ToList();
             if (!left.Contains(name)) merged++;
@@ -328,7 +322,7 @@ public sealed class ContainerSnapshotTests(ITestOutputHelper output) : IDisposab
             cli.Ok("container", "snapshot", "create", "c", "r");
             InContainer(cli, dir => Many(dir, files, "changed"));
             var changed = Tree(cli);
-            KillAfter(cli, rng.Next(Math.Max(0, opened - 150), whole + 20), "container", "rollback", "c", "r");
+            KillAfter(cli, rng.Next(Math.Max(0, opened - 150), whole + 20), withPoolServer: false, "container", "rollback", "c", "r");
             var tree = Tree(cli);
             Assert.True(tree == snapshotTree || tree == changed, $"round {round}: the container is neither the snapshot nor its state before");
             if (tree == snapshotTree) rolledBack++;
