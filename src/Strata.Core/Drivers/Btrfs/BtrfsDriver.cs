@@ -116,8 +116,7 @@ public sealed class BtrfsDriver : IDriver, ILayerSnapshots
     {
         string staging = RollbackStaging(target);
         using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        if (Posix.TryOpenAt(dir, staging, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var left) == 0)
-            DeleteSubvolume(dir, staging, left!, Dir(staging)); // a crashed rollback's
+        DeleteSubvolumeIfAny(dir, staging); // a crashed rollback's
         using (var from = Posix.Open(Dir(source), Posix.O_RDONLY | Posix.O_DIRECTORY))
             Posix.BtrfsSnapshot(from, dir, staging, readOnly: false, Dir(staging));
         Posix.RenameAt(dir, staging, dir, target, Posix.RENAME_EXCHANGE);
@@ -156,10 +155,15 @@ public sealed class BtrfsDriver : IDriver, ILayerSnapshots
     {
         File.Delete(Path.Combine(_readOnly, id));
         using var dir = Posix.Open(_subvolumes, Posix.O_RDONLY | Posix.O_DIRECTORY);
-        if (Posix.TryOpenAt(dir, RollbackStaging(id), Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var staging) == 0)
-            DeleteSubvolume(dir, RollbackStaging(id), staging!, Dir(RollbackStaging(id))); // a crashed rollback's
-        if (Posix.TryOpenAt(dir, id, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var subvolume) != 0) return;
-        DeleteSubvolume(dir, id, subvolume!, Dir(id));
+        DeleteSubvolumeIfAny(dir, RollbackStaging(id)); // a crashed rollback's
+        DeleteSubvolumeIfAny(dir, id);
+    }
+
+    /// <summary>Deletes the subvolume <paramref name="name"/> of <paramref name="parent"/> when there is one.</summary>
+    void DeleteSubvolumeIfAny(FileDescriptor parent, string name)
+    {
+        if (Posix.TryOpenAt(parent, name, Posix.O_RDONLY | Posix.O_DIRECTORY | Posix.O_NOFOLLOW, 0, out var subvolume) == 0)
+            DeleteSubvolume(parent, name, subvolume!, Dir(name));
     }
 
     /// <summary>Deletes the subvolume <paramref name="name"/> of the directory <paramref name="parent"/>, open as
